@@ -1,0 +1,41 @@
+# Two commands do all the set-up: `make book` and `make test`. Both are idempotent.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+PROFILE ?= default
+
+.PHONY: setup data book chapters test clean-book
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package, unless $CTCBOOK_DATA already holds it.
+data:
+	@if [ -n "$${CTCBOOK_DATA:-}" ] && ls "$$CTCBOOK_DATA"/fashion-mnist/t10k-labels-idx1-ubyte* >/dev/null 2>&1; then \
+	  echo "Fashion-MNIST: using $$CTCBOOK_DATA/fashion-mnist"; \
+	elif [ -f $(FMNIST) ]; then \
+	  echo "Fashion-MNIST: using /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); \
+	else \
+	  echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' or put the idx files in \$$CTCBOOK_DATA/fashion-mnist" >&2; exit 1; \
+	fi
+
+chapters: setup
+	$(VENV)/bin/ctcbook run --profile $(PROFILE)
+
+book: chapters
+	$(VENV)/bin/ctcbook book
+
+test: setup
+	$(PY) -m pytest -q
+
+clean-book:
+	rm -rf _build book/chapters

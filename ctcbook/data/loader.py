@@ -1,0 +1,77 @@
+"""Device-resident batches for small-image datasets (the airbench way: no DataLoader, no worker processes).
+
+The whole uint8 image tensor lives on the training device; each batch is indexed, converted to float in [0, 1]
+and augmented there. Randomness comes from a generator seeded by (seed, epoch), so an epoch's batches and crops are
+the same whether the run was interrupted before it or not.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad (N, C, H, W) by ``padding`` pixels and crop an H x W window at a random offset per image."""
+    if padding == 0:
+        return x
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image of (N, C, H, W) left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+class DeviceBatches:
+    """Shuffled, augmented mini-batches of an in-memory image set.
+
+    Args:
+        images: uint8 (N, C, H, W); moved to ``device`` once.
+        labels: int64 (N,).
+        batch_size: images per batch; the last, smaller batch is dropped when ``drop_last``.
+        augment: "crop_flip", "crop" or "none".
+        crop_padding: pixels of zero padding for the random crop.
+        seed: base seed; epoch e uses seed * 100_003 + e.
+        memory_format: layout of the yielded batches (channels-last on CUDA, see :func:`ctcbook.train.memory_format`).
+    Iterating :meth:`epoch` yields ``(x, y, index)``: float images (B, C, H, W) in [0, 1], labels (B,), and each
+    image's index in the set (B,), which per-image memories need.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, device: torch.device,
+                 augment: str = "crop_flip", crop_padding: int = 2, seed: int = 0, drop_last: bool = True,
+                 memory_format: torch.memory_format = torch.contiguous_format):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if augment not in ("crop_flip", "crop", "none"):
+            raise ValueError(f"augment must be one of ('crop_flip', 'crop', 'none'), got {augment!r}")
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.batch_size, self.device, self.augment = batch_size, torch.device(device), augment
+        self.crop_padding, self.seed, self.drop_last, self.memory_format = crop_padding, seed, drop_last, memory_format
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.labels), generator=gen, device=self.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x = self.images[idx].float().div_(255)
+            if self.augment in ("crop", "crop_flip"):
+                x = random_crop(x, self.crop_padding, gen)
+            if self.augment == "crop_flip":
+                x = random_flip(x, gen)
+            yield x.contiguous(memory_format=self.memory_format), self.labels[idx], idx

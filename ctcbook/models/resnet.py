@@ -1,0 +1,130 @@
+"""Image classifiers that return penultimate features and logits.
+
+Every model here maps float images in [0, 1], shape (N, C, H, W), to ``(features, logits)``: features (N, D) are
+the pooled penultimate representation that the transfer probes read, logits (N, K) feed the cross-entropy. Input
+normalisation (per-channel mean and std of the source data) lives inside the model, so a checkpoint carries it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """A backbone (images -> features) plus a linear head (features -> logits).
+
+    Args:
+        backbone: module mapping normalised images (N, C, H, W) to features (N, feature_dim).
+        feature_dim: D, the width of the backbone's output.
+        num_classes: K.
+        mean, std: per-channel input statistics (length C) used to normalise [0, 1] images.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int,
+                 mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std must have the same length, got {len(mean)} and {len(std)}")
+        self.backbone = backbone
+        self.feature_dim = feature_dim
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) float in [0, 1] -> (N, D) penultimate features."""
+        return self.backbone((x - self.input_mean) / self.input_std)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.features(x)
+        return feats, self.head(feats)
+
+
+class BasicBlock(nn.Module):
+    """3x3 conv - BN - ReLU - 3x3 conv - BN, plus identity or 1x1 projection shortcut (He et al. 2016)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """CIFAR-style ResNet backbone: a 3x3 stem and three stages of widths (w, 2w, 4w), strides (1, 2, 2).
+
+    depth = 6n + 2 (8, 14, 20, 32, ...): n basic blocks per stage. Output: global-average-pooled features (N, 4w).
+    ``stem_stride`` 1 is the CIFAR original; 2 halves the resolution before the first stage (28 px -> 14 px), which
+    makes the network about 3x cheaper on a CPU.
+    """
+
+    def __init__(self, depth: int = 20, width: int = 16, in_channels: int = 3, stem_stride: int = 1):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        layers, in_planes = [], width
+        for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
+            for i in range(n):
+                layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+        self.stages = nn.Sequential(*layers)
+        self.out_dim = in_planes
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1), 1)
+
+
+def torchvision_resnet(name: str, in_channels: int = 3) -> tuple[nn.Module, int]:
+    """torchvision's ResNet-18/50 (random init) as a backbone: (module, feature_dim). ``fc`` becomes Identity."""
+    import torchvision
+
+    builders = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}
+    if name not in builders:
+        raise ValueError(f"arch must be one of {sorted(builders)}, got {name!r}")
+    net = builders[name](weights=None)
+    if in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, dim
+
+
+ARCHS = ("cifar_resnet", "resnet18", "resnet50")
+
+
+def build_model(arch: str, num_classes: int, *, in_channels: int, mean: Sequence[float], std: Sequence[float],
+                depth: int = 20, width: int = 16, stem_stride: int = 1) -> Classifier:
+    """Build a :class:`Classifier` by name. ``depth``/``width``/``stem_stride`` apply to ``cifar_resnet`` only."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if arch == "cifar_resnet":
+        backbone = CifarResNet(depth=depth, width=width, in_channels=in_channels, stem_stride=stem_stride)
+        dim = backbone.out_dim
+    elif arch in ("resnet18", "resnet50"):
+        backbone, dim = torchvision_resnet(arch, in_channels)
+    else:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    return Classifier(backbone, dim, num_classes, mean, std)

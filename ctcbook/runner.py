@@ -1,0 +1,135 @@
+"""Execute chapter notebooks with papermill and build the book with Jupyter Book 1.x.
+
+Everything that can be wrong with a request (unknown chapter, profile or parameter, a value of the wrong type) is
+refused before any notebook runs. A chapter whose cell raises is reported by chapter and cell, and its partly
+executed notebook is kept for inspection.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import PROFILES, profile_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+EXECUTED = REPO / "book" / "chapters"
+
+
+class ChapterFailedError(RuntimeError):
+    """A chapter's notebook raised in one of its cells."""
+
+
+def chapters() -> list[str]:
+    """Chapter names (notebook stems in ``notebooks/``), in book order."""
+    return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def notebook_parameters(chapter: str) -> dict[str, Any]:
+    """Names and default values of the chapter notebook's parameters cell."""
+    import papermill
+
+    params = papermill.inspect_notebook(str(NOTEBOOKS / f"{chapter}.ipynb"))
+    return {name: _literal(p["default"]) for name, p in params.items()}
+
+
+def parse_value(text: str) -> Any:
+    """A command-line parameter value: YAML scalars and lists (``200``, ``0.05``, ``[0,1]``, ``null``, ``abc``)."""
+    return yaml.safe_load(text)
+
+
+def _literal(source: str) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(source)
+    except (ValueError, SyntaxError):
+        return source
+
+
+def _compatible(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
+    return isinstance(value, type(default))
+
+
+def resolve_parameters(chapter: str, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters papermill injects into ``chapter``: the profile's values, then ``overrides``, then
+    ``profile``. Raises ValueError naming the bad chapter, profile, parameter or value."""
+    if chapter not in chapters():
+        raise ValueError(f"chapter must be one of {chapters()}, got {chapter!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    defaults = notebook_parameters(chapter)
+    params = {**profile_parameters(chapter, profile), **(overrides or {})}
+    for name, value in params.items():
+        if name not in defaults or name == "profile":
+            allowed = sorted(n for n in defaults if n != "profile")
+            raise ValueError(f"chapter {chapter} has no parameter {name!r}; its parameters are {allowed}")
+        if not _compatible(defaults[name], value):
+            raise ValueError(f"parameter {name!r} of chapter {chapter} must be like its default "
+                             f"{defaults[name]!r} ({type(defaults[name]).__name__}), got {value!r}")
+    return {**params, "profile": profile}
+
+
+def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any] | None = None, *,
+                 output_dir: Path = EXECUTED, log=print) -> list[Path]:
+    """Execute chapters (default: all) in ``profile``; return the executed notebooks' paths.
+
+    Runs live in ``$CTCBOOK_RUNS`` (default ``<repo>/runs``), so finished training is reused across executions.
+    Beside each executed notebook, ``<chapter>.run.json`` records the profile, parameters and wall time.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    names = names or chapters()
+    plan = [(name, resolve_parameters(name, profile, overrides)) for name in names]  # refuse before running
+    os.environ.setdefault("CTCBOOK_RUNS", str(REPO / "runs"))
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for name, params in plan:
+        out = output_dir / f"{name}.ipynb"
+        log(f"[ctcbook] executing {name} (profile {profile}) -> {out}")
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params,
+                                       kernel_name="python3", cwd=str(REPO), progress_bar=False)
+        except PapermillExecutionError as err:
+            raise ChapterFailedError(f"chapter {name} failed in cell {err.cell_index} (execution count "
+                                     f"{err.exec_count}): {err.ename}: {err.evalue}\nThe failed notebook is kept at "
+                                     f"{out}") from None
+        seconds = time.perf_counter() - start
+        (output_dir / f"{name}.run.json").write_text(json.dumps(
+            {"chapter": name, "profile": profile, "parameters": params, "wall_seconds": round(seconds, 1),
+             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+        log(f"[ctcbook] {name} done in {seconds:.0f} s")
+        outputs.append(out)
+    return outputs
+
+
+def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO) -> Path:
+    """Build the HTML book from ``book/`` (executed chapters in ``book/chapters``) into ``<path_output>/_build/html``.
+
+    Notebooks are not executed here (``execute_notebooks: off``): run :func:`run_chapters` first.
+    """
+    missing = [c for c in chapters() if not (EXECUTED / f"{c}.ipynb").exists()]
+    if missing:
+        raise FileNotFoundError(f"chapters not executed yet: {missing}; run `ctcbook run --profile default` first")
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(REPO / "book"), "--config", str(REPO / "_config.yml"),
+           "--toc", str(REPO / "book" / "_toc.yml"), "--path-output", str(path_output)]
+    if warnings_as_errors:
+        cmd += ["-W", "-n", "--keep-going"]
+    subprocess.run(cmd, check=True)
+    return Path(path_output) / "_build" / "html"

@@ -1,0 +1,182 @@
+"""The training engine: one plain loop over epochs for every supervised run in the book.
+
+``train(config)`` returns the finished :class:`~ctcbook.runs.Run` for ``config``: reused if already done, resumed
+from its last complete epoch if interrupted, trained from scratch otherwise. After every epoch it writes the model
+weights, appends a metrics row and saves the full training state, in that order; a run whose loss becomes NaN or inf
+is marked FAILED with the epoch and step and raises :class:`~ctcbook.runs.RunFailedError`.
+On CUDA it trains in bfloat16 autocast with channels-last tensors; on the CPU in float32, contiguous (see
+:func:`memory_format`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .config import TrainConfig
+from .data import ImageSet, load_dataset, select_classes, subsample
+from .data.loader import DeviceBatches
+from .models import Classifier, build_model
+from .runs import Run, RunFailedError, RunStore, atomic_write_json
+
+
+def default_device() -> torch.device:
+    """CUDA if available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """Channels-last on CUDA; contiguous elsewhere. On the CPU, channels-last is faster but its backward pass through
+    strided 1x1 convolutions returned wrong, run-to-run varying gradients (and once a heap corruption) with torch
+    2.14.1 here; ``tests/test_train.py`` checks that two identical CPU runs give identical weights."""
+    return torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
+
+
+def source_data(config: TrainConfig) -> tuple[ImageSet, ImageSet]:
+    """The (train, test) image sets a config trains and is measured on."""
+    train, test = load_dataset(config.source, "train"), load_dataset(config.source, "test")
+    if config.source_classes is not None:
+        train, test = select_classes(train, config.source_classes), select_classes(test, config.source_classes)
+    return subsample(train, config.train_size, seed=0), test
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units."""
+    x = images.float().div(255).transpose(0, 1).reshape(images.shape[1], -1)
+    return x.mean(1).tolist(), x.std(1).tolist()
+
+
+def model_for(config: TrainConfig, model_args: dict) -> Classifier:
+    """Build the model of ``config`` with data-dependent ``model_args`` (num_classes, in_channels, mean, std)."""
+    return build_model(config.arch, model_args["num_classes"], in_channels=model_args["in_channels"],
+                       mean=model_args["mean"], std=model_args["std"], depth=config.depth, width=config.width,
+                       stem_stride=config.stem_stride)
+
+
+def load_model(run: Run, epoch: int | None = None, device: torch.device | str = "cpu") -> Classifier:
+    """The run's model with the weights saved after ``epoch`` (default: the last saved), in eval mode."""
+    config = TrainConfig.from_dict(run.config)
+    model = model_for(config, json.loads((run.path / "model.json").read_text()))
+    epoch = run.saved_epochs()[-1] if epoch is None else epoch
+    model.load_state_dict(run.load_checkpoint(epoch))
+    return model.to(device).to(memory_format=memory_format(device)).eval()
+
+
+@torch.no_grad()
+def test_accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1024,
+                  amp: bool = False) -> tuple[float, float]:
+    """(top-1 accuracy in [0, 1], mean cross-entropy in nats) of ``model`` on uint8 images already on its device."""
+    was_training = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(labels), batch_size):
+        x = images[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format(images.device))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            _, logits = model(x)
+        y = labels[i:i + batch_size]
+        loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was_training)
+    return correct / len(labels), loss / len(labels)
+
+
+def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based): cosine to 0 or step decay."""
+    if config.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / (config.epochs * steps_per_epoch)))
+    epoch = step // steps_per_epoch + 1
+    return config.gamma ** sum(epoch > m for m in config.milestones)
+
+
+def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.device | str | None = None,
+          progress: bool = True, on_epoch_end: Callable[[int, Classifier, Run], None] | None = None) -> Run:
+    """Train (or reuse, or resume) the run of ``config`` and return it.
+
+    Args:
+        config: what to train.
+        store: where runs live (default :class:`RunStore` at ``$CTCBOOK_RUNS`` or ``./runs``).
+        device: default CUDA if available, else CPU.
+        progress: show a progress bar over epochs.
+        on_epoch_end: called as ``f(epoch, model, run)`` after each epoch has been saved.
+    """
+    store = store or RunStore()
+    run = store.open(config.to_dict(), prefix=config.run_prefix)
+    if run.done:
+        return run
+    if run.failure is not None:
+        raise RunFailedError(f"run {run.path} failed earlier: {run.failure}; change the config or delete the folder")
+    device = torch.device(device) if device is not None else default_device()
+    amp = device.type == "cuda"
+
+    train_set, test_set = source_data(config)
+    mean, std = channel_stats(train_set.images)
+    model_args = {"num_classes": train_set.num_classes, "in_channels": train_set.images.shape[1],
+                  "mean": mean, "std": std}
+    if not (run.path / "model.json").exists():
+        atomic_write_json(run.path / "model.json", model_args)
+
+    torch.manual_seed(config.seed)
+    model = model_for(config, model_args).to(device).to(memory_format=memory_format(device))
+    batches = DeviceBatches(train_set.images, train_set.labels, batch_size=config.batch_size, device=device,
+                            augment=config.augment, crop_padding=config.crop_padding, seed=config.seed,
+                            memory_format=memory_format(device))
+    steps_per_epoch = len(batches)
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_set)} training images")
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, steps_per_epoch))
+    test_x, test_y = test_set.images.to(device), test_set.labels.to(device)
+
+    start = 0
+    state = run.load_state()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = state["epoch"]
+    run.truncate_metrics(start)
+
+    bar = tqdm(range(start + 1, config.epochs + 1), desc=run.name, disable=not progress, initial=start,
+               total=config.epochs, unit="epoch")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        losses = torch.zeros(steps_per_epoch, device=device)
+        correct = torch.zeros((), device=device)
+        for step, (x, y, _) in enumerate(batches.epoch(epoch)):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                _, logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses[step] = loss.detach()
+            correct += (logits.argmax(1) == y).sum()
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step = int(bad[0])
+            run.mark_failed(epoch, step, f"non-finite training loss {losses[step].item()}")
+            raise RunFailedError(f"run {run.name}: loss became {losses[step].item()} at epoch {epoch}, step {step}")
+        train_seconds = time.perf_counter() - t0
+        acc, test_loss = test_accuracy(model, test_x, test_y, amp=amp)
+        run.save_checkpoint(epoch, model.state_dict())
+        row = {"epoch": epoch, "train_loss": losses.mean().item(),
+               "train_acc": correct.item() / (steps_per_epoch * config.batch_size), "test_acc": acc,
+               "test_loss": test_loss, "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
+               "images_per_second": steps_per_epoch * config.batch_size / train_seconds, "device": str(device)}
+        run.append_metrics(row)
+        run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict()})
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model, run)
+    final = run.metrics()[-1]
+    run.mark_done({"epochs": config.epochs, "test_acc": final["test_acc"], "device": str(device)})
+    return run
