@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctcbook: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # a failed chapter or run: say what failed, exit non-zero
-        from .runner import ChapterFailedError
+        from .runner import BookBuildError, ChapterFailedError
         from .runs import RunFailedError
 
-        if isinstance(err, (ChapterFailedError, RunFailedError)):
+        if isinstance(err, (BookBuildError, ChapterFailedError, RunFailedError)):
             print(f"ctcbook: {err}", file=sys.stderr)
             return 1
         raise

@@ -39,7 +39,7 @@ class TrainConfig:
     train_size: int | None = 8000
     arch: str = "cifar_resnet"
     depth: int = 8
-    width: int = 16
+    width: int = 8
     stem_stride: int = 2
     epochs: int = 30
     batch_size: int = 128
@@ -110,7 +110,7 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "train_size": 8000,
     "arch": "cifar_resnet",
     "depth": 8,
-    "width": 16,
+    "width": 8,
     "stem_stride": 2,
     "epochs": 30,
     "batch_size": 128,
@@ -127,7 +127,7 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "01_tradeoff": {"train_size": 400, "epochs": 2, "seeds": [0, 1], "target_train_size": 300,
-                        "target_test_size": 300, "probe_every": 1, "width": 8},
+                        "target_test_size": 300, "probe_every": 1, "width": 4},
     },
     "default": {
         "01_tradeoff": {},

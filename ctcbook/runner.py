@@ -27,6 +27,10 @@ class ChapterFailedError(RuntimeError):
     """A chapter's notebook raised in one of its cells."""
 
 
+class BookBuildError(RuntimeError):
+    """Jupyter Book could not build the HTML book."""
+
+
 def chapters() -> list[str]:
     """Chapter names (notebook stems in ``notebooks/``), in book order."""
     return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -127,9 +131,11 @@ def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO) ->
     missing = [c for c in chapters() if not (EXECUTED / f"{c}.ipynb").exists()]
     if missing:
         raise FileNotFoundError(f"chapters not executed yet: {missing}; run `ctcbook run --profile default` first")
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(REPO / "book"), "--config", str(REPO / "_config.yml"),
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO / "book"), "--config",
+           str(REPO / "_config.yml"),
            "--toc", str(REPO / "book" / "_toc.yml"), "--path-output", str(path_output)]
     if warnings_as_errors:
         cmd += ["-W", "-n", "--keep-going"]
-    subprocess.run(cmd, check=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise BookBuildError(f"jupyter-book build failed (command: {' '.join(cmd)}); see its output above")
     return Path(path_output) / "_build" / "html"

@@ -44,3 +44,12 @@ def test_standard_error():
 def test_unknown_target_is_refused():
     with pytest.raises(ValueError, match="target must be one of"):
         tradeoff.load_target("imagenet", 1, 28)
+
+
+def test_protocol_markdown_reports_gap_and_selection_gain():
+    ours = pd.DataFrame({"target": ["t", "t"], "epoch": [1, 2], "probe_acc": [0.80, 0.90]})
+    paper = pd.DataFrame({"target": ["t", "t"], "epoch": [1, 2], "paper_best": [0.82, 0.86],
+                          "paper_final": [0.81, 0.86]})
+    text = tradeoff.protocol_markdown(ours, paper)
+    assert "-1.0 points on average over 2 probed epochs (range -4.0 to +2.0)" in text
+    assert "adds 0.50 points" in text
