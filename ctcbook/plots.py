@@ -29,7 +29,12 @@ def tradeoff_figure(table: pd.DataFrame, summary: pd.DataFrame, targets: Sequenc
     """
     titles = titles or {}
     n = len(targets) + 1
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.3), constrained_layout=True)
+    rows = -(-n // 2)
+    fig, grid = plt.subplots(rows, 2, figsize=(9.0, 3.3 * rows), constrained_layout=True, squeeze=False)
+    axes = grid.flatten()
+    for ax in axes[n:]:
+        ax.remove()
+    axes = axes[:n]
     ax = axes[0]
     _band(ax, table[table.target == "source"], "test_acc", SOURCE_COLOR, "source test")
     ax.set_title("discriminability (source)")

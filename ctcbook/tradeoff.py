@@ -227,6 +227,20 @@ def findings_markdown(summary: pd.DataFrame, table: pd.DataFrame, column: str = 
     return "\n\n".join(paragraphs)
 
 
+def convergence_markdown(table: pd.DataFrame) -> str:
+    """How far training got: final train accuracy (on augmented batches) against final source test accuracy, seed
+    means. The paper's argument is about the late phase of training, once the training set is fitted."""
+    src = table[table.target == "source"]
+    last = src[src.epoch == src.epoch.max()]
+    train, test = 100 * last.train_acc.mean(), 100 * last.test_acc.mean()
+    state = ("has essentially fitted its training set" if train >= 99 else
+             f"has not fitted its training set ({100 - train:.1f}% of augmented training images still misclassified "
+             f"in the last epoch), so its late phase is milder than that of a large network trained to a near-perfect "
+             f"fit, which is the regime the paper's argument is about")
+    return (f"At the last epoch the source model reaches {train:.1f}% training accuracy (on augmented batches, mean "
+            f"over seeds) and {test:.1f}% test accuracy: it {state}.")
+
+
 def protocol_markdown(ours: pd.DataFrame, paper: pd.DataFrame) -> str:
     """How the paper's probe protocol compares with ours on the same features, per target (computed text)."""
     merged = ours.merge(paper, on=["target", "epoch"])

@@ -53,3 +53,9 @@ def test_protocol_markdown_reports_gap_and_selection_gain():
     text = tradeoff.protocol_markdown(ours, paper)
     assert "-1.0 points on average over 2 probed epochs (range -4.0 to +2.0)" in text
     assert "adds 0.50 points" in text
+
+
+def test_convergence_markdown_says_whether_the_training_set_is_fitted():
+    table = _table().assign(train_acc=0.9)
+    assert "has not fitted its training set (10.0%" in tradeoff.convergence_markdown(table)
+    assert "has essentially fitted" in tradeoff.convergence_markdown(table.assign(train_acc=0.995))
