@@ -68,8 +68,8 @@ def draw(fig, table: pd.DataFrame, frames: dict[int, Frame], target: str, epoch:
     ax_pca.set_xlabel("PC 1 of penultimate features (a.u.)")
     ax_pca.set_ylabel("PC 2 (a.u.)")
     acc = tgt.get(epoch, np.nan)
-    ax_pca.set_title(f"epoch {epoch}: {target} probe {acc:.1f}% (seed mean); PCs hold {100 * frame.explained:.0f}% var.",
-                     fontsize=9)
+    ax_pca.set_title(f"epoch {epoch}: {target} probe {acc:.1f}% (seed mean); "
+                     f"PCs hold {100 * frame.explained:.0f}% var.", fontsize=9)
     ax_pca.legend(fontsize=6, markerscale=2, loc="best")
 
 

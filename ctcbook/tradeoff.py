@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -59,14 +60,21 @@ def _check_target(key: str) -> TargetSpec:
     return TARGETS[key]
 
 
-@functools.lru_cache(maxsize=16)
 def load_target(key: str, channels: int, size: int, train_size: int | None = None,
                 test_size: int | None = None) -> tuple[ImageSet, ImageSet]:
     """(train, test) image sets of target ``key`` in the source format (``channels`` x ``size`` x ``size``).
 
     ``train_size``/``test_size`` cap the splits further (stratified, seed 0); None keeps the spec's own size.
+    Cached per process and data location (``$CTCBOOK_DATA``).
     """
-    spec = _check_target(key)
+    _check_target(key)
+    return _load_target(key, channels, size, train_size, test_size, os.environ.get("CTCBOOK_DATA"))
+
+
+@functools.lru_cache(maxsize=16)
+def _load_target(key: str, channels: int, size: int, train_size: int | None, test_size: int | None,
+                 data_location: str | None) -> tuple[ImageSet, ImageSet]:
+    spec = TARGETS[key]
     sets = []
     for split, cap in ((spec.train_split, train_size or spec.train_size), (spec.test_split, test_size)):
         ds = load_dataset(spec.dataset, split)
@@ -132,11 +140,12 @@ def run_target(run: Run, key: str, train_size: int | None = None,
                test_size: int | None = None) -> tuple[ImageSet, ImageSet]:
     """(train, test) of target ``key`` in the input format of ``run``'s model (see :func:`load_target`)."""
     channels = json.loads((run.path / "model.json").read_text())["in_channels"]
-    return load_target(key, channels, _source_size(run.config["source"]), train_size, test_size)
+    size = _source_size(run.config["source"], os.environ.get("CTCBOOK_DATA"))
+    return load_target(key, channels, size, train_size, test_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _source_size(source: str) -> int:
+def _source_size(source: str, data_location: str | None) -> int:
     return load_dataset(source, "test").images.shape[-1]
 
 

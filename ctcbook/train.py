@@ -94,7 +94,8 @@ def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.device | str | None = None,
-          progress: bool = True, on_epoch_end: Callable[[int, Classifier, Run], None] | None = None) -> Run:
+          progress: bool = True, on_epoch_end: Callable[[int, Classifier, Run], None] | None = None,
+          amp: bool | None = None) -> Run:
     """Train (or reuse, or resume) the run of ``config`` and return it.
 
     Args:
@@ -103,6 +104,8 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
         device: default CUDA if available, else CPU.
         progress: show a progress bar over epochs.
         on_epoch_end: called as ``f(epoch, model, run)`` after each epoch has been saved.
+        amp: bfloat16 autocast; default on for CUDA, off elsewhere (the CPU supports it too, which lets CI run the
+            GPU's mixed-precision code path).
     """
     store = store or RunStore()
     run = store.open(config.to_dict(), prefix=config.run_prefix)
@@ -111,7 +114,7 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
     if run.failure is not None:
         raise RunFailedError(f"run {run.path} failed earlier: {run.failure}; change the config or delete the folder")
     device = torch.device(device) if device is not None else default_device()
-    amp = device.type == "cuda"
+    amp = device.type == "cuda" if amp is None else amp
 
     train_set, test_set = source_data(config)
     mean, std = channel_stats(train_set.images)

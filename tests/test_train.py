@@ -140,3 +140,28 @@ def test_random_crop_shifts_content_within_padding():
     assert out.shape == x.shape and torch.all(out.sum((1, 2, 3)) <= 4)
     assert len({tuple(o.nonzero()[0].tolist()) for o in out}) > 5  # several distinct offsets
     assert torch.equal(random_crop(x, 0, torch.Generator()), x)
+
+
+def test_mixed_precision_path_runs_on_cpu(tmp_path):
+    """The CUDA default (bf16 autocast) exercised on the CPU: finite losses, learning happens."""
+    run = train(TINY.replace(epochs=2, train_size=400), store=RunStore(tmp_path), progress=False, amp=True)
+    rows = run.metrics()
+    assert all(r["train_loss"] == r["train_loss"] for r in rows) and rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_cifar_profile_path_on_fixtures(tmp_path, monkeypatch):
+    """The GPU profile's data path (3-channel 32 px source, CIFAR-10 target in the source's format), small, on CPU."""
+    from fixture_writers import write_cifar
+
+    from ctcbook.tradeoff import transfer_curve
+
+    write_cifar(tmp_path / "data", fine=True, n_per_batch=120)
+    write_cifar(tmp_path / "data", fine=False, n_per_batch=30)
+    monkeypatch.setenv("CTCBOOK_DATA", str(tmp_path / "data"))
+    config = TrainConfig(source="cifar100", source_classes=None, train_size=None, depth=8, width=4, stem_stride=1,
+                         epochs=2, batch_size=40, seed=0)
+    run = train(config, store=RunStore(tmp_path / "runs"), progress=False)
+    assert load_model(run).backbone.stem[0].in_channels == 3
+    table = transfer_curve(run, ["cifar10"], every=1, progress=False)
+    assert list(table.epoch) == [1, 2] and table.n_train.iloc[0] == 150 and table.n_test.iloc[0] == 30
+    assert table.probe_acc.between(0, 1).all() and table.knn_acc.between(0, 1).all()
