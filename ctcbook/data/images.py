@@ -1,4 +1,8 @@
-"""ImageSet, the in-memory labelled image set every loader returns, and the operations on it."""
+"""ImageSet, the in-memory labelled image set every loader returns, and the operations on it.
+
+Every operation returns a new :class:`ImageSet` (or the same one when there is nothing to do) and never modifies its
+input. Images stay uint8 throughout; conversion to float happens where batches are made (``ctcbook.data.loader``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,16 +11,22 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+#: ITU-R BT.601 luma weights for R, G, B (as PIL's ``convert("L")`` and torchvision's ``rgb_to_grayscale`` use).
+LUMA_601 = (0.299, 0.587, 0.114)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class ImageSet:
     """A labelled image set held in memory.
 
     Attributes:
-        name: e.g. ``"fashion_mnist/train"``; operations append what they did (``[0, 1]``, ``n=500``).
-        images: uint8 (N, C, H, W), CPU, contiguous.
+        name: what the set is, e.g. ``"fashion_mnist/train[0,1,2,3,4]"``; each operation appends what it did.
+        images: uint8 (N, C, H, W) pixel values 0..255, on the CPU, C-contiguous (a non-contiguous tensor is made
+            contiguous on construction).
         labels: int64 (N,), values 0..num_classes-1.
         classes: class names; index = label.
+
+    Equality is identity (``eq=False``): comparing tensors field by field has no single truth value.
     """
 
     name: str
@@ -24,52 +34,85 @@ class ImageSet:
     labels: torch.Tensor
     classes: tuple[str, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        who = f"ImageSet {self.name!r}"
+        if not isinstance(self.images, torch.Tensor) or not isinstance(self.labels, torch.Tensor):
+            raise ValueError(f"{who}: images and labels must be torch.Tensors, got {type(self.images).__name__} and "
+                             f"{type(self.labels).__name__}")
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"{self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} "
+            raise ValueError(f"{who}: images must be uint8 of shape (N, C, H, W), got {self.images.dtype} of shape "
                              f"{tuple(self.images.shape)}")
-        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"{self.name}: labels must be int64 of shape ({self.images.shape[0]},), got "
-                             f"{self.labels.dtype} {tuple(self.labels.shape)}")
-        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-            raise ValueError(f"{self.name}: labels must lie in 0..{len(self.classes) - 1}, got "
-                             f"{int(self.labels.min())}..{int(self.labels.max())}")
+        if self.images.device.type != "cpu" or self.labels.device.type != "cpu":
+            raise ValueError(f"{who}: images and labels must be on the CPU, got {self.images.device} and "
+                             f"{self.labels.device} (move batches to the device where they are used)")
+        n = self.images.shape[0]
+        if self.labels.dtype != torch.int64 or tuple(self.labels.shape) != (n,):
+            raise ValueError(f"{who}: labels must be int64 of shape ({n},), got {self.labels.dtype} of shape "
+                             f"{tuple(self.labels.shape)}")
+        if not isinstance(self.classes, tuple) or not self.classes or not all(isinstance(c, str) for c in self.classes):
+            raise ValueError(f"{who}: classes must be a non-empty tuple of str, got {self.classes!r}")
+        if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
+            raise ValueError(f"{who}: labels must lie in 0..{len(self.classes) - 1} ({len(self.classes)} classes), "
+                             f"got {int(self.labels.min())}..{int(self.labels.max())}")
+        if not self.images.is_contiguous():
+            object.__setattr__(self, "images", self.images.contiguous())
+        if not self.labels.is_contiguous():
+            object.__setattr__(self, "labels", self.labels.contiguous())
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return int(self.labels.shape[0])
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def __repr__(self) -> str:
+        return (f"ImageSet({self.name!r}, {len(self)} images {tuple(self.images.shape[1:])}, "
+                f"{self.num_classes} classes)")
+
 
 def select_classes(ds: ImageSet, classes: Sequence[int]) -> ImageSet:
-    """Keep the images of ``classes`` and relabel them 0..k-1 in the given order."""
-    classes = [int(c) for c in classes]
-    bad = [c for c in classes if not 0 <= c < ds.num_classes]
-    if not classes or bad or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be distinct labels in 0..{ds.num_classes - 1}, got {classes}")
+    """Keep the images whose label is in ``classes`` and relabel them 0..k-1 in the given order.
+
+    ``select_classes(ds, [7, 2])`` maps label 7 to 0 and 2 to 1; the class names follow. Image order is kept.
+    Raises ValueError unless ``classes`` is a non-empty sequence of distinct labels in 0..num_classes-1.
+    """
+    try:
+        wanted = [int(c) for c in classes]
+        if any(isinstance(c, (bool, float, str)) for c in classes):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(f"classes must be a sequence of int labels, got {classes!r}") from None
+    bad = [c for c in wanted if not 0 <= c < ds.num_classes]
+    if not wanted or bad or len(set(wanted)) != len(wanted):
+        raise ValueError(f"classes must be distinct labels in 0..{ds.num_classes - 1}, got {wanted}")
     new = torch.full((ds.num_classes,), -1, dtype=torch.int64)
-    new[classes] = torch.arange(len(classes))
-    keep = new[ds.labels] >= 0
-    return ImageSet(f"{ds.name}{classes}", ds.images[keep].contiguous(), new[ds.labels[keep]],
-                    tuple(ds.classes[c] for c in classes))
+    new[wanted] = torch.arange(len(wanted))
+    relabelled = new[ds.labels]
+    keep = relabelled >= 0
+    return ImageSet(f"{ds.name}[{','.join(map(str, wanted))}]", ds.images[keep].contiguous(), relabelled[keep],
+                    tuple(ds.classes[c] for c in wanted))
 
 
 def subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
-    """A stratified subset of ``n`` images (each class in proportion to its share), the same for the same seed.
+    """A stratified subset of ``n`` images: each class keeps its share of ``ds`` (largest-remainder rounding), the
+    images within a class are drawn uniformly without replacement. The same (ds, n, seed) gives the same subset;
+    image order is kept.
 
-    ``n`` None or >= len(ds) returns ``ds`` unchanged.
+    ``n`` None or >= len(ds) returns ``ds`` itself; ``n`` < 1 raises ValueError.
     """
-    if n is None or n >= len(ds):
+    if n is None:
         return ds
-    if n < 1:
-        raise ValueError(f"n must be None or >= 1, got {n}")
-    gen = torch.Generator().manual_seed(seed)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be None or an int >= 1, got {n!r}")
+    if n >= len(ds):
+        return ds
+    gen = torch.Generator().manual_seed(int(seed))
     counts = torch.bincount(ds.labels, minlength=ds.num_classes)
-    quota = torch.floor(counts.double() * n / len(ds)).long()
-    remainder = counts.double() * n / len(ds) - quota
-    quota[torch.argsort(remainder, descending=True)[: n - int(quota.sum())]] += 1
+    share = counts.double() * n / len(ds)
+    quota = torch.floor(share).long()
+    remainder = share - quota
+    quota[torch.argsort(remainder, descending=True, stable=True)[: n - int(quota.sum())]] += 1
     picked = []
     for k in range(ds.num_classes):
         idx = (ds.labels == k).nonzero().flatten()
@@ -79,21 +122,28 @@ def subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
 
 
 def to_format(ds: ImageSet, channels: int, size: int) -> ImageSet:
-    """Bring images to ``channels`` (1 or 3) x ``size`` x ``size``: grey -> RGB by repetition, RGB -> grey by ITU-R
-    601 luma, bilinear resize with antialiasing. Stays uint8."""
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    x = ds.images
-    if x.shape[1] == channels and x.shape[-2:] == (size, size):
+    """Bring images to ``channels`` x ``size`` x ``size`` (uint8).
+
+    Grey -> RGB repeats the grey channel; RGB -> grey takes ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B); a change of
+    size is a bilinear resize with antialiasing (a triangle filter as wide as the scale factor when shrinking, plain
+    bilinear interpolation when enlarging). Values are rounded and clamped to 0..255. ``ds`` itself is returned when
+    it is already in that format.
+    """
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be an int >= 1, got {size!r}")
+    have = ds.images.shape[1]
+    if have not in (1, 3):
+        raise ValueError(f"ImageSet {ds.name!r} has {have} channels; to_format converts only 1 or 3")
+    if have == channels and tuple(ds.images.shape[-2:]) == (size, size):
         return ds
-    x = x.float()
-    if x.shape[1] == 1 and channels == 3:
+    x = ds.images.float()
+    if have == 1 and channels == 3:
         x = x.expand(-1, 3, -1, -1)
-    elif x.shape[1] == 3 and channels == 1:
-        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    if x.shape[-2:] != (size, size):
+    elif have == 3 and channels == 1:
+        x = (x * torch.tensor(LUMA_601).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     out = x.round().clamp(0, 255).to(torch.uint8).contiguous()
-    return ImageSet(f"{ds.name}->{channels}x{size}", out, ds.labels, ds.classes)
+    return ImageSet(f"{ds.name}->{channels}x{size}x{size}", out, ds.labels, ds.classes)

