@@ -1,0 +1,306 @@
+"""Location and date metadata per image: the iNaturalist 2021 annotation reader and the simulated default.
+
+Both produce :class:`MetadataArrays` (latitude, longitude in degrees; day of year; year length; validity mask),
+which :func:`ctcbook.models.dynamic_mlp.encode_metadata` turns into the paper's sin/cos vectors.
+
+**iNat21 reader.** Follows the public Dynamic MLP code (``dataset.py``, ``INatDataset``): annotation files
+``train_mini.json`` / ``train.json`` / ``val.json`` in a folder that also holds the images; image path = folder /
+``file_name``; label = ``category_id`` as stored; the date is the first ten characters of ``date`` parsed as
+``YYYY-MM-DD`` (time and time zone ignored); a row is valid only if latitude, longitude *and* date are all present
+(any ``null`` makes the whole metadata vector zeros). Differences from that code, none of which changes the result
+on well-formed files: annotations are matched to images by ``image_id`` (the code zips the two lists by position,
+which relies on their order); an empty date string counts as missing (the code would fail on it); a malformed date
+raises a ValueError naming the image.
+
+**Simulated metadata** (the embedded default): no real geo-tagged image set is available offline, so each class
+gets its own distribution over location and day of year, see :class:`MetadataSimulator` and its ``describe()``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .sources import DataCorruptError, DataNotFoundError
+
+INAT_SPLITS = {"train_mini": "train_mini.json", "train": "train.json", "val": "val.json"}
+INAT_HOW = ("download the annotation files (train_mini.json.tar.gz, val.json.tar.gz, ...) and the matching image "
+            "tarballs listed at https://github.com/visipedia/inat_comp/tree/master/2021, unpack them into one folder "
+            "(it then holds train_mini.json and train_mini/...), and pass that folder as root or put it at "
+            "$CTCBOOK_DATA/inat21")
+
+
+@dataclass(frozen=True)
+class MetadataArrays:
+    """Per-image metadata, all numpy (N,).
+
+    latitude, longitude: float64 degrees ([-90, 90], [-180, 180]); NaN where missing.
+    day_of_year: float64, 1..days_in_year (1 = 1 January); NaN where missing.
+    days_in_year: int64, 365 or 366 (leap years), 365 where the date is missing.
+    valid: bool, True where location and date are all present (the paper code's rule).
+    """
+    latitude: np.ndarray
+    longitude: np.ndarray
+    day_of_year: np.ndarray
+    days_in_year: np.ndarray
+    valid: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.latitude)
+
+    def encode(self, use_location: bool = True, use_date: bool = True):
+        """The encoded vectors, float32 torch tensor (N, 6 | 4 | 2); invalid rows are zeros."""
+        from ..models.dynamic_mlp import encode_metadata
+        return encode_metadata(self.latitude, self.longitude, self.day_of_year, days_in_year=self.days_in_year,
+                               use_location=use_location, use_date=use_date, valid=self.valid)
+
+
+@dataclass(frozen=True)
+class INatRecords:
+    """One iNat21 split as arrays: paths (N,) str, labels (N,) int64, image_ids (N,) int64, the metadata fields of
+    :class:`MetadataArrays`, and class_names (K,) (``categories[i]["name"]`` ordered by id)."""
+    paths: np.ndarray
+    labels: np.ndarray
+    image_ids: np.ndarray
+    latitude: np.ndarray
+    longitude: np.ndarray
+    day_of_year: np.ndarray
+    days_in_year: np.ndarray
+    valid: np.ndarray
+    class_names: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def metadata(self) -> MetadataArrays:
+        return MetadataArrays(self.latitude, self.longitude, self.day_of_year, self.days_in_year, self.valid)
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def parse_inat_date(date: str | None) -> tuple[float, int]:
+    """iNat date string (e.g. ``"2010-07-14 20:19:00+00:00"``) -> (day of year 1..366, days in that year).
+
+    None or "" -> (nan, 365). Only the first ten characters are read, as the paper's code does."""
+    if date is None or date == "":
+        return math.nan, 365
+    d = _dt.datetime.strptime(str(date)[:10], "%Y-%m-%d")
+    return float(d.timetuple().tm_yday), 366 if _is_leap(d.year) else 365
+
+
+def _coord(v, name: str, image_id) -> float:
+    if v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"image {image_id}: {name} must be a number or null, got {v!r}") from None
+
+
+def read_inat_json(json_path: str | os.PathLike, root: str | os.PathLike | None = None) -> INatRecords:
+    """Read one iNat21 annotation file (COCO-like JSON) into :class:`INatRecords`, in the order of ``images``.
+
+    Args:
+        json_path: e.g. ``.../train_mini.json``.
+        root: folder the ``file_name`` entries are relative to; default the JSON's folder (as the paper's code,
+            which keeps annotations and images under one ``data_dir``). Images are not opened.
+
+    Images without an annotation get label -1 only if the file has no ``annotations`` list at all (the test split);
+    otherwise every image must have exactly one annotation. Labels are ``category_id`` as stored (iNat21: 0..9999).
+    """
+    path = Path(json_path)
+    if not path.is_file():
+        raise DataNotFoundError("inat21", [path], INAT_HOW)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataCorruptError("inat21", path, f"not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataCorruptError("inat21", path, "no 'images' list at the top level")
+    root = path.parent if root is None else Path(root)
+    images = data["images"]
+    ids = np.array([int(im["id"]) for im in images], dtype=np.int64)
+    if len(set(ids.tolist())) != len(ids):
+        raise DataCorruptError("inat21", path, "duplicate image ids")
+    if "annotations" in data:
+        by_id: dict[int, int] = {}
+        for ann in data["annotations"]:
+            iid = int(ann["image_id"])
+            if iid in by_id:
+                raise DataCorruptError("inat21", path, f"image {iid} has more than one annotation")
+            by_id[iid] = int(ann["category_id"])
+        missing = [i for i in ids.tolist() if i not in by_id]
+        if missing:
+            raise DataCorruptError("inat21", path, f"{len(missing)} images have no annotation, e.g. {missing[:3]}")
+        labels = np.array([by_id[i] for i in ids.tolist()], dtype=np.int64)
+    else:
+        labels = np.full(len(ids), -1, dtype=np.int64)
+    cats = sorted(data.get("categories", []), key=lambda c: int(c["id"]))
+    class_names = [str(c.get("name", c["id"])) for c in cats]
+    if len(labels) and labels.max() >= max(len(cats), 1):
+        raise DataCorruptError("inat21", path, f"category_id {labels.max()} is not below the number of categories "
+                                               f"({len(cats)})")
+    lat = np.array([_coord(im.get("latitude"), "latitude", im["id"]) for im in images], dtype=np.float64)
+    lon = np.array([_coord(im.get("longitude"), "longitude", im["id"]) for im in images], dtype=np.float64)
+    days, year_len = np.full(len(ids), math.nan), np.full(len(ids), 365, dtype=np.int64)
+    for i, im in enumerate(images):
+        try:
+            days[i], year_len[i] = parse_inat_date(im.get("date"))
+        except ValueError:
+            raise ValueError(f"{path}: image {im['id']}: date {im.get('date')!r} is not 'YYYY-MM-DD...'") from None
+    valid = np.isfinite(lat) & np.isfinite(lon) & np.isfinite(days)
+    paths = np.array([str(root / im["file_name"]) for im in images], dtype=object)
+    return INatRecords(paths, labels, ids, lat, lon, days, year_len, valid, class_names)
+
+
+def load_inat21(root: str | os.PathLike | None = None, split: str = "train_mini") -> INatRecords:
+    """Find ``<split>.json`` (train_mini, train or val, as the paper's code names them) and read it.
+
+    Looks in ``root``, then ``$CTCBOOK_DATA/inat21``, then ``./data/inat21``; raises DataNotFoundError listing them.
+    """
+    if split not in INAT_SPLITS:
+        raise ValueError(f"split must be one of {tuple(INAT_SPLITS)}, got {split!r}")
+    folders = [Path(root)] if root is not None else []
+    if os.environ.get("CTCBOOK_DATA"):
+        folders.append(Path(os.environ["CTCBOOK_DATA"]) / "inat21")
+    folders.append(Path("data").resolve() / "inat21")
+    tried = [f / INAT_SPLITS[split] for f in folders]
+    for p in tried:
+        if p.is_file():
+            return read_inat_json(p)
+    raise DataNotFoundError("inat21", tried, INAT_HOW)
+
+
+# --- simulated metadata ---------------------------------------------------------------------------------------------
+def _wrap_lon(lon: np.ndarray) -> np.ndarray:
+    return (lon + 180.0) % 360.0 - 180.0
+
+
+def _reflect_poles(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walking past a pole: latitude reflected back into [-90, 90], longitude moved by 180 degrees."""
+    lat, lon = lat.copy(), lon.copy()
+    while True:
+        over, under = lat > 90.0, lat < -90.0
+        if not (over.any() or under.any()):
+            return lat, _wrap_lon(lon)
+        lat[over], lat[under] = 180.0 - lat[over], -180.0 - lat[under]
+        lon[over | under] += 180.0
+
+
+class MetadataSimulator:
+    """Class-conditional location and day-of-year distributions for a labelled image set (simulated, not real).
+
+    Class parameters are drawn once from ``seed``: for class k a location centre (lat_k ~ U(lat_range), lon_k ~
+    U(-180, 180)) and a peak day d_k ~ U{1..365}. :meth:`sample` then draws each image's metadata from its class:
+    with probability ``background`` from a class-independent background (lat ~ U(lat_range), lon ~ U(-180, 180),
+    day ~ U{1..365}, location and day together), otherwise lat = lat_k + N(0, location_spread^2), lon = lon_k +
+    N(0, location_spread^2) (degrees; reflected at the poles, wrapped to [-180, 180)) and day = round(d_k + N(0,
+    date_spread^2)) wrapped to 1..365; the simulated year has 365 days. A fraction ``missing_fraction`` of images
+    gets a missing location (NaN, valid False), like iNat's null coordinates.
+
+    Args:
+        num_classes: K.
+        seed: seed of the class parameters (shared by every split).
+        location_spread: std of the location noise, degrees (larger = more overlap).
+        date_spread: std of the day noise, days.
+        background: probability of the class-independent background, in [0, 1].
+        lat_range: (low, high) latitude range for centres and background, degrees.
+        missing_fraction: probability that an image's location is missing, in [0, 1).
+        class_names: optional names for describe().
+    """
+
+    def __init__(self, num_classes: int = 10, *, seed: int = 0, location_spread: float = 25.0,
+                 date_spread: float = 45.0, background: float = 0.3, lat_range: tuple[float, float] = (-60.0, 60.0),
+                 missing_fraction: float = 0.0, class_names: Sequence[str] | None = None):
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        for name, v in (("location_spread", location_spread), ("date_spread", date_spread)):
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not 0.0 <= background <= 1.0:
+            raise ValueError(f"background must lie in [0, 1], got {background!r}")
+        if not 0.0 <= missing_fraction < 1.0:
+            raise ValueError(f"missing_fraction must lie in [0, 1), got {missing_fraction!r}")
+        lo, hi = lat_range
+        if not -90.0 <= lo < hi <= 90.0:
+            raise ValueError(f"lat_range must satisfy -90 <= low < high <= 90, got {lat_range!r}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} entries, expected num_classes = {num_classes}")
+        self.num_classes, self.seed = num_classes, int(seed)
+        self.location_spread, self.date_spread = float(location_spread), float(date_spread)
+        self.background, self.missing_fraction = float(background), float(missing_fraction)
+        self.lat_range = (float(lo), float(hi))
+        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0]))
+        self.centre_lat = rng.uniform(lo, hi, num_classes)
+        self.centre_lon = rng.uniform(-180.0, 180.0, num_classes)
+        self.peak_day = rng.integers(1, 366, num_classes).astype(np.int64)
+
+    def sample(self, labels, sample_seed: int = 0) -> MetadataArrays:
+        """Metadata for images with these labels ((N,) ints in 0..K-1); deterministic in (seed, sample_seed).
+
+        Use a different ``sample_seed`` per split (e.g. 0 train, 1 test) so splits share classes, not draws."""
+        y = np.asarray(labels)
+        if y.ndim != 1 or (len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0
+                                        or y.max() >= self.num_classes)):
+            raise ValueError(f"labels must be a 1-d integer array with values in 0..{self.num_classes - 1}")
+        n = len(y)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, int(sample_seed)]))
+        is_bg = rng.random(n) < self.background
+        noise = rng.normal(0.0, 1.0, (3, n))
+        bg_lat = rng.uniform(*self.lat_range, n)
+        bg_lon = rng.uniform(-180.0, 180.0, n)
+        bg_day = rng.integers(1, 366, n)
+        miss = rng.random(n) < self.missing_fraction
+        lat = np.where(is_bg, bg_lat, self.centre_lat[y] + self.location_spread * noise[0])
+        lon = np.where(is_bg, bg_lon, self.centre_lon[y] + self.location_spread * noise[1])
+        lat, lon = _reflect_poles(lat, lon)
+        day = np.rint(self.peak_day[y] + self.date_spread * noise[2])
+        day = np.where(is_bg, bg_day, (day - 1) % 365 + 1).astype(np.float64)
+        lat[miss], lon[miss] = np.nan, np.nan
+        return MetadataArrays(lat, lon, day, np.full(n, 365, dtype=np.int64), ~miss)
+
+    def describe(self) -> str:
+        """A plain-text recipe of exactly how the metadata was drawn, with the class table."""
+        lo, hi = self.lat_range
+        lines = [
+            "SIMULATED metadata (not real observations): location and day of year are attached to each image at "
+            "random, from a distribution that depends only on the image's class.",
+            f"Class parameters (seed {self.seed}): for each of the {self.num_classes} classes a location centre "
+            f"lat_k ~ Uniform({lo:g}, {hi:g}) deg, lon_k ~ Uniform(-180, 180) deg, and a peak day d_k ~ "
+            "Uniform{1..365}.",
+            f"Each image of class k: with probability {self.background:g} from a class-independent background "
+            f"(lat ~ Uniform({lo:g}, {hi:g}), lon ~ Uniform(-180, 180), day ~ Uniform{{1..365}}); otherwise "
+            f"lat = lat_k + N(0, {self.location_spread:g}^2), lon = lon_k + N(0, {self.location_spread:g}^2) "
+            "(degrees; reflected at the poles, wrapped to [-180, 180)), "
+            f"day = round(d_k + N(0, {self.date_spread:g}^2)) wrapped to 1..365 (a 365-day year).",
+            f"Missing location: each image with probability {self.missing_fraction:g} (then its whole metadata "
+            "vector is zeros, as for iNat's null values).",
+            "Per-image draws are seeded by (class seed, split seed), so train and test share the classes' "
+            "distributions but not the draws.",
+            "class | lat_k | lon_k | d_k",
+        ]
+        for k in range(self.num_classes):
+            lines.append(f"{self.class_names[k]} | {self.centre_lat[k]:.1f} | {self.centre_lon[k]:.1f} | "
+                         f"{self.peak_day[k]}")
+        return "\n".join(lines)
+
+
+def simulate_metadata(labels, *, num_classes: int = 10, seed: int = 0, sample_seed: int = 0,
+                      **kwargs) -> MetadataArrays:
+    """Shorthand for ``MetadataSimulator(num_classes, seed=seed, **kwargs).sample(labels, sample_seed)``."""
+    return MetadataSimulator(num_classes, seed=seed, **kwargs).sample(labels, sample_seed)

@@ -1,0 +1,318 @@
+"""Dynamic MLP (Yang et al., CVPR 2022): metadata encoding, metadata network and the fusion variants A, B, C.
+
+Everything here was checked against the authors' public code (github ylingfeng/DynamicMLP, files ``dataset.py``,
+``models/dynamic_mlp.py``, ``models/resnet_dynamic_mlp.py``, ``train.py``); our own code, same computation.
+Where the book's design notes and that code differ, this module follows the code:
+
+* **Encoding order.** The code concatenates all sines, then all cosines:
+  ``[sin(pi lat/90), sin(pi lon/180), sin(pi t), cos(pi lat/90), cos(pi lon/180), cos(pi t)]`` (not interleaved).
+* **Date.** ``t = 2 * d / D - 1`` with ``d`` the day of the year (1 = 1 January) and ``D`` = 365, or 366 in a leap
+  year, so 31 December maps to exactly +1 and 1 January to ``2/D - 1`` (one day after -1 = +1 on the circle).
+  Year and time of day are ignored (the code parses only the first ten characters of the date string).
+* **Missing values.** If *any* of latitude, longitude or date is missing, the whole vector is zeros -- also when
+  the missing field is not used (the code's test looks at all three fields even with ``--metadata geo``).
+  A zero vector is a legal input to the metadata network, so missing rows get one learned, input-independent
+  embedding ``e0 = MetadataNet(0)``; nothing is masked out further down.
+* **Variant B** has LayerNorm + ReLU *right after* the dynamic projection and then a bias-free Linear(C_out->C_out),
+  LayerNorm, ReLU (the code's ``br`` and ``conv3``); the design notes name only the second triple.
+* **Widths.** The code ties the embedding width to the reduced width (``loc_planes = planes = mlp_d``); here they
+  are separate arguments with the code's values (256, 256) as defaults. The metadata network's own width is 256.
+* The fusion module has no activation after its first Linear(C->reduced) (the code defines a ReLU it never uses).
+"""
+from __future__ import annotations
+
+import math
+import numpy as np
+import torch
+from torch import nn
+
+VARIANTS = ("A", "B", "C")
+
+
+# --- metadata encoding ------------------------------------------------------------------------------------------
+def metadata_dim(use_location: bool = True, use_date: bool = True) -> int:
+    """Width of :func:`encode_metadata`'s output: 6 (location + date), 4 (location) or 2 (date)."""
+    if not (use_location or use_date):
+        raise ValueError("use_location and use_date are both False: at least one metadata field must be used")
+    return 4 * int(use_location) + 2 * int(use_date)
+
+
+def _as_float64(name: str, v, n: int | None) -> np.ndarray:
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim == 0 and n is not None:
+        a = np.full(n, float(a))
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional (N,), got shape {a.shape}")
+    if n is not None and len(a) != n:
+        raise ValueError(f"{name} has length {len(a)}, expected {n} (the length of the other inputs)")
+    return a
+
+
+def scale_day(day_of_year, days_in_year=365) -> np.ndarray:
+    """Day of year (1..D, float64 (N,)) -> t = 2 d / D - 1 in (-1, 1], as the code's ``get_scaled_date_ratio``.
+
+    NaN days stay NaN. Raises ValueError for days outside 1..D or D not in {365, 366}."""
+    d = _as_float64("day_of_year", day_of_year, None)
+    big_d = _as_float64("days_in_year", days_in_year, len(d))
+    if not np.all(np.isin(big_d, (365.0, 366.0))):
+        raise ValueError(f"days_in_year must be 365 or 366, got {np.unique(big_d)[:5]}")
+    ok = np.isfinite(d)
+    bad = ok & ((d < 1) | (d > big_d))
+    if bad.any():
+        raise ValueError(f"day_of_year must lie in 1..days_in_year (1 = 1 January), got {d[bad][:5]}")
+    return 2.0 * d / big_d - 1.0
+
+
+def encode_metadata(lat=None, lon=None, day_of_year=None, *, days_in_year=365, use_location: bool = True,
+                    use_date: bool = True, valid=None) -> torch.Tensor:
+    """Location and date -> the paper's sin/cos vector, float32 (N, 6 | 4 | 2).
+
+    Args:
+        lat: latitude in degrees, (N,), in [-90, 90]; NaN = missing. Needed when ``use_location``.
+        lon: longitude in degrees, (N,), in [-180, 180]; NaN = missing. Needed when ``use_location``.
+        day_of_year: 1..365 (366 in leap years), (N,), NaN = missing. Needed when ``use_date``.
+        days_in_year: 365 or 366, scalar or (N,): the length of each image's year (leap years as in the code).
+        use_location, use_date: which fields enter the vector (the code's ``--metadata geo_temporal|geo|temporal``).
+        valid: optional bool (N,); False rows become zeros (e.g. the iNat reader's mask, which also covers fields
+            that are not used).
+
+    Returns:
+        ``[sin(pi v_1..v_k), cos(pi v_1..v_k)]`` with v = (lat/90, lon/180, 2 d/D - 1) restricted to the used fields,
+        float32, on the device of the first tensor input (CPU for numpy input). A row is all zeros if any *given*
+        field (used or not) is NaN or ``valid`` is False, as the code zeroes a row when any field is missing.
+    """
+    dim = metadata_dim(use_location, use_date)
+    given = {k: v for k, v in (("lat", lat), ("lon", lon), ("day_of_year", day_of_year)) if v is not None}
+    if use_location and (lat is None or lon is None):
+        raise ValueError("use_location=True needs both lat and lon")
+    if use_date and day_of_year is None:
+        raise ValueError("use_date=True needs day_of_year")
+    device = next((v.device for v in (lat, lon, day_of_year, valid) if isinstance(v, torch.Tensor)),
+                  torch.device("cpu"))
+    n = len(_as_float64(next(iter(given)), next(iter(given.values())), None))
+    arrays = {k: _as_float64(k, v, n) for k, v in given.items()}
+    missing = np.zeros(n, dtype=bool)
+    for a in arrays.values():
+        missing |= ~np.isfinite(a)
+    if valid is not None:
+        if isinstance(valid, torch.Tensor):
+            valid = valid.detach().cpu().numpy()
+        valid = np.asarray(valid)
+        if valid.shape != (n,):
+            raise ValueError(f"valid must have shape ({n},), got {valid.shape}")
+        missing |= ~valid.astype(bool)
+    cols = []
+    if use_location:
+        la, lo = arrays["lat"], arrays["lon"]
+        for name, a, lim in (("lat", la, 90.0), ("lon", lo, 180.0)):
+            out = np.isfinite(a) & (np.abs(a) > lim)
+            if out.any():
+                raise ValueError(f"{name} must lie in [-{lim:g}, {lim:g}] degrees, got {a[out][:5]}")
+        cols += [la / 90.0, lo / 180.0]
+    if use_date:
+        cols.append(scale_day(arrays["day_of_year"], days_in_year))
+    v = np.stack(cols, axis=1)                                               # (N, k) in [-1, 1]
+    feats = np.concatenate([np.sin(math.pi * v), np.cos(math.pi * v)], axis=1)
+    feats[missing] = 0.0
+    assert feats.shape[1] == dim
+    return torch.as_tensor(feats, dtype=torch.float32, device=device)
+
+
+# --- metadata network -------------------------------------------------------------------------------------------
+class ResidualFCBlock(nn.Module):
+    """x + ReLU(W2 Dropout(ReLU(W1 x))), width w -> w (the code's ``FCResLayer``; Dropout p = 0.5)."""
+
+    def __init__(self, width: int = 256, dropout: float = 0.5):
+        super().__init__()
+        self.w1 = nn.Linear(width, width)
+        self.w2 = nn.Linear(width, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.relu(self.w2(self.dropout(torch.relu(self.w1(x)))))
+
+
+def _check_pos(**kw: int) -> None:
+    for k, v in kw.items():
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{k} must be a positive integer, got {v!r}")
+
+
+class MetadataNet(nn.Module):
+    """Encoded metadata (N, cin) -> embedding (N, out_dim) (the code's ``FCNet``, Mac Aodha et al.'s geo-prior net).
+
+    ``trunk``: Linear(cin -> width) + ReLU + ``num_blocks`` residual blocks; ``out``: bias-free Linear(width ->
+    out_dim). For Dynamic MLP, out_dim is the embedding width (256); as a metadata-only classifier, out_dim = K.
+    """
+
+    def __init__(self, cin: int, out_dim: int = 256, width: int = 256, num_blocks: int = 4, dropout: float = 0.5):
+        super().__init__()
+        _check_pos(cin=cin, out_dim=out_dim, width=width)
+        if not isinstance(num_blocks, int) or num_blocks < 0:
+            raise ValueError(f"num_blocks must be a non-negative integer, got {num_blocks!r}")
+        self.cin = cin
+        self.trunk = nn.Sequential(nn.Linear(cin, width), nn.ReLU(),
+                                   *[ResidualFCBlock(width, dropout) for _ in range(num_blocks)])
+        self.out = nn.Linear(width, out_dim, bias=False)
+
+    def features(self, m: torch.Tensor) -> torch.Tensor:
+        """(N, cin) -> (N, width): the trunk's output (the code's ``return_feats=True``)."""
+        if m.ndim != 2 or m.shape[1] != self.cin:
+            raise ValueError(f"metadata must have shape (N, {self.cin}), got {tuple(m.shape)}")
+        return self.trunk(m)
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        """(N, cin) float -> (N, out_dim)."""
+        return self.out(self.features(m))
+
+
+# --- dynamic projections ----------------------------------------------------------------------------------------
+def _linear_relu(i: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, o), nn.ReLU())
+
+
+class _DynamicProjection(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, embed_dim: int):
+        super().__init__()
+        _check_pos(in_dim=in_dim, out_dim=out_dim, embed_dim=embed_dim)
+        self.in_dim, self.out_dim, self.embed_dim = in_dim, out_dim, embed_dim
+
+    @staticmethod
+    def _apply(x: torch.Tensor, w_flat: torch.Tensor, i: int, o: int) -> torch.Tensor:
+        """Per-sample matmul: x (N, i) times W_n (i, o), with W given flat (N, i*o) -> (N, o)."""
+        return torch.bmm(x.unsqueeze(1), w_flat.view(-1, i, o)).squeeze(1)
+
+
+class DynamicProjectionA(_DynamicProjection):
+    """Variant A: W(e) = Linear(e -> in*out) reshaped (in, out); y = ReLU(LayerNorm(x W(e))). (N, in) -> (N, out)."""
+
+    def __init__(self, in_dim: int, out_dim: int, embed_dim: int):
+        super().__init__(in_dim, out_dim, embed_dim)
+        self.get_weight = nn.Linear(embed_dim, in_dim * out_dim)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        y = self._apply(x, self.get_weight(e), self.in_dim, self.out_dim)
+        return torch.relu(self.norm(y))
+
+
+class DynamicProjectionB(_DynamicProjection):
+    """Variant B. Image branch: x -> Linear(in->in) -> ReLU -> Linear(in->in) = u. Weight branch: e -> Linear(embed
+    ->in) -> ReLU -> Linear(in -> in*out) = W. Then y = ReLU(LN(u W)), and y -> bias-free Linear(out->out) -> LN ->
+    ReLU. (N, in), (N, embed) -> (N, out)."""
+
+    def _branch_inputs(self) -> tuple[int, int]:
+        return self.in_dim, self.embed_dim
+
+    def __init__(self, in_dim: int, out_dim: int, embed_dim: int):
+        super().__init__(in_dim, out_dim, embed_dim)
+        x_in, w_in = self._branch_inputs()
+        self.img_branch = nn.Sequential(_linear_relu(x_in, in_dim), nn.Linear(in_dim, in_dim))
+        self.weight_branch = nn.Sequential(_linear_relu(w_in, in_dim), nn.Linear(in_dim, in_dim * out_dim))
+        self.post = nn.Sequential(nn.LayerNorm(out_dim), nn.ReLU(),
+                                  nn.Linear(out_dim, out_dim, bias=False), nn.LayerNorm(out_dim), nn.ReLU())
+
+    def _inputs(self, x: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, e
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        xi, wi = self._inputs(x, e)
+        y = self._apply(self.img_branch(xi), self.weight_branch(wi), self.in_dim, self.out_dim)
+        return self.post(y)
+
+
+class DynamicProjectionC(DynamicProjectionB):
+    """Variant C (the paper's default): as B, but both branches read the concatenation [x; e] (N, in + embed)."""
+
+    def _branch_inputs(self) -> tuple[int, int]:
+        return self.in_dim + self.embed_dim, self.in_dim + self.embed_dim
+
+    def _inputs(self, x: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xe = torch.cat([x, e], dim=1)
+        return xe, xe
+
+
+_PROJECTIONS = {"A": DynamicProjectionA, "B": DynamicProjectionB, "C": DynamicProjectionC}
+
+
+def _check_variant(variant: str) -> str:
+    v = str(variant).upper()
+    if v not in _PROJECTIONS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return v
+
+
+def block_widths(reduced_dim: int, hidden_dim: int, num_blocks: int) -> list[tuple[int, int]]:
+    """(in, out) widths of the N recursive blocks, as the code: N=1 -> [(d, d)]; N>=2 -> [(d, h), (h, h) * (N-2),
+    (h, d)]."""
+    _check_pos(reduced_dim=reduced_dim, hidden_dim=hidden_dim, num_blocks=num_blocks)
+    if num_blocks == 1:
+        return [(reduced_dim, reduced_dim)]
+    return [(reduced_dim, hidden_dim)] + [(hidden_dim, hidden_dim)] * (num_blocks - 2) + [(hidden_dim, reduced_dim)]
+
+
+class DynamicMLPFusion(nn.Module):
+    """The code's ``FusionModule``: x (N, C), e (N, embed) -> x + LN_C(Linear(d->C)(blocks(Linear(C->d)(x), e))).
+
+    Each of the ``num_blocks`` dynamic blocks is driven by the same embedding e. Output (N, C) float.
+    """
+
+    def __init__(self, feature_dim: int = 2048, embed_dim: int = 256, reduced_dim: int = 256, hidden_dim: int = 64,
+                 num_blocks: int = 2, variant: str = "C"):
+        super().__init__()
+        _check_pos(feature_dim=feature_dim, embed_dim=embed_dim)
+        self.variant = _check_variant(variant)
+        self.feature_dim, self.embed_dim = feature_dim, embed_dim
+        proj = _PROJECTIONS[self.variant]
+        self.reduce = nn.Linear(feature_dim, reduced_dim)
+        self.blocks = nn.ModuleList(proj(i, o, embed_dim) for i, o in block_widths(reduced_dim, hidden_dim,
+                                                                                 num_blocks))
+        self.expand = nn.Linear(reduced_dim, feature_dim)
+        self.norm = nn.LayerNorm(feature_dim)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.feature_dim:
+            raise ValueError(f"image features must have shape (N, {self.feature_dim}), got {tuple(x.shape)}")
+        if e.shape != (x.shape[0], self.embed_dim):
+            raise ValueError(f"embedding must have shape ({x.shape[0]}, {self.embed_dim}), got {tuple(e.shape)}")
+        h = self.reduce(x)
+        for block in self.blocks:
+            h = block(h, e)
+        return x + self.norm(self.expand(h))
+
+
+class DynamicMLPHead(nn.Module):
+    """Metadata network + Dynamic MLP fusion + linear classifier, on pooled image features.
+
+    Args:
+        feature_dim: C, width of the pooled backbone feature (2048 for ResNet-50; e.g. 64 on the CPU default).
+        num_classes: K.
+        cin: width of the encoded metadata (6, 4 or 2; see :func:`metadata_dim`).
+        embed_dim: width of the metadata embedding e (code: ``mlp_d`` = 256).
+        reduced_dim: width d the fusion works at (code: ``mlp_d`` = 256).
+        hidden_dim: h, the middle width of the recursive blocks (code: ``mlp_h`` = 64).
+        num_blocks: N dynamic blocks (code: ``mlp_n`` = 2).
+        variant: "A", "B" or "C" (code default "c").
+        meta_width, meta_blocks: the metadata network's width (256) and residual blocks (4).
+
+    ``forward(x, m)``: x (N, C) float, m (N, cin) float -> logits (N, K).
+    ``forward_features(x, m)`` -> fused feature (N, C) before the classifier (for t-SNE and probes).
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, embed_dim: int = 256,
+                 reduced_dim: int = 256, hidden_dim: int = 64, num_blocks: int = 2, variant: str = "C",
+                 meta_width: int = 256, meta_blocks: int = 4):
+        super().__init__()
+        _check_pos(num_classes=num_classes)
+        self.metadata_net = MetadataNet(cin, embed_dim, meta_width, meta_blocks)
+        self.fusion = DynamicMLPFusion(feature_dim, embed_dim, reduced_dim, hidden_dim, num_blocks, variant)
+        self.classifier = nn.Linear(feature_dim, num_classes)
+        self.variant = self.fusion.variant
+
+    def forward_features(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return self.fusion(x, self.metadata_net(m))
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x, m))

@@ -1,0 +1,191 @@
+"""Baseline fusion heads beside Dynamic MLP, all on pooled image features x (N, C) and encoded metadata m (N, cin).
+
+Every head has ``forward(x, m) -> logits (N, K)`` and ``forward_features(x, m)`` (the feature the classifier reads).
+The public Dynamic MLP code contains only the image-only model and Dynamic MLP itself; these baselines are our
+construction from the paper's description, built from the same metadata network (:class:`MetadataNet`, the code's
+``FCNet``) so that only the fusion differs:
+
+* ``image_only``: Linear(C -> K) on x; m is ignored.
+* ``metadata_only``: ``MetadataNet(cin, out_dim=K)``, i.e. trunk + bias-free Linear(256 -> K) (the code's FCNet used
+  as a classifier); x is ignored; features = the 256-d trunk output.
+* ``concat``: e = MetadataNet(cin -> embed_dim); features [x; e] (N, C + embed_dim); Linear(C + embed_dim -> K).
+* ``add``: e = MetadataNet(cin -> C); features x + e; Linear(C -> K).
+* ``multiply``: e = MetadataNet(cin -> C); features x * e (element-wise); Linear(C -> K).
+* ``geo_prior`` (Mac Aodha et al. 2019): an image-only and a metadata-only classifier, trained separately, combined
+  at test time: p(y | x, m) is proportional to p_img(y | x) p_meta(y | m); logits = log p_img + log p_meta.
+
+What "zeroed metadata" does, precisely: a zero metadata *input* (the encoding of a missing value) is NOT neutral,
+because the metadata network has biases: every such row gets the same learned embedding e0 = MetadataNet(0). The
+exact equalities hold when the metadata *branch output* is zero (e.g. its last, bias-free layer has zero weights):
+``add`` then gives features == x and logits == an image-only head with the same classifier; ``concat`` gives logits ==
+x W[:, :C]^T + b (an image-only head with the first C columns of W); ``geo_prior`` with a uniform metadata classifier
+(zero logits) gives softmax(logits) == p_img exactly; ``multiply`` collapses to constant logits (its neutral branch
+output is ones, not zeros). Dynamic MLP has no such neutral embedding: a zero e still passes through biases and
+LayerNorm.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dynamic_mlp import VARIANTS, DynamicMLPHead, MetadataNet, _check_pos
+
+FUSION_METHODS = ("image_only", "metadata_only", "concat", "add", "multiply", "geo_prior",
+                  "dynamic_mlp_a", "dynamic_mlp_b", "dynamic_mlp_c")
+
+
+def _check_x(x: torch.Tensor, c: int) -> None:
+    if x.ndim != 2 or x.shape[1] != c:
+        raise ValueError(f"image features must have shape (N, {c}), got {tuple(x.shape)}")
+
+
+class ImageOnlyHead(nn.Module):
+    """Linear(C -> K) on pooled image features. ``forward(x, m=None)`` -> (N, K); features = x."""
+
+    def __init__(self, feature_dim: int, num_classes: int):
+        super().__init__()
+        _check_pos(feature_dim=feature_dim, num_classes=num_classes)
+        self.feature_dim = feature_dim
+        self.classifier = nn.Linear(feature_dim, num_classes)
+
+    def forward_features(self, x: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
+        _check_x(x, self.feature_dim)
+        return x
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(self.forward_features(x, m))
+
+
+class MetadataOnlyHead(nn.Module):
+    """The metadata network as a classifier: m (N, cin) -> logits (N, K); x is ignored (may be None).
+
+    Features are the trunk output (N, meta_width), as the code's ``FCNet(..., return_feats=True)``."""
+
+    def __init__(self, num_classes: int, cin: int = 6, *, meta_width: int = 256, meta_blocks: int = 4):
+        super().__init__()
+        self.net = MetadataNet(cin, num_classes, meta_width, meta_blocks)
+
+    def forward_features(self, x: torch.Tensor | None, m: torch.Tensor) -> torch.Tensor:
+        return self.net.features(m)
+
+    def forward(self, x: torch.Tensor | None, m: torch.Tensor) -> torch.Tensor:
+        return self.net(m)
+
+
+class _MetadataFusion(nn.Module):
+    """Shared parts: a metadata branch e = MetadataNet(m) of width ``branch_dim`` and a linear classifier."""
+
+    def __init__(self, feature_dim: int, num_classes: int, cin: int, branch_dim: int, fused_dim: int,
+                 meta_width: int, meta_blocks: int):
+        super().__init__()
+        _check_pos(feature_dim=feature_dim, num_classes=num_classes)
+        self.feature_dim = feature_dim
+        self.metadata_net = MetadataNet(cin, branch_dim, meta_width, meta_blocks)
+        self.classifier = nn.Linear(fused_dim, num_classes)
+
+    def _fuse(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        _check_x(x, self.feature_dim)
+        if m.shape[0] != x.shape[0]:
+            raise ValueError(f"x and m must have the same batch size, got {x.shape[0]} and {m.shape[0]}")
+        return self._fuse(x, self.metadata_net(m))
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x, m))
+
+
+class ConcatFusionHead(_MetadataFusion):
+    """[x; MetadataNet(m)] (N, C + embed_dim) -> Linear -> (N, K)."""
+
+    def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, embed_dim: int = 256,
+                 meta_width: int = 256, meta_blocks: int = 4):
+        _check_pos(embed_dim=embed_dim)
+        super().__init__(feature_dim, num_classes, cin, embed_dim, feature_dim + embed_dim, meta_width, meta_blocks)
+
+    def _fuse(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, e], dim=1)
+
+
+class AddFusionHead(_MetadataFusion):
+    """x + MetadataNet(m) (N, C) -> Linear -> (N, K)."""
+
+    def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, meta_width: int = 256,
+                 meta_blocks: int = 4):
+        super().__init__(feature_dim, num_classes, cin, feature_dim, feature_dim, meta_width, meta_blocks)
+
+    def _fuse(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return x + e
+
+
+class MultiplyFusionHead(_MetadataFusion):
+    """x * MetadataNet(m) (element-wise, N, C) -> Linear -> (N, K)."""
+
+    def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, meta_width: int = 256,
+                 meta_blocks: int = 4):
+        super().__init__(feature_dim, num_classes, cin, feature_dim, feature_dim, meta_width, meta_blocks)
+
+    def _fuse(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return x * e
+
+
+class GeoPriorHead(nn.Module):
+    """Geo prior (Mac Aodha et al. 2019): logits = log p_img(y|x) + log p_meta(y|m), so softmax(logits) is the
+    normalised product of the two classifiers' probabilities and argmax is that of the product.
+
+    Train ``image`` and ``metadata`` separately, each with its own loss on :meth:`component_logits`; ``forward`` is
+    the test-time combination. ``meta_activation="softmax"`` (default) uses the metadata classifier's softmax
+    probabilities; ``"sigmoid"`` uses per-class sigmoids, as Mac Aodha et al.'s presence-only prior does.
+    Features: x (the combination happens on probabilities, not features).
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, meta_width: int = 256,
+                 meta_blocks: int = 4, meta_activation: str = "softmax"):
+        super().__init__()
+        if meta_activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"meta_activation must be 'softmax' or 'sigmoid', got {meta_activation!r}")
+        self.meta_activation = meta_activation
+        self.image = ImageOnlyHead(feature_dim, num_classes)
+        self.metadata = MetadataOnlyHead(num_classes, cin, meta_width=meta_width, meta_blocks=meta_blocks)
+
+    @classmethod
+    def from_heads(cls, image: ImageOnlyHead, metadata: MetadataOnlyHead,
+                   meta_activation: str = "softmax") -> "GeoPriorHead":
+        """Combine two already trained heads (used as they are, not copied; a throwaway 1-wide pair is built first
+        and replaced, so nothing large is allocated)."""
+        k = image.classifier.out_features
+        if metadata.net.out.out_features != k:
+            raise ValueError(f"the heads disagree on the number of classes: {k} vs {metadata.net.out.out_features}")
+        head = cls(1, 1, 1, meta_width=1, meta_blocks=0, meta_activation=meta_activation)
+        head.image, head.metadata = image, metadata
+        return head
+
+    def component_logits(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image logits (N, K), metadata logits (N, K)), for training the two parts."""
+        return self.image(x), self.metadata(None, m)
+
+    def forward_features(self, x: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
+        return self.image.forward_features(x)
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        li, lm = self.component_logits(x, m)
+        prior = F.log_softmax(lm, dim=1) if self.meta_activation == "softmax" else F.logsigmoid(lm)
+        return F.log_softmax(li, dim=1) + prior
+
+
+def build_fusion_head(method: str, feature_dim: int, num_classes: int, cin: int = 6, **kwargs) -> nn.Module:
+    """One head by name (see :data:`FUSION_METHODS`); ``kwargs`` go to its constructor (e.g. ``embed_dim``,
+    ``hidden_dim``, ``num_blocks`` for Dynamic MLP, ``meta_width``)."""
+    if method == "image_only":
+        return ImageOnlyHead(feature_dim, num_classes, **kwargs)
+    if method == "metadata_only":
+        return MetadataOnlyHead(num_classes, cin, **kwargs)
+    simple = {"concat": ConcatFusionHead, "add": AddFusionHead, "multiply": MultiplyFusionHead,
+              "geo_prior": GeoPriorHead}
+    if method in simple:
+        return simple[method](feature_dim, num_classes, cin, **kwargs)
+    if method.startswith("dynamic_mlp_") and method[-1].upper() in VARIANTS and len(method) == 13:
+        return DynamicMLPHead(feature_dim, num_classes, cin, variant=method[-1].upper(), **kwargs)
+    raise ValueError(f"method must be one of {FUSION_METHODS}, got {method!r}")
