@@ -121,6 +121,7 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "target_train_size": None,
     "target_test_size": None,
     "probe_every": 3,
+    "paper_protocol": "paper",
     "paper_protocol_seed": 0,
 }
 
@@ -137,7 +138,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # 200 epochs, a checkpoint probed every 2 epochs. Its ResNeXt32-16x4d is replaced by a wide CIFAR ResNet-20.
         "01_tradeoff": {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
                         "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05, "seeds": [0],
-                        "targets": ["cifar10", "cinic10"], "probe_every": 2},
+                        "targets": ["cifar10", "cinic10"], "probe_every": 2, "paper_protocol": "paper_bn"},
     },
 }
 

@@ -1,191 +1,416 @@
 """Evaluation of frozen representations: feature extraction, accuracy, linear probes and weighted kNN.
 
-The probes work on precomputed features (N, D) and run wherever those tensors are (GPU or CPU).
+Conventions: images are uint8 (N, C, H, W); features are float (N, D); labels are int64 (N,) class indices in
+0..K-1; accuracies are top-1 fractions in [0, 1]. The probes work on precomputed features and run on the device they
+are given (default: where the features are), so the same code runs on a CPU or a GPU.
+
+Three probes:
+
+* :func:`linear_probe`, the book's protocol: standardised features, L2-regularised multinomial logistic regression
+  fitted full batch with L-BFGS, the L2 strength chosen on a stratified held-out part of the train split.
+* :func:`knn_accuracy`, weighted kNN on cosine similarity (Wu et al. 2018), a second signal with no fitting.
+* :func:`paper_probe` / :func:`paper_probe_bn`, the paper's own protocol (``transfer.py`` of DTennant/dt-tradeoff):
+  SGD on a new linear layer for 30 epochs, best test accuracy over the epochs reported.
 """
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["extract_features", "accuracy", "stratified_holdout", "fit_logistic", "ProbeResult", "linear_probe",
+           "knn_accuracy", "PaperProbeResult", "paper_probe", "paper_probe_bn"]
 
+
+# ----------------------------------------------------------------------------------------------------- validation
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(name: str, value, *, low: float, low_open: bool, high: float | None = None,
+                  high_open: bool = True) -> None:
+    """``value`` must be a finite real in the interval (low or [low, high) or high])."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _check_features(name: str, x) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point() or len(x) == 0:
+        got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a non-empty float tensor of shape (N, D), got {got}")
+
+
+def _check_labels(name: str, y, n: int, x_name: str) -> None:
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != (n,):
+        got = f"{y.dtype} of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"{name} must be an int64 tensor of shape ({n},) (one label per row of {x_name}), got {got}")
+    if int(y.min()) < 0:
+        raise ValueError(f"{name} must hold class indices >= 0, got minimum {int(y.min())}")
+
+
+def _check_split(train_x, train_y, test_x, test_y) -> None:
+    """Features (N, D) float and labels (N,) int64 for both splits, with the same D."""
+    _check_features("train_x", train_x)
+    _check_features("test_x", test_x)
+    _check_labels("train_y", train_y, len(train_x), "train_x")
+    _check_labels("test_y", test_y, len(test_x), "test_x")
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"train_x and test_x must have the same width D, got {train_x.shape[1]} and "
+                         f"{test_x.shape[1]}")
+
+
+def _num_classes(*labels: torch.Tensor) -> int:
+    return max(int(y.max()) for y in labels) + 1
+
+
+# -------------------------------------------------------------------------------------------- features, accuracy
 @torch.no_grad()
 def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1024, device=None,
                      with_logits: bool = False):
-    """Penultimate features of uint8 images (N, C, H, W) in eval mode, no augmentation.
+    """Penultimate features of uint8 images, computed in eval mode without augmentation.
 
-    ``model(x)`` must return ``(features, logits)`` for float images in [0, 1]. Returns float32 features (N, D) on
-    the CPU (and logits (N, K) when ``with_logits``). The model's train/eval mode is restored afterwards.
+    Args:
+        model: ``model(x)`` maps float32 images in [0, 1] of shape (n, C, H, W) to ``(features (n, D), logits
+            (n, K))``; it normalises its inputs itself.
+        images: uint8 (N, C, H, W), on any device; moved batch by batch to ``device`` and divided by 255 there.
+        batch_size: images per forward pass (>= 1); N need not be a multiple of it.
+        device: where the model runs; default: the device of the model's parameters (CPU if it has none).
+        with_logits: also return the logits.
+
+    Returns:
+        float32 features (N, D) on the CPU, or ``(features, logits (N, K))`` when ``with_logits``.
+
+    The model (every submodule) is put in eval mode and each submodule's own train/eval flag is restored afterwards,
+    even if the forward pass raises.
     """
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0:
+        got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
+        raise ValueError(f"images must be a non-empty uint8 tensor of shape (N, C, H, W), got {got}")
+    _check_int("batch_size", batch_size, 1)
+    device = torch.device(device) if device is not None else _model_device(model)
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     feats, logits = [], []
     try:
         for i in range(0, len(images), batch_size):
-            f, lg = model(images[i:i + batch_size].to(device).float().div_(255))
-            feats.append(f.float().cpu())
-            logits.append(lg.float().cpu())
+            out = model(images[i:i + batch_size].to(device, non_blocking=True).float().div_(255))
+            if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                raise ValueError(f"model must return a tuple (features, logits), got {type(out).__name__}")
+            feats.append(out[0].float().cpu())
+            if with_logits:
+                logits.append(out[1].float().cpu())
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     out = torch.cat(feats)
     return (out, torch.cat(logits)) if with_logits else out
 
 
 def accuracy(logits_or_pred: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in [0, 1] from logits (N, K) or predicted labels (N,)."""
+    """Top-1 accuracy in [0, 1] from logits (N, K) or predicted class indices (N,) against labels (N,)."""
+    if not isinstance(logits_or_pred, torch.Tensor) or logits_or_pred.ndim not in (1, 2):
+        raise ValueError("logits_or_pred must be a tensor of logits (N, K) or predictions (N,), got "
+                         f"{getattr(logits_or_pred, 'shape', type(logits_or_pred))}")
     pred = logits_or_pred.argmax(1) if logits_or_pred.ndim == 2 else logits_or_pred
-    if pred.shape != labels.shape:
-        raise ValueError(f"predictions {tuple(pred.shape)} and labels {tuple(labels.shape)} differ in shape")
-    return (pred.cpu() == labels.cpu()).float().mean().item()
+    if not isinstance(labels, torch.Tensor) or labels.shape != pred.shape or len(labels) == 0:
+        raise ValueError(f"labels must be a non-empty tensor of shape {tuple(pred.shape)} (one per prediction), got "
+                         f"{getattr(labels, 'shape', type(labels))}")
+    return (pred == labels.to(pred.device)).float().mean().item()
 
 
-def _check_split(train_x, train_y, test_x, test_y) -> None:
-    for name, x in (("train_x", train_x), ("test_x", test_x)):
-        if x.ndim != 2 or not x.is_floating_point():
-            raise ValueError(f"{name} must be a float tensor (N, D), got {x.dtype} {tuple(x.shape)}")
-    for name, y, x in (("train_y", train_y, train_x), ("test_y", test_y, test_x)):
-        if y.dtype != torch.int64 or y.shape != (len(x),):
-            raise ValueError(f"{name} must be int64 of shape ({len(x)},), got {y.dtype} {tuple(y.shape)}")
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"train_x and test_x must have the same width, got {train_x.shape[1]} and {test_x.shape[1]}")
-
-
+# ---------------------------------------------------------------------------------------------- linear probe
 def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fit indices, held-out indices): ``fraction`` of each class held out, deterministic for ``seed``."""
+    """Split indices 0..N-1 into (fit, held-out), holding out ``fraction`` of each class (at least one image of each
+    class that has two or more, never all of a class). Deterministic for ``seed``; sorted int64 CPU tensors."""
+    _check_number("fraction", fraction, low=0, low_open=True, high=1)
+    labels = labels.cpu()
     gen = torch.Generator().manual_seed(seed)
     fit, held = [], []
     for k in labels.unique():
         idx = (labels == k).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
-        n_held = max(1, round(fraction * len(idx))) if len(idx) > 1 else 0
+        n_held = min(len(idx) - 1, max(1, round(fraction * len(idx))))
         held.append(idx[:n_held])
         fit.append(idx[n_held:])
     return torch.cat(fit).sort().values, torch.cat(held).sort().values
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, reg: float, *, max_iter: int = 200,
-                 init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression, full batch L-BFGS: minimise mean cross-entropy + reg / 2 * ||W||^2 (bias
-    unpenalised). ``x`` (N, D) float32, ``y`` (N,) int64; returns (W (D, K), b (K,)). The gradient is analytic:
-    dL/dz = (softmax(z) - onehot(y)) / N, so no autograd graph is built per evaluation."""
-    w = torch.zeros(x.shape[1], num_classes, device=x.device) if init is None else init[0].clone()
-    b = torch.zeros(num_classes, device=x.device) if init is None else init[1].clone()
-    onehot = F.one_hot(y, num_classes).to(x.dtype)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-5,
+                 init: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 tolerance_grad: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression fitted full batch with L-BFGS (strong Wolfe line search).
+
+    Minimises ``mean_i CE(x_i W + b, y_i) + reg / 2 * ||W||_F^2`` (bias not penalised), which is scikit-learn's
+    ``LogisticRegression(C=1 / (reg * N))`` objective divided by ``C * N``. ``x`` (N, D) float, ``y`` (N,) int64 on
+    the same device; ``init`` = (W, b) to warm-start from. Returns W (D, K) and b (K,) in ``x``'s dtype and device.
+    The gradient is analytic, dL/dz = (softmax(z) - onehot(y)) / N, so no autograd graph is built per evaluation.
+    Stops when the largest gradient entry is below ``tolerance_grad`` or after ``max_iter`` iterations.
+    """
+    # Transposed layout, logits as (K, N): products with a (K, D) weight and (D, N) / (N, D) data are several times
+    # faster on a CPU than the (N, D) @ (D, K) form for small K.
+    k, n = num_classes, len(x)
+    if init is None:
+        wt = torch.zeros(k, x.shape[1], device=x.device, dtype=x.dtype)
+        b = torch.zeros(k, 1, device=x.device, dtype=x.dtype)
+    else:
+        wt = init[0].detach().T.contiguous()
+        b = init[1].detach().reshape(k, 1).clone()
+    xt = x.T.contiguous()
+    onehot_t = F.one_hot(y, k).T.to(x.dtype).contiguous()  # (K, N)
+    opt = torch.optim.LBFGS([wt, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=tolerance_grad,
                             tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
     @torch.no_grad()
     def closure():
-        z = x @ w + b
-        lse = z.logsumexp(1)
-        loss = (lse - (z * onehot).sum(1)).mean() + 0.5 * reg * w.square().sum()
-        dz = (z - lse[:, None]).exp_().sub_(onehot).div_(len(x))
-        w.grad = x.T @ dz + reg * w
-        b.grad = dz.sum(0)
+        z = torch.addmm(b, wt, xt)                            # (K, N) logits
+        zmax = z.amax(0, keepdim=True)                        # (1, N), for a stable log-sum-exp
+        target = (z * onehot_t).sum()
+        e = z.sub_(zmax).exp_()                               # in place of z
+        s = e.sum(0, keepdim=True)
+        loss = ((zmax.sum() + s.log().sum() - target) / n + 0.5 * reg * wt.square().sum())
+        dz = e.div_(s).sub_(onehot_t).div_(n)                 # (softmax - onehot) / N
+        wt.grad = torch.addmm(wt, dz, x, beta=reg)            # (K, D)
+        b.grad = dz.sum(1, keepdim=True)
         return loss
 
     opt.step(closure)
-    return w, b
+    return wt.T.contiguous(), b.flatten()
 
 
 @dataclass
 class ProbeResult:
+    """Outcome of :func:`linear_probe`."""
     accuracy: float                      # top-1 on the test features, [0, 1]
     reg: float                           # the chosen L2 strength
-    val_accuracy: dict[float, float] = field(default_factory=dict)  # held-out accuracy per grid value
+    val_accuracy: dict[float, float] = field(default_factory=dict)  # held-out accuracy for each grid value
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
-                 reg_grid=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), val_fraction: float = 0.2, seed: int = 0,
-                 max_iter: int = 200, device=None) -> ProbeResult:
-    """The book's linear probe: standardise with the train split's statistics; choose the L2 strength from
-    ``reg_grid`` on a stratified held-out ``val_fraction`` of the train split (ties -> stronger regularisation);
-    refit on the whole train split; report test top-1. Runs on ``device`` (default: the features' device)."""
+                 reg_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0), val_fraction: float = 0.2,
+                 seed: int = 0, max_iter: int = 200, device=None) -> ProbeResult:
+    """The book's linear probe on frozen features.
+
+    1. Standardise both splits with the train split's per-feature mean and standard deviation (a constant feature
+       is only centred).
+    2. Hold out a stratified ``val_fraction`` of the train split (deterministic for ``seed``); for each L2 strength
+       in ``reg_grid``, strongest first and each fit warm-started from the previous one, fit
+       :func:`fit_logistic` (mean cross-entropy + reg / 2 ||W||^2, bias unpenalised) on the rest and measure
+       held-out top-1. The best wins; ties go to the stronger regularisation.
+    3. Refit on the whole train split with the chosen strength (warm-started from its held-out fit) and report test
+       top-1.
+
+    Args:
+        train_x, test_x: float features (N, D), (M, D); computed in float32 on ``device``.
+        train_y, test_y: int64 labels (N,), (M,); K = largest label + 1.
+        reg_grid: positive L2 strengths; ``reg`` corresponds to scikit-learn's ``C = 1 / (reg * N)``.
+        val_fraction: fraction of each class held out, in (0, 1).
+        seed: seed of the held-out split.
+        max_iter: L-BFGS iterations per fit (>= 1).
+        device: where to fit; default: ``train_x``'s device.
+    """
     _check_split(train_x, train_y, test_x, test_y)
-    if not reg_grid or any(r < 0 for r in reg_grid):
-        raise ValueError(f"reg_grid must be a non-empty sequence of values >= 0, got {reg_grid}")
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if isinstance(reg_grid, (int, float)) or len(reg_grid) == 0:
+        raise ValueError(f"reg_grid must be a non-empty sequence of positive numbers, got {reg_grid!r}")
+    for r in reg_grid:
+        _check_number("every value of reg_grid", r, low=0, low_open=True)
+    _check_number("val_fraction", val_fraction, low=0, low_open=True, high=1)
+    _check_int("seed", seed, 0)
+    _check_int("max_iter", max_iter, 1)
     device = torch.device(device) if device is not None else train_x.device
-    mean, std = train_x.mean(0), train_x.std(0)
-    std = torch.where(std > 1e-8, std, torch.ones_like(std))
-    xtr, xte = ((train_x - mean) / std).to(device), ((test_x - mean) / std).to(device)
+    fit_idx, held_idx = stratified_holdout(train_y, val_fraction, seed)
+    if len(held_idx) == 0:
+        raise ValueError(f"val_fraction={val_fraction} leaves no held-out images: train_y needs a class with at "
+                         "least two images")
+
+    std, mean = torch.std_mean(train_x.to(device, torch.float64), dim=0)  # float64: a constant column gives std 0
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    xtr = ((train_x.to(device, torch.float64) - mean) / std).float()
+    xte = ((test_x.to(device, torch.float64) - mean) / std).float()
     ytr, yte = train_y.to(device), test_y.to(device)
-    k = int(max(train_y.max(), test_y.max())) + 1
-    fit, held = (i.to(device) for i in stratified_holdout(train_y, val_fraction, seed))
-    val_acc, init = {}, None
-    for reg in sorted(reg_grid, reverse=True):  # strong to weak: each fit warm-starts the next
-        init = fit_logistic(xtr[fit], ytr[fit], k, reg, max_iter=max_iter, init=init)
-        val_acc[reg] = accuracy(xtr[held] @ init[0] + init[1], ytr[held])
+    k = _num_classes(train_y, test_y)
+    fit_idx, held_idx = fit_idx.to(device), held_idx.to(device)
+    xfit, yfit, xheld, yheld = xtr[fit_idx], ytr[fit_idx], xtr[held_idx], ytr[held_idx]
+
+    val_acc, solutions, init = {}, {}, None
+    for reg in sorted({float(r) for r in reg_grid}, reverse=True):  # strong to weak: each fit warm-starts the next
+        init = fit_logistic(xfit, yfit, k, reg, max_iter=max_iter, init=init)
+        solutions[reg] = init
+        val_acc[reg] = accuracy(torch.addmm(init[1], xheld, init[0]), yheld)
     best = max(val_acc, key=lambda r: (val_acc[r], r))
-    w, b = fit_logistic(xtr, ytr, k, best, max_iter=max_iter)
-    return ProbeResult(accuracy(xte @ w + b, yte), best, val_acc)
+    w, b = fit_logistic(xtr, ytr, k, best, max_iter=max_iter, init=solutions[best])
+    return ProbeResult(accuracy(torch.addmm(b, xte, w), yte), best, dict(sorted(val_acc.items())))
 
 
+# ------------------------------------------------------------------------------------------------------- kNN
 @torch.no_grad()
 def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                  k: int = 20, temperature: float = 0.07, batch_size: int = 1024) -> float:
-    """Weighted kNN top-1 (Wu et al. 2018): cosine similarity of L2-normalised features; the ``k`` nearest train
-    points vote with weight exp(similarity / temperature)."""
+    """Weighted kNN top-1 in [0, 1] (Wu et al. 2018, instance discrimination).
+
+    Features are L2-normalised; each test point's ``k`` most cosine-similar train points vote for their class with
+    weight exp(similarity / temperature); the class with the largest summed weight wins. Test points are processed
+    ``batch_size`` at a time (memory ~ batch_size x N floats) on ``train_x``'s device.
+    """
     _check_split(train_x, train_y, test_x, test_y)
-    if not 1 <= k <= len(train_x):
-        raise ValueError(f"k must be in 1..{len(train_x)} (the train size), got {k}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    ntr, nte = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
-    classes = int(max(train_y.max(), test_y.max())) + 1
+    _check_int("k", k, 1)
+    if k > len(train_x):
+        raise ValueError(f"k must be at most the number of train points ({len(train_x)}), got {k}")
+    _check_number("temperature", temperature, low=0, low_open=True)
+    _check_int("batch_size", batch_size, 1)
+    device = train_x.device
+    ntr = F.normalize(train_x.float(), dim=1)
+    nte = F.normalize(test_x.to(device).float(), dim=1)
+    ytr, yte = train_y.to(device), test_y.to(device)
+    classes = _num_classes(train_y, test_y)
     correct = 0
     for i in range(0, len(nte), batch_size):
         sim, idx = (nte[i:i + batch_size] @ ntr.T).topk(k, dim=1)
-        votes = torch.zeros(len(sim), classes, device=sim.device)
-        votes.scatter_add_(1, train_y.to(sim.device)[idx], (sim / temperature).exp())
-        correct += (votes.argmax(1).cpu() == test_y[i:i + batch_size].cpu()).sum().item()
+        votes = torch.zeros(len(sim), classes, device=device)
+        votes.scatter_add_(1, ytr[idx], sim.div_(temperature).exp_())
+        correct += int((votes.argmax(1) == yte[i:i + batch_size]).sum())
     return correct / len(test_x)
 
 
+# -------------------------------------------------------------------------------------------- the paper's probe
 @dataclass
 class PaperProbeResult:
+    """Outcome of :func:`paper_probe` / :func:`paper_probe_bn`."""
     best_accuracy: float   # max test top-1 over epochs: the paper's reported number (model selection on test)
     final_accuracy: float  # test top-1 after the last epoch
     curve: list[float]     # test top-1 after each epoch
 
 
+def _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed) -> None:
+    _check_int("epochs", epochs, 1)
+    _check_number("lr", lr, low=0, low_open=True)
+    _check_number("momentum", momentum, low=0, low_open=False, high=1)
+    _check_number("weight_decay", weight_decay, low=0, low_open=False)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("seed", seed, 0)
+
+
+def _cosine_lr(lr: float, epoch: int, epochs: int) -> float:
+    """CosineAnnealingLR(T_max=epochs, eta_min=0) stepped once per epoch: the lr used during ``epoch`` (0-based)."""
+    return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+
+
 def paper_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                 epochs: int = 30, lr: float = 0.4, momentum: float = 0.9, weight_decay: float = 5e-4,
                 batch_size: int = 512, seed: int = 0, device=None) -> PaperProbeResult:
-    """The paper's probe protocol (public code ``transfer.py``): a new linear layer trained with SGD (lr 0.4,
-    momentum 0.9, weight decay 5e-4, batch 512, 30 epochs, cosine decay of the lr per epoch), reporting the best test
-    accuracy over the epochs. Differences here: the layer is trained on precomputed, unaugmented features of the
-    frozen backbone (which is what a frozen backbone in eval mode computes, minus augmentation), not standardised."""
+    """The paper's probe (``transfer.py`` of DTennant/dt-tradeoff) on precomputed frozen features.
+
+    As in ``transfer.py``: a new ``nn.Linear(D, K)`` with PyTorch's default initialisation; SGD with momentum 0.9 and
+    weight decay 5e-4 (on weight and bias), lr 0.4, batch 512 (shuffled every epoch, last partial batch kept), 30
+    epochs, the lr decayed by ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch; test top-1 after every
+    epoch; reported: the best of them (model selection on the test split). Features are used as the network outputs
+    them: not standardised, not normalised; targets are not augmented (its target transforms only resize and
+    normalise the images).
+
+    Differences from ``transfer.py``: the layer is trained on features computed once in eval mode (see
+    :func:`extract_features`), whereas ``transfer.py`` runs the whole network in train mode while the head trains,
+    so BatchNorm uses batch statistics and re-estimates its running statistics on the target (the frozen weights do
+    not change); :func:`paper_probe_bn` reproduces that. Shuffling uses a ``torch.Generator`` seeded by ``seed`` and
+    the layer's initialisation is drawn from ``seed`` without touching the global random state.
+
+    Args:
+        train_x, test_x: float features (N, D), (M, D); used in float32 on ``device``.
+        train_y, test_y: int64 labels (N,), (M,); K = largest label + 1.
+        device: where to train; default: ``train_x``'s device.
+    """
     _check_split(train_x, train_y, test_x, test_y)
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"epochs, batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
+    _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed)
     device = torch.device(device) if device is not None else train_x.device
+    classes = _num_classes(train_y, test_y)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layer = nn.Linear(train_x.shape[1], classes)
+    layer = layer.to(device)
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    classes = int(max(train_y.max(), test_y.max())) + 1
-    layer = nn.Linear(train_x.shape[1], classes).to(device)
     opt = torch.optim.SGD(layer.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    xtr, ytr, xte, yte = train_x.to(device), train_y.to(device), test_x.to(device), test_y.to(device)
+    xtr, ytr = train_x.to(device, torch.float32), train_y.to(device)
+    xte, yte = test_x.to(device, torch.float32), test_y.to(device)
     curve = []
     for epoch in range(epochs):
         for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+            group["lr"] = _cosine_lr(lr, epoch, epochs)
         order = torch.randperm(len(xtr), generator=gen).to(device)
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             loss = F.cross_entropy(layer(xtr[idx]), ytr[idx])
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         with torch.no_grad():
             curve.append(accuracy(layer(xte), yte))
+    return PaperProbeResult(max(curve), curve[-1], curve)
+
+
+def paper_probe_bn(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
+                   test_images: torch.Tensor, test_labels: torch.Tensor, *, epochs: int = 30, lr: float = 0.4,
+                   momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 512, seed: int = 0,
+                   device=None) -> PaperProbeResult:
+    """``transfer.py`` as written: a copy of the classifier gets a new linear head (K target classes); only the head
+    is optimised (SGD lr 0.4, momentum 0.9, weight decay 5e-4, batch 512, cosine per epoch over 30 epochs), but the
+    network is in train mode while it trains, so BatchNorm uses batch statistics and its running statistics are
+    re-estimated on target batches; each epoch ends with a test pass in eval mode; the best test accuracy is reported.
+    Images are uint8 (N, C, H, W) in the model's input format, not augmented (the code's target transforms only
+    resize). ``model`` must have ``backbone``, ``head`` and ``feature_dim`` (see :class:`ctcbook.models.Classifier`);
+    it is not modified, and the global random state is left as it was. Cost: ``epochs`` forward passes over the
+    target's train and test images.
+    """
+    for attr in ("backbone", "head", "feature_dim"):
+        if not hasattr(model, attr):
+            raise ValueError(f"model must have a {attr!r} attribute (a ctcbook Classifier), got {type(model).__name__}")
+    for name, images, labels_name, labels in (("train_images", train_images, "train_labels", train_labels),
+                                              ("test_images", test_images, "test_labels", test_labels)):
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or not len(images):
+            raise ValueError(f"{name} must be a non-empty uint8 tensor (N, C, H, W), got "
+                             f"{getattr(images, 'dtype', type(images))} {tuple(getattr(images, 'shape', ()))}")
+        _check_labels(labels_name, labels, len(images), name)
+    _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed)
+    device = torch.device(device) if device is not None else _model_device(model)
+    classes = _num_classes(train_labels, test_labels)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        net = copy.deepcopy(model).to(device)
+        net.head = nn.Linear(net.feature_dim, classes).to(device)
+        for p in net.backbone.parameters():
+            p.requires_grad_(False)
+        opt = torch.optim.SGD(net.head.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        curve = []
+        for epoch in range(epochs):
+            for group in opt.param_groups:
+                group["lr"] = _cosine_lr(lr, epoch, epochs)
+            net.train()
+            order = torch.randperm(len(train_labels), generator=gen)
+            for i in range(0, len(order), batch_size):
+                idx = order[i:i + batch_size]
+                _, logits = net(train_images[idx].to(device).float().div_(255))
+                loss = F.cross_entropy(logits, train_labels[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            _, test_logits = extract_features(net, test_images, device=device, with_logits=True)
+            curve.append(accuracy(test_logits, test_labels))
     return PaperProbeResult(max(curve), curve[-1], curve)

@@ -57,7 +57,8 @@ def tradeoff_figure(table: pd.DataFrame, summary: pd.DataFrame, targets: Sequenc
 
 def protocol_figure(ours: pd.DataFrame, paper: pd.DataFrame, targets: Sequence[str]) -> Figure:
     """Our probe (L-BFGS, regularisation chosen on held-out train data) against the paper's protocol (SGD on a new
-    linear layer, best test accuracy over 30 epochs), one panel per target, one seed."""
+    linear layer, best test accuracy over 30 epochs; ``paper`` or ``paper_bn`` rows), one panel per target, one
+    seed."""
     fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.1), constrained_layout=True, squeeze=False)
     for ax, key in zip(axes[0], targets):
         a, b = ours[ours.target == key], paper[paper.target == key]

