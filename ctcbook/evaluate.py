@@ -182,11 +182,11 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, reg: float,
     @torch.no_grad()
     def closure():
         z = torch.addmm(b, wt, xt)                            # (K, N) logits
-        zmax = z.amax(0, keepdim=True)                        # (1, N), for a stable log-sum-exp
-        target = (z * onehot_t).sum()
-        e = z.sub_(zmax).exp_()                               # in place of z
-        s = e.sum(0, keepdim=True)
-        loss = ((zmax.sum() + s.log().sum() - target) / n + 0.5 * reg * wt.square().sum())
+        z.sub_(z.amax(0, keepdim=True))                       # shifted per image: <= 0, a stable log-sum-exp
+        target = (z * onehot_t).sum()                         # sum of the true classes' shifted logits
+        e = z.exp_()                                          # in place of z
+        s = e.sum(0, keepdim=True)                            # (1, N)
+        loss = (s.log().sum() - target) / n + 0.5 * reg * wt.square().sum()
         dz = e.div_(s).sub_(onehot_t).div_(n)                 # (softmax - onehot) / N
         wt.grad = torch.addmm(wt, dz, x, beta=reg)            # (K, D)
         b.grad = dz.sum(1, keepdim=True)
