@@ -87,25 +87,34 @@ def static_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class
     return html
 
 
+def render_png(table: pd.DataFrame, frames: dict[int, Frame], target: str, epoch: int,
+               class_names: tuple[str, ...], dpi: int = 80) -> bytes:
+    """PNG bytes of :func:`draw` for one epoch."""
+    import io
+
+    fig = plt.figure(figsize=(9.5, 3.6), layout="constrained")
+    draw(fig, table, frames, target, epoch, class_names)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def live_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_names: tuple[str, ...]):
-    """An ipywidgets epoch slider redrawing :func:`draw` (for JupyterLab; needs a kernel)."""
+    """An ipywidgets epoch slider over an image of :func:`draw` (for JupyterLab; needs a kernel).
+
+    The image widget's PNG bytes are replaced on each move; no ``Output`` widget or ``clear_output`` is involved,
+    because those hung headless executions (nbclient waiting for a reply the kernel had already sent)."""
     import ipywidgets as widgets
-    from IPython.display import display
 
     by_epoch = {f.epoch: f for f in frames}
     epochs = sorted(by_epoch)
     slider = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
                                      continuous_update=False)
-    out = widgets.Output()
+    image = widgets.Image(format="png", value=render_png(table, by_epoch, target, epochs[-1], class_names))
 
-    def redraw(change=None):
-        with out:
-            out.clear_output(wait=True)
-            fig = plt.figure(figsize=(9.5, 3.6), layout="constrained")
-            draw(fig, table, by_epoch, target, slider.value, class_names)
-            display(fig)
-            plt.close(fig)
+    def redraw(change):
+        image.value = render_png(table, by_epoch, target, change["new"], class_names)
 
     slider.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([slider, out])
+    return widgets.VBox([slider, image])

@@ -88,13 +88,16 @@ def resolve_parameters(chapter: str, profile: str, overrides: dict[str, Any] | N
 
 
 def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any] | None = None, *,
-                 output_dir: Path = EXECUTED, log=print) -> list[Path]:
+                 output_dir: Path = EXECUTED, log=print, cell_timeout: int | None = None) -> list[Path]:
     """Execute chapters (default: all) in ``profile``; return the executed notebooks' paths.
+
+    ``cell_timeout``: seconds one cell may run before the chapter fails (None: no limit, for long GPU training).
 
     Runs live in ``$CTCBOOK_RUNS`` (default ``<repo>/runs``), so finished training is reused across executions.
     Beside each executed notebook, ``<chapter>.run.json`` records the profile, parameters and wall time.
     """
     import papermill
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
     names = names or chapters()
@@ -109,11 +112,15 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
         start = time.perf_counter()
         try:
             papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params,
-                                       kernel_name="python3", cwd=str(REPO), progress_bar=False)
+                                       kernel_name="python3", cwd=str(REPO), progress_bar=False,
+                                       execution_timeout=cell_timeout)
         except PapermillExecutionError as err:
             raise ChapterFailedError(f"chapter {name} failed in cell {err.cell_index} (execution count "
                                      f"{err.exec_count}): {err.ename}: {err.evalue}\nThe failed notebook is kept at "
                                      f"{out}") from None
+        except CellTimeoutError:
+            raise ChapterFailedError(f"chapter {name}: a cell ran longer than {cell_timeout} s and was stopped\n"
+                                     f"The partly executed notebook is kept at {out}") from None
         seconds = time.perf_counter() - start
         (output_dir / f"{name}.run.json").write_text(json.dumps(
             {"chapter": name, "profile": profile, "parameters": params, "wall_seconds": round(seconds, 1),

@@ -17,7 +17,8 @@ def test_source_notebook_has_no_outputs(chapter):
 @pytest.mark.parametrize("chapter", runner.chapters())
 def test_chapter_runs_in_smoke_profile(chapter, tmp_path, monkeypatch):
     monkeypatch.setenv("CTCBOOK_RUNS", str(tmp_path / "runs"))
-    [out] = runner.run_chapters([chapter], "smoke", output_dir=tmp_path, log=lambda *_: None)
+    # A per-cell limit turns a hung cell into a failure instead of a stalled CI run.
+    [out] = runner.run_chapters([chapter], "smoke", output_dir=tmp_path, log=lambda *_: None, cell_timeout=600)
     nb = nbformat.read(out, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

@@ -54,16 +54,25 @@ def test_parse_value_reads_yaml():
     assert runner.parse_value("null") is None and runner.parse_value("0.05") == 0.05
 
 
-def test_failing_cell_names_chapter_and_cell_and_keeps_notebook(tmp_path, monkeypatch):
+def _chapter(tmp_path, monkeypatch, name: str, *sources: str):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('profile = "default"\nx = 1', metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("y = x + 1"),
-                nbformat.v4.new_code_cell("raise RuntimeError('deliberate failure')")]
+                *(nbformat.v4.new_code_cell(src) for src in sources)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, notebooks / "09_broken.ipynb")
+    nbformat.write(nb, notebooks / f"{name}.ipynb")
     monkeypatch.setattr(runner, "NOTEBOOKS", notebooks)
+
+
+def test_stuck_cell_fails_the_chapter_after_the_cell_timeout(tmp_path, monkeypatch):
+    _chapter(tmp_path, monkeypatch, "08_stuck", "import time\ntime.sleep(60)")
+    with pytest.raises(runner.ChapterFailedError, match=r"chapter 08_stuck: a cell ran longer than 2 s"):
+        runner.run_chapters(["08_stuck"], "smoke", output_dir=tmp_path / "out", log=lambda *_: None, cell_timeout=2)
+
+
+def test_failing_cell_names_chapter_and_cell_and_keeps_notebook(tmp_path, monkeypatch):
+    _chapter(tmp_path, monkeypatch, "09_broken", "y = x + 1", "raise RuntimeError('deliberate failure')")
     out = tmp_path / "out"
     with pytest.raises(runner.ChapterFailedError, match=r"chapter 09_broken failed in cell .*deliberate failure") as err:
         runner.run_chapters(["09_broken"], "smoke", {"x": 5}, output_dir=out, log=lambda *_: None)
