@@ -19,6 +19,10 @@ from .tradeoff import run_target
 from .train import load_model
 
 
+#: Size of one explorer view (inches): curves on the left, the PCA on the right.
+FIGSIZE = (9.5, 3.6)
+
+
 @dataclass
 class Frame:
     """One epoch's view: 2-D PCA coordinates (n, 2) of target test features and their labels (n,)."""
@@ -76,7 +80,7 @@ def draw(fig, table: pd.DataFrame, frames: dict[int, Frame], target: str, epoch:
 def static_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_names: tuple[str, ...],
                     dpi: int = 72) -> str:
     """HTML of a JavaScript epoch slider over pre-rendered frames (no kernel needed)."""
-    fig = plt.figure(figsize=(9.5, 3.6), layout="constrained")
+    fig = plt.figure(figsize=FIGSIZE, layout="constrained")
     by_epoch = {f.epoch: f for f in frames}
     epochs = [f.epoch for f in frames]
     anim = animation.FuncAnimation(fig, lambda i: draw(fig, table, by_epoch, target, epochs[i], class_names),
@@ -92,7 +96,7 @@ def render_png(table: pd.DataFrame, frames: dict[int, Frame], target: str, epoch
     """PNG bytes of :func:`draw` for one epoch."""
     import io
 
-    fig = plt.figure(figsize=(9.5, 3.6), layout="constrained")
+    fig = plt.figure(figsize=FIGSIZE, layout="constrained")
     draw(fig, table, frames, target, epoch, class_names)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

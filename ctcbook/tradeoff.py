@@ -123,20 +123,19 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
                 continue
             train_set, test_set = run_target(run, key, target_train_size, target_test_size)
             row = {"epoch": epoch, "n_train": len(train_set), "n_test": len(test_set)}
-            if protocol == "paper_bn":
+            if protocol == "paper_bn":  # needs the network itself: BatchNorm is re-estimated on the target
                 res = paper_probe_bn(model, train_set.images, train_set.labels, test_set.images, test_set.labels,
                                      device=device)
-                row.update(paper_best=res.best_accuracy, paper_final=res.final_accuracy)
-                append_jsonl(caches[key], row)
-                continue
-            ftr = extract_features(model, train_set.images, device=device)
-            fte = extract_features(model, test_set.images, device=device)
-            if protocol == "lbfgs":
-                res = linear_probe(ftr, train_set.labels, fte, test_set.labels, device=device)
-                row.update(probe_acc=res.accuracy, probe_reg=res.reg,
-                           knn_acc=knn_accuracy(ftr, train_set.labels, fte, test_set.labels))
             else:
-                res = paper_probe(ftr, train_set.labels, fte, test_set.labels, device=device)
+                ftr = extract_features(model, train_set.images, device=device)
+                fte = extract_features(model, test_set.images, device=device)
+                if protocol == "lbfgs":
+                    res = linear_probe(ftr, train_set.labels, fte, test_set.labels, device=device)
+                    row.update(probe_acc=res.accuracy, probe_reg=res.reg,
+                               knn_acc=knn_accuracy(ftr, train_set.labels, fte, test_set.labels))
+                else:
+                    res = paper_probe(ftr, train_set.labels, fte, test_set.labels, device=device)
+            if protocol != "lbfgs":
                 row.update(paper_best=res.best_accuracy, paper_final=res.final_accuracy)
             append_jsonl(caches[key], row)
     frames = []

@@ -165,3 +165,5 @@ def test_cifar_profile_path_on_fixtures(tmp_path, monkeypatch):
     table = transfer_curve(run, ["cifar10"], every=1, progress=False)
     assert list(table.epoch) == [1, 2] and table.n_train.iloc[0] == 150 and table.n_test.iloc[0] == 30
     assert table.probe_acc.between(0, 1).all() and table.knn_acc.between(0, 1).all()
+    paper = transfer_curve(run, ["cifar10"], every=2, protocol="paper_bn", progress=False)  # transfer.py as written
+    assert list(paper.epoch) == [1, 2] and (paper.paper_best >= paper.paper_final).all()
