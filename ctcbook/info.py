@@ -1,0 +1,410 @@
+"""Information-bottleneck estimators: MINE, the matrix-based Renyi alpha-entropy, and the InfoNCE bound.
+
+Every result is in **bits**. MINE's Donsker-Varadhan bound is computed in nats (natural log) and divided by ln 2;
+the Renyi estimator uses log2 directly; the InfoNCE bound is converted the same way as MINE.
+
+* :func:`mine` -- Mutual Information Neural Estimation (Belghazi et al., ICML 2018) as the trade-off paper's public
+  code runs it (github DTennant/dt-tradeoff, ``mine.py``); :data:`PAPER_MINE_XT` and :data:`PAPER_MINE_TY` hold
+  that code's settings for I(X;T) and I(T;Y).
+* :func:`renyi_mutual_information` -- matrix-based Renyi alpha-entropy (Giraldo, Rao and Principe 2014):
+  Gaussian-kernel Gram matrices, unit trace, S = log2(sum(eig^alpha)) / (1 - alpha), joint entropy from the
+  Hadamard product, I = S(X) + S(T) - S(X,T). Cost O(n^3) time and O(n^2) memory in the number of points n.
+* :func:`infonce_bound_bits` -- the InfoNCE lower bound log N - L.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+LN2 = math.log(2.0)
+
+__all__ = [
+    "MineSettings", "MineResult", "PAPER_MINE_XT", "PAPER_MINE_TY", "StatisticsNetwork", "dv_bound", "mine_step_loss",
+    "mine",
+    "smoothed_estimate", "one_hot", "gaussian_gram", "kernel_width", "label_gram", "renyi_entropy",
+    "renyi_joint_entropy", "renyi_mutual_information", "infonce_bound_bits",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------- MINE
+@dataclass(frozen=True)
+class MineSettings:
+    """Settings of :func:`mine`; the defaults are the paper code's I(X;T) settings.
+
+    hidden, layers: width and number of hidden ReLU layers of the statistics network (paper: 1024, 3).
+    lr: Adam learning rate. iterations: optimisation steps (one batch each). batch_size: pairs per batch (paper 5,000;
+    must not exceed the number of samples N, batches are drawn without replacement). ema_rate: rate of the moving
+    average of E_Q[e^T] used for the gradient bias correction (paper 0.01). smoothing: window, in steps, of the moving
+    average whose last point is reported (paper 500). seed: seeds the network initialisation and the batch draws.
+    marginal: how the product-of-marginals batch is made: ``"resample"`` (the paper code: x from one fresh random
+    draw of rows, t from another, independent of the joint batch) or ``"shuffle"`` (t of the joint batch permuted).
+    """
+
+    hidden: int = 1024
+    layers: int = 3
+    lr: float = 8e-5
+    iterations: int = 10_000
+    batch_size: int = 5_000
+    ema_rate: float = 0.01
+    smoothing: int = 500
+    seed: int = 0
+    marginal: str = "resample"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "iterations", "batch_size", "smoothing"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 < self.ema_rate <= 1:
+            raise ValueError(f"ema_rate must be in (0, 1], got {self.ema_rate!r}")
+        if self.marginal not in ("resample", "shuffle"):
+            raise ValueError(f"marginal must be 'resample' or 'shuffle', got {self.marginal!r}")
+
+
+#: The paper code's settings for I(X;T) (``mine.py`` run with lr 8e-5 and 1e4 iterations).
+PAPER_MINE_XT = MineSettings(lr=8e-5, iterations=10_000)
+#: The paper code's settings for I(T;Y) (lr 1e-5 and 2e4 iterations).
+PAPER_MINE_TY = MineSettings(lr=1e-5, iterations=20_000)
+
+
+@dataclass
+class MineResult:
+    """Output of :func:`mine`.
+
+    mi_bits: the reported estimate in bits (last point of the moving average of ``curve``, see
+    :func:`smoothed_estimate`). curve: float64 array (steps,) of the per-step DV bound on the training batch, in bits
+    (steps whose loss was not finite are skipped, as in the paper code). seconds: wall-clock time of the optimisation.
+    """
+
+    mi_bits: float
+    curve: np.ndarray
+    seconds: float
+
+
+class StatisticsNetwork(nn.Module):
+    """T(x, t): an MLP on the concatenation [x; t] with ``layers`` hidden ReLU layers of ``hidden`` units -> 1.
+
+    Initialisation as in the paper code: hidden Linear weights ~ N(0, 0.02^2), biases 0; the output layer keeps
+    PyTorch's default initialisation. Input (B, Dx + Dt) float; output (B, 1).
+    """
+
+    def __init__(self, input_size: int, hidden: int = 1024, layers: int = 3) -> None:
+        super().__init__()
+        if input_size < 1 or hidden < 1 or layers < 1:
+            raise ValueError(f"input_size, hidden and layers must be >= 1, got {input_size}, {hidden}, {layers}")
+        mods: list[nn.Module] = []
+        width = input_size
+        for _ in range(layers):
+            lin = nn.Linear(width, hidden)
+            nn.init.normal_(lin.weight, std=0.02)
+            nn.init.zeros_(lin.bias)
+            mods += [lin, nn.ReLU()]
+            width = hidden
+        mods.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, xt: Tensor) -> Tensor:
+        return self.net(xt)
+
+
+def _log_mean_exp(v: Tensor) -> Tensor:
+    return torch.logsumexp(v.reshape(-1), 0) - math.log(v.numel())
+
+
+def dv_bound(t_joint: Tensor, t_marginal: Tensor) -> Tensor:
+    """Donsker-Varadhan lower bound E_P[T] - log E_Q[e^T], in **nats** (0-d tensor, differentiable).
+
+    t_joint: statistics-network outputs (B,) or (B, 1) on pairs drawn from the joint P; t_marginal: outputs on pairs
+    from the product of marginals Q. log E_Q[e^T] is computed as a log-sum-exp (stable; same value as the paper
+    code's ``log(mean(exp(T)))``). Divide by ln 2 for bits.
+    """
+    if t_joint.numel() == 0 or t_marginal.numel() == 0:
+        raise ValueError("t_joint and t_marginal must be non-empty")
+    return t_joint.mean() - _log_mean_exp(t_marginal)
+
+
+def mine_step_loss(t_joint: Tensor, t_marginal: Tensor, log_ma: Tensor,
+                   ema_rate: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
+    """One MINE step's bias-corrected loss, as in the paper code's ``learn_mine``.
+
+    t_joint, t_marginal: statistics-network outputs (B,) or (B, 1) on joint and product-of-marginals pairs; log_ma:
+    0-d tensor, log of the moving average m of E_Q[e^T] before this step (log 1 = 0 at the start). Updates
+    m' = (1 - r) m + r E_Q[e^T] (no gradient through m') and returns ``(loss, bound, log m')`` where
+    loss = -(E_P[T] - E_Q[e^T] / m'), whose gradient is -(grad E_P[T] - grad E_Q[e^T] / m') (the corrected
+    gradient), and bound = :func:`dv_bound` (nats, attached to the graph). Everything is kept in log space.
+    """
+    lme = _log_mean_exp(t_marginal)                                    # log E_Q[e^T]
+    bound = t_joint.mean() - lme
+    keep = math.log1p(-ema_rate) if ema_rate < 1 else -math.inf
+    new_log_ma = torch.logaddexp(log_ma + keep, lme.detach() + math.log(ema_rate))
+    loss = -(t_joint.mean() - torch.exp(lme - new_log_ma))
+    return loss, bound, new_log_ma
+
+
+def smoothed_estimate(curve: np.ndarray, window: int) -> float:
+    """The paper code's reported value: last point of its moving average ``ma(curve, window)[-1]``.
+
+    The code's ``ma`` averages ``curve[i:i + window]`` for ``i < len(curve) - window``, so its last point is the
+    mean of ``curve[-window - 1:-1]`` (the final step itself is left out); reproduced here. With no more than
+    ``window`` steps (where the code would fail) the mean of the whole curve is returned.
+    """
+    curve = np.asarray(curve, dtype=np.float64)
+    if curve.size == 0:
+        raise ValueError("curve is empty: no finite step was recorded")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if curve.size <= window:
+        return float(curve.mean())
+    return float(curve[-window - 1:-1].mean())
+
+
+def one_hot(labels: Tensor, num_classes: int) -> Tensor:
+    """Labels (N,) int64 in [0, num_classes) -> float32 one-hot (N, num_classes) on the labels' device."""
+    if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"labels must be an integer tensor (N,), got {labels.dtype} {tuple(labels.shape)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return torch.nn.functional.one_hot(labels.long(), num_classes).float()
+
+
+def _check_pairs(x: Tensor, t: Tensor) -> None:
+    for name, v in (("x", x), ("t", t)):
+        if v.ndim != 2 or not v.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor (N, D), got {v.dtype} {tuple(v.shape)}")
+    if len(x) != len(t):
+        raise ValueError(f"x and t must hold the same number of samples, got {len(x)} and {len(t)}")
+
+
+def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device=None,
+         progress: bool = False) -> MineResult:
+    """Estimate I(X;T) in **bits** with MINE (Donsker-Varadhan bound, nats / ln 2), as the paper code does.
+
+    x: float (N, Dx); t: float (N, Dt); row i of x is paired with row i of t. Pass labels as ``one_hot(y, K)``.
+    The inputs are used as given: ``mine.py`` itself neither normalises nor standardises (its X are the test images
+    after the data loader's per-channel mean/std normalisation, flattened; T raw penultimate features; Y one-hot),
+    so apply the same preprocessing before calling if you want the paper's numbers.
+
+    Each step, as in ``mine.py``: a joint batch = ``batch_size`` rows drawn at random without replacement; a
+    marginal batch = x from a second independent draw and t from a third (``settings.marginal == "resample"``; or
+    the joint batch with t permuted, ``"shuffle"``); T on both; the DV bound E_P[T] - log E_Q[e^T] is recorded; the
+    moving average m <- (1 - r) m + r E_Q[e^T] (r = ``ema_rate``, m starts at 1, updated before the loss) corrects
+    the gradient: loss = -(E_P[T] - E_Q[e^T] / m) with m held constant, whose gradient is the code's
+    -(grad E_P[T] - grad E_Q[e^T] / m); one Adam step. Steps whose loss is not finite are skipped and not recorded
+    (the code does so too, but also resets m to 0 there; here m is kept). m is carried in log space, so the values
+    match the code wherever its plain ``exp`` does not overflow. The reported value is
+    :func:`smoothed_estimate` of the per-step curve with window ``smoothing``.
+
+    device: where to compute (default: x's device). The network is initialised on the CPU from ``settings.seed``
+    and the batch indices come from a CPU generator with that seed, so runs repeat on any device up to the
+    device's float arithmetic. Cost: iterations x batch_size x (Dx + Dt + layers x hidden) x hidden x ~12 flops.
+    """
+    _check_pairs(x, t)
+    n = len(x)
+    s = settings
+    if s.batch_size > n:
+        raise ValueError(f"settings.batch_size must be <= the number of samples {n} (batches are drawn without "
+                         f"replacement), got {s.batch_size}")
+    if x.device != t.device and device is None:
+        raise ValueError(f"x and t are on different devices ({x.device}, {t.device}); pass device=")
+    dev = torch.device(device) if device is not None else x.device
+    x = x.to(dev, torch.float32)
+    t = t.to(dev, torch.float32)
+
+    gen = torch.Generator().manual_seed(s.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s.seed)
+        net = StatisticsNetwork(x.shape[1] + t.shape[1], s.hidden, s.layers)
+    net = net.to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=s.lr)
+    log_ma = torch.zeros((), device=dev)                   # log of the moving average of E_Q[e^T]; starts at 1
+    curve: list[Tensor] = []
+
+    steps = range(s.iterations)
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="MINE", leave=False)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    for _ in steps:
+        j = torch.randperm(n, generator=gen)[:s.batch_size].to(dev)
+        if s.marginal == "resample":
+            mx = torch.randperm(n, generator=gen)[:s.batch_size].to(dev)
+            mt = torch.randperm(n, generator=gen)[:s.batch_size].to(dev)
+        else:
+            mx = j
+            mt = j[torch.randperm(s.batch_size, generator=gen).to(dev)]
+        out = net(torch.cat([torch.cat([x[j], t[j]], 1), torch.cat([x[mx], t[mt]], 1)]))  # one pass, 2B rows
+        t_joint, t_marg = out[:s.batch_size], out[s.batch_size:]
+        loss, bound, new_log_ma = mine_step_loss(t_joint, t_marg, log_ma, s.ema_rate)
+        if not torch.isfinite(loss):
+            continue
+        log_ma = new_log_ma
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        curve.append(bound.detach())
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - start
+    if not curve:
+        raise RuntimeError("MINE recorded no finite step; lower settings.lr or rescale the inputs")
+    bits = torch.stack(curve).double().cpu().numpy() / LN2
+    return MineResult(mi_bits=smoothed_estimate(bits, s.smoothing), curve=bits, seconds=seconds)
+
+
+# --------------------------------------------------------------------------------------- matrix-based Renyi
+def _as_points(x: Tensor, name: str) -> Tensor:
+    if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor (n, d) (trailing dims are flattened), got "
+                         f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
+    if len(x) < 1:
+        raise ValueError(f"{name} must hold at least one point")
+    return x.reshape(len(x), -1).double()
+
+
+def _sq_dists(x: Tensor) -> Tensor:
+    sq = (x * x).sum(1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    d2.fill_diagonal_(0.0)
+    return d2.clamp_min_(0.0)
+
+
+def gaussian_gram(x: Tensor, sigma: float) -> Tensor:
+    """Gaussian Gram matrix K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)).
+
+    x: float (n, d) (trailing dims flattened); sigma > 0 in x's units. Returns float64 (n, n) on x's device, unit
+    diagonal. O(n^2 d) time, O(n^2) memory.
+    """
+    xd = _as_points(x, "x")
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    return torch.exp(-_sq_dists(xd) / (2.0 * float(sigma) ** 2))
+
+
+def kernel_width(x: Tensor, gamma: float | None = None) -> float:
+    """Kernel width by the Silverman-style rule sigma = gamma * n^(-1/(4 + d)) used by Yu et al. for matrix-based
+    information-plane analysis.
+
+    x: float (n, d) (trailing dims flattened). gamma: the scale; None -> the median of the pairwise Euclidean
+    distances between distinct points (over i < j), so the rule is equivariant: scaling x by c scales sigma by c,
+    and rotations or translations leave it unchanged (the Gram matrix is then unchanged). If that median is 0 (over
+    half the pairs coincide) the mean pairwise distance is used; if every point coincides, 1.0 (any width then
+    gives the all-ones Gram matrix). Note that for large d the factor n^(-1/(4+d)) is close to 1, so sigma is close
+    to the median distance. Returns a Python float.
+    """
+    xd = _as_points(x, "x")
+    n, d = xd.shape
+    if gamma is None:
+        if n < 2:
+            return 1.0
+        iu = torch.triu_indices(n, n, offset=1, device=xd.device)
+        dist = _sq_dists(xd)[iu[0], iu[1]].sqrt()
+        gamma = float(dist.median())
+        if gamma <= 0:
+            gamma = float(dist.mean())
+        if gamma <= 0:
+            return 1.0
+    elif not (math.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma must be a finite number > 0 or None, got {gamma!r}")
+    return float(gamma) * n ** (-1.0 / (4 + d))
+
+
+def label_gram(labels: Tensor) -> Tensor:
+    """Delta-kernel Gram matrix of labels (n,) (any integer dtype): K_ij = 1 if labels match else 0; float64."""
+    if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"labels must be an integer tensor (n,), got {labels.dtype} {tuple(labels.shape)}")
+    return (labels[:, None] == labels[None, :]).double()
+
+
+def _check_alpha(alpha: float) -> float:
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    return float(alpha)
+
+
+def renyi_entropy(gram: Tensor, alpha: float = 1.01, *, unit_diagonal: bool = False) -> float:
+    """Matrix-based Renyi alpha-entropy in **bits** of a positive semi-definite Gram matrix (n, n).
+
+    A = K / tr(K) (first K_ij / sqrt(K_ii K_jj) when ``unit_diagonal``); S = log2(sum_i lambda_i^alpha) / (1 - alpha)
+    over A's eigenvalues (float64 ``eigvalsh``, negatives from round-off clamped to 0); alpha = 1 gives the von
+    Neumann (Shannon) limit -sum lambda log2 lambda. Ranges over [0, log2 n]. O(n^3) time.
+    """
+    alpha = _check_alpha(alpha)
+    if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] < 1:
+        raise ValueError(f"gram must be a square matrix (n, n), got {tuple(gram.shape)}")
+    k = gram.double()
+    if unit_diagonal:
+        dg = k.diagonal()
+        if bool((dg <= 0).any()):
+            raise ValueError("gram must have a positive diagonal for unit_diagonal=True")
+        s = dg.rsqrt()
+        k = k * s[:, None] * s[None, :]
+    tr = k.trace()
+    if not bool(tr > 0):
+        raise ValueError(f"gram must have a positive trace, got {float(tr)}")
+    a = k / tr
+    lam = torch.linalg.eigvalsh((a + a.T) / 2).clamp_min(0.0)
+    if alpha == 1.0:
+        lam = lam[lam > 0]
+        return float(-(lam * lam.log2()).sum())
+    return float(torch.log2((lam ** alpha).sum()) / (1.0 - alpha))
+
+
+def renyi_joint_entropy(*grams: Tensor, alpha: float = 1.01) -> float:
+    """Joint matrix-based Renyi entropy in bits: :func:`renyi_entropy` of the Hadamard product of the Gram matrices."""
+    if not grams:
+        raise ValueError("renyi_joint_entropy needs at least one Gram matrix")
+    shape = grams[0].shape
+    prod = grams[0].double()
+    for g in grams[1:]:
+        if g.shape != shape:
+            raise ValueError(f"all Gram matrices must have the same shape, got {tuple(shape)} and {tuple(g.shape)}")
+        prod = prod * g.double().to(prod.device)
+    return renyi_entropy(prod, alpha)
+
+
+def renyi_mutual_information(x: Tensor, t: Tensor, *, alpha: float = 1.01, sigma_x: float | None = None,
+                             sigma_t: float | None = None, t_is_labels: bool = False) -> float:
+    """Matrix-based Renyi mutual information I(X;T) = S(X) + S(T) - S(X,T) in **bits**.
+
+    x: float (n, dx) (trailing dims flattened); t: float (n, dt), or integer labels (n,) with ``t_is_labels`` (delta
+    kernel, :func:`label_gram`). sigma_x / sigma_t: Gaussian kernel widths; None -> :func:`kernel_width`. All on one
+    probe batch of n points: O(n^3) time (three n x n eigen-decompositions in float64) and O(n^2) memory, so keep n
+    in the low thousands. The value is bounded by min(S(X), S(T)) <= log2 n.
+    """
+    kx = gaussian_gram(x, sigma_x if sigma_x is not None else kernel_width(x))
+    if t_is_labels:
+        if len(t) != len(x):
+            raise ValueError(f"x and t must hold the same number of points, got {len(x)} and {len(t)}")
+        kt = label_gram(t).to(kx.device)
+    else:
+        if len(t) != len(x):
+            raise ValueError(f"x and t must hold the same number of points, got {len(x)} and {len(t)}")
+        kt = gaussian_gram(t, sigma_t if sigma_t is not None else kernel_width(t)).to(kx.device)
+    return renyi_entropy(kx, alpha) + renyi_entropy(kt, alpha) - renyi_joint_entropy(kx, kt, alpha=alpha)
+
+
+# ------------------------------------------------------------------------------------------------ InfoNCE
+def infonce_bound_bits(loss_nats: float, num_candidates: int) -> float:
+    """InfoNCE lower bound on I in bits: (ln N - L) / ln 2.
+
+    loss_nats: the mean InfoNCE (cross-entropy) loss in nats; num_candidates: N, the candidates per query (the
+    positive plus N - 1 negatives). The bound can never exceed log2 N.
+    """
+    if not (isinstance(num_candidates, int) and num_candidates >= 1):
+        raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
+    loss = float(loss_nats)
+    if not (math.isfinite(loss) and loss >= 0):
+        raise ValueError(f"loss_nats must be a finite number >= 0, got {loss_nats!r}")
+    return (math.log(num_candidates) - loss) / LN2
