@@ -73,9 +73,251 @@ def protocol_figure(ours: pd.DataFrame, paper: pd.DataFrame, targets: Sequence[s
     return fig
 
 
+ESTIMATOR_LABELS = {"renyi": "matrix-based Renyi (alpha 1.01)", "mine": "MINE (DV bound)"}
+
+
+def _info_mean(info: pd.DataFrame, estimator: str, split: str, layer: str = "penultimate") -> pd.DataFrame:
+    g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == layer)]
+    return g.groupby("epoch")[["i_xt", "i_ty"]].agg(["mean", "min", "max"])
+
+
+def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimators: Sequence[str]) -> Figure:
+    """The information plane of the penultimate layer: I(X;T) (x) against I(T;Y) (y), in bits, seed means joined
+    in epoch order and coloured by epoch; one row per estimator, one column per split (source and targets)."""
+    epochs = sorted(info.epoch.unique())
+    norm = matplotlib.colors.Normalize(min(epochs), max(epochs))
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(len(estimators), len(splits), figsize=(2.9 * len(splits) + 0.8, 2.7 * len(estimators)),
+                             constrained_layout=True, squeeze=False)
+    for r, est in enumerate(estimators):
+        for c, split in enumerate(splits):
+            ax = axes[r][c]
+            m = _info_mean(info, est, split)
+            if m.empty:
+                ax.set_axis_off()
+                continue
+            x, y = m[("i_xt", "mean")], m[("i_ty", "mean")]
+            ax.plot(x, y, "-", color="grey", lw=0.8, zorder=1)
+            ax.scatter(x, y, c=[cmap(norm(e)) for e in m.index], s=22, zorder=2, edgecolors="none")
+            ax.annotate(f"{m.index[0]}", (x.iloc[0], y.iloc[0]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+            ax.annotate(f"{m.index[-1]}", (x.iloc[-1], y.iloc[-1]), fontsize=7, xytext=(3, -9),
+                        textcoords="offset points")
+            ax.set_title(f"{split}: {est}", fontsize=9)
+            ax.set_xlabel("I(X;T) (bits)")
+            ax.set_ylabel("I(T;Y) (bits)")
+            ax.grid(alpha=0.3)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="training epoch", shrink=0.8)
+    return fig
+
+
+def information_epochs_figure(info: pd.DataFrame, table: pd.DataFrame, splits: Sequence[str],
+                              estimators: Sequence[str]) -> Figure:
+    """Per split (rows): I(X;T) of the penultimate layer against epoch for each estimator (columns; seed mean with
+    min-max band over seeds, bits), next to chapter 1's accuracy on that split (source test accuracy for
+    ``"source"``, the linear probe for a target; %, seed mean and band)."""
+    fig, axes = plt.subplots(len(splits), len(estimators) + 1, figsize=(3.2 * (len(estimators) + 1), 2.5 * len(splits)),
+                             constrained_layout=True, squeeze=False)
+    for r, split in enumerate(splits):
+        for c, est in enumerate(estimators):
+            ax = axes[r][c]
+            m = _info_mean(info, est, split)
+            if not m.empty:
+                ax.plot(m.index, m[("i_xt", "mean")], "-o", ms=3, color=TARGET_COLORS[c])
+                ax.fill_between(m.index, m[("i_xt", "min")], m[("i_xt", "max")], color=TARGET_COLORS[c], alpha=0.2, lw=0)
+            ax.set_title(f"{split}: I(X;T), {est}", fontsize=9)
+            ax.set_ylabel("I(X;T) (bits)")
+        ax = axes[r][-1]
+        if split == "source":
+            _band(ax, table[table.target == "source"], "test_acc", SOURCE_COLOR, "source test")
+            ax.set_title("source test accuracy", fontsize=9)
+        else:
+            _band(ax, table[table.target == split], "probe_acc", TARGET_COLORS[3], "linear probe")
+            ax.set_title(f"{split}: linear-probe accuracy", fontsize=9)
+        ax.set_ylabel("top-1 accuracy (%)")
+        for ax in axes[r]:
+            ax.set_xlabel("training epoch")
+            ax.grid(alpha=0.3)
+    return fig
+
+
+def information_layers_figure(info: pd.DataFrame, split: str = "source", estimator: str = "renyi") -> Figure:
+    """I(X;T) and I(T;Y) (bits, seed means) of every analysed layer against epoch, one line per layer."""
+    g = info[(info.estimator == estimator) & (info.split == split)]
+    layers = [l for l in ("stage1", "stage2", "stage3", "penultimate") if l in set(g.layer)]
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.0), constrained_layout=True)
+    for i, layer in enumerate(layers):
+        m = g[g.layer == layer].groupby("epoch")[["i_xt", "i_ty"]].mean()
+        for ax, col in zip(axes, ("i_xt", "i_ty")):
+            ax.plot(m.index, m[col], "-o", ms=3, color=plt.get_cmap("plasma")(i / max(1, len(layers))), label=layer)
+    for ax, name in zip(axes, ("I(X;T)", "I(T;Y)")):
+        ax.set_xlabel("training epoch")
+        ax.set_ylabel(f"{name} (bits)")
+        ax.set_title(f"{split}: {name} per layer, {estimator}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+METHOD_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple")
+
+
+def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch_epoch: int | None = None,
+                             column: str = "probe_acc") -> Figure:
+    """Source test accuracy and each target's linear-probe accuracy (%) against epoch, one line per ``method``
+    (seed mean, min-max band over seeds); a dotted line at ``switch_epoch`` (CTC's stage switch).
+    ``table``: :func:`ctcbook.ctc_report.with_method` output."""
+    n = len(targets) + 1
+    rows = -(-n // 2)
+    fig, grid = plt.subplots(rows, 2, figsize=(9.0, 3.3 * rows), constrained_layout=True, squeeze=False)
+    axes = grid.flatten()
+    for ax in axes[n:]:
+        ax.remove()
+    for i, method in enumerate(table.method.unique()):
+        g, color = table[table.method == method], METHOD_COLORS[i % len(METHOD_COLORS)]
+        _band(axes[0], g[g.target == "source"], "test_acc", color, method)
+        for ax, key in zip(axes[1:n], targets):
+            _band(ax, g[g.target == key], column, color, method)
+    axes[0].set_title("discriminability: source test")
+    for ax, key in zip(axes[1:n], targets):
+        ax.set_title(f"transferability: {key} (linear probe)")
+    for ax in axes[:n]:
+        if switch_epoch is not None:
+            ax.axvline(switch_epoch, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("training epoch")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def information_methods_figure(means: dict[str, pd.DataFrame], switch_epoch: int | None = None) -> Figure:
+    """I(X;T) and I(T;Y) (bits) of the penultimate layer against epoch, one row per split (the keys of ``means``),
+    one line per method (seed mean, min-max band of I(X;T)). Values: :func:`ctcbook.ctc_report.mean_information`."""
+    fig, grid = plt.subplots(len(means), 2, figsize=(9.0, 3.0 * len(means)), constrained_layout=True, squeeze=False)
+    for axes, (split, mean_info) in zip(grid, means.items()):
+        for i, (method, g) in enumerate(mean_info.groupby("method", sort=False)):
+            color = METHOD_COLORS[i % len(METHOD_COLORS)]
+            axes[0].plot(g.epoch, g.i_xt, "-o", ms=3, color=color, label=method)
+            if g.seeds.max() > 1:
+                axes[0].fill_between(g.epoch, g.i_xt_min, g.i_xt_max, color=color, alpha=0.18, lw=0)
+            axes[1].plot(g.epoch, g.i_ty, "-o", ms=3, color=color, label=method)
+        for ax, name in zip(axes, ("I(X;T) (bits)", "I(T;Y) (bits)")):
+            if switch_epoch is not None:
+                ax.axvline(switch_epoch, color="grey", lw=0.8, ls=":")
+            ax.set_title(f"{name.split(' ')[0]} on {split}")
+            ax.set_xlabel("training epoch")
+            ax.set_ylabel(name)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    return fig
+
+
+def sweep_figure(sweep: pd.DataFrame, targets: Sequence[str]) -> Figure:
+    """Final source accuracy and each target's final probe accuracy (%) against the loss-weight scale.
+    ``sweep``: :func:`ctcbook.ctc_report.sweep_table` output."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.2), constrained_layout=True)
+    axes[0].plot(sweep.scale, sweep.source_final, "-o", color=SOURCE_COLOR, label="source test")
+    for i, key in enumerate(targets):
+        color = TARGET_COLORS[i % len(TARGET_COLORS)]
+        axes[1].plot(sweep.scale, sweep[f"{key} final"], "-o", color=color, label=f"{key}: final")
+        axes[1].plot(sweep.scale, sweep[f"{key} drop"] + sweep[f"{key} final"], ":", color=color,
+                     label=f"{key}: best probed epoch")
+    axes[0].set_ylabel("final top-1 accuracy (%)")
+    axes[1].set_ylabel("probe top-1 accuracy (%)")
+    for ax in axes:
+        ax.set_xlabel("loss-weight scale (x alpha, x beta)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
 def close(fig: Figure) -> None:
     """Free a figure after it has been displayed or saved."""
     plt.close(fig)
 
 
-__all__ = ["tradeoff_figure", "protocol_figure", "close", "matplotlib"]
+__all__ = ["tradeoff_figure", "protocol_figure", "information_plane_figure", "information_epochs_figure",
+           "information_layers_figure", "method_comparison_figure", "information_methods_figure", "sweep_figure",
+           "close", "matplotlib"]
+
+
+# --- chapter 4: Dynamic MLP --------------------------------------------------------------------------------------
+def simulated_metadata_figure(meta, labels, class_names: Sequence[str], simulator=None, n: int = 2000) -> Figure:
+    """The simulated metadata of ``n`` images (the first n): left, locations (longitude, latitude in degrees)
+    coloured by class, with each class's centre as a cross; right, per class, the distribution of the day of year.
+
+    ``meta``: :class:`ctcbook.data.metadata.MetadataArrays`; ``labels``: (N,) ints; ``simulator``: its
+    :class:`~ctcbook.data.metadata.MetadataSimulator` (for the centres), optional."""
+    import numpy as np
+
+    labels = np.asarray(labels)[:n]
+    lat, lon, day = meta.latitude[:n], meta.longitude[:n], meta.day_of_year[:n]
+    fig, (ax_map, ax_day) = plt.subplots(1, 2, figsize=(10.0, 3.6), constrained_layout=True,
+                                         gridspec_kw={"width_ratios": [1.6, 1]})
+    colors = plt.get_cmap("tab10").colors
+    for k, name in enumerate(class_names):
+        sel = labels == k
+        c = colors[k % len(colors)]
+        ax_map.scatter(lon[sel], lat[sel], s=3, alpha=0.5, color=c, label=name)
+        if simulator is not None:
+            ax_map.plot(simulator.centre_lon[k], simulator.centre_lat[k], "x", color=c, ms=9, mew=2.5)
+        ax_day.hist(day[sel], bins=np.arange(1, 367, 14), histtype="step", color=c, lw=1.3)
+    ax_map.set_xlim(-180, 180)
+    ax_map.set_ylim(-90, 90)
+    ax_map.set_xlabel("longitude (degrees)")
+    ax_map.set_ylabel("latitude (degrees)")
+    ax_map.set_title(f"simulated locations of {len(labels)} train images (x: class centres)", fontsize=9)
+    ax_map.legend(fontsize=6, markerscale=3, ncol=2, loc="lower left")
+    ax_map.grid(alpha=0.3)
+    ax_day.set_xlabel("day of year (1 = 1 January)")
+    ax_day.set_ylabel("images per 14-day bin")
+    ax_day.set_title("simulated dates, per class", fontsize=9)
+    ax_day.grid(alpha=0.3)
+    return fig
+
+
+def fusion_accuracy_figure(results: pd.DataFrame, labels: dict[str, str] | None = None) -> Figure:
+    """Test top-1 (%) of each method: a bar at the mean over seeds and a dot per seed; a dashed line at the
+    image-only mean. ``results``: :meth:`ctcbook.fusion_training.FusionExperiment.results` rows."""
+    labels = labels or {}
+    methods = list(dict.fromkeys(results.method))
+    means = results.groupby("method").test_acc.mean().loc[methods] * 100
+    fig, ax = plt.subplots(figsize=(8.0, 0.42 * len(methods) + 1.2), constrained_layout=True)
+    y = list(range(len(methods)))
+    ax.barh(y, means.values, color=["tab:green" if m.startswith("dynamic") else "tab:grey" for m in methods],
+            alpha=0.6)
+    for i, m in enumerate(methods):
+        acc = results[results.method == m].test_acc * 100
+        ax.plot(acc, [i] * len(acc), "o", color="black", ms=3)
+    if "image_only" in methods:
+        ax.axvline(means["image_only"], color="tab:blue", ls="--", lw=1, label="image only (mean)")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_yticks(y, [labels.get(m, m) for m in methods])
+    ax.invert_yaxis()
+    ax.set_xlim(max(0.0, float(results.test_acc.min() * 100) - 5), min(100.0, float(results.test_acc.max() * 100) + 2))
+    ax.set_xlabel("test top-1 accuracy (%): bar = mean over seeds, dots = seeds")
+    ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
+def tsne_figure(panels: dict, class_names: Sequence[str]) -> Figure:
+    """Side-by-side t-SNE maps: ``panels`` maps a title to (coords (n, 2), labels (n,)); colours are classes."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.0), constrained_layout=True,
+                             squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    for ax, (title, (coords, labels)) in zip(axes[0], panels.items()):
+        labels = np.asarray(labels)
+        for k in sorted(set(labels.tolist())):
+            pts = coords[labels == k]
+            ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, color=colors[k % len(colors)], label=class_names[k])
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("t-SNE 1 (a.u.)")
+        ax.set_ylabel("t-SNE 2 (a.u.)")
+        ax.legend(fontsize=7, markerscale=3, loc="best")
+    return fig
+
+
+__all__ += ["simulated_metadata_figure", "fusion_accuracy_figure", "tsne_figure"]

@@ -6,6 +6,9 @@ weights, appends a metrics row and saves the full training state, in that order;
 is marked FAILED with the epoch and step and raises :class:`~ctcbook.runs.RunFailedError`.
 On CUDA it trains in bfloat16 autocast with channels-last tensors; on the CPU in float32, contiguous (see
 :func:`memory_format`).
+The objective is cross-entropy (``"ce"``) or cross-entropy plus the losses of contrastive temporal coding
+(``"ctc"``, :mod:`ctcbook.ctc`): the same loop, with the stage switch, the snapshot and the memories driven from here
+and saved with every resume point.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import TrainConfig
+from .ctc import CTCObjective
 from .data import ImageSet, load_dataset, select_classes, subsample
 from .data.loader import DeviceBatches
 from .models import Classifier, build_model
@@ -86,11 +90,33 @@ def test_accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
 
 
 def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based): cosine to 0 or step decay."""
+    """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based): cosine to 0, step decay, or two stages
+    (cosine from 1 to 0 over stage 1, then cosine from ``lr_restart`` to 0 over stage 2)."""
     if config.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * step / (config.epochs * steps_per_epoch)))
+    if config.schedule == "two_stage":
+        switch = config.stages.stage_two_epoch * steps_per_epoch
+        if step < switch:
+            return 0.5 * (1 + math.cos(math.pi * step / switch))
+        rest = (config.epochs - config.stages.stage_two_epoch) * steps_per_epoch
+        return config.stages.lr_restart * 0.5 * (1 + math.cos(math.pi * (step - switch) / rest))
     epoch = step // steps_per_epoch + 1
     return config.gamma ** sum(epoch > m for m in config.milestones)
+
+
+def weight_decay_at(config: TrainConfig, epoch: int) -> float:
+    """Weight decay in force during ``epoch`` (1-based): x ``weight_decay_coef`` in stage 1 of a two-stage
+    schedule, else ``config.weight_decay``."""
+    if config.stages is not None and epoch <= config.stages.stage_two_epoch:
+        return config.weight_decay * config.stages.weight_decay_coef
+    return config.weight_decay
+
+
+def build_objective(config: TrainConfig, model: Classifier, labels: torch.Tensor) -> CTCObjective | None:
+    """The extra state of ``config.objective``: None for "ce", a :class:`~ctcbook.ctc.CTCObjective` for "ctc"."""
+    if config.objective == "ce":
+        return None
+    return CTCObjective(config.ctc, model.feature_dim, labels, config.stages.stage_two_epoch, config.seed)
 
 
 def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.device | str | None = None,
@@ -131,8 +157,10 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
     steps_per_epoch = len(batches)
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_set)} training images")
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    objective = build_objective(config, model, batches.labels)
+    params = list(model.parameters()) + ([] if objective is None else objective.trainable())
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                weight_decay=weight_decay_at(config, 1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, steps_per_epoch))
     test_x, test_y = test_set.images.to(device), test_set.labels.to(device)
 
@@ -143,6 +171,8 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["epoch"]
+        if objective is not None:
+            objective.load_state(state["objective"], model)
     run.truncate_metrics(start)
 
     bar = tqdm(range(start + 1, config.epochs + 1), desc=run.name, disable=not progress, initial=start,
@@ -150,14 +180,23 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
+        for group in optimizer.param_groups:
+            group["weight_decay"] = weight_decay_at(config, epoch)
         losses = torch.zeros(steps_per_epoch, device=device)
+        aux_losses = torch.zeros(steps_per_epoch, device=device)
         correct = torch.zeros((), device=device)
-        for step, (x, y, _) in enumerate(batches.epoch(epoch)):
+        negatives = objective.generator(epoch) if objective is not None else None
+        for step, (x, y, index) in enumerate(batches.epoch(epoch)):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                _, logits = model(x)
+                features, logits = model(x)
                 loss = F.cross_entropy(logits.float(), y)
+            if objective is not None:
+                aux, aux_losses[step] = objective.loss(epoch, features, x, y, index, negatives, amp=amp)
+                loss = loss + aux
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if objective is not None:
+                objective.update_memories()
             optimizer.step()
             scheduler.step()
             losses[step] = loss.detach()
@@ -174,9 +213,16 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
                "train_acc": correct.item() / (steps_per_epoch * config.batch_size), "test_acc": acc,
                "test_loss": test_loss, "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
                "images_per_second": steps_per_epoch * config.batch_size / train_seconds, "device": str(device)}
+        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict()}
+        if objective is not None:
+            # train_loss is the total; aux_loss the unweighted CTC loss of the epoch's stage (nats).
+            row.update(stage=objective.stage(epoch), aux_loss=aux_losses.mean().item())
+            if epoch == config.stages.stage_two_epoch:
+                objective.switch(model, batches.images, amp=amp, memory_format=memory_format(device))
+            state["objective"] = objective.state()
         run.append_metrics(row)
-        run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict()})
+        run.save_state(state)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, run)

@@ -1,0 +1,213 @@
+"""Contrastive temporal coding (CTC): the heads, memories and frozen snapshot that the training engine drives.
+
+One :class:`CTCObjective` per run. The engine calls :meth:`CTCObjective.loss` every step (the auxiliary loss to add
+to the cross-entropy), :meth:`CTCObjective.update_memories` after that step's backward pass (the memories move only
+after the gradient has been computed with their old values, as in the public code), :meth:`CTCObjective.switch`
+after the last stage-1 epoch, and saves
+:meth:`CTCObjective.state` with every resume point. Stage 1 (epochs 1..S): ``alpha`` x instance discrimination of
+the penultimate features, projected to ``instance_dim`` and L2-normalised, against a memory with one slot per
+training image (:func:`ctcbook.losses.instance_discrimination_loss`). At the switch the network is copied and frozen
+(the snapshot) and, if ``refill``, both stage-2 memories are filled with the snapshot's embeddings of the (not
+augmented) training images. Stage 2 (epochs S+1..E): ``beta`` x the NCE contrastive loss between the network's and
+the snapshot's features of the same image through two heads, each scored against the other side's memory with
+``nce_k`` negatives from images of other classes, in both directions (:func:`ctcbook.losses.nce_loss`).
+Memories live on the model's device: (N, instance_dim) + 2 x (N, nce_dim) float32.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import CTCConfig
+from .losses import instance_discrimination_loss, log_normaliser, momentum_update, nce_loss, pair_scores
+
+_SEED_OFFSET = 7_919  # keeps the negatives' random stream apart from the batches' (seed * 100_003 + epoch)
+
+
+def random_memory(n: int, dim: int, generator: torch.Generator, device) -> torch.Tensor:
+    """(n, dim) initial memory, uniform in +-sqrt(3 / dim) per coordinate (the public code's initialisation;
+    each slot has norm close to 1)."""
+    bound = math.sqrt(3 / dim)
+    return (torch.rand(n, dim, generator=generator, device=device) * 2 - 1) * bound
+
+
+class OtherClassSampler:
+    """Draws, for each anchor, K training-set indices uniformly (with replacement) among images of *other* classes
+    (the public code's ``mode="exact"`` negatives) and puts the anchor's own index in column 0."""
+
+    def __init__(self, labels: torch.Tensor, k: int):
+        self.k = k
+        self.order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels)
+        self.count = counts
+        self.start = torch.cumsum(counts, 0) - counts
+        self.n = len(labels)
+        if int((self.n - counts[labels]).min()) < 1:
+            raise ValueError("CTC's stage-2 negatives need at least two classes in the training set")
+
+    def __call__(self, index: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(B,) indices and labels -> (B, 1 + K) candidate indices."""
+        others = self.n - self.count[labels]
+        u = torch.rand(len(index), self.k, generator=generator, device=index.device)
+        pos = torch.minimum(u.mul_(others[:, None]).long(), others[:, None] - 1)
+        start, count = self.start[labels][:, None], self.count[labels][:, None]
+        pos = pos + (pos >= start) * count  # skip the anchor's own class block
+        return torch.cat([index[:, None], self.order[pos]], dim=1)
+
+
+class CTCObjective(nn.Module):
+    """Heads and memories of one CTC run.
+
+    Args:
+        config: the loss settings.
+        feature_dim: D of the backbone's penultimate features.
+        labels: (N,) int64 labels of the training set (on the training device).
+        stage_two_epoch: S, the last epoch of stage 1.
+        seed: the run's seed (memories and negatives draw from their own generators).
+    Trainable parameters: ``instance_head`` (only if ``config.train_instance_head``), ``head`` and
+    ``snapshot_head`` (stage 2). Buffers: ``instance_memory`` (N, instance_dim), ``memory`` and ``snapshot_memory``
+    (N, nce_dim), ``log_z`` (2,), NaN until set at the first stage-2 step.
+    """
+
+    def __init__(self, config: CTCConfig, feature_dim: int, labels: torch.Tensor, stage_two_epoch: int, seed: int):
+        super().__init__()
+        self.config, self.stage_two_epoch, self.seed = config, stage_two_epoch, seed
+        device = labels.device
+        self.n = len(labels)
+        self.instance_head = nn.Linear(feature_dim, config.instance_dim)
+        self.head = nn.Linear(feature_dim, config.nce_dim)
+        self.snapshot_head = nn.Linear(feature_dim, config.nce_dim)
+        if not config.train_instance_head:
+            self.instance_head.requires_grad_(False)
+        gen = torch.Generator(device=device).manual_seed(seed * 100_003 + _SEED_OFFSET)
+        self.register_buffer("instance_memory", random_memory(self.n, config.instance_dim, gen, device))
+        self.register_buffer("memory", random_memory(self.n, config.nce_dim, gen, device))
+        self.register_buffer("snapshot_memory", random_memory(self.n, config.nce_dim, gen, device))
+        self.register_buffer("log_z", torch.full((2,), float("nan"), device=device))
+        self.to(device)
+        self.labels = labels
+        self.sampler = OtherClassSampler(labels, config.nce_k)
+        self._set_snapshot(None)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]] = []
+
+    # --- what the engine calls ------------------------------------------------------------------------------
+    def stage(self, epoch: int) -> int:
+        return 1 if epoch <= self.stage_two_epoch else 2
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def generator(self, epoch: int) -> torch.Generator:
+        """The stream of stage-2 negatives of ``epoch`` (seeded per epoch, so a resumed run draws the same)."""
+        return torch.Generator(device=self.labels.device).manual_seed(
+            self.seed * 100_003 + epoch + 2 * _SEED_OFFSET)
+
+    def loss(self, epoch: int, features: torch.Tensor, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+             generator: torch.Generator, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weighted auxiliary loss, unweighted loss) for one batch; its memory updates wait for
+        :meth:`update_memories`.
+
+        ``features`` (B, D) of the network being trained; ``x`` (B, C, H, W) the batch (the snapshot's input in
+        stage 2); ``y`` (B,) labels; ``index`` (B,) indices in the training set.
+        """
+        if self.stage(epoch) == 1:
+            raw = self.stage_one(features, index)
+            return self.config.alpha * raw, raw.detach()
+        if self.snapshot is None:
+            raise RuntimeError(f"epoch {epoch} is in stage 2 but no snapshot was taken; call switch() first")
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            snap_features, _ = self.snapshot(x)
+        raw = self.stage_two(features, snap_features.float(), y, index, generator)
+        return self.config.beta * raw, raw.detach()
+
+    def stage_one(self, features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Instance discrimination of the batch against the memory; queues the momentum update of its slots."""
+        z = F.normalize(self.instance_head(features.float()), dim=1)
+        loss = instance_discrimination_loss(z, self.instance_memory, index, self.config.instance_t)
+        self._pending.append((self.instance_memory, index, z.detach(), self.config.instance_m))
+        return loss
+
+    def stage_two(self, features: torch.Tensor, snap_features: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                  generator: torch.Generator) -> torch.Tensor:
+        """Both directions of the NCE loss between the network (v1) and its snapshot (v2), then the memory updates.
+
+        v1 is scored against the snapshot's memory and v2 against the network's memory, each with the same
+        1 + K candidates (own index first). ``snap_features`` carry no gradient; ``snapshot_head`` still learns.
+        Queues the momentum updates of both memories (the network's with v1, the snapshot's with v2).
+        """
+        c = self.config
+        v1 = F.normalize(self.head(features.float()), dim=1)
+        v2 = F.normalize(self.snapshot_head(snap_features.detach()), dim=1)
+        candidates = self.sampler(index, y, generator)
+        s1 = pair_scores(v1, self.snapshot_memory, candidates, c.nce_t)
+        s2 = pair_scores(v2, self.memory, candidates, c.nce_t)
+        if torch.isnan(self.log_z).any():  # CRD's one-time normalisation constants, from the first stage-2 batch
+            with torch.no_grad():
+                self.log_z.copy_(torch.stack([log_normaliser(s1, self.n), log_normaliser(s2, self.n)]))
+        loss = nce_loss(s1, self.log_z[0], self.n) + nce_loss(s2, self.log_z[1], self.n)
+        self._pending += [(self.memory, index, v1.detach(), c.nce_m),
+                          (self.snapshot_memory, index, v2.detach(), c.nce_m)]
+        return loss
+
+    def update_memories(self) -> None:
+        """Apply the momentum updates queued by the last :meth:`loss` (call after the backward pass)."""
+        for memory, index, z, m in self._pending:
+            momentum_update(memory, index, z, m)
+        self._pending = []
+
+    @torch.no_grad()
+    def switch(self, model: nn.Module, images: torch.Tensor, *, batch_size: int = 1024, amp: bool = False,
+               memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        """End of stage 1: copy and freeze ``model`` as the snapshot (eval mode); if ``refill``, fill both stage-2
+        memories with the snapshot's embeddings of ``images`` (uint8 (N, C, H, W), training order, no
+        augmentation) through the network's and the snapshot's heads."""
+        self._pending = []
+        self._set_snapshot(freeze(copy.deepcopy(model)))
+        if not self.config.refill:
+            return
+        for i in range(0, self.n, batch_size):
+            x = images[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+                f, _ = self.snapshot(x)
+            f = f.float()
+            idx = torch.arange(i, i + len(x), device=x.device)
+            momentum_update(self.memory, idx, F.normalize(self.head(f), dim=1), 0.0)
+            momentum_update(self.snapshot_memory, idx, F.normalize(self.snapshot_head(f), dim=1), 0.0)
+
+    # --- resume ---------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Heads, memories, normalisers and the snapshot's weights (None before the switch), on the CPU."""
+        return {"module": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                "snapshot": None if self.snapshot is None else
+                {k: v.detach().cpu() for k, v in self.snapshot.state_dict().items()}}
+
+    def load_state(self, state: dict, model: nn.Module) -> None:
+        """Restore :meth:`state`; ``model`` (any network of the run's architecture) is the template of the
+        snapshot."""
+        self.load_state_dict(state["module"])
+        if state["snapshot"] is None:
+            self._set_snapshot(None)
+        else:
+            snap = copy.deepcopy(model)
+            snap.load_state_dict(state["snapshot"])
+            self._set_snapshot(freeze(snap))
+
+    def _set_snapshot(self, snapshot: nn.Module | None) -> None:
+        """Keep the snapshot out of this module's submodules: its weights are saved apart (:meth:`state`) and never
+        reach an optimiser through :meth:`parameters`."""
+        object.__setattr__(self, "snapshot", snapshot)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with every parameter's requires_grad off."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+__all__ = ["CTCObjective", "OtherClassSampler", "freeze", "random_memory"]

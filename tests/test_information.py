@@ -1,0 +1,137 @@
+"""Per-epoch information-plane estimates of saved runs (ctcbook.information)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ctcbook import information as inf
+from ctcbook.config import TrainConfig
+from ctcbook.info import MineSettings
+from ctcbook.runs import RunStore, read_jsonl
+from ctcbook.train import load_model, train
+
+TINY = TrainConfig(train_size=200, epochs=2, width=4, depth=8, batch_size=50, seed=5)
+TINY_MINE = MineSettings(hidden=16, layers=2, lr=1e-3, iterations=30, batch_size=64, smoothing=10)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train(TINY, store=RunStore(tmp_path_factory.mktemp("runs")), progress=False)
+
+
+def test_activations_give_the_normalised_input_and_each_layer(run):
+    model = load_model(run, 2)
+    images = inf.probe_set(run, "source", 40).images
+    x, ts = inf.activations(model, images, inf.layer_names(model), batch_size=16)
+    assert inf.layer_names(model) == ["stage1", "stage2", "stage3", "penultimate"]
+    assert x.shape == (40, 28 * 28)
+    expected_x = ((images.float() / 255 - model.input_mean) / model.input_std).flatten(1)
+    torch.testing.assert_close(x, expected_x)
+    with torch.no_grad():
+        feats, _ = model(images.float() / 255)
+    torch.testing.assert_close(ts["penultimate"], feats)
+    # stride-2 stem: 28 -> 14 px; stages of widths 4, 8, 16 at 14, 7, 4 px
+    assert [ts[k].shape[1] for k in ("stage1", "stage2", "stage3")] == [4 * 14 * 14, 8 * 7 * 7, 16 * 4 * 4]
+    with pytest.raises(ValueError, match="layers must be a subset"):
+        inf.activations(model, images, ["stage9"])
+
+
+def test_renyi_plane_obeys_bounds_and_ignores_the_scale_of_t():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 6, generator=g)
+    labels = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    t = x[:, :3] @ torch.randn(3, 3, generator=g)
+    ref = inf.renyi_reference(x, labels)
+    res = inf.renyi_plane(ref, {"t": t, "t_scaled": 50.0 * t, "noise": torch.randn(300, 3, generator=g)})
+    assert res["t"]["i_xt"] == pytest.approx(res["t_scaled"]["i_xt"], abs=1e-6)
+    assert res["t"]["i_ty"] == pytest.approx(res["t_scaled"]["i_ty"], abs=1e-6)
+    for r in res.values():
+        assert 0 <= r["i_ty"] <= min(r["h_t"], r["h_y"]) + 1e-9
+        assert r["i_xt"] <= r["h_x"] + 1e-9
+    # features computed from x carry more about x and the labels than independent noise does
+    assert res["t"]["i_xt"] > res["noise"]["i_xt"] and res["t"]["i_ty"] > res["noise"]["i_ty"]
+
+
+def test_information_curve_rows_cache_and_resume(run, monkeypatch):
+    monkeypatch.setitem(inf.MINE_PRESETS, "cpu", (TINY_MINE, TINY_MINE))
+    table = inf.information_curve(run, ["source", "digits"], estimators=["renyi", "mine"], every=1, n=60,
+                                  mine_n=80, progress=False)
+    renyi_src = table[(table.estimator == "renyi") & (table.split == "source")]
+    assert sorted(set(renyi_src.layer)) == ["penultimate", "stage1", "stage2", "stage3"]
+    assert set(table[table.split == "digits"].layer) == {"penultimate"}
+    mine_rows = table[table.estimator == "mine"]
+    assert len(mine_rows) == 4 and set(mine_rows.epoch) == {1, 2} and (mine_rows.n == 80).all()
+    assert len(table) == 2 * (4 + 1) + 4
+    assert np.isfinite(table[["i_xt", "i_ty", "seconds"]].to_numpy(float)).all()
+    assert (table.seed == TINY.seed).all()
+
+    # A second call computes nothing: every row comes from the run folder's cache.
+    def boom(*a, **k):
+        raise AssertionError("recomputed a cached estimate")
+    monkeypatch.setattr(inf, "renyi_plane", boom)
+    monkeypatch.setattr(inf, "mine_plane", boom)
+    again = inf.information_curve(run, ["source", "digits"], estimators=["renyi", "mine"], every=1, n=60,
+                                  mine_n=80, progress=False)
+    pd.testing.assert_frame_equal(again, table)
+
+    # An interrupted pass (last row missing) resumes with only that row.
+    monkeypatch.undo()
+    monkeypatch.setitem(inf.MINE_PRESETS, "cpu", (TINY_MINE, TINY_MINE))
+    [path] = [p for p in (run.path / "evals").glob("information-*.jsonl")
+              if any(r["layer"] == "stage2" for r in read_jsonl(p))]
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n")
+    calls = []
+    real = inf.renyi_plane
+    monkeypatch.setattr(inf, "renyi_plane", lambda ref, ts: calls.append(sorted(ts)) or real(ref, ts))
+    resumed = inf.information_curve(run, ["source"], estimators=["renyi"], every=1, n=60, progress=False)
+    assert calls == [[read_jsonl_last_layer(lines)]]
+    assert len(resumed) == 8
+
+
+def read_jsonl_last_layer(lines):
+    import json
+    return json.loads(lines[-1])["layer"]
+
+
+def test_information_curve_refuses_bad_requests(run):
+    with pytest.raises(ValueError, match="split must be one of"):
+        inf.information_curve(run, ["imagenet"], progress=False)
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        inf.information_curve(run, estimators=["kde"], progress=False)
+    with pytest.raises(ValueError, match=r"epochs \[7\] have no checkpoint"):
+        inf.information_curve(run, epochs=[7], progress=False)
+    with pytest.raises(ValueError, match="n must be None or an int >= 2"):
+        inf.information_curve(run, n=1, progress=False)
+    with pytest.raises(ValueError, match="mine_preset must be one of"):
+        inf.information_curve(run, estimators=["mine"], mine_preset="huge", progress=False)
+    with pytest.raises(ValueError, match="layers must be a subset"):
+        inf.information_curve(run, layers=["fc9"], progress=False)
+
+
+def test_compression_and_correlation():
+    curve = pd.DataFrame({"epoch": [1, 3, 6, 9], "i_xt": [1.0, 1.6, 1.4, 1.1]})
+    c = inf.compression(curve)
+    assert c["peak_epoch"] == 3 and c["fall"] == pytest.approx(0.5) and c["fall_fraction"] == pytest.approx(0.5 / 0.6)
+    r, rho = inf.correlation([1, 2, 3, 4], [2, 4, 6, 9])
+    assert rho == pytest.approx(1.0) and 0.98 < r < 1.0
+    assert math.isnan(inf.correlation([1, 1, 1], [1, 2, 3])[0])
+    with pytest.raises(ValueError, match="same length"):
+        inf.correlation([1, 2], [1])
+
+
+def test_transfer_link_pairs_each_estimator_with_the_probe_curve():
+    info = pd.DataFrame([{"seed": s, "split": "t", "estimator": e, "epoch": ep, "layer": "penultimate",
+                          "i_xt": v + 0.01 * s, "i_ty": 0.5}
+                         for s in (0, 1) for e, vals in (("renyi", [1.0, 2.0, 1.5]), ("mine", [3.0, 1.0, 2.0]))
+                         for ep, v in zip((1, 2, 3), vals)])
+    table = pd.DataFrame([{"seed": s, "target": "t", "epoch": ep, "probe_acc": acc}
+                          for s in (0, 1) for ep, acc in zip((1, 2, 3), (0.5, 0.9, 0.7))])
+    link = inf.transfer_link(info, table, ["t"]).set_index("estimator")
+    assert link.loc["renyi", "spearman"] == pytest.approx(1.0) and link.loc["mine", "spearman"] == pytest.approx(-1.0)
+    assert link.loc["renyi", "i_xt_peak_epoch"] == 2 and link.loc["renyi", "transfer_peak_epoch"] == 2
+    assert link.loc["mine", "i_xt_fall"] == pytest.approx(1.0)
