@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PROFILE ?= default
 
-.PHONY: setup data book chapters test clean-book
+.PHONY: setup data browser book chapters test clean-book
 
 setup: $(STAMP) data
 
@@ -28,13 +28,22 @@ data:
 	  echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' or put the idx files in \$$CTCBOOK_DATA/fashion-mnist" >&2; exit 1; \
 	fi
 
+# Headless Chromium and its WebDriver for the browser test of the built book (Debian packages).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq chromium chromium-driver >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)); \
+	else \
+	  echo "chromium/chromium-driver missing: the browser test will be skipped (sudo apt-get install chromium chromium-driver)" >&2; \
+	fi
+
 chapters: setup
 	$(VENV)/bin/ctcbook run --profile $(PROFILE)
 
 book: chapters
-	$(VENV)/bin/ctcbook book
+	$(VENV)/bin/ctcbook book --warnings-as-errors
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 clean-book:

@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
+from . import provenance
 from .config import PROFILES, profile_parameters
+from .runs import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -94,7 +96,9 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
     ``cell_timeout``: seconds one cell may run before the chapter fails (None: no limit, for long GPU training).
 
     Runs live in ``$CTCBOOK_RUNS`` (default ``<repo>/runs``), so finished training is reused across executions.
-    Beside each executed notebook, ``<chapter>.run.json`` records the profile, parameters and wall time.
+    Each executed notebook gets a provenance box under its title (:mod:`ctcbook.provenance`), and beside it
+    ``<chapter>.run.json`` records the same (profile, data, device, seeds, versions, commit, wall time) and the
+    parameters.
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError
@@ -122,25 +126,40 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
             raise ChapterFailedError(f"chapter {name}: a cell ran longer than {cell_timeout} s and was stopped\n"
                                      f"The partly executed notebook is kept at {out}") from None
         seconds = time.perf_counter() - start
-        (output_dir / f"{name}.run.json").write_text(json.dumps(
-            {"chapter": name, "profile": profile, "parameters": params, "wall_seconds": round(seconds, 1),
-             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+        record = provenance.collect(name, profile, {**notebook_parameters(name), **params}, seconds)
+        provenance.stamp(out, record)
+        atomic_write_json(output_dir / f"{name}.run.json", {**record, "parameters": params})
         log(f"[ctcbook] {name} done in {seconds:.0f} s")
         outputs.append(out)
     return outputs
 
 
-def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO) -> Path:
-    """Build the HTML book from ``book/`` (executed chapters in ``book/chapters``) into ``<path_output>/_build/html``.
+def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO,
+               chapters_dir: Path | None = None) -> Path:
+    """Build the HTML book from ``book/`` into ``<path_output>/_build/html``; return that folder.
 
-    Notebooks are not executed here (``execute_notebooks: off``): run :func:`run_chapters` first.
+    Executed chapters come from ``book/chapters`` (default) or from ``chapters_dir`` (e.g. a smoke-profile run for
+    the browser test), in which case ``book/`` is copied into ``<path_output>/book`` with those chapters, so the
+    published chapters in ``book/chapters`` are left alone. Notebooks are not executed here
+    (``execute_notebooks: off``): run :func:`run_chapters` first.
     """
-    missing = [c for c in chapters() if not (EXECUTED / f"{c}.ipynb").exists()]
+    import shutil
+
+    source = REPO / "book"
+    if chapters_dir is not None:
+        source = Path(path_output) / "book"
+        if source.exists():
+            shutil.rmtree(source)
+        shutil.copytree(REPO / "book", source, ignore=shutil.ignore_patterns("chapters"))
+        (source / "chapters").mkdir()
+        for c in chapters():
+            if (Path(chapters_dir) / f"{c}.ipynb").exists():
+                shutil.copy2(Path(chapters_dir) / f"{c}.ipynb", source / "chapters" / f"{c}.ipynb")
+    missing = [c for c in chapters() if not (source / "chapters" / f"{c}.ipynb").exists()]
     if missing:
         raise FileNotFoundError(f"chapters not executed yet: {missing}; run `ctcbook run --profile default` first")
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO / "book"), "--config",
-           str(REPO / "_config.yml"),
-           "--toc", str(REPO / "book" / "_toc.yml"), "--path-output", str(path_output)]
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(source), "--config",
+           str(REPO / "_config.yml"), "--toc", str(source / "_toc.yml"), "--path-output", str(path_output)]
     if warnings_as_errors:
         cmd += ["-W", "-n", "--keep-going"]
     if subprocess.run(cmd).returncode != 0:

@@ -1,0 +1,30 @@
+"""The provenance box the runner puts under each chapter's title."""
+import nbformat
+
+from ctcbook import provenance
+
+
+def test_record_names_profile_device_versions_and_commit():
+    rec = provenance.collect("01_tradeoff", "smoke", {"seeds": [0, 1], "source": "fashion_mnist",
+                                                       "targets": ["digits"], "epochs": 2}, 12.34)
+    assert rec["profile"] == "smoke" and rec["seeds"] == [0, 1] and rec["wall_seconds"] == 12.3
+    assert rec["data"] == {"source": "fashion_mnist", "targets": ["digits"]}
+    assert rec["torch"].startswith("2.") and rec["device"]
+    assert rec["commit"] == "unknown" or len(rec["commit"].split("+")[0]) == 12
+    text = provenance.markdown(rec)
+    assert text.startswith("```{admonition} Provenance") and text.endswith("```")
+    assert "profile **`smoke`**" in text and "0.2 min" in text and "source `fashion_mnist`" in text
+
+
+def test_stamp_goes_under_the_title_and_replaces_an_earlier_box(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), nbformat.v4.new_code_cell("x = 1")]
+    path = tmp_path / "c.ipynb"
+    nbformat.write(nb, str(path))
+    rec = provenance.collect("c", "smoke", {"seeds": [0]}, 1.0)
+    provenance.stamp(path, rec)
+    provenance.stamp(path, {**rec, "profile": "default"})
+    cells = nbformat.read(str(path), as_version=4).cells
+    assert [c.cell_type for c in cells] == ["markdown", "markdown", "code"]
+    assert "profile **`default`**" in cells[1].source and cells[0].source == "# Title"
+    assert not list(tmp_path.glob(".*.tmp"))
