@@ -1,0 +1,501 @@
+"""Chapter 4's experiment: fusion heads trained on a frozen image backbone's pooled features plus metadata.
+
+The CPU plan (DESIGN.md, "Dynamic MLP"): one image backbone is trained with :func:`ctcbook.train.train`; its pooled
+penultimate features of the train and test images are extracted once (eval mode, no augmentation) and cached in the
+backbone's run folder; every fusion head of :mod:`ctcbook.models.fusion` (and the metadata-only network) is then
+trained on those frozen features plus the encoded metadata, for several seeds. The geo prior is not trained: it
+combines the image-only and metadata-only heads of the same seed at test time (Mac Aodha et al. 2019).
+
+Head training (fixed for every method): features standardised with the train split's mean and std; AdamW, lr
+``lr``, weight decay ``weight_decay``, cosine decay per step to 0, ``epochs`` passes in mini-batches of
+``batch_size`` reshuffled each epoch, cross-entropy with label smoothing ``label_smoothing`` (the paper's 0.1).
+The paper trains end to end with SGD and mixup; see the chapter for what freezing changes.
+
+Caching: results go to ``<run>/evals/fusion-<hash>.jsonl`` (one row per method and seed) and each trained head's
+weights to ``<run>/evals/fusion-<hash>/<method>-s<seed>.pt`` (t-SNE maps beside them), all written atomically, so a
+re-execution retrains nothing and an interrupted pass resumes with the next head. The pooled features are cached as
+``<run>/evals/features-<hash>.pt``. Head training, prediction and t-SNE run on one CPU thread (:func:`one_thread`).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .data.metadata import MetadataArrays, MetadataSimulator
+from .evaluate import extract_features
+from .models.dynamic_mlp import encode_metadata
+from .models.fusion import FUSION_METHODS, GeoPriorHead, build_fusion_head
+from .runs import Run, append_jsonl, atomic_torch_save, config_hash, read_jsonl
+from .config import TrainConfig
+from .train import load_model, source_data
+
+#: Bump when feature extraction or head training changes its numbers; part of every cache key.
+FUSION_VERSION = 1
+#: Methods trained directly; ``geo_prior`` is combined from two of them.
+TRAINED_METHODS = tuple(m for m in FUSION_METHODS if m != "geo_prior")
+
+
+# --- settings ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HeadSettings:
+    """How every head is built and trained (one setting for all methods, so only the fusion differs).
+
+    Widths (see :class:`ctcbook.models.dynamic_mlp.DynamicMLPHead`): ``meta_width`` of the metadata network (paper:
+    256), ``embed_dim`` of its embedding e (paper: 256), ``reduced_dim`` d and ``hidden_dim`` h of the Dynamic MLP
+    blocks (paper: 256, 64), ``num_blocks`` N (paper: 2). Training: ``epochs``, ``batch_size``, AdamW ``lr`` and
+    ``weight_decay``, ``label_smoothing``.
+    """
+
+    meta_width: int = 64
+    embed_dim: int = 64
+    reduced_dim: int = 64
+    hidden_dim: int = 16
+    num_blocks: int = 2
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+
+    def __post_init__(self):
+        for name in ("meta_width", "embed_dim", "reduced_dim", "hidden_dim", "num_blocks", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"HeadSettings.{name} must be an integer >= 1, got {v!r}")
+        for name, ok, allowed in (("lr", self.lr > 0, "a number > 0"),
+                                  ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
+                                  ("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)")):
+            if not (isinstance(getattr(self, name), (int, float)) and ok):
+                raise ValueError(f"HeadSettings.{name} must be {allowed}, got {getattr(self, name)!r}")
+
+    def head_kwargs(self, method: str) -> dict[str, Any]:
+        """Constructor arguments of :func:`build_fusion_head` for ``method``."""
+        if method == "image_only":
+            return {}
+        kw: dict[str, Any] = {"meta_width": self.meta_width}
+        if method == "concat":
+            kw["embed_dim"] = self.embed_dim
+        if method.startswith("dynamic_mlp_"):
+            kw.update(embed_dim=self.embed_dim, reduced_dim=self.reduced_dim, hidden_dim=self.hidden_dim,
+                      num_blocks=self.num_blocks)
+        return kw
+
+
+@dataclass(frozen=True)
+class MetadataSettings:
+    """The simulated metadata (see :class:`ctcbook.data.metadata.MetadataSimulator`): class-parameter ``seed``,
+    ``location_spread`` (degrees), ``date_spread`` (days), ``background`` probability, ``missing_fraction``."""
+
+    seed: int = 0
+    location_spread: float = 25.0
+    date_spread: float = 45.0
+    background: float = 0.3
+    missing_fraction: float = 0.05
+
+    def simulator(self, num_classes: int, class_names: Sequence[str] | None = None) -> MetadataSimulator:
+        return MetadataSimulator(num_classes, seed=self.seed, location_spread=self.location_spread,
+                                 date_spread=self.date_spread, background=self.background,
+                                 missing_fraction=self.missing_fraction, class_names=class_names)
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+@dataclass
+class FusionData:
+    """Frozen features, encoded metadata and labels of one backbone's train and test images.
+
+    ``train_x``/``test_x``: float32 (N, C) pooled features, standardised with the train split's ``mean``/``std``
+    (C,); ``train_m``/``test_m``: float32 (N, 6) encoded metadata (zeros where missing); ``train_y``/``test_y``:
+    int64 (N,); ``train_meta``/``test_meta``: the raw :class:`MetadataArrays` (degrees, days); ``class_names`` (K,);
+    ``simulator``: what drew the metadata; ``key``: the cache key of the features and metadata.
+    """
+
+    train_x: torch.Tensor
+    train_m: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_m: torch.Tensor
+    test_y: torch.Tensor
+    train_meta: MetadataArrays
+    test_meta: MetadataArrays
+    class_names: tuple[str, ...]
+    mean: torch.Tensor
+    std: torch.Tensor
+    simulator: MetadataSimulator
+    key: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def standardise(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw pooled features (N, C) -> the standardised features the heads read."""
+        return (raw - self.mean) / self.std
+
+
+def backbone_features(run: Run, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Raw pooled features of the run's train and test images at its last epoch, cached in the run folder.
+
+    Returns ``{"train_x": (N, C), "train_y": (N,), "test_x": (M, C), "test_y": (M,)}`` float32 / int64, CPU."""
+    if not run.done:
+        raise ValueError(f"run {run.name} is not finished (no DONE marker); train it first")
+    epoch = run.saved_epochs()[-1]
+    path = run.eval_path("features", {"epoch": epoch, "version": FUSION_VERSION}).with_suffix(".pt")
+    if path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    train_set, test_set = source_data(TrainConfig.from_dict(run.config))
+    model = load_model(run, epoch, device)
+    out = {"train_x": extract_features(model, train_set.images, device=device), "train_y": train_set.labels,
+           "test_x": extract_features(model, test_set.images, device=device), "test_y": test_set.labels}
+    atomic_torch_save(out, path)
+    return out
+
+
+def fusion_data(run: Run, metadata: MetadataSettings = MetadataSettings(),
+                device: torch.device | str = "cpu") -> FusionData:
+    """Features of ``run`` (cached) plus simulated metadata: train images drawn with sample seed 0, test with 1."""
+    feats = backbone_features(run, device)
+    class_names = source_data(TrainConfig.from_dict(run.config))[1].classes
+    sim = metadata.simulator(len(class_names), class_names)
+    train_meta = sim.sample(feats["train_y"].numpy(), sample_seed=0)
+    test_meta = sim.sample(feats["test_y"].numpy(), sample_seed=1)
+    mean, std = feats["train_x"].mean(0), feats["train_x"].std(0).clamp_min(1e-6)
+    key = {"run": run.name, "epoch": run.saved_epochs()[-1], "metadata": asdict(metadata), "version": FUSION_VERSION}
+    return FusionData((feats["train_x"] - mean) / std, train_meta.encode(), feats["train_y"],
+                      (feats["test_x"] - mean) / std, test_meta.encode(), feats["test_y"], train_meta, test_meta,
+                      tuple(class_names), mean, std, sim, key)
+
+
+# --- training one head ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def one_thread():
+    """Run the block with one intra-op torch thread and one OpenMP/BLAS thread, then restore the counts.
+
+    The heads' matrices are too small for threads to pay on a CPU, and on this shared 2-core machine threaded runs
+    were several times slower (a head: 25-67 s threaded against 3-6 s on one thread; t-SNE of 1,000 points: 44 s
+    against 6 s)."""
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_method(method: str, allowed: Sequence[str] = FUSION_METHODS) -> None:
+    if method not in allowed:
+        raise ValueError(f"method must be one of {tuple(allowed)}, got {method!r}")
+
+
+def build_head(method: str, feature_dim: int, num_classes: int, settings: HeadSettings, cin: int = 6) -> nn.Module:
+    """The head of ``method`` with ``settings``' widths (geo_prior: an untrained pair)."""
+    _check_method(method)
+    return build_fusion_head(method, feature_dim, num_classes, cin, **settings.head_kwargs(method))
+
+
+def train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, num_classes: int,
+               settings: HeadSettings = HeadSettings(), *, seed: int = 0) -> tuple[nn.Module, list[float]]:
+    """Train one head of ``method`` (any of :data:`TRAINED_METHODS`) on features x (N, C), metadata m (N, cin) and
+    labels y (N,), on their device (the CPU here: one intra-op thread). Returns (head in eval mode, mean training loss
+    per epoch in nats)."""
+    _check_method(method, TRAINED_METHODS)
+    if x.ndim != 2 or m.ndim != 2 or y.ndim != 1 or not (len(x) == len(m) == len(y)) or len(y) == 0:
+        raise ValueError(f"x (N, C), m (N, cin) and y (N,) must be non-empty with one N, got {tuple(x.shape)}, "
+                         f"{tuple(m.shape)}, {tuple(y.shape)}")
+    if x.device.type != "cpu":
+        return _train_head(method, x, m, y, num_classes, settings, seed)
+    with one_thread():
+        return _train_head(method, x, m, y, num_classes, settings, seed)
+
+
+def _train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, num_classes: int,
+                settings: HeadSettings, seed: int) -> tuple[nn.Module, list[float]]:
+    torch.manual_seed(seed)
+    head = build_head(method, x.shape[1], num_classes, settings, m.shape[1])
+    n, bs = len(y), min(settings.batch_size, len(y))
+    steps = settings.epochs * math.ceil(n / bs)
+    opt = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    head.train()
+    for _ in range(settings.epochs):
+        order, total = torch.randperm(n, generator=gen), 0.0
+        for i in range(0, n, bs):
+            idx = order[i:i + bs]
+            loss = F.cross_entropy(head(x[idx], m[idx]), y[idx], label_smoothing=settings.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        losses.append(total / n)
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"{method} head, seed {seed}: training loss became {losses[-1]}")
+    return head.eval(), losses
+
+
+@torch.no_grad()
+def predict(head: nn.Module, x: torch.Tensor, m: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Class probabilities (N, K) of ``head`` (eval mode) on x (N, C), m (N, cin) (one thread on the CPU)."""
+    head.eval()
+    with one_thread():
+        return torch.cat([torch.softmax(head(x[i:i + batch_size], m[i:i + batch_size]), 1)
+                          for i in range(0, len(x), batch_size)])
+
+
+# --- every method, every seed, cached -----------------------------------------------------------------------------
+class FusionExperiment:
+    """All heads of one backbone run, data and settings; results and weights cached in the run folder.
+
+    ``results(methods, seeds)`` trains what is missing and returns one row per (method, seed) with ``test_acc``
+    (top-1, fraction), ``train_seconds``, ``n_params`` and ``final_loss``; ``head(method, seed)`` loads a trained
+    head (geo_prior: combined from the cached image-only and metadata-only heads of that seed).
+    """
+
+    def __init__(self, run: Run, data: FusionData, settings: HeadSettings = HeadSettings()):
+        self.run, self.data, self.settings = run, data, settings
+        spec = {"data": data.key, "head": asdict(settings), "version": FUSION_VERSION}
+        self.results_path = run.eval_path("fusion", spec)
+        self.weights_dir = self.results_path.with_suffix("")
+
+    def _weights(self, method: str, seed: int) -> Path:
+        return self.weights_dir / f"{method}-s{seed}.pt"
+
+    def _cached(self) -> dict[tuple[str, int], dict[str, Any]]:
+        return {(r["method"], r["seed"]): r for r in read_jsonl(self.results_path)}
+
+    def head(self, method: str, seed: int) -> nn.Module:
+        """A trained head in eval mode (raises FileNotFoundError if it was not trained yet)."""
+        _check_method(method)
+        if method == "geo_prior":
+            return GeoPriorHead.from_heads(self.head("image_only", seed), self.head("metadata_only", seed)).eval()
+        path = self._weights(method, seed)
+        if not path.exists() or (method, seed) not in self._cached():
+            raise FileNotFoundError(f"no trained {method} head for seed {seed} in {self.weights_dir}; "
+                                    "call results() first")
+        head = build_head(method, self.data.feature_dim, self.data.num_classes, self.settings,
+                          self.data.train_m.shape[1])
+        head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return head.eval()
+
+    def _accuracy(self, head: nn.Module) -> float:
+        p = predict(head, self.data.test_x, self.data.test_m)
+        return float((p.argmax(1) == self.data.test_y).float().mean())
+
+    def results(self, methods: Sequence[str] = FUSION_METHODS, seeds: Sequence[int] = (0, 1, 2), *,
+                progress: bool = True) -> pd.DataFrame:
+        methods, seeds = list(methods), list(seeds)
+        if not methods or not seeds:
+            raise ValueError(f"methods and seeds must be non-empty, got {methods!r} and {seeds!r}")
+        for method in methods:
+            _check_method(method)
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise ValueError(f"seeds must be non-negative integers, got {s!r}")
+        need = [m for m in TRAINED_METHODS if m in methods
+                or (m in ("image_only", "metadata_only") and "geo_prior" in methods)]
+        cached = self._cached()
+        todo = [(m, s) for s in seeds for m in need if (m, s) not in cached or not self._weights(m, s).exists()]
+        d = self.data
+        for method, seed in tqdm(todo, desc="fusion heads", disable=not progress or not todo, unit="head"):
+            t0 = time.perf_counter()
+            head, losses = train_head(method, d.train_x, d.train_m, d.train_y, d.num_classes, self.settings,
+                                      seed=seed)
+            seconds = time.perf_counter() - t0
+            atomic_torch_save(head.state_dict(), self._weights(method, seed))
+            append_jsonl(self.results_path, {"method": method, "seed": seed, "test_acc": self._accuracy(head),
+                                             "train_seconds": seconds, "final_loss": losses[-1],
+                                             "n_params": sum(p.numel() for p in head.parameters())})
+        cached = self._cached()
+        rows = []
+        for seed in seeds:
+            for method in methods:
+                if method == "geo_prior":
+                    head = self.head(method, seed)
+                    rows.append({"method": method, "seed": seed, "test_acc": self._accuracy(head),
+                                 "train_seconds": 0.0, "final_loss": float("nan"),
+                                 "n_params": sum(p.numel() for p in head.parameters())})
+                else:
+                    rows.append(dict(cached[(method, seed)]))
+        return pd.DataFrame(rows)
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Per method: top-1 (%) mean, std (ddof 1; NaN with one seed), min, max over seeds, the number of seeds, the
+    gain over image-only in points (difference of means) and the head's parameter count; ordered as
+    :data:`FUSION_METHODS`."""
+    if results.empty:
+        raise ValueError("results is empty")
+    g = results.groupby("method")
+    out = pd.DataFrame({"top1_mean": g.test_acc.mean() * 100, "top1_std": g.test_acc.std() * 100,
+                        "top1_min": g.test_acc.min() * 100, "top1_max": g.test_acc.max() * 100,
+                        "seeds": g.seed.nunique(), "n_params": g.n_params.first()})
+    if "image_only" in out.index:
+        out["gain_vs_image_only"] = out.top1_mean - out.loc["image_only", "top1_mean"]
+    order = [m for m in FUSION_METHODS if m in out.index]
+    return out.loc[order]
+
+
+def per_class_accuracy(exp: FusionExperiment, methods: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
+    """Test top-1 (%) per class (rows: class names) and method (columns), mean over seeds."""
+    d = exp.data
+    cols = {}
+    for method in methods:
+        acc = np.zeros(d.num_classes)
+        for seed in seeds:
+            pred = predict(exp.head(method, seed), d.test_x, d.test_m).argmax(1)
+            for k in range(d.num_classes):
+                sel = d.test_y == k
+                acc[k] += float((pred[sel] == k).float().mean()) * 100 / len(seeds)
+        cols[method] = acc
+    return pd.DataFrame(cols, index=list(d.class_names))
+
+
+# --- views for the chapter ------------------------------------------------------------------------------------------
+def tsne_points(exp: FusionExperiment, method: str, classes: Sequence[int], *, n: int = 1000, seed: int = 0,
+                perplexity: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """2-D t-SNE (scikit-learn, PCA initialisation) of the features a head's classifier reads, for ``n`` test images
+    (stratified over ``classes``, drawn with ``seed``; the head of that seed). Returns (coords (n, 2) float, labels
+    (n,) int). Cached beside the head's weights, so a re-execution does not recompute it."""
+    from sklearn.manifold import TSNE
+
+    d = exp.data
+    if not classes or any(not 0 <= k < d.num_classes for k in classes):
+        raise ValueError(f"classes must be a non-empty list of class indices in 0..{d.num_classes - 1}, "
+                         f"got {list(classes)!r}")
+    idx = tsne_indices(d.test_y, classes, n, seed)
+    spec = {"method": method, "classes": list(classes), "n": n, "seed": seed, "perplexity": perplexity}
+    path = exp.weights_dir / f"tsne-{config_hash(spec)}.pt"
+    if path.exists():
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        return cached["coords"].numpy(), cached["labels"].numpy()
+    with torch.no_grad():
+        feats = exp.head(method, seed).forward_features(d.test_x[idx], d.test_m[idx]).numpy()
+    with one_thread():
+        coords = TSNE(2, perplexity=min(perplexity, (len(idx) - 1) / 3), init="pca",
+                      random_state=seed).fit_transform(feats)
+    labels = d.test_y[idx]
+    atomic_torch_save({"coords": torch.as_tensor(coords), "labels": labels}, path)
+    return coords, labels.numpy()
+
+
+def tsne_indices(labels: torch.Tensor, classes: Sequence[int], n: int, seed: int) -> torch.Tensor:
+    """Up to ``n`` indices of images of ``classes``, about n / len(classes) per class, drawn with ``seed``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < len(classes) * 2:
+        raise ValueError(f"n must be an integer >= 2 per class ({2 * len(classes)}), got {n!r}")
+    gen = torch.Generator().manual_seed(seed)
+    per = n // len(classes)
+    picked = []
+    for k in classes:
+        idx = (labels == k).nonzero().flatten()
+        picked.append(idx[torch.randperm(len(idx), generator=gen)[:per]])
+    return torch.cat(picked).sort().values
+
+
+@torch.no_grad()
+def probabilities_at(head: nn.Module, x: torch.Tensor, lat: Sequence[float], lon: Sequence[float],
+                     day: Sequence[float]) -> torch.Tensor:
+    """Class probabilities (P, K) of one image's standardised features x (C,) placed at P (lat, lon, day) points
+    (degrees, degrees, day of year 1..365 in a 365-day year)."""
+    if x.ndim != 1:
+        raise ValueError(f"x must be one image's features (C,), got shape {tuple(x.shape)}")
+    if not (len(lat) == len(lon) == len(day)) or len(lat) == 0:
+        raise ValueError(f"lat, lon and day must be non-empty and of one length, got {len(lat)}, {len(lon)}, "
+                         f"{len(day)}")
+    m = encode_metadata(np.asarray(lat, float), np.asarray(lon, float), np.asarray(day, float))
+    return predict(head, x.unsqueeze(0).expand(len(m), -1).contiguous(), m)
+
+
+def pick_example(exp: FusionExperiment, seed: int, true_class: int, confused_with: int) -> int:
+    """Index of a test image of ``true_class`` whose image-only prediction puts ``confused_with`` first or second
+    (the most ambiguous such image: smallest gap between the two), for the explorer; falls back to the image of
+    ``true_class`` with the largest probability of ``confused_with``."""
+    d = exp.data
+    p = predict(exp.head("image_only", seed), d.test_x, d.test_m)
+    idx = (d.test_y == true_class).nonzero().flatten()
+    if len(idx) == 0:
+        raise ValueError(f"no test image of class {true_class}")
+    gap = (p[idx, true_class] - p[idx, confused_with]).abs()
+    top2 = p[idx].topk(2, dim=1).indices
+    ok = (top2 == confused_with).any(1) & (top2 == true_class).any(1)
+    if ok.any():
+        return int(idx[ok][gap[ok].argmin()])
+    return int(idx[p[idx, confused_with].argmax()])
+
+
+# --- what the chapter reports -------------------------------------------------------------------------------------
+#: The public code's README (github ylingfeng/DynamicMLP, "Model Zoo"): iNat21 mini, 224 px, 90 epochs, top-1 (%).
+PAPER_INAT21_MINI = (("ResNet-50", 67.924, 78.751), ("SK-Res2Net-101", 76.102, 84.694))
+
+METHOD_LABELS = {"image_only": "image only", "metadata_only": "metadata only", "concat": "concatenation",
+                 "add": "addition", "multiply": "multiplication", "geo_prior": "geo prior (product)",
+                 "dynamic_mlp_a": "Dynamic MLP-A", "dynamic_mlp_b": "Dynamic MLP-B", "dynamic_mlp_c": "Dynamic MLP-C"}
+BASELINES = ("concat", "add", "multiply", "geo_prior")
+
+
+def _spread(summary: pd.DataFrame, method: str) -> float:
+    s = summary.loc[method, "top1_std"]
+    return 0.0 if pd.isna(s) else float(s)
+
+
+def findings_markdown(summary: pd.DataFrame, num_classes: int) -> str:
+    """Plain-language findings computed from :func:`summarize` (needs image_only, metadata_only, dynamic_mlp_c
+    and at least one baseline). A difference counts as resolved only if it exceeds twice the larger seed std."""
+    need = {"image_only", "metadata_only", "dynamic_mlp_c"}
+    missing = need - set(summary.index)
+    base = [m for m in BASELINES if m in summary.index]
+    if missing or not base:
+        raise ValueError(f"summary needs {sorted(need)} and one of {BASELINES}; missing {sorted(missing) or base}")
+    s = summary
+    img, meta, c = (float(s.loc[m, "top1_mean"]) for m in ("image_only", "metadata_only", "dynamic_mlp_c"))
+    best_base = max(base, key=lambda m: s.loc[m, "top1_mean"])
+    diff = c - float(s.loc[best_base, "top1_mean"])
+    noise = 2 * max(_spread(s, "dynamic_mlp_c"), _spread(s, best_base))
+    n = int(s.seeds.min())
+    if n < 2:
+        verdict = "one seed only, so no spread is measured and the difference is not resolved"
+    elif abs(diff) > noise:
+        verdict = (f"{'more' if diff > 0 else 'less'} than twice the larger seed standard deviation "
+                   f"({noise:.2f} points): {'a' if diff > 0 else 'an adverse'} resolved difference")
+    else:
+        verdict = (f"within twice the larger seed standard deviation ({noise:.2f} points): not resolved from "
+                   "seed noise")
+    top = s.top1_mean.idxmax()
+    gains = s.gain_vs_image_only.drop(["image_only", "metadata_only"], errors="ignore")
+    lead = "Every fusion beats image only" if (gains > 0).all() else "Not every fusion beats image only"
+    return "\n".join([
+        f"- Metadata alone: {meta:.1f}% top-1 (chance: {100 / num_classes:.1f}%); image alone: {img:.1f}%.",
+        f"- {lead}: gains over image only range from {gains.min():+.1f} to {gains.max():+.1f} points.",
+        f"- Dynamic MLP-C: {c:.1f}%, {c - img:+.1f} points over image only. Against the best simple baseline "
+        f"({METHOD_LABELS[best_base]}, {float(s.loc[best_base, 'top1_mean']):.1f}%) it differs by {diff:+.2f} "
+        f"points over {n} seeds, {verdict}.",
+        f"- Highest mean: {METHOD_LABELS.get(top, top)} ({float(s.loc[top, 'top1_mean']):.1f}%).",
+    ])
+
+
+def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's iNat21-mini numbers (:data:`PAPER_INAT21_MINI`) beside ours (image only -> Dynamic MLP-C)."""
+    rows = [{"setting": f"paper: iNat21 mini, {net}, end to end, 90 epochs", "image only (%)": a,
+             "Dynamic MLP-C (%)": b, "gain (points)": round(b - a, 3)} for net, a, b in PAPER_INAT21_MINI]
+    a, b = (float(summary.loc[m, "top1_mean"]) for m in ("image_only", "dynamic_mlp_c"))
+    rows.append({"setting": "ours: Fashion-MNIST + simulated metadata, frozen features, mean over seeds",
+                 "image only (%)": round(a, 2), "Dynamic MLP-C (%)": round(b, 2), "gain (points)": round(b - a, 2)})
+    return pd.DataFrame(rows).set_index("setting")

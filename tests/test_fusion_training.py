@@ -1,0 +1,229 @@
+"""Chapter 4's head training: heads learn what the inputs carry, results are cached, bad input is refused."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import ctcbook.fusion_training as ft
+from ctcbook.config import TrainConfig
+from ctcbook.data.metadata import MetadataSimulator
+from ctcbook.models.fusion import FUSION_METHODS
+from ctcbook.runs import RunStore
+from ctcbook.train import train
+
+K = 4
+FAST = ft.HeadSettings(meta_width=16, embed_dim=16, reduced_dim=16, hidden_dim=4, epochs=15, batch_size=64,
+                       lr=3e-3)
+
+
+def _data(n_train=600, n_test=400, signal="metadata", seed=0) -> ft.FusionData:
+    """Synthetic features and simulated metadata: ``signal`` says which input carries the label."""
+    g = torch.Generator().manual_seed(seed)
+    sim = MetadataSimulator(K, seed=seed, location_spread=5.0, date_spread=10.0, background=0.0)
+    ys = [torch.arange(n) % K for n in (n_train, n_test)]
+    metas = [sim.sample(y.numpy(), sample_seed=i) for i, y in enumerate(ys)]
+    xs = [torch.randn(len(y), 8, generator=g) for y in ys]
+    if signal == "image":
+        xs = [x + 5.0 * torch.nn.functional.one_hot(y, 8).float() for x, y in zip(xs, ys)]
+    return ft.FusionData(xs[0], metas[0].encode(), ys[0], xs[1], metas[1].encode(), ys[1], metas[0], metas[1],
+                         tuple(f"c{k}" for k in range(K)), torch.zeros(8), torch.ones(8), sim, {"signal": signal})
+
+
+def _acc(head, d):
+    return float((ft.predict(head, d.test_x, d.test_m).argmax(1) == d.test_y).float().mean())
+
+
+@pytest.mark.parametrize("method", ["metadata_only", "concat", "dynamic_mlp_c"])
+def test_heads_learn_a_metadata_only_signal(method):
+    d = _data(signal="metadata")
+    head, losses = ft.train_head(method, d.train_x, d.train_m, d.train_y, K, FAST, seed=0)
+    assert losses[-1] < losses[0]
+    assert _acc(head, d) > 0.9                                    # metadata alone separates these classes
+
+
+def test_image_only_cannot_use_the_metadata_signal_but_uses_the_image():
+    d = _data(signal="metadata")
+    head, _ = ft.train_head("image_only", d.train_x, d.train_m, d.train_y, K, FAST)
+    assert _acc(head, d) < 0.45                                   # chance is 0.25
+    d = _data(signal="image")
+    longer = ft.HeadSettings(**{**FAST.__dict__, "epochs": 50})         # a linear head from scratch needs more steps
+    head, _ = ft.train_head("image_only", d.train_x, d.train_m, d.train_y, K, longer)
+    assert _acc(head, d) > 0.9
+
+
+def test_training_is_deterministic_per_seed():
+    d = _data()
+    threads = torch.get_num_threads()
+    a, _ = ft.train_head("dynamic_mlp_a", d.train_x, d.train_m, d.train_y, K, FAST, seed=3)
+    assert torch.get_num_threads() == threads                     # the single-threaded section is undone
+    b, _ = ft.train_head("dynamic_mlp_a", d.train_x, d.train_m, d.train_y, K, FAST, seed=3)
+    for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), n
+
+
+def _experiment(tmp_path, settings=FAST):
+    run = RunStore(tmp_path).open({"fake": "backbone"})
+    return ft.FusionExperiment(run, _data(), settings)
+
+
+def test_results_are_cached_and_not_retrained(tmp_path, monkeypatch):
+    methods = list(FUSION_METHODS)
+    first = _experiment(tmp_path).results(methods, [0, 1], progress=False)
+    assert len(first) == len(methods) * 2 and first.test_acc.between(0, 1).all()
+    assert set(first.method) == set(methods)
+
+    def refuse(*a, **k):
+        raise AssertionError("a cached head was retrained")
+
+    monkeypatch.setattr(ft, "train_head", refuse)
+    again = _experiment(tmp_path).results(methods, [0, 1], progress=False)
+    pd.testing.assert_frame_equal(first, again)
+    # a different setting is a different cache: it must train
+    with pytest.raises(AssertionError, match="retrained"):
+        _experiment(tmp_path, ft.HeadSettings(**{**FAST.__dict__, "epochs": 2})).results(["add"], [0],
+                                                                                         progress=False)
+
+
+def test_an_interrupted_pass_resumes_with_the_missing_heads(tmp_path, monkeypatch):
+    exp = _experiment(tmp_path)
+    exp.results(["image_only"], [0], progress=False)
+    trained = []
+    real = ft.train_head
+    monkeypatch.setattr(ft, "train_head", lambda method, *a, **k: trained.append(method) or real(method, *a, **k))
+    exp.results(["image_only", "add"], [0], progress=False)
+    assert trained == ["add"]
+
+
+def test_geo_prior_is_the_product_of_the_two_cached_classifiers(tmp_path):
+    exp = _experiment(tmp_path)
+    res = exp.results(["geo_prior"], [0], progress=False)
+    assert list(res.method) == ["geo_prior"]
+    d = exp.data
+    p_img = ft.predict(exp.head("image_only", 0), d.test_x, d.test_m)
+    p_meta = ft.predict(exp.head("metadata_only", 0), d.test_x, d.test_m)
+    prod = p_img * p_meta
+    geo = ft.predict(exp.head("geo_prior", 0), d.test_x, d.test_m)
+    assert torch.allclose(geo, prod / prod.sum(1, keepdim=True), atol=1e-5)
+    assert res.test_acc.iloc[0] == pytest.approx(float((prod.argmax(1) == d.test_y).float().mean()))
+
+
+def test_summary_orders_methods_and_computes_gains():
+    res = pd.DataFrame({"method": ["dynamic_mlp_c", "image_only", "dynamic_mlp_c", "image_only"],
+                        "seed": [0, 0, 1, 1], "test_acc": [0.9, 0.8, 0.92, 0.82], "n_params": [5, 2, 5, 2]})
+    s = ft.summarize(res)
+    assert list(s.index) == ["image_only", "dynamic_mlp_c"]
+    assert s.loc["dynamic_mlp_c", "top1_mean"] == pytest.approx(91.0)
+    assert s.loc["dynamic_mlp_c", "gain_vs_image_only"] == pytest.approx(10.0)
+    assert s.loc["image_only", "top1_std"] == pytest.approx(np.std([80, 82], ddof=1))
+    assert s.loc["image_only", "seeds"] == 2
+
+
+def test_probabilities_follow_the_location_for_a_metadata_head(tmp_path):
+    exp = _experiment(tmp_path)
+    exp.results(["dynamic_mlp_c", "image_only"], [0], progress=False)
+    sim = exp.data.simulator
+    lat, lon, day = sim.centre_lat, sim.centre_lon, sim.peak_day.astype(float)
+    x = exp.data.test_x[0]
+    p = ft.probabilities_at(exp.head("dynamic_mlp_c", 0), x, lat, lon, day)
+    assert p.shape == (K, K) and torch.allclose(p.sum(1), torch.ones(K), atol=1e-5)
+    assert (p.argmax(1) == torch.arange(K)).all()                  # at class k's centre, class k wins
+    q = ft.probabilities_at(exp.head("image_only", 0), x, lat, lon, day)
+    assert torch.allclose(q, q[:1].expand(K, -1))                  # image-only ignores where the image was taken
+
+
+def test_bad_parameters_are_refused_with_their_name(tmp_path):
+    with pytest.raises(ValueError, match="HeadSettings.epochs"):
+        ft.HeadSettings(epochs=0)
+    with pytest.raises(ValueError, match="HeadSettings.lr"):
+        ft.HeadSettings(lr=-1.0)
+    d = _data()
+    with pytest.raises(ValueError, match="method must be one of"):
+        ft.train_head("sum", d.train_x, d.train_m, d.train_y, K)
+    with pytest.raises(ValueError, match="method must be one of"):
+        ft.train_head("geo_prior", d.train_x, d.train_m, d.train_y, K)   # combined, never trained
+    with pytest.raises(ValueError, match="one N"):
+        ft.train_head("add", d.train_x, d.train_m[:5], d.train_y, K)
+    exp = _experiment(tmp_path)
+    with pytest.raises(ValueError, match="seeds"):
+        exp.results(["add"], [-1])
+    with pytest.raises(FileNotFoundError, match="no trained add head"):
+        exp.head("add", 0)
+    with pytest.raises(ValueError, match="classes"):
+        ft.tsne_points(exp, "image_only", [0, 9])
+    with pytest.raises(ValueError, match="lat, lon and day"):
+        ft.probabilities_at(torch.nn.Identity(), d.test_x[0], [0.0], [0.0, 1.0], [1])
+
+
+def test_tsne_points_shape_and_cache(tmp_path, monkeypatch):
+    exp = _experiment(tmp_path)
+    exp.results(["image_only"], [0], progress=False)
+    coords, labels = ft.tsne_points(exp, "image_only", [0, 1], n=60)
+    assert coords.shape == (60, 2) and np.isfinite(coords).all() and set(labels.tolist()) == {0, 1}
+    import sklearn.manifold
+
+    monkeypatch.setattr(sklearn.manifold, "TSNE", None)           # a second call must read the cache
+    again, labels2 = ft.tsne_points(exp, "image_only", [0, 1], n=60)
+    np.testing.assert_array_equal(again, coords)
+    np.testing.assert_array_equal(labels2, labels)
+
+
+def test_features_of_a_real_backbone_are_extracted_once_and_cached(tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    config = TrainConfig(source_classes=None, train_size=300, width=2, epochs=1, batch_size=64)
+    unfinished = store.open(config.replace(seed=5).to_dict(), prefix=config.run_prefix)
+    with pytest.raises(ValueError, match="not finished"):
+        ft.backbone_features(unfinished)
+    run = train(config, store=store, progress=False)
+    d = ft.fusion_data(run, ft.MetadataSettings(missing_fraction=0.1))
+    assert d.train_x.shape == (300, 8) and d.test_x.shape == (10000, 8) and d.num_classes == 10
+    assert d.train_m.shape == (300, 6) and d.class_names[6] == "Shirt"
+    assert torch.allclose(d.train_x.mean(0), torch.zeros(8), atol=1e-4)          # standardised on train
+    missing = ~d.test_meta.valid
+    assert missing.any() and torch.equal(d.test_m[torch.as_tensor(missing)], torch.zeros(int(missing.sum()), 6))
+
+    def refuse(*a, **k):
+        raise AssertionError("features were extracted again")
+
+    monkeypatch.setattr(ft, "extract_features", refuse)
+    again = ft.fusion_data(run, ft.MetadataSettings(missing_fraction=0.1))
+    assert torch.equal(again.train_x, d.train_x) and torch.equal(again.test_m, d.test_m)
+
+
+def _summary(c_accs, concat_accs):
+    rows = []
+    for seed, (c, cat) in enumerate(zip(c_accs, concat_accs)):
+        rows += [{"method": "image_only", "seed": seed, "test_acc": 0.80, "n_params": 1},
+                 {"method": "metadata_only", "seed": seed, "test_acc": 0.50, "n_params": 1},
+                 {"method": "concat", "seed": seed, "test_acc": cat, "n_params": 1},
+                 {"method": "dynamic_mlp_c", "seed": seed, "test_acc": c, "n_params": 1}]
+    return ft.summarize(pd.DataFrame(rows))
+
+
+def test_findings_call_a_difference_only_when_it_exceeds_the_seed_noise():
+    resolved = ft.findings_markdown(_summary([0.90, 0.901, 0.899], [0.88, 0.881, 0.879]), 10)
+    assert "+2.00 points over 3 seeds" in resolved and "resolved difference" in resolved
+    assert "Metadata alone: 50.0% top-1 (chance: 10.0%)" in resolved and "Every fusion beats image only" in resolved
+    noisy = ft.findings_markdown(_summary([0.90, 0.85, 0.95], [0.89, 0.84, 0.94]), 10)
+    assert "not resolved from seed noise" in noisy
+    with pytest.raises(ValueError, match="dynamic_mlp_c"):
+        ft.findings_markdown(_summary([0.9], [0.8]).drop("dynamic_mlp_c"), 10)
+    table = ft.paper_comparison(_summary([0.90, 0.90], [0.88, 0.88]))
+    assert table["gain (points)"].tolist() == [pytest.approx(10.827), pytest.approx(8.592), pytest.approx(10.0)]
+
+
+def test_metadata_explorer_renders_one_frame_per_point(tmp_path):
+    from ctcbook import explore
+
+    exp = _experiment(tmp_path)
+    exp.results(["image_only", "dynamic_mlp_c"], [0], progress=False)
+    d, sim = exp.data, exp.data.simulator
+    p_img = ft.predict(exp.head("image_only", 0), d.test_x[:1], d.test_m[:1])[0].numpy()
+    view = explore.MetadataView(np.zeros((28, 28), np.uint8), 0, d.test_x[0], exp.head("dynamic_mlp_c", 0), p_img,
+                                d.class_names, (sim.centre_lat, sim.centre_lon, sim.peak_day))
+    points = explore.metadata_grid(view, [0, 1], [1, 200])
+    assert points[1] == (pytest.approx(sim.centre_lat[0]), pytest.approx(sim.centre_lon[0]), 200.0)
+    html = explore.static_metadata_explorer(view, points, dpi=30)
+    assert html.count("data:image/png;base64") == len(points) == 4
+    assert explore.render_metadata_png(view, *points[0], dpi=30)[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="points"):
+        explore.static_metadata_explorer(view, [])
