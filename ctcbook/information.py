@@ -385,9 +385,11 @@ def findings_markdown(link: pd.DataFrame, every: dict[str, int]) -> str:
         b = link[link.estimator == ests[1]].set_index("target")
         both = a.index.intersection(b.index)
         same_sign = [t for t in both if np.sign(a.spearman[t]) == np.sign(b.spearman[t])]
-        lines.append(f"- **Agreement**: the two estimators' correlations with transfer accuracy have the same sign on "
-                     f"{len(same_sign)} of {len(both)} targets"
-                     + (f" ({', '.join(f'`{t}`' for t in same_sign)})" if same_sign else "") + ".")
+        strong = [t for t in both if min(abs(a.spearman[t]), abs(b.spearman[t])) >= 0.5]
+        lines.append(f"- **Agreement**: the two estimators' Spearman correlations with transfer accuracy have the same "
+                     f"sign on {len(same_sign)} of {len(both)} targets, and both reach |rho| >= 0.5 on "
+                     f"{len(strong)}" + (f" ({', '.join(f'`{t}`' for t in strong)})" if strong else "")
+                     + "; a same sign between two correlations near zero is no agreement.")
     return "\n".join(lines)
 
 
@@ -411,3 +413,66 @@ def settings_markdown(n: int, mine_n: int, mine_preset: str, alpha: float = 1.01
                     f"learning rate raised to {xt.lr:g} / {ty.lr:g}, smoothing {pxt.smoothing} -> {xt.smoothing}. "
                     f"Our MINE values are therefore lower bounds from short optimisations, not converged estimates.")
     return "\n".join(text)
+
+
+def _fall_per_seed(g: pd.DataFrame, column: str) -> np.ndarray:
+    """Per seed: maximum over epochs minus the value at the last epoch (>= 0)."""
+    return np.array([float(d[column].max() - d.sort_values("epoch")[column].iloc[-1]) for _, d in g.groupby("seed")])
+
+
+def _mean_se(v: np.ndarray) -> tuple[float, float]:
+    return float(v.mean()), (float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan"))
+
+
+def verdict_markdown(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
+                     estimator: str = "renyi", column: str = "probe_acc") -> str:
+    """Whether over-compression coincides with the loss of transferability, per target, stated plainly.
+
+    Per seed: the fall of I(X;T) (penultimate layer, on the target's probe set) from its maximum over epochs to the
+    last epoch, and the fall of the target's probe accuracy likewise (chapter 1's ``table``). A fall counts as clear
+    when its seed mean exceeds twice its standard error over seeds (needs >= 2 seeds). The two coincide on a target
+    when both fall clearly."""
+    lines, both = [], []
+    for key in targets:
+        g = info[(info.estimator == estimator) & (info.split == key) & (info.layer == PENULTIMATE)]
+        t = table[(table.target == key) & table.seed.isin(g.seed.unique())]
+        if g.empty or t.empty:
+            continue
+        fi, fi_se = _mean_se(_fall_per_seed(g, "i_xt"))
+        ft, ft_se = _mean_se(100 * _fall_per_seed(t, column))
+        clear_i = fi_se == fi_se and fi > 2 * fi_se
+        clear_t = ft_se == ft_se and ft > 2 * ft_se
+        if clear_i and clear_t:
+            both.append(key)
+        word = lambda c: "a clear fall" if c else "no fall beyond seed noise"
+        lines.append(f"- `{key}`: I(X;T) falls by {fi:.3f} ± {fi_se:.3f} bits from its peak to the last epoch "
+                     f"({word(clear_i)}); the probe accuracy by {ft:.2f} ± {ft_se:.2f} points ({word(clear_t)}); "
+                     f"mean ± standard error over {g.seed.nunique()} seeds.")
+    head = (f"**Verdict ({estimator})**: over-compression (a clear late fall of I(X;T)) coincides with a clear late loss "
+            f"of transferability on {len(both)} of {len(lines)} targets"
+            + (f" ({', '.join(f'`{k}`' for k in both)})." if both else "."))
+    note = ("Both falls are taken from each seed's own maximum over the probed epochs, which is biased upwards (the "
+            "largest of several noisy values), so 'clear' here is a lenient test; chapter 1 compares the seed-mean "
+            "curve's drop with the measurement noise instead, a stricter one.")
+    return "\n".join([head, *lines, "", note])
+
+
+def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
+    """I(X;T) and I(T;Y) (bits, seed means, penultimate layer) of each estimator on ``split`` at its first epoch, at
+    the epoch of the seed-mean transfer peak on that split (the nearest epoch the estimator measured) and at its last
+    epoch, with the probe accuracy (%) there."""
+    acc = table[table.target == split].groupby("epoch")[column].mean()
+    peak = int(acc.idxmax())
+    rows = []
+    for est in sorted(info.estimator.unique()):
+        m = seed_mean(info, est, split)
+        if m.empty:
+            continue
+        epochs = m.epoch.to_numpy()
+        picks = {"first": int(epochs.min()), "transfer peak": int(epochs[np.argmin(np.abs(epochs - peak))]),
+                 "final": int(epochs.max())}
+        for label, e in picks.items():
+            r = m[m.epoch == e].iloc[0]
+            rows.append({"estimator": est, "split": split, "point": label, "epoch": e, "i_xt": float(r.i_xt),
+                         "i_ty": float(r.i_ty), "probe_acc": 100 * float(acc.get(e, np.nan))})
+    return pd.DataFrame(rows)

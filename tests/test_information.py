@@ -135,3 +135,33 @@ def test_transfer_link_pairs_each_estimator_with_the_probe_curve():
     assert link.loc["renyi", "spearman"] == pytest.approx(1.0) and link.loc["mine", "spearman"] == pytest.approx(-1.0)
     assert link.loc["renyi", "i_xt_peak_epoch"] == 2 and link.loc["renyi", "transfer_peak_epoch"] == 2
     assert link.loc["mine", "i_xt_fall"] == pytest.approx(1.0)
+
+
+def _info_and_table(falls: bool):
+    info, table = [], []
+    for s in (0, 1, 2):
+        ixt = [1.0, 1.5, 1.2 if falls else 1.6]
+        acc = [0.70, 0.80, 0.72 if falls else 0.81]
+        for ep, v, a in zip((1, 2, 3), ixt, acc):
+            info.append({"seed": s, "split": "t", "estimator": "renyi", "epoch": ep, "layer": "penultimate",
+                         "i_xt": v + 0.01 * s, "i_ty": 0.5 + 0.1 * ep})
+            table.append({"seed": s, "target": "t", "epoch": ep, "probe_acc": a + 0.001 * s})
+    return pd.DataFrame(info), pd.DataFrame(table)
+
+
+def test_verdict_says_whether_the_falls_coincide():
+    info, table = _info_and_table(falls=True)
+    text = inf.verdict_markdown(info, table, ["t"])
+    assert "coincides with a clear late loss of transferability on 1 of 1 targets (`t`)" in text
+    assert "falls by 0.300 ± 0.000 bits" in text and "by 8.00 ± 0.00 points (a clear fall)" in text
+    info, table = _info_and_table(falls=False)
+    text = inf.verdict_markdown(info, table, ["t"])
+    assert "on 0 of 1 targets." in text and "no fall beyond seed noise" in text
+
+
+def test_epoch_values_pick_first_transfer_peak_and_final():
+    info, table = _info_and_table(falls=True)
+    v = inf.epoch_values(info, table, "t").set_index("point")
+    assert list(v.epoch) == [1, 2, 3]
+    assert v.loc["transfer peak", "i_xt"] == pytest.approx(1.51) and v.loc["final", "i_ty"] == pytest.approx(0.8)
+    assert v.loc["transfer peak", "probe_acc"] == pytest.approx(80.1)
