@@ -127,6 +127,8 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
                                      f"The partly executed notebook is kept at {out}") from None
         seconds = time.perf_counter() - start
         record = provenance.collect(name, profile, {**notebook_parameters(name), **params}, seconds)
+        record["first_wall_seconds"] = provenance.first_wall_seconds(output_dir / f"{name}.run.json", params,
+                                                                     seconds)
         provenance.stamp(out, record)
         atomic_write_json(output_dir / f"{name}.run.json", {**record, "parameters": params})
         log(f"[ctcbook] {name} done in {seconds:.0f} s")

@@ -13,7 +13,19 @@ def test_record_names_profile_device_versions_and_commit():
     assert rec["commit"] == "unknown" or len(rec["commit"].split("+")[0]) == 12
     text = provenance.markdown(rec)
     assert text.startswith("```{admonition} Provenance") and text.endswith("```")
-    assert "profile **`smoke`**" in text and "0.2 min" in text and "source `fashion_mnist`" in text
+    assert "profile **`smoke`**" in text and "this execution: 0.2 min (" in text and "source `fashion_mnist`" in text
+    text = provenance.markdown({**rec, "first_wall_seconds": 600.0})
+    assert "0.2 min, reusing finished training runs" in text and "took 10.0 min" in text
+
+
+def test_first_wall_seconds_carries_over_for_the_same_parameters(tmp_path):
+    import json
+
+    path = tmp_path / "c.run.json"
+    assert provenance.first_wall_seconds(path, {"a": 1}, 12.0) == 12.0
+    path.write_text(json.dumps({"parameters": {"a": 1}, "first_wall_seconds": 500.0}))
+    assert provenance.first_wall_seconds(path, {"a": 1}, 12.0) == 500.0
+    assert provenance.first_wall_seconds(path, {"a": 2}, 12.0) == 12.0
 
 
 def test_stamp_goes_under_the_title_and_replaces_an_earlier_box(tmp_path):
