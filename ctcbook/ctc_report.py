@@ -12,6 +12,7 @@ import pandas as pd
 
 from .config import CTCConfig, StageSchedule, TrainConfig
 from .tradeoff import summarize
+from .transfer import method_table
 
 
 def ctc_config(base: TrainConfig, *, stage_two_epoch: int, weight_decay_coef: float, lr_restart: float,
@@ -33,9 +34,9 @@ def scaled(config: TrainConfig, scale: float) -> TrainConfig:
                                                        "beta": config.ctc.beta * scale}))
 
 
-def with_method(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate curve tables (one per method name) with a leading ``method`` column."""
-    return pd.concat([t.assign(method=m) for m, t in tables.items()], ignore_index=True)
+#: Concatenate curve tables (one per method name) with a ``method`` column: chapter 5's
+#: :func:`ctcbook.transfer.method_table`, one implementation for both chapters.
+with_method = method_table
 
 
 def compare(table: pd.DataFrame, column: str = "probe_acc") -> pd.DataFrame:

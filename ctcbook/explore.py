@@ -77,31 +77,40 @@ def draw(fig, table: pd.DataFrame, frames: dict[int, Frame], target: str, epoch:
     ax_pca.legend(fontsize=6, markerscale=2, loc="best")
 
 
-def static_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_names: tuple[str, ...],
-                    dpi: int = 72) -> str:
-    """HTML of a JavaScript epoch slider over pre-rendered frames (no kernel needed)."""
-    fig = plt.figure(figsize=FIGSIZE, layout="constrained")
-    by_epoch = {f.epoch: f for f in frames}
-    epochs = [f.epoch for f in frames]
-    anim = animation.FuncAnimation(fig, lambda i: draw(fig, table, by_epoch, target, epochs[i], class_names),
-                                   frames=len(epochs), interval=600)
+def _jshtml(draw_frame, n: int, figsize: tuple[float, float], dpi: int, interval: int = 600) -> str:
+    """HTML of matplotlib's JavaScript slider over ``n`` frames, frame i drawn by ``draw_frame(fig, i)``."""
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    anim = animation.FuncAnimation(fig, lambda i: draw_frame(fig, i), frames=n, interval=interval)
     fig.set_dpi(dpi)
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
     return html
 
 
-def render_png(table: pd.DataFrame, frames: dict[int, Frame], target: str, epoch: int,
-               class_names: tuple[str, ...], dpi: int = 80) -> bytes:
-    """PNG bytes of :func:`draw` for one epoch."""
+def _png(draw_view, figsize: tuple[float, float], dpi: int) -> bytes:
+    """PNG bytes of a figure drawn by ``draw_view(fig)``."""
     import io
 
-    fig = plt.figure(figsize=FIGSIZE, layout="constrained")
-    draw(fig, table, frames, target, epoch, class_names)
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    draw_view(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
+
+
+def static_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_names: tuple[str, ...],
+                    dpi: int = 72) -> str:
+    """HTML of a JavaScript epoch slider over pre-rendered frames (no kernel needed)."""
+    by_epoch = {f.epoch: f for f in frames}
+    return static_slider(lambda fig, epoch: draw(fig, table, by_epoch, target, epoch, class_names),
+                         [f.epoch for f in frames], FIGSIZE, dpi)
+
+
+def render_png(table: pd.DataFrame, frames: dict[int, Frame], target: str, epoch: int,
+               class_names: tuple[str, ...], dpi: int = 80) -> bytes:
+    """PNG bytes of :func:`draw` for one epoch."""
+    return _png(lambda fig: draw(fig, table, frames, target, epoch, class_names), FIGSIZE, dpi)
 
 
 def live_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_names: tuple[str, ...]):
@@ -109,47 +118,25 @@ def live_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_n
 
     The image widget's PNG bytes are replaced on each move; no ``Output`` widget or ``clear_output`` is involved,
     because those hung headless executions (nbclient waiting for a reply the kernel had already sent)."""
-    import ipywidgets as widgets
-
     by_epoch = {f.epoch: f for f in frames}
-    epochs = sorted(by_epoch)
-    slider = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
-                                     continuous_update=False)
-    image = widgets.Image(format="png", value=render_png(table, by_epoch, target, epochs[-1], class_names))
-
-    def redraw(change):
-        image.value = render_png(table, by_epoch, target, change["new"], class_names)
-
-    slider.observe(redraw, names="value")
-    return widgets.VBox([slider, image])
+    return live_slider(lambda fig, epoch: draw(fig, table, by_epoch, target, epoch, class_names), sorted(by_epoch),
+                       FIGSIZE)
 
 
 # ------------------------------------------------------------------------------ generic sliders over any drawing
 def static_slider(draw_epoch, epochs: list[int], figsize: tuple[float, float], dpi: int = 72) -> str:
     """HTML of a JavaScript slider over frames drawn by ``draw_epoch(fig, epoch)`` (fig cleared first by the
     caller's function), one per epoch in ``epochs``; no kernel needed."""
-    fig = plt.figure(figsize=figsize, layout="constrained")
-    anim = animation.FuncAnimation(fig, lambda i: draw_epoch(fig, epochs[i]), frames=len(epochs), interval=600)
-    fig.set_dpi(dpi)
-    html = anim.to_jshtml(default_mode="once")
-    plt.close(fig)
-    return html
+    return _jshtml(lambda fig, i: draw_epoch(fig, epochs[i]), len(epochs), figsize, dpi)
 
 
 def live_slider(draw_epoch, epochs: list[int], figsize: tuple[float, float], dpi: int = 80):
     """An ipywidgets epoch slider over a PNG of ``draw_epoch(fig, epoch)`` (Image widget; see :func:`live_explorer`
     for why no Output widget)."""
-    import io
-
     import ipywidgets as widgets
 
     def png(epoch: int) -> bytes:
-        fig = plt.figure(figsize=figsize, layout="constrained")
-        draw_epoch(fig, epoch)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi)
-        plt.close(fig)
-        return buf.getvalue()
+        return _png(lambda fig: draw_epoch(fig, epoch), figsize, dpi)
 
     slider = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch", continuous_update=False)
     image = widgets.Image(format="png", value=png(epochs[-1]))
@@ -268,25 +255,13 @@ def static_metadata_explorer(view: MetadataView, points, dpi: int = 72) -> str:
     """HTML of a JavaScript slider over pre-rendered (lat, lon, day) frames (no kernel needed)."""
     if not points:
         raise ValueError("points must hold at least one (lat, lon, day) triple")
-    fig = plt.figure(figsize=FUSION_FIGSIZE, layout="constrained")
-    anim = animation.FuncAnimation(fig, lambda i: draw_metadata(fig, view, *points[i]), frames=len(points),
-                                   interval=900)
-    fig.set_dpi(dpi)
-    html = anim.to_jshtml(default_mode="once")
-    plt.close(fig)
-    return html
+    return _jshtml(lambda fig, i: draw_metadata(fig, view, *points[i]), len(points), FUSION_FIGSIZE, dpi,
+                   interval=900)
 
 
 def render_metadata_png(view: MetadataView, lat: float, lon: float, day: float, dpi: int = 80) -> bytes:
     """PNG bytes of :func:`draw_metadata` for one (lat, lon, day)."""
-    import io
-
-    fig = plt.figure(figsize=FUSION_FIGSIZE, layout="constrained")
-    draw_metadata(fig, view, lat, lon, day)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(lambda fig: draw_metadata(fig, view, lat, lon, day), FUSION_FIGSIZE, dpi)
 
 
 def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.0, day: float = 1.0):

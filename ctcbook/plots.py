@@ -20,6 +20,16 @@ def _band(ax, g: pd.DataFrame, column: str, color, label: str, style: str = "-")
         ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.18, lw=0)
 
 
+def _panel_grid(n: int) -> tuple[Figure, list]:
+    """A two-column grid of ``n`` panels (4.5 x 3.3 in each); unused cells are removed. Returns (fig, the n axes)."""
+    rows = -(-n // 2)
+    fig, grid = plt.subplots(rows, 2, figsize=(9.0, 3.3 * rows), constrained_layout=True, squeeze=False)
+    axes = grid.flatten()
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, list(axes[:n])
+
+
 def tradeoff_figure(table: pd.DataFrame, summary: pd.DataFrame, targets: Sequence[str],
                     titles: dict[str, str] | None = None) -> Figure:
     """Source test accuracy and each target's transfer accuracy against epoch.
@@ -28,13 +38,7 @@ def tradeoff_figure(table: pd.DataFrame, summary: pd.DataFrame, targets: Sequenc
     ``"mean"`` rows mark each target's peak epoch). Lines are means over seeds, bands the min-max range.
     """
     titles = titles or {}
-    n = len(targets) + 1
-    rows = -(-n // 2)
-    fig, grid = plt.subplots(rows, 2, figsize=(9.0, 3.3 * rows), constrained_layout=True, squeeze=False)
-    axes = grid.flatten()
-    for ax in axes[n:]:
-        ax.remove()
-    axes = axes[:n]
+    fig, axes = _panel_grid(len(targets) + 1)
     ax = axes[0]
     _band(ax, table[table.target == "source"], "test_acc", SOURCE_COLOR, "source test")
     ax.set_title("discriminability (source)")
@@ -167,12 +171,8 @@ def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch
     """Source test accuracy and each target's linear-probe accuracy (%) against epoch, one line per ``method``
     (seed mean, min-max band over seeds); a dotted line at ``switch_epoch`` (CTC's stage switch).
     ``table``: :func:`ctcbook.ctc_report.with_method` output."""
-    n = len(targets) + 1
-    rows = -(-n // 2)
-    fig, grid = plt.subplots(rows, 2, figsize=(9.0, 3.3 * rows), constrained_layout=True, squeeze=False)
-    axes = grid.flatten()
-    for ax in axes[n:]:
-        ax.remove()
+    fig, axes = _panel_grid(len(targets) + 1)
+    n = len(axes)
     for i, method in enumerate(table.method.unique()):
         g, color = table[table.method == method], METHOD_COLORS[i % len(METHOD_COLORS)]
         _band(axes[0], g[g.target == "source"], "test_acc", color, method)
