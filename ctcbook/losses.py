@@ -2,7 +2,7 @@
 
 Shapes: B anchors in a batch, D embedding dimensions, N images in the training set (memory slots), K negatives per
 anchor. Scores are dot products of unit vectors divided by a temperature; losses are in nats, averaged over the
-batch. Nothing here keeps state: the memories are plain tensors owned by :mod:`ctcbook.ctc`.
+batch. Nothing here keeps state: the memories are plain tensors owned by :mod:`ctcbook.ctc_objective`.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ is marked FAILED with the epoch and step and raises :class:`~ctcbook.runs.RunFai
 On CUDA it trains in bfloat16 autocast with channels-last tensors; on the CPU in float32, contiguous (see
 :func:`memory_format`).
 The objective is cross-entropy (``"ce"``) or cross-entropy plus the losses of contrastive temporal coding
-(``"ctc"``, :mod:`ctcbook.ctc`): the same loop, with the stage switch, the snapshot and the memories driven from here
+(``"ctc"``, :mod:`ctcbook.ctc_objective`): the same loop, with the stage switch, the snapshot and the memories driven from here
 and saved with every resume point.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import TrainConfig
-from .ctc import CTCObjective
+from .ctc_objective import CTCObjective
 from .data import ImageSet, load_dataset, select_classes, subsample
 from .data.loader import DeviceBatches
 from .models import Classifier, build_model
@@ -113,7 +113,7 @@ def weight_decay_at(config: TrainConfig, epoch: int) -> float:
 
 
 def build_objective(config: TrainConfig, model: Classifier, labels: torch.Tensor) -> CTCObjective | None:
-    """The extra state of ``config.objective``: None for "ce", a :class:`~ctcbook.ctc.CTCObjective` for "ctc"."""
+    """The extra state of ``config.objective``: None for "ce", a :class:`~ctcbook.ctc_objective.CTCObjective` for "ctc"."""
     if config.objective == "ce":
         return None
     return CTCObjective(config.ctc, model.feature_dim, labels, config.stages.stage_two_epoch, config.seed)

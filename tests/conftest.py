@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-import ctcbook.runner as runner
+import ctcbook.book.runner as runner
 
 
 @pytest.fixture(scope="session")

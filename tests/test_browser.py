@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-import ctcbook.runner as runner
+import ctcbook.book.runner as runner
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [pytest.mark.notebook,

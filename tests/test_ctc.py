@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ctcbook import ctc_report
+from ctcbook.chapters import ch3_ctc as ctc_report
 from ctcbook.config import CTCConfig, StageSchedule, TrainConfig
-from ctcbook.ctc import CTCObjective, OtherClassSampler
+from ctcbook.ctc_objective import CTCObjective, OtherClassSampler
 from ctcbook.models import build_model
 from ctcbook.runs import RunStore, config_hash
 from ctcbook.train import lr_factor, train, weight_decay_at
@@ -172,7 +172,7 @@ def test_zero_weights_reproduce_cross_entropy_with_ctcs_schedule(tmp_path):
 
 
 def _curves(seed, drops, source_final=0.9):
-    """A curve table like ctcbook.tradeoff.curves: one target whose probe peaks at epoch 2 then falls by drops."""
+    """A curve table like ctcbook.chapters.ch1_tradeoff.curves: one target whose probe peaks at epoch 2 then falls by drops."""
     rows = [{"seed": seed, "target": "source", "epoch": e, "test_acc": a, "train_acc": a, "train_loss": 1.0}
             for e, a in ((1, 0.5), (2, 0.7), (3, source_final))]
     rows += [{"seed": seed, "target": "t", "epoch": e, "probe_acc": a, "n_test": 1000}

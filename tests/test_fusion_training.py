@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-import ctcbook.fusion_training as ft
+import ctcbook.chapters.ch4_fusion as ft
 from ctcbook.config import TrainConfig
 from ctcbook.data.metadata import MetadataSimulator
 from ctcbook.models.fusion import FUSION_METHODS
@@ -212,7 +212,7 @@ def test_findings_call_a_difference_only_when_it_exceeds_the_seed_noise():
 
 
 def test_metadata_explorer_renders_one_frame_per_point(tmp_path):
-    from ctcbook import explore
+    from ctcbook.book import explore
 
     exp = _experiment(tmp_path)
     exp.results(["image_only", "dynamic_mlp_c"], [0], progress=False)

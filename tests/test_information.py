@@ -1,4 +1,4 @@
-"""Per-epoch information-plane estimates of saved runs (ctcbook.information)."""
+"""Per-epoch information-plane estimates of saved runs (ctcbook.chapters.ch2_information)."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ctcbook import information as inf
+from ctcbook.chapters import ch2_information as inf
 from ctcbook.config import TrainConfig
-from ctcbook.info import MineSettings
+from ctcbook.estimators import MineSettings
 from ctcbook.runs import RunStore, read_jsonl
 from ctcbook.train import load_model, train
 

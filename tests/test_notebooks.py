@@ -4,7 +4,7 @@ import json
 import nbformat
 import pytest
 
-import ctcbook.runner as runner
+import ctcbook.book.runner as runner
 
 
 @pytest.mark.parametrize("chapter", runner.chapters())

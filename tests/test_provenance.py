@@ -1,7 +1,7 @@
 """The provenance box the runner puts under each chapter's title."""
 import nbformat
 
-from ctcbook import provenance
+from ctcbook.book import provenance
 
 
 def test_record_names_profile_device_versions_and_commit():

@@ -2,9 +2,9 @@
 import nbformat
 import pytest
 
-import ctcbook.runner as runner
-from ctcbook.cli import main
-from ctcbook.config import PARAMETER_DEFAULTS
+import ctcbook.book.runner as runner
+from ctcbook.book.cli import main
+from ctcbook.book.profiles import PARAMETER_DEFAULTS
 
 
 @pytest.fixture

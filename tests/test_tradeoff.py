@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from ctcbook import tradeoff
+from ctcbook.chapters import ch1_tradeoff as tradeoff
 
 
 def test_probe_epochs_include_first_and_last():

@@ -153,7 +153,7 @@ def test_cifar_profile_path_on_fixtures(tmp_path, monkeypatch):
     """The GPU profile's data path (3-channel 32 px source, CIFAR-10 target in the source's format), small, on CPU."""
     from fixture_writers import write_cifar
 
-    from ctcbook.tradeoff import transfer_curve
+    from ctcbook.chapters.ch1_tradeoff import transfer_curve
 
     write_cifar(tmp_path / "data", fine=True, n_per_batch=120)
     write_cifar(tmp_path / "data", fine=False, n_per_batch=30)

@@ -1,8 +1,8 @@
-"""Chapter 5's results tables (ctcbook.transfer) on small hand-made probe tables."""
+"""Chapter 5's results tables (ctcbook.chapters.ch5_transfer) on small hand-made probe tables."""
 import pandas as pd
 import pytest
 
-from ctcbook import transfer
+from ctcbook.chapters import ch5_transfer as transfer
 
 
 def _curves(offset: float) -> pd.DataFrame:

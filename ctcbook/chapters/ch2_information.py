@@ -2,16 +2,16 @@
 
 X is the network's input as it sees it (pixels after its per-channel normalisation, flattened), T a layer's
 activations (flattened), Y the labels; all from a fixed, stratified probe set of a test split: the source's test
-split (``"source"``) or a transfer target's (its key in :data:`ctcbook.tradeoff.TARGETS`). Two estimators of
-:mod:`ctcbook.info`, every value in **bits**:
+split (``"source"``) or a transfer target's (its key in :data:`ctcbook.chapters.ch1_tradeoff.TARGETS`). Two estimators of
+:mod:`ctcbook.estimators`, every value in **bits**:
 
 * ``"renyi"``: matrix-based Renyi alpha-entropy on ``n`` probe images, Gaussian kernels with the width rule of
-  :func:`ctcbook.info.kernel_width` (computed per layer and epoch, so a layer whose activations only grow in scale
+  :func:`ctcbook.estimators.kernel_width` (computed per layer and epoch, so a layer whose activations only grow in scale
   keeps the same value), a delta kernel for Y. Cheap enough for every stage of the network.
 * ``"mine"``: MINE (Donsker-Varadhan bound with the moving-average bias correction) as the paper's ``mine.py``, on
   the penultimate layer only; X and T as the paper feeds them (normalised pixels, raw features), Y one-hot.
   :data:`CPU_MINE_XT` / :data:`CPU_MINE_TY` are the settings the ``default`` profile can afford on a 2-core CPU;
-  :data:`ctcbook.info.PAPER_MINE_XT` / ``PAPER_MINE_TY`` the paper's.
+  :data:`ctcbook.estimators.PAPER_MINE_XT` / ``PAPER_MINE_TY`` the paper's.
 
 Each (run, split, estimator settings) has its own JSON-lines cache in the run folder (``evals/``), one row per
 (epoch, layer), appended as soon as it is computed: a re-execution recomputes nothing and an interrupted pass
@@ -30,14 +30,14 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .data import ImageSet, subsample
-from .info import (MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, gaussian_gram, kernel_width, label_gram, mine,
+from ..data import ImageSet, subsample
+from ..estimators import (MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, gaussian_gram, kernel_width, label_gram, mine,
                    one_hot, renyi_entropy)
-from .models import CifarResNet, Classifier
-from .runs import Run, append_jsonl, read_jsonl
-from .tradeoff import TARGETS, probe_epochs, run_target
-from .train import default_device, load_model, source_data
-from .config import TrainConfig
+from ..models import CifarResNet, Classifier
+from ..runs import Run, append_jsonl, read_jsonl
+from .ch1_tradeoff import TARGETS, probe_epochs, run_target
+from ..train import default_device, load_model, source_data
+from ..config import TrainConfig
 
 #: Bump when this module changes its numbers; part of every cached estimate's key.
 INFO_VERSION = 1
@@ -127,7 +127,7 @@ def activations(model: Classifier, images: Tensor, layers: Sequence[str], *, bat
 @dataclasses.dataclass
 class RenyiReference:
     """The parts of the Renyi estimates that do not change with the epoch: the Gram matrices of X (Gaussian, width
-    by :func:`ctcbook.info.kernel_width`) and Y (delta kernel), float64 (n, n), and their entropies in bits."""
+    by :func:`ctcbook.estimators.kernel_width`) and Y (delta kernel), float64 (n, n), and their entropies in bits."""
 
     kx: Tensor
     ky: Tensor
@@ -191,7 +191,7 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
     """I(X;T) and I(T;Y) at each probed epoch of ``run``, for each split and estimator, cached in the run folder.
 
     splits: ``"source"`` and/or target keys. estimators: ``"renyi"`` and/or ``"mine"``. every: probe the epochs of
-    :func:`ctcbook.tradeoff.probe_epochs` (1, every, 2 * every, ..., last), or pass ``epochs`` explicitly.
+    :func:`ctcbook.chapters.ch1_tradeoff.probe_epochs` (1, every, 2 * every, ..., last), or pass ``epochs`` explicitly.
     layers: for ``"renyi"``, the layers of :func:`layer_names` to analyse (default: all of them on ``"source"``, the
     penultimate only on targets); MINE always uses the penultimate layer. n: Renyi probe images per split (default
     1000; O(n^3)); mine_n: the images MINE draws its batches from (default 2000, capped at the split's size).
@@ -328,7 +328,7 @@ def transfer_link(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str
                   column: str = "probe_acc") -> pd.DataFrame:
     """Per estimator and target: the epoch where the seed-mean I(X;T) on that target's test split starts to fall,
     the epoch of the seed-mean transfer peak, and the correlation across epochs between I(X;T) and transfer accuracy
-    (seed means, at the epochs both were measured). ``table`` is chapter 1's :func:`ctcbook.tradeoff.curves`
+    (seed means, at the epochs both were measured). ``table`` is chapter 1's :func:`ctcbook.chapters.ch1_tradeoff.curves`
     output; each estimator is correlated on its own epochs and seeds."""
     rows = []
     for estimator in sorted(info.estimator.unique()):

@@ -17,10 +17,10 @@ from typing import Any
 import yaml
 
 from . import provenance
-from .config import PROFILES, profile_parameters
-from .runs import atomic_write_json
+from .profiles import PROFILES, profile_parameters
+from ..runs import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 EXECUTED = REPO / "book" / "chapters"
 
@@ -96,7 +96,7 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
     ``cell_timeout``: seconds one cell may run before the chapter fails (None: no limit, for long GPU training).
 
     Runs live in ``$CTCBOOK_RUNS`` (default ``<repo>/runs``), so finished training is reused across executions.
-    Each executed notebook gets a provenance box under its title (:mod:`ctcbook.provenance`), and beside it
+    Each executed notebook gets a provenance box under its title (:mod:`ctcbook.book.provenance`), and beside it
     ``<chapter>.run.json`` records the same (profile, data, device, seeds, versions, commit, wall time) and the
     parameters.
     """

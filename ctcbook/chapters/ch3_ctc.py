@@ -1,6 +1,6 @@
 """Chapter 3's experiment: CTC against the cross-entropy baseline, the numbers it reports and the text around them.
 
-Tables follow :func:`ctcbook.tradeoff.curves` (columns seed, epoch, target, accuracies as fractions) with an extra
+Tables follow :func:`ctcbook.chapters.ch1_tradeoff.curves` (columns seed, epoch, target, accuracies as fractions) with an extra
 ``method`` column. Drops are in percentage points, from the seed's peak probed epoch to its last.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import CTCConfig, StageSchedule, TrainConfig
-from .tradeoff import summarize
-from .transfer import method_table
+from ..config import CTCConfig, StageSchedule, TrainConfig
+from .ch1_tradeoff import summarize
+from .ch5_transfer import method_table
 
 
 def ctc_config(base: TrainConfig, *, stage_two_epoch: int, weight_decay_coef: float, lr_restart: float,
@@ -35,7 +35,7 @@ def scaled(config: TrainConfig, scale: float) -> TrainConfig:
 
 
 #: Concatenate curve tables (one per method name) with a ``method`` column: chapter 5's
-#: :func:`ctcbook.transfer.method_table`, one implementation for both chapters.
+#: :func:`ctcbook.chapters.ch5_transfer.method_table`, one implementation for both chapters.
 with_method = method_table
 
 
@@ -116,7 +116,7 @@ def identical_weights(a: dict, b: dict) -> bool:
 def mean_information(info: pd.DataFrame, methods: Iterable[str], estimator: str = "renyi",
                      split: str = "source") -> pd.DataFrame:
     """Seed-mean I(X;T) and I(T;Y) (bits) of the penultimate layer per method and epoch, with the min-max over
-    seeds. ``info`` holds :func:`ctcbook.information.information_curves` rows plus a ``method`` column."""
+    seeds. ``info`` holds :func:`ctcbook.chapters.ch2_information.information_curves` rows plus a ``method`` column."""
     methods = list(methods)
     g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")
              & info.method.isin(methods)]

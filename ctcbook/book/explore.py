@@ -13,10 +13,10 @@ import pandas as pd
 import torch
 from matplotlib import animation
 
-from .evaluate import extract_features
-from .runs import Run
-from .tradeoff import run_target
-from .train import load_model
+from ..probes import extract_features
+from ..runs import Run
+from ..chapters.ch1_tradeoff import run_target
+from ..train import load_model
 
 
 #: Size of one explorer view (inches): curves on the left, the PCA on the right.
@@ -207,7 +207,7 @@ class MetadataView:
 
     def probabilities(self, lat: float, lon: float, day: float) -> np.ndarray:
         """The head's class probabilities (K,) with the image placed at (lat, lon) degrees on day ``day``."""
-        from .fusion_training import probabilities_at
+        from ..chapters.ch4_fusion import probabilities_at
 
         return probabilities_at(self.head, self.x, [lat], [lon], [day])[0].numpy()
 

@@ -1,4 +1,4 @@
-"""Tests of the information estimators (ctcbook.info) on cases with known answers."""
+"""Tests of the information estimators (ctcbook.estimators) on cases with known answers."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctcbook.info import (
+from ctcbook.estimators import (
     PAPER_MINE_TY, PAPER_MINE_XT, MineSettings, StatisticsNetwork, dv_bound, gaussian_gram, infonce_bound_bits,
     kernel_width, label_gram, mine, mine_step_loss, one_hot, renyi_entropy, renyi_joint_entropy,
     renyi_mutual_information, smoothed_estimate,

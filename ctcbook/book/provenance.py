@@ -15,7 +15,7 @@ from typing import Any
 
 import nbformat
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def git_commit(repo: Path = REPO) -> str:
@@ -45,7 +45,7 @@ def collect(chapter: str, profile: str, parameters: dict[str, Any], wall_seconds
     import torch
     import torchvision
 
-    from . import __version__
+    from .. import __version__
 
     data = {k: parameters[k] for k in ("source", "source_classes", "train_size", "targets") if k in parameters}
     return {

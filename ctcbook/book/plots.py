@@ -34,7 +34,7 @@ def tradeoff_figure(table: pd.DataFrame, summary: pd.DataFrame, targets: Sequenc
                     titles: dict[str, str] | None = None) -> Figure:
     """Source test accuracy and each target's transfer accuracy against epoch.
 
-    ``table``: :func:`ctcbook.tradeoff.curves` output; ``summary``: :func:`ctcbook.tradeoff.summarize` (its
+    ``table``: :func:`ctcbook.chapters.ch1_tradeoff.curves` output; ``summary``: :func:`ctcbook.chapters.ch1_tradeoff.summarize` (its
     ``"mean"`` rows mark each target's peak epoch). Lines are means over seeds, bands the min-max range.
     """
     titles = titles or {}
@@ -170,7 +170,7 @@ def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch
                              column: str = "probe_acc") -> Figure:
     """Source test accuracy and each target's linear-probe accuracy (%) against epoch, one line per ``method``
     (seed mean, min-max band over seeds); a dotted line at ``switch_epoch`` (CTC's stage switch).
-    ``table``: :func:`ctcbook.ctc_report.with_method` output."""
+    ``table``: :func:`ctcbook.chapters.ch3_ctc.with_method` output."""
     fig, axes = _panel_grid(len(targets) + 1)
     n = len(axes)
     for i, method in enumerate(table.method.unique()):
@@ -193,7 +193,7 @@ def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch
 
 def information_methods_figure(means: dict[str, pd.DataFrame], switch_epoch: int | None = None) -> Figure:
     """I(X;T) and I(T;Y) (bits) of the penultimate layer against epoch, one row per split (the keys of ``means``),
-    one line per method (seed mean, min-max band of I(X;T)). Values: :func:`ctcbook.ctc_report.mean_information`."""
+    one line per method (seed mean, min-max band of I(X;T)). Values: :func:`ctcbook.chapters.ch3_ctc.mean_information`."""
     fig, grid = plt.subplots(len(means), 2, figsize=(9.0, 3.0 * len(means)), constrained_layout=True, squeeze=False)
     for axes, (split, mean_info) in zip(grid, means.items()):
         for i, (method, g) in enumerate(mean_info.groupby("method", sort=False)):
@@ -215,7 +215,7 @@ def information_methods_figure(means: dict[str, pd.DataFrame], switch_epoch: int
 
 def sweep_figure(sweep: pd.DataFrame, targets: Sequence[str]) -> Figure:
     """Final source accuracy and each target's final probe accuracy (%) against the loss-weight scale.
-    ``sweep``: :func:`ctcbook.ctc_report.sweep_table` output."""
+    ``sweep``: :func:`ctcbook.chapters.ch3_ctc.sweep_table` output."""
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.2), constrained_layout=True)
     axes[0].plot(sweep.scale, sweep.source_final, "-o", color=SOURCE_COLOR, label="source test")
     for i, key in enumerate(targets):
@@ -279,7 +279,7 @@ def simulated_metadata_figure(meta, labels, class_names: Sequence[str], simulato
 
 def fusion_accuracy_figure(results: pd.DataFrame, labels: dict[str, str] | None = None) -> Figure:
     """Test top-1 (%) of each method: a bar at the mean over seeds and a dot per seed; a dashed line at the
-    image-only mean. ``results``: :meth:`ctcbook.fusion_training.FusionExperiment.results` rows."""
+    image-only mean. ``results``: :meth:`ctcbook.chapters.ch4_fusion.FusionExperiment.results` rows."""
     labels = labels or {}
     methods = list(dict.fromkeys(results.method))
     means = results.groupby("method").test_acc.mean().loc[methods] * 100

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import PROFILES
+from .profiles import PROFILES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(runner.build_book(warnings_as_errors=args.warnings_as_errors))
         elif args.command == "train":
-            from .config import TrainConfig
-            from .runs import RunStore
-            from .train import train as train_run
+            from ..config import TrainConfig
+            from ..runs import RunStore
+            from ..train import train as train_run
 
             run_ = train_run(TrainConfig.from_file(args.config), store=RunStore(args.runs), device=args.device)
             print(run_.path)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as err:  # a failed chapter or run: say what failed, exit non-zero
         from .runner import BookBuildError, ChapterFailedError
-        from .runs import RunFailedError
+        from ..runs import RunFailedError
 
         if isinstance(err, (BookBuildError, ChapterFailedError, RunFailedError)):
             print(f"ctcbook: {err}", file=sys.stderr)

@@ -32,13 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .data.metadata import MetadataArrays, MetadataSimulator
-from .evaluate import extract_features
-from .models.dynamic_mlp import encode_metadata
-from .models.fusion import FUSION_METHODS, GeoPriorHead, build_fusion_head
-from .runs import Run, append_jsonl, atomic_torch_save, config_hash, read_jsonl
-from .config import TrainConfig
-from .train import load_model, source_data
+from ..data.metadata import MetadataArrays, MetadataSimulator
+from ..probes import extract_features
+from ..models.dynamic_mlp import encode_metadata
+from ..models.fusion import FUSION_METHODS, GeoPriorHead, build_fusion_head
+from ..runs import Run, append_jsonl, atomic_torch_save, config_hash, read_jsonl
+from ..config import TrainConfig
+from ..train import load_model, source_data
 
 #: Bump when feature extraction or head training changes its numbers; part of every cache key.
 FUSION_VERSION = 1

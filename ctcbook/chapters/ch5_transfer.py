@@ -1,7 +1,7 @@
 """The book's results tables: each method's transfer accuracy at the final and at the best probed epoch.
 
 A *method* is a list of finished runs that differ only in their seed (e.g. the baseline, CTC). Its probe table is
-:func:`ctcbook.tradeoff.curves` of those runs (cached in the run folders, so nothing is re-probed). This module
+:func:`ctcbook.chapters.ch1_tradeoff.curves` of those runs (cached in the run folders, so nothing is re-probed). This module
 turns such tables into the per-target summary of chapter 5 and the discriminability-transferability picture.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ COLUMNS = {"probe_acc": "linear probe", "knn_acc": "kNN (k=20)"}
 
 
 def method_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate per-method :func:`ctcbook.tradeoff.curves` tables with a ``method`` column."""
+    """Concatenate per-method :func:`ctcbook.chapters.ch1_tradeoff.curves` tables with a ``method`` column."""
     if not tables:
         raise ValueError("tables must name at least one method")
     return pd.concat([t.assign(method=name) for name, t in tables.items()], ignore_index=True)

@@ -7,7 +7,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from ctcbook.evaluate import (PaperProbeResult, ProbeResult, accuracy, extract_features, fit_logistic, knn_accuracy,
+from ctcbook.probes import (PaperProbeResult, ProbeResult, accuracy, extract_features, fit_logistic, knn_accuracy,
                               linear_probe, paper_probe, stratified_holdout)
 
 GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -139,7 +139,7 @@ def test_paper_probe_is_deterministic_for_a_seed_and_reports_the_best_epoch():
 
 
 def test_paper_probe_schedule_is_cosine_annealing_stepped_per_epoch():
-    from ctcbook.evaluate import _cosine_lr
+    from ctcbook.probes import _cosine_lr
 
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=30)
@@ -256,7 +256,7 @@ def test_bad_arguments_name_the_parameter(call, name):
 
 
 def test_paper_probe_bn_reestimates_batchnorm_on_the_target_and_leaves_the_model_alone():
-    from ctcbook.evaluate import paper_probe_bn
+    from ctcbook.probes import paper_probe_bn
     from ctcbook.models import build_model
 
     torch.manual_seed(0)

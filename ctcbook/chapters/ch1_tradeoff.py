@@ -2,7 +2,7 @@
 
 A *target* is a labelled image set with a train and a test split; its images are brought to the source's format
 (channels, size). For each probed epoch the run's checkpoint is loaded once, penultimate features of each target are
-extracted once (eval mode, no augmentation), and the probes of :mod:`ctcbook.evaluate` are fitted on them. Results are
+extracted once (eval mode, no augmentation), and the probes of :mod:`ctcbook.probes` are fitted on them. Results are
 cached in the run folder (``evals/``), one row per epoch, so re-executing a chapter re-probes nothing, and an
 interrupted probing pass resumes where it stopped.
 """
@@ -20,10 +20,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .data import ImageSet, load_dataset, select_classes, subsample, to_format
-from .evaluate import extract_features, knn_accuracy, linear_probe, paper_probe, paper_probe_bn
-from .runs import Run, append_jsonl, read_jsonl
-from .train import default_device, load_model
+from ..data import ImageSet, load_dataset, select_classes, subsample, to_format
+from ..probes import extract_features, knn_accuracy, linear_probe, paper_probe, paper_probe_bn
+from ..runs import Run, append_jsonl, read_jsonl
+from ..train import default_device, load_model
 
 #: Bump when the probing code changes its numbers; part of every cached evaluation's key.
 PROBE_VERSION = 1

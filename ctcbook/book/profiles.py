@@ -1,0 +1,164 @@
+"""The chapters' named profiles.
+
+:data:`PROFILES` gives, for each chapter notebook, the parameter values of each named profile. A notebook's
+parameters cell holds the ``default`` profile's values (:data:`PARAMETER_DEFAULTS`, kept equal by a test); the
+runner injects another profile's values.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# --- profiles ------------------------------------------------------------------------------------------------
+# Per chapter, the parameter values of each profile. The default profile's values are the notebook's own
+# parameters cell (kept equal by a test); the others override some of them.
+_TRADEOFF_DEFAULT: dict[str, Any] = {
+    "source": "fashion_mnist",
+    "source_classes": [0, 1, 2, 3, 4],
+    "train_size": 8000,
+    "arch": "cifar_resnet",
+    "depth": 8,
+    "width": 8,
+    "stem_stride": 2,
+    "epochs": 30,
+    "batch_size": 128,
+    "lr": 0.1,
+    "weight_decay": 5e-4,
+    "seeds": [0, 1, 2],
+    "targets": ["fmnist_5-9", "mnist5k", "digits"],
+    "target_train_size": None,
+    "target_test_size": None,
+    "probe_every": 3,
+    "paper_protocol": "paper",
+    "paper_protocol_seed": 0,
+}
+
+# Chapter 2 reads chapter 1's runs (same run parameters) and adds the estimators' settings.
+_INFORMATION_DEFAULT: dict[str, Any] = {
+    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed")},
+    "info_every": 3,
+    "renyi_n": 1000,
+    "mine_seeds": [0],
+    "mine_every": 6,
+    "mine_n": 2000,
+    "mine_preset": "cpu",
+}
+
+# Chapter 3 trains CTC beside chapter 1's runs (same run parameters: its baseline runs are reused).
+_CTC_DEFAULT: dict[str, Any] = {
+    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed")},
+    "stage_two_epoch": 20,
+    "weight_decay_coef": 2.0,
+    "lr_restart": 0.1,
+    "alpha": 0.5,
+    "beta": 1.0,
+    "instance_t": 0.1,
+    "instance_m": 0.9,
+    "nce_t": 0.1,
+    "nce_m": 0.9,
+    "embed_dim": 32,
+    "nce_k": 4096,
+    "refill": True,
+    "train_instance_head": False,
+    "sweep_scales": [0.0, 0.5, 1.0],
+    "sweep_seed": 0,
+    "sweep_probe_every": 10,
+    "info_every": 6,
+    "renyi_n": 1000,
+}
+
+# Chapter 4: one image backbone on all ten Fashion-MNIST classes, then fusion heads on its frozen features plus
+# simulated location/date metadata (see ctcbook.chapters.ch4_fusion).
+_DYNAMIC_MLP_DEFAULT: dict[str, Any] = {
+    "source": "fashion_mnist",
+    "train_size": 10000,
+    "depth": 8,
+    "width": 16,
+    "stem_stride": 2,
+    "epochs": 10,
+    "batch_size": 128,
+    "lr": 0.1,
+    "weight_decay": 5e-4,
+    "backbone_seed": 0,
+    "methods": ["image_only", "metadata_only", "concat", "add", "multiply", "geo_prior", "dynamic_mlp_a",
+                "dynamic_mlp_b", "dynamic_mlp_c"],
+    "seeds": [0, 1, 2],
+    "head_epochs": 10,
+    "head_batch_size": 512,
+    "head_lr": 3e-3,
+    "head_weight_decay": 1e-4,
+    "label_smoothing": 0.1,
+    "meta_width": 64,
+    "embed_dim": 64,
+    "reduced_dim": 64,
+    "hidden_dim": 16,
+    "num_blocks": 2,
+    "metadata_seed": 0,
+    "location_spread": 25.0,
+    "date_spread": 45.0,
+    "background": 0.3,
+    "missing_fraction": 0.05,
+    "confusable": [0, 2, 4, 6],
+    "tsne_points": 800,
+    "explorer_days": [1, 122, 244],
+    "inat_root": "tests/fixtures/inat21_mini",
+}
+
+# Chapter 5 reads chapters 1 and 3's runs: the same run and CTC parameters, without the sweep and estimator ones.
+_CHAPTER3_ONLY = ("sweep_scales", "sweep_seed", "sweep_probe_every", "info_every", "renyi_n")
+_TRANSFER_DEFAULT: dict[str, Any] = {k: v for k, v in _CTC_DEFAULT.items() if k not in _CHAPTER3_ONLY}
+
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        "04_dynamic_mlp": {"train_size": 600, "epochs": 1, "width": 4, "seeds": [0], "head_epochs": 2,
+                           "meta_width": 16, "embed_dim": 16, "reduced_dim": 16, "hidden_dim": 4,
+                           "tsne_points": 120, "explorer_days": [1, 183]},
+        "01_tradeoff": {"train_size": 400, "epochs": 2, "seeds": [0, 1], "target_train_size": 300,
+                        "target_test_size": 300, "probe_every": 1, "width": 4},
+        "02_information": {"train_size": 400, "epochs": 2, "seeds": [0, 1], "target_train_size": 300,
+                           "target_test_size": 300, "probe_every": 1, "width": 4, "info_every": 1, "renyi_n": 100,
+                           "mine_every": 1, "mine_n": 150, "mine_preset": "smoke"},
+        "03_ctc": {"train_size": 400, "epochs": 4, "stage_two_epoch": 2, "seeds": [0, 1], "width": 4,
+                   "target_train_size": 300, "target_test_size": 300, "probe_every": 2, "embed_dim": 16,
+                   "nce_k": 64, "sweep_probe_every": 2, "info_every": 2, "renyi_n": 100},
+    },
+    "default": {
+        "01_tradeoff": {},
+        "04_dynamic_mlp": {},
+        "03_ctc": {},
+    },
+    "cifar100": {
+        # The paper's setting (public code README): CIFAR-100 source, SGD lr 0.05, momentum 0.9, wd 5e-4, batch 64,
+        # 200 epochs, a checkpoint probed every 2 epochs. Its ResNeXt32-16x4d is replaced by a wide CIFAR ResNet-20.
+        "01_tradeoff": {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
+                        "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05, "seeds": [0],
+                        "targets": ["cifar10", "cinic10"], "probe_every": 2, "paper_protocol": "paper_bn"},
+        # The paper's MINE settings (mine.py) on the penultimate layer, every 10th epoch.
+        "02_information": {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20,
+                           "width": 64, "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05, "seeds": [0],
+                           "targets": ["cifar10", "cinic10"], "probe_every": 2, "info_every": 10, "renyi_n": 2000,
+                           "mine_every": 10, "mine_n": 5000, "mine_preset": "paper"},
+        # CTC as the README's "emphasise transferability" command: 300 epochs, stage 2 from epoch 200, 128-d heads,
+        # 16,384 negatives; the baseline is vanilla training for the same 300 epochs.
+        "03_ctc": {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
+                   "stem_stride": 1, "epochs": 300, "batch_size": 64, "lr": 0.05, "seeds": [0],
+                   "targets": ["cifar10", "cinic10"], "probe_every": 10, "stage_two_epoch": 200, "embed_dim": 128,
+                   "nce_k": 16384, "sweep_seed": 0, "sweep_probe_every": 50, "info_every": 20, "renyi_n": 2000},
+    },
+}
+
+PARAMETER_DEFAULTS: dict[str, dict[str, Any]] = {"04_dynamic_mlp": _DYNAMIC_MLP_DEFAULT,
+                                                 "01_tradeoff": _TRADEOFF_DEFAULT,
+                                                 "02_information": _INFORMATION_DEFAULT,
+                                                 "03_ctc": _CTC_DEFAULT,
+                                                 "05_transfer": _TRANSFER_DEFAULT}
+# Chapter 5 runs under each profile with chapter 3's run parameters, so it reads chapter 3's finished runs.
+for _profile in PROFILES.values():
+    if "03_ctc" in _profile:
+        _profile["05_transfer"] = {k: v for k, v in _profile["03_ctc"].items() if k not in _CHAPTER3_ONLY}
+
+
+def profile_parameters(chapter: str, profile: str) -> dict[str, Any]:
+    """The notebook parameters of ``chapter`` under ``profile`` (only those that differ from the default)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    return dict(PROFILES[profile].get(chapter, {}))
