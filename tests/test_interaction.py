@@ -91,3 +91,43 @@ def test_at_metadata_pictures_and_errors():
     with pytest.raises(ValueError, match="latitudes and days"):
         sim.at_metadata(img, 0, [1.0], [])
     assert "interaction a = 1" in sim.describe()
+
+
+# --- the Bayes ceiling's metadata likelihood ----------------------------------------------------------------------
+def test_metadata_likelihood_is_a_normalised_density():
+    """Integrates to 1 over the sphere's lat/lon rectangle and the days, also for a centre near a pole (where the
+    folding over the pole matters) -- a likelihood that forgets the fold or the wrap fails this."""
+    from ctcbook.data.metadata import MetadataArrays
+
+    sim = MetadataSimulator(3, seed=0, location_spread=25.0, date_spread=40.0, background=0.2,
+                            lat_range=(-85.0, 85.0))
+    sim.centre_lat[:] = [80.0, -10.0, 0.0]
+    sim.centre_lon[:] = [170.0, -175.0, 0.0]
+    step = 2.0
+    la, lo = np.meshgrid(np.arange(-90 + step / 2, 90, step), np.arange(-180 + step / 2, 180, step), indexing="ij")
+    n = la.size
+    loc_mass = np.zeros(3)
+    for d in (1.0, 100.0, 300.0):          # location density integrated at fixed days, divided by p(day)
+        meta = MetadataArrays(la.ravel(), lo.ravel(), np.full(n, d), np.full(n, 365), np.ones(n, bool))
+        joint = np.exp(sim.log_likelihood(meta)).sum(0) * step * step
+        day_only = np.exp(sim.log_likelihood(MetadataArrays(np.full(1, np.nan), np.full(1, np.nan),
+                                                            np.full(1, d), np.full(1, 365), np.zeros(1, bool))))[0]
+        loc_mass += joint / day_only / 3
+    np.testing.assert_allclose(loc_mass, 1.0, atol=0.01)
+    days = np.arange(1.0, 366.0)
+    p_day = np.exp(sim.log_likelihood(MetadataArrays(np.full(365, np.nan), np.full(365, np.nan), days,
+                                                     np.full(365, 365), np.zeros(365, bool))))
+    np.testing.assert_allclose(p_day.sum(0), 1.0, atol=1e-9)
+
+
+def test_bayes_from_metadata_alone_beats_chance_and_matches_samples():
+    from ctcbook.data.metadata import bayes_posterior
+
+    sim = MetadataSimulator(10, seed=0, missing_fraction=0.1)
+    y = np.arange(4000) % 10
+    meta = sim.sample(y, 5)
+    post = bayes_posterior(np.full((len(y), 10), 0.1), sim.log_likelihood(meta))
+    acc = (post.argmax(1) == y).mean()
+    assert acc > 0.4                                   # chance is 0.1
+    # Calibrated: the mean posterior of the true class equals the accuracy of drawing from the posterior.
+    assert abs(post[np.arange(len(y)), y].mean() - (post ** 2).sum(1).mean()) < 0.02

@@ -374,6 +374,46 @@ class MetadataSimulator:
                               np.full(p, 365, dtype=np.int64), np.ones(p, dtype=bool))
         return self.render(x.unsqueeze(0).expand(p, -1, -1, -1).contiguous(), np.full(p, int(label)), meta)
 
+    def log_likelihood(self, meta: MetadataArrays) -> np.ndarray:
+        """Exact log p(m | y = k) of each image's observed metadata under this simulator, float64 (N, K).
+
+        Location density in 1/deg^2 (the noise folded back over the poles and wrapped in longitude, summed over the
+        preimages that matter), day probability mass on 1..365; a missing location is marginalised out (the
+        missing flag is independent of the class, so it cancels in p(y | m)). Does not include the image:
+        with ``interaction`` 0, p(y | x, m) is proportional to p(y | x) p(m | y) / p(y) (:func:`bayes_posterior`).
+        """
+        from scipy.stats import norm
+
+        lat, lon, day = (np.asarray(a, dtype=np.float64) for a in (meta.latitude, meta.longitude, meta.day_of_year))
+        has_loc = np.isfinite(lat) & np.isfinite(lon) & np.asarray(meta.valid, bool)
+        if not np.isfinite(day).all():
+            raise ValueError("day_of_year must be present for every image (the simulator never hides it)")
+        sd, sl = max(self.date_spread, 1e-9), max(self.location_spread, 1e-9)
+        # Day: P(round(d_k + sd z) = d + 365 w) summed over wraps w.
+        dk = self.peak_day[None, :].astype(np.float64)
+        p_day = np.zeros((len(day), self.num_classes))
+        for w in range(-3, 4):
+            c = day[:, None] + 365.0 * w
+            p_day += norm.cdf((c + 0.5 - dk) / sd) - norm.cdf((c - 0.5 - dk) / sd)
+        # Location: latitude preimages L = lat + 360 r (longitude unchanged) and L = 180 - lat + 360 r (longitude
+        # + 180), longitude wrapped by 360 n.
+        la, lo = np.where(has_loc, lat, 0.0)[:, None], np.where(has_loc, lon, 0.0)[:, None]
+        p_loc = np.zeros_like(p_day)
+        for r in (-1, 0, 1):
+            for lat_pre, shift in ((la + 360.0 * r, 0.0), (180.0 - la + 360.0 * r, 180.0)):
+                p_lat = norm.pdf((lat_pre - self.centre_lat[None, :]) / sl) / sl
+                p_lon = np.zeros_like(p_lat)
+                for n in range(-2, 3):
+                    p_lon += norm.pdf((lo + shift + 360.0 * n - self.centre_lon[None, :]) / sl) / sl
+                p_loc += p_lat * p_lon
+        lo_r, hi_r = self.lat_range
+        bg_loc = np.where((la >= lo_r) & (la <= hi_r), 1.0 / ((hi_r - lo_r) * 360.0), 0.0)
+        b = self.background
+        joint = b * bg_loc / 365.0 + (1 - b) * p_loc * p_day
+        day_only = b / 365.0 + (1 - b) * p_day
+        with np.errstate(divide="ignore"):
+            return np.log(np.where(has_loc[:, None], joint, day_only))
+
     def describe(self) -> str:
         """A plain-text recipe of exactly how the metadata was drawn, with the class table."""
         lo, hi = self.lat_range
@@ -405,6 +445,23 @@ class MetadataSimulator:
             lines.append(f"{self.class_names[k]} | {self.centre_lat[k]:.1f} | {self.centre_lon[k]:.1f} | "
                          f"{self.peak_day[k]}")
         return "\n".join(lines)
+
+
+def bayes_posterior(image_probs, log_lik: np.ndarray, class_prior=None) -> np.ndarray:
+    """p(y | x, m) proportional to p(y | x) p(m | y) / p(y), for metadata independent of the image given the class
+    (``interaction`` 0). image_probs (N, K): p(y | x) (e.g. an image-only classifier's softmax: the ceiling is then
+    exact in the metadata and as good as that estimate of p(y | x)); log_lik (N, K): :meth:`MetadataSimulator.
+    log_likelihood`; class_prior (K,): p(y), default the images' uniform share. Returns (N, K) float64, rows sum to 1.
+    """
+    p = np.asarray(image_probs, dtype=np.float64)
+    if p.shape != log_lik.shape:
+        raise ValueError(f"image_probs {p.shape} and log_lik {log_lik.shape} must have one shape (N, K)")
+    prior = np.full(p.shape[1], 1.0 / p.shape[1]) if class_prior is None else np.asarray(class_prior, float)
+    with np.errstate(divide="ignore"):
+        s = np.log(np.clip(p, 1e-300, None)) + log_lik - np.log(prior)[None, :]
+    s -= s.max(1, keepdims=True)
+    e = np.exp(s)
+    return e / e.sum(1, keepdims=True)
 
 
 def _check_groups(groups, num_classes: int) -> list[list[int]]:
