@@ -342,7 +342,10 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> None:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as err:          # shapes differ
+        raise ValueError(f"weights file {path} does not fit the backbone: {str(err)[:500]}") from None
     if missing or unexpected:
         raise ValueError(f"weights file {path} does not fit the backbone: missing keys {missing[:5]}, unexpected "
                          f"keys {unexpected[:5]}")
