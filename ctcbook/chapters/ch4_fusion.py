@@ -11,6 +11,14 @@ Head training (fixed for every method): features standardised with the train spl
 ``batch_size`` reshuffled each epoch, cross-entropy with label smoothing ``label_smoothing`` (the paper's 0.1).
 The paper trains end to end with SGD and mixup; see the chapter for what freezing changes.
 
+Issue 14 options, all off by default (today's numbers and cache keys): ``fusion_data(..., heldout=n)`` trains the
+heads on features of n train-split images the backbone never saw; ``MetadataSettings.interaction`` > 0 makes the
+image depend on its metadata (the backbone must then come from :mod:`ctcbook.fusion_train`, see
+:func:`fusion_data_from_e2e`); ``MetadataSettings.draw_seed`` varies the per-image metadata draw;
+``HeadSettings.smoothing = "public"`` uses the public code's label smoothing; ``mlp_concat`` is the
+parameter-matched MLP baseline; :func:`bayes_ceiling` combines the image-only head with the simulator's exact
+metadata likelihood.
+
 Caching: results go to ``<run>/evals/fusion-<hash>.jsonl`` (one row per method and seed) and each trained head's
 weights to ``<run>/evals/fusion-<hash>/<method>-s<seed>.pt`` (t-SNE maps beside them), all written atomically, so a
 re-execution retrains nothing and an interrupted pass resumes with the next head. The pooled features are cached as
