@@ -157,6 +157,43 @@ for _profile in PROFILES.values():
         _profile["05_transfer"] = {k: v for k, v in _profile["03_ctc"].items() if k not in _CHAPTER3_ONLY}
 
 
+# --- end-to-end Dynamic MLP (issue 14): FusionTrainConfig fields per profile ------------------------------------
+# Read by ctcbook.fusion_train through e2e_config(); the chapter-4 notebook does not take them as parameters yet.
+_E2E_HEAD_PAPER = {"meta_width": 256, "embed_dim": 256, "reduced_dim": 256, "hidden_dim": 64, "num_blocks": 2}
+E2E_PROFILES: dict[str, dict[str, Any]] = {
+    # The public code's recipe at full size (github ylingfeng/DynamicMLP, README and train.py): iNat21 (train_mini
+    # for training, val for testing) in the official archive layout under $CTCBOOK_DATA/inat21 (annotation JSON +
+    # image tree), ResNet-50 (ImageNet weights from a local file given as `weights`; never downloaded), Dynamic
+    # MLP-C with mlp_d 256, mlp_h 64, mlp_n 2, 224 px, batch 512 with lr 0.04, 2 warm-up epochs then cosine, 90
+    # epochs, SGD momentum 0.9, weight decay 1e-4, label smoothing 0.1, mixup alpha 0.4 on images and metadata, AMP
+    # (bfloat16 autocast, on by default on CUDA). Differences: images are resized to 224 px and then padded-cropped
+    # and flipped (the code uses RandomResizedCrop); one device (no torchrun path yet).
+    "inat21": {"dataset": "inat21", "inat_root": None, "inat_train_split": "train_mini", "inat_test_split": "val",
+               "image_size": 224, "arch": "resnet50", "weights": None, "method": "dynamic_mlp_c",
+               "head": _E2E_HEAD_PAPER, "epochs": 90, "warmup_epochs": 2, "batch_size": 512, "lr": 0.04,
+               "momentum": 0.9, "weight_decay": 1e-4, "label_smoothing": 0.1, "mixup_alpha": 0.4,
+               "augment": "crop_flip", "crop_padding": 16, "train_size": None, "seed": 0},
+}
+
+
+def e2e_config(profile: str, **overrides: Any):
+    """The :class:`ctcbook.fusion_train.FusionTrainConfig` of an end-to-end profile, with ``overrides`` (e.g.
+    ``weights="/data/resnet50.pth"``, ``epochs=1``). For ``inat21`` an ``inat_root`` of None becomes
+    ``$CTCBOOK_DATA/inat21`` (else ``./data/inat21``)."""
+    import os
+    from pathlib import Path
+
+    from ..fusion_train import FusionTrainConfig
+
+    if profile not in E2E_PROFILES:
+        raise ValueError(f"profile must be one of {sorted(E2E_PROFILES)} for end-to-end training, got {profile!r}")
+    values = {**E2E_PROFILES[profile], **overrides}
+    if values.get("dataset") == "inat21" and values.get("inat_root") is None:
+        base = Path(os.environ["CTCBOOK_DATA"]) if os.environ.get("CTCBOOK_DATA") else Path("data").resolve()
+        values["inat_root"] = str(base / "inat21")
+    return FusionTrainConfig(**values)
+
+
 def profile_parameters(chapter: str, profile: str) -> dict[str, Any]:
     """The notebook parameters of ``chapter`` under ``profile`` (only those that differ from the default)."""
     if profile not in PROFILES:

@@ -11,6 +11,14 @@ Head training (fixed for every method): features standardised with the train spl
 ``batch_size`` reshuffled each epoch, cross-entropy with label smoothing ``label_smoothing`` (the paper's 0.1).
 The paper trains end to end with SGD and mixup; see the chapter for what freezing changes.
 
+Issue 14 options, all off by default (today's numbers and cache keys): ``fusion_data(..., heldout=n)`` trains the
+heads on features of n train-split images the backbone never saw; ``MetadataSettings.interaction`` > 0 makes the
+image depend on its metadata (the backbone must then come from :mod:`ctcbook.fusion_train`, see
+:func:`fusion_data_from_e2e`); ``MetadataSettings.draw_seed`` varies the per-image metadata draw;
+``HeadSettings.smoothing = "public"`` uses the public code's label smoothing; ``mlp_concat`` is the
+parameter-matched MLP baseline; :func:`bayes_ceiling` combines the image-only head with the simulator's exact
+metadata likelihood.
+
 Caching: results go to ``<run>/evals/fusion-<hash>.jsonl`` (one row per method and seed) and each trained head's
 weights to ``<run>/evals/fusion-<hash>/<method>-s<seed>.pt`` (t-SNE maps beside them), all written atomically, so a
 re-execution retrains nothing and an interrupted pass resumes with the next head. The pooled features are cached as
@@ -32,10 +40,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data.metadata import MetadataArrays, MetadataSimulator
+from ..data import load_dataset, select_classes, subsample
+from ..data.images import ImageSet
+from ..data.metadata import MetadataArrays, MetadataSimulator, bayes_posterior
+from ..fusion_train import smoothed_targets, soft_cross_entropy
 from ..probes import extract_features
 from ..models.dynamic_mlp import encode_metadata
-from ..models.fusion import FUSION_METHODS, GeoPriorHead, build_fusion_head
+from ..models.fusion import (EXTRA_METHODS, FUSION_METHODS, GeoPriorHead, build_fusion_head, count_parameters,
+                             matched_mlp_hidden)
 from ..runs import Run, append_jsonl, atomic_torch_save, config_hash, read_jsonl
 from ..config import TrainConfig
 from ..train import load_model, source_data
@@ -43,7 +55,14 @@ from ..train import load_model, source_data
 #: Bump when feature extraction or head training changes its numbers; part of every cache key.
 FUSION_VERSION = 1
 #: Methods trained directly; ``geo_prior`` is combined from two of them.
-TRAINED_METHODS = tuple(m for m in FUSION_METHODS if m != "geo_prior")
+TRAINED_METHODS = tuple(m for m in FUSION_METHODS + EXTRA_METHODS if m != "geo_prior")
+ALL_METHODS = FUSION_METHODS + EXTRA_METHODS
+
+
+def _key(obj, new_defaults: dict[str, Any]) -> dict[str, Any]:
+    """asdict(obj) without the fields added for issue 14 while they hold their defaults, so today's cache keys (and
+    cached results) stay valid."""
+    return {k: v for k, v in asdict(obj).items() if k not in new_defaults or v != new_defaults[k]}
 
 
 # --- settings ---------------------------------------------------------------------------------------------------
@@ -54,7 +73,9 @@ class HeadSettings:
     Widths (see :class:`ctcbook.models.dynamic_mlp.DynamicMLPHead`): ``meta_width`` of the metadata network (paper:
     256), ``embed_dim`` of its embedding e (paper: 256), ``reduced_dim`` d and ``hidden_dim`` h of the Dynamic MLP
     blocks (paper: 256, 64), ``num_blocks`` N (paper: 2). Training: ``epochs``, ``batch_size``, AdamW ``lr`` and
-    ``weight_decay``, ``label_smoothing``.
+    ``weight_decay``, ``label_smoothing``, and ``smoothing`` = "torch" (default, today's numbers: eps / K to every
+    class, torch's ``label_smoothing``) or "public" (the public Dynamic MLP code: 1 - eps on the true class, eps /
+    (K - 1) on the others). ``mlp_concat`` gets the hidden width that matches dynamic_mlp_c's head parameters.
     """
 
     meta_width: int = 64
@@ -67,8 +88,11 @@ class HeadSettings:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
+    smoothing: str = "torch"
 
     def __post_init__(self):
+        if self.smoothing not in ("torch", "public"):
+            raise ValueError(f"HeadSettings.smoothing must be 'torch' or 'public', got {self.smoothing!r}")
         for name in ("meta_width", "embed_dim", "reduced_dim", "hidden_dim", "num_blocks", "epochs", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -84,7 +108,7 @@ class HeadSettings:
         if method == "image_only":
             return {}
         kw: dict[str, Any] = {"meta_width": self.meta_width}
-        if method == "concat":
+        if method in ("concat", "mlp_concat"):
             kw["embed_dim"] = self.embed_dim
         if method.startswith("dynamic_mlp_"):
             kw.update(embed_dim=self.embed_dim, reduced_dim=self.reduced_dim, hidden_dim=self.hidden_dim,
@@ -92,21 +116,40 @@ class HeadSettings:
         return kw
 
 
+_HEAD_NEW = {"smoothing": "torch"}
+
+
 @dataclass(frozen=True)
 class MetadataSettings:
     """The simulated metadata (see :class:`ctcbook.data.metadata.MetadataSimulator`): class-parameter ``seed``,
-    ``location_spread`` (degrees), ``date_spread`` (days), ``background`` probability, ``missing_fraction``."""
+    ``location_spread`` (degrees), ``date_spread`` (days), ``background`` probability, ``missing_fraction``;
+    ``interaction`` in [0, 1] and its confusable ``groups`` (0 = today: the image does not depend on the metadata
+    given the class; > 0 needs a backbone that saw the rendered images, see :func:`fusion_data_from_e2e`);
+    ``draw_seed``: which draw of per-image metadata (train and test use sample seeds 2 draw_seed and 2 draw_seed + 1;
+    0 = today's 0 and 1), so seeds can vary the metadata draw and not only the head."""
 
     seed: int = 0
     location_spread: float = 25.0
     date_spread: float = 45.0
     background: float = 0.3
     missing_fraction: float = 0.05
+    interaction: float = 0.0
+    groups: tuple[tuple[int, ...], ...] | None = None
+    draw_seed: int = 0
 
     def simulator(self, num_classes: int, class_names: Sequence[str] | None = None) -> MetadataSimulator:
         return MetadataSimulator(num_classes, seed=self.seed, location_spread=self.location_spread,
                                  date_spread=self.date_spread, background=self.background,
-                                 missing_fraction=self.missing_fraction, class_names=class_names)
+                                 missing_fraction=self.missing_fraction, class_names=class_names,
+                                 interaction=self.interaction, groups=self.groups)
+
+    @property
+    def sample_seeds(self) -> tuple[int, int]:
+        """(train, test) sample seeds of the per-image draws."""
+        return 2 * self.draw_seed, 2 * self.draw_seed + 1
+
+
+_METADATA_NEW = {"interaction": 0.0, "groups": None, "draw_seed": 0}
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -165,19 +208,93 @@ def backbone_features(run: Run, device: torch.device | str = "cpu") -> dict[str,
     return out
 
 
+def heldout_images(config: TrainConfig, n: int, seed: int = 1) -> ImageSet:
+    """A stratified sample of ``n`` images of the source's train split that the backbone of ``config`` did NOT train
+    on (its ``train_size`` subset removed by content, so duplicates of training images are excluded too)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"heldout must be None or an integer >= 1, got {n!r}")
+    full = load_dataset(config.source, "train")
+    if config.source_classes is not None:
+        full = select_classes(full, config.source_classes)
+    used = source_data(config)[0]
+    seen = {bytes(im.numpy().tobytes()) for im in used.images}
+    keep = torch.tensor([bytes(im.numpy().tobytes()) not in seen for im in full.images])
+    if int(keep.sum()) < n:
+        raise ValueError(f"heldout = {n} exceeds the {int(keep.sum())} train-split images the backbone did not "
+                         "train on (lower heldout or the backbone's train_size)")
+    rest = ImageSet(f"{full.name}[not in backbone]", full.images[keep], full.labels[keep], full.classes)
+    return subsample(rest, n, seed=seed)
+
+
+def heldout_features(run: Run, n: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Raw pooled features ``{"x": (n, C), "y": (n,)}`` of :func:`heldout_images`, cached in the run folder."""
+    epoch = run.saved_epochs()[-1]
+    path = run.eval_path("heldout-features", {"epoch": epoch, "n": n, "version": FUSION_VERSION}).with_suffix(".pt")
+    if path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    ds = heldout_images(TrainConfig.from_dict(run.config), n)
+    out = {"x": extract_features(load_model(run, epoch, device), ds.images, device=device), "y": ds.labels}
+    atomic_torch_save(out, path)
+    return out
+
+
 def fusion_data(run: Run, metadata: MetadataSettings = MetadataSettings(),
-                device: torch.device | str = "cpu") -> FusionData:
-    """Features of ``run`` (cached) plus simulated metadata: train images drawn with sample seed 0, test with 1."""
+                device: torch.device | str = "cpu", *, heldout: int | None = None) -> FusionData:
+    """Features of ``run`` (cached) plus simulated metadata: train images drawn with sample seed 0, test with 1
+    (``metadata.draw_seed`` d: 2d and 2d + 1).
+
+    ``heldout`` None (default, today): the heads train on features of the backbone's own training images. An integer
+    n: they train on features of n train-split images the backbone never saw (:func:`heldout_images`), which are as
+    separable as the test images' features, not more."""
+    if metadata.interaction != 0:
+        raise ValueError(f"metadata.interaction = {metadata.interaction} needs a backbone trained on the rendered "
+                         "images; this backbone (ctcbook.train) saw the plain ones: use fusion_data_from_e2e")
     feats = backbone_features(run, device)
+    if heldout is not None:
+        h = heldout_features(run, heldout, device)
+        feats = {**feats, "train_x": h["x"], "train_y": h["y"]}
     class_names = source_data(TrainConfig.from_dict(run.config))[1].classes
     sim = metadata.simulator(len(class_names), class_names)
-    train_meta = sim.sample(feats["train_y"].numpy(), sample_seed=0)
-    test_meta = sim.sample(feats["test_y"].numpy(), sample_seed=1)
+    s_train, s_test = metadata.sample_seeds
+    train_meta = sim.sample(feats["train_y"].numpy(), sample_seed=s_train)
+    test_meta = sim.sample(feats["test_y"].numpy(), sample_seed=s_test)
     mean, std = feats["train_x"].mean(0), feats["train_x"].std(0).clamp_min(1e-6)
-    key = {"run": run.name, "epoch": run.saved_epochs()[-1], "metadata": asdict(metadata), "version": FUSION_VERSION}
+    key = {"run": run.name, "epoch": run.saved_epochs()[-1], "metadata": _key(metadata, _METADATA_NEW),
+           "version": FUSION_VERSION}
+    if heldout is not None:
+        key["heldout"] = heldout
     return FusionData((feats["train_x"] - mean) / std, train_meta.encode(), feats["train_y"],
                       (feats["test_x"] - mean) / std, test_meta.encode(), feats["test_y"], train_meta, test_meta,
                       tuple(class_names), mean, std, sim, key)
+
+
+def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_size: int = 1024) -> FusionData:
+    """Frozen features of an end-to-end run (:mod:`ctcbook.fusion_train`, e.g. its ``image_only`` run, whose
+    backbone saw the images rendered with the metadata interaction) plus that run's own metadata draws; cached in
+    the run folder. Use this for frozen heads at ``interaction`` > 0."""
+    from ..fusion_train import FusionTrainConfig, fusion_splits, load_fusion_net
+
+    config = FusionTrainConfig.from_dict({**run.config, "weights": None})
+    if config.dataset != "simulated":
+        raise ValueError(f"fusion_data_from_e2e needs a run on simulated metadata, got dataset {config.dataset!r}")
+    train, test, classes = fusion_splits(config)
+    epoch = run.saved_epochs()[-1]
+    path = run.eval_path("features", {"epoch": epoch, "version": FUSION_VERSION}).with_suffix(".pt")
+    if path.exists():
+        feats = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        model = load_fusion_net(run, epoch, device)
+        with torch.no_grad():
+            feats = {name: torch.cat([model.backbone.features(split.images[i:i + batch_size].float().div(255)
+                                                              .to(device)).cpu()
+                                      for i in range(0, len(split), batch_size)])
+                     for name, split in (("train_x", train), ("test_x", test))}
+        atomic_torch_save(feats, path)
+    mean, std = feats["train_x"].mean(0), feats["train_x"].std(0).clamp_min(1e-6)
+    sim = config.simulator(len(classes), classes)
+    key = {"run": run.name, "epoch": epoch, "version": FUSION_VERSION}
+    return FusionData((feats["train_x"] - mean) / std, train.meta, train.labels, (feats["test_x"] - mean) / std,
+                      test.meta, test.labels, train.raw, test.raw, tuple(classes), mean, std, sim, key)
 
 
 # --- training one head ----------------------------------------------------------------------------------------------
@@ -199,7 +316,7 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def _check_method(method: str, allowed: Sequence[str] = FUSION_METHODS) -> None:
+def _check_method(method: str, allowed: Sequence[str] = ALL_METHODS) -> None:
     if method not in allowed:
         raise ValueError(f"method must be one of {tuple(allowed)}, got {method!r}")
 
@@ -207,7 +324,13 @@ def _check_method(method: str, allowed: Sequence[str] = FUSION_METHODS) -> None:
 def build_head(method: str, feature_dim: int, num_classes: int, settings: HeadSettings, cin: int = 6) -> nn.Module:
     """The head of ``method`` with ``settings``' widths (geo_prior: an untrained pair)."""
     _check_method(method)
-    return build_fusion_head(method, feature_dim, num_classes, cin, **settings.head_kwargs(method))
+    kw = settings.head_kwargs(method)
+    if method == "mlp_concat":
+        c_head = build_fusion_head("dynamic_mlp_c", feature_dim, num_classes, cin,
+                                   **settings.head_kwargs("dynamic_mlp_c"))
+        kw["hidden_dim"] = matched_mlp_hidden(count_parameters(c_head), feature_dim, num_classes, cin,
+                                              embed_dim=settings.embed_dim, meta_width=settings.meta_width)
+    return build_fusion_head(method, feature_dim, num_classes, cin, **kw)
 
 
 def train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, num_classes: int,
@@ -240,7 +363,11 @@ def _train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, 
         order, total = torch.randperm(n, generator=gen), 0.0
         for i in range(0, n, bs):
             idx = order[i:i + bs]
-            loss = F.cross_entropy(head(x[idx], m[idx]), y[idx], label_smoothing=settings.label_smoothing)
+            if settings.smoothing == "torch":
+                loss = F.cross_entropy(head(x[idx], m[idx]), y[idx], label_smoothing=settings.label_smoothing)
+            else:
+                loss = soft_cross_entropy(head(x[idx], m[idx]),
+                                          smoothed_targets(y[idx], num_classes, settings.label_smoothing))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -272,7 +399,7 @@ class FusionExperiment:
 
     def __init__(self, run: Run, data: FusionData, settings: HeadSettings = HeadSettings()):
         self.run, self.data, self.settings = run, data, settings
-        spec = {"data": data.key, "head": asdict(settings), "version": FUSION_VERSION}
+        spec = {"data": data.key, "head": _key(settings, _HEAD_NEW), "version": FUSION_VERSION}
         self.results_path = run.eval_path("fusion", spec)
         self.weights_dir = self.results_path.with_suffix("")
 
@@ -350,8 +477,25 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
                         "seeds": g.seed.nunique(), "n_params": g.n_params.first()})
     if "image_only" in out.index:
         out["gain_vs_image_only"] = out.top1_mean - out.loc["image_only", "top1_mean"]
-    order = [m for m in FUSION_METHODS if m in out.index]
+    order = [m for m in ALL_METHODS if m in out.index]
     return out.loc[order]
+
+
+def bayes_ceiling(exp: FusionExperiment, seeds: Sequence[int]) -> pd.DataFrame:
+    """Top-1 (%) of the Bayes combination p(y | x) p(m | y) / p(y) per seed: the metadata term exact (the
+    simulator's :meth:`~ctcbook.data.metadata.MetadataSimulator.log_likelihood`), the image term the image-only
+    head's softmax of that seed. Exact Bayes-optimal only at ``interaction`` 0 (metadata independent of the image
+    given the class) and as far as the image-only head is calibrated; at interaction > 0 this is the best
+    *additive* combination, which the paper's claim says a nonlinear fusion can beat. Columns seed, test_acc (%)."""
+    d = exp.data
+    log_lik = d.simulator.log_likelihood(d.test_meta)
+    prior = torch.bincount(d.train_y, minlength=d.num_classes).double().numpy()
+    rows = []
+    for seed in seeds:
+        p_img = predict(exp.head("image_only", seed), d.test_x, d.test_m).double().numpy()
+        post = bayes_posterior(p_img, log_lik, prior / prior.sum())
+        rows.append({"seed": seed, "test_acc": float((post.argmax(1) == d.test_y.numpy()).mean() * 100)})
+    return pd.DataFrame(rows)
 
 
 def per_class_accuracy(exp: FusionExperiment, methods: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
@@ -447,7 +591,8 @@ PAPER_INAT21_MINI = (("ResNet-50", 67.924, 78.751), ("SK-Res2Net-101", 76.102, 8
 
 METHOD_LABELS = {"image_only": "image only", "metadata_only": "metadata only", "concat": "concatenation",
                  "add": "addition", "multiply": "multiplication", "geo_prior": "geo prior (product)",
-                 "dynamic_mlp_a": "Dynamic MLP-A", "dynamic_mlp_b": "Dynamic MLP-B", "dynamic_mlp_c": "Dynamic MLP-C"}
+                 "dynamic_mlp_a": "Dynamic MLP-A", "dynamic_mlp_b": "Dynamic MLP-B", "dynamic_mlp_c": "Dynamic MLP-C",
+                 "mlp_concat": "MLP on [x; e] (parameter-matched)"}
 BASELINES = ("concat", "add", "multiply", "geo_prior")
 
 

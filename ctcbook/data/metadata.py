@@ -221,11 +221,25 @@ class MetadataSimulator:
         lat_range: (low, high) latitude range for centres and background, degrees.
         missing_fraction: probability that an image's location is missing, in [0, 1).
         class_names: optional names for describe().
+        interaction: strength of the image-metadata interaction in [0, 1] (see :meth:`render`); 0 (default) = the
+            image does not depend on its metadata given the class, and :meth:`render` returns the images unchanged.
+        groups: confusable groups (lists of class indices) for the interaction; classes in no group form groups of
+            one. Default: every class on its own.
+
+    **Interaction** (``interaction`` = a > 0; :meth:`render`). Within a class the image then depends on its own
+    location and date: a colour-free stripe pattern P_g (sin of position along an orientation theta_g = pi g / G
+    for group g of G groups, 3 cycles per image width, values in [-1, 1]) is added with a signed amplitude
+    ``image + 127.5 a s_k(lat, day) P_g`` (grey levels 0..255, clipped). The signal is the local season shifted by the
+    class's place j in its group of size n: s_k = cos(2 pi (day - 172) / 365 - 2 pi j / n) tanh(lat / 15 deg), so
+    it flips with the hemisphere, vanishes at the equator, and members of one group show the same stripes at
+    different seasons: only image and metadata *together* tell them apart, which an additive log-prior of the
+    metadata cannot represent. Rendering uses the drawn location also where it is then hidden as missing.
     """
 
     def __init__(self, num_classes: int = 10, *, seed: int = 0, location_spread: float = 25.0,
                  date_spread: float = 45.0, background: float = 0.3, lat_range: tuple[float, float] = (-60.0, 60.0),
-                 missing_fraction: float = 0.0, class_names: Sequence[str] | None = None):
+                 missing_fraction: float = 0.0, class_names: Sequence[str] | None = None,
+                 interaction: float = 0.0, groups: Sequence[Sequence[int]] | None = None):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         for name, v in (("location_spread", location_spread), ("date_spread", date_spread)):
@@ -240,6 +254,10 @@ class MetadataSimulator:
             raise ValueError(f"lat_range must satisfy -90 <= low < high <= 90, got {lat_range!r}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} entries, expected num_classes = {num_classes}")
+        if isinstance(interaction, bool) or not (isinstance(interaction, (int, float)) and 0.0 <= interaction <= 1.0):
+            raise ValueError(f"interaction must be a number in [0, 1], got {interaction!r}")
+        self.interaction = float(interaction)
+        self.groups = _check_groups(groups, num_classes)
         self.num_classes, self.seed = num_classes, int(seed)
         self.location_spread, self.date_spread = float(location_spread), float(date_spread)
         self.background, self.missing_fraction = float(background), float(missing_fraction)
@@ -254,10 +272,14 @@ class MetadataSimulator:
         """Metadata for images with these labels ((N,) ints in 0..K-1); deterministic in (seed, sample_seed).
 
         Use a different ``sample_seed`` per split (e.g. 0 train, 1 test) so splits share classes, not draws."""
-        y = np.asarray(labels)
-        if y.ndim != 1 or (len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0
-                                        or y.max() >= self.num_classes)):
-            raise ValueError(f"labels must be a 1-d integer array with values in 0..{self.num_classes - 1}")
+        y = self._check_labels(labels)
+        lat, lon, day, miss = self._draw(y, sample_seed)
+        lat, lon = lat.copy(), lon.copy()
+        lat[miss], lon[miss] = np.nan, np.nan
+        return MetadataArrays(lat, lon, day, np.full(len(y), 365, dtype=np.int64), ~miss)
+
+    def _draw(self, y: np.ndarray, sample_seed: int):
+        """(lat, lon, day, missing) before the missing locations are hidden."""
         n = len(y)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, int(sample_seed)]))
         is_bg = rng.random(n) < self.background
@@ -271,8 +293,126 @@ class MetadataSimulator:
         lat, lon = _reflect_poles(lat, lon)
         day = np.rint(self.peak_day[y] + self.date_spread * noise[2])
         day = np.where(is_bg, bg_day, (day - 1) % 365 + 1).astype(np.float64)
-        lat[miss], lon[miss] = np.nan, np.nan
-        return MetadataArrays(lat, lon, day, np.full(n, 365, dtype=np.int64), ~miss)
+        return lat, lon, day, miss
+
+    def latent(self, labels, sample_seed: int = 0) -> MetadataArrays:
+        """As :meth:`sample` but with every location kept (what the images were rendered with); valid all True."""
+        y = self._check_labels(labels)
+        lat, lon, day, _ = self._draw(y, sample_seed)
+        return MetadataArrays(lat, lon, day, np.full(len(y), 365, dtype=np.int64), np.ones(len(y), dtype=bool))
+
+    def _check_labels(self, labels) -> np.ndarray:
+        y = np.asarray(labels)
+        if y.ndim != 1 or (len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0
+                                        or y.max() >= self.num_classes)):
+            raise ValueError(f"labels must be a 1-d integer array with values in 0..{self.num_classes - 1}")
+        return y
+
+    # --- the image-metadata interaction ----------------------------------------------------------------------
+    def _group_of(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per class k: (group index g_k, place j_k in the group, group size n_k), int arrays (K,)."""
+        g, j, n = (np.zeros(self.num_classes, dtype=np.int64) for _ in range(3))
+        for gi, members in enumerate(self.groups):
+            for ji, k in enumerate(members):
+                g[k], j[k], n[k] = gi, ji, len(members)
+        return g, j, n
+
+    def signal(self, labels, latitude, day_of_year) -> np.ndarray:
+        """s_k(lat, day) in [-1, 1] per image (N,) float64 (see the class docstring); NaN inputs are an error."""
+        y = self._check_labels(labels)
+        lat, day = np.asarray(latitude, dtype=np.float64), np.asarray(day_of_year, dtype=np.float64)
+        if lat.shape != y.shape or day.shape != y.shape or not (np.isfinite(lat).all() and np.isfinite(day).all()):
+            raise ValueError("latitude and day_of_year must be finite arrays shaped like labels (use latent())")
+        _, j, n = self._group_of()
+        return np.cos(2 * np.pi * (day - 172.0) / 365.0 - 2 * np.pi * j[y] / n[y]) * np.tanh(lat / 15.0)
+
+    def pattern(self, group: int, size: tuple[int, int]) -> np.ndarray:
+        """The stripe pattern P_g, float64 (H, W) in [-1, 1], of ``group`` (index into :attr:`groups`)."""
+        if not 0 <= group < len(self.groups):
+            raise ValueError(f"group must lie in 0..{len(self.groups) - 1}, got {group!r}")
+        h, w = size
+        theta = np.pi * group / len(self.groups)
+        v, u = np.meshgrid(np.arange(h) / h, np.arange(w) / w, indexing="ij")
+        return np.sin(2 * np.pi * 3.0 * (u * np.cos(theta) + v * np.sin(theta)))
+
+    def render(self, images, labels, latent: MetadataArrays):
+        """Images (N, C, H, W) uint8 (torch or numpy) of classes ``labels`` at the ``latent`` metadata (from
+        :meth:`latent`, same order) -> images with the interaction pattern, same type and dtype. With
+        ``interaction`` 0 the input object itself is returned."""
+        if self.interaction == 0.0:
+            return images
+        import torch
+
+        x = torch.as_tensor(images)
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+        y = self._check_labels(labels)
+        if len(y) != len(x) or len(latent) != len(x):
+            raise ValueError(f"images ({len(x)}), labels ({len(y)}) and latent ({len(latent)}) differ in length")
+        s = self.signal(y, latent.latitude, latent.day_of_year)
+        g, _, _ = self._group_of()
+        pats = torch.as_tensor(np.stack([self.pattern(i, tuple(x.shape[-2:])) for i in range(len(self.groups))]),
+                               dtype=torch.float32)
+        amp = torch.as_tensor(127.5 * self.interaction * s, dtype=torch.float32)
+        out = x.float() + amp[:, None, None, None] * pats[torch.as_tensor(g[y])][:, None]
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+        return out.numpy() if isinstance(images, np.ndarray) else out
+
+    def at_metadata(self, image, label: int, latitudes: Sequence[float], days: Sequence[float]):
+        """One image (C, H, W) uint8 of class ``label`` rendered at P (latitude, day) pairs -> (P, C, H, W) uint8
+        torch: the same class at several metadata values, for the chapter's picture."""
+        import torch
+
+        x = torch.as_tensor(image)
+        if x.ndim != 3:
+            raise ValueError(f"image must be (C, H, W), got shape {tuple(x.shape)}")
+        if len(latitudes) != len(days) or not len(days):
+            raise ValueError(f"latitudes and days must be non-empty and of one length, got {len(latitudes)}, "
+                             f"{len(days)}")
+        p = len(days)
+        meta = MetadataArrays(np.asarray(latitudes, float), np.zeros(p), np.asarray(days, float),
+                              np.full(p, 365, dtype=np.int64), np.ones(p, dtype=bool))
+        return self.render(x.unsqueeze(0).expand(p, -1, -1, -1).contiguous(), np.full(p, int(label)), meta)
+
+    def log_likelihood(self, meta: MetadataArrays) -> np.ndarray:
+        """Exact log p(m | y = k) of each image's observed metadata under this simulator, float64 (N, K).
+
+        Location density in 1/deg^2 (the noise folded back over the poles and wrapped in longitude, summed over the
+        preimages that matter), day probability mass on 1..365; a missing location is marginalised out (the
+        missing flag is independent of the class, so it cancels in p(y | m)). Does not include the image:
+        with ``interaction`` 0, p(y | x, m) is proportional to p(y | x) p(m | y) / p(y) (:func:`bayes_posterior`).
+        """
+        from scipy.stats import norm
+
+        lat, lon, day = (np.asarray(a, dtype=np.float64) for a in (meta.latitude, meta.longitude, meta.day_of_year))
+        has_loc = np.isfinite(lat) & np.isfinite(lon) & np.asarray(meta.valid, bool)
+        if not np.isfinite(day).all():
+            raise ValueError("day_of_year must be present for every image (the simulator never hides it)")
+        sd, sl = max(self.date_spread, 1e-9), max(self.location_spread, 1e-9)
+        # Day: P(round(d_k + sd z) = d + 365 w) summed over wraps w.
+        dk = self.peak_day[None, :].astype(np.float64)
+        p_day = np.zeros((len(day), self.num_classes))
+        for w in range(-3, 4):
+            c = day[:, None] + 365.0 * w
+            p_day += norm.cdf((c + 0.5 - dk) / sd) - norm.cdf((c - 0.5 - dk) / sd)
+        # Location: latitude preimages L = lat + 360 r (longitude unchanged) and L = 180 - lat + 360 r (longitude
+        # + 180), longitude wrapped by 360 n.
+        la, lo = np.where(has_loc, lat, 0.0)[:, None], np.where(has_loc, lon, 0.0)[:, None]
+        p_loc = np.zeros_like(p_day)
+        for r in (-1, 0, 1):
+            for lat_pre, shift in ((la + 360.0 * r, 0.0), (180.0 - la + 360.0 * r, 180.0)):
+                p_lat = norm.pdf((lat_pre - self.centre_lat[None, :]) / sl) / sl
+                p_lon = np.zeros_like(p_lat)
+                for n in range(-2, 3):
+                    p_lon += norm.pdf((lo + shift + 360.0 * n - self.centre_lon[None, :]) / sl) / sl
+                p_loc += p_lat * p_lon
+        lo_r, hi_r = self.lat_range
+        bg_loc = np.where((la >= lo_r) & (la <= hi_r), 1.0 / ((hi_r - lo_r) * 360.0), 0.0)
+        b = self.background
+        joint = b * bg_loc / 365.0 + (1 - b) * p_loc * p_day
+        day_only = b / 365.0 + (1 - b) * p_day
+        with np.errstate(divide="ignore"):
+            return np.log(np.where(has_loc[:, None], joint, day_only))
 
     def describe(self) -> str:
         """A plain-text recipe of exactly how the metadata was drawn, with the class table."""
@@ -294,10 +434,50 @@ class MetadataSimulator:
             "distributions but not the draws.",
             "class | lat_k | lon_k | d_k",
         ]
+        if self.interaction > 0:
+            lines.insert(-1, (
+                f"Image-metadata interaction a = {self.interaction:g}: each image gets a grey stripe pattern "
+                "(3 cycles per width, orientation by confusable group) added with amplitude 127.5 a s grey levels, "
+                "s = cos(2 pi (day - 172) / 365 - 2 pi j / n) tanh(lat / 15 deg), j = the class's place in its "
+                f"group of n; groups: {self.groups}."))
+
         for k in range(self.num_classes):
             lines.append(f"{self.class_names[k]} | {self.centre_lat[k]:.1f} | {self.centre_lon[k]:.1f} | "
                          f"{self.peak_day[k]}")
         return "\n".join(lines)
+
+
+def bayes_posterior(image_probs, log_lik: np.ndarray, class_prior=None) -> np.ndarray:
+    """p(y | x, m) proportional to p(y | x) p(m | y) / p(y), for metadata independent of the image given the class
+    (``interaction`` 0). image_probs (N, K): p(y | x) (e.g. an image-only classifier's softmax: the ceiling is then
+    exact in the metadata and as good as that estimate of p(y | x)); log_lik (N, K): :meth:`MetadataSimulator.
+    log_likelihood`; class_prior (K,): p(y), default the images' uniform share. Returns (N, K) float64, rows sum to 1.
+    """
+    p = np.asarray(image_probs, dtype=np.float64)
+    if p.shape != log_lik.shape:
+        raise ValueError(f"image_probs {p.shape} and log_lik {log_lik.shape} must have one shape (N, K)")
+    prior = np.full(p.shape[1], 1.0 / p.shape[1]) if class_prior is None else np.asarray(class_prior, float)
+    with np.errstate(divide="ignore"):
+        s = np.log(np.clip(p, 1e-300, None)) + log_lik - np.log(prior)[None, :]
+    s -= s.max(1, keepdims=True)
+    e = np.exp(s)
+    return e / e.sum(1, keepdims=True)
+
+
+def _check_groups(groups, num_classes: int) -> list[list[int]]:
+    """Confusable groups as lists of class indices, each class at most once; the rest become groups of one."""
+    seen: list[int] = []
+    out: list[list[int]] = []
+    for members in groups or []:
+        members = [int(k) for k in members]
+        if not members or any(not 0 <= k < num_classes for k in members):
+            raise ValueError(f"groups must be non-empty lists of class indices in 0..{num_classes - 1}, "
+                             f"got {groups!r}")
+        seen += members
+        out.append(members)
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"groups must not share classes, got {groups!r}")
+    return out + [[k] for k in range(num_classes) if k not in seen]
 
 
 def simulate_metadata(labels, *, num_classes: int = 10, seed: int = 0, sample_seed: int = 0,

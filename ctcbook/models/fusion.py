@@ -11,8 +11,15 @@ construction from the paper's description, built from the same metadata network 
 * ``concat``: e = MetadataNet(cin -> embed_dim); features [x; e] (N, C + embed_dim); Linear(C + embed_dim -> K).
 * ``add``: e = MetadataNet(cin -> C); features x + e; Linear(C -> K).
 * ``multiply``: e = MetadataNet(cin -> C); features x * e (element-wise); Linear(C -> K).
-* ``geo_prior`` (Mac Aodha et al. 2019): an image-only and a metadata-only classifier, trained separately, combined
-  at test time: p(y | x, m) is proportional to p_img(y | x) p_meta(y | m); logits = log p_img + log p_meta.
+* ``geo_prior``, a SIMPLIFICATION of Mac Aodha et al. 2019: an image-only and a metadata-only classifier, trained
+  separately, combined at test time: p(y | x, m) is proportional to p_img(y | x) p_meta(y | m); logits = log p_img +
+  log p_meta. Mac Aodha et al. train the location prior with a presence-only loss (per-class sigmoids, positives at
+  observed locations and negatives at random locations) and divide by the class prior; here the metadata classifier
+  is a plain softmax trained with cross-entropy, and no class prior is divided out (the simulated classes are
+  balanced, where that division changes nothing).
+* ``mlp_concat``: the parameter-matched baseline: e = MetadataNet(cin -> embed_dim), features ReLU(LayerNorm(W [x; e]))
+  of width ``hidden_dim``, Linear(hidden_dim -> K); :func:`matched_mlp_hidden` picks the width that gives it as many
+  parameters as a Dynamic MLP head, so a gain of Dynamic MLP over it is not a gain of size alone.
 
 What "zeroed metadata" does, precisely: a zero metadata *input* (the encoding of a missing value) is NOT neutral,
 because the metadata network has biases: every such row gets the same learned embedding e0 = MetadataNet(0). The
@@ -33,6 +40,8 @@ from .dynamic_mlp import VARIANTS, DynamicMLPHead, MetadataNet, _check_pos
 
 FUSION_METHODS = ("image_only", "metadata_only", "concat", "add", "multiply", "geo_prior",
                   "dynamic_mlp_a", "dynamic_mlp_b", "dynamic_mlp_c")
+#: Heads added for issue 14 that chapter 4 does not train by default (``mlp_concat``: the parameter-matched MLP).
+EXTRA_METHODS = ("mlp_concat",)
 
 
 def _check_x(x: torch.Tensor, c: int) -> None:
@@ -131,8 +140,37 @@ class MultiplyFusionHead(_MetadataFusion):
         return x * e
 
 
+class MLPConcatHead(_MetadataFusion):
+    """[x; MetadataNet(m)] (N, C + embed_dim) -> Linear -> LayerNorm -> ReLU (N, hidden_dim) -> Linear -> (N, K)."""
+
+    def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, embed_dim: int = 256,
+                 hidden_dim: int = 256, meta_width: int = 256, meta_blocks: int = 4):
+        _check_pos(embed_dim=embed_dim, hidden_dim=hidden_dim)
+        super().__init__(feature_dim, num_classes, cin, embed_dim, hidden_dim, meta_width, meta_blocks)
+        self.mlp = nn.Sequential(nn.Linear(feature_dim + embed_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU())
+
+    def _fuse(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([x, e], dim=1))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable scalars of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def matched_mlp_hidden(target_params: int, feature_dim: int, num_classes: int, cin: int = 6, *,
+                       embed_dim: int = 256, meta_width: int = 256, meta_blocks: int = 4) -> int:
+    """The ``hidden_dim`` of :class:`MLPConcatHead` whose parameter count is closest to ``target_params`` (e.g.
+    ``count_parameters`` of a Dynamic MLP-C head with the same metadata network); at least 1."""
+    fixed = count_parameters(MLPConcatHead(feature_dim, num_classes, cin, embed_dim=embed_dim, hidden_dim=1,
+                                           meta_width=meta_width, meta_blocks=meta_blocks))
+    # Each hidden unit adds (C + embed_dim) weights + 1 bias + 2 LayerNorm scalars + K classifier weights.
+    per_unit = feature_dim + embed_dim + 3 + num_classes
+    return max(1, 1 + round((target_params - fixed) / per_unit))
+
+
 class GeoPriorHead(nn.Module):
-    """Geo prior (Mac Aodha et al. 2019): logits = log p_img(y|x) + log p_meta(y|m), so softmax(logits) is the
+    """Geo prior, simplified from Mac Aodha et al. 2019 (see the module docstring): logits = log p_img(y|x) + log p_meta(y|m), so softmax(logits) is the
     normalised product of the two classifiers' probabilities and argmax is that of the product.
 
     Train ``image`` and ``metadata`` separately, each with its own loss on :meth:`component_logits`; ``forward`` is
@@ -176,16 +214,16 @@ class GeoPriorHead(nn.Module):
 
 
 def build_fusion_head(method: str, feature_dim: int, num_classes: int, cin: int = 6, **kwargs) -> nn.Module:
-    """One head by name (see :data:`FUSION_METHODS`); ``kwargs`` go to its constructor (e.g. ``embed_dim``,
+    """One head by name (see :data:`FUSION_METHODS` and :data:`EXTRA_METHODS`); ``kwargs`` go to its constructor (e.g. ``embed_dim``,
     ``hidden_dim``, ``num_blocks`` for Dynamic MLP, ``meta_width``)."""
     if method == "image_only":
         return ImageOnlyHead(feature_dim, num_classes, **kwargs)
     if method == "metadata_only":
         return MetadataOnlyHead(num_classes, cin, **kwargs)
     simple = {"concat": ConcatFusionHead, "add": AddFusionHead, "multiply": MultiplyFusionHead,
-              "geo_prior": GeoPriorHead}
+              "geo_prior": GeoPriorHead, "mlp_concat": MLPConcatHead}
     if method in simple:
         return simple[method](feature_dim, num_classes, cin, **kwargs)
     if method.startswith("dynamic_mlp_") and method[-1].upper() in VARIANTS and len(method) == 13:
         return DynamicMLPHead(feature_dim, num_classes, cin, variant=method[-1].upper(), **kwargs)
-    raise ValueError(f"method must be one of {FUSION_METHODS}, got {method!r}")
+    raise ValueError(f"method must be one of {FUSION_METHODS + EXTRA_METHODS}, got {method!r}")

@@ -1,0 +1,469 @@
+"""End-to-end training of an image backbone together with a fusion head on images plus location/date metadata.
+
+The sibling of :mod:`ctcbook.train` for Dynamic MLP's recipe (the public code, github ylingfeng/DynamicMLP,
+``train.py``), sharing its run store (:mod:`ctcbook.runs`: content-addressed folder per config, a checkpoint and a
+metrics row per epoch, ``state.pt`` resume point, ``DONE``/``FAILED`` markers), its resume rule (restart from the last
+complete epoch, metrics truncated to it) and its progress bar. What differs from :func:`ctcbook.train.train`:
+
+* The model is :class:`FusionNet`: backbone features x (N, C) plus encoded metadata m (N, cin) into a head of
+  :mod:`ctcbook.models.fusion` (``image_only`` ignores m).
+* The recipe: SGD momentum 0.9, weight decay 1e-4 (on every parameter, as the code), the learning rate rising
+  linearly per step over ``warmup_epochs`` and then following a cosine to 0; label smoothing as the code computes
+  it (:func:`smoothed_targets`: 1 - eps on the true class and eps / (K - 1) on each other class); mixup with one
+  lambda ~ Beta(alpha, alpha) per batch applied to the images AND the encoded metadata with the same permutation
+  (:func:`mixup`), the loss mixing the two smoothed targets with the same lambda.
+* The data: either simulated metadata (:class:`ctcbook.data.metadata.MetadataSimulator`, with its image-metadata
+  ``interaction`` rendered into the images) on an embedded image set, or iNaturalist 2021 read from the official
+  archive layout (``dataset="inat21"``; images decoded from their JPEG files each epoch).
+
+Randomness: backbone and head initialisation from ``seed``; batch order, crops, flips, mixup lambdas and
+permutations from generators seeded by (seed, epoch); dropout from the global generator reseeded at every epoch.
+So an interrupted and resumed run equals an uninterrupted one bit for bit on the CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .data import load_dataset, select_classes, subsample
+from .data.loader import random_crop, random_flip
+from .data.metadata import MetadataArrays, MetadataSimulator
+from .models import build_model
+from .models.fusion import build_fusion_head, matched_mlp_hidden, count_parameters
+from .runs import Run, RunFailedError, RunStore, atomic_write_json
+
+#: Bump when this loop changes the numbers a run produces; part of every run's config.
+E2E_VERSION = 1
+#: Heads that train end to end with one loss (geo_prior and metadata_only do not fit this loop).
+E2E_METHODS = ("image_only", "concat", "add", "multiply", "dynamic_mlp_a", "dynamic_mlp_b", "dynamic_mlp_c",
+               "mlp_concat")
+
+
+# --- the recipe's pieces ----------------------------------------------------------------------------------------
+def smoothed_targets(y: torch.Tensor, num_classes: int, epsilon: float) -> torch.Tensor:
+    """Label smoothing as the public Dynamic MLP code computes it: (N,) int labels -> (N, K) float targets with
+    1 - epsilon on the true class and epsilon / (K - 1) on each of the others (rows sum to 1). Note that
+    ``torch.nn.functional.cross_entropy(label_smoothing=eps)`` differs: it spreads eps / K over all K classes."""
+    if not 0.0 <= epsilon < 1.0:
+        raise ValueError(f"epsilon must lie in [0, 1), got {epsilon!r}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+    t = torch.full((len(y), num_classes), epsilon / (num_classes - 1), device=y.device)
+    return t.scatter_(1, y.view(-1, 1), 1.0 - epsilon)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of -sum_k targets_k log softmax(logits)_k, in nats. logits, targets (N, K)."""
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+def mixup(x: torch.Tensor, m: torch.Tensor, alpha: float, rng: np.random.Generator
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mixup of images x (N, ...) and metadata m (N, cin) with ONE lambda ~ Beta(alpha, alpha) and one permutation:
+    returns (lam x + (1 - lam) x[perm], lam m + (1 - lam) m[perm], perm (N,), lam). alpha 0 returns the inputs,
+    the identity permutation and lam 1. Lambda and permutation are drawn from ``rng`` (numpy), so they do not
+    depend on anything else that draws random numbers."""
+    n = len(x)
+    if len(m) != n:
+        raise ValueError(f"x and m must have the same batch size, got {n} and {len(m)}")
+    if alpha <= 0:
+        return x, m, torch.arange(n, device=x.device), 1.0
+    lam = float(rng.beta(alpha, alpha))
+    perm = torch.from_numpy(rng.permutation(n)).to(x.device)
+    return lam * x + (1 - lam) * x[perm], lam * m + (1 - lam) * m[perm], perm, lam
+
+
+def lr_factor(step: int, steps_per_epoch: int, epochs: int, warmup_epochs: int) -> float:
+    """Multiplier of the base lr at optimiser step ``step`` (0-based): (step + 1) / warm-up steps during the warm-up,
+    then a cosine from 1 to 0 over the remaining steps."""
+    warm = warmup_epochs * steps_per_epoch
+    if step < warm:
+        return (step + 1) / warm
+    rest = max(1, (epochs - warmup_epochs) * steps_per_epoch)
+    return 0.5 * (1 + math.cos(math.pi * min(step - warm, rest) / rest))
+
+
+# --- configuration ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FusionTrainConfig:
+    """Everything that changes an end-to-end run's numbers (its hash names the run folder).
+
+    Data: ``dataset`` "simulated" (``source`` image set with ``source_classes``, ``train_size`` stratified train
+    images, ``test_size`` stratified test images (None: all), and simulated metadata from ``metadata``: MetadataSimulator arguments plus ``draw_seed``, whose train
+    and test draws use sample seeds 2 draw_seed and 2 draw_seed + 1) or "inat21" (``inat_root`` folder of the official
+    layout, ``inat_train_split``/``inat_test_split`` json names, images resized to ``image_size`` px, RGB).
+    Model: ``arch`` (cifar_resnet: ``depth``, ``width``, ``stem_stride``), ``weights`` (a local state-dict file for
+    the backbone; never downloaded), ``method`` (:data:`E2E_METHODS`), ``head`` widths (meta_width, embed_dim,
+    reduced_dim, hidden_dim, num_blocks; mlp_concat gets the hidden width that matches dynamic_mlp_c's parameters).
+    Recipe: ``epochs``, ``warmup_epochs``, ``batch_size``, ``lr``, ``momentum``, ``weight_decay``,
+    ``label_smoothing``, ``mixup_alpha``, ``augment`` ("crop_flip", "flip", "none"), ``crop_padding``; ``seed``.
+    """
+
+    dataset: str = "simulated"
+    source: str = "fashion_mnist"
+    source_classes: list[int] | None = None
+    train_size: int | None = 10000
+    test_size: int | None = None
+    metadata: dict[str, Any] = field(default_factory=lambda: {"seed": 0, "location_spread": 25.0,
+                                                              "date_spread": 45.0, "background": 0.3,
+                                                              "missing_fraction": 0.05, "interaction": 0.0,
+                                                              "groups": [[0, 2, 4, 6]], "draw_seed": 0})
+    inat_root: str | None = None
+    inat_train_split: str = "train_mini"
+    inat_test_split: str = "val"
+    image_size: int = 224
+    arch: str = "cifar_resnet"
+    depth: int = 8
+    width: int = 16
+    stem_stride: int = 2
+    weights: str | None = None
+    method: str = "dynamic_mlp_c"
+    head: dict[str, int] = field(default_factory=lambda: {"meta_width": 64, "embed_dim": 64, "reduced_dim": 64,
+                                                          "hidden_dim": 16, "num_blocks": 2})
+    epochs: int = 10
+    warmup_epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.04
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.4
+    augment: str = "crop_flip"
+    crop_padding: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = [
+            ("dataset", self.dataset in ("simulated", "inat21"), "'simulated' or 'inat21'"),
+            ("method", self.method in E2E_METHODS, f"one of {E2E_METHODS}"),
+            ("epochs", _int(self.epochs, 1), "an integer >= 1"),
+            ("warmup_epochs", _int(self.warmup_epochs, 0) and self.warmup_epochs < self.epochs,
+             "an integer >= 0 and below epochs"),
+            ("batch_size", _int(self.batch_size, 2), "an integer >= 2"),
+            ("lr", isinstance(self.lr, (int, float)) and self.lr > 0, "a number > 0"),
+            ("momentum", isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1, "a number in [0, 1)"),
+            ("weight_decay", isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "a number >= 0"),
+            ("label_smoothing", isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
+             "a number in [0, 1)"),
+            ("mixup_alpha", isinstance(self.mixup_alpha, (int, float)) and self.mixup_alpha >= 0, "a number >= 0"),
+            ("augment", self.augment in ("crop_flip", "flip", "none"), "'crop_flip', 'flip' or 'none'"),
+            ("image_size", _int(self.image_size, 8), "an integer >= 8"),
+            ("seed", _int(self.seed, 0), "an integer >= 0"),
+            ("inat_root", self.dataset != "inat21" or isinstance(self.inat_root, str),
+             "a folder path (str) when dataset is 'inat21'"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"FusionTrainConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+        known = {"seed", "location_spread", "date_spread", "background", "missing_fraction", "interaction",
+                 "groups", "draw_seed"}
+        if set(self.metadata) - known:
+            raise ValueError(f"FusionTrainConfig.metadata has unknown keys {sorted(set(self.metadata) - known)}; "
+                             f"allowed: {sorted(known)}")
+        hk = {"meta_width", "embed_dim", "reduced_dim", "hidden_dim", "num_blocks"}
+        if set(self.head) != hk:
+            raise ValueError(f"FusionTrainConfig.head must have exactly the keys {sorted(hk)}, got {sorted(self.head)}")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ValueError(f"FusionTrainConfig.weights must be an existing local file (no download), got "
+                             f"{self.weights!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "e2e_version": E2E_VERSION}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FusionTrainConfig":
+        d = {k: v for k, v in d.items() if k != "e2e_version"}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown FusionTrainConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "FusionTrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def run_prefix(self) -> str:
+        return f"e2e-{self.method}"
+
+    def simulator(self, num_classes: int, class_names=None) -> MetadataSimulator:
+        kw = {k: v for k, v in self.metadata.items() if k != "draw_seed"}
+        return MetadataSimulator(num_classes, class_names=class_names, **kw)
+
+
+def _int(v, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+@dataclass
+class FusionSplit:
+    """One split: ``images`` uint8 (N, C, H, W) in memory, or ``paths`` (N,) of image files decoded on the fly;
+    ``meta`` float32 (N, cin) encoded metadata (zeros where missing); ``labels`` int64 (N,); ``raw`` the
+    :class:`MetadataArrays` (degrees, days)."""
+
+    labels: torch.Tensor
+    meta: torch.Tensor
+    raw: MetadataArrays
+    images: torch.Tensor | None = None
+    paths: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _simulated_split(config: FusionTrainConfig, split: str, train_ds=None):
+    ds = load_dataset(config.source, split)
+    if config.source_classes is not None:
+        ds = select_classes(ds, config.source_classes)
+    ds = subsample(ds, config.train_size if split == "train" else config.test_size, seed=0)
+    sim = config.simulator(ds.num_classes, ds.classes)
+    sample_seed = 2 * int(config.metadata.get("draw_seed", 0)) + (split != "train")
+    y = ds.labels.numpy()
+    raw = sim.sample(y, sample_seed)
+    images = sim.render(ds.images, y, sim.latent(y, sample_seed))
+    return FusionSplit(ds.labels, raw.encode(), raw, images=images), ds.classes
+
+
+def _inat_split(config: FusionTrainConfig, split: str):
+    from .data.metadata import load_inat21
+
+    rec = load_inat21(config.inat_root, split)
+    meta = rec.metadata
+    return FusionSplit(torch.as_tensor(rec.labels), meta.encode(), meta, paths=rec.paths), tuple(rec.class_names)
+
+
+def fusion_splits(config: FusionTrainConfig) -> tuple[FusionSplit, FusionSplit, tuple[str, ...]]:
+    """(train, test, class names) of ``config``."""
+    if config.dataset == "simulated":
+        train, classes = _simulated_split(config, "train")
+        test, _ = _simulated_split(config, "test")
+    else:
+        train, classes = _inat_split(config, config.inat_train_split)
+        test, _ = _inat_split(config, config.inat_test_split)
+    return train, test, classes
+
+
+def _decode(paths, size: int) -> torch.Tensor:
+    """JPEG/PNG files -> uint8 (N, 3, size, size) (RGB, resized with PIL's bilinear filter)."""
+    from PIL import Image
+
+    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+        out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    return out
+
+
+def _batch_images(split: FusionSplit, idx: torch.Tensor, size: int) -> torch.Tensor:
+    if split.images is not None:
+        return split.images[idx.cpu()]
+    return _decode(split.paths[idx.cpu().numpy()], size)
+
+
+def epoch_batches(split: FusionSplit, config: FusionTrainConfig, epoch: int, device: torch.device
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Shuffled, augmented batches of one epoch: (x float (B, C, H, W) in [0, 1], m (B, cin), y (B,)); the last
+    partial batch is dropped. Order and augmentation come from a generator seeded by (seed, epoch)."""
+    gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    order = torch.randperm(len(split), generator=gen)
+    for b in range(len(split) // config.batch_size):
+        idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+        x = _batch_images(split, idx, config.image_size).float().div_(255)
+        if config.augment == "crop_flip":
+            x = random_crop(x, config.crop_padding, gen)
+        if config.augment in ("crop_flip", "flip"):
+            x = random_flip(x, gen)
+        yield x.to(device), split.meta[idx].to(device), split.labels[idx].to(device)
+
+
+# --- the model ----------------------------------------------------------------------------------------------------
+class FusionNet(nn.Module):
+    """Backbone (images in [0, 1] -> pooled features (N, C), with its input normalisation) + fusion head.
+
+    ``forward(x, m)``: x (N, ch, H, W) float, m (N, cin) -> (features (N, C), logits (N, K))."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.backbone.features(x)
+        return feats, self.head(feats, m)
+
+
+def head_kwargs(config: FusionTrainConfig, feature_dim: int, num_classes: int, cin: int) -> dict[str, Any]:
+    """Constructor arguments of the head of ``config.method`` (see :class:`FusionTrainConfig`)."""
+    h, method = config.head, config.method
+    if method == "image_only":
+        return {}
+    kw: dict[str, Any] = {"meta_width": h["meta_width"]}
+    if method in ("concat", "mlp_concat"):
+        kw["embed_dim"] = h["embed_dim"]
+    if method.startswith("dynamic_mlp_"):
+        kw.update(embed_dim=h["embed_dim"], reduced_dim=h["reduced_dim"], hidden_dim=h["hidden_dim"],
+                  num_blocks=h["num_blocks"])
+    if method == "mlp_concat":
+        c_head = build_fusion_head("dynamic_mlp_c", feature_dim, num_classes, cin,
+                                   **head_kwargs(config.replace(method="dynamic_mlp_c"), feature_dim, num_classes,
+                                                 cin))
+        kw["hidden_dim"] = matched_mlp_hidden(count_parameters(c_head), feature_dim, num_classes, cin,
+                                              embed_dim=h["embed_dim"], meta_width=h["meta_width"])
+    return kw
+
+
+def build_fusion_net(config: FusionTrainConfig, num_classes: int, in_channels: int, mean, std,
+                     cin: int = 6) -> FusionNet:
+    """The model of ``config`` (random init from the current torch seed; ``weights`` loaded into the backbone)."""
+    backbone = build_model(config.arch, num_classes, in_channels=in_channels, mean=mean, std=std,
+                           depth=config.depth, width=config.width, stem_stride=config.stem_stride)
+    if config.weights is not None:
+        load_backbone_weights(backbone.backbone, config.weights)
+    del backbone.head   # the fusion head classifies
+    c = backbone.feature_dim
+    head = build_fusion_head(config.method, c, num_classes, cin, **head_kwargs(config, c, num_classes, cin))
+    return FusionNet(backbone, head)
+
+
+def load_backbone_weights(backbone: nn.Module, path: str) -> None:
+    """Load a local state dict (e.g. torchvision's ImageNet ResNet-50 file) into ``backbone``; the classifier's
+    ``fc.*`` keys are skipped (the fusion head replaces it). Raises ValueError naming missing or unexpected keys."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as err:          # shapes differ
+        raise ValueError(f"weights file {path} does not fit the backbone: {str(err)[:500]}") from None
+    if missing or unexpected:
+        raise ValueError(f"weights file {path} does not fit the backbone: missing keys {missing[:5]}, unexpected "
+                         f"keys {unexpected[:5]}")
+
+
+# --- the loop -----------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: FusionNet, split: FusionSplit, config: FusionTrainConfig, device: torch.device, *,
+             batch_size: int = 512, amp: bool = False) -> tuple[float, float]:
+    """(top-1 in [0, 1], mean cross-entropy in nats) on ``split``, eval mode, no augmentation."""
+    was = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(split), batch_size):
+        idx = torch.arange(i, min(i + batch_size, len(split)))
+        x = _batch_images(split, idx, config.image_size).float().div_(255).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            _, logits = model(x, split.meta[idx].to(device))
+        y = split.labels[idx].to(device)
+        loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was)
+    return correct / len(split), loss / len(split)
+
+
+def train_fusion(config: FusionTrainConfig, *, store: RunStore | None = None, device: torch.device | str | None = None,
+                 progress: bool = True, amp: bool | None = None,
+                 on_epoch_end: Callable[[int, FusionNet, Run], None] | None = None) -> Run:
+    """Train (or reuse a finished, or resume an interrupted) end-to-end run of ``config`` and return its Run.
+
+    Per epoch, in this order: checkpoint (model weights), metrics row (``train_loss``, ``test_acc``, ``test_loss``,
+    ``lr``, ``train_seconds``, ``images_per_second``, ``device``), resume state. ``amp`` (bfloat16 autocast)
+    defaults to on for CUDA; it does not enter the run's hash.
+    """
+    store = store or RunStore()
+    run = store.open(config.to_dict(), prefix=config.run_prefix)
+    if run.done:
+        return run
+    if run.failure is not None:
+        raise RunFailedError(f"run {run.path} failed earlier: {run.failure}; change the config or delete the folder")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
+                                                                          else "cpu")
+    amp = device.type == "cuda" if amp is None else amp
+    train, test, classes = fusion_splits(config)
+    if len(train) < config.batch_size:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train)} training images")
+    probe = _batch_images(train, torch.arange(min(len(train), 256)), config.image_size).float().div(255)
+    flat = probe.transpose(0, 1).reshape(probe.shape[1], -1)
+    model_args = {"num_classes": len(classes), "in_channels": int(probe.shape[1]), "mean": flat.mean(1).tolist(),
+                  "std": flat.std(1).clamp_min(1e-3).tolist(), "cin": int(train.meta.shape[1])}
+    if not (run.path / "model.json").exists():
+        atomic_write_json(run.path / "model.json", model_args)
+
+    torch.manual_seed(config.seed)
+    model = build_fusion_net(config, **model_args).to(device)
+    steps = len(train) // config.batch_size
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, steps, config.epochs, config.warmup_epochs))
+    start = 0
+    state = run.load_state()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = state["epoch"]
+    run.truncate_metrics(start)
+    k = len(classes)
+    bar = tqdm(range(start + 1, config.epochs + 1), desc=run.name, disable=not progress, initial=start,
+               total=config.epochs, unit="epoch")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        torch.manual_seed(config.seed * 100_003 + epoch)          # dropout: the same draws after a resume
+        mix_rng = np.random.default_rng([config.seed, epoch])
+        losses = torch.zeros(steps)
+        for step, (x, m, y) in enumerate(epoch_batches(train, config, epoch, device)):
+            x, m, perm, lam = mixup(x, m, config.mixup_alpha, mix_rng)
+            targets = (lam * smoothed_targets(y, k, config.label_smoothing)
+                       + (1 - lam) * smoothed_targets(y[perm], k, config.label_smoothing))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                _, logits = model(x, m)
+            loss = soft_cross_entropy(logits, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses[step] = loss.detach().cpu()
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step = int(bad[0])
+            run.mark_failed(epoch, step, f"non-finite training loss {losses[step].item()}")
+            raise RunFailedError(f"run {run.name}: loss became {losses[step].item()} at epoch {epoch}, step {step}")
+        seconds = time.perf_counter() - t0
+        acc, test_loss = evaluate(model, test, config, device, amp=amp)
+        run.save_checkpoint(epoch, model.state_dict())
+        row = {"epoch": epoch, "train_loss": losses.mean().item(), "test_acc": acc, "test_loss": test_loss,
+               "lr": opt.param_groups[0]["lr"], "train_seconds": seconds,
+               "images_per_second": steps * config.batch_size / seconds, "device": str(device)}
+        run.append_metrics(row)
+        run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict()})
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model, run)
+    final = run.metrics()[-1]
+    run.mark_done({"epochs": config.epochs, "test_acc": final["test_acc"], "device": str(device)})
+    return run
+
+
+def load_fusion_net(run: Run, epoch: int | None = None, device: torch.device | str = "cpu") -> FusionNet:
+    """The run's model with the weights of ``epoch`` (default: the last saved), eval mode."""
+    import json
+
+    config = FusionTrainConfig.from_dict({**run.config, "weights": None})   # the checkpoint holds every weight
+    args = json.loads((run.path / "model.json").read_text())
+    model = build_fusion_net(config, **args)
+    epoch = run.saved_epochs()[-1] if epoch is None else epoch
+    model.load_state_dict(run.load_checkpoint(epoch))
+    return model.to(device).eval()
