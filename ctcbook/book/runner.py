@@ -23,6 +23,8 @@ from ..runs import atomic_write_json
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 EXECUTED = REPO / "book" / "chapters"
+#: The live-widget JavaScript under ``book/_static`` (``make widgets``; ``nb_ipywidgets_js`` in ``_config.yml``).
+WIDGET_JS = ("widgets/require.js", "widgets/embed-amd.js")
 
 
 class ChapterFailedError(RuntimeError):
@@ -195,6 +197,10 @@ def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO,
         for c in chapters():
             if (Path(chapters_dir) / f"{c}.ipynb").exists():
                 shutil.copy2(Path(chapters_dir) / f"{c}.ipynb", source / "chapters" / f"{c}.ipynb")
+    widget_js = [p for p in WIDGET_JS if not (source / "_static" / p).is_file()]
+    if widget_js:
+        raise FileNotFoundError(f"widget JavaScript missing from {source / '_static'}: {widget_js}; run `make widgets` "
+                                f"(the book serves it itself so live widgets work offline)")
     missing = [c for c in chapters() if not (source / "chapters" / f"{c}.ipynb").exists()]
     if missing:
         raise FileNotFoundError(f"chapters not executed yet: {missing}; run `ctcbook run --profile default` first")
