@@ -45,6 +45,9 @@ WIDGETS_JS   := book/_static/widgets/embed-amd.js
 widgets: $(WIDGETS_JS)
 
 $(WIDGETS_JS):
+	@command -v npm >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get install -y -qq npm >/dev/null || (apt-get update -qq && apt-get install -y -qq npm >/dev/null)); } || \
+	  { echo "npm is missing: run 'sudo apt-get install npm' (it fetches the widget JavaScript the book serves)" >&2; exit 1; }
 	mkdir -p .cache/npm book/_static/widgets
 	cd .cache/npm && npm pack --silent @jupyter-widgets/html-manager@$(HTML_MANAGER) requirejs@$(REQUIREJS) >/dev/null
 	tar xzf .cache/npm/requirejs-$(REQUIREJS).tgz -O package/require.js > book/_static/widgets/require.js.tmp

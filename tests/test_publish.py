@@ -40,3 +40,21 @@ def test_cli_publish_without_a_built_book_exits_2(tmp_path, capsys):
     assert main(["publish", str(tmp_path / "site"), "--html", str(tmp_path / "nothing")]) == 2
     assert "no built book at" in capsys.readouterr().err
     assert not (tmp_path / "site").exists()
+
+
+def test_pages_workflow_builds_with_warnings_as_errors_and_deploys_with_the_official_actions():
+    import yaml
+
+    from ctcbook.book.runner import REPO
+
+    flow = yaml.safe_load((REPO / ".github" / "workflows" / "book.yml").read_text())
+    assert flow[True]["push"]["branches"] == ["main"]  # YAML reads the key `on` as True
+    assert (flow["permissions"]["pages"], flow["permissions"]["id-token"]) == ("write", "write")
+    steps = [s for job in flow["jobs"].values() for s in job["steps"]]
+    uses = [s["uses"].split("@")[0] for s in steps if "uses" in s]
+    assert "actions/upload-pages-artifact" in uses and "actions/deploy-pages" in uses
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html"
+    build = " ".join(s.get("run", "") for s in steps)
+    assert "make book" in build  # the Makefile's book target builds with --warnings-as-errors (-W)
+    assert "--warnings-as-errors" in (REPO / "Makefile").read_text().split("\nbook:")[1].split("\n\n")[0]
