@@ -91,8 +91,13 @@ def resolve_parameters(chapter: str, profile: str, overrides: dict[str, Any] | N
     return {**params, "profile": profile}
 
 
+def say(line: str) -> None:
+    """The default log: a line on stdout, flushed at once (a CI log or a pipe would otherwise get it in blocks)."""
+    print(line, flush=True)
+
+
 def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any] | None = None, *,
-                 output_dir: Path = EXECUTED, log=print, cell_timeout: int | None = None,
+                 output_dir: Path = EXECUTED, log=say, cell_timeout: int | None = None,
                  force: bool = False, heartbeat_seconds: float = 30.0) -> list[Path]:
     """Execute chapters (default: all) in ``profile``; return the executed notebooks' paths.
 
