@@ -18,7 +18,6 @@ import yaml
 
 from . import freshness, pages, progress, provenance
 from .profiles import PROFILES, profile_parameters
-from ..runs import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -137,6 +136,8 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
         pages.tag_notebook(out)
         provenance.stamp(out, record)
         key = freshness.execution_key(NOTEBOOKS / f"{name}.ipynb", params, runs_used, out)
+        from ..runs import atomic_write_json  # here, not at the top: it imports torch, which an up-to-date run skips
+
         atomic_write_json(record_path, {**record, "parameters": params, "key": key})
         log(f"[ctcbook] {name} done in {seconds:.0f} s")
         outputs.append(out)
