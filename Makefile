@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PROFILE ?= default
 
-.PHONY: setup data browser book chapters test clean-book
+.PHONY: setup data browser widgets book chapters test clean-book publish
 
 setup: $(STAMP) data
 
@@ -37,13 +37,37 @@ browser:
 	  echo "chromium/chromium-driver missing: the browser test will be skipped (sudo apt-get install chromium chromium-driver)" >&2; \
 	fi
 
+# The widget JavaScript the built book serves itself (no CDN): require.js and the ipywidgets HTML manager, from npm.
+HTML_MANAGER := 1.0.15
+REQUIREJS    := 2.3.7
+WIDGETS_JS   := book/_static/widgets/embed-amd.js
+
+widgets: $(WIDGETS_JS)
+
+$(WIDGETS_JS):
+	@command -v npm >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get install -y -qq npm >/dev/null || (apt-get update -qq && apt-get install -y -qq npm >/dev/null)); } || \
+	  { echo "npm is missing: run 'sudo apt-get install npm' (it fetches the widget JavaScript the book serves)" >&2; exit 1; }
+	mkdir -p .cache/npm book/_static/widgets
+	cd .cache/npm && npm pack --silent @jupyter-widgets/html-manager@$(HTML_MANAGER) requirejs@$(REQUIREJS) >/dev/null
+	tar xzf .cache/npm/requirejs-$(REQUIREJS).tgz -O package/require.js > book/_static/widgets/require.js.tmp
+	tar xzf .cache/npm/jupyter-widgets-html-manager-$(HTML_MANAGER).tgz -O package/dist/embed-amd.js > $@.tmp
+	mv book/_static/widgets/require.js.tmp book/_static/widgets/require.js
+	mv $@.tmp $@
+
+# Chapters whose executed notebook is up to date are skipped (`ctcbook run --force` re-executes); no pip when
+# pyproject.toml has not changed (the $(STAMP) rule), no npm once the widget JavaScript is there.
 chapters: setup
 	$(VENV)/bin/ctcbook run --profile $(PROFILE)
 
-book: chapters
+book: chapters widgets
 	$(VENV)/bin/ctcbook book --warnings-as-errors
 
-test: setup browser
+# Copy the built book for any static host: make publish DEST=/srv/www/ctcbook
+publish:
+	$(VENV)/bin/ctcbook publish $(DEST)
+
+test: setup browser widgets
 	$(PY) -m pytest -q
 
 clean-book:

@@ -189,6 +189,10 @@ class RunStore:
                 raise RuntimeError(f"{config_file} holds a different config than its hash says; delete {path}")
         else:
             atomic_write_json(config_file, config)
+        used = os.environ.get("CTCBOOK_RUNS_USED")
+        if used:  # the book runner asks which runs a chapter opened (its up-to-date check compares them)
+            with open(used, "a") as f:
+                f.write(f"{path}\n")
         return Run(path, config)
 
     def runs(self) -> Iterable[Run]:

@@ -17,9 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="override a notebook parameter (VALUE is YAML: 200, 0.05, [0,1,2], null)")
     run.add_argument("--output-dir", default=None, help="where executed notebooks go (default book/chapters)")
+    run.add_argument("--force", action="store_true",
+                     help="re-execute chapters that are up to date (same notebook, parameters, library, runs)")
 
     book = sub.add_parser("book", help="build the HTML book from the executed chapters")
     book.add_argument("--warnings-as-errors", action="store_true", help="fail on any Sphinx warning")
+
+    publish = sub.add_parser("publish", help="copy the built book (_build/html) to a folder for any static host")
+    publish.add_argument("dir", help="destination folder (created; must be empty or a previous publish)")
+    publish.add_argument("--html", default=None, help="built book to copy (default <repo>/_build/html)")
 
     train = sub.add_parser("train", help="train (or reuse, or resume) one run")
     train.add_argument("--config", required=True, help="JSON file of TrainConfig fields")
@@ -35,11 +41,15 @@ def main(argv: list[str] | None = None) -> int:
 
             overrides = {name: runner.parse_value(value) for name, value in args.parameter}
             kwargs = {"output_dir": args.output_dir} if args.output_dir else {}
-            runner.run_chapters(args.chapters or None, args.profile, overrides, **kwargs)
+            runner.run_chapters(args.chapters or None, args.profile, overrides, force=args.force, **kwargs)
         elif args.command == "book":
             from . import runner
 
             print(runner.build_book(warnings_as_errors=args.warnings_as_errors))
+        elif args.command == "publish":
+            from . import publish as publish_
+
+            print(publish_.publish(args.dir, **({"html": args.html} if args.html else {})))
         elif args.command == "train":
             from ..config import TrainConfig
             from ..runs import RunStore

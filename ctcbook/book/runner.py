@@ -16,13 +16,14 @@ from typing import Any
 
 import yaml
 
-from . import provenance
+from . import freshness, pages, progress, provenance
 from .profiles import PROFILES, profile_parameters
-from ..runs import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 EXECUTED = REPO / "book" / "chapters"
+#: The live-widget JavaScript under ``book/_static`` (``make widgets``; ``nb_ipywidgets_js`` in ``_config.yml``).
+WIDGET_JS = ("widgets/require.js", "widgets/embed-amd.js")
 
 
 class ChapterFailedError(RuntimeError):
@@ -89,21 +90,28 @@ def resolve_parameters(chapter: str, profile: str, overrides: dict[str, Any] | N
     return {**params, "profile": profile}
 
 
+def say(line: str) -> None:
+    """The default log: a line on stdout, flushed at once (a CI log or a pipe would otherwise get it in blocks)."""
+    print(line, flush=True)
+
+
 def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any] | None = None, *,
-                 output_dir: Path = EXECUTED, log=print, cell_timeout: int | None = None) -> list[Path]:
+                 output_dir: Path = EXECUTED, log=say, cell_timeout: int | None = None,
+                 force: bool = False, heartbeat_seconds: float = 30.0) -> list[Path]:
     """Execute chapters (default: all) in ``profile``; return the executed notebooks' paths.
 
     ``cell_timeout``: seconds one cell may run before the chapter fails (None: no limit, for long GPU training).
 
-    Runs live in ``$CTCBOOK_RUNS`` (default ``<repo>/runs``), so finished training is reused across executions.
-    Each executed notebook gets a provenance box under its title (:mod:`ctcbook.book.provenance`), and beside it
-    ``<chapter>.run.json`` records the same (profile, data, device, seeds, versions, commit, wall time) and the
-    parameters.
-    """
-    import papermill
-    from nbclient.exceptions import CellTimeoutError
-    from papermill.exceptions import PapermillExecutionError
+    A chapter whose executed notebook is up to date (same notebook source, parameters, library source and runs; see
+    :mod:`ctcbook.book.freshness`) is skipped with the reason, unless ``force``. While a chapter executes, ``log``
+    gets its cells and the kernel's progress lines (:mod:`ctcbook.book.progress`; a silent cell gets a line every
+    ``heartbeat_seconds``).
 
+    Runs live in ``$CTCBOOK_RUNS`` (default ``<repo>/runs``), so finished training is reused across executions.
+    Each executed notebook gets a provenance box under its title (:mod:`ctcbook.book.provenance`) and the
+    reader-facing tags (:mod:`ctcbook.book.pages`), and beside it ``<chapter>.run.json`` records the same (profile,
+    data, device, seeds, versions, commit, wall time), the parameters and the up-to-date key.
+    """
     names = names or chapters()
     plan = [(name, resolve_parameters(name, profile, overrides)) for name in names]  # refuse before running
     os.environ.setdefault("CTCBOOK_RUNS", str(REPO / "runs"))
@@ -111,29 +119,67 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
     output_dir.mkdir(parents=True, exist_ok=True)
     outputs = []
     for name, params in plan:
-        out = output_dir / f"{name}.ipynb"
-        log(f"[ctcbook] executing {name} (profile {profile}) -> {out}")
+        out, record_path = output_dir / f"{name}.ipynb", output_dir / f"{name}.run.json"
+        reasons = freshness.stale_reasons(record_path, NOTEBOOKS / f"{name}.ipynb", params, out)
+        if not reasons and not force:
+            log(f"[ctcbook] {name} up to date ({freshness.up_to_date_summary(record_path)}); skipped, "
+                f"--force re-executes it")
+            outputs.append(out)
+            continue
+        why = "forced" if force else "; ".join(reasons)
+        log(f"[ctcbook] executing {name} (profile {profile}) -> {out} [{why}]")
         start = time.perf_counter()
-        try:
-            papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params,
-                                       kernel_name="python3", cwd=str(REPO), progress_bar=False,
-                                       execution_timeout=cell_timeout)
-        except PapermillExecutionError as err:
-            raise ChapterFailedError(f"chapter {name} failed in cell {err.cell_index} (execution count "
-                                     f"{err.exec_count}): {err.ename}: {err.evalue}\nThe failed notebook is kept at "
-                                     f"{out}") from None
-        except CellTimeoutError:
-            raise ChapterFailedError(f"chapter {name}: a cell ran longer than {cell_timeout} s and was stopped\n"
-                                     f"The partly executed notebook is kept at {out}") from None
+        runs_used = _execute(name, params, out, log, cell_timeout, heartbeat_seconds)
         seconds = time.perf_counter() - start
         record = provenance.collect(name, profile, {**notebook_parameters(name), **params}, seconds)
-        record["first_wall_seconds"] = provenance.first_wall_seconds(output_dir / f"{name}.run.json", params,
-                                                                     seconds)
+        record["first_wall_seconds"] = provenance.first_wall_seconds(record_path, params, seconds)
+        pages.tag_notebook(out)
         provenance.stamp(out, record)
-        atomic_write_json(output_dir / f"{name}.run.json", {**record, "parameters": params})
+        key = freshness.execution_key(NOTEBOOKS / f"{name}.ipynb", params, runs_used, out)
+        from ..runs import atomic_write_json  # here, not at the top: it imports torch, which an up-to-date run skips
+
+        atomic_write_json(record_path, {**record, "parameters": params, "key": key})
         log(f"[ctcbook] {name} done in {seconds:.0f} s")
         outputs.append(out)
     return outputs
+
+
+def _execute(name: str, params: dict[str, Any], out: Path, log, cell_timeout: int | None,
+             heartbeat_seconds: float) -> list[str]:
+    """Execute one chapter with papermill, streaming its progress; return the run folders it opened."""
+    import tempfile
+
+    import nbformat
+    import papermill
+    from nbclient.exceptions import CellTimeoutError
+    from papermill.exceptions import PapermillExecutionError
+
+    source = NOTEBOOKS / f"{name}.ipynb"
+    n_cells = len(nbformat.read(str(source), as_version=4).cells) + 1  # + papermill's injected cell
+    fd, used_log = tempfile.mkstemp(prefix=f"ctcbook-{name}-runs-", suffix=".txt")
+    os.close(fd)
+    saved = {k: os.environ.get(k) for k in (*progress.KERNEL_ENV, "CTCBOOK_RUNS_USED")}
+    os.environ.update({**progress.KERNEL_ENV, "CTCBOOK_RUNS_USED": used_log})  # inherited by the kernel
+    try:
+        with progress.ChapterProgress(name, n_cells, log, heartbeat_seconds) as stream:
+            papermill.execute_notebook(str(source), str(out), parameters=params, kernel_name="python3",
+                                       cwd=str(REPO), progress_bar=False, execution_timeout=cell_timeout,
+                                       stdout_file=stream, stderr_file=stream, on_cell_start=stream.cell_started)
+        return freshness.read_runs_used(Path(used_log))
+    except PapermillExecutionError as err:
+        raise ChapterFailedError(f"chapter {name} failed in cell {err.cell_index} (execution count "
+                                 f"{err.exec_count}): {err.ename}: {err.evalue}\nThe failed notebook is kept at "
+                                 f"{out}") from None
+    except CellTimeoutError:
+        raise ChapterFailedError(f"chapter {name}: a cell ran longer than {cell_timeout} s and was stopped\n"
+                                 f"The partly executed notebook is kept at {out}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        Path(used_log).unlink(missing_ok=True)
 
 
 def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO,
@@ -157,6 +203,10 @@ def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO,
         for c in chapters():
             if (Path(chapters_dir) / f"{c}.ipynb").exists():
                 shutil.copy2(Path(chapters_dir) / f"{c}.ipynb", source / "chapters" / f"{c}.ipynb")
+    widget_js = [p for p in WIDGET_JS if not (source / "_static" / p).is_file()]
+    if widget_js:
+        raise FileNotFoundError(f"widget JavaScript missing from {source / '_static'}: {widget_js}; run `make widgets` "
+                                f"(the book serves it itself so live widgets work offline)")
     missing = [c for c in chapters() if not (source / "chapters" / f"{c}.ipynb").exists()]
     if missing:
         raise FileNotFoundError(f"chapters not executed yet: {missing}; run `ctcbook run --profile default` first")

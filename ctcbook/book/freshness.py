@@ -1,0 +1,104 @@
+"""Is an executed chapter up to date? The key of one execution and the reasons it no longer matches.
+
+An executed chapter is reproduced exactly by executing again only if one of these changed since:
+
+* the source notebook (SHA-256 of ``notebooks/<chapter>.ipynb``),
+* the resolved parameters (profile values and overrides),
+* the library (SHA-256 over every ``ctcbook/**/*.py``, path and content),
+* a run it used (the run folders it opened, each with the SHA-256 of its ``DONE`` marker: a run deleted,
+  unfinished or retrained shows here),
+* the executed notebook itself (SHA-256 after stamping: a failed or hand-edited execution is not up to date).
+
+The runner stores the key in ``<chapter>.run.json`` (``"key"``) and calls :func:`stale_reasons` before executing.
+Nothing here imports torch, so a no-change ``ctcbook run`` stays quick.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def library_sha256(package: Path | None = None) -> str:
+    """Hex SHA-256 over the relative path and bytes of every ``*.py`` under ``package`` (default: ``ctcbook/``), in
+    sorted order."""
+    package = Path(package or PACKAGE)
+    digest = hashlib.sha256()
+    for path in sorted(Path(package).rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def runs_state(run_paths: list[str]) -> dict[str, str | None]:
+    """``{run folder: SHA-256 of its DONE marker, or None when the folder is missing or not finished}``."""
+    state = {}
+    for p in sorted(set(run_paths)):
+        done = Path(p) / "DONE"
+        state[p] = file_sha256(done) if done.exists() else None
+    return state
+
+
+def read_runs_used(log: Path) -> list[str]:
+    """Run folders listed (one per line) by :meth:`ctcbook.runs.RunStore.open` in ``$CTCBOOK_RUNS_USED``."""
+    try:
+        return sorted({line for line in Path(log).read_text().splitlines() if line.strip()})
+    except FileNotFoundError:
+        return []
+
+
+def execution_key(notebook: Path, parameters: dict[str, Any], run_paths: list[str],
+                  executed: Path) -> dict[str, Any]:
+    """The key recorded after executing ``notebook`` into ``executed`` with ``parameters``."""
+    return {"notebook_sha256": file_sha256(notebook), "parameters": parameters,
+            "library_sha256": library_sha256(), "runs": runs_state(run_paths),
+            "executed_sha256": file_sha256(executed)}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    names = sorted(set(old) | set(new))
+    shown = lambda d, n: repr(d[n]) if n in d else "(notebook default)"  # noqa: E731
+    return ", ".join(f"{n} {shown(old, n)} -> {shown(new, n)}" for n in names if shown(old, n) != shown(new, n))
+
+
+def stale_reasons(record_path: Path, notebook: Path, parameters: dict[str, Any], executed: Path) -> list[str]:
+    """Why the chapter executed into ``executed`` (record ``record_path``) must be executed again; ``[]`` when it
+    is up to date."""
+    if not Path(executed).exists():
+        return [f"no executed notebook at {executed}"]
+    try:
+        key = json.loads(Path(record_path).read_text())["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"no execution key in {record_path} (never executed by this version of the runner)"]
+    reasons = []
+    if key.get("notebook_sha256") != file_sha256(notebook):
+        reasons.append(f"notebook source {Path(notebook).name} changed")
+    if key.get("parameters") != parameters:
+        reasons.append(f"parameters changed: {_differences(key.get('parameters') or {}, parameters)}")
+    if key.get("library_sha256") != library_sha256():
+        reasons.append("library source (ctcbook/**/*.py) changed")
+    old_runs = key.get("runs") or {}
+    now = runs_state(list(old_runs))
+    for path, done in old_runs.items():
+        if now[path] is None:
+            reasons.append(f"run {Path(path).name} is missing or unfinished ({path})")
+        elif now[path] != done:
+            reasons.append(f"run {Path(path).name} was retrained (its DONE marker changed)")
+    if key.get("executed_sha256") != file_sha256(executed):
+        reasons.append(f"executed notebook {executed} differs from the one recorded (failed or edited since)")
+    return reasons
+
+
+def up_to_date_summary(record_path: Path) -> str:
+    """Why a chapter counts as up to date, for the log line."""
+    key = json.loads(Path(record_path).read_text())["key"]
+    return (f"same notebook source, parameters (profile {key['parameters'].get('profile')!r}), library source "
+            f"{key['library_sha256'][:12]} and {len(key['runs'])} finished run(s)")

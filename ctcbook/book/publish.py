@@ -1,0 +1,44 @@
+"""Copy a built book to a folder any static web host can serve (GitHub Pages, an S3 bucket, ``python -m
+http.server``).
+
+The copy is made beside the destination and renamed into place, so an interrupted publish never leaves half a book
+under the destination's name. A ``.nojekyll`` file is added (GitHub Pages would otherwise hide ``_static/``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MARKER = ".ctcbook-published"
+
+
+def publish(dest: str | os.PathLike, html: str | os.PathLike = REPO / "_build" / "html") -> Path:
+    """Copy the built book ``html`` to ``dest``; return ``dest``. ``dest`` must not exist, be empty, or hold an
+    earlier publish (it is then replaced). Raises FileNotFoundError when no book was built and ValueError when
+    ``dest`` holds something else."""
+    html, dest = Path(html).resolve(), Path(dest).resolve()
+    if not (html / "index.html").is_file():
+        raise FileNotFoundError(f"no built book at {html} (index.html missing): run `make book` or "
+                                f"`ctcbook book` first")
+    if dest == html or html in dest.parents:
+        raise ValueError(f"publish destination {dest} must be outside the built book {html}")
+    if dest.exists() and any(dest.iterdir()) and not (dest / MARKER).exists():
+        raise ValueError(f"publish destination {dest} is not empty and holds no earlier publish ({MARKER}); "
+                         f"choose an empty or new folder")
+    tmp = dest.with_name(f".{dest.name}.publishing")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(html, tmp, ignore=shutil.ignore_patterns(".buildinfo", ".doctrees"))
+    (tmp / ".nojekyll").touch()
+    (tmp / MARKER).write_text(f"copied from {html}\n")
+    old = dest.with_name(f".{dest.name}.old")
+    if dest.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old.exists():
+        shutil.rmtree(old)
+    return dest
