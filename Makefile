@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PROFILE ?= default
 
-.PHONY: setup data browser book chapters test clean-book
+.PHONY: setup data browser book chapters test clean-book lab
 
 setup: $(STAMP) data
 
@@ -45,6 +45,13 @@ book: chapters
 
 test: setup browser
 	$(PY) -m pytest -q
+
+# JupyterLab on notebooks/ with this project's kernel (.venv's python3, ipywidgets' JupyterLab extension included)
+# and the book's run store, so a chapter opened there reuses the runs `make book` trained. LAB_PORT picks the port.
+LAB_PORT ?= 8888
+lab: setup
+	CTCBOOK_RUNS="$${CTCBOOK_RUNS:-$(CURDIR)/runs}" $(VENV)/bin/jupyter lab --notebook-dir="$(CURDIR)/notebooks" \
+	  --ServerApp.port=$(LAB_PORT)
 
 clean-book:
 	rm -rf _build book/chapters

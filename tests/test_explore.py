@@ -16,9 +16,10 @@ from ctcbook.probes import extract_features, knn_accuracy
 from ctcbook.runs import RunStore
 from ctcbook.train import load_model, train
 
-TINY = TrainConfig(train_size=200, epochs=2, width=4, depth=8, batch_size=50)
+TINY = TrainConfig(train_size=150, epochs=2, width=4, depth=8, batch_size=50)
 TARGETS = ["digits", "fmnist_5-9"]
 N = 60
+DPI = 30  # small pictures: the tests compare bytes, not looks
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_frame_cache_computes_from_checkpoints_and_keeps_the_last_few(runs):
 
 
 def test_live_explorer_controls_move_and_the_picture_follows(runs, table):
-    box = explore.live_explorer(runs, table, TARGETS, n=N)
+    box = explore.live_explorer(runs, table, TARGETS, n=N, dpi=DPI)
     c = box.controls
     assert (c["target"].value, c["seed"].value, c["epoch"].value) == ("digits", 0, 2)
     assert list(c["epoch"].options) == [1, 2]
@@ -88,7 +89,7 @@ def test_live_explorer_controls_move_and_the_picture_follows(runs, table):
     # the static page and the live widget draw with the same function: same settings, same picture
     frame = explore.feature_frames(runs[0], "digits", [2], n=N)[0]
     classes = tradeoff.run_target(runs[0], "digits")[1].classes
-    assert explore.render_png(table, frame, "digits", classes, 0) == first
+    assert explore.render_png(table, frame, "digits", classes, 0, dpi=DPI) == first
     seen = {first}
     for name, value in (("epoch", 1), ("seed", 1), ("target", "fmnist_5-9"), ("epoch", 2)):
         c[name].value = value
@@ -104,7 +105,7 @@ def test_live_explorer_controls_move_and_the_picture_follows(runs, table):
 
 def test_live_information_explorer_moves_split_seed_layer_and_epoch(runs, table):
     info = inf.information_curves(runs, ["source", "digits"], estimators=["renyi"], every=1, n=N, progress=False)
-    box = explore.live_information_explorer(runs, info, table, ["renyi"], n=N)
+    box = explore.live_information_explorer(runs, info, table, ["renyi"], n=N, dpi=DPI)
     c = box.controls
     assert c["split"].value == "source" and list(c["layer"].options) == ["stage1", "stage2", "stage3",
                                                                           "penultimate"]
@@ -130,7 +131,7 @@ def test_metadata_explorer_sliders_redraw_and_each_method_gets_a_row(tmp_path):
     view = explore.MetadataView(np.zeros((28, 28), np.uint8), 0, d.test_x[0], exp.head("dynamic_mlp_c", 0), p_img,
                                 d.class_names, (sim.centre_lat, sim.centre_lon, sim.peak_day), methods=methods)
     assert view.figsize[0] > explore.FUSION_FIGSIZE[0]
-    box = explore.live_metadata_explorer(view, float(sim.centre_lat[0]), float(sim.centre_lon[0]), 1)
+    box = explore.live_metadata_explorer(view, float(sim.centre_lat[0]), float(sim.centre_lon[0]), 1, dpi=DPI)
     c = box.controls
     seen = {_png(box)}
     for name, value in (("lat", float(sim.centre_lat[1])), ("lon", float(sim.centre_lon[1])), ("day", 200)):
@@ -142,4 +143,4 @@ def test_metadata_explorer_sliders_redraw_and_each_method_gets_a_row(tmp_path):
         p = view.probabilities_of(methods["metadata_only"], sim.centre_lat[k], sim.centre_lon[k], sim.peak_day[k])
         assert p.argmax() == k
     plain = explore.MetadataView(view.image, 0, view.x, view.head, p_img, d.class_names, view.centres)
-    assert explore.render_metadata_png(plain, 0, 0, 1) != explore.render_metadata_png(view, 0, 0, 1)
+    assert explore.render_metadata_png(plain, 0, 0, 1, DPI) != explore.render_metadata_png(view, 0, 0, 1, DPI)

@@ -198,7 +198,8 @@ def _live(controls: dict, render, on_change=None):
     """VBox of ``controls`` (name -> widget) over an Image of ``render(values) -> PNG bytes`` and a status line.
 
     Every change of a control redraws: the Image's bytes are replaced (no ``Output`` widget or ``clear_output``,
-    which hung headless executions: nbclient waited for a reply the kernel had already sent). ``on_change(name)``
+    which hung headless executions: nbclient waited for a reply the kernel had already sent); a drawing that fails
+    puts ``error: ...`` in the status line and raises. ``on_change(name)``
     runs first and may update other controls (e.g. the epochs a seed has). The box's ``controls`` attribute holds
     the widgets by name, ``image`` the Image widget."""
     import ipywidgets as widgets
@@ -217,6 +218,9 @@ def _live(controls: dict, render, on_change=None):
             t0 = time.perf_counter()
             image.value = render({k: w.value for k, w in controls.items()})
             status.value = f"drawn in {time.perf_counter() - t0:.2f} s"
+        except Exception as err:  # shown under the image: a front end puts a callback's traceback out of sight
+            status.value = f"error: {type(err).__name__}: {err}"
+            raise
         finally:
             busy[0] = False
 
@@ -510,7 +514,7 @@ def render_metadata_png(view: MetadataView, lat: float, lon: float, day: float, 
     return _png(lambda fig: draw_metadata(fig, view, lat, lon, day), view.figsize, dpi)
 
 
-def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.0, day: float = 1.0):
+def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.0, day: float = 1.0, dpi: int = 80):
     """Latitude, longitude and day-of-year sliders over an image of :func:`draw_metadata` (JupyterLab; needs a
     kernel). Like :func:`live_explorer`, it replaces an Image widget's bytes and uses no Output widget."""
     import ipywidgets as widgets
@@ -521,4 +525,4 @@ def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.
                                            continuous_update=False),
                 "day": widgets.IntSlider(value=int(day), min=1, max=365, description="day of year",
                                          continuous_update=False)}
-    return _live(controls, lambda v: render_metadata_png(view, v["lat"], v["lon"], v["day"]))
+    return _live(controls, lambda v: render_metadata_png(view, v["lat"], v["lon"], v["day"], dpi))
