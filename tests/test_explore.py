@@ -48,7 +48,7 @@ def table(runs):
 
 
 def _png(box):
-    value = box.image.value
+    value = bytes(box.image.value)
     assert value[:4] == b"\x89PNG"
     return value
 

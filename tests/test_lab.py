@@ -142,7 +142,7 @@ def test_live_explorer_in_jupyterlab(lab, browser):
     labels_before = browser.execute_script(readout, cell)
     handle = cell.find_elements("css selector", ".widget-slider .noUi-handle")
     assert handle, "the explorer shows no slider"
-    handle[-1].click()                        # the epoch slider (the controls are target, seed, epoch)
+    browser.execute_script("arguments[0].focus();", handle[-1])  # the epoch slider (target, seed, epoch)
     handle[-1].send_keys(Keys.ARROW_LEFT)     # one saved epoch back
     after = wait_for(browser, "const s = arguments[0].querySelector('img.widget-image').src; "
                      "return s !== arguments[1] && s;", "the image to change after moving the slider", 120, cell,
