@@ -51,7 +51,7 @@ test: setup browser
 LAB_PORT ?= 8888
 lab: setup
 	CTCBOOK_RUNS="$${CTCBOOK_RUNS:-$(CURDIR)/runs}" $(VENV)/bin/jupyter lab --notebook-dir="$(CURDIR)/notebooks" \
-	  --ServerApp.port=$(LAB_PORT)
+	  --ServerApp.port=$(LAB_PORT) $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean-book:
 	rm -rf _build book/chapters

@@ -7,6 +7,7 @@ they are missing."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -45,13 +46,16 @@ def lab(smoke_chapters, tmp_path_factory):
     # every cell rendered (no virtual scrolling), so the explorer's widgets exist in the page once run
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     port, token = free_port(), secrets.token_hex(16)
-    env = {**__import__("os").environ, "CTCBOOK_RUNS": str(folder / "runs"), "JUPYTER_RUNTIME_DIR": str(home / "rt"),
+    env = {**os.environ, "CTCBOOK_RUNS": str(folder / "runs"), "JUPYTER_RUNTIME_DIR": str(home / "rt"),
            "JUPYTER_CONFIG_DIR": str(home / "config"), "MPLBACKEND": "Agg"}
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
            "--LabApp.expose_app_in_browser=True", f"--LabApp.user_settings_dir={home / 'settings'}",
            f"--LabApp.workspaces_dir={home / 'workspaces'}", "--LabApp.news_url=None",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--ServerApp.terminals_enabled=False",
+           "--ServerApp.jpserver_extensions={'jupyter_lsp': False}"]
+    if os.geteuid() == 0:  # CI containers run as root
+        cmd.append("--allow-root")
     log = open(home / "server.log", "w")
     proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
