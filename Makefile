@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PROFILE ?= default
 
-.PHONY: setup data browser widgets book chapters test clean-book publish
+.PHONY: setup data browser widgets book chapters test clean-book publish lab
 
 setup: $(STAMP) data
 
@@ -69,6 +69,13 @@ publish:
 
 test: setup browser widgets
 	$(PY) -m pytest -q
+
+# JupyterLab on notebooks/ with this project's kernel (.venv's python3, ipywidgets' JupyterLab extension included)
+# and the book's run store, so a chapter opened there reuses the runs `make book` trained. LAB_PORT picks the port.
+LAB_PORT ?= 8888
+lab: setup
+	CTCBOOK_RUNS="$${CTCBOOK_RUNS:-$(CURDIR)/runs}" $(VENV)/bin/jupyter lab --notebook-dir="$(CURDIR)/notebooks" \
+	  --ServerApp.port=$(LAB_PORT) $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean-book:
 	rm -rf _build book/chapters

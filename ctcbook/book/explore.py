@@ -1,11 +1,17 @@
-"""Epoch explorers: pick a saved epoch and see the target's features and where that epoch sits on the curves.
+"""Explorers: pick a saved epoch (or, in chapter 4, a place and a day) and see what the model does there.
 
-Two front ends share one drawing function: :func:`live_explorer` (an ipywidgets slider, needs a kernel) and
-:func:`static_explorer` (pre-rendered frames behind matplotlib's JavaScript slider, works in the static HTML book).
+Each explorer has one drawing function (:func:`draw`, :func:`information_draw`, :func:`draw_metadata`) shared by two
+front ends: a static one (pre-rendered frames behind matplotlib's JavaScript slider, works in the HTML book without a
+kernel) and a live one (ipywidgets controls over an Image widget, for JupyterLab). The live epoch explorers compute
+from the saved checkpoints on demand: choosing a target, a seed, a layer (chapter 2) and an epoch loads that
+checkpoint, extracts the features and projects them, keeping the last few projections in a small in-process cache
+(:class:`FrameCache`), so any seed and epoch of the run store can be looked at, not only the pre-rendered ones.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,9 +19,8 @@ import pandas as pd
 import torch
 from matplotlib import animation
 
-from ..probes import extract_features
+from ..chapters.ch2_information import PENULTIMATE, activations, probe_set
 from ..runs import Run
-from ..chapters.ch1_tradeoff import run_target
 from ..train import load_model
 
 
@@ -25,56 +30,127 @@ FIGSIZE = (9.5, 3.6)
 
 @dataclass
 class Frame:
-    """One epoch's view: 2-D PCA coordinates (n, 2) of target test features and their labels (n,)."""
+    """One epoch's view: 2-D PCA coordinates (n, 2) of a split's test features and their labels (n,).
+
+    ``explained``: fraction of the feature variance the two components hold; ``layer``: which layer's output."""
 
     epoch: int
     coords: np.ndarray
     labels: np.ndarray
-    explained: float  # fraction of feature variance the two components hold
+    explained: float
+    layer: str = PENULTIMATE
+
+
+def project(feats: torch.Tensor) -> tuple[np.ndarray, float]:
+    """PCA of features (n, D) onto 2 components: (coords (n, 2), fraction of variance held). Each component's sign is
+    fixed so that its largest-magnitude coordinate is positive, so a frame looks the same whichever epoch was drawn
+    before it (static slider and live widget agree)."""
+    feats = feats.double()
+    feats = feats - feats.mean(0)
+    u, s, v = torch.linalg.svd(feats, full_matrices=False)
+    coords = (feats @ v[:2].T).numpy()
+    flip = np.sign(coords[np.abs(coords).argmax(0), [0, 1]])
+    coords = coords * np.where(flip == 0, 1.0, flip)
+    total = float((s ** 2).sum())
+    return coords, float((s[:2] ** 2).sum() / total) if total > 0 else 0.0
+
+
+class FrameCache:
+    """Projections computed from checkpoints on demand, the last ``maxsize`` kept (least recently used dropped).
+
+    ``frame(run, split, epoch, layer)`` loads checkpoint ``epoch`` of ``run``, computes ``layer``'s output on ``n``
+    test images of ``split`` (``"source"`` or a target key, as :func:`ctcbook.chapters.ch2_information.probe_set`)
+    and projects it (:func:`project`). ``hits`` and ``misses`` count lookups."""
+
+    def __init__(self, n: int = 1000, device: torch.device | str = "cpu", maxsize: int = 32):
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be an integer >= 1, got {maxsize!r}")
+        self.n, self.device, self.maxsize = n, device, maxsize
+        self._frames: OrderedDict = OrderedDict()
+        self._images: dict = {}
+        self.hits = self.misses = 0
+
+    def images(self, run: Run, split: str):
+        """The ImageSet (test images, labels, class names) of ``split`` in ``run``'s input format (kept)."""
+        key = (run.name, split)
+        if key not in self._images:
+            self._images[key] = probe_set(run, split, self.n)
+        return self._images[key]
+
+    def frame(self, run: Run, split: str, epoch: int, layer: str = PENULTIMATE) -> Frame:
+        key = (run.name, split, int(epoch), layer)
+        if key in self._frames:
+            self.hits += 1
+            self._frames.move_to_end(key)
+            return self._frames[key]
+        self.misses += 1
+        if int(epoch) not in run.saved_epochs():
+            raise ValueError(f"epoch must be one of the saved epochs of run {run.name} {run.saved_epochs()}, "
+                             f"got {epoch!r}")
+        data = self.images(run, split)
+        _, acts = activations(load_model(run, int(epoch), self.device), data.images, [layer], device=self.device)
+        coords, explained = project(acts[layer])
+        frame = Frame(int(epoch), coords, data.labels.numpy(), explained, layer)
+        self._frames[key] = frame
+        if len(self._frames) > self.maxsize:
+            self._frames.popitem(last=False)
+        return frame
+
+    def __len__(self) -> int:
+        return len(self._frames)
 
 
 def feature_frames(run: Run, target: str, epochs: list[int], *, n: int = 1000,
-                   device: torch.device | str = "cpu") -> list[Frame]:
-    """PCA (2 components) of ``n`` target test images' penultimate features at each epoch; signs of the components
-    are aligned with the previous frame so the cloud does not flip between neighbouring epochs."""
-    _, test = run_target(run, target, None, n)
-    frames, prev = [], None
-    for epoch in epochs:
-        feats = extract_features(load_model(run, epoch, device), test.images, device=device).double()
-        feats = feats - feats.mean(0)
-        _, s, v = torch.linalg.svd(feats, full_matrices=False)
-        coords = (feats @ v[:2].T).numpy()
-        if prev is not None:
-            coords *= np.sign((coords * prev).sum(0)) + (np.sign((coords * prev).sum(0)) == 0)
-        prev = coords
-        frames.append(Frame(epoch, coords, test.labels.numpy(), float((s[:2] ** 2).sum() / (s ** 2).sum())))
-    return frames
+                   device: torch.device | str = "cpu", layer: str = PENULTIMATE) -> list[Frame]:
+    """PCA (2 components, :func:`project`) of ``n`` test images' ``layer`` features of ``target`` (``"source"`` or a
+    target key) at each epoch in ``epochs``, computed from the run's checkpoints (for the static slider)."""
+    cache = FrameCache(n, device, maxsize=max(1, len(epochs)))
+    return [cache.frame(run, target, e, layer) for e in epochs]
 
 
-def draw(fig, table: pd.DataFrame, frames: dict[int, Frame], target: str, epoch: int,
-         class_names: tuple[str, ...]) -> None:
-    """Draw the explorer for ``epoch`` into ``fig`` (cleared first): curves with the epoch marked, and the PCA."""
+def _seed_curve(table: pd.DataFrame, split: str, seed: int | None) -> pd.Series:
+    """Accuracy (%) per epoch of ``split`` (source test accuracy, or the target's linear probe), for one seed or
+    (seed None) the mean over seeds."""
+    col = "test_acc" if split == "source" else "probe_acc"
+    g = table[table.target == split]
+    if seed is not None:
+        g = g[g.seed == seed]
+    return g.groupby("epoch")[col].mean() * 100
+
+
+def draw(fig, table: pd.DataFrame, frame: Frame, target: str, class_names, seed: int | None = None) -> None:
+    """Draw the epoch explorer at ``frame.epoch`` into ``fig`` (cleared first). Left: source test accuracy and
+    ``target``'s linear-probe accuracy per epoch (seed mean, and the chosen ``seed`` dashed), the epoch marked.
+    Right: the 2-D PCA of the target's features at that epoch, titled with the seed's probe accuracy there."""
     fig.clear()
     ax_curve, ax_pca = fig.subplots(1, 2)
-    src = table[table.target == "source"].groupby("epoch").test_acc.mean() * 100
-    tgt = table[table.target == target].groupby("epoch").probe_acc.mean() * 100
-    ax_curve.plot(src.index, src.values, color="black", label="source test")
-    ax_curve.plot(tgt.index, tgt.values, color="tab:blue", label=f"{target} linear probe")
+    epoch = frame.epoch
+    src, tgt = _seed_curve(table, "source", None), _seed_curve(table, target, None)
+    ax_curve.plot(src.index, src.values, color="black", label="source test (seed mean)")
+    ax_curve.plot(tgt.index, tgt.values, color="tab:blue", label=f"{target} linear probe (seed mean)")
+    acc = tgt.get(epoch, np.nan)
+    who = "seed mean"
+    if seed is not None:
+        mine = _seed_curve(table, target, seed)
+        ax_curve.plot(mine.index, mine.values, "--", color="tab:blue", lw=1, label=f"{target} probe, seed {seed}")
+        acc, who = mine.get(epoch, np.nan), f"seed {seed}"
     ax_curve.axvline(epoch, color="tab:red", lw=1.2)
     ax_curve.set_xlabel("training epoch")
-    ax_curve.set_ylabel("top-1 accuracy (%), mean over seeds")
+    ax_curve.set_ylabel("top-1 accuracy (%)")
     ax_curve.legend(fontsize=7, loc="lower right")
     ax_curve.grid(alpha=0.3)
-    frame = frames[epoch]
+    _scatter(ax_pca, frame, class_names)
+    ax_pca.set_title(f"epoch {epoch}: {target} probe {acc:.1f}% ({who}); "
+                     f"PCs hold {100 * frame.explained:.0f}% var.", fontsize=9)
+
+
+def _scatter(ax, frame: Frame, class_names) -> None:
     for k, name in enumerate(class_names):
         pts = frame.coords[frame.labels == k]
-        ax_pca.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, label=name)
-    ax_pca.set_xlabel("PC 1 of penultimate features (a.u.)")
-    ax_pca.set_ylabel("PC 2 (a.u.)")
-    acc = tgt.get(epoch, np.nan)
-    ax_pca.set_title(f"epoch {epoch}: {target} probe {acc:.1f}% (seed mean); "
-                     f"PCs hold {100 * frame.explained:.0f}% var.", fontsize=9)
-    ax_pca.legend(fontsize=6, markerscale=2, loc="best")
+        ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, label=name)
+    ax.set_xlabel(f"PC 1 of {frame.layer} features (a.u.)")
+    ax.set_ylabel("PC 2 (a.u.)")
+    ax.legend(fontsize=6, markerscale=2, loc="best")
 
 
 def _jshtml(draw_frame, n: int, figsize: tuple[float, float], dpi: int, interval: int = 600) -> str:
@@ -99,28 +175,108 @@ def _png(draw_view, figsize: tuple[float, float], dpi: int) -> bytes:
     return buf.getvalue()
 
 
-def static_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_names: tuple[str, ...],
+def static_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_names, seed: int | None = None,
                     dpi: int = 72) -> str:
-    """HTML of a JavaScript epoch slider over pre-rendered frames (no kernel needed)."""
-    by_epoch = {f.epoch: f for f in frames}
-    return static_slider(lambda fig, epoch: draw(fig, table, by_epoch, target, epoch, class_names),
-                         [f.epoch for f in frames], FIGSIZE, dpi)
+    """HTML of a JavaScript epoch slider over pre-rendered frames of :func:`draw` (no kernel needed)."""
+    return _jshtml(lambda fig, i: draw(fig, table, frames[i], target, class_names, seed), len(frames), FIGSIZE, dpi)
 
 
-def render_png(table: pd.DataFrame, frames: dict[int, Frame], target: str, epoch: int,
-               class_names: tuple[str, ...], dpi: int = 80) -> bytes:
-    """PNG bytes of :func:`draw` for one epoch."""
-    return _png(lambda fig: draw(fig, table, frames, target, epoch, class_names), FIGSIZE, dpi)
+def render_png(table: pd.DataFrame, frame: Frame, target: str, class_names, seed: int | None = None,
+               dpi: int = 80) -> bytes:
+    """PNG bytes of :func:`draw` for one frame."""
+    return _png(lambda fig: draw(fig, table, frame, target, class_names, seed), FIGSIZE, dpi)
 
 
-def live_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_names: tuple[str, ...]):
-    """An ipywidgets epoch slider over an image of :func:`draw` (for JupyterLab; needs a kernel).
+def _dropdown(description: str, options, value=None):
+    import ipywidgets as widgets
 
-    The image widget's PNG bytes are replaced on each move; no ``Output`` widget or ``clear_output`` is involved,
-    because those hung headless executions (nbclient waiting for a reply the kernel had already sent)."""
-    by_epoch = {f.epoch: f for f in frames}
-    return live_slider(lambda fig, epoch: draw(fig, table, by_epoch, target, epoch, class_names), sorted(by_epoch),
-                       FIGSIZE)
+    options = list(options)
+    return widgets.Dropdown(options=options, value=options[0] if value is None else value, description=description)
+
+
+def _live(controls: dict, render, on_change=None):
+    """VBox of ``controls`` (name -> widget) over an Image of ``render(values) -> PNG bytes`` and a status line.
+
+    Every change of a control redraws: the Image's bytes are replaced (no ``Output`` widget or ``clear_output``,
+    which hung headless executions: nbclient waited for a reply the kernel had already sent); a drawing that fails
+    puts ``error: ...`` in the status line and raises. ``on_change(name)``
+    runs first and may update other controls (e.g. the epochs a seed has). The box's ``controls`` attribute holds
+    the widgets by name, ``image`` the Image widget."""
+    import ipywidgets as widgets
+
+    image = widgets.Image(format="png")
+    status = widgets.Label()
+    busy = [False]
+
+    def redraw(name=None):
+        if busy[0]:
+            return
+        busy[0] = True
+        try:
+            if on_change is not None and name is not None:
+                on_change(name)
+            t0 = time.perf_counter()
+            image.value = render({k: w.value for k, w in controls.items()})
+            status.value = f"drawn in {time.perf_counter() - t0:.2f} s"
+        except Exception as err:  # shown under the image: a front end puts a callback's traceback out of sight
+            status.value = f"error: {type(err).__name__}: {err}"
+            raise
+        finally:
+            busy[0] = False
+
+    for name, w in controls.items():
+        w.observe(lambda change, name=name: redraw(name), names="value")
+    redraw()
+    box = widgets.VBox([widgets.HBox(list(controls.values())), image, status])
+    box.controls, box.image, box.status = controls, image, status
+    return box
+
+
+def _epochs_of(table: pd.DataFrame, split: str, seed: int) -> list[int]:
+    g = table[(table.target == split) & (table.seed == seed)]
+    return sorted(int(e) for e in g.epoch.unique())
+
+
+def _nearest(options: list[int], value: int) -> int:
+    return min(options, key=lambda e: (abs(e - value), e))
+
+
+def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: FrameCache | None = None,
+                  n: int = 1000, device: torch.device | str = "cpu", dpi: int = 80):
+    """Target, seed and epoch controls over :func:`draw`, computed from ``runs``' checkpoints on demand (JupyterLab;
+    needs a kernel). Epochs offered: those with a probe of that target and seed in ``table``."""
+    import ipywidgets as widgets
+
+    by_seed = {int(r.config["seed"]): r for r in runs}
+    if not by_seed:
+        raise ValueError("runs must hold at least one run")
+    targets = list(targets)
+    if not targets:
+        raise ValueError("targets must hold at least one target key")
+    cache = cache or FrameCache(n, device)
+    seed0 = sorted(by_seed)[0]
+    epochs = _epochs_of(table, targets[0], seed0)
+    if not epochs:
+        raise ValueError(f"table has no probe of target {targets[0]!r} for seed {seed0}")
+    controls = {"target": _dropdown("target", targets), "seed": _dropdown("seed", sorted(by_seed)),
+                "epoch": widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
+                                                 continuous_update=False)}
+
+    def on_change(name):
+        if name in ("target", "seed"):
+            ep = controls["epoch"]
+            options = _epochs_of(table, controls["target"].value, controls["seed"].value)
+            ep.options, ep.value = options, _nearest(options, ep.value)
+
+    def render(v):
+        run = by_seed[v["seed"]]
+        frame = cache.frame(run, v["target"], v["epoch"])
+        classes = cache.images(run, v["target"]).classes
+        return _png(lambda fig: draw(fig, table, frame, v["target"], classes, v["seed"]), FIGSIZE, dpi)
+
+    box = _live(controls, render, on_change)
+    box.cache = cache
+    return box
 
 
 # ------------------------------------------------------------------------------ generic sliders over any drawing
@@ -131,54 +287,118 @@ def static_slider(draw_epoch, epochs: list[int], figsize: tuple[float, float], d
 
 
 def live_slider(draw_epoch, epochs: list[int], figsize: tuple[float, float], dpi: int = 80):
-    """An ipywidgets epoch slider over a PNG of ``draw_epoch(fig, epoch)`` (Image widget; see :func:`live_explorer`
-    for why no Output widget)."""
+    """An ipywidgets epoch slider over a PNG of ``draw_epoch(fig, epoch)`` (replays a fixed drawing; the chapters'
+    explorers use :func:`live_explorer` and :func:`live_information_explorer`, which compute from checkpoints)."""
     import ipywidgets as widgets
 
-    def png(epoch: int) -> bytes:
-        return _png(lambda fig: draw_epoch(fig, epoch), figsize, dpi)
-
     slider = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch", continuous_update=False)
-    image = widgets.Image(format="png", value=png(epochs[-1]))
-    slider.observe(lambda change: setattr(image, "value", png(change["new"])), names="value")
-    return widgets.VBox([slider, image])
+    return _live({"epoch": slider}, lambda v: _png(lambda fig: draw_epoch(fig, v["epoch"]), figsize, dpi))
 
 
 #: Size of the information-plane explorer (inches).
-INFO_FIGSIZE = (10.0, 3.3)
+INFO_FIGSIZE = (13.0, 3.4)
 
 
-def information_draw(fig, info: pd.DataFrame, epoch: int, split: str, estimators: list[str],
-                     layer_split: str = "source") -> None:
-    """Information-plane explorer for ``epoch``: one panel per estimator with the penultimate layer's seed-mean
-    trajectory on ``split`` (grey) and this epoch marked (red), and one panel with every Renyi layer on
-    ``layer_split`` at this epoch (the classic layer-wise information plane). Axes in bits."""
+def information_draw(fig, info: pd.DataFrame, table: pd.DataFrame, frame: Frame, split: str, seed: int,
+                     estimators: list[str], class_names) -> None:
+    """Information explorer at ``frame.epoch`` for ``split``, ``seed`` and ``frame.layer`` (fig cleared first).
+
+    One panel per estimator: that layer's information-plane trajectory over the epochs (grey) with this epoch
+    marked (red); one panel with every layer the Renyi estimator measured on ``split`` at this epoch (the layer-wise
+    information plane); and the 2-D PCA of the layer's features, titled with the probe accuracy (source: test
+    accuracy) and the Renyi estimates at this epoch. Information in bits."""
     fig.clear()
-    axes = fig.subplots(1, len(estimators) + 1)
+    axes = fig.subplots(1, len(estimators) + 2)
+    epoch, layer = frame.epoch, frame.layer
+    mine = info[(info.split == split) & (info.seed == seed)]
     for ax, est in zip(axes, estimators):
-        g = info[(info.estimator == est) & (info.split == split) & (info.layer == "penultimate")]
-        m = g.groupby("epoch")[["i_xt", "i_ty"]].mean()
-        ax.plot(m.i_xt, m.i_ty, "-o", color="lightgrey", ms=3)
-        if epoch in m.index:
-            ax.plot([m.i_xt[epoch]], [m.i_ty[epoch]], "o", color="tab:red", ms=9)
-        ax.set_title(f"{split}, {est}: epoch {epoch}", fontsize=9)
+        g = mine[(mine.estimator == est) & (mine.layer == layer)].groupby("epoch")[["i_xt", "i_ty"]].mean()
+        if g.empty:
+            ax.text(0.5, 0.5, f"no {est} estimate of\n{layer} for seed {seed}", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8)
+        ax.plot(g.i_xt, g.i_ty, "-o", color="lightgrey", ms=3)
+        if epoch in g.index:
+            ax.plot([g.i_xt[epoch]], [g.i_ty[epoch]], "o", color="tab:red", ms=9)
+        ax.set_title(f"{split}, {layer}, {est}: epoch {epoch}", fontsize=8)
         ax.set_xlabel("I(X;T) (bits)")
         ax.set_ylabel("I(T;Y) (bits)")
         ax.grid(alpha=0.3)
-    ax = axes[-1]
-    g = info[(info.estimator == "renyi") & (info.split == layer_split)]
-    order = [l for l in ("stage1", "stage2", "stage3", "penultimate") if l in set(g.layer)]
+    ax = axes[-2]
+    g = mine[mine.estimator == "renyi"]
+    order = [l for l in ("stage1", "stage2", "stage3", PENULTIMATE) if l in set(g.layer)]
     allm = g.groupby(["layer", "epoch"])[["i_xt", "i_ty"]].mean()
     ax.scatter(allm.i_xt, allm.i_ty, s=6, color="lightgrey")
     if order and epoch in set(g.epoch):
-        now = allm.xs(epoch, level="epoch").loc[order]
+        now = allm.xs(epoch, level="epoch").reindex(order).dropna()
         ax.plot(now.i_xt, now.i_ty, "-o", color="tab:red", ms=5)
         for name, row in now.iterrows():
-            ax.annotate(name, (row.i_xt, row.i_ty), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_title(f"{layer_split}, renyi, layers at epoch {epoch}", fontsize=9)
+            ax.annotate(name, (row.i_xt, row.i_ty), fontsize=7, xytext=(3, 3), textcoords="offset points",
+                        fontweight="bold" if name == layer else "normal")
+    ax.set_title(f"{split}, renyi, layers at epoch {epoch}", fontsize=8)
     ax.set_xlabel("I(X;T) (bits)")
     ax.set_ylabel("I(T;Y) (bits)")
     ax.grid(alpha=0.3)
+    _scatter(axes[-1], frame, class_names)
+    acc = _seed_curve(table, split, seed).get(epoch, np.nan)
+    r = allm.loc[(layer, epoch)] if (layer, epoch) in allm.index else None
+    measures = f"I(X;T) {r.i_xt:.2f}, I(T;Y) {r.i_ty:.2f} bits" if r is not None else "no Renyi estimate"
+    what = "source test" if split == "source" else "probe"
+    axes[-1].set_title(f"seed {seed}, epoch {epoch}: {what} {acc:.1f}%\n{measures}", fontsize=8)
+
+
+def _info_epochs(info: pd.DataFrame, split: str, seed: int, layer: str) -> list[int]:
+    g = info[(info.split == split) & (info.seed == seed) & (info.layer == layer) & (info.estimator == "renyi")]
+    return sorted(int(e) for e in g.epoch.unique())
+
+
+def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.DataFrame, estimators: list[str], *,
+                              splits=None, cache: FrameCache | None = None, n: int = 1000,
+                              device: torch.device | str = "cpu", dpi: int = 72):
+    """Split, seed, layer and epoch controls over :func:`information_draw`, features computed from ``runs``'
+    checkpoints on demand (JupyterLab; needs a kernel). Layers and epochs offered: those the Renyi estimator
+    measured for that split and seed."""
+    import ipywidgets as widgets
+
+    by_seed = {int(r.config["seed"]): r for r in runs}
+    splits = list(splits) if splits is not None else sorted(set(info.split), key=lambda s: (s != "source", s))
+    if not by_seed or not splits:
+        raise ValueError(f"runs and splits must be non-empty, got {len(by_seed)} runs and splits {splits!r}")
+    cache = cache or FrameCache(n, device)
+
+    def layers_of(split, seed):
+        have = set(info[(info.split == split) & (info.seed == seed) & (info.estimator == "renyi")].layer)
+        return [l for l in ("stage1", "stage2", "stage3", PENULTIMATE) if l in have]
+
+    seed0 = sorted(by_seed)[0]
+    layers = layers_of(splits[0], seed0)
+    if not layers:
+        raise ValueError(f"info has no Renyi estimate for split {splits[0]!r} and seed {seed0}")
+    epochs = _info_epochs(info, splits[0], seed0, layers[-1])
+    controls = {"split": _dropdown("split", splits), "seed": _dropdown("seed", sorted(by_seed)),
+                "layer": _dropdown("layer", layers, layers[-1]),
+                "epoch": widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
+                                                 continuous_update=False)}
+
+    def on_change(name):
+        c = controls
+        if name in ("split", "seed"):
+            options = layers_of(c["split"].value, c["seed"].value)
+            keep = c["layer"].value if c["layer"].value in options else options[-1]
+            c["layer"].options, c["layer"].value = options, keep
+        if name in ("split", "seed", "layer"):
+            options = _info_epochs(info, c["split"].value, c["seed"].value, c["layer"].value)
+            c["epoch"].options, c["epoch"].value = options, _nearest(options, c["epoch"].value)
+
+    def render(v):
+        run = by_seed[v["seed"]]
+        frame = cache.frame(run, v["split"], v["epoch"], v["layer"])
+        classes = cache.images(run, v["split"]).classes
+        return _png(lambda fig: information_draw(fig, info, table, frame, v["split"], v["seed"], estimators,
+                                                 classes), INFO_FIGSIZE, dpi)
+
+    box = _live(controls, render, on_change)
+    box.cache = cache
+    return box
 
 
 # --- chapter 4: where and when an image was taken ---------------------------------------------------------------
@@ -193,7 +413,8 @@ class MetadataView:
     ``image``: uint8 (H, W) pixels; ``label``: its true class; ``x``: its standardised pooled features (C,);
     ``head``: a trained metadata-aware head (e.g. Dynamic MLP C); ``p_image``: the image-only head's class
     probabilities (K,); ``class_names`` (K,); ``centres``: (lat (K,), lon (K,), peak day (K,)) of the simulated
-    classes, degrees and day of year; ``head_name``: how the head is named in titles.
+    classes, degrees and day of year; ``head_name``: how the head is named in titles; ``methods``: more trained heads
+    by display name (e.g. every fusion method of the chapter), whose predictions get a panel of their own.
     """
 
     image: np.ndarray
@@ -204,18 +425,29 @@ class MetadataView:
     class_names: tuple
     centres: tuple
     head_name: str = "Dynamic MLP-C"
+    methods: dict = field(default_factory=dict)
 
     def probabilities(self, lat: float, lon: float, day: float) -> np.ndarray:
         """The head's class probabilities (K,) with the image placed at (lat, lon) degrees on day ``day``."""
+        return self.probabilities_of(self.head, lat, lon, day)
+
+    def probabilities_of(self, head, lat: float, lon: float, day: float) -> np.ndarray:
+        """``head``'s class probabilities (K,) for this image at (lat, lon) degrees on day ``day``."""
         from ..chapters.ch4_fusion import probabilities_at
 
-        return probabilities_at(self.head, self.x, [lat], [lon], [day])[0].numpy()
+        return probabilities_at(head, self.x, [lat], [lon], [day])[0].numpy()
+
+    @property
+    def figsize(self) -> tuple[float, float]:
+        """Inches: :data:`FUSION_FIGSIZE`, wider when there is a panel for :attr:`methods`."""
+        return (FUSION_FIGSIZE[0] + 4.0, FUSION_FIGSIZE[1]) if self.methods else FUSION_FIGSIZE
 
 
 def draw_metadata(fig, view: MetadataView, lat: float, lon: float, day: float) -> None:
     """Draw the metadata explorer for one (lat, lon, day) into ``fig`` (cleared first)."""
     fig.clear()
-    ax_img, ax_map, ax_p = fig.subplots(1, 3, gridspec_kw={"width_ratios": [0.6, 1.5, 1.6]})
+    ratios = [0.6, 1.5, 1.6] + ([1.6] if view.methods else [])
+    ax_img, ax_map, ax_p, *ax_methods = fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
     ax_img.imshow(view.image, cmap="gray_r")
     ax_img.set_title(f"true class: {view.class_names[view.label]}", fontsize=8)
     ax_img.axis("off")
@@ -243,6 +475,24 @@ def draw_metadata(fig, view: MetadataView, lat: float, lon: float, day: float) -
     ax_p.set_xlabel("predicted class probability (%)")
     ax_p.legend(fontsize=6, loc="lower right")
     ax_p.grid(alpha=0.3, axis="x")
+    if ax_methods:
+        _draw_methods(ax_methods[0], view, lat, lon, day)
+
+
+def _draw_methods(ax, view: MetadataView, lat: float, lon: float, day: float) -> None:
+    """Each method's class probabilities (%) at this place and day as a heat map (rows: methods, columns: classes);
+    the predicted class of each method is boxed and named on the right."""
+    names = list(view.methods)
+    p = np.stack([view.probabilities_of(view.methods[m], lat, lon, day) for m in names]) * 100
+    ax.imshow(p, cmap="Greens", vmin=0, vmax=100, aspect="auto")
+    top = p.argmax(1)
+    for i, k in enumerate(top):
+        ax.add_patch(plt.Rectangle((k - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
+    ax.set_yticks(range(len(names)), [f"{m}: {view.class_names[k]} {p[i, k]:.0f}%" for i, (m, k) in
+                                      enumerate(zip(names, top))], fontsize=6)
+    ax.yaxis.tick_right()
+    ax.set_xticks(range(len(view.class_names)), view.class_names, fontsize=6, rotation=90)
+    ax.set_title("each method's probability (%, red box: its prediction)", fontsize=7)
 
 
 def metadata_grid(view: MetadataView, classes, days) -> list[tuple[float, float, float]]:
@@ -255,29 +505,24 @@ def static_metadata_explorer(view: MetadataView, points, dpi: int = 72) -> str:
     """HTML of a JavaScript slider over pre-rendered (lat, lon, day) frames (no kernel needed)."""
     if not points:
         raise ValueError("points must hold at least one (lat, lon, day) triple")
-    return _jshtml(lambda fig, i: draw_metadata(fig, view, *points[i]), len(points), FUSION_FIGSIZE, dpi,
+    return _jshtml(lambda fig, i: draw_metadata(fig, view, *points[i]), len(points), view.figsize, dpi,
                    interval=900)
 
 
 def render_metadata_png(view: MetadataView, lat: float, lon: float, day: float, dpi: int = 80) -> bytes:
     """PNG bytes of :func:`draw_metadata` for one (lat, lon, day)."""
-    return _png(lambda fig: draw_metadata(fig, view, lat, lon, day), FUSION_FIGSIZE, dpi)
+    return _png(lambda fig: draw_metadata(fig, view, lat, lon, day), view.figsize, dpi)
 
 
-def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.0, day: float = 1.0):
+def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.0, day: float = 1.0, dpi: int = 80):
     """Latitude, longitude and day-of-year sliders over an image of :func:`draw_metadata` (JupyterLab; needs a
     kernel). Like :func:`live_explorer`, it replaces an Image widget's bytes and uses no Output widget."""
     import ipywidgets as widgets
 
-    s_lat = widgets.FloatSlider(value=lat, min=-90, max=90, step=1, description="lat (deg)", continuous_update=False)
-    s_lon = widgets.FloatSlider(value=lon, min=-180, max=180, step=1, description="lon (deg)",
-                                continuous_update=False)
-    s_day = widgets.IntSlider(value=int(day), min=1, max=365, description="day of year", continuous_update=False)
-    image = widgets.Image(format="png", value=render_metadata_png(view, lat, lon, day))
-
-    def redraw(_):
-        image.value = render_metadata_png(view, s_lat.value, s_lon.value, s_day.value)
-
-    for s in (s_lat, s_lon, s_day):
-        s.observe(redraw, names="value")
-    return widgets.VBox([widgets.HBox([s_lat, s_lon, s_day]), image])
+    controls = {"lat": widgets.FloatSlider(value=lat, min=-90, max=90, step=1, description="lat (deg)",
+                                           continuous_update=False),
+                "lon": widgets.FloatSlider(value=lon, min=-180, max=180, step=1, description="lon (deg)",
+                                           continuous_update=False),
+                "day": widgets.IntSlider(value=int(day), min=1, max=365, description="day of year",
+                                         continuous_update=False)}
+    return _live(controls, lambda v: render_metadata_png(view, v["lat"], v["lon"], v["day"], dpi))
