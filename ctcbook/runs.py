@@ -335,7 +335,10 @@ class Run:
                 damaged.append(err)
                 continue
             if damaged:
-                msg = (f"{damaged[0]} -- resuming from {path.name} (epoch {state['epoch']}) instead")
+                bad = damaged[0]
+                at = f" (epoch {bad.epoch})" if bad.epoch is not None else ""
+                msg = (f"run {self.name}: {bad.path.name}{at} is damaged ({bad.problem}); resuming from "
+                       f"{path.name} (epoch {state['epoch']}) instead, one more epoch to re-train")
                 (log or (lambda m: warnings.warn(m, stacklevel=3)))(msg)
             return state
         if damaged:

@@ -17,7 +17,7 @@ from ctcbook.runs import RunLockedError, RunStore, append_jsonl, read_jsonl
 from ctcbook.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = TrainConfig(train_size=200, epochs=2, width=4, depth=8, batch_size=50, seed=5)
+TINY = TrainConfig(source_classes=[0, 1], train_size=150, epochs=2, width=4, depth=8, batch_size=50, seed=5)
 
 
 def _spawn(args, log: Path) -> subprocess.Popen:
