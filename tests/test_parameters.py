@@ -139,5 +139,8 @@ def test_papermill_directly_applies_the_profile_and_refuses_bad_values(tmp_path)
             papermill.execute_notebook(str(source), str(out), parameters=params, kernel_name="python3",
                                        cwd=str(REPO), progress_bar=False)
         assert err.value.ename == "ParameterError" and message in err.value.evalue
-        failed = nbformat.read(out, as_version=4).cells[err.value.cell_index]
-        assert "resolve_notebook" in failed.source  # the first cell after the parameters (and injected) cells
+        cells = nbformat.read(out, as_version=4).cells
+        failed = [k for k, c in enumerate(cells) if any(o.output_type == "error" for o in c.get("outputs", []))]
+        injected = next(k for k, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", []))
+        first_code = next(k for k in range(injected + 1, len(cells)) if cells[k].cell_type == "code")
+        assert failed == [first_code] and "resolve_notebook" in cells[first_code].source

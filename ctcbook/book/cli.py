@@ -90,6 +90,8 @@ def check_store(root: str | None) -> int:
     from ..runs import RunStore
 
     store = RunStore(root)
+    if not store.root.is_dir():
+        raise FileNotFoundError(f"no run store at {store.root} (set --runs or $CTCBOOK_RUNS)")
     runs = list(store.runs())
     bad = 0
     for run_ in runs:

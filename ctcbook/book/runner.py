@@ -67,7 +67,10 @@ def resolve_parameters(chapter: str, profile: str, overrides: dict[str, Any] | N
     value."""
     if chapter not in chapters():
         raise ValueError(f"chapter must be one of {chapters()}, got {chapter!r}")
-    return parameters.resolve_request(chapter, profile, overrides)
+    defaults = None
+    if chapter not in parameters.PARAMETER_DEFAULTS:  # a notebook outside the book's profiles (tests)
+        defaults = {k: v for k, v in notebook_parameters(chapter).items() if k != "profile"}
+    return parameters.resolve_request(chapter, profile, overrides, defaults)
 
 
 def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any] | None = None, *,
