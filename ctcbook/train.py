@@ -12,6 +12,7 @@ and saved with every resume point.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -143,7 +144,9 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
     run = store.open(config.to_dict(), prefix=config.run_prefix)
     if run.done:
         return run
-    with run.writer(wait=wait):
+    # Under torch.distributed only rank 0 takes the lock (the other ranks of the same job would wait for it forever).
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    with run.writer(wait=wait) if not distributed or torch.distributed.get_rank() == 0 else contextlib.nullcontext():
         if run.done:  # finished by the process we waited for
             return run
         return _train_locked(run, config, device=device, progress=progress, on_epoch_end=on_epoch_end, amp=amp)

@@ -46,10 +46,10 @@ def test_two_processes_train_one_run_once(tmp_path):
     with run.writer():
         procs = [_spawn(cmd, logs[0]), _spawn(cmd, logs[1])]
         refused = _spawn(cmd + ["--no-wait"], logs[2])
-        assert refused.wait(timeout=120) == 1
+        assert refused.wait(timeout=300) == 1
         assert f"being trained by process {os.getpid()}" in logs[2].read_text()
         _wait_for(lambda: all("waiting for it to finish" in p.read_text() or q.poll() is not None
-                              for p, q in zip(logs, procs)), 120, "both trainers to wait")
+                              for p, q in zip(logs, procs)), 300, "both trainers to wait")
         assert all(q.poll() is None for q in procs), [p.read_text() for p in logs]
     assert [q.wait(timeout=300) for q in procs] == [0, 0], [p.read_text() for p in logs]
     paths = {p.read_text().strip().splitlines()[-1] for p in logs[:2]}
@@ -69,7 +69,7 @@ def test_dead_holder_never_blocks(tmp_path):
     log = tmp_path / "holder.log"
     holder = _spawn(["-c", script, str(tmp_path)], log)
     try:
-        _wait_for(lambda: "held" in log.read_text(), 120, "the holder to take the lock")
+        _wait_for(lambda: "held" in log.read_text(), 300, "the holder to take the lock")
         with pytest.raises(RunLockedError, match=f"process {holder.pid} on "):
             with run.writer(wait=False):
                 pass
