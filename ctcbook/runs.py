@@ -6,24 +6,46 @@ Layout of a run folder ``<root>/<prefix>-<hash>/``::
     metrics.jsonl        append-only log, one JSON object per finished epoch
     checkpoints/e0001.pt model weights after each epoch (what the probes read)
     state.pt             full training state after the last complete epoch (model, optimiser, schedule, epoch)
+    state.prev.pt        the resume point before it (used, with a warning, when state.pt is damaged)
+    *.pt.sha256          beside every checkpoint and state: JSON {"sha256", "bytes", "epoch"}, checked on load
     evals/               cached evaluations of the checkpoints (probes, information estimates)
+    writer.lock          OS lock (flock) held by the one process training the run; writer.json names it
     DONE                 completion marker, written last
     FAILED               written instead of DONE when training diverged (epoch, step, reason)
 
-Every file is written to a temporary name in the same folder and renamed into place, so a crash never leaves a
-half-written file under a real name.
+Guarantees:
+
+* **Atomic files.** Every file is written to a temporary name in the same folder and renamed into place, so a crash
+  (or a full disk: the write fails, the temporary file is removed) never leaves a half-written file under a real
+  name. A failed write raises :class:`StoreWriteError` naming the folder; the epochs before it stay intact.
+* **One writer.** :meth:`Run.writer` takes an exclusive OS lock on ``writer.lock`` (the ``filelock`` package,
+  ``flock`` on Unix). The kernel drops it when its process dies, so a crashed holder never blocks anyone. Holder
+  details (pid, host, start time) go to ``writer.json``, a separate file because a waiter opens the lock file too.
+  Readers (probes, chapters reading finished runs) take no lock: they read only files that were renamed into place.
+* **Verified files.** Checkpoints and resume states carry a SHA-256 sidecar written after the file; a load checks
+  it and raises :class:`DamagedFileError` naming the run, file and epoch. A file without a sidecar (run folders
+  written before sidecars existed, or a crash between file and sidecar) loads unverified. Sidecars are not part
+  of the run hash, so existing run folders keep their names.
+* **Evaluation caches** (``evals/*.jsonl``): :func:`append_jsonl` with ``unique=`` takes a lock on the cache file
+  around read-check-append, so two processes computing the same evaluation leave one row per key.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
 import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import filelock
 import torch
 
 #: Bump when a code change alters the numbers a run produces; it is part of every run's hash.
@@ -41,19 +63,42 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+class StoreWriteError(OSError):
+    """A file of the run store could not be written (disk full, read-only folder...). Files written before it are
+    intact; the message names the folder and what to do."""
+
+
+def _write_error(path: Path, err: OSError) -> StoreWriteError:
+    reason = err.strerror or str(err)
+    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota)",
+            errno.EROFS: "the file system is read-only: point $CTCBOOK_RUNS (or --runs) at a writable folder",
+            errno.EACCES: "make the folder writable or point $CTCBOOK_RUNS (or --runs) elsewhere"}.get(
+        err.errno, "fix the folder")
+    return StoreWriteError(err.errno, f"cannot write {path.name} in {path.parent}: {reason}; {hint}. Everything "
+                                      f"written before is intact; run again to resume from the last complete epoch")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename.
+
+    Raises :class:`StoreWriteError` (an ``OSError``) naming the folder if the write fails; ``path`` then keeps its
+    previous content and no temporary file is left behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, StoreWriteError):
+            raise _write_error(path, err) from err
         raise
 
 
@@ -80,17 +125,81 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it (a crash can tear only the last line, which :func:`read_jsonl` skips)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+def append_jsonl(path: Path, row: dict[str, Any], *, unique: Sequence[str] | None = None) -> bool:
+    """Append one JSON line and fsync it; return whether it was appended.
+
+    A crash can tear only the last line, which :func:`read_jsonl` skips; a failed write (disk full) is undone by
+    truncating the file back to its old length and raises :class:`StoreWriteError`.
+
+    ``unique``: key fields (e.g. ``("epoch",)``). The row is appended only if no row with the same values is there
+    yet, checked under an exclusive lock on ``<path>.lock``, so two processes appending the same evaluation at once
+    leave one row per key (the first one written wins).
+    """
+    path = Path(path)
+    lock = filelock.FileLock(f"{path}.lock") if unique else contextlib.nullcontext()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with lock:
+            if unique and any(all(r.get(k) == row.get(k) for k in unique) for r in read_jsonl(path)):
+                return False
+            with open(path, "a") as f:
+                size = f.tell()
+                try:
+                    f.write(json.dumps(row, sort_keys=True) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        f.truncate(size)
+                    raise
+    except OSError as err:
+        if isinstance(err, StoreWriteError):
+            raise
+        raise _write_error(path, err) from err
+    return True
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checksum_path(path: Path) -> Path:
+    """The SHA-256 sidecar of ``path``: ``<path>.sha256``."""
+    return Path(f"{path}.sha256")
+
+
+def save_verified(obj: Any, path: Path, epoch: int) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically, then its sidecar ``{"sha256", "bytes", "epoch"}``."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    atomic_write_json(checksum_path(path), {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                                            "epoch": epoch})
 
 
 class RunFailedError(RuntimeError):
     """A run is marked FAILED (its loss became NaN/inf); it is never reused as done."""
+
+
+class DamagedFileError(RuntimeError):
+    """A checkpoint or resume state does not match its SHA-256 or cannot be read. The message names the run, the
+    file, the epoch and the command that re-creates it."""
+
+    def __init__(self, run: "Run", path: Path, epoch: int | None, problem: str):
+        self.run, self.path, self.epoch, self.problem = run, Path(path), epoch, problem
+        at = f" (epoch {epoch})" if epoch is not None else ""
+        super().__init__(f"run {run.name}: {self.path.relative_to(run.path)}{at} is damaged: {problem}. "
+                         f"Re-create it with: {run.recreate_command()}")
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is training this run (raised when not waiting for it)."""
 
 
 class Run:
@@ -150,23 +259,150 @@ class Run:
         return sorted(int(p.stem[1:]) for p in folder.glob("e*.pt")) if folder.exists() else []
 
     def save_checkpoint(self, epoch: int, state_dict: dict[str, torch.Tensor]) -> None:
-        atomic_torch_save({k: v.detach().cpu() for k, v in state_dict.items()}, self.checkpoint_path(epoch))
+        save_verified({k: v.detach().cpu() for k, v in state_dict.items()}, self.checkpoint_path(epoch), epoch)
 
     def load_checkpoint(self, epoch: int) -> dict[str, torch.Tensor]:
+        """Weights after ``epoch``, verified against their sidecar; raises :class:`DamagedFileError`."""
         path = self.checkpoint_path(epoch)
         if not path.exists():
             raise FileNotFoundError(f"run {self.name} has no checkpoint for epoch {epoch}; saved: {self.saved_epochs()}")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return self._load_verified(path, epoch, weights_only=True)
+
+    def verify(self, path: Path, epoch: int | None = None) -> None:
+        """Raise :class:`DamagedFileError` if ``path`` does not match its sidecar; no sidecar: nothing to check."""
+        path = Path(path)
+        side = checksum_path(path)
+        if not side.exists():
+            return
+        try:
+            expected = json.loads(side.read_text())
+            want, epoch = expected["sha256"], expected.get("epoch", epoch)
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DamagedFileError(self, side, epoch, f"unreadable checksum file ({err})") from None
+        got = file_sha256(path)
+        if got != want:
+            raise DamagedFileError(self, path, epoch, f"SHA-256 {got[:12]}... of its {path.stat().st_size} bytes "
+                                                      f"differs from the recorded {want[:12]}... "
+                                                      f"({expected.get('bytes')} bytes)")
+
+    def _load_verified(self, path: Path, epoch: int | None, *, weights_only: bool) -> Any:
+        self.verify(path, epoch)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
+        except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... for a cut-off file
+            raise DamagedFileError(self, path, epoch, f"unreadable ({type(err).__name__}: "
+                                                      f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+    def recreate_command(self) -> str:
+        """Shell command that re-trains this run from scratch, keeping the damaged folder aside."""
+        return (f"mv {self.path} {self.path}.damaged && ctcbook train --config {self.path}.damaged/config.json "
+                f"--runs {self.path.parent}")
 
     @property
     def state_path(self) -> Path:
         return self.path / "state.pt"
 
-    def save_state(self, state: dict[str, Any]) -> None:
-        atomic_torch_save(state, self.state_path)
+    @property
+    def prev_state_path(self) -> Path:
+        return self.path / "state.prev.pt"
 
-    def load_state(self) -> dict[str, Any] | None:
-        return torch.load(self.state_path, map_location="cpu", weights_only=False) if self.state_path.exists() else None
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Save the resume point ``state`` (with its ``"epoch"``) as ``state.pt``, keeping the one before it as
+        ``state.prev.pt`` (file and sidecar moved by rename, so one of the two is always complete)."""
+        for src in (self.state_path, checksum_path(self.state_path)):
+            if src.exists():
+                dst = self.prev_state_path if src == self.state_path else checksum_path(self.prev_state_path)
+                try:
+                    os.replace(src, dst)
+                except OSError as err:
+                    raise _write_error(dst, err) from err
+        save_verified(state, self.state_path, state.get("epoch"))
+
+    def load_state(self, log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+        """The latest intact resume state, or None if the run has none.
+
+        A damaged ``state.pt`` (checksum mismatch, cut off, unreadable) falls back to ``state.prev.pt`` with a
+        warning (``log``, default :func:`warnings.warn`); one more epoch is re-trained. If no state is intact, raises
+        :class:`DamagedFileError`.
+        """
+        damaged = []
+        for path in (self.state_path, self.prev_state_path):
+            if not path.exists():
+                continue
+            try:
+                state = self._load_verified(path, None, weights_only=False)
+            except DamagedFileError as err:
+                damaged.append(err)
+                continue
+            if damaged:
+                bad = damaged[0]
+                at = f" (epoch {bad.epoch})" if bad.epoch is not None else ""
+                msg = (f"run {self.name}: {bad.path.name}{at} is damaged ({bad.problem}); resuming from "
+                       f"{path.name} (epoch {state['epoch']}) instead, one more epoch to re-train")
+                (log or (lambda m: warnings.warn(m, stacklevel=3)))(msg)
+            return state
+        if damaged:
+            raise damaged[-1] if len(damaged) == 1 else DamagedFileError(
+                self, self.state_path, None, "state.pt and state.prev.pt are both damaged "
+                                             f"({'; '.join(e.problem for e in damaged)})")
+        return None
+
+    def damaged_files(self) -> list[DamagedFileError]:
+        """Every checkpoint and resume state that fails its SHA-256 or cannot be read (``ctcbook check``)."""
+        found = []
+        for epoch in self.saved_epochs():
+            try:
+                self._load_verified(self.checkpoint_path(epoch), epoch, weights_only=True)
+            except DamagedFileError as err:
+                found.append(err)
+        for path in (self.state_path, self.prev_state_path):
+            if path.exists():
+                try:
+                    self._load_verified(path, None, weights_only=False)
+                except DamagedFileError as err:
+                    found.append(err)
+        return found
+
+    # --- the one writer ------------------------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "writer.lock"
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds (or last held) the writer lock: ``{"pid", "host", "started"}``, if known."""
+        try:
+            return json.loads((self.path / "writer.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    @contextlib.contextmanager
+    def writer(self, *, wait: bool = True, log: Callable[[str], None] = print) -> Iterator["Run"]:
+        """Hold the exclusive writer lock of this run for the ``with`` block.
+
+        If another process holds it: with ``wait`` (default) print who (pid, host, start time) and block until it
+        is released (the holder finished, failed or died: the OS drops the lock of a dead process); without
+        ``wait`` raise :class:`RunLockedError` at once. The caller re-checks :attr:`done` after acquiring.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(self.lock_path)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            h = self.holder() or {}
+            who = (f"process {h.get('pid', '?')} on {h.get('host', '?')} (since {h.get('started', '?')})"
+                   if h else "another process")
+            if not wait:
+                raise RunLockedError(f"run {self.name} is being trained by {who}; wait for it or run again "
+                                     f"without --no-wait to wait") from None
+            log(f"[ctcbook] run {self.name} is being trained by {who}; waiting for it to finish")
+            lock.acquire(timeout=-1)
+        try:
+            atomic_write_json(self.path / "writer.json", {
+                "pid": os.getpid(), "host": socket.gethostname(),
+                "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")})
+            yield self
+        finally:
+            lock.release()
 
     # --- cached evaluations --------------------------------------------------------------------------------
     def eval_path(self, kind: str, spec: dict[str, Any]) -> Path:

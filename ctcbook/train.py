@@ -12,6 +12,7 @@ and saved with every resume point.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -121,8 +122,13 @@ def build_objective(config: TrainConfig, model: Classifier, labels: torch.Tensor
 
 def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.device | str | None = None,
           progress: bool = True, on_epoch_end: Callable[[int, Classifier, Run], None] | None = None,
-          amp: bool | None = None) -> Run:
+          amp: bool | None = None, wait: bool = True) -> Run:
     """Train (or reuse, or resume) the run of ``config`` and return it.
+
+    Only one process trains a run: this takes the run's writer lock (:meth:`~ctcbook.runs.Run.writer`). If another
+    process holds it, it says who and waits, then reuses the run that process finished (or resumes it, if that
+    process died); with ``wait=False`` it raises :class:`~ctcbook.runs.RunLockedError` at once. A finished run is
+    returned without taking the lock.
 
     Args:
         config: what to train.
@@ -132,11 +138,23 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
         on_epoch_end: called as ``f(epoch, model, run)`` after each epoch has been saved.
         amp: bfloat16 autocast; default on for CUDA, off elsewhere (the CPU supports it too, which lets CI run the
             GPU's mixed-precision code path).
+        wait: wait for another process training the same run (True) or refuse at once (False).
     """
     store = store or RunStore()
     run = store.open(config.to_dict(), prefix=config.run_prefix)
     if run.done:
         return run
+    # Under torch.distributed only rank 0 takes the lock (the other ranks of the same job would wait for it forever).
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    with run.writer(wait=wait) if not distributed or torch.distributed.get_rank() == 0 else contextlib.nullcontext():
+        if run.done:  # finished by the process we waited for
+            return run
+        return _train_locked(run, config, device=device, progress=progress, on_epoch_end=on_epoch_end, amp=amp)
+
+
+def _train_locked(run: Run, config: TrainConfig, *, device: torch.device | str | None, progress: bool,
+                  on_epoch_end: Callable[[int, Classifier, Run], None] | None, amp: bool | None) -> Run:
+    """The body of :func:`train`, run while holding ``run``'s writer lock."""
     if run.failure is not None:
         raise RunFailedError(f"run {run.path} failed earlier: {run.failure}; change the config or delete the folder")
     device = torch.device(device) if device is not None else default_device()
@@ -165,7 +183,7 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
     test_x, test_y = test_set.images.to(device), test_set.labels.to(device)
 
     start = 0
-    state = run.load_state()
+    state = run.load_state()  # falls back to state.prev.pt, with a warning, if state.pt is damaged
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from .profiles import PROFILES
+from .profiles import PARAMETER_DEFAULTS, PROFILES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +32,27 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--config", required=True, help="JSON file of TrainConfig fields")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     train.add_argument("--runs", default=None, help="run store folder (default $CTCBOOK_RUNS or ./runs)")
+    train.add_argument("--no-wait", action="store_true",
+                       help="if another process is training this run, refuse at once instead of waiting for it")
+
+    check = sub.add_parser("check", help="verify every checkpoint and resume state of a run store (SHA-256)")
+    check.add_argument("--runs", default=None, help="run store folder (default $CTCBOOK_RUNS or ./runs)")
 
     sub.add_parser("list", help="list chapters, their parameters and the profiles")
 
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
+            from . import parameters
+
+            overrides = {name: parameters.parse_value(value) for name, value in args.parameter}
+            with warnings.catch_warnings():  # refuse bad requests before torch, papermill or a kernel start
+                warnings.simplefilter("ignore")
+                for chapter in args.chapters or PARAMETER_DEFAULTS:
+                    if chapter in PARAMETER_DEFAULTS:
+                        parameters.resolve_request(chapter, args.profile, overrides)
             from . import runner
 
-            overrides = {name: runner.parse_value(value) for name, value in args.parameter}
             kwargs = {"output_dir": args.output_dir} if args.output_dir else {}
             runner.run_chapters(args.chapters or None, args.profile, overrides, force=args.force, **kwargs)
         elif args.command == "book":
@@ -55,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             from ..runs import RunStore
             from ..train import train as train_run
 
-            run_ = train_run(TrainConfig.from_file(args.config), store=RunStore(args.runs), device=args.device)
+            run_ = train_run(TrainConfig.from_file(args.config), store=RunStore(args.runs), device=args.device,
+                             wait=not args.no_wait)
             print(run_.path)
+        elif args.command == "check":
+            return check_store(args.runs)
         elif args.command == "list":
             from . import runner
 
@@ -68,13 +84,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as err:  # a failed chapter or run: say what failed, exit non-zero
         from .runner import BookBuildError, ChapterFailedError
-        from ..runs import RunFailedError
+        from ..runs import DamagedFileError, RunFailedError, RunLockedError, StoreWriteError
 
-        if isinstance(err, (BookBuildError, ChapterFailedError, RunFailedError)):
+        if isinstance(err, (BookBuildError, ChapterFailedError, RunFailedError, DamagedFileError, RunLockedError,
+                            StoreWriteError)):
             print(f"ctcbook: {err}", file=sys.stderr)
             return 1
         raise
     return 0
+
+
+def check_store(root: str | None) -> int:
+    """``ctcbook check``: verify every run of the store at ``root``; print what is damaged and how to re-create it.
+    Returns the exit status: 0 if all intact, 1 if anything is damaged."""
+    from ..runs import RunStore
+
+    store = RunStore(root)
+    if not store.root.is_dir():
+        raise FileNotFoundError(f"no run store at {store.root} (set --runs or $CTCBOOK_RUNS)")
+    runs = list(store.runs())
+    bad = 0
+    for run_ in runs:
+        for err in run_.damaged_files():
+            bad += 1
+            print(f"DAMAGED {err}")
+    files = sum(len(r.saved_epochs()) for r in runs)
+    print(f"ctcbook check: {len(runs)} runs, {files} checkpoints in {store.root}: "
+          + (f"{bad} damaged file(s)" if bad else "all intact"))
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

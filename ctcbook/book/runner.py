@@ -16,8 +16,7 @@ from typing import Any
 
 import yaml
 
-from . import freshness, pages, progress, provenance
-from .profiles import PROFILES, profile_parameters
+from . import freshness, pages, parameters, progress, provenance
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -61,33 +60,18 @@ def _literal(source: str) -> Any:
         return source
 
 
-def _compatible(default: Any, value: Any) -> bool:
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
-    return isinstance(value, type(default))
-
-
 def resolve_parameters(chapter: str, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The parameters papermill injects into ``chapter``: the profile's values, then ``overrides``, then
-    ``profile``. Raises ValueError naming the bad chapter, profile, parameter or value."""
+    """The parameters papermill injects into ``chapter``: the profile's values and ``overrides``, resolved and
+    checked by :func:`ctcbook.book.parameters.resolve_request` -- the same function the notebook's first cell
+    calls, so a chapter run here and one run by papermill directly get identical values. Raises
+    :class:`~ctcbook.book.parameters.ParameterError` (a ValueError) naming the bad chapter, profile, parameter or
+    value."""
     if chapter not in chapters():
         raise ValueError(f"chapter must be one of {chapters()}, got {chapter!r}")
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-    defaults = notebook_parameters(chapter)
-    params = {**profile_parameters(chapter, profile), **(overrides or {})}
-    for name, value in params.items():
-        if name not in defaults or name == "profile":
-            allowed = sorted(n for n in defaults if n != "profile")
-            raise ValueError(f"chapter {chapter} has no parameter {name!r}; its parameters are {allowed}")
-        if not _compatible(defaults[name], value):
-            raise ValueError(f"parameter {name!r} of chapter {chapter} must be like its default "
-                             f"{defaults[name]!r} ({type(defaults[name]).__name__}), got {value!r}")
-    return {**params, "profile": profile}
+    defaults = None
+    if chapter not in parameters.PARAMETER_DEFAULTS:  # a notebook outside the book's profiles (tests)
+        defaults = {k: v for k, v in notebook_parameters(chapter).items() if k != "profile"}
+    return parameters.resolve_request(chapter, profile, overrides, defaults)
 
 
 def say(line: str) -> None:

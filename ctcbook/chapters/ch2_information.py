@@ -261,13 +261,13 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
                 per_layer = (time.perf_counter() - start) / len(missing)
                 for lay in missing:
                     append_jsonl(path, {"epoch": epoch, "layer": lay, "n": len(images), "seconds": per_layer,
-                                        **res[lay]})
+                                        **res[lay]}, unique=("epoch", "layer"))
                     done.add((epoch, lay))
             else:
                 xt, ty = MINE_PRESETS[mine_preset]
                 res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device)
                 append_jsonl(path, {"epoch": epoch, "layer": PENULTIMATE, "n": len(images),
-                                    "seconds": time.perf_counter() - start, **res})
+                                    "seconds": time.perf_counter() - start, **res}, unique=("epoch", "layer"))
                 done.add((epoch, PENULTIMATE))
     frames = []
     for split, estimator, wanted, use_n, path, done in todo:

@@ -450,7 +450,8 @@ class FusionExperiment:
             atomic_torch_save(head.state_dict(), self._weights(method, seed))
             append_jsonl(self.results_path, {"method": method, "seed": seed, "test_acc": self._accuracy(head),
                                              "train_seconds": seconds, "final_loss": losses[-1],
-                                             "n_params": sum(p.numel() for p in head.parameters())})
+                                             "n_params": sum(p.numel() for p in head.parameters())},
+                         unique=("method", "seed"))
         cached = self._cached()
         rows = []
         for seed in seeds:

@@ -1,0 +1,320 @@
+"""Chapter parameters: resolve the profile and check every value before anything is trained.
+
+Both ways of executing a chapter go through :func:`resolve`:
+
+* ``ctcbook run`` calls it (through :func:`resolve_request`) before any kernel starts, and injects the result;
+* each notebook's first cell after its parameters cell calls :func:`resolve_notebook` on the kernel's globals, so
+  ``papermill notebooks/01_tradeoff.ipynb out.ipynb -p profile cifar100`` gets the same values and the same
+  refusals as ``ctcbook run 01_tradeoff --profile cifar100``.
+
+**The rule.** The kernel cannot see which parameters papermill injected, so a parameter whose value equals the
+notebook's default (:data:`~ctcbook.book.profiles.PARAMETER_DEFAULTS`, same type and value) counts as *unset* and
+takes the profile's value; any other value is the caller's and is kept. ``ctcbook run`` applies the same rule to its
+``-p`` overrides, so both paths give identical values (resolving twice changes nothing).
+**The edge case:** under a profile that changes a parameter, you cannot ask for that parameter's notebook default
+(``--profile cifar100 -p epochs 30`` trains 200 epochs, cifar100's value); ``ctcbook run`` warns when this happens.
+Pass a value that differs (e.g. ``30.0`` is not accepted for an integer, so choose another profile or edit the
+profile) -- in practice use ``--profile default`` with overrides.
+
+Checks (one :class:`ParameterError` naming the parameter, the bad value and what is allowed): the profile name, the
+type (a YAML string where a number is expected is refused, never a ``TypeError`` later; a bool is not a number),
+the range, dataset/target/method/preset names, and consistency between parameters (CTC's stage 2 inside the
+schedule, MINE seeds among the trained seeds). Type and range checks import nothing heavy, so ``ctcbook run -p
+epochs -1`` is refused before torch is even imported; name checks import the registries they check against.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from .profiles import PARAMETER_DEFAULTS, PROFILES
+
+
+class ParameterError(ValueError):
+    """A chapter parameter (or the profile) is unknown, of the wrong type, out of range or inconsistent."""
+
+
+def parse_value(text: str) -> Any:
+    """A command-line parameter value: YAML scalars and lists (``200``, ``0.05``, ``[0,1]``, ``null``, ``abc``)."""
+    return yaml.safe_load(text)
+
+
+# --- what each parameter may be ----------------------------------------------------------------------------
+def _datasets() -> tuple[str, ...]:
+    from ..data import available_datasets
+
+    return tuple(available_datasets())
+
+
+def _targets() -> tuple[str, ...]:
+    from ..chapters.ch1_tradeoff import TARGETS
+
+    return tuple(sorted(TARGETS))
+
+
+def _protocols() -> tuple[str, ...]:
+    from ..chapters.ch1_tradeoff import PROTOCOLS
+
+    return tuple(PROTOCOLS)
+
+
+def _mine_presets() -> tuple[str, ...]:
+    from ..chapters.ch2_information import MINE_PRESETS
+
+    return tuple(MINE_PRESETS)
+
+
+def _archs() -> tuple[str, ...]:
+    from ..models.resnet import ARCHS
+
+    return tuple(ARCHS)
+
+
+def _fusion_methods() -> tuple[str, ...]:
+    from ..models.fusion import FUSION_METHODS
+
+    return tuple(FUSION_METHODS)
+
+
+_POSITIVE = 1e-12  # "greater than zero" for learning rates and temperatures
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What one parameter may be.
+
+    kind: "int", "float", "bool", "str", "name" (one of ``choices()``), or a list of "int", "float" or "name".
+    low/high: inclusive bounds (``high_open``: high excluded) for numbers and list items; nullable: None allowed.
+    """
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    high_open: bool = False
+    nullable: bool = False
+    choices: Callable[[], tuple[str, ...]] | None = None
+    nonempty: bool = True
+
+    def describe(self) -> str:
+        """What is allowed, in words: "an integer >= 1", "a non-empty list of names from [...]"."""
+        is_list = self.kind.startswith("list of ")
+        item = self.kind.removeprefix("list of ")
+        words = {"int": ("an integer", "integers"), "float": ("a number", "numbers"), "bool": ("true or false", ""),
+                 "str": ("a string", "strings"), "name": ("one of", "names from")}[item][is_list]
+        if item == "name":
+            words += f" {list(self.choices())}"
+        if self.low is not None and self.high is not None:
+            words += f" in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            words += f" > 0" if self.low == _POSITIVE else f" >= {self.low:g}"
+        if is_list:
+            words = f"a {'non-empty ' if self.nonempty else ''}list of {words}"
+        return words + (", or null" if self.nullable else "")
+
+
+def _count(low=1, nullable=False) -> Spec:
+    return Spec("int", low=low, nullable=nullable)
+
+
+def _num(low=0.0, high=None, high_open=False) -> Spec:
+    return Spec("float", low=low, high=high, high_open=high_open)
+
+
+SPECS: dict[str, Spec] = {
+    # the source run (chapters 1-5)
+    "source": Spec("name", choices=_datasets),
+    "source_classes": Spec("list of int", low=0, nullable=True),
+    "train_size": _count(nullable=True),
+    "arch": Spec("name", choices=_archs),
+    "depth": _count(), "width": _count(), "stem_stride": _count(),
+    "epochs": _count(), "batch_size": _count(),
+    "lr": _num(_POSITIVE), "weight_decay": _num(),
+    "seeds": Spec("list of int", low=0),
+    "backbone_seed": _count(0),
+    # probes (chapters 1, 2, 3, 5)
+    "targets": Spec("list of name", choices=_targets),
+    "target_train_size": _count(nullable=True), "target_test_size": _count(nullable=True),
+    "probe_every": _count(),
+    "paper_protocol": Spec("name", choices=_protocols), "paper_protocol_seed": _count(0),
+    # information estimators (chapters 2, 3)
+    "info_every": _count(), "renyi_n": _count(2),
+    "mine_seeds": Spec("list of int", low=0), "mine_every": _count(), "mine_n": _count(2),
+    "mine_preset": Spec("name", choices=_mine_presets),
+    # CTC (chapters 3, 5)
+    "stage_two_epoch": _count(), "weight_decay_coef": _num(), "lr_restart": _num(),
+    "alpha": _num(), "beta": _num(), "instance_t": _num(_POSITIVE), "instance_m": _num(0, 1, True),
+    "nce_t": _num(_POSITIVE), "nce_m": _num(0, 1, True), "embed_dim": _count(), "nce_k": _count(),
+    "refill": Spec("bool"), "train_instance_head": Spec("bool"),
+    "sweep_scales": Spec("list of float", low=0), "sweep_seed": _count(0), "sweep_probe_every": _count(),
+    # fusion heads and simulated metadata (chapter 4)
+    "methods": Spec("list of name", choices=_fusion_methods),
+    "head_epochs": _count(), "head_batch_size": _count(), "head_lr": _num(_POSITIVE), "head_weight_decay": _num(),
+    "label_smoothing": _num(0, 1, True), "meta_width": _count(), "reduced_dim": _count(), "hidden_dim": _count(),
+    "num_blocks": _count(), "metadata_seed": _count(0), "location_spread": _num(_POSITIVE),
+    "date_spread": _num(_POSITIVE), "background": _num(0, 1), "missing_fraction": _num(0, 1, True),
+    "confusable": Spec("list of int", low=0, nonempty=False), "tsne_points": _count(2),
+    "explorer_days": Spec("list of int", low=1, high=366), "inat_root": Spec("str"),
+}
+
+
+def _type_name(value: Any) -> str:
+    return {str: "a string", bool: "a bool", list: "a list", type(None): "null"}.get(type(value),
+                                                                                 type(value).__name__)
+
+
+def _bad(chapter: str, name: str, value: Any, spec: Spec, why: str = "") -> ParameterError:
+    textual = spec.kind.removeprefix("list of ") in ("str", "name")
+    got = f"{value!r} ({_type_name(value)})" if isinstance(value, str) and not textual else repr(value)
+    return ParameterError(f"parameter {name!r} of chapter {chapter} must be {spec.describe()}, got {got}"
+                          + (f": {why}" if why else ""))
+
+
+def _check_scalar(chapter: str, name: str, value: Any, kind: str, spec: Spec, whole: Any) -> Any:
+    """``value`` converted to ``kind`` if acceptable; raises ParameterError otherwise (no name checks here)."""
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _bad(chapter, name, whole, spec)
+        return value
+    if kind in ("str", "name"):
+        if not isinstance(value, str):
+            raise _bad(chapter, name, whole, spec)
+        return value
+    if isinstance(value, bool):
+        raise _bad(chapter, name, whole, spec)
+    if kind == "float" and isinstance(value, str):
+        try:  # YAML 1.1 reads 5e-4 (no dot) as a string; accept what Python reads as a finite number
+            value = float(value)
+        except ValueError:
+            raise _bad(chapter, name, whole, spec) from None
+    if kind == "int" and not isinstance(value, int) or kind == "float" and not isinstance(value, (int, float)):
+        raise _bad(chapter, name, whole, spec)
+    if kind == "float" and value != value or value in (float("inf"), float("-inf")):
+        raise _bad(chapter, name, whole, spec)
+    if spec.low is not None and value < spec.low or spec.high is not None and (
+            value >= spec.high if spec.high_open else value > spec.high):
+        raise _bad(chapter, name, whole, spec)
+    return value
+
+
+def spec_for(name: str, default: Any = None) -> Spec:
+    """:data:`SPECS` entry of ``name``; for a parameter not listed there (a notebook outside the book), a spec of
+    its default's type."""
+    if name in SPECS:
+        return SPECS[name]
+    kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(default))
+    return Spec(kind, nullable=True) if kind else Spec("any")
+
+
+def check_value(chapter: str, name: str, value: Any, default: Any = None) -> Any:
+    """Type and range of one parameter (no name lookups); returns the value, lists as lists."""
+    spec = spec_for(name, default)
+    if spec.kind == "any":
+        return value
+    if value is None:
+        if spec.nullable:
+            return None
+        raise _bad(chapter, name, value, spec)
+    if spec.kind.startswith("list of "):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list) or spec.nonempty and not value:
+            raise _bad(chapter, name, value, spec)
+        return [_check_scalar(chapter, name, v, spec.kind[8:], spec, value) for v in value]
+    return _check_scalar(chapter, name, value, spec.kind, spec, value)
+
+
+def _check_names(chapter: str, name: str, value: Any) -> None:
+    spec = spec_for(name)
+    if spec.choices is None or value is None:
+        return
+    allowed = spec.choices()
+    bad = [v for v in (value if isinstance(value, list) else [value]) if v not in allowed]
+    if bad:
+        raise _bad(chapter, name, value, spec, f"unknown {bad[0]!r}" if isinstance(value, list) else "")
+
+
+def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
+    if "stage_two_epoch" in p and not p["stage_two_epoch"] < p["epochs"]:
+        raise ParameterError(f"parameter 'stage_two_epoch' of chapter {chapter} must be below epochs "
+                             f"({p['epochs']}) so that stage 2 of CTC has epochs, got {p['stage_two_epoch']}")
+    if "mine_seeds" in p and not set(p["mine_seeds"]) <= set(p["seeds"]):
+        raise ParameterError(f"parameter 'mine_seeds' of chapter {chapter} must be a subset of seeds "
+                             f"{p['seeds']}, got {p['mine_seeds']}")
+    for name in ("seeds", "targets", "methods"):
+        if name in p and len(set(map(str, p[name]))) != len(p[name]):
+            raise ParameterError(f"parameter {name!r} of chapter {chapter} must not repeat an entry, "
+                                 f"got {p[name]}")
+
+
+def _same(value: Any, default: Any) -> bool:
+    """True if ``value`` is the notebook default (same type and value): the parameter counts as unset."""
+    return type(value) is type(default) and value == default
+
+
+def resolve(chapter: str, values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every parameter of ``chapter`` plus ``profile``, resolved and checked.
+
+    Args:
+        chapter: e.g. ``"01_tradeoff"``.
+        values: parameter values as given (any subset; missing ones take the notebook default), with ``profile``
+            (default ``"default"``). A value equal to the notebook default counts as unset and takes the profile's
+            value (see the module docstring).
+        defaults: the notebook's defaults (default: :data:`PARAMETER_DEFAULTS` of ``chapter``).
+
+    Raises :class:`ParameterError` naming the parameter, the bad value and what is allowed.
+    """
+    if defaults is None:
+        if chapter not in PARAMETER_DEFAULTS:
+            raise ParameterError(f"chapter must be one of {sorted(PARAMETER_DEFAULTS)}, got {chapter!r}")
+        defaults = PARAMETER_DEFAULTS[chapter]
+    unknown = [n for n in values if n not in defaults and n != "profile"]
+    if unknown:
+        raise ParameterError(f"chapter {chapter} has no parameter {unknown[0]!r}; its parameters are "
+                             f"{sorted(defaults)}")
+    profile = values.get("profile", "default")
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise ParameterError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    from_profile = PROFILES[profile].get(chapter, {})
+    resolved = {}
+    for name, default in defaults.items():
+        value = values.get(name, default)
+        if name in from_profile and _same(value, default):
+            value = from_profile[name]
+        resolved[name] = check_value(chapter, name, value, default)
+    for name, value in resolved.items():  # after all type/range checks: these import the registries
+        _check_names(chapter, name, value)
+    _check_consistency(chapter, resolved)
+    return {**resolved, "profile": profile}
+
+
+def resolve_request(chapter: str, profile: str, overrides: Mapping[str, Any] | None = None,
+                    defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What ``ctcbook run`` injects into ``chapter``: :func:`resolve` of the profile and the ``-p`` overrides,
+    keeping only values that differ from the notebook defaults, plus ``profile``. Warns when an override equal to
+    the notebook default gives way to the profile's value (the one edge case of the rule)."""
+    overrides = dict(overrides or {})
+    if "profile" in overrides:
+        raise ParameterError("set the profile with --profile, not -p profile")
+    resolved = resolve(chapter, {**overrides, "profile": profile}, defaults)
+    defaults = PARAMETER_DEFAULTS[chapter] if defaults is None else defaults
+    for name, value in overrides.items():
+        if not _same(resolved[name], value) and _same(value, defaults[name]):
+            warnings.warn(f"-p {name} {value!r} equals the notebook default, which counts as unset, so profile "
+                          f"{profile!r}'s value {resolved[name]!r} is used", stacklevel=2)
+    return {**{n: v for n, v in resolved.items() if n != "profile" and not _same(v, defaults[n])},
+            "profile": profile}
+
+
+def resolve_notebook(chapter: str, namespace: Mapping[str, Any], log: Callable[[str], None] = print) -> dict:
+    """The first cell after a notebook's parameters cell: ``globals().update(resolve_notebook(chapter,
+    globals()))``. Reads the parameters from the kernel's ``namespace``, resolves and checks them (:func:`resolve`),
+    prints which values came from the profile, and returns them all."""
+    defaults = PARAMETER_DEFAULTS[chapter]
+    given = {n: namespace[n] for n in [*defaults, "profile"] if n in namespace}
+    resolved = resolve(chapter, given)
+    applied = [n for n in defaults if n in given and not _same(resolved[n], given[n])]
+    if applied:
+        log(f"profile {resolved['profile']!r}: " + ", ".join(f"{n}={resolved[n]!r}" for n in applied))
+    return resolved

@@ -1,0 +1,146 @@
+"""The same parameter resolution and refusals through papermill as through `ctcbook run`."""
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import ctcbook.book.runner as runner
+from ctcbook.book import parameters
+from ctcbook.book.parameters import ParameterError, resolve, resolve_notebook, resolve_request
+from ctcbook.book.profiles import PARAMETER_DEFAULTS, PROFILES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_parameter_has_a_spec_and_every_default_passes():
+    for chapter, defaults in PARAMETER_DEFAULTS.items():
+        assert set(defaults) <= set(parameters.SPECS), chapter
+        for profile in PROFILES:
+            resolve(chapter, {"profile": profile})
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"epochs": -1}, r"parameter 'epochs' of chapter 01_tradeoff must be an integer >= 1, got -1$"),
+    ({"epochs": "ten"}, r"parameter 'epochs' .* must be an integer >= 1, got 'ten' \(a string\)"),
+    ({"epochs": True}, r"parameter 'epochs' .* got True"),
+    ({"epochs": 2.5}, r"parameter 'epochs' .* got 2.5"),
+    ({"lr": 0}, r"parameter 'lr' .* must be a number > 0, got 0"),
+    ({"lr": "fast"}, r"parameter 'lr' .* got 'fast' \(a string\)"),
+    ({"source": "cifar1000"}, r"parameter 'source' .* must be one of \['fashion_mnist', .*'cifar100'.*got 'cifar1000'"),
+    ({"targets": ["mnist5k", "svhn"]}, r"parameter 'targets' .*list of names from \[.*'mnist5k'.*: unknown 'svhn'"),
+    ({"seeds": []}, r"parameter 'seeds' .* must be a non-empty list of integers >= 0, got \[\]"),
+    ({"seeds": [0, 0]}, r"parameter 'seeds' .* must not repeat"),
+    ({"train_size": 0}, r"parameter 'train_size' .*>= 1, or null, got 0"),
+    ({"paper_protocol": "fast"}, r"parameter 'paper_protocol' .* one of \['lbfgs', 'paper', 'paper_bn'\]"),
+    ({"profile": "cifar1000"}, r"profile must be one of \['cifar100', 'default', 'smoke'\], got 'cifar1000'"),
+    ({"epoch": 3}, r"chapter 01_tradeoff has no parameter 'epoch'; its parameters are .*'epochs'"),
+])
+def test_bad_values_are_refused_naming_parameter_value_and_allowed(values, message):
+    with pytest.raises(ParameterError, match=message):
+        resolve("01_tradeoff", values)
+
+
+def test_consistency_between_parameters():
+    with pytest.raises(ParameterError, match=r"'stage_two_epoch' of chapter 03_ctc must be below epochs \(30\)"):
+        resolve("03_ctc", {"stage_two_epoch": 30})
+    with pytest.raises(ParameterError, match=r"'mine_seeds' .* subset of seeds \[0, 1\], got \[2\]"):
+        resolve("02_information", {"seeds": [0, 1], "mine_seeds": [2]})
+    with pytest.raises(ParameterError, match=r"'methods' of chapter 04_dynamic_mlp .*unknown 'mlp'"):
+        resolve("04_dynamic_mlp", {"methods": ["concat", "mlp"]})
+
+
+def test_yaml_float_without_dot_is_read_as_a_number():
+    assert resolve("01_tradeoff", {"weight_decay": parameters.parse_value("5e-4")})["weight_decay"] == 5e-4
+
+
+def test_profile_fills_unset_parameters_and_keeps_the_callers():
+    got = resolve("01_tradeoff", {"profile": "cifar100", "epochs": 3})
+    assert got["epochs"] == 3 and got["source"] == "cifar100" and got["depth"] == 20 and got["lr"] == 0.05
+    assert resolve("01_tradeoff", got) == got  # resolving twice changes nothing
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("chapter", sorted(PARAMETER_DEFAULTS))
+def test_ctcbook_run_and_the_notebook_cell_give_identical_values(chapter, profile):
+    overrides = {"seeds": [0, 5], "probe_every": 7} if "probe_every" in PARAMETER_DEFAULTS[chapter] else {
+        "seeds": [0, 5]}
+    injected = resolve_request(chapter, profile, overrides)  # what `ctcbook run` injects
+    kernel = {**PARAMETER_DEFAULTS[chapter], "profile": "default", **injected}  # the kernel after injection
+    direct = {**PARAMETER_DEFAULTS[chapter], "profile": "default", **overrides, "profile": profile}  # papermill
+    assert resolve_notebook(chapter, kernel, log=lambda _: None) == resolve_notebook(chapter, direct,
+                                                                                      log=lambda _: None)
+
+
+def test_the_one_edge_case_is_warned_about():
+    with pytest.warns(UserWarning, match=r"-p epochs 30 equals the notebook default.*'cifar100''s value 200"):
+        assert resolve_request("01_tradeoff", "cifar100", {"epochs": 30})["epochs"] == 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_request("01_tradeoff", "cifar100", {"epochs": 31})
+
+
+def test_runner_refuses_with_the_same_checks(monkeypatch):
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("must not execute"))
+    with pytest.raises(ParameterError, match=r"parameter 'source' .*got 'cifar1000'"):
+        runner.run_chapters(["01_tradeoff"], "default", {"source": "cifar1000"})
+
+
+def test_every_notebook_checks_its_parameters_in_the_cell_after_the_parameters_cell():
+    for chapter in runner.chapters():
+        nb = nbformat.read(REPO / "notebooks" / f"{chapter}.ipynb", as_version=4)
+        i = next(k for k, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+        after = next(c for c in nb.cells[i + 1:] if c.cell_type == "code")
+        assert f'globals().update(resolve_notebook("{chapter}", globals()))' in after.source, chapter
+
+
+def test_cli_refuses_a_range_error_without_torch_papermill_or_a_kernel():
+    """`ctcbook run -p epochs -1` must exit non-zero at once: nothing heavy is even imported."""
+    code = ("import sys; from ctcbook.book.cli import main; rc = main(['run', '01_tradeoff', '-p', 'epochs', '-1']);"
+            "print(rc, sorted(m for m in ('torch', 'papermill', 'jupyter_client') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split("\n")[0] == "2 []", out
+    assert "parameter 'epochs' of chapter 01_tradeoff must be an integer >= 1, got -1" in out.stderr
+
+
+def _head(chapter: str, tmp_path: Path) -> Path:
+    """The real notebook up to its check cell, plus a cell that prints the resolved parameters as JSON."""
+    nb = nbformat.read(REPO / "notebooks" / f"{chapter}.ipynb", as_version=4)
+    i = next(k for k, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    names = [*PARAMETER_DEFAULTS[chapter], "profile"]
+    nb.cells = nb.cells[:i + 2] + [nbformat.v4.new_code_cell(
+        f"import json\nprint(json.dumps({{n: globals()[n] for n in {names!r}}}))")]
+    path = tmp_path / f"{chapter}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.notebook
+def test_papermill_directly_applies_the_profile_and_refuses_bad_values(tmp_path):
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = _head("01_tradeoff", tmp_path)
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(str(source), str(out), parameters={"profile": "cifar100", "epochs": 2},
+                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    printed = json.loads(nbformat.read(out, as_version=4).cells[-1].outputs[-1]["text"])
+    cifar = PROFILES["cifar100"]["01_tradeoff"]
+    assert printed == {**PARAMETER_DEFAULTS["01_tradeoff"], **cifar, "epochs": 2, "profile": "cifar100"}
+
+    for params, message in [({"profile": "cifar1000"}, "profile must be one of ['cifar100', 'default', 'smoke']"),
+                            ({"epochs": "ten"}, "parameter 'epochs' of chapter 01_tradeoff must be an integer")]:
+        with pytest.raises(PapermillExecutionError) as err:
+            papermill.execute_notebook(str(source), str(out), parameters=params, kernel_name="python3",
+                                       cwd=str(REPO), progress_bar=False)
+        assert err.value.ename == "ParameterError" and message in err.value.evalue
+        cells = nbformat.read(out, as_version=4).cells
+        failed = [k for k, c in enumerate(cells) if any(o.output_type == "error" for o in c.get("outputs", []))]
+        injected = next(k for k, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", []))
+        first_code = next(k for k in range(injected + 1, len(cells)) if cells[k].cell_type == "code")
+        assert failed == [first_code] and "resolve_notebook" in cells[first_code].source
