@@ -192,10 +192,10 @@ def test_changed_parameter_re_executes_that_chapter_only(tmp_path, monkeypatch):
     nbformat.write(other, tmp_path / "notebooks" / "07_other.ipynb")
     out = tmp_path / "out"
     runner.run_chapters(None, "smoke", output_dir=out, log=lambda *_: None)
-    real = runner.profile_parameters
-    monkeypatch.setattr(runner, "profile_parameters",
-                        lambda chapter, profile: {**real(chapter, profile), **({"x": 3} if chapter == "07_other"
-                                                                               else {})})
+    real = runner.resolve_parameters
+    monkeypatch.setattr(runner, "resolve_parameters",
+                        lambda chapter, profile, overrides=None: {**real(chapter, profile, overrides),
+                                                                  **({"x": 3} if chapter == "07_other" else {})})
     lines = []
     runner.run_chapters(None, "smoke", output_dir=out, log=lines.append)
     assert "06_fresh up to date" in lines[0]
