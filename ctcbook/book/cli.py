@@ -41,12 +41,17 @@ def main(argv: list[str] | None = None) -> int:
 
             print(runner.build_book(warnings_as_errors=args.warnings_as_errors))
         elif args.command == "train":
+            from .. import distributed
             from ..config import TrainConfig
             from ..runs import RunStore
             from ..train import train as train_run
 
+            # Under torchrun every rank runs this; rank 0 alone writes the run folder and prints its path.
             run_ = train_run(TrainConfig.from_file(args.config), store=RunStore(args.runs), device=args.device)
-            print(run_.path)
+            rank = distributed.from_env()
+            distributed.cleanup(rank)
+            if rank.main:
+                print(run_.path)
         elif args.command == "list":
             from . import runner
 
