@@ -144,6 +144,20 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    "targets": ["cifar10", "cinic10"], "probe_every": 10, "stage_two_epoch": 200, "embed_dim": 128,
                    "nce_k": 16384, "sweep_seed": 0, "sweep_probe_every": 50, "info_every": 20, "renyi_n": 2000},
     },
+    "imagenet": {
+        # ImageNet-1k (an ImageFolder tree under $CTCBOOK_DATA/imagenet, streamed from disk: ctcbook.data.stream)
+        # with torchvision's ResNet-50 and the usual recipe (torchvision references/classification; Goyal et al.
+        # 2017): SGD momentum 0.9, global batch 256 with lr 0.1 (scale lr linearly with the batch: lr = 0.1 x B / 256),
+        # weight decay 1e-4, 90 epochs, cosine decay per step to 0 (the engine's schedule; torchvision's classic
+        # recipe uses steps at 30/60, its newer ones cosine), no warm-up (at batch 256 the recipe needs none),
+        # RandomResizedCrop 224 + flip, evaluation at resize 256 / centre crop 224. A checkpoint probed every 10
+        # epochs on CIFAR-10, CIFAR-100 and CINIC-10 (upsampled to 224 px) with the paper's protocol (paper_bn).
+        # Several GPUs: torchrun (see the GPU-box page); batch_size stays the global batch.
+        "01_tradeoff": {"source": "imagenet", "source_classes": None, "train_size": None, "arch": "resnet50",
+                        "epochs": 90, "batch_size": 256, "lr": 0.1, "weight_decay": 1e-4, "seeds": [0],
+                        "targets": ["cifar10", "cifar100", "cinic10"], "probe_every": 10,
+                        "paper_protocol": "paper_bn"},
+    },
 }
 
 PARAMETER_DEFAULTS: dict[str, dict[str, Any]] = {"04_dynamic_mlp": _DYNAMIC_MLP_DEFAULT,
