@@ -11,6 +11,7 @@ report of issue 13).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ctcbook import distributed
+from ctcbook import distributed, launch
 from ctcbook.config import TrainConfig
 from ctcbook.runs import RunStore
 from ctcbook.train import train
@@ -47,18 +48,13 @@ def torchrun(args: list[str], tmp: Path, *, nproc: int = 2, extra: list[str] = (
     return out
 
 
-def train_cli(config: TrainConfig, tmp: Path, **kw):
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "config.json").write_text(json.dumps(config.to_dict()))
-    return torchrun(["-m", "ctcbook", "train", "--config", "config.json", "--device", "cpu", "--runs", "runs"], tmp,
-                    **kw)
-
-
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ddp2")
-    out = train_cli(CONFIG, tmp)
-    return RunStore(tmp / "runs").open(CONFIG.to_dict(), prefix=CONFIG.run_prefix), out
+    """The notebook's one call: ctcbook.launch.train starts torchrun with 2 processes and streams its output."""
+    out = io.StringIO()
+    run = launch.train(CONFIG, nproc=2, store=RunStore(tmp_path_factory.mktemp("ddp2") / "runs"), device="cpu",
+                       out=out)
+    return run, out.getvalue()
 
 
 def test_from_env_and_shares():
@@ -89,7 +85,16 @@ def test_two_processes_match_one(two_process_run, tmp_path):
         assert abs(a["test_acc"] - b["test_acc"]) < ACC_TOL, (a, b)
         assert abs(a["train_acc"] - b["train_acc"]) < ACC_TOL, (a, b)
         assert a["lr"] == pytest.approx(b["lr"], rel=1e-9)  # same number of steps: the global batch is 64
-    assert out.stdout.count(str(ddp.path)) == 1  # the run's path printed once, by rank 0
+    assert out.count(str(ddp.path)) == 1  # the run's path printed once, by rank 0
+    assert "2/2" in out  # rank 0's progress bar reached the notebook
+
+
+def test_launch_refuses_bad_nproc():
+    with pytest.raises(ValueError, match="nproc must be an integer >= 1, got 0"):
+        launch.train(CONFIG, nproc=0)
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ValueError, match="nproc 2 needs 2 CUDA devices, this machine has"):
+            launch.train(CONFIG, nproc=2)
 
 
 def _worker_pids(parent: int) -> dict[int, int]:
