@@ -86,3 +86,16 @@ def test_imagenet_profile_engine_path(tree, tmp_path):
     model = load_model(run)
     assert model(torch.rand(2, 3, 224, 224))[1].shape == (2, 3)
     assert (run.path / "model.json").read_text().count('"image_size": 224') == 1
+
+
+def test_imagenet_without_data_stops_before_training(tmp_path, monkeypatch):
+    """What `ctcbook run 01_tradeoff --profile imagenet` meets on a machine without ImageNet (the chapter's train
+    cell fails with this one message; checked by hand through the CLI, see the GPU-box page)."""
+    monkeypatch.setenv("CTCBOOK_DATA", str(tmp_path / "nothing"))
+    p = profile_parameters("01_tradeoff", "imagenet")
+    config = TrainConfig(**{k: p[k] for k in ("source", "source_classes", "train_size", "arch", "epochs",
+                                              "batch_size", "lr", "weight_decay")})
+    with pytest.raises(DataNotFoundError, match=r"(?s)dataset 'imagenet' not found.*nothing/imagenet/train.*"
+                                                r"image-net\.org"):
+        train(config, store=RunStore(tmp_path / "runs"), progress=False, device="cpu")
+    assert not list((tmp_path / "runs").glob("*/model.json")) and not list((tmp_path / "runs").glob("*/*.pt"))

@@ -30,11 +30,12 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "probe_every": 3,
     "paper_protocol": "paper",
     "paper_protocol_seed": 0,
+    "nproc": 1,
 }
 
 # Chapter 2 reads chapter 1's runs (same run parameters) and adds the estimators' settings.
 _INFORMATION_DEFAULT: dict[str, Any] = {
-    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed")},
+    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed", "nproc")},
     "info_every": 3,
     "renyi_n": 1000,
     "mine_seeds": [0],
@@ -45,7 +46,7 @@ _INFORMATION_DEFAULT: dict[str, Any] = {
 
 # Chapter 3 trains CTC beside chapter 1's runs (same run parameters: its baseline runs are reused).
 _CTC_DEFAULT: dict[str, Any] = {
-    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed")},
+    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed", "nproc")},
     "stage_two_epoch": 20,
     "weight_decay_coef": 2.0,
     "lr_restart": 0.1,
