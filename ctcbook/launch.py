@@ -49,6 +49,9 @@ def train(config: TrainConfig, *, nproc: int = 1, store: RunStore | None = None,
     if device != "cpu" and torch.cuda.device_count() < nproc:
         raise ValueError(f"nproc {nproc} needs {nproc} CUDA devices, this machine has {torch.cuda.device_count()} "
                          "(pass device='cpu' to run the processes on the CPU with gloo)")
+    finished = store.open(config.to_dict(), prefix=config.run_prefix)
+    if finished.done:  # reused without starting any process
+        return finished
     out = out or sys.stdout
     store.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store.root, prefix=".launch-") as tmp:
