@@ -93,6 +93,10 @@ class CTCObjective(nn.Module):
         self.sampler = OtherClassSampler(labels, config.nce_k)
         self._set_snapshot(None)
         self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]] = []
+        # Under DDP each rank sees its share of the batch: memory updates and CRD's normaliser use every rank's
+        # (index, embedding) gathered in rank order (the engine sets this to ctcbook.distributed.all_gather), so
+        # the memories stay identical on all ranks and equal to one process's with the same global batch.
+        self.gather = lambda t: t
 
     # --- what the engine calls ------------------------------------------------------------------------------
     def stage(self, epoch: int) -> int:
@@ -147,7 +151,8 @@ class CTCObjective(nn.Module):
         s2 = pair_scores(v2, self.memory, candidates, c.nce_t)
         if torch.isnan(self.log_z).any():  # CRD's one-time normalisation constants, from the first stage-2 batch
             with torch.no_grad():
-                self.log_z.copy_(torch.stack([log_normaliser(s1, self.n), log_normaliser(s2, self.n)]))
+                self.log_z.copy_(torch.stack([log_normaliser(self.gather(s1.detach()), self.n),
+                                              log_normaliser(self.gather(s2.detach()), self.n)]))
         loss = nce_loss(s1, self.log_z[0], self.n) + nce_loss(s2, self.log_z[1], self.n)
         self._pending += [(self.memory, index, v1.detach(), c.nce_m),
                           (self.snapshot_memory, index, v2.detach(), c.nce_m)]
@@ -156,7 +161,7 @@ class CTCObjective(nn.Module):
     def update_memories(self) -> None:
         """Apply the momentum updates queued by the last :meth:`loss` (call after the backward pass)."""
         for memory, index, z, m in self._pending:
-            momentum_update(memory, index, z, m)
+            momentum_update(memory, self.gather(index), self.gather(z), m)
         self._pending = []
 
     @torch.no_grad()

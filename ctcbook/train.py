@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from typing import Callable
 
@@ -22,12 +23,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed
 from .config import TrainConfig
 from .ctc_objective import CTCObjective
 from .data import ImageSet, load_dataset, select_classes, subsample
+from .data import stream
 from .data.loader import DeviceBatches
 from .models import Classifier, build_model
-from .runs import Run, RunFailedError, RunStore, atomic_write_json
+from .runs import Run, RunFailedError, RunStore, atomic_write_json, config_hash
 
 
 def default_device() -> torch.device:
@@ -120,9 +123,55 @@ def build_objective(config: TrainConfig, model: Classifier, labels: torch.Tensor
     return CTCObjective(config.ctc, model.feature_dim, labels, config.stages.stage_two_epoch, config.seed)
 
 
+class DataMismatchError(ValueError):
+    """The splits of a streamed dataset do not share one list of classes."""
+
+
+def stream_data(config: TrainConfig) -> tuple[stream.StreamFolder, stream.StreamFolder]:
+    """The (train, test) streamed image folders of a config whose source is too large to keep in memory
+    (:func:`ctcbook.data.stream.is_streamed`), with torchvision's training and evaluation transforms."""
+    if config.source_classes is not None or config.train_size is not None:
+        raise ValueError(f"source_classes and train_size must be None for the streamed dataset {config.source!r} "
+                         f"(it is read from disk as it is), got {config.source_classes!r} and {config.train_size!r}")
+    train_set = stream.StreamFolder(stream.find_split(config.source, "train"), stream.train_transform(),
+                                    seed=config.seed, dataset=config.source)
+    test_set = stream.StreamFolder(stream.find_split(config.source, "test"), stream.eval_transform(),
+                                   dataset=config.source)
+    if test_set.classes != train_set.classes:
+        raise DataMismatchError(f"dataset {config.source!r}: the test split's class folders ({len(test_set.classes)} "
+                                f"under {test_set.folder}) differ from the train split's ({len(train_set.classes)} "
+                                f"under {train_set.folder})")
+    return train_set, test_set
+
+
+def _open_run(store: RunStore, config: TrainConfig, d: distributed.Dist) -> Run:
+    """Rank 0 opens (creates) the run folder; the other ranks only name it and never write to it."""
+    if d.main:
+        return store.open(config.to_dict(), prefix=config.run_prefix)
+    return Run(store.root / f"{config.run_prefix}-{config_hash(config.to_dict())}", config.to_dict())
+
+
+@torch.no_grad()
+def _stream_accuracy(model: Classifier, loader, device: torch.device, amp: bool) -> torch.Tensor:
+    """(correct, summed cross-entropy in nats, count) over this rank's share of a streamed test set."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for x, y, _ in loader:
+        x = x.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=memory_format(device))
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            _, logits = model(x)
+        sums += torch.stack([(logits.argmax(1) == y).sum().double(),
+                             F.cross_entropy(logits.float(), y, reduction="sum").double(),
+                             torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+    model.train(was_training)
+    return sums
+
+
 def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.device | str | None = None,
           progress: bool = True, on_epoch_end: Callable[[int, Classifier, Run], None] | None = None,
-          amp: bool | None = None, wait: bool = True) -> Run:
+          amp: bool | None = None, workers: int | None = None, wait: bool = True) -> Run:
     """Train (or reuse, or resume) the run of ``config`` and return it.
 
     Only one process trains a run: this takes the run's writer lock (:meth:`~ctcbook.runs.Run.writer`). If another
@@ -130,60 +179,101 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
     process died); with ``wait=False`` it raises :class:`~ctcbook.runs.RunLockedError` at once. A finished run is
     returned without taking the lock.
 
+    Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) every rank calls this: the model is wrapped in
+    DistributedDataParallel, each rank trains on ``batch_size / world_size`` images of every global batch and only
+    rank 0 writes the run folder (see :mod:`ctcbook.distributed`). The run's hash does not depend on the world size.
+
     Args:
         config: what to train.
         store: where runs live (default :class:`RunStore` at ``$CTCBOOK_RUNS`` or ``./runs``).
-        device: default CUDA if available, else CPU.
-        progress: show a progress bar over epochs.
-        on_epoch_end: called as ``f(epoch, model, run)`` after each epoch has been saved.
+        device: default CUDA if available (``cuda:LOCAL_RANK`` under torchrun), else CPU.
+        progress: show a progress bar over epochs (rank 0 only).
+        on_epoch_end: called on rank 0 as ``f(epoch, model, run)`` after each epoch has been saved.
         amp: bfloat16 autocast; default on for CUDA, off elsewhere (the CPU supports it too, which lets CI run the
             GPU's mixed-precision code path).
+        workers: DataLoader worker processes per rank for a streamed source (default ``$CTCBOOK_WORKERS`` or
+            min(8, CPUs / local ranks)); it does not change the numbers (see :mod:`ctcbook.data.stream`).
         wait: wait for another process training the same run (True) or refuse at once (False).
     """
+    d, rank_device = distributed.setup(device)
     store = store or RunStore()
-    run = store.open(config.to_dict(), prefix=config.run_prefix)
-    if run.done:
+    batch_size = distributed.per_rank_batch(config.batch_size, d)
+    run = _open_run(store, config, d)
+    distributed.barrier(d)
+    if distributed.broadcast_object(run.done, d):
         return run
-    # Under torch.distributed only rank 0 takes the lock (the other ranks of the same job would wait for it forever).
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    with run.writer(wait=wait) if not distributed or torch.distributed.get_rank() == 0 else contextlib.nullcontext():
-        if run.done:  # finished by the process we waited for
+    # Only rank 0 takes the writer lock: the other ranks of the same job never write, and would wait for it forever
+    # (they wait for rank 0 in the broadcast below instead).
+    with run.writer(wait=wait) if d.main else contextlib.nullcontext():
+        done, failure = distributed.broadcast_object((run.done, run.failure), d)
+        if done:  # finished by the process we waited for
             return run
-        return _train_locked(run, config, device=device, progress=progress, on_epoch_end=on_epoch_end, amp=amp)
+        if failure is not None:
+            raise RunFailedError(f"run {run.path} failed earlier: {failure}; change the config or delete the folder")
+        return _train_locked(run, config, d, rank_device, batch_size, progress=progress, on_epoch_end=on_epoch_end,
+                             amp=amp, workers=workers)
 
 
-def _train_locked(run: Run, config: TrainConfig, *, device: torch.device | str | None, progress: bool,
-                  on_epoch_end: Callable[[int, Classifier, Run], None] | None, amp: bool | None) -> Run:
-    """The body of :func:`train`, run while holding ``run``'s writer lock."""
-    if run.failure is not None:
-        raise RunFailedError(f"run {run.path} failed earlier: {run.failure}; change the config or delete the folder")
-    device = torch.device(device) if device is not None else default_device()
+def _train_locked(run: Run, config: TrainConfig, d: distributed.Dist, rank_device: torch.device | None,
+                  batch_size: int, *, progress: bool, on_epoch_end: Callable[[int, Classifier, Run], None] | None,
+                  amp: bool | None, workers: int | None) -> Run:
+    """The body of :func:`train`, run while holding ``run``'s writer lock (rank 0) with ``batch_size`` images per
+    rank."""
+    device = rank_device if rank_device is not None else default_device()
     amp = device.type == "cuda" if amp is None else amp
 
-    train_set, test_set = source_data(config)
-    mean, std = channel_stats(train_set.images)
-    model_args = {"num_classes": train_set.num_classes, "in_channels": train_set.images.shape[1],
-                  "mean": mean, "std": std}
-    if not (run.path / "model.json").exists():
+    streamed = stream.is_streamed(config.source)
+    if streamed:
+        train_set, test_set = stream_data(config)
+        model_args = {"num_classes": train_set.num_classes, "in_channels": 3, "mean": list(stream.IMAGENET_MEAN),
+                      "std": list(stream.IMAGENET_STD), "image_size": stream.CROP}
+    else:
+        train_set, test_set = source_data(config)
+        mean, std = channel_stats(train_set.images)
+        model_args = {"num_classes": train_set.num_classes, "in_channels": train_set.images.shape[1],
+                      "mean": mean, "std": std}
+    if d.main and not (run.path / "model.json").exists():
         atomic_write_json(run.path / "model.json", model_args)
 
     torch.manual_seed(config.seed)
     model = model_for(config, model_args).to(device).to(memory_format=memory_format(device))
-    batches = DeviceBatches(train_set.images, train_set.labels, batch_size=config.batch_size, device=device,
-                            augment=config.augment, crop_padding=config.crop_padding, seed=config.seed,
-                            memory_format=memory_format(device))
+    net = model
+    if d.active:  # gradients averaged over ranks during backward; BatchNorm statistics stay per rank
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if streamed:
+        if workers is None:
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            workers = int(os.environ.get("CTCBOOK_WORKERS", min(8, (os.cpu_count() or 1) // local)))
+        batches = stream.StreamBatches(train_set, batch_size=batch_size, rank=d.rank, world_size=d.world_size,
+                                       seed=config.seed, device=device, workers=workers,
+                                       memory_format=memory_format(device))
+    else:  # every rank draws the whole global batch (same order and augmentation) and keeps its share
+        batches = DeviceBatches(train_set.images, train_set.labels, batch_size=config.batch_size, device=device,
+                                augment=config.augment, crop_padding=config.crop_padding, seed=config.seed,
+                                memory_format=memory_format(device))
     steps_per_epoch = len(batches)
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_set)} training images")
-    objective = build_objective(config, model, batches.labels)
+    objective = build_objective(config, model, batches.labels.to(device))
+    if objective is not None:
+        if streamed:
+            raise ValueError(f"objective 'ctc' is not supported for the streamed dataset {config.source!r} yet "
+                             "(its switch refills the memories from in-memory training images); use objective 'ce'")
+        objective.gather = lambda t: distributed.all_gather(t, d)
     params = list(model.parameters()) + ([] if objective is None else objective.trainable())
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=weight_decay_at(config, 1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, steps_per_epoch))
-    test_x, test_y = test_set.images.to(device), test_set.labels.to(device)
+    if streamed:
+        test_loader = stream.eval_loader(test_set, batch_size=max(batch_size, 64), rank=d.rank,
+                                         world_size=d.world_size, device=device, workers=workers)
+    else:  # each rank measures every world_size-th test image; the sums are added over ranks
+        test_x = test_set.images[d.rank::d.world_size].to(device)
+        test_y = test_set.labels[d.rank::d.world_size].to(device)
 
     start = 0
-    state = run.load_state()  # falls back to state.prev.pt, with a warning, if state.pt is damaged
+    # Rank 0 reads the resume state (falling back to state.prev.pt, with a warning, if state.pt is damaged).
+    state = distributed.broadcast_object(run.load_state() if d.main else None, d)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -191,10 +281,11 @@ def _train_locked(run: Run, config: TrainConfig, *, device: torch.device | str |
         start = state["epoch"]
         if objective is not None:
             objective.load_state(state["objective"], model)
-    run.truncate_metrics(start)
+    if d.main:
+        run.truncate_metrics(start)
 
-    bar = tqdm(range(start + 1, config.epochs + 1), desc=run.name, disable=not progress, initial=start,
-               total=config.epochs, unit="epoch")
+    bar = tqdm(range(start + 1, config.epochs + 1), desc=run.name, disable=not progress or not d.main,
+               initial=start, total=config.epochs, unit="epoch")
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
@@ -205,8 +296,10 @@ def _train_locked(run: Run, config: TrainConfig, *, device: torch.device | str |
         correct = torch.zeros((), device=device)
         negatives = objective.generator(epoch) if objective is not None else None
         for step, (x, y, index) in enumerate(batches.epoch(epoch)):
+            if d.active and not streamed:
+                x, y, index = distributed.shard(x, d), distributed.shard(y, d), distributed.shard(index, d)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                features, logits = model(x)
+                features, logits = net(x)
                 loss = F.cross_entropy(logits.float(), y)
             if objective is not None:
                 aux, aux_losses[step] = objective.loss(epoch, features, x, y, index, negatives, amp=amp)
@@ -214,23 +307,38 @@ def _train_locked(run: Run, config: TrainConfig, *, device: torch.device | str |
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if objective is not None:
+                distributed.average_gradients(objective.trainable(), d)
                 objective.update_memories()
             optimizer.step()
             scheduler.step()
             losses[step] = loss.detach()
             correct += (logits.argmax(1) == y).sum()
+        losses = distributed.all_sum(losses, d) / d.world_size  # each step's loss over the global batch
+        aux_losses = distributed.all_sum(aux_losses, d) / d.world_size
+        correct = distributed.all_sum(correct, d)
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad):
             step = int(bad[0])
-            run.mark_failed(epoch, step, f"non-finite training loss {losses[step].item()}")
+            if d.main:
+                run.mark_failed(epoch, step, f"non-finite training loss {losses[step].item()}")
             raise RunFailedError(f"run {run.name}: loss became {losses[step].item()} at epoch {epoch}, step {step}")
         train_seconds = time.perf_counter() - t0
-        acc, test_loss = test_accuracy(model, test_x, test_y, amp=amp)
-        run.save_checkpoint(epoch, model.state_dict())
+        distributed.broadcast_buffers(model, d)  # rank 0's BatchNorm statistics: the ones its checkpoint saves
+        if streamed:
+            sums = distributed.all_sum(_stream_accuracy(model, test_loader, device, amp), d)
+            acc, test_loss = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
+        else:
+            acc, test_loss = test_accuracy(model, test_x, test_y, amp=amp)
+            if d.active:
+                sums = distributed.all_sum(torch.tensor([acc, test_loss, 1.0], dtype=torch.float64,
+                                                        device=device) * len(test_y), d)
+                acc, test_loss = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
         row = {"epoch": epoch, "train_loss": losses.mean().item(),
                "train_acc": correct.item() / (steps_per_epoch * config.batch_size), "test_acc": acc,
                "test_loss": test_loss, "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
                "images_per_second": steps_per_epoch * config.batch_size / train_seconds, "device": str(device)}
+        if d.active:
+            row["world_size"] = d.world_size
         state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict()}
         if objective is not None:
@@ -239,11 +347,17 @@ def _train_locked(run: Run, config: TrainConfig, *, device: torch.device | str |
             if epoch == config.stages.stage_two_epoch:
                 objective.switch(model, batches.images, amp=amp, memory_format=memory_format(device))
             state["objective"] = objective.state()
-        run.append_metrics(row)
-        run.save_state(state)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, model, run)
-    final = run.metrics()[-1]
-    run.mark_done({"epochs": config.epochs, "test_acc": final["test_acc"], "device": str(device)})
+        if d.main:  # checkpoint, metrics row, resume state: in that order, by rank 0 only
+            run.save_checkpoint(epoch, model.state_dict())
+            run.append_metrics(row)
+            run.save_state(state)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, model, run)
+        distributed.barrier(d)
+    if d.main:
+        final = run.metrics()[-1]
+        run.mark_done({"epochs": config.epochs, "test_acc": final["test_acc"], "device": str(device),
+                       "world_size": d.world_size})
+    distributed.barrier(d)
     return run

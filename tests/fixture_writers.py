@@ -94,3 +94,22 @@ def write_image_folder(folder: Path, classes: tuple[str, ...] = ("cat", "dog"), 
             Image.fromarray(arr).save(folder / name / f"{i}.png")
             arrays.append(arr)
     return np.stack(arrays)
+
+
+def write_jpeg_tree(root: Path, classes: tuple[str, ...] = ("n01", "n02", "n03"), per_class: dict | None = None,
+                    seed: int = 0) -> Path:
+    """An ImageNet-layout tree of real JPEG files: ``root/{train,val}/<class>/<i>.JPEG``, images of varied sizes
+    (40..72 px a side) whose mean colour depends on the class (so a network can learn them). ``per_class`` maps split
+    to images per class (default train 12, val 4). Returns ``root``."""
+    rng = np.random.default_rng(seed)
+    per_class = per_class or {"train": 12, "val": 4}
+    for split, n in per_class.items():
+        for k, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                h, w = (int(v) for v in rng.integers(40, 73, 2))
+                base = np.zeros(3)
+                base[k % 3] = 170
+                arr = np.clip(base + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(root / split / name / f"{i}.JPEG", quality=90)
+    return root

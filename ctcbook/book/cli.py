@@ -64,13 +64,18 @@ def main(argv: list[str] | None = None) -> int:
 
             print(publish_.publish(args.dir, **({"html": args.html} if args.html else {})))
         elif args.command == "train":
+            from .. import distributed
             from ..config import TrainConfig
             from ..runs import RunStore
             from ..train import train as train_run
 
+            # Under torchrun every rank runs this; rank 0 alone writes the run folder and prints its path.
             run_ = train_run(TrainConfig.from_file(args.config), store=RunStore(args.runs), device=args.device,
                              wait=not args.no_wait)
-            print(run_.path)
+            rank = distributed.from_env()
+            distributed.cleanup(rank)
+            if rank.main:
+                print(run_.path)
         elif args.command == "check":
             return check_store(args.runs)
         elif args.command == "list":

@@ -30,11 +30,12 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "probe_every": 3,
     "paper_protocol": "paper",
     "paper_protocol_seed": 0,
+    "nproc": 1,
 }
 
 # Chapter 2 reads chapter 1's runs (same run parameters) and adds the estimators' settings.
 _INFORMATION_DEFAULT: dict[str, Any] = {
-    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed")},
+    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed", "nproc")},
     "info_every": 3,
     "renyi_n": 1000,
     "mine_seeds": [0],
@@ -45,7 +46,7 @@ _INFORMATION_DEFAULT: dict[str, Any] = {
 
 # Chapter 3 trains CTC beside chapter 1's runs (same run parameters: its baseline runs are reused).
 _CTC_DEFAULT: dict[str, Any] = {
-    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed")},
+    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed", "nproc")},
     "stage_two_epoch": 20,
     "weight_decay_coef": 2.0,
     "lr_restart": 0.1,
@@ -143,6 +144,20 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    "stem_stride": 1, "epochs": 300, "batch_size": 64, "lr": 0.05, "seeds": [0],
                    "targets": ["cifar10", "cinic10"], "probe_every": 10, "stage_two_epoch": 200, "embed_dim": 128,
                    "nce_k": 16384, "sweep_seed": 0, "sweep_probe_every": 50, "info_every": 20, "renyi_n": 2000},
+    },
+    "imagenet": {
+        # ImageNet-1k (an ImageFolder tree under $CTCBOOK_DATA/imagenet, streamed from disk: ctcbook.data.stream)
+        # with torchvision's ResNet-50 and the usual recipe (torchvision references/classification; Goyal et al.
+        # 2017): SGD momentum 0.9, global batch 256 with lr 0.1 (scale lr linearly with the batch: lr = 0.1 x B / 256),
+        # weight decay 1e-4, 90 epochs, cosine decay per step to 0 (the engine's schedule; torchvision's classic
+        # recipe uses steps at 30/60, its newer ones cosine), no warm-up (at batch 256 the recipe needs none),
+        # RandomResizedCrop 224 + flip, evaluation at resize 256 / centre crop 224. A checkpoint probed every 10
+        # epochs on CIFAR-10, CIFAR-100 and CINIC-10 (upsampled to 224 px) with the paper's protocol (paper_bn).
+        # Several GPUs: torchrun (see the GPU-box page); batch_size stays the global batch.
+        "01_tradeoff": {"source": "imagenet", "source_classes": None, "train_size": None, "arch": "resnet50",
+                        "epochs": 90, "batch_size": 256, "lr": 0.1, "weight_decay": 1e-4, "seeds": [0],
+                        "targets": ["cifar10", "cifar100", "cinic10"], "probe_every": 10,
+                        "paper_protocol": "paper_bn"},
     },
 }
 

