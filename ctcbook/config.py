@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEDULES = ("cosine", "step", "two_stage")
-AUGMENTS = ("crop_flip", "crop", "none")
+AUGMENTS = ("crop_flip", "crop", "flip", "none")
 OBJECTIVES = ("ce", "ctc")
 
 
@@ -88,7 +88,8 @@ class TrainConfig:
     Model: ``arch`` with ``depth``/``width``/``stem_stride`` for the CIFAR-style ResNet.
     Optimisation: SGD with Nesterov off, ``lr`` for ``batch_size``, ``momentum``, ``weight_decay``; ``schedule``
     cosine (per step, to 0 at the end) or step (x ``gamma`` at each epoch in ``milestones``).
-    ``augment``: random crop with ``crop_padding`` pixels of zero padding and/or horizontal flip, on the device.
+    ``augment``: random crop with ``crop_padding`` pixels of zero padding and/or horizontal flip ("flip": flip only),
+    on the device.
     ``objective`` "ce" (cross-entropy) or "ctc" (cross-entropy plus the CTC losses of ``ctc``, a :class:`CTCConfig`);
     ``schedule`` "two_stage" takes its stages from ``stages`` (a :class:`StageSchedule`; "ctc" requires it).
     ``stages`` and ``ctc`` are left out of :meth:`to_dict` when None, so adding them changed no earlier run's hash.

@@ -203,6 +203,14 @@ class ProbeResult:
     reg: float                           # the chosen L2 strength
     val_accuracy: dict[float, float] = field(default_factory=dict)  # held-out accuracy for each grid value
 
+    @property
+    def chosen_val_accuracy(self) -> float:
+        """Held-out accuracy of the chosen strength, [0, 1]: the probe fitted on the rest of the train split, scored
+        on the stratified held-out part of the *train* split (never the test split). It is the largest of the grid's
+        held-out accuracies, so slightly optimistic, by the same rule at every epoch: the book uses it to choose a
+        transfer curve's peak epoch without looking at the test images (:mod:`ctcbook.stats`)."""
+        return self.val_accuracy[self.reg]
+
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                  reg_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0), val_fraction: float = 0.2,
@@ -216,7 +224,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
        :func:`fit_logistic` (mean cross-entropy + reg / 2 ||W||^2, bias unpenalised) on the rest and measure
        held-out top-1. The best wins; ties go to the stronger regularisation.
     3. Refit on the whole train split with the chosen strength (warm-started from its held-out fit) and report test
-       top-1.
+       top-1. The held-out accuracy of the chosen strength (step 2) is :attr:`ProbeResult.chosen_val_accuracy`.
 
     Args:
         train_x, test_x: float features (N, D), (M, D); computed in float32 on ``device``.

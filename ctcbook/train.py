@@ -7,8 +7,8 @@ is marked FAILED with the epoch and step and raises :class:`~ctcbook.runs.RunFai
 On CUDA it trains in bfloat16 autocast with channels-last tensors; on the CPU in float32, contiguous (see
 :func:`memory_format`).
 The objective is cross-entropy (``"ce"``) or cross-entropy plus the losses of contrastive temporal coding
-(``"ctc"``, :mod:`ctcbook.ctc_objective`): the same loop, with the stage switch, the snapshot and the memories driven from here
-and saved with every resume point.
+(``"ctc"``, :mod:`ctcbook.ctc_objective`): the same loop, with the stage switch, the snapshot and the memories
+driven from here and saved with every resume point.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from . import distributed
 from .config import TrainConfig
 from .ctc_objective import CTCObjective
 from .data import ImageSet, load_dataset, select_classes, subsample
+from .data.images import stratified_indices
 from .data import stream
 from .data.loader import DeviceBatches
 from .models import Classifier, build_model
@@ -93,6 +94,15 @@ def test_accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
     return correct / len(labels), loss / len(labels)
 
 
+CLEAN_TRAIN_IMAGES = 10_000
+
+
+def clean_train_set(train_set: ImageSet) -> ImageSet:
+    """The un-augmented training images behind ``clean_train_acc``/``clean_train_loss``: all of ``train_set`` when it
+    has at most :data:`CLEAN_TRAIN_IMAGES`, else a fixed stratified subset of that many (seed 0)."""
+    return subsample(train_set, CLEAN_TRAIN_IMAGES, seed=0)
+
+
 def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based): cosine to 0, step decay, or two stages
     (cosine from 1 to 0 over stage 1, then cosine from ``lr_restart`` to 0 over stage 2)."""
@@ -117,7 +127,8 @@ def weight_decay_at(config: TrainConfig, epoch: int) -> float:
 
 
 def build_objective(config: TrainConfig, model: Classifier, labels: torch.Tensor) -> CTCObjective | None:
-    """The extra state of ``config.objective``: None for "ce", a :class:`~ctcbook.ctc_objective.CTCObjective` for "ctc"."""
+    """The extra state of ``config.objective``: None for "ce", a :class:`~ctcbook.ctc_objective.CTCObjective` for
+    "ctc"."""
     if config.objective == "ce":
         return None
     return CTCObjective(config.ctc, model.feature_dim, labels, config.stages.stage_two_epoch, config.seed)
@@ -167,6 +178,21 @@ def _stream_accuracy(model: Classifier, loader, device: torch.device, amp: bool)
                              torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
     model.train(was_training)
     return sums
+
+
+def _accuracy(model: Classifier, data, device: torch.device, amp: bool, d: distributed.Dist) -> tuple[float, float]:
+    """(top-1 accuracy in [0, 1], mean cross-entropy in nats) over an evaluation set split across ranks: ``data`` is
+    this rank's (uint8 images, labels) on the device, or its DataLoader of a streamed set; sums are added over ranks."""
+    if isinstance(data, tuple):
+        acc, loss = test_accuracy(model, *data, amp=amp)
+        if not d.active:
+            return acc, loss
+        n = len(data[1])
+        sums = torch.tensor([acc * n, loss * n, n], dtype=torch.float64, device=device)
+    else:
+        sums = _stream_accuracy(model, data, device, amp)
+    sums = distributed.all_sum(sums, d)
+    return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
 
 
 def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.device | str | None = None,
@@ -264,12 +290,20 @@ def _train_locked(run: Run, config: TrainConfig, d: distributed.Dist, rank_devic
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=weight_decay_at(config, 1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, steps_per_epoch))
+    # Evaluation sets, each split across ranks (the sums are added over ranks): the test split, and the training
+    # images without augmentation (all of them, or a fixed stratified 10,000) for clean_train_acc.
     if streamed:
-        test_loader = stream.eval_loader(test_set, batch_size=max(batch_size, 64), rank=d.rank,
-                                         world_size=d.world_size, device=device, workers=workers)
-    else:  # each rank measures every world_size-th test image; the sums are added over ranks
-        test_x = test_set.images[d.rank::d.world_size].to(device)
-        test_y = test_set.labels[d.rank::d.world_size].to(device)
+        test_eval = stream.eval_loader(test_set, batch_size=max(batch_size, 64), rank=d.rank,
+                                       world_size=d.world_size, device=device, workers=workers)
+        clean_folder = stream.StreamFolder(train_set.folder, stream.eval_transform(), dataset=config.source)
+        keep = stratified_indices(clean_folder.targets, clean_folder.num_classes, CLEAN_TRAIN_IMAGES, seed=0)
+        clean_eval = stream.eval_loader(torch.utils.data.Subset(clean_folder, keep.tolist()),
+                                        batch_size=max(batch_size, 64), rank=d.rank, world_size=d.world_size,
+                                        device=device, workers=workers)
+    else:  # each rank measures every world_size-th image
+        clean = clean_train_set(train_set)
+        test_eval = tuple(t[d.rank::d.world_size].to(device) for t in (test_set.images, test_set.labels))
+        clean_eval = tuple(t[d.rank::d.world_size].to(device) for t in (clean.images, clean.labels))
 
     start = 0
     # Rank 0 reads the resume state (falling back to state.prev.pt, with a warning, if state.pt is damaged).
@@ -324,18 +358,13 @@ def _train_locked(run: Run, config: TrainConfig, d: distributed.Dist, rank_devic
             raise RunFailedError(f"run {run.name}: loss became {losses[step].item()} at epoch {epoch}, step {step}")
         train_seconds = time.perf_counter() - t0
         distributed.broadcast_buffers(model, d)  # rank 0's BatchNorm statistics: the ones its checkpoint saves
-        if streamed:
-            sums = distributed.all_sum(_stream_accuracy(model, test_loader, device, amp), d)
-            acc, test_loss = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
-        else:
-            acc, test_loss = test_accuracy(model, test_x, test_y, amp=amp)
-            if d.active:
-                sums = distributed.all_sum(torch.tensor([acc, test_loss, 1.0], dtype=torch.float64,
-                                                        device=device) * len(test_y), d)
-                acc, test_loss = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
+        acc, test_loss = _accuracy(model, test_eval, device, amp, d)
+        # Fit of the training set itself: eval mode, no augmentation (augmented-batch train_acc understates it).
+        clean_acc, clean_loss = _accuracy(model, clean_eval, device, amp, d)
         row = {"epoch": epoch, "train_loss": losses.mean().item(),
                "train_acc": correct.item() / (steps_per_epoch * config.batch_size), "test_acc": acc,
-               "test_loss": test_loss, "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
+               "test_loss": test_loss, "clean_train_acc": clean_acc, "clean_train_loss": clean_loss,
+               "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
                "images_per_second": steps_per_epoch * config.batch_size / train_seconds, "device": str(device)}
         if d.active:
             row["world_size"] = d.world_size

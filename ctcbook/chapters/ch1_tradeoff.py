@@ -28,6 +28,11 @@ from ..train import default_device, load_model
 #: Bump when the probing code changes its numbers; part of every cached evaluation's key.
 PROBE_VERSION = 1
 PROTOCOLS = ("lbfgs", "paper", "paper_bn")
+#: Columns a cached row of each protocol must hold; a row written before a column existed (``val_acc`` came with
+#: the validation-selected late drop) is probed again and the new row, appended, supersedes it. Rows are
+#: deterministic, so the recomputed row repeats the old numbers and adds the new column.
+ROW_COLUMNS = {"lbfgs": ("probe_acc", "probe_reg", "knn_acc", "val_acc"), "paper": ("paper_best", "paper_final"),
+               "paper_bn": ("paper_best", "paper_final")}
 
 
 @dataclass(frozen=True)
@@ -99,8 +104,10 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
     """Probe accuracy of each target at each probed epoch of ``run``.
 
     Returns a DataFrame with one row per (epoch, target): for ``protocol="lbfgs"`` the columns ``probe_acc`` (linear
-    probe, L-BFGS logistic regression with the regularisation chosen on held-out train images), ``probe_reg`` and
-    ``knn_acc`` (weighted kNN, k=20); for ``protocol="paper"`` (the paper's optimiser and best-test-epoch rule on
+    probe, L-BFGS logistic regression with the regularisation chosen on held-out train images), ``probe_reg``,
+    ``val_acc`` (the chosen probe's accuracy on that held-out part of the target's train split,
+    :attr:`~ctcbook.probes.ProbeResult.chosen_val_accuracy`; a curve's peak epoch is chosen on it, never on the test
+    split) and ``knn_acc`` (weighted kNN, k=20); for ``protocol="paper"`` (the paper's optimiser and best-test-epoch rule on
     frozen eval-mode features) and ``"paper_bn"`` (``transfer.py`` as written: BatchNorm statistics re-estimated on
     the target while the head trains; 30 passes over the target images per probe, meant for a GPU) the columns
     ``paper_best`` (best test accuracy over the 30 probe epochs, the paper's number) and ``paper_final``.
@@ -115,7 +122,8 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
     caches = {key: run.eval_path("transfer", {"target": key, "protocol": protocol, "train_size": target_train_size,
                                               "test_size": target_test_size, "version": PROBE_VERSION})
               for key in targets}
-    done = {key: {r["epoch"] for r in read_jsonl(path)} for key, path in caches.items()}
+    done = {key: {r["epoch"] for r in read_jsonl(path) if all(c in r for c in ROW_COLUMNS[protocol])}
+            for key, path in caches.items()}
     todo = [e for e in epochs if any(e not in done[k] for k in targets)]
     for epoch in tqdm(todo, desc=f"probe {run.name}", disable=not progress or not todo, unit="epoch"):
         model = load_model(run, epoch, device)
@@ -132,7 +140,7 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
                 fte = extract_features(model, test_set.images, device=device)
                 if protocol == "lbfgs":
                     res = linear_probe(ftr, train_set.labels, fte, test_set.labels, device=device)
-                    row.update(probe_acc=res.accuracy, probe_reg=res.reg,
+                    row.update(probe_acc=res.accuracy, probe_reg=res.reg, val_acc=res.chosen_val_accuracy,
                                knn_acc=knn_accuracy(ftr, train_set.labels, fte, test_set.labels))
                 else:
                     res = paper_probe(ftr, train_set.labels, fte, test_set.labels, device=device)

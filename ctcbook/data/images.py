@@ -94,10 +94,31 @@ def select_classes(ds: ImageSet, classes: Sequence[int]) -> ImageSet:
                     tuple(ds.classes[c] for c in wanted))
 
 
+def stratified_indices(labels: torch.Tensor, num_classes: int, n: int, seed: int) -> torch.Tensor:
+    """Sorted indices of a stratified subset of ``n`` of the (N,) int ``labels``: each class keeps its share
+    (largest-remainder rounding), the items within a class are drawn uniformly without replacement with ``seed``.
+    ``n`` >= N gives every index."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if n >= len(labels):
+        return torch.arange(len(labels))
+    gen = torch.Generator().manual_seed(int(seed))
+    counts = torch.bincount(labels, minlength=num_classes)
+    share = counts.double() * n / len(labels)
+    quota = torch.floor(share).long()
+    remainder = share - quota
+    quota[torch.argsort(remainder, descending=True, stable=True)[: n - int(quota.sum())]] += 1
+    picked = []
+    for k in range(num_classes):
+        idx = (labels == k).nonzero().flatten()
+        picked.append(idx[torch.randperm(len(idx), generator=gen)[: int(quota[k])]])
+    return torch.cat(picked).sort().values
+
+
 def subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
     """A stratified subset of ``n`` images: each class keeps its share of ``ds`` (largest-remainder rounding), the
-    images within a class are drawn uniformly without replacement. The same (ds, n, seed) gives the same subset;
-    image order is kept.
+    images within a class are drawn uniformly without replacement (:func:`stratified_indices`). The same
+    (ds, n, seed) gives the same subset; image order is kept.
 
     ``n`` None or >= len(ds) returns ``ds`` itself; ``n`` < 1 raises ValueError.
     """
@@ -107,17 +128,7 @@ def subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
         raise ValueError(f"n must be None or an int >= 1, got {n!r}")
     if n >= len(ds):
         return ds
-    gen = torch.Generator().manual_seed(int(seed))
-    counts = torch.bincount(ds.labels, minlength=ds.num_classes)
-    share = counts.double() * n / len(ds)
-    quota = torch.floor(share).long()
-    remainder = share - quota
-    quota[torch.argsort(remainder, descending=True, stable=True)[: n - int(quota.sum())]] += 1
-    picked = []
-    for k in range(ds.num_classes):
-        idx = (ds.labels == k).nonzero().flatten()
-        picked.append(idx[torch.randperm(len(idx), generator=gen)[: int(quota[k])]])
-    keep = torch.cat(picked).sort().values
+    keep = stratified_indices(ds.labels, ds.num_classes, n, seed)
     return ImageSet(f"{ds.name}(n={n},seed={seed})", ds.images[keep].contiguous(), ds.labels[keep], ds.classes)
 
 

@@ -40,7 +40,7 @@ class DeviceBatches:
         images: uint8 (N, C, H, W); moved to ``device`` once.
         labels: int64 (N,).
         batch_size: images per batch; the last, smaller batch is dropped when ``drop_last``.
-        augment: "crop_flip", "crop" or "none".
+        augment: "crop_flip", "crop", "flip" or "none".
         crop_padding: pixels of zero padding for the random crop.
         seed: base seed; epoch e uses seed * 100_003 + e.
         memory_format: layout of the yielded batches (channels-last on CUDA, see :func:`ctcbook.train.memory_format`).
@@ -53,8 +53,8 @@ class DeviceBatches:
                  memory_format: torch.memory_format = torch.contiguous_format):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        if augment not in ("crop_flip", "crop", "none"):
-            raise ValueError(f"augment must be one of ('crop_flip', 'crop', 'none'), got {augment!r}")
+        if augment not in ("crop_flip", "crop", "flip", "none"):
+            raise ValueError(f"augment must be one of ('crop_flip', 'crop', 'flip', 'none'), got {augment!r}")
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size, self.device, self.augment = batch_size, torch.device(device), augment
@@ -72,6 +72,6 @@ class DeviceBatches:
             x = self.images[idx].float().div_(255)
             if self.augment in ("crop", "crop_flip"):
                 x = random_crop(x, self.crop_padding, gen)
-            if self.augment == "crop_flip":
+            if self.augment in ("crop_flip", "flip"):
                 x = random_flip(x, gen)
             yield x.contiguous(memory_format=self.memory_format), self.labels[idx], idx

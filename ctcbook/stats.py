@@ -1,0 +1,315 @@
+"""The book's inference over seeds: one rule for every chapter.
+
+Every comparison in the book is over *seeds* (independent training runs): a quantity is measured once per seed and
+the seeds' values are summarised by their mean and a 95% Student-t interval (:func:`t_interval`, exact quantiles from
+:func:`scipy.stats.t.ppf`). Comparisons of two methods trained with the same seeds are *paired*: the per-seed
+differences (:func:`paired_differences`) are summarised the same way.
+
+The **late drop** of a transfer curve is defined once here (:func:`selected_drop`): the peak epoch is chosen on the
+*validation* accuracy (a held-out part of the target's train split), and the drop is the *test* accuracy at that
+epoch minus the test accuracy at the last epoch, so that the choice of the peak does not see the test noise it is
+measured with. :func:`naive_drop` (largest test accuracy minus the last) is kept only to show how much choosing the
+peak on the test curve inflates it: it is >= 0 by construction.
+
+:func:`verdict` turns an interval into words that follow it ("1.20 points, 95% CI [0.40, 2.00]"; "inconclusive" when
+the interval, as printed, contains 0); :func:`mechanism_verdict` checks the paper's mechanism (transfer falls after
+its peak *and* I(X;T) falls over the same epochs, sign and timing); :func:`bootstrap_correlation` gives a
+within-seed correlation with a bootstrap-over-seeds interval.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean of ``n`` per-seed values with a two-sided Student-t confidence interval [``low``, ``high``] at ``level``.
+
+    ``sd`` is the sample standard deviation (ddof 1); ``half_width`` = t_{(1+level)/2, n-1} * sd / sqrt(n). With one
+    seed the interval is (-inf, inf): one run says nothing about run-to-run spread.
+    """
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    sd: float
+    level: float = LEVEL
+
+    @property
+    def half_width(self) -> float:
+        return self.high - self.mean
+
+    def scaled(self, factor: float) -> "Interval":
+        """The same interval in other units (e.g. x100: accuracy fractions to points)."""
+        return Interval(self.mean * factor, self.low * factor, self.high * factor, self.n, self.sd * abs(factor),
+                        self.level)
+
+
+def _values(values, name: str) -> np.ndarray:
+    x = np.asarray(list(values.values()) if isinstance(values, Mapping) else values, dtype=float).ravel()
+    if x.size == 0:
+        raise ValueError(f"{name} must hold at least one value (one per seed), got none")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} must be finite numbers, got {x.tolist()}")
+    return x
+
+
+def t_quantile(level: float, n: int) -> float:
+    """The two-sided Student-t quantile t_{(1+level)/2, n-1} for ``n`` values."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    if n < 2:
+        raise ValueError(f"a t quantile needs n >= 2 values, got n={n}")
+    return float(_st.t.ppf((1 + level) / 2, df=n - 1))
+
+
+def t_interval(values: Sequence[float] | Mapping[object, float], level: float = LEVEL) -> Interval:
+    """Mean and Student-t interval over per-seed ``values`` (a sequence, or a mapping seed -> value)."""
+    x = _values(values, "values")
+    n = len(x)
+    mean = float(x.mean())
+    if n == 1:
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level!r}")
+        return Interval(mean, -math.inf, math.inf, 1, math.nan, level)
+    sd = float(x.std(ddof=1))
+    half = t_quantile(level, n) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, sd, level)
+
+
+def paired_differences(a: Mapping[object, float], b: Mapping[object, float]) -> dict[object, float]:
+    """Per-seed ``a[seed] - b[seed]``. Both must hold the same seeds: an unpaired seed is an error, not dropped."""
+    if set(a) != set(b):
+        raise ValueError(f"paired comparison needs the same seeds on both sides: only in a: {sorted(set(a) - set(b))}, "
+                         f"only in b: {sorted(set(b) - set(a))}")
+    return {s: float(a[s]) - float(b[s]) for s in sorted(a)}
+
+
+def paired_interval(a: Mapping[object, float], b: Mapping[object, float], level: float = LEVEL) -> Interval:
+    """Student-t interval of the per-seed differences ``a - b``."""
+    return t_interval(paired_differences(a, b), level)
+
+
+# --- the late drop -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Drop:
+    """One seed's late drop: ``peak_epoch`` (chosen on validation), ``drop`` = test at the peak minus test at the last
+    epoch (same units as the curves), and ``naive`` = max of test minus test at the last epoch."""
+
+    peak_epoch: int
+    drop: float
+    naive: float
+
+
+def _curve(epochs, *curves) -> list[np.ndarray]:
+    e = np.asarray(epochs)
+    out = [e]
+    for name, c in curves:
+        c = np.asarray(c, dtype=float)
+        if c.shape != e.shape or e.ndim != 1 or e.size == 0:
+            raise ValueError(f"{name} must have one value per epoch ({e.size} epochs), got shape {c.shape}")
+        if not np.all(np.isfinite(c)):
+            raise ValueError(f"{name} must be finite, got {c.tolist()}")
+        out.append(c)
+    if np.any(np.diff(e) <= 0):
+        raise ValueError(f"epochs must be strictly increasing, got {e.tolist()}")
+    return out
+
+
+def naive_drop(test: Sequence[float]) -> float:
+    """Largest test accuracy minus the last one: >= 0 by construction, biased upwards by test noise."""
+    t = np.asarray(test, dtype=float)
+    return float(t.max() - t[-1])
+
+
+def selected_drop(epochs: Sequence[int], val: Sequence[float], test: Sequence[float]) -> Drop:
+    """The late drop of one seed: peak epoch = first epoch of largest *validation* accuracy; drop = test at that
+    epoch minus test at the last epoch (positive: transfer was lost late)."""
+    e, v, t = _curve(epochs, ("val", val), ("test", test))
+    peak = int(np.argmax(v))
+    return Drop(int(e[peak]), float(t[peak] - t[-1]), naive_drop(t))
+
+
+@dataclass(frozen=True)
+class DropSummary:
+    """Late drops over seeds: ``selected`` and ``naive`` intervals, and the per-seed :class:`Drop` s."""
+
+    selected: Interval
+    naive: Interval
+    per_seed: dict
+
+
+def late_drop(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float]]],
+              level: float = LEVEL) -> DropSummary:
+    """Validation-selected and naive late drops of ``curves`` (seed -> (epochs, val, test)), each with a t interval
+    over seeds."""
+    per_seed = {s: selected_drop(*c) for s, c in curves.items()}
+    return DropSummary(t_interval([d.drop for d in per_seed.values()], level),
+                       t_interval([d.naive for d in per_seed.values()], level), per_seed)
+
+
+# --- verdicts ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Verdict:
+    """``sign``: +1 (the printed interval lies above 0), -1 (below 0) or 0 (inconclusive); ``text``: the sentence;
+    ``numbers``: its first part, the estimate and interval alone."""
+
+    sign: int
+    text: str
+    numbers: str
+
+
+def _outward(iv: Interval, decimals: int) -> tuple[float, float]:
+    """The interval rounded outwards to ``decimals``: the printed interval always contains the computed one."""
+    f = 10 ** decimals
+    # round(.., 9) first: 0.29 * 100 is 28.999999999999996 in binary, which must print as 0.29, not 0.28
+    return math.floor(round(iv.low * f, 9)) / f, math.ceil(round(iv.high * f, 9)) / f
+
+
+def _fmt(x: float, decimals: int) -> str:
+    return f"{x:.{decimals}f}" if math.isfinite(x) else ("-inf" if x < 0 else "inf")
+
+
+def verdict(iv: Interval, *, quantity: str, unit: str = "points", decimals: int = 2, positive: str = "positive",
+            negative: str = "negative") -> Verdict:
+    """Words that follow the interval: "<quantity>: X <unit>, 95% CI [a, b] over n seeds: <positive|negative>", or
+    "... : inconclusive (the interval contains 0)".
+
+    The decision is made on the interval *as printed*, rounded outwards to ``decimals``, so the words can never
+    disagree with the numbers a reader sees (a bound that prints as 0.00 counts as containing 0).
+    """
+    if decimals < 0:
+        raise ValueError(f"decimals must be >= 0, got {decimals}")
+    low, high = _outward(iv, decimals) if iv.n > 1 else (iv.low, iv.high)
+    pct = f"{round(iv.level * 100):d}%"
+    numbers = (f"{quantity}: {_fmt(iv.mean, decimals)} {unit}, {pct} CI [{_fmt(low, decimals)}, "
+               f"{_fmt(high, decimals)}] over {iv.n} seed{'s' if iv.n != 1 else ''}")
+    if low > 0:
+        return Verdict(1, f"{numbers}: {positive}", numbers)
+    if high < 0:
+        return Verdict(-1, f"{numbers}: {negative}", numbers)
+    why = "one seed gives no interval" if iv.n == 1 else "the interval contains 0"
+    return Verdict(0, f"{numbers}: inconclusive ({why})", numbers)
+
+
+def drop_verdict(iv: Interval, *, target: str, decimals: int = 2) -> Verdict:
+    """The book's sentence for a late drop in points (see :func:`selected_drop`)."""
+    return verdict(iv, quantity=f"late drop on {target}", decimals=decimals,
+                   positive="transfer falls after its validation-selected peak",
+                   negative="transfer rises after its validation-selected peak")
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """The paper's mechanism checked over seeds: ``transfer`` = interval of the validation-selected late drop of
+    transfer; ``compression`` = interval of I(X;T) at the same peak epoch minus I(X;T) at the last epoch (positive:
+    I(X;T) falls over the same epochs); ``coincides`` True only when both lie above 0; ``text`` says which case;
+    ``peak_epochs``: seed -> the validation-selected peak epoch of transfer (the start of that seed's late phase)."""
+
+    transfer: Interval
+    compression: Interval
+    coincides: bool
+    text: str
+    peak_epochs: dict
+
+
+def mechanism_verdict(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float], Sequence[float]]],
+                      *, target: str, transfer_scale: float = 100.0, transfer_unit: str = "points",
+                      info_unit: str = "bits", level: float = LEVEL, decimals: int = 2) -> Mechanism:
+    """Does I(X;T) fall over the epochs in which transfer falls? ``curves``: seed -> (epochs, val, test, ixt), with
+    ``val``/``test`` the transfer accuracies (fractions, shown x ``transfer_scale``) and ``ixt`` I(X;T) per epoch.
+
+    Per seed the late phase runs from the validation-selected peak epoch of transfer to the last epoch (timing); over
+    it, transfer's drop and I(X;T)'s fall are measured (sign). "Coincides" needs both intervals above 0; a fall of
+    I(X;T) while transfer rises, or a rise of I(X;T) while transfer falls, is said to be the opposite of the
+    mechanism.
+    """
+    drops, falls, peaks, last = {}, {}, {}, {}
+    for s, (epochs, val, test, ixt) in curves.items():
+        e, v, t, i = _curve(epochs, ("val", val), ("test", test), ("ixt", ixt))
+        peak = int(np.argmax(v))
+        drops[s] = (t[peak] - t[-1]) * transfer_scale
+        falls[s] = i[peak] - i[-1]
+        peaks[s], last[s] = int(e[peak]), int(e[-1])
+    transfer, compression = t_interval(drops, level), t_interval(falls, level)
+    vt = verdict(transfer, quantity=f"late drop of transfer on {target}", unit=transfer_unit, decimals=decimals)
+    vc = verdict(compression, quantity="fall of I(X;T) over the same epochs", unit=info_unit, decimals=decimals)
+    both = f"{vt.numbers}; {vc.numbers}"
+    if vt.sign > 0 and vc.sign > 0:
+        return Mechanism(transfer, compression, True,
+                         f"{both}: transfer falls after its peak and I(X;T) falls over the same epochs; the fall "
+                         f"of transferability coincides with compression, as the paper's mechanism says", peaks)
+    if all(peaks[s] == last[s] for s in peaks):
+        text = ("transfer's validation accuracy peaks at the last probed epoch on every seed: there is no late phase, "
+                "so no late loss of transferability for compression to explain")
+    elif vt.sign > 0 and vc.sign < 0:
+        text = "transfer falls after its peak while I(X;T) rises: the opposite of the paper's mechanism"
+    elif vt.sign > 0:
+        text = "transfer falls after its peak; whether I(X;T) falls with it is inconclusive"
+    elif vt.sign < 0:
+        text = ("transfer rises after its validation-selected peak, so there is no late loss of transferability for "
+                "compression to explain" + ("; I(X;T) falls meanwhile, the opposite of the mechanism"
+                                             if vc.sign > 0 else ""))
+    else:
+        text = "no late loss of transferability is distinguishable from noise, so the mechanism cannot be tested"
+    return Mechanism(transfer, compression, False, f"{both}: {text}", peaks)
+
+
+# --- correlation -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Correlation:
+    """Within-seed Pearson correlation ``r`` (each seed's points centred on that seed's means, then pooled) with a
+    percentile bootstrap interval over seeds [``low``, ``high``] (NaN with fewer than 2 seeds)."""
+
+    r: float
+    low: float
+    high: float
+    n_seeds: int
+    n_boot: int
+    level: float = LEVEL
+
+
+def _within_r(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
+    x = np.concatenate([a - a.mean() for a in xs])
+    y = np.concatenate([b - b.mean() for b in ys])
+    den = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 0 else math.nan
+
+
+def bootstrap_correlation(x: Mapping[object, Sequence[float]], y: Mapping[object, Sequence[float]], *,
+                          n_boot: int = 2000, seed: int = 0, level: float = LEVEL) -> Correlation:
+    """Correlation of ``x`` and ``y`` (seed -> values over the late-phase epochs of that seed) with a bootstrap
+    interval that resamples whole seeds with replacement (seeds are the independent units; epochs of one seed are
+    not)."""
+    if set(x) != set(y):
+        raise ValueError(f"x and y must hold the same seeds, got {sorted(x)} and {sorted(y)}")
+    seeds = sorted(x)
+    xs = [np.asarray(x[s], dtype=float) for s in seeds]
+    ys = [np.asarray(y[s], dtype=float) for s in seeds]
+    for s, a, b in zip(seeds, xs, ys):
+        if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+            raise ValueError(f"seed {s}: x and y need the same number (>= 2) of late-phase epochs, got "
+                             f"{a.shape} and {b.shape}")
+    r = _within_r(xs, ys)
+    if len(seeds) < 2:
+        return Correlation(r, math.nan, math.nan, len(seeds), 0, level)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(seeds), len(seeds))
+        rb = _within_r([xs[i] for i in pick], [ys[i] for i in pick])
+        if math.isfinite(rb):
+            boots.append(rb)
+    low, high = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return Correlation(r, float(low), float(high), len(seeds), len(boots), level)

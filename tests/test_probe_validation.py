@@ -1,0 +1,50 @@
+"""Validation accuracy of the linear probe (held-out part of the target's train split) and its column in chapter 1's
+per-epoch probe cache."""
+import json
+
+import pytest
+import torch
+
+from ctcbook.chapters.ch1_tradeoff import transfer_curve
+from ctcbook.config import TrainConfig
+from ctcbook.probes import fit_logistic, linear_probe, stratified_holdout
+from ctcbook.runs import RunStore
+from ctcbook.train import train
+
+
+def _blobs(n, seed, shift=2.0):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 6, generator=gen)
+    x[torch.arange(n), y] += shift
+    return x, y
+
+
+def test_chosen_val_accuracy_is_the_held_out_accuracy_of_the_chosen_fit():
+    x, y = _blobs(300, 0)
+    xt, yt = _blobs(300, 1)
+    res = linear_probe(x, y, xt, yt, reg_grid=(1e-2,), seed=5)
+    # recompute by hand: standardise with train statistics, fit on the fit part, score the held-out part
+    fit, held = stratified_holdout(y, 0.2, 5)
+    std, mean = torch.std_mean(x.double(), dim=0)
+    z = ((x.double() - mean) / std).float()
+    w, b = fit_logistic(z[fit], y[fit], 3, 1e-2)
+    expected = ((z[held] @ w + b).argmax(1) == y[held]).float().mean().item()
+    assert res.chosen_val_accuracy == pytest.approx(expected, abs=1e-9)
+    many = linear_probe(x, y, xt, yt)
+    assert many.chosen_val_accuracy == many.val_accuracy[many.reg] == max(many.val_accuracy.values())
+
+
+def test_probe_cache_records_val_acc_and_upgrades_old_rows(tmp_path):
+    config = TrainConfig(train_size=200, epochs=2, width=4, depth=8, batch_size=50, seed=3)
+    run = train(config, store=RunStore(tmp_path), progress=False)
+    kwargs = dict(every=1, target_train_size=150, target_test_size=100, device="cpu", progress=False)
+    table = transfer_curve(run, ["digits"], **kwargs)
+    assert list(table.epoch) == [1, 2] and table.val_acc.between(0, 1).all()
+    # a cache written before val_acc existed: its rows are probed again, the same numbers plus the new column
+    (cache,) = list(run.path.glob("evals/*"))
+    old = [json.loads(line) for line in cache.read_text().splitlines()]
+    cache.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "val_acc"}) + "\n" for r in old))
+    again = transfer_curve(run, ["digits"], **kwargs)
+    assert list(again.val_acc) == list(table.val_acc) and list(again.probe_acc) == list(table.probe_acc)
+    assert len(cache.read_text().splitlines()) == 4  # the two old rows kept, two complete rows appended

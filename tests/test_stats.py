@@ -1,0 +1,148 @@
+"""The book's one statistical rule (ctcbook.stats): t intervals, paired differences, the late drop, verdicts."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from ctcbook.stats import (Interval, bootstrap_correlation, drop_verdict, late_drop, mechanism_verdict, naive_drop,
+                           paired_differences, paired_interval, selected_drop, t_interval, t_quantile, verdict)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10])
+def test_t_quantiles_match_scipy_and_known_values(n):
+    assert t_quantile(0.95, n) == pytest.approx(st.t.ppf(0.975, n - 1), rel=1e-12)
+    known = {2: 12.706204736, 3: 4.302652730, 5: 2.776445105, 10: 2.262157163}  # printed t tables, df = n - 1
+    assert t_quantile(0.95, n) == pytest.approx(known[n], abs=1e-8)
+
+
+def test_t_interval_on_fixed_numbers():
+    x = [1.0, 2.0, 4.0, 7.0, 6.0]
+    iv = t_interval(x)
+    sd = np.std(x, ddof=1)
+    half = st.t.ppf(0.975, 4) * sd / math.sqrt(5)
+    assert (iv.mean, iv.sd, iv.n) == (pytest.approx(4.0), pytest.approx(sd), 5)
+    assert (iv.low, iv.high) == (pytest.approx(4.0 - half), pytest.approx(4.0 + half))
+    lo, hi = st.t.interval(0.95, 4, loc=np.mean(x), scale=st.sem(x))
+    assert (iv.low, iv.high) == (pytest.approx(lo), pytest.approx(hi))
+    one = t_interval([3.0])
+    assert one.n == 1 and one.low == -math.inf and one.high == math.inf
+    with pytest.raises(ValueError, match="values"):
+        t_interval([])
+    with pytest.raises(ValueError, match="finite"):
+        t_interval([1.0, float("nan")])
+
+
+def test_paired_differences_pair_by_seed_and_refuse_unpaired_seeds():
+    a = {0: 0.90, 1: 0.80, 2: 0.85}
+    b = {2: 0.84, 0: 0.89, 1: 0.79}
+    assert paired_differences(a, b) == pytest.approx({0: 0.01, 1: 0.01, 2: 0.01})
+    # paired: the seed-to-seed spread cancels (0.01 each), an unpaired comparison would not exclude 0
+    iv = paired_interval(a, b)
+    assert iv.mean == pytest.approx(0.01) and iv.sd == pytest.approx(0, abs=1e-12)
+    with pytest.raises(ValueError, match="only in a: \\[3\\]"):
+        paired_differences({**a, 3: 0.5}, b)
+
+
+def test_selected_drop_on_a_constructed_curve_with_known_peak():
+    epochs = [1, 5, 10, 15, 20, 25, 30]
+    val = [0.50, 0.70, 0.80, 0.78, 0.76, 0.75, 0.74]      # validation peak at epoch 10
+    test = [0.51, 0.69, 0.79, 0.77, 0.75, 0.74, 0.73]
+    d = selected_drop(epochs, val, test)
+    assert d.peak_epoch == 10 and d.drop == pytest.approx(0.06) and d.naive == pytest.approx(0.06)
+
+
+def test_noisy_test_curve_separates_selected_and_naive_drops():
+    epochs = list(range(1, 11))
+    val = [0.80] * 5 + [0.81] + [0.80] * 4              # validation peaks at epoch 6, flat otherwise
+    test = [0.80, 0.80, 0.83, 0.80, 0.80, 0.80, 0.80, 0.80, 0.80, 0.80]  # a lucky test value at epoch 3
+    d = selected_drop(epochs, val, test)
+    assert d.peak_epoch == 6 and d.drop == pytest.approx(0.0)
+    assert d.naive == pytest.approx(0.03) == naive_drop(test)
+    rng = np.random.default_rng(0)
+    curves = {s: (epochs, 0.8 + rng.normal(0, 0.005, 10), 0.8 + rng.normal(0, 0.005, 10)) for s in range(5)}
+    summary = late_drop(curves)
+    assert summary.selected.n == summary.naive.n == 5
+    assert all(d.naive >= 0 for d in summary.per_seed.values())
+    assert summary.naive.mean > summary.selected.mean  # max-of-test inflates the drop on pure noise
+    with pytest.raises(ValueError, match="one value per epoch"):
+        selected_drop(epochs, val[:-1], test)
+
+
+def test_verdict_wording_follows_the_interval():
+    drop = drop_verdict(t_interval([1.0, 1.2, 0.9, 1.1, 1.3]), target="mnist5k")
+    assert drop.sign == 1 and "late drop on mnist5k: 1.10 points, 95% CI [" in drop.text
+    assert "over 5 seeds" in drop.text and "inconclusive" not in drop.text
+    none = drop_verdict(t_interval([1.0, -0.5, 0.3, 0.8, -0.2]), target="digits")
+    assert none.sign == 0 and "inconclusive (the interval contains 0)" in none.text
+    neg = verdict(t_interval([-1.0, -1.2, -0.9]), quantity="CTC minus baseline", negative="CTC is lower")
+    assert neg.sign == -1 and neg.text.endswith("CTC is lower")
+    assert verdict(t_interval([2.0]), quantity="q").sign == 0
+
+
+def test_verdict_never_flips_on_rounding():
+    # low bound 0.0004 prints as 0.00 at two decimals: the words must not claim more than the printed interval
+    iv = Interval(mean=0.5, low=0.0004, high=0.9996, n=5, sd=0.4)
+    v = verdict(iv, quantity="q")
+    assert v.sign == 0 and "[0.00, 1.00]" in v.text
+    assert verdict(iv, quantity="q", decimals=4).sign == 1
+    iv = Interval(mean=0.6, low=0.29, high=0.91, n=5, sd=0.25)  # 0.29 * 100 is 28.999... in binary
+    assert "[0.29, 0.91]" in verdict(iv, quantity="q").text
+
+
+def _mechanism_curves(transfer_falls: bool, info_falls: bool, seeds=range(5)):
+    epochs = np.arange(1, 11)
+    rng = np.random.default_rng(1)
+    out = {}
+    for s in seeds:
+        rise = np.minimum(epochs, 4) / 4                        # up to epoch 4
+        late = np.clip(epochs - 4, 0, None) / 6                 # 0 -> 1 after epoch 4
+        acc = 0.6 + 0.2 * rise + (-0.05 if transfer_falls else 0.05) * late
+        val = acc + rng.normal(0, 0.001, 10)
+        test = acc + rng.normal(0, 0.001, 10)
+        ixt = 3.0 + rise + (-0.5 if info_falls else 0.5) * late + rng.normal(0, 0.01, 10)
+        out[s] = (epochs, val, test, ixt)
+    return out
+
+
+def test_mechanism_verdict_checks_sign_and_timing():
+    right = mechanism_verdict(_mechanism_curves(True, True), target="fmnist_5-9")
+    assert right.coincides and "coincides" in right.text
+    assert right.transfer.low > 0 and right.compression.low > 0
+    wrong = mechanism_verdict(_mechanism_curves(True, False), target="fmnist_5-9")
+    assert not wrong.coincides and "coincides" not in wrong.text and "opposite" in wrong.text
+    # chapter 2's old case: I(X;T) falls while transfer rises to the end (peak at the last epoch: no late phase)
+    rising = mechanism_verdict(_mechanism_curves(False, True), target="fmnist_5-9")
+    assert not rising.coincides and "coincides" not in rising.text and "no late phase" in rising.text
+    assert set(rising.peak_epochs.values()) == {10} and set(right.peak_epochs.values()) == {4}
+    # transfer rises after a validation peak that is not the last epoch while I(X;T) falls: wrong sign, not the
+    # mechanism
+    curves = {}
+    for s, (e, v, t, i) in _mechanism_curves(True, True).items():
+        v = v.copy()
+        v[3] += 0.5                                           # validation peak stays at epoch 4
+        curves[s] = (e, v, np.linspace(0.6, 0.7, 10) + 0.001 * s, i)
+    upward = mechanism_verdict(curves, target="fmnist_5-9")
+    assert not upward.coincides and upward.transfer.high < 0 and "opposite" in upward.text
+    # timing: I(X;T) falls only BEFORE the transfer peak (epochs 1-4), flat after -> not the mechanism
+    curves = {}
+    for s, (e, v, t, _) in _mechanism_curves(True, True).items():
+        curves[s] = (e, v, t, np.where(e <= 4, 4.0 - 0.3 * e, 2.8) + 0.001 * s)
+    early = mechanism_verdict(curves, target="fmnist_5-9")
+    assert not early.coincides and "inconclusive" in early.text
+
+
+def test_bootstrap_correlation_over_seeds():
+    rng = np.random.default_rng(0)
+    x = {s: rng.normal(size=8) for s in range(5)}
+    y = {s: -x[s] + 10 * s + rng.normal(0, 0.1, 8) for s in range(5)}  # seed offsets must not create correlation
+    c = bootstrap_correlation(x, y, n_boot=500)
+    assert c.r < -0.95 and c.low <= c.r <= c.high < -0.9 and c.n_seeds == 5
+    # seed offsets in both (pooled raw r would be ~1) but no within-seed relation
+    xo = {s: rng.normal(size=8) + 10 * s for s in range(5)}
+    yo = {s: rng.normal(size=8) + 10 * s for s in range(5)}
+    assert np.corrcoef(np.concatenate(list(xo.values())), np.concatenate(list(yo.values())))[0, 1] > 0.95
+    offsets = bootstrap_correlation(xo, yo, n_boot=500)
+    assert abs(offsets.r) < 0.4 and offsets.low < 0.4
+    one = bootstrap_correlation({0: x[0]}, {0: y[0]})
+    assert math.isnan(one.low) and one.r < -0.9
