@@ -180,8 +180,9 @@ class _DynamicProjection(nn.Module):
         self.in_dim, self.out_dim, self.embed_dim = in_dim, out_dim, embed_dim
 
     @staticmethod
-    def _apply(x: torch.Tensor, w_flat: torch.Tensor, i: int, o: int) -> torch.Tensor:
-        """Per-sample matmul: x (N, i) times W_n (i, o), with W given flat (N, i*o) -> (N, o)."""
+    def _per_sample(x: torch.Tensor, w_flat: torch.Tensor, i: int, o: int) -> torch.Tensor:
+        """Per-sample matmul: x (N, i) times W_n (i, o), with W given flat (N, i*o) -> (N, o). (Not named
+        ``_apply``: that name is nn.Module's hook of ``.to()``/``.cuda()``/``.double()``, which it would break.)"""
         return torch.bmm(x.unsqueeze(1), w_flat.view(-1, i, o)).squeeze(1)
 
 
@@ -194,7 +195,7 @@ class DynamicProjectionA(_DynamicProjection):
         self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        y = self._apply(x, self.get_weight(e), self.in_dim, self.out_dim)
+        y = self._per_sample(x, self.get_weight(e), self.in_dim, self.out_dim)
         return torch.relu(self.norm(y))
 
 
@@ -219,7 +220,7 @@ class DynamicProjectionB(_DynamicProjection):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         xi, wi = self._inputs(x, e)
-        y = self._apply(self.img_branch(xi), self.weight_branch(wi), self.in_dim, self.out_dim)
+        y = self._per_sample(self.img_branch(xi), self.weight_branch(wi), self.in_dim, self.out_dim)
         return self.post(y)
 
 
