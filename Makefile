@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PROFILE ?= default
 
-.PHONY: setup data browser book chapters test clean-book
+.PHONY: setup data browser book chapters test mutate clean-book
 
 setup: $(STAMP) data
 
@@ -45,6 +45,11 @@ book: chapters
 
 test: setup browser
 	$(PY) -m pytest -q
+
+# Known mistakes (tests/mutants/*.toml) put into a copy of the package one at a time: prints caught / not caught per
+# mistake, fails if any is not caught. Minutes of CPU; not part of `make test`. Options: benchmarks/mutate.py --help.
+mutate: setup
+	$(PY) benchmarks/mutate.py
 
 clean-book:
 	rm -rf _build book/chapters
