@@ -15,8 +15,8 @@ A mistake that needs several edits gives ``old`` and ``new`` as lists of the sam
 ``old`` occurring exactly once at the time it is applied).
 
 The repository (package, tests, pyproject.toml, notebooks, book sources) is copied once to a temporary folder. The
-tests named by the mutants are first run on the unchanged copy (the baseline: they must pass, or every mutant would
-look caught); then for each mutant its file is changed, its tests run with ``python -m pytest -x`` (PYTHONPATH =
+tests named by the mutants are first run on the unchanged copy, in one pytest process (the baseline: they must
+pass, or every mutant would look caught); then for each mutant its file is changed, its tests run with ``python -m pytest -x`` (PYTHONPATH =
 the copy, byte-code caching off, runs in a temporary ``$CTCBOOK_RUNS``, one thread, pytest's installed plugins
 not loaded unless ``--with-plugins``), and the file is restored. A mutant is
 *caught* when pytest reports a failure or error (exit status 1 or 2, or the per-mutant time limit, reported as
@@ -173,6 +173,29 @@ def _pytest(python: str, copy: Path, args: tuple[str, ...], timeout: float, runs
     return outcome, seconds, summary
 
 
+def baseline_args(mutants: list[Mutant]) -> tuple[str, ...]:
+    """One pytest selection covering every mutant's tests: all their test files, and ``-k`` the union of their
+    expressions, where a mutant without ``-k`` contributes its files' module names (pytest's ``-k`` matches them),
+    so one process checks the unmutated code instead of one per selection. It may select a few more tests than the
+    mutants do; those must pass too. A mutant whose arguments are other than test paths and ``-k EXPR`` is run
+    as given and left out of the union (its selection is then checked only by its own run)."""
+    files, exprs = [], []
+    for m in mutants:
+        paths = [a for a in m.tests if not a.startswith("-")]
+        if "-k" in m.tests:
+            i = m.tests.index("-k")
+            paths.remove(m.tests[i + 1])
+            if len(m.tests) != len(paths) + 2:
+                continue
+            exprs.append(f"({m.tests[i + 1]})")
+        else:
+            if len(paths) != len(m.tests):
+                continue
+            exprs += [Path(p.split("::")[0]).stem for p in paths]
+        files += paths
+    return (*dict.fromkeys(files), "-k", " or ".join(dict.fromkeys(exprs)))
+
+
 def _check_import(python: str, copy: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(copy))
     out = subprocess.run([python, "-c", "import ctcbook; print(ctcbook.__file__)"], cwd=copy, env=env,
@@ -195,12 +218,13 @@ def run(mutants: list[Mutant], *, root: Path = ROOT, python: str = sys.executabl
         copy.mkdir()
         _copy_repo(root, copy)
         _check_import(python, copy)
-        for args in dict.fromkeys(m.tests for m in mutants):  # each distinct test selection once, in order
-            outcome, seconds, summary = _pytest(python, copy, args, timeout, runs, plugins)
-            print(f"baseline {' '.join(args)}: {outcome} ({seconds:.0f} s)", file=out, flush=True)
-            if outcome != "pass":
-                print(f"the unmutated code does not pass {' '.join(args)}: {summary}", file=out)
-                return 1
+        args = baseline_args(mutants)
+        outcome, seconds, summary = _pytest(python, copy, args, timeout * 3, runs, plugins)
+        print(f"baseline (every selected test on the unmutated code): {outcome} ({seconds:.0f} s)", file=out,
+              flush=True)
+        if outcome != "pass":
+            print(f"the unmutated code does not pass its tests: {summary}\n(pytest {' '.join(args)})", file=out)
+            return 1
         caught = []
         width = max(len(m.name) for m in mutants)
         for m in mutants:

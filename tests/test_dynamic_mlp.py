@@ -189,12 +189,12 @@ def test_dynamic_mlp_c_branches_each_read_image_and_metadata():
                                          variant="C"), seed=5).blocks[0]
     g = torch.Generator().manual_seed(6)
     x, e = torch.randn(4, 6, generator=g), torch.randn(4, 5, generator=g)
-    x2, e2 = torch.randn_like(x), torch.randn_like(e)
+    x2, e2 = torch.randn(4, 6, generator=g), torch.randn(4, 5, generator=g)
     with torch.no_grad():
         u = lambda xi, ei: block.img_branch(torch.cat([xi, ei], 1))
         w = lambda xi, ei: block.weight_branch(torch.cat([xi, ei], 1))
         for a, b in ((u(x, e), u(x, e2)), (u(x, e), u(x2, e)), (w(x, e), w(x, e2)), (w(x, e), w(x2, e))):
-            assert (a - b).abs().amax(1).min() > 1e-6
+            assert (a - b).abs().amax() > 1e-3  # (a row whose ReLUs are all off may not move)
         torch.testing.assert_close(block(x, e), _reference_block(block, "C", x, e), rtol=1e-4, atol=1e-5)
 
 
