@@ -24,3 +24,20 @@ def test_ctc_verdict_uses_the_standard_error_of_the_difference_of_means(diff, ve
 def test_ctc_verdict_with_one_seed_says_there_is_no_spread():
     text = ch3_ctc.verdict_markdown(_comparison(6.0, 3.0, float("nan"), 1), "base", "ctc")
     assert "one seed each" in text
+
+
+def _curve(seed, drop):
+    """Chapter 1's curve table for one seed: the probe on target "t" peaks at epoch 2, then falls by ``drop`` points."""
+    rows = [{"seed": seed, "target": "source", "epoch": e, "test_acc": a} for e, a in ((1, 0.5), (2, 0.7), (3, 0.9))]
+    rows += [{"seed": seed, "target": "t", "epoch": e, "probe_acc": a, "n_test": 1000}
+             for e, a in ((1, 0.6), (2, 0.8), (3, 0.8 - drop / 100))]
+    return pd.DataFrame(rows)
+
+
+def test_ctc_comparison_spread_is_the_sample_standard_deviation_over_seeds():
+    # Drops 2, 4, 9 points over three seeds: mean 5, sample std (ddof=1) sqrt(13) = 3.61 (ddof=0 would give 2.94).
+    table = ch3_ctc.with_method({"base": pd.concat([_curve(s, d) for s, d in ((0, 2.0), (1, 4.0), (2, 9.0))])})
+    row = ch3_ctc.compare(table).iloc[0]
+    assert row.seeds == 3 and row.drop_mean == pytest.approx(5.0)
+    assert row.drop_std == pytest.approx(13 ** 0.5)
+    assert (row.drop_min, row.drop_max) == pytest.approx((2.0, 9.0))

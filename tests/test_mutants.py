@@ -93,3 +93,10 @@ def test_malformed_mutant_entries_are_refused(tmp_path, entry, message):
     (folder / "x.toml").write_text("[[mutant]]\n" + entry + "\n")
     with pytest.raises(mutate.MutantError, match=message):
         mutate.load_mutants(tmp_path)
+
+
+def test_baseline_selects_every_mutants_tests_in_one_run():
+    m = lambda name, *tests: mutate.Mutant(name, "ctcbook/x.py", (("a", "b"),), tests, "x.toml")
+    args = mutate.baseline_args([m("a", "tests/test_p.py", "-k", "knn or probe"), m("b", "tests/test_q.py"),
+                                 m("c", "tests/test_p.py", "-k", "ties")])
+    assert args == ("tests/test_p.py", "tests/test_q.py", "-k", "(knn or probe) or test_q or (ties)")
