@@ -50,7 +50,15 @@ ROOT = Path(__file__).resolve().parents[1]
 MUTANT_DIR = Path("tests") / "mutants"
 # What the copy holds: enough for the package, its tests and the notebook/book tests' inputs.
 COPY = ("ctcbook", "tests", "notebooks", "book", "benchmarks", "pyproject.toml", "_config.yml")
-IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".ipynb_checkpoints", "chapters")
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".ipynb_checkpoints")
+
+
+def _ignore(folder: str, names: list[str]) -> set[str]:
+    """Byte code and caches anywhere; the executed chapters under book/ (built output, large), not ctcbook/chapters."""
+    skip = set(_IGNORE(folder, names))
+    if Path(folder).name == "book" and "chapters" in names:
+        skip.add("chapters")
+    return skip
 FIELDS = {"name", "file", "old", "new", "tests", "why"}
 
 
@@ -143,7 +151,7 @@ def _copy_repo(root: Path, dest: Path) -> None:
     for name in COPY:
         src = root / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=IGNORE)
+            shutil.copytree(src, dest / name, ignore=_ignore)
         elif src.is_file():
             shutil.copy2(src, dest / name)
 
