@@ -41,8 +41,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import queue
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,13 +164,14 @@ def _pytest(python: str, copy: Path, args: tuple[str, ...], timeout: float, runs
     'no tests' or 'error <status>'.
 
     One thread per process unless OMP_NUM_THREADS is set (small fits on a busy machine slow down by 10-50x when
-    several processes each spin two threads), and pytest's installed plugins are not loaded unless ``plugins``
-    (one of them, nbval, takes seconds to import, once per mutant; the unit tests need none)."""
+    several processes each spin two threads), and unless ``plugins`` neither pytest's installed plugins nor
+    tests/conftest.py are loaded (nbval and the book runner take seconds to import, once per mutant; the unit
+    tests need neither: conftest.py only holds the smoke-book fixture of the notebook tests)."""
     env = dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1", CTCBOOK_RUNS=str(runs))
     env.setdefault("OMP_NUM_THREADS", "1")
     if not plugins:
         env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args]
+    cmd = [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *([] if plugins else ["--noconftest"]), *args]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
@@ -213,8 +216,9 @@ def _check_import(python: str, copy: Path) -> None:
 
 
 def run(mutants: list[Mutant], *, root: Path = ROOT, python: str = sys.executable, timeout: float = 600,
-        plugins: bool = False, out=None) -> int:
-    """Baseline, then each mutant alone; prints one line per mutant and a summary to ``out`` (default stdout).
+        plugins: bool = False, jobs: int = 1, out=None) -> int:
+    """Baseline, then each mutant alone (``jobs`` at a time, each in its own copy); prints one line per mutant as it
+    finishes and a summary to ``out`` (default stdout).
     Returns the exit status."""
     out = out if out is not None else sys.stdout
     problems = check_mutants(mutants, root)
@@ -233,23 +237,36 @@ def run(mutants: list[Mutant], *, root: Path = ROOT, python: str = sys.executabl
         if outcome != "pass":
             print(f"the unmutated code does not pass its tests: {summary}\n(pytest {' '.join(args)})", file=out)
             return 1
-        caught = []
+        copies = queue.SimpleQueue()
+        copies.put(copy)
+        for i in range(1, jobs):
+            extra = Path(tmp) / f"repo{i}"
+            shutil.copytree(copy, extra)
+            copies.put(extra)
         width = max(len(m.name) for m in mutants)
-        for m in mutants:
-            path = copy / m.file
+
+        def one(m: Mutant) -> bool:
+            where = copies.get()
+            path = where / m.file
             original = path.read_text()
             path.write_text(m.apply(original))
             try:
-                outcome, seconds, summary = _pytest(python, copy, m.tests, timeout, runs, plugins)
+                outcome, seconds, summary = _pytest(python, where, m.tests, timeout, where.parent / f"runs-{where.name}",
+                                                    plugins)
             finally:
                 path.write_text(original)
+                copies.put(where)
             if outcome in ("fail", "timeout"):
                 verdict = "caught" if outcome == "fail" else "caught (timeout)"
             else:
                 verdict = "NOT CAUGHT" if outcome == "pass" else f"NOT CAUGHT ({outcome})"
-            caught.append(verdict.startswith("caught"))
-            print(f"{m.name:<{width}}  {verdict:<16} {seconds:6.1f} s  {summary[:110] if caught[-1] else ''}",
-                  file=out, flush=True)
+            ok = verdict.startswith("caught")
+            print(f"{m.name:<{width}}  {verdict:<16} {seconds:6.1f} s  {summary[:110] if ok else ''}", file=out,
+                  flush=True)
+            return ok
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            caught = list(pool.map(one, mutants))
     missed = [m.name for m, c in zip(mutants, caught) if not c]
     print(f"\n{sum(caught)} of {len(mutants)} mutants caught" + (f"; not caught: {', '.join(missed)}" if missed
                                                                    else ""), file=out)
@@ -265,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this script's repository)")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs pytest (default: this one)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per pytest run (default 600)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="mutants tested at once, each in its own copy (default 1)")
     p.add_argument("--with-plugins", action="store_true",
-                   help="let pytest load its installed plugins (off by default: the unit tests need none)")
+                   help="let pytest load its installed plugins and tests/conftest.py (off by default: the unit tests "
+                        "need neither)")
     args = p.parse_args(argv)
     try:
         mutants = load_mutants(args.root)
@@ -286,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         problems = check_mutants(mutants, args.root)
         print("\n".join(problems) or f"all {len(mutants)} mutants apply")
         return 1 if problems else 0
-    return run(mutants, root=args.root, python=args.python, timeout=args.timeout, plugins=args.with_plugins)
+    return run(mutants, root=args.root, python=args.python, timeout=args.timeout, plugins=args.with_plugins,
+               jobs=max(1, args.jobs))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ MUTANTS = """
 
 def test_tool_reports_caught_and_not_caught(tmp_path, capsys):
     repo = _tiny_repo(tmp_path, MUTANTS)
-    assert mutate.main(["--root", str(repo), "--timeout", "120"]) == 1
+    assert mutate.main(["--root", str(repo), "--timeout", "120", "-j", "2"]) == 1
     out = capsys.readouterr().out
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith(("add-", "unused-"))}
     assert "caught" in lines["add-subtracts"] and "NOT" not in lines["add-subtracts"]
