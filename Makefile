@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PROFILE ?= default
 
-.PHONY: setup data browser widgets book chapters test clean-book publish lab
+.PHONY: setup data browser widgets book chapters test mutate clean-book publish lab
 
 setup: $(STAMP) data
 
@@ -76,6 +76,11 @@ LAB_PORT ?= 8888
 lab: setup
 	CTCBOOK_RUNS="$${CTCBOOK_RUNS:-$(CURDIR)/runs}" $(VENV)/bin/jupyter lab --notebook-dir="$(CURDIR)/notebooks" \
 	  --ServerApp.port=$(LAB_PORT) $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+# Known mistakes (tests/mutants/*.toml) put into a copy of the package one at a time: prints caught / not caught per
+# mistake, fails if any is not caught. Minutes of CPU; not part of `make test`. Options: benchmarks/mutate.py --help.
+mutate: setup
+	$(PY) benchmarks/mutate.py
 
 clean-book:
 	rm -rf _build book/chapters

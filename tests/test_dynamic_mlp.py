@@ -109,6 +109,95 @@ def test_parameter_counts_match_the_layer_shapes_for_resnet50_sizes():
     assert counts["A"] == 2 * (_lin(e, d * h)) + 2 * d + 2 * h + _lin(c, d) + _lin(d, c) + 2 * c
 
 
+# --- each branch against a hand-written reference on fixed weights ---------------------------------------------------
+def _randomised(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """``module`` with every parameter redrawn (LayerNorm gains and all biases too, so none is 1 or 0). Float32:
+    ``.double()`` is avoided on purpose, so these tests do not depend on ``nn.Module._apply`` working."""
+    g = torch.Generator().manual_seed(seed)
+    module = module.eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.ndim == 1 else 0.3))
+    return module
+
+
+def _affine(lin: torch.nn.Linear, v: torch.Tensor) -> torch.Tensor:
+    return v @ lin.weight.T + (0 if lin.bias is None else lin.bias)
+
+
+def _layer_norm(ln: torch.nn.LayerNorm, v: torch.Tensor) -> torch.Tensor:
+    centred = v - v.mean(1, keepdim=True)
+    return centred / torch.sqrt(centred.square().mean(1, keepdim=True) + ln.eps) * ln.weight + ln.bias
+
+
+def _reference_block(block, variant: str, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """One dynamic projection written out from the paper and the authors' code: y_n = x_n W(e_n) per sample.
+
+    A: W = Linear(e) reshaped (in, out); y -> ReLU(LN(y)). B: u = L2(ReLU(L1(x))), W = L4(ReLU(L3(e))); C: the
+    same with both branches reading [x; e]; B and C then ReLU(LN(.)), bias-free Linear, ReLU(LN(.)).
+    """
+    i, o = block.in_dim, block.out_dim
+    if variant == "A":
+        w = _affine(block.get_weight, e).reshape(len(x), i, o)
+        return torch.relu(_layer_norm(block.norm, torch.einsum("ni,nio->no", x, w)))
+    img_in = torch.cat([x, e], 1) if variant == "C" else x
+    wgt_in = torch.cat([x, e], 1) if variant == "C" else e
+    (l1, _), l2 = block.img_branch
+    (l3, _), l4 = block.weight_branch
+    u = _affine(l2, torch.relu(_affine(l1, img_in)))
+    w = _affine(l4, torch.relu(_affine(l3, wgt_in))).reshape(len(x), i, o)
+    y = torch.einsum("ni,nio->no", u, w)
+    ln1, _, lin, ln2, _ = block.post
+    return torch.relu(_layer_norm(ln2, _affine(lin, torch.relu(_layer_norm(ln1, y)))))
+
+
+@pytest.mark.parametrize("variant", ["A", "B", "C"])
+def test_dynamic_mlp_matches_a_hand_written_reference(variant):
+    c, e_dim, d, h = 12, 5, 7, 3
+    fusion = _randomised(DynamicMLPFusion(c, embed_dim=e_dim, reduced_dim=d, hidden_dim=h, num_blocks=2,
+                                          variant=variant), seed=3)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(6, c, generator=g)
+    e = torch.randn(6, e_dim, generator=g)
+    with torch.no_grad():
+        hidden = _affine(fusion.reduce, x)
+        for block in fusion.blocks:
+            got = block(hidden, e)
+            want = _reference_block(block, variant, hidden, e)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+            hidden = want
+        want = x + _layer_norm(fusion.norm, _affine(fusion.expand, hidden))
+        torch.testing.assert_close(fusion(x, e), want, rtol=1e-4, atol=1e-5)
+
+
+def test_dynamic_mlp_head_converts_dtype_like_any_module():
+    # .to()/.double()/.cuda() go through nn.Module._apply; a submodule that shadows that name breaks them all.
+    torch.manual_seed(0)
+    head = DynamicMLPHead(C, K, 6, embed_dim=8, reduced_dim=8, hidden_dim=4, meta_width=16).eval()
+    x, m = _batch(4)
+    with torch.no_grad():
+        want = head(x, m).double()
+        got = head.to(torch.float64)(x.double(), m.double())
+    assert got.dtype == torch.float64 and all(p.dtype == torch.float64 for p in head.parameters())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_dynamic_mlp_c_branches_each_read_image_and_metadata():
+    # Variant C's defining property: the image branch sees e and the weight branch sees x. With the other branch's
+    # output held fixed, changing x (or e) in one branch's input alone must change the block's output.
+    block = _randomised(DynamicMLPFusion(12, embed_dim=5, reduced_dim=6, hidden_dim=3, num_blocks=1,
+                                         variant="C"), seed=5).blocks[0]
+    g = torch.Generator().manual_seed(6)
+    x, e = torch.randn(4, 6, generator=g), torch.randn(4, 5, generator=g)
+    x2, e2 = torch.randn(4, 6, generator=g), torch.randn(4, 5, generator=g)
+    with torch.no_grad():
+        u = lambda xi, ei: block.img_branch(torch.cat([xi, ei], 1))
+        w = lambda xi, ei: block.weight_branch(torch.cat([xi, ei], 1))
+        for a, b in ((u(x, e), u(x, e2)), (u(x, e), u(x2, e)), (w(x, e), w(x, e2)), (w(x, e), w(x2, e))):
+            assert (a - b).abs().amax() > 1e-3  # (a row whose ReLUs are all off may not move)
+        torch.testing.assert_close(block(x, e), _reference_block(block, "C", x, e), rtol=1e-4, atol=1e-5)
+
+
 # --- the fusion uses the metadata -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", [m for m in FUSION_METHODS if m != "image_only"])
 def test_shuffling_metadata_changes_outputs(method):

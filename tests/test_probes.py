@@ -1,5 +1,6 @@
 """Probes on features with known answers: chance on random labels, near 100% on separable classes; the linear probe
 against scikit-learn; feature extraction in eval mode; argument checks."""
+import functools
 import math
 
 import pytest
@@ -109,6 +110,38 @@ def test_linear_probe_ignores_a_constant_feature():
     assert math.isfinite(res.accuracy) and res.accuracy >= 0.99
 
 
+def _imbalanced(n, d=40, weights=(0.6, 0.3, 0.1), seed=0):
+    """Three overlapping classes of the given frequencies (class means 3 / sqrt(d) apart on a random direction)."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(3, d, generator=torch.Generator().manual_seed(0)) * 3 / d ** 0.5
+    y = torch.multinomial(torch.tensor(weights), n, replacement=True, generator=g)
+    return means[y] + torch.randn(n, d, generator=g), y
+
+
+def test_linear_probe_does_not_look_at_the_test_split():
+    # One train split, test splits of very different class mixes: the strength is chosen, and the features are
+    # standardised, from the train split alone, so the choice and the held-out accuracies do not move, and each test
+    # image's prediction is its own (correct counts add up when a test split is cut in two).
+    x, y = _imbalanced(200)
+    splits = [_imbalanced(600, weights=w, seed=s) for s, w in ((1, (0.8, 0.1, 0.1)), (2, (0.1, 0.1, 0.8)))]
+    probe = functools.partial(linear_probe, reg_grid=(1e-2, 1e-1, 1.0), max_iter=60)
+    results = [probe(x, y, xt, yt) for xt, yt in splits]
+    both = probe(x, y, torch.cat([splits[0][0], splits[1][0]]), torch.cat([splits[0][1], splits[1][1]]))
+    assert results[0].reg == results[1].reg == both.reg
+    assert results[0].val_accuracy == results[1].val_accuracy == both.val_accuracy
+    correct = [round(r.accuracy * 600) for r in results]
+    assert round(both.accuracy * 1200) == sum(correct)
+    assert len(set(results[0].val_accuracy.values())) > 1  # the held-out accuracy does depend on the strength
+
+
+def test_linear_probe_scores_a_test_split_of_one_class():
+    # A test split holding one class has its own mean and spread; the train split's statistics must still be used.
+    x, y, xt, yt = _separable(n=300)
+    for cls in (0, 2, 4):
+        keep = yt == cls
+        assert linear_probe(x, y, xt[keep], yt[keep], reg_grid=(1e-2,), max_iter=50).accuracy >= 0.99, cls
+
+
 # -------------------------------------------------------------------------------------------------------- kNN
 def test_knn_weights_votes_by_similarity_and_temperature():
     # One train point right on the query (class 1) against two farther ones (class 0): a low temperature lets the
@@ -123,6 +156,32 @@ def test_knn_weights_votes_by_similarity_and_temperature():
     data = _random_labels(n=500, seed=2)
     a = knn_accuracy(*data, batch_size=7)
     assert a == knn_accuracy(data[0] * 5, data[1], data[2], data[3], batch_size=1024) == knn_accuracy(*data)
+
+
+def test_knn_follows_cosine_similarity_whatever_the_norms():
+    # Class 1: short train vectors pointing along the query; class 0: vectors 10^4 times longer at 45 degrees to it.
+    # Cosine similarity picks class 1; raw dot products would pick the long class-0 vectors.
+    train = torch.tensor([[0.01, 0.0005], [0.01, -0.0005], [0.01, 0.0], [50.0, 50.0], [50.0, 45.0], [45.0, 50.0]])
+    labels = torch.tensor([1, 1, 1, 0, 0, 0])
+    queries = torch.tensor([[1.0, 0.0], [3.0, 0.1], [200.0, -1.0]])
+    truth = torch.ones(3, dtype=torch.long)
+    for k in (1, 3, 6):
+        assert knn_accuracy(train, labels, queries, truth, k=k) == 1.0, k
+    # The other way round: long class-1 vectors along the query, short class-0 ones at 45 degrees, class 0 queries
+    # along the class-0 direction.
+    assert knn_accuracy(train, 1 - labels, torch.tensor([[1.0, 1.0], [0.01, 0.009]]), torch.zeros(2, dtype=torch.long),
+                        k=3) == 0.0
+
+
+def test_knn_temperature_acts_on_cosine_similarity_not_on_the_norms():
+    # The vote of test_knn_weights_votes_by_similarity_and_temperature must not change when the query or the train
+    # vectors are scaled: the weights are exp(cosine / temperature).
+    train = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.8, -0.6]])
+    labels = torch.tensor([1, 0, 0])
+    query, truth = torch.tensor([[1.0, 0.0]]), torch.tensor([1])
+    for scale_train, scale_query in ((1.0, 100.0), (100.0, 1.0), (0.01, 0.01)):
+        assert knn_accuracy(train * scale_train, labels, query * scale_query, truth, k=3, temperature=10.0) == 0.0
+        assert knn_accuracy(train * scale_train, labels, query * scale_query, truth, k=3, temperature=0.05) == 1.0
 
 
 # ------------------------------------------------------------------------------------------------- paper probe
