@@ -93,7 +93,7 @@ def test_local_workers_match_serial_training_bit_for_bit(tmp_path):
 
 
 def test_killed_worker_is_resumed_by_the_next_dispatch(tmp_path):
-    configs = [TINY.replace(seed=s, epochs=3) for s in range(3)]
+    configs = [TINY.replace(seed=s, epochs=3) for s in range(2)]
     store = RunStore(tmp_path / "p")
     with pytest.raises(DispatchError, match=r"worker process died.*\n.*dispatching again resumes them") as err:
         dispatch(configs, backend="local", workers=2, device="cpu", store=store,
