@@ -158,3 +158,29 @@ def test_slurm_backend_reports_a_failed_job(tmp_path):
     with pytest.raises(DispatchError, match=r"(?s)1 of 1 run\(s\) did not finish.*job .*batch_size 500 exceeds"):
         dispatch([bad], backend="slurm", store=RunStore(tmp_path / "p"), log=lambda _: None,
                  slurm={"cluster": "local", "folder": str(tmp_path / "jobs"), "timeout_min": 10})
+
+
+def test_gpu_workers_are_pinned_one_visible_gpu_each(monkeypatch):
+    """On CUDA each local worker gets one of the visible GPUs (round-robin past their count) and sets
+    CUDA_VISIBLE_DEVICES to it before touching CUDA; on the CPU no GPU is named. (CUDA faked: CI has no GPU.)"""
+    import queue
+
+    import ctcbook.dispatch as d
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    assert d.worker_slots(torch.device("cuda"), None) == ["5", "7"]
+    assert d.worker_slots(torch.device("cuda"), 3) == ["5", "7", "5"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert d.worker_slots(torch.device("cuda"), None) == ["0", "1"]
+    assert d.worker_slots(torch.device("cpu"), 2) == [None, None]
+    slots = queue.Queue()
+    slots.put("7")
+    before = torch.get_num_threads()
+    try:
+        d._init_worker(slots, 1)
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "7" and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
