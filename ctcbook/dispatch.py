@@ -121,8 +121,9 @@ def dispatch(configs: Iterable[TrainConfig], *, backend: str = "serial", workers
         log: where progress lines and worker failures are written (default stderr).
 
     Raises:
-        DispatchError: naming every run that did not finish (a failed run, a killed worker, a failed job), after
-            the other runs have finished.
+        DispatchError: ``local`` and ``slurm``: naming every run that did not finish (a failed run, a killed
+            worker, a failed job), after the other runs have finished. ``serial`` raises ``train()``'s own error at
+            once, as before.
     """
     check_options(backend, workers)
     configs = list(configs)
