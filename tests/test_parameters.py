@@ -36,7 +36,7 @@ def test_every_parameter_has_a_spec_and_every_default_passes():
     ({"seeds": [0, 0]}, r"parameter 'seeds' .* must not repeat"),
     ({"train_size": 0}, r"parameter 'train_size' .*>= 1, or null, got 0"),
     ({"paper_protocol": "fast"}, r"parameter 'paper_protocol' .* one of \['lbfgs', 'paper', 'paper_bn'\]"),
-    ({"profile": "cifar1000"}, r"profile must be one of \['cifar100', 'default', 'smoke'\], got 'cifar1000'"),
+    ({"profile": "cifar1000"}, r"profile must be one of \['cifar100', 'default', 'imagenet', 'smoke'\], got 'cifar1000'"),
     ({"epoch": 3}, r"chapter 01_tradeoff has no parameter 'epoch'; its parameters are .*'epochs'"),
 ])
 def test_bad_values_are_refused_naming_parameter_value_and_allowed(values, message):
@@ -133,7 +133,7 @@ def test_papermill_directly_applies_the_profile_and_refuses_bad_values(tmp_path)
     cifar = PROFILES["cifar100"]["01_tradeoff"]
     assert printed == {**PARAMETER_DEFAULTS["01_tradeoff"], **cifar, "epochs": 2, "profile": "cifar100"}
 
-    for params, message in [({"profile": "cifar1000"}, "profile must be one of ['cifar100', 'default', 'smoke']"),
+    for params, message in [({"profile": "cifar1000"}, "profile must be one of ['cifar100', 'default', 'imagenet', 'smoke']"),
                             ({"epochs": "ten"}, "parameter 'epochs' of chapter 01_tradeoff must be an integer")]:
         with pytest.raises(PapermillExecutionError) as err:
             papermill.execute_notebook(str(source), str(out), parameters=params, kernel_name="python3",

@@ -45,8 +45,9 @@ def parse_value(text: str) -> Any:
 # --- what each parameter may be ----------------------------------------------------------------------------
 def _datasets() -> tuple[str, ...]:
     from ..data import available_datasets
+    from ..data.stream import STREAMED
 
-    return tuple(available_datasets())
+    return tuple(available_datasets()) + tuple(n for n in STREAMED if n not in available_datasets())
 
 
 def _targets() -> tuple[str, ...]:
@@ -71,6 +72,12 @@ def _archs() -> tuple[str, ...]:
     from ..models.resnet import ARCHS
 
     return tuple(ARCHS)
+
+
+def _backends() -> tuple[str, ...]:
+    from ..dispatch import BACKENDS
+
+    return tuple(BACKENDS)
 
 
 def _fusion_methods() -> tuple[str, ...]:
@@ -133,6 +140,8 @@ SPECS: dict[str, Spec] = {
     "lr": _num(_POSITIVE), "weight_decay": _num(),
     "seeds": Spec("list of int", low=0),
     "backbone_seed": _count(0),
+    # how runs are trained (ctcbook.dispatch; ctcbook.launch for nproc > 1)
+    "backend": Spec("name", choices=_backends), "workers": _count(nullable=True), "nproc": _count(),
     # probes (chapters 1, 2, 3, 5)
     "targets": Spec("list of name", choices=_targets),
     "target_train_size": _count(nullable=True), "target_test_size": _count(nullable=True),
@@ -242,6 +251,9 @@ def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
     if "mine_seeds" in p and not set(p["mine_seeds"]) <= set(p["seeds"]):
         raise ParameterError(f"parameter 'mine_seeds' of chapter {chapter} must be a subset of seeds "
                              f"{p['seeds']}, got {p['mine_seeds']}")
+    if p.get("nproc", 1) > 1 and p.get("backend", "serial") != "serial":
+        raise ParameterError(f"parameter 'nproc' of chapter {chapter} (processes per run) must be 1 unless backend "
+                             f"is 'serial', got nproc {p['nproc']} with backend {p['backend']!r}")
     for name in ("seeds", "targets", "methods"):
         if name in p and len(set(map(str, p[name]))) != len(p[name]):
             raise ParameterError(f"parameter {name!r} of chapter {chapter} must not repeat an entry, "

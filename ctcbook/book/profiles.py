@@ -31,6 +31,10 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "paper_protocol": "paper",
     "paper_protocol_seed": 0,
     "nproc": 1,
+    # how the chapter's independent runs are trained (ctcbook.dispatch): serial here; the GPU profiles use "local"
+    # (one worker per visible GPU unless workers says otherwise); "slurm" submits one job per run
+    "backend": "serial",
+    "workers": None,
 }
 
 # Chapter 2 reads chapter 1's runs (same run parameters) and adds the estimators' settings.
@@ -102,6 +106,8 @@ _DYNAMIC_MLP_DEFAULT: dict[str, Any] = {
     "tsne_points": 800,
     "explorer_days": [1, 122, 244],
     "inat_root": "tests/fixtures/inat21_mini",
+    "backend": "serial",
+    "workers": None,
 }
 
 # Chapter 5 reads chapters 1 and 3's runs: the same run and CTC parameters, without the sweep and estimator ones.
@@ -132,18 +138,21 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # 200 epochs, a checkpoint probed every 2 epochs. Its ResNeXt32-16x4d is replaced by a wide CIFAR ResNet-20.
         "01_tradeoff": {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
                         "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05, "seeds": [0],
-                        "targets": ["cifar10", "cinic10"], "probe_every": 2, "paper_protocol": "paper_bn"},
+                        "targets": ["cifar10", "cinic10"], "probe_every": 2, "paper_protocol": "paper_bn",
+                        "backend": "local"},
         # The paper's MINE settings (mine.py) on the penultimate layer, every 10th epoch.
         "02_information": {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20,
                            "width": 64, "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05, "seeds": [0],
                            "targets": ["cifar10", "cinic10"], "probe_every": 2, "info_every": 10, "renyi_n": 2000,
-                           "mine_every": 10, "mine_n": 5000, "mine_preset": "paper"},
+                           "mine_every": 10, "mine_n": 5000, "mine_preset": "paper",
+                           "backend": "local"},
         # CTC as the README's "emphasise transferability" command: 300 epochs, stage 2 from epoch 200, 128-d heads,
         # 16,384 negatives; the baseline is vanilla training for the same 300 epochs.
         "03_ctc": {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
                    "stem_stride": 1, "epochs": 300, "batch_size": 64, "lr": 0.05, "seeds": [0],
                    "targets": ["cifar10", "cinic10"], "probe_every": 10, "stage_two_epoch": 200, "embed_dim": 128,
-                   "nce_k": 16384, "sweep_seed": 0, "sweep_probe_every": 50, "info_every": 20, "renyi_n": 2000},
+                   "nce_k": 16384, "sweep_seed": 0, "sweep_probe_every": 50, "info_every": 20, "renyi_n": 2000,
+                   "backend": "local"},
     },
     "imagenet": {
         # ImageNet-1k (an ImageFolder tree under $CTCBOOK_DATA/imagenet, streamed from disk: ctcbook.data.stream)

@@ -1,0 +1,345 @@
+"""Train many independent runs at once: the run dispatcher.
+
+``dispatch(configs, backend=...)`` returns the finished :class:`~ctcbook.runs.Run` of every config, in the order of
+``configs``. Every run goes through :func:`ctcbook.train.train`, so finished runs are reused, interrupted runs resume
+from their last complete epoch, and two dispatchers asking for the same run never train it twice (that is the run
+lock's job inside ``train()``; the dispatcher adds no lock of its own). A config listed twice is trained once.
+
+Backends:
+
+``serial``
+    today's behaviour: one run after the other in this process, with ``train()``'s progress bar.
+``local``
+    one worker process per slot, started with the ``spawn`` method (never ``fork``: torch's threads and CUDA do not
+    survive it), fed by a :class:`concurrent.futures.ProcessPoolExecutor`. On CUDA a slot is one visible GPU
+    (default: one worker per GPU; each worker sees only its own through ``CUDA_VISIBLE_DEVICES``; ``workers`` larger
+    than the GPU count shares GPUs round-robin). On the CPU ``workers`` must be given (default 1) and each worker
+    gets ``cores // workers`` intra-op threads (``torch.set_num_threads``), so the workers do not oversubscribe the
+    cores. With one worker there is nothing to parallelise and the runs train in this process, as ``serial``.
+``slurm``
+    one job per missing run through `submitit <https://github.com/facebookincubator/submitit>`_, the scheduler
+    interface of FAIR's research code (hydra's launcher and many papers' code use it). Chosen over hand-written
+    ``sbatch`` scripts because it pickles the call, collects results and exceptions, and requeues a job that hits
+    its time limit or is pre-empted (:class:`TrainJob` is checkpointable; ``train()`` then resumes from the last
+    epoch). ``workers`` caps the jobs running at once (``slurm_array_parallelism``). Executor settings come from the
+    ``slurm`` argument or, when it is None, the JSON object in ``$CTCBOOK_SLURM``: any
+    ``submitit.AutoExecutor.update_parameters`` argument (``slurm_partition``, ``gpus_per_node``, ``timeout_min``,
+    ...) plus ``cluster`` (``"slurm"``, or ``"local"``/``"debug"`` to run the same code path without a cluster, as
+    the tests do) and ``folder`` (submitit's logs; default ``<runs>/.submitit``). The run store must be on a file
+    system the compute nodes share.
+
+Progress: ``serial`` shows ``train()``'s bar; ``local`` and ``slurm`` print one line per finished epoch of every
+run, read from the runs' ``metrics.jsonl`` (the same way for a worker process and a cluster node), to stderr by
+default (CI logs keep it; the book's ``remove-stderr`` cells hide it).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import submitit
+import submitit.helpers
+import torch
+
+from .config import TrainConfig
+from .runs import Run, RunStore
+from .train import default_device, train
+
+#: The backends :func:`dispatch` accepts.
+BACKENDS = ("serial", "local", "slurm")
+
+#: Seconds between two looks at the runs' metrics (progress lines) while workers or jobs train.
+POLL_SECONDS = 1.0
+
+
+class DispatchError(RuntimeError):
+    """Some runs of a dispatch did not finish; the message names each and why. Their finished epochs are saved:
+    dispatching again resumes them."""
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def visible_gpus() -> list[str]:
+    """Ids of the GPUs this process sees, as ``CUDA_VISIBLE_DEVICES`` names them (empty without CUDA)."""
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [i.strip() for i in listed.split(",") if i.strip()] if listed else []
+    return ids[:torch.cuda.device_count()] if ids else [str(i) for i in range(torch.cuda.device_count())]
+
+
+def check_options(backend: str, workers: int | None) -> None:
+    """Raise ValueError naming the parameter, its bad value and what is allowed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None (one per visible GPU; 1 on the CPU), "
+                         f"got {workers!r}")
+
+
+def worker_slots(device: torch.device, workers: int | None) -> list[str | None]:
+    """One entry per local worker: the GPU id it is pinned to on CUDA, None on the CPU."""
+    if device.type != "cuda":
+        return [None] * (workers or 1)
+    gpus = visible_gpus()
+    if not gpus:
+        raise ValueError(f"device {device} was asked for but torch sees no CUDA GPU")
+    return [gpus[i % len(gpus)] for i in range(workers or len(gpus))]
+
+
+def dispatch(configs: Iterable[TrainConfig], *, backend: str = "serial", workers: int | None = None,
+             store: RunStore | None = None, device: torch.device | str | None = None, progress: bool = True,
+             threads: int | None = None, slurm: dict[str, Any] | None = None,
+             on_epoch_end: Callable[[int, Any, Run], None] | None = None,
+             log: Callable[[str], None] = _stderr, nproc: int = 1) -> list[Run]:
+    """Train the missing runs of ``configs`` (in parallel for ``local`` and ``slurm``) and return all runs, in order.
+
+    Args:
+        configs: what to train; a config listed twice is trained once and its run returned at both places.
+        backend: ``"serial"``, ``"local"`` or ``"slurm"`` (see the module docstring).
+        workers: ``local``: worker processes (default one per visible GPU; 1 on the CPU); ``slurm``: jobs running at
+            once (default: the scheduler's limit).
+        store: the run store (default ``$CTCBOOK_RUNS`` or ``./runs``); ``slurm`` jobs must be able to reach it.
+        device: ``serial`` and ``local``: default CUDA if available, else CPU (``slurm`` jobs use their node's).
+        progress: ``train()``'s bar (``serial``) or one line per finished epoch (``local``, ``slurm``).
+        threads: intra-op threads of each ``local`` CPU worker (default ``cores // workers``) or ``slurm`` job
+            (default torch's); ``serial`` leaves this process's setting alone.
+        slurm: submitit executor settings (default: ``$CTCBOOK_SLURM``, a JSON object), see the module docstring.
+        on_epoch_end: passed to ``train()`` (it runs inside the worker or job: it must be picklable).
+        log: where progress lines and worker failures are written (default stderr).
+        nproc: processes (GPUs) per run. More than 1 trains each missing run over ``nproc`` devices with torchrun
+            (:func:`ctcbook.launch.train`, DDP), one run after another: only with ``backend="serial"``.
+
+    Raises:
+        DispatchError: ``local`` and ``slurm``: naming every run that did not finish (a failed run, a killed
+            worker, a failed job), after the other runs have finished. ``serial`` raises ``train()``'s own error at
+            once, as before.
+    """
+    check_options(backend, workers)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc must be an int >= 1 (processes per run), got {nproc!r}")
+    if nproc > 1 and backend != "serial":
+        raise ValueError(f"nproc {nproc} (one run over several devices) needs backend 'serial', got {backend!r}: "
+                         "either spread each run over devices (nproc) or run independent runs side by side (backend)")
+    configs = list(configs)
+    for i, config in enumerate(configs):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"configs[{i}] must be a TrainConfig, got {type(config).__name__}")
+    store = store or RunStore()
+    runs = [store.open(c.to_dict(), prefix=c.run_prefix) for c in configs]
+    unique: dict[str, tuple[TrainConfig, Run]] = {}
+    for config, run in zip(configs, runs):
+        unique.setdefault(run.name, (config, run))
+    missing = [config for config, run in unique.values() if not run.done]
+    if not missing:
+        return runs
+    if backend == "slurm":
+        _run_slurm(missing, store, workers, threads, slurm, on_epoch_end, progress, log)
+        return runs
+    if nproc > 1:
+        from . import launch
+
+        for config in missing:
+            launch.train(config, nproc=nproc, store=store, device=None if device is None else str(device),
+                         progress=progress)
+        return runs
+    device = torch.device(device) if device is not None else default_device()
+    if backend == "serial":
+        for config in missing:
+            train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
+        return runs
+    # local: a worker's thread count follows from the workers asked for, not from how many runs are still missing,
+    # so a run gives the same numbers (CPU results depend on the thread count) whether it trains in a pool of
+    # workers or alone after an interrupted dispatch.
+    all_slots = worker_slots(device, workers)
+    per_worker = threads or max(1, available_cores() // len(all_slots))
+    slots = all_slots[:len(missing)]
+    if len(slots) <= 1:
+        before = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(per_worker)
+        try:
+            for config in missing:
+                train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
+        finally:
+            torch.set_num_threads(before)
+        return runs
+    _run_local(missing, store, device, slots, per_worker, on_epoch_end, progress, log)
+    return runs
+
+
+# --- local: a pool of spawned worker processes -------------------------------------------------------------------
+def _init_worker(slots: Any, threads: int) -> None:
+    """Pin this worker to one slot's GPU (before CUDA is first touched) and give it its share of the CPU threads."""
+    gpu = slots.get()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    torch.set_num_threads(threads)
+
+
+def _train_in_worker(config: dict[str, Any], root: str, device_type: str,
+                     on_epoch_end: Callable | None) -> str:
+    run = train(TrainConfig.from_dict(config), store=RunStore(root), device=torch.device(device_type),
+                progress=False, on_epoch_end=on_epoch_end)
+    return str(run.path)
+
+
+def _run_local(missing: Sequence[TrainConfig], store: RunStore, device: torch.device, slots: list[str | None],
+               threads: int, on_epoch_end: Callable | None, progress: bool, log: Callable[[str], None]) -> None:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    for slot in slots:
+        queue.put(slot)
+    where = f"GPUs {slots}" if device.type == "cuda" else f"CPU, {threads} thread(s) each"
+    watch = _Progress(missing, store, log if progress else None)
+    log(f"[dispatch] {len(missing)} run(s) on {len(slots)} local workers ({where})")
+    pool = cf.ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_init_worker, initargs=(queue, threads))
+    try:
+        futures = {pool.submit(_train_in_worker, c.to_dict(), str(store.root), device.type, on_epoch_end): c
+                   for c in missing}
+        errors = _wait(futures, watch, describe_worker_death)
+    except BaseException:  # an interrupted notebook cell: stop the workers now (their runs resume next time)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    _raise_errors(errors, store, len(missing))
+
+
+def describe_worker_death(error: BaseException) -> str:
+    if isinstance(error, cf.process.BrokenProcessPool):
+        return ("a worker process died (killed, or out of memory) while this run was queued or training; "
+                "its finished epochs are saved and the next dispatch resumes it")
+    return f"{type(error).__name__}: {error}"
+
+
+# --- slurm (or any submitit cluster) -----------------------------------------------------------------------------
+class TrainJob(submitit.helpers.Checkpointable):
+    """One cluster job: ``train()`` one config. Requeued with the same arguments on a time-out or pre-emption;
+    ``train()`` then resumes from the run's last complete epoch."""
+
+    def __call__(self, config: dict[str, Any], root: str, threads: int | None = None,
+                 on_epoch_end: Callable | None = None) -> str:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        run = train(TrainConfig.from_dict(config), store=RunStore(root), progress=False, on_epoch_end=on_epoch_end)
+        return str(run.path)
+
+
+def slurm_settings(slurm: dict[str, Any] | None) -> dict[str, Any]:
+    """The executor settings: ``slurm`` or the JSON object in ``$CTCBOOK_SLURM`` (empty when neither is set)."""
+    if slurm is not None:
+        if not isinstance(slurm, dict):
+            raise ValueError(f"slurm must be a dict of submitit executor settings, got {slurm!r}")
+        return dict(slurm)
+    text = os.environ.get("CTCBOOK_SLURM", "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"$CTCBOOK_SLURM must be a JSON object of submitit settings, got {text!r}: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"$CTCBOOK_SLURM must be a JSON object of submitit settings, got {text!r}")
+    return value
+
+
+def _run_slurm(missing: Sequence[TrainConfig], store: RunStore, workers: int | None, threads: int | None,
+               slurm: dict[str, Any] | None, on_epoch_end: Callable | None, progress: bool,
+               log: Callable[[str], None]) -> None:
+    settings = slurm_settings(slurm)
+    cluster = settings.pop("cluster", None)
+    folder = settings.pop("folder", store.root / ".submitit")
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params = {"timeout_min": 24 * 60, "name": "ctcbook", **settings}
+    if workers is not None:
+        params.setdefault("slurm_array_parallelism", workers)
+    executor.update_parameters(**params)
+    n = len(missing)
+    jobs = executor.map_array(TrainJob(), [c.to_dict() for c in missing], [str(store.root)] * n, [threads] * n,
+                              [on_epoch_end] * n)
+    log(f"[dispatch] {n} run(s) submitted to {executor.cluster} as job(s) {', '.join(j.job_id for j in jobs)}; "
+        f"logs in {folder}")
+    watch = _Progress(missing, store, log if progress else None)
+    errors: dict[str, str] = {}
+    try:
+        while not all(job.done() for job in jobs):
+            watch.poll()
+            time.sleep(POLL_SECONDS)
+        watch.poll()
+    except BaseException:
+        for job in jobs:
+            job.cancel(check=False)
+        raise
+    for config, job in zip(missing, jobs):
+        try:
+            job.result()
+        except Exception as err:  # submitit's FailedJobError carries the job's stderr tail
+            errors[store.open(config.to_dict(), prefix=config.run_prefix).name] = f"job {job.job_id}: {err}"
+    _raise_errors(errors, store, n)
+
+
+# --- shared: waiting, progress lines, errors ----------------------------------------------------------------------
+def _wait(futures: dict[cf.Future, TrainConfig], watch: "_Progress",
+          describe: Callable[[BaseException], str]) -> dict[str, str]:
+    """Wait for every future, printing progress; returns {run name: why it failed} for the ones that failed."""
+    errors: dict[str, str] = {}
+    pending = set(futures)
+    while pending:
+        done, pending = cf.wait(pending, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
+        watch.poll()
+        for future in done:
+            if future.exception() is not None:
+                config = futures[future]
+                errors[watch.name(config)] = describe(future.exception())
+    return errors
+
+
+def _raise_errors(errors: dict[str, str], store: RunStore, total: int) -> None:
+    if errors:
+        lines = "\n".join(f"  {name}: {why}" for name, why in errors.items())
+        raise DispatchError(f"{len(errors)} of {total} run(s) did not finish (run store {store.root}):\n{lines}\n"
+                            "Their finished epochs are saved; dispatching again resumes them.")
+
+
+class _Progress:
+    """Prints one line per newly finished epoch of each run, read from its metrics file, and one when it is done."""
+
+    def __init__(self, configs: Sequence[TrainConfig], store: RunStore, log: Callable[[str], None] | None):
+        self.runs = [store.open(c.to_dict(), prefix=c.run_prefix) for c in configs]
+        self.epochs = {r.name: c.epochs for r, c in zip(self.runs, configs)}
+        self.seen = {r.name: max((row["epoch"] for row in r.metrics()), default=0) for r in self.runs}
+        self.finished: set[str] = set()
+        self.log = log
+
+    def name(self, config: TrainConfig) -> str:
+        return self.runs[[r.config for r in self.runs].index(config.to_dict())].name
+
+    def poll(self) -> None:
+        if self.log is None:
+            return
+        for run in self.runs:
+            if run.name in self.finished:
+                continue
+            for row in run.metrics():
+                if row["epoch"] > self.seen[run.name]:
+                    self.seen[run.name] = row["epoch"]
+                    self.log(f"[dispatch] {run.name} epoch {row['epoch']}/{self.epochs[run.name]}: train loss "
+                             f"{row.get('train_loss', float('nan')):.4f}, test acc "
+                             f"{row.get('test_acc', float('nan')):.4f} ({row.get('device', '?')})")
+            if run.done:
+                self.finished.add(run.name)
+                self.log(f"[dispatch] {run.name} done ({len(self.finished)}/{len(self.runs)} runs)")
