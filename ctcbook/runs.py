@@ -125,7 +125,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def append_jsonl(path: Path, row: dict[str, Any], *, unique: Sequence[str] | None = None) -> bool:
+def append_jsonl(path: Path, row: dict[str, Any], *, unique: Sequence[str] | None = None,
+                 complete: Sequence[str] = ()) -> bool:
     """Append one JSON line and fsync it; return whether it was appended.
 
     A crash can tear only the last line, which :func:`read_jsonl` skips; a failed write (disk full) is undone by
@@ -133,14 +134,16 @@ def append_jsonl(path: Path, row: dict[str, Any], *, unique: Sequence[str] | Non
 
     ``unique``: key fields (e.g. ``("epoch",)``). The row is appended only if no row with the same values is there
     yet, checked under an exclusive lock on ``<path>.lock``, so two processes appending the same evaluation at once
-    leave one row per key (the first one written wins).
+    leave one row per key (the first one written wins). ``complete``: fields an existing row must have to count
+    (a row written before a column existed does not block the complete row that upgrades it).
     """
     path = Path(path)
     lock = filelock.FileLock(f"{path}.lock") if unique else contextlib.nullcontext()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with lock:
-            if unique and any(all(r.get(k) == row.get(k) for k in unique) for r in read_jsonl(path)):
+            if unique and any(all(r.get(k) == row.get(k) for k in unique) and all(c in r for c in complete)
+                              for r in read_jsonl(path)):
                 return False
             with open(path, "a") as f:
                 size = f.tell()

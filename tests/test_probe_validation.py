@@ -42,7 +42,7 @@ def test_probe_cache_records_val_acc_and_upgrades_old_rows(tmp_path):
     table = transfer_curve(run, ["digits"], **kwargs)
     assert list(table.epoch) == [1, 2] and table.val_acc.between(0, 1).all()
     # a cache written before val_acc existed: its rows are probed again, the same numbers plus the new column
-    (cache,) = list(run.path.glob("evals/*"))
+    (cache,) = list(run.path.glob("evals/*.jsonl"))
     old = [json.loads(line) for line in cache.read_text().splitlines()]
     cache.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "val_acc"}) + "\n" for r in old))
     again = transfer_curve(run, ["digits"], **kwargs)

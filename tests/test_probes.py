@@ -335,3 +335,23 @@ def test_paper_probe_bn_reestimates_batchnorm_on_the_target_and_leaves_the_model
     assert frozen.best_accuracy < 0.8
     assert len(res.curve) == 12 and res.best_accuracy == max(res.curve) and res.best_accuracy >= 0.9
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the source model is untouched
+
+
+def test_linear_probe_reports_the_model_refit_on_the_whole_train_split():
+    # The held-out images choose the regularisation, then the reported probe is refit on *all* train images. Here
+    # only the held-out images show that the second feature carries the class, so a probe that kept the fit made
+    # without them scores test images that differ only in that feature at chance, and the refit one near 100%.
+    from ctcbook.probes import stratified_holdout
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 2
+    fit_idx, held_idx = stratified_holdout(y, 0.2, seed=0)
+    sign = y.float() * 2 - 1
+    x = torch.zeros(200, 2)
+    x[fit_idx, 0] = 3 * sign[fit_idx]      # the fit part: the class shows in feature 0 only
+    x[held_idx, 1] = 3 * sign[held_idx]    # the held-out part: in feature 1 only
+    x += 0.3 * torch.randn(200, 2, generator=gen)
+    test_y = torch.arange(100) % 2
+    test_x = torch.stack([torch.zeros(100), 3 * (test_y.float() * 2 - 1)], 1) + 0.3 * torch.randn(100, 2, generator=gen)
+    result = linear_probe(x, y, test_x, test_y, reg_grid=(1e-4,), seed=0)
+    assert result.accuracy > 0.95, result

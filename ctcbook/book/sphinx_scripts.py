@@ -31,6 +31,37 @@ def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     scripts[:] = kept
 
 
+#: Scripts that must come before others on a page: require.js defines ``define``, which the ipywidgets embed bundle
+#: (embed-amd.js) calls as it loads.
+_FIRST = ("require.js", "require.min.js")
+
+
+def _name(script) -> str:
+    return str(getattr(script, "filename", script) or "").rsplit("/", 1)[-1]
+
+
+def widget_scripts_in_order(app, pagename, templatename, context, doctree) -> None:
+    """Late pass: MyST-NB adds the widget scripts during this same event (after :func:`dedupe_scripts` ran), and with
+    Jupyter Book 1.x here a page got embed-amd.js before require.js and each twice ("define is not defined" in the
+    browser). Keep one entry per JavaScript file and put require.js just before the embed bundle."""
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, kept = set(), []
+    for script in scripts:
+        key = _name(script) if _name(script).endswith(".js") else _key(script)
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    first = [s for s in kept if _name(s) in _FIRST]
+    rest = [s for s in kept if _name(s) not in _FIRST]
+    embed = [i for i, s in enumerate(rest) if _name(s) == "embed-amd.js"]
+    if first and embed:
+        kept = rest[:embed[0]] + first + rest[embed[0]:]
+    scripts[:] = kept
+
+
 def setup(app):
     app.connect("html-page-context", dedupe_scripts, priority=100)  # early: a theme handler that returns a value would stop later ones
+    app.connect("html-page-context", widget_scripts_in_order, priority=600)  # after MyST-NB's (500)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

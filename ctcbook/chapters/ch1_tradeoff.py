@@ -146,7 +146,7 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
                     res = paper_probe(ftr, train_set.labels, fte, test_set.labels, device=device)
             if protocol != "lbfgs":
                 row.update(paper_best=res.best_accuracy, paper_final=res.final_accuracy)
-            append_jsonl(caches[key], row, unique=("epoch",))
+            append_jsonl(caches[key], row, unique=("epoch",), complete=ROW_COLUMNS[protocol])
     frames = []
     for key in targets:
         rows = {r["epoch"]: r for r in read_jsonl(caches[key])}
