@@ -449,7 +449,7 @@ def train_fusion(config: FusionTrainConfig, *, store: RunStore | None = None, de
         run.append_metrics(row)
         run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict()})
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}")
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}", refresh=False)
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, run)
     final = run.metrics()[-1]

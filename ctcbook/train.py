@@ -380,7 +380,7 @@ def _train_locked(run: Run, config: TrainConfig, d: distributed.Dist, rank_devic
             run.save_checkpoint(epoch, model.state_dict())
             run.append_metrics(row)
             run.save_state(state)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}")
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}", refresh=False)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model, run)
         distributed.barrier(d)
