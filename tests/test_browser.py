@@ -11,12 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from headless_chromium import needs_chromium, start_chromium
 
 import ctcbook.book.runner as runner
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = [pytest.mark.notebook,
-              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromium-driver (apt)")]
+pytestmark = [pytest.mark.notebook, needs_chromium]
 # Not JavaScript errors: resources an offline book cannot fetch (CDN fonts, require.js for live widgets), and the
 # theme's console message on a first visit, when no light/dark mode is stored yet.
 NOT_ERRORS = ("Failed to load resource", "net::ERR_", "Got invalid theme mode")
@@ -34,16 +33,7 @@ def book(smoke_chapters, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
-    driver.set_page_load_timeout(120)
-    driver.set_script_timeout(60)
+    driver = start_chromium(script_timeout=60)
     yield driver
     driver.quit()
 

@@ -17,10 +17,9 @@ import time
 import urllib.request
 
 import pytest
+from headless_chromium import needs_chromium, start_chromium
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = [pytest.mark.notebook,
-              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromium-driver (apt)")]
+pytestmark = [pytest.mark.notebook, needs_chromium]
 CHAPTER = "01_tradeoff"
 EXPLORER = "explore.live_explorer("
 # Not errors: resources JupyterLab asks for that an offline server does not have (favicons, news, extension
@@ -84,17 +83,7 @@ def lab(smoke_chapters, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
-    driver.set_page_load_timeout(120)
-    driver.set_script_timeout(600)
+    driver = start_chromium("--window-size=1400,1000", script_timeout=600)
     yield driver
     driver.quit()
 
