@@ -3,6 +3,7 @@ import nbformat
 import pytest
 
 import ctcbook.book.runner as runner
+from ctcbook.book import parameters
 from ctcbook.book.cli import main
 from ctcbook.book.profiles import PARAMETER_DEFAULTS
 
@@ -50,8 +51,8 @@ def test_cli_reports_bad_parameter_and_exits_2(no_execution, capsys):
 
 
 def test_parse_value_reads_yaml():
-    assert runner.parse_value("200") == 200 and runner.parse_value("[0, 1]") == [0, 1]
-    assert runner.parse_value("null") is None and runner.parse_value("0.05") == 0.05
+    assert parameters.parse_value("200") == 200 and parameters.parse_value("[0, 1]") == [0, 1]
+    assert parameters.parse_value("null") is None and parameters.parse_value("0.05") == 0.05
 
 
 def _chapter(tmp_path, monkeypatch, name: str, *sources: str):

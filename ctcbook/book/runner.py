@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import freshness, pages, parameters, progress, provenance
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,11 +42,6 @@ def notebook_parameters(chapter: str) -> dict[str, Any]:
 
     params = papermill.inspect_notebook(str(NOTEBOOKS / f"{chapter}.ipynb"))
     return {name: _literal(p["default"]) for name, p in params.items()}
-
-
-def parse_value(text: str) -> Any:
-    """A command-line parameter value: YAML scalars and lists (``200``, ``0.05``, ``[0,1]``, ``null``, ``abc``)."""
-    return yaml.safe_load(text)
 
 
 def _literal(source: str) -> Any:
