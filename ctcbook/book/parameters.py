@@ -68,6 +68,12 @@ def _mine_presets() -> tuple[str, ...]:
     return tuple(MINE_PRESETS)
 
 
+def _augments() -> tuple[str, ...]:
+    from ..config import AUGMENTS
+
+    return tuple(AUGMENTS)
+
+
 def _archs() -> tuple[str, ...]:
     from ..models.resnet import ARCHS
 
@@ -137,6 +143,7 @@ SPECS: dict[str, Spec] = {
     "arch": Spec("name", choices=_archs),
     "depth": _count(), "width": _count(), "stem_stride": _count(),
     "epochs": _count(), "batch_size": _count(),
+    "augment": Spec("name", choices=_augments), "crop_padding": _count(0),
     "lr": _num(_POSITIVE), "weight_decay": _num(),
     "seeds": Spec("list of int", low=0),
     "backbone_seed": _count(0),
@@ -146,17 +153,20 @@ SPECS: dict[str, Spec] = {
     "targets": Spec("list of name", choices=_targets),
     "target_train_size": _count(nullable=True), "target_test_size": _count(nullable=True),
     "probe_every": _count(),
-    "paper_protocol": Spec("name", choices=_protocols), "paper_protocol_seed": _count(0),
+    "paper_protocol": Spec("name", choices=_protocols, nullable=True), "paper_protocol_seed": _count(0),
     # information estimators (chapters 2, 3)
     "info_every": _count(), "renyi_n": _count(2),
-    "mine_seeds": Spec("list of int", low=0), "mine_every": _count(), "mine_n": _count(2),
+    "mine_seeds": Spec("list of int", low=0), "mine_every": _count(), "mine_restarts": _count(),
+    "mine_n": _count(2, nullable=True),
     "mine_preset": Spec("name", choices=_mine_presets),
     # CTC (chapters 3, 5)
     "stage_two_epoch": _count(), "weight_decay_coef": _num(), "lr_restart": _num(),
     "alpha": _num(), "beta": _num(), "instance_t": _num(_POSITIVE), "instance_m": _num(0, 1, True),
     "nce_t": _num(_POSITIVE), "nce_m": _num(0, 1, True), "embed_dim": _count(), "nce_k": _count(),
     "refill": Spec("bool"), "train_instance_head": Spec("bool"),
-    "sweep_scales": Spec("list of float", low=0), "sweep_seed": _count(0), "sweep_probe_every": _count(),
+    "discrim_alpha": _num(), "discrim_beta": _num(), "discrim_instance_t": _num(_POSITIVE),
+    "discrim_nce_t": _num(_POSITIVE), "discrim_seeds": Spec("list of int", low=0, nonempty=False),
+    "ablation_seeds": Spec("list of int", low=0, nonempty=False), "control_probe_every": _count(),
     # fusion heads and simulated metadata (chapter 4)
     "methods": Spec("list of name", choices=_fusion_methods),
     "head_epochs": _count(), "head_batch_size": _count(), "head_lr": _num(_POSITIVE), "head_weight_decay": _num(),
@@ -248,13 +258,14 @@ def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
     if "stage_two_epoch" in p and not p["stage_two_epoch"] < p["epochs"]:
         raise ParameterError(f"parameter 'stage_two_epoch' of chapter {chapter} must be below epochs "
                              f"({p['epochs']}) so that stage 2 of CTC has epochs, got {p['stage_two_epoch']}")
-    if "mine_seeds" in p and not set(p["mine_seeds"]) <= set(p["seeds"]):
-        raise ParameterError(f"parameter 'mine_seeds' of chapter {chapter} must be a subset of seeds "
-                             f"{p['seeds']}, got {p['mine_seeds']}")
+    for name in ("mine_seeds", "discrim_seeds", "ablation_seeds"):  # compared with the same seeds' baseline
+        if name in p and not set(p[name]) <= set(p["seeds"]):
+            raise ParameterError(f"parameter {name!r} of chapter {chapter} must be a subset of seeds "
+                                 f"{p['seeds']}, got {p[name]}")
     if p.get("nproc", 1) > 1 and p.get("backend", "serial") != "serial":
         raise ParameterError(f"parameter 'nproc' of chapter {chapter} (processes per run) must be 1 unless backend "
                              f"is 'serial', got nproc {p['nproc']} with backend {p['backend']!r}")
-    for name in ("seeds", "targets", "methods"):
+    for name in ("seeds", "targets", "methods", "mine_seeds", "discrim_seeds", "ablation_seeds"):
         if name in p and len(set(map(str, p[name]))) != len(p[name]):
             raise ParameterError(f"parameter {name!r} of chapter {chapter} must not repeat an entry, "
                                  f"got {p[name]}")
