@@ -93,6 +93,10 @@ class TrainConfig:
     ``objective`` "ce" (cross-entropy) or "ctc" (cross-entropy plus the CTC losses of ``ctc``, a :class:`CTCConfig`);
     ``schedule`` "two_stage" takes its stages from ``stages`` (a :class:`StageSchedule`; "ctc" requires it).
     ``stages`` and ``ctc`` are left out of :meth:`to_dict` when None, so adding them changed no earlier run's hash.
+    ``warmup_epochs``: the learning rate rises linearly from lr / W to lr over the first W = warmup_epochs x
+    steps-per-epoch optimiser steps, then follows ``schedule`` (torchvision's ``--lr-warmup-epochs`` with a linear
+    warm-up; see :func:`ctcbook.train.lr_factor`); 0 (no warm-up) is left out of :meth:`to_dict`, so earlier runs keep
+    their hashes.
     """
 
     source: str = "fashion_mnist"
@@ -116,6 +120,7 @@ class TrainConfig:
     seed: int = 0
     stages: StageSchedule | None = None
     ctc: CTCConfig | None = None
+    warmup_epochs: int = 0
 
     def __post_init__(self):
         for name in ("source_classes", "milestones"):
@@ -148,6 +153,10 @@ class TrainConfig:
              "a CTCConfig when objective is 'ctc' and None otherwise"),
             ("schedule", self.objective != "ctc" or self.schedule == "two_stage",
              "'two_stage' when objective is 'ctc'"),
+            ("warmup_epochs", isinstance(self.warmup_epochs, int) and not isinstance(self.warmup_epochs, bool)
+             and 0 <= self.warmup_epochs < (self.stages.stage_two_epoch if self.stages is not None
+                                            and 1 <= self.stages.stage_two_epoch < self.epochs else self.epochs),
+             "an integer >= 0 and below epochs (below stages.stage_two_epoch for 'two_stage')"),
         ]
         _raise_first("TrainConfig", checks, self)
         if self.stages is not None:
@@ -160,6 +169,8 @@ class TrainConfig:
         for name in ("stages", "ctc"):  # optional, left out when unset: earlier runs keep their hashes
             if d[name] is None:
                 del d[name]
+        if d["warmup_epochs"] == 0:  # likewise: no warm-up is the earlier runs' schedule
+            del d["warmup_epochs"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod

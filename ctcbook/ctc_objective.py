@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -165,23 +166,53 @@ class CTCObjective(nn.Module):
         self._pending = []
 
     @torch.no_grad()
-    def switch(self, model: nn.Module, images: torch.Tensor, *, batch_size: int = 1024, amp: bool = False,
-               memory_format: torch.memory_format = torch.contiguous_format) -> None:
+    def switch(self, model: nn.Module, images, *, batch_size: int = 1024, amp: bool = False,
+               memory_format: torch.memory_format = torch.contiguous_format,
+               reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """End of stage 1: copy and freeze ``model`` as the snapshot (eval mode); if ``refill``, fill both stage-2
-        memories with the snapshot's embeddings of ``images`` (uint8 (N, C, H, W), training order, no
-        augmentation) through the network's and the snapshot's heads."""
+        memories with the snapshot's embeddings of the un-augmented training images through the network's and the
+        snapshot's heads.
+
+        ``images`` is either the uint8 (N, C, H, W) training images in training order (held in memory), or, for a
+        streamed source, an iterable of ``(x, index)`` batches: float (B, C, H, W) in [0, 1] on the memories' device
+        (evaluation transforms) and their (B,) training-set indices. Under DDP each rank passes its share of the
+        indices and ``reduce`` (a sum over ranks, :func:`ctcbook.distributed.all_sum`): each rank writes its
+        embeddings into zeroed copies of the memories, the sum puts every slot on every rank, so the memories stay
+        identical on all ranks. Raises RuntimeError when the batches (over all ranks) do not cover every index
+        exactly once.
+        """
         self._pending = []
         self._set_snapshot(freeze(copy.deepcopy(model)))
         if not self.config.refill:
             return
-        for i in range(0, self.n, batch_size):
-            x = images[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format)
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-                f, _ = self.snapshot(x)
-            f = f.float()
-            idx = torch.arange(i, i + len(x), device=x.device)
-            momentum_update(self.memory, idx, F.normalize(self.head(f), dim=1), 0.0)
-            momentum_update(self.snapshot_memory, idx, F.normalize(self.snapshot_head(f), dim=1), 0.0)
+        if isinstance(images, torch.Tensor):
+            for i in range(0, self.n, batch_size):
+                x = images[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format)
+                self._refill(x, torch.arange(i, i + len(x), device=x.device), self.memory, self.snapshot_memory, amp)
+            return
+        memory, snapshot_memory = torch.zeros_like(self.memory), torch.zeros_like(self.snapshot_memory)
+        seen = torch.zeros(self.n, device=self.memory.device)
+        for x, index in images:
+            self._refill(x, index, memory, snapshot_memory, amp)
+            seen.index_add_(0, index, torch.ones(len(index), device=seen.device))
+        if reduce is not None:
+            memory, snapshot_memory, seen = reduce(memory), reduce(snapshot_memory), reduce(seen)
+        if not bool((seen == 1).all()):
+            missing, twice = int((seen == 0).sum()), int((seen > 1).sum())
+            raise RuntimeError(f"CTC's refill must embed each of the {self.n} training images once; {missing} were "
+                               f"never embedded and {twice} more than once (the refill batches must cover the "
+                               "training set, each index on exactly one rank)")
+        self.memory.copy_(memory)
+        self.snapshot_memory.copy_(snapshot_memory)
+
+    def _refill(self, x: torch.Tensor, index: torch.Tensor, memory: torch.Tensor, snapshot_memory: torch.Tensor,
+                amp: bool) -> None:
+        """Set the slots ``index`` of both memories to the snapshot's embedding of the batch ``x``."""
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            f, _ = self.snapshot(x)
+        f = f.float()
+        momentum_update(memory, index, F.normalize(self.head(f), dim=1), 0.0)
+        momentum_update(snapshot_memory, index, F.normalize(self.snapshot_head(f), dim=1), 0.0)
 
     # --- resume ---------------------------------------------------------------------------------------------
     def state(self) -> dict:

@@ -105,13 +105,22 @@ def clean_train_set(train_set: ImageSet) -> ImageSet:
 
 def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based): cosine to 0, step decay, or two stages
-    (cosine from 1 to 0 over stage 1, then cosine from ``lr_restart`` to 0 over stage 2)."""
+    (cosine from 1 to 0 over stage 1, then cosine from ``lr_restart`` to 0 over stage 2).
+
+    With ``config.warmup_epochs`` = E > 0 the first W = E x ``steps_per_epoch`` steps rise linearly,
+    (step + 1) / W: lr / W at step 0, lr at step W - 1 (torchvision's ``--lr-warmup-method linear``, starting from
+    1 / W). The cosine then runs from 1 at step W to 0 at the end (for "two_stage": to 0 at the switch, stage 2
+    unchanged); step decay keeps its milestones.
+    """
+    warm = config.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return (step + 1) / warm
     if config.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * step / (config.epochs * steps_per_epoch)))
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / (config.epochs * steps_per_epoch - warm)))
     if config.schedule == "two_stage":
         switch = config.stages.stage_two_epoch * steps_per_epoch
         if step < switch:
-            return 0.5 * (1 + math.cos(math.pi * step / switch))
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / (switch - warm)))
         rest = (config.epochs - config.stages.stage_two_epoch) * steps_per_epoch
         return config.stages.lr_restart * 0.5 * (1 + math.cos(math.pi * (step - switch) / rest))
     epoch = step // steps_per_epoch + 1
@@ -282,9 +291,6 @@ def _train_locked(run: Run, config: TrainConfig, d: distributed.Dist, rank_devic
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_set)} training images")
     objective = build_objective(config, model, batches.labels.to(device))
     if objective is not None:
-        if streamed:
-            raise ValueError(f"objective 'ctc' is not supported for the streamed dataset {config.source!r} yet "
-                             "(its switch refills the memories from in-memory training images); use objective 'ce'")
         objective.gather = lambda t: distributed.all_gather(t, d)
     params = list(model.parameters()) + ([] if objective is None else objective.trainable())
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
@@ -374,7 +380,15 @@ def _train_locked(run: Run, config: TrainConfig, d: distributed.Dist, rank_devic
             # train_loss is the total; aux_loss the unweighted CTC loss of the epoch's stage (nats).
             row.update(stage=objective.stage(epoch), aux_loss=aux_losses.mean().item())
             if epoch == config.stages.stage_two_epoch:
-                objective.switch(model, batches.images, amp=amp, memory_format=memory_format(device))
+                if streamed:  # the refill's images: this rank's share of the training set, evaluation transforms
+                    share = stream.eval_loader(clean_folder, batch_size=max(batch_size, 64), rank=d.rank,
+                                               world_size=d.world_size, device=device, workers=workers)
+                    refill = ((x.to(device, non_blocking=True).float().div_(255)
+                               .contiguous(memory_format=memory_format(device)), i.to(device)) for x, _, i in share)
+                    objective.switch(model, refill, amp=amp, memory_format=memory_format(device),
+                                     reduce=lambda t: distributed.all_sum(t, d))
+                else:
+                    objective.switch(model, batches.images, amp=amp, memory_format=memory_format(device))
             state["objective"] = objective.state()
         if d.main:  # checkpoint, metrics row, resume state: in that order, by rank 0 only
             run.save_checkpoint(epoch, model.state_dict())
