@@ -18,6 +18,10 @@ which gives each rank every ``world_size``-th image of one shared permutation.
 
 An unreadable or corrupt image stops training with :class:`~ctcbook.data.DataCorruptError` naming the file (through
 a worker process it arrives as a RuntimeError carrying the same message).
+
+A user's own ImageFolder as a transfer target: ``folder:<name>`` names ``$CTCBOOK_DATA/<name>/{train,test or val}/
+<class>/*`` (:func:`load_user_folder` reads a split into memory at the source's format; :func:`user_target` gives
+the fields of its target spec).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from .images import ImageSet, stratified_indices, to_format
 from .sources import DataCorruptError, DataNotFoundError
 
 #: ImageNet's per-channel mean and std in [0, 1] units (torchvision's references), the model's normalisation.
@@ -211,5 +216,83 @@ def eval_loader(dataset: StreamFolder, *, batch_size: int, rank: int = 0, world_
     return DataLoader(Subset(dataset, range(rank, len(dataset), world_size)), batch_size=batch_size, **kw)
 
 
+# --- a user's ImageFolder as a transfer target --------------------------------------------------------------
+USER_PREFIX = "folder:"
+#: engine split -> folder names tried, in order (ImageNet's layout calls its test split "val")
+USER_SPLITS = {"train": ("train",), "test": ("test", "val")}
+
+
+def is_user_folder(name: str) -> bool:
+    """True for ``folder:<name>``: an ImageFolder tree the user put under ``$CTCBOOK_DATA/<name>``."""
+    return isinstance(name, str) and name.startswith(USER_PREFIX)
+
+
+def user_folder_split(name: str, split: str) -> Path:
+    """The folder of ``split`` ("train", or "test": ``test/`` else ``val/``) of the user's ImageFolder ``name``
+    (``folder:<name>`` or the bare ``<name>``) under ``$CTCBOOK_DATA``. Raises ValueError for a bad name or split,
+    DataNotFoundError naming every folder tried."""
+    bare = name[len(USER_PREFIX):] if is_user_folder(name) else name
+    if not bare or bare in (".", "..") or "/" in bare or os.sep in bare:
+        raise ValueError(f"name of a user ImageFolder must be 'folder:<a folder name under $CTCBOOK_DATA>', "
+                         f"got {name!r}")
+    if split not in USER_SPLITS:
+        raise ValueError(f"split of user ImageFolder {name!r} must be one of {tuple(USER_SPLITS)}, got {split!r}")
+    base = os.environ.get("CTCBOOK_DATA")
+    tried = [Path(base).expanduser() / bare / f for f in USER_SPLITS[split]] if base else []
+    for folder in tried:
+        if folder.is_dir():
+            return folder
+    raise DataNotFoundError(USER_PREFIX + bare, tried,
+                            f"put the images in $CTCBOOK_DATA/{bare}/train/<class>/*.jpg and "
+                            f"$CTCBOOK_DATA/{bare}/test/<class>/*.jpg (or val/ for the test split; the same class "
+                            "folders in both)" + ("" if base else " (CTCBOOK_DATA is not set)"))
+
+
+def load_user_folder(name: str, split: str, *, channels: int, size: int, cap: int | None = None,
+                     seed: int = 0) -> ImageSet:
+    """Split ``split`` of the user's ImageFolder ``name`` in memory at a source's format: uint8 (N, ``channels``,
+    ``size``, ``size``).
+
+    Each image is decoded as RGB, resized (shorter side to ``round(size * 256 / 224)``, bilinear with antialiasing)
+    and centre-cropped to ``size`` (the evaluation transform of :func:`eval_transform`, scaled to the format), then
+    turned grey by ITU-R 601 luma when ``channels`` is 1 (:func:`ctcbook.data.to_format`). ``cap`` keeps a
+    stratified subset of that many images (seed ``seed``) chosen *before* decoding; it is the subset
+    :func:`ctcbook.data.subsample` would pick from the whole split. Classes are the train split's class folders;
+    a test split with other class folders raises DataCorruptError, an unreadable image DataCorruptError naming it.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be an int >= 1, got {size!r}")
+    bare = USER_PREFIX + (name[len(USER_PREFIX):] if is_user_folder(name) else name)
+    folder = StreamFolder(user_folder_split(name, split), eval_transform(size, round(size * RESIZE / CROP)),
+                          dataset=bare)
+    if split != "train":
+        train = user_folder_split(name, "train")
+        classes = tuple(sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith(".")))
+        if folder.classes != classes:
+            raise DataCorruptError(bare, folder.folder, f"its class folders {list(folder.classes)} differ from those "
+                                                        f"of the train split {train} {list(classes)}")
+    keep = range(len(folder)) if cap is None else stratified_indices(folder.targets, folder.num_classes, cap,
+                                                                     seed).tolist()
+    workers = min(8, os.cpu_count() or 1) if len(keep) > 256 else 1
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:  # PIL decodes with the GIL released
+        images = list(pool.map(lambda i: folder[i][0], keep))
+    ds = ImageSet(f"{bare}/{folder.folder.name}" + ("" if cap is None else f"(n={len(keep)},seed={seed})"),
+                  torch.stack(images), folder.targets[list(keep)].clone(), folder.classes)
+    return to_format(ds, channels, size)
+
+
+def user_target(name: str) -> dict:
+    """The fields of a transfer-target spec for the user's ImageFolder ``folder:<name>`` (for chapter 1's
+    ``TargetSpec(**user_target(name))``): dataset, a description naming the folder, the splits."""
+    train = user_folder_split(name, "train")
+    bare = name[len(USER_PREFIX):] if is_user_folder(name) else name
+    return {"dataset": USER_PREFIX + bare, "train_split": "train", "test_split": "test",
+            "description": f"the user's ImageFolder {train.parent} (train/ and {user_folder_split(name, 'test').name}"
+                           f"/, resized and centre-cropped to the source's format)"}
+
+
 __all__ = ["CROP", "IMAGENET_MEAN", "IMAGENET_STD", "RESIZE", "STREAMED", "StreamBatches", "StreamFolder",
-           "eval_loader", "eval_transform", "find_split", "is_streamed", "train_transform"]
+           "USER_PREFIX", "eval_loader", "eval_transform", "find_split", "is_streamed", "is_user_folder",
+           "load_user_folder", "train_transform", "user_folder_split", "user_target"]
