@@ -136,6 +136,11 @@ _TRANSFER_DEFAULT: dict[str, Any] = {k: v for k, v in _CTC_DEFAULT.items() if k 
 # The `small` profile's source runs (the first default of the book).
 _SMALL = {"train_size": 8000, "width": 8, "epochs": 30, "augment": "crop_flip", "seeds": [0, 1, 2], "probe_every": 3}
 
+# The imagenet profile's run parameters, shared by chapters 1, 2, 3 and 5 (see the profile's comment below).
+_IMAGENET_RUN = {"source": "imagenet", "source_classes": None, "train_size": None, "arch": "resnet50",
+                 "augment": "crop_flip", "epochs": 90, "batch_size": 256, "lr": 0.1, "weight_decay": 1e-4,
+                 "seeds": [0], "targets": ["cifar10", "cifar100", "cinic10"], "probe_every": 10}
+
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "04_dynamic_mlp": {"train_size": 600, "epochs": 1, "width": 4, "seeds": [0], "head_epochs": 2,
@@ -201,11 +206,20 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # RandomResizedCrop 224 + flip, evaluation at resize 256 / centre crop 224. A checkpoint probed every 10
         # epochs on CIFAR-10, CIFAR-100 and CINIC-10 (upsampled to 224 px) with the paper's protocol (paper_bn).
         # Several GPUs: torchrun (see the GPU-box page); batch_size stays the global batch.
-        "01_tradeoff": {"source": "imagenet", "source_classes": None, "train_size": None, "arch": "resnet50",
-                        "augment": "crop_flip",
-                        "epochs": 90, "batch_size": 256, "lr": 0.1, "weight_decay": 1e-4, "seeds": [0],
-                        "targets": ["cifar10", "cifar100", "cinic10"], "probe_every": 10,
-                        "paper_protocol": "paper_bn"},
+        "01_tradeoff": {**_IMAGENET_RUN, "paper_protocol": "paper_bn"},
+        # Chapter 2 on chapter 1's imagenet runs (the same run parameters, so they are reused): the paper's MINE
+        # settings (mine.py) every 30 epochs; X is a stratified 10,000 of the 50,000 validation images (mine_n:
+        # 10,000 x 3 x 224 x 224 uint8 = 1.5 GB in memory, where the whole split would take 7.5 GB).
+        "02_information": {**_IMAGENET_RUN, "info_every": 30, "renyi_n": 2000, "mine_seeds": [0], "mine_every": 30,
+                           "mine_restarts": 1, "mine_n": 10000, "mine_preset": "paper"},
+        # Chapter 3 (and 5): CTC beside chapter 1's baseline, the same 90-epoch recipe; stage 2 from epoch 60 (2/3 of
+        # the epochs, as 200 of the paper's 300), 128-d heads, 16,384 negatives, the paper's probe (paper_bn). The
+        # streamed source's stage switch refills the memories from the training images read in evaluation
+        # transforms (ctcbook.train). Memories: 1.28 M images x 3 x 128 floats = 2 GB on each GPU and in each
+        # resume state.
+        "03_ctc": {**_IMAGENET_RUN, "stage_two_epoch": 60, "embed_dim": 128, "nce_k": 16384, "discrim_seeds": [0],
+                   "ablation_seeds": [0], "control_probe_every": 30, "paper_protocol": "paper_bn", "info_every": 30,
+                   "renyi_n": 2000},
     },
 }
 

@@ -271,6 +271,12 @@ def load_user_folder(name: str, split: str, *, channels: int, size: int, cap: in
         if folder.classes != classes:
             raise DataCorruptError(bare, folder.folder, f"its class folders {list(folder.classes)} differ from those "
                                                         f"of the train split {train} {list(classes)}")
+    return to_format(_in_memory(folder, cap, seed), channels, size)
+
+
+def _in_memory(folder: StreamFolder, cap: int | None, seed: int) -> ImageSet:
+    """The items of ``folder`` (its transform applied) as one uint8 ImageSet; ``cap``: a stratified subset of that
+    many, chosen with ``seed`` before decoding."""
     keep = range(len(folder)) if cap is None else stratified_indices(folder.targets, folder.num_classes, cap,
                                                                      seed).tolist()
     workers = min(8, os.cpu_count() or 1) if len(keep) > 256 else 1
@@ -278,9 +284,15 @@ def load_user_folder(name: str, split: str, *, channels: int, size: int, cap: in
 
     with ThreadPoolExecutor(workers) as pool:  # PIL decodes with the GIL released
         images = list(pool.map(lambda i: folder[i][0], keep))
-    ds = ImageSet(f"{bare}/{folder.folder.name}" + ("" if cap is None else f"(n={len(keep)},seed={seed})"),
-                  torch.stack(images), folder.targets[list(keep)].clone(), folder.classes)
-    return to_format(ds, channels, size)
+    return ImageSet(f"{folder.dataset}/{folder.folder.name}" + ("" if cap is None else f"(n={len(keep)},seed={seed})"),
+                    torch.stack(images), folder.targets[list(keep)].clone(), folder.classes)
+
+
+def load_streamed(name: str, split: str, *, cap: int | None, seed: int = 0) -> ImageSet:
+    """A stratified ``cap`` of split ``split`` ("train" or "test") of the streamed dataset ``name`` in memory, in
+    evaluation transforms (resize 256, centre crop 224: uint8 (cap, 3, 224, 224)), for the estimators that need
+    images in memory (e.g. chapter 2's X). ``cap`` None reads the whole split: 150 KB an image."""
+    return _in_memory(StreamFolder(find_split(name, split), eval_transform(), dataset=name), cap, seed)
 
 
 def user_target(name: str) -> dict:
@@ -295,4 +307,4 @@ def user_target(name: str) -> dict:
 
 __all__ = ["CROP", "IMAGENET_MEAN", "IMAGENET_STD", "RESIZE", "STREAMED", "StreamBatches", "StreamFolder",
            "USER_PREFIX", "eval_loader", "eval_transform", "find_split", "is_streamed", "is_user_folder",
-           "load_user_folder", "train_transform", "user_folder_split", "user_target"]
+           "load_streamed", "load_user_folder", "train_transform", "user_folder_split", "user_target"]
