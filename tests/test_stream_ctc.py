@@ -5,7 +5,8 @@ Reference: the same images decoded by the same evaluation transform and held in 
 the in-memory path of :meth:`CTCObjective.switch`, with the run's epoch-S checkpoint as the snapshot and the heads
 as the run saved them right after the switch (the resume state of epoch S). Tolerance 1e-5 per
 coordinate of unit vectors: the two paths embed the images in batches of different sizes (36 at once in memory, the
-loader's batches of 64 or of one rank's 18), which may change the float summation order; measured 0 here.
+loader's batches of 64 or of one rank's 18), which may change the float summation order; measured 0 in one
+process.
 Mistakes this catches (each put in by hand once): the refill skipping the streamed path (memories stay random: far
 off), each rank keeping only its own share (the other rank's slots are zero: coverage error), the refill reading the
 augmented training transform (values differ).
