@@ -1,5 +1,6 @@
 """CTC on a streamed source (issue 13): the stage switch refills both stage-2 memories with the snapshot's
-embeddings of the un-augmented training images, streamed from disk in evaluation transforms by image index.
+embeddings of the un-augmented training images, streamed from disk in evaluation transforms by image index. The
+runs are chapter 3's under the imagenet profile, shrunk, on a tiny ImageFolder of JPEGs standing in for ImageNet.
 
 Reference: the same images decoded by the same evaluation transform and held in memory as one uint8 tensor, through
 the in-memory path of :meth:`CTCObjective.switch`, with the run's epoch-S checkpoint as the snapshot and the heads
@@ -23,6 +24,8 @@ import pytest
 import torch
 from fixture_writers import write_jpeg_tree
 
+from ctcbook.book.parameters import resolve
+from ctcbook.chapters.ch3_ctc import ctc_config
 from ctcbook.config import TrainConfig
 from ctcbook.ctc_objective import CTCObjective
 from ctcbook.data import stream
@@ -30,10 +33,23 @@ from ctcbook.runs import RunStore
 from ctcbook.train import load_model, train
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = TrainConfig(source="imagenet", source_classes=None, train_size=None, arch="cifar_resnet", depth=8, width=4,
-                     stem_stride=2, epochs=2, batch_size=12, lr=0.05, weight_decay=1e-4, augment="crop_flip",
-                     objective="ctc", schedule="two_stage", stages={"stage_two_epoch": 1},
-                     ctc={"instance_dim": 8, "nce_dim": 8, "nce_k": 16})
+
+
+def imagenet_ctc_config() -> TrainConfig:
+    """Chapter 3's CTC config under the imagenet profile (its parameters through the profile machinery and
+    :func:`ctcbook.chapters.ch3_ctc.ctc_config`), shrunk as chapter 1's imagenet path test does: a width-4 CIFAR
+    ResNet, 2 epochs with stage 2 from epoch 2, 12 images a batch, 8-d heads, 16 negatives."""
+    p = resolve("03_ctc", {"profile": "imagenet"})
+    base = TrainConfig(source=p["source"], source_classes=p["source_classes"], train_size=p["train_size"],
+                       arch="cifar_resnet", depth=8, width=4, stem_stride=2, epochs=2, batch_size=12, lr=0.05,
+                       weight_decay=p["weight_decay"], augment=p["augment"], seed=p["seeds"][0])
+    return ctc_config(base, stage_two_epoch=1, weight_decay_coef=p["weight_decay_coef"], lr_restart=p["lr_restart"],
+                      alpha=p["alpha"], beta=p["beta"], instance_dim=8, nce_dim=8, nce_k=16,
+                      instance_t=p["instance_t"], instance_m=p["instance_m"], nce_t=p["nce_t"], nce_m=p["nce_m"],
+                      refill=p["refill"], train_instance_head=p["train_instance_head"])
+
+
+CONFIG = imagenet_ctc_config()
 TOL = 1e-5
 
 
@@ -68,7 +84,8 @@ def test_streamed_ctc_run_refills_memories_as_in_memory(tree, tmp_path):
     run = train(CONFIG, store=RunStore(tmp_path / "runs"), progress=False, device="cpu", workers=0,
                 on_epoch_end=keep_state)
     rows = run.metrics()
-    assert [r["stage"] for r in rows] == [1, 2] and all(r["aux_loss"] > 0 for r in rows)
+    assert run.done and [r["stage"] for r in rows] == [1, 2] and all(r["aux_loss"] > 0 for r in rows)
+    assert all(0 <= r["test_acc"] <= 1 for r in rows)
     saved = at_switch
     snapshot = load_model(run, 1).state_dict()
     assert all(torch.equal(saved["snapshot"][k], snapshot[k]) for k in snapshot)
@@ -93,6 +110,8 @@ def test_refill_refuses_batches_that_miss_images():
 WORKER = """
 import sys, torch
 import ctcbook.train as engine
+from ctcbook.book.parameters import resolve
+from ctcbook.chapters.ch3_ctc import ctc_config
 from ctcbook.config import TrainConfig
 from ctcbook.runs import RunStore
 from ctcbook import distributed

@@ -58,8 +58,8 @@ def test_hash_unchanged_and_checks():
 
 def test_engine_follows_the_warmup(tmp_path):
     """The engine's optimiser steps follow lr_factor: recorded per step on a tiny digits run."""
-    config = TrainConfig(source="digits", source_classes=None, train_size=None, depth=8, width=4, epochs=2,
-                         batch_size=128, lr=0.05, warmup_epochs=1, seed=0)
+    config = TrainConfig(source="digits", source_classes=None, train_size=256, depth=8, width=4, epochs=2,
+                         batch_size=64, lr=0.05, warmup_epochs=1, seed=0)
     seen = []
     step = torch.optim.SGD.step
 
