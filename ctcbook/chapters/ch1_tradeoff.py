@@ -541,18 +541,33 @@ def candidates_table(candidates: pd.DataFrame, live: FitCheck | None = None, liv
 
 
 def budget_markdown(estimates: Mapping[str, BudgetEstimate], seconds_per_epoch: float, probe_seconds: float,
-                    book_runs: int) -> str:
-    """Which candidates the budget rule (b) keeps, computed: one line per "candidate/epochs" estimate."""
+                    book_runs: int, fits: Mapping[str, tuple[str, float]] | None = None) -> str:
+    """Rules (a) and (b) applied, computed: one line per "candidate/epochs" estimate with, when ``fits`` gives it
+    (name -> (description, final-quarter mean fraction)), the candidate's fit; then the candidates meeting both."""
+    fits = fits or {}
     lines = [f"Cost per epoch of this chapter's own runs: {seconds_per_epoch:.2f} s wall (training, evaluation and "
              f"checkpoint); probing one checkpoint on the targets: {probe_seconds:.2f} s. The book trains {book_runs} "
              f"runs of the source model's size (chapter 1's baseline, reused by chapters 2, 3 and 5, and chapter 3's "
              f"CTC runs and controls)."]
+    both = []
     for name, b in estimates.items():
         verdict = ("within both limits" if b.fits else
                    "over the " + " and ".join(x for x, over in (("chapter limit", b.chapter > b.chapter_limit),
                                                                ("book limit", b.book > b.book_limit)) if over))
-        lines.append(f"- `{name}`: chapter 1 about {b.chapter / 60:.1f} min (limit {b.chapter_limit / 60:.0f}), the "
-                     f"book at least {b.book / 60:.1f} min (limit {b.book_limit / 60:.0f}): {verdict}.")
+        fit = ""
+        if name in fits:
+            desc, mean = fits[name]
+            meets = mean >= FIT_THRESHOLD
+            fit = (f"{desc}: clean fit {100 * mean:.2f}% over the final quarter, "
+                   f"{'meets' if meets else 'fails'} the {100 * FIT_THRESHOLD:.0f}% criterion; ")
+            if meets and b.fits:
+                both.append(f"`{name}`")
+        lines.append(f"- `{name}`: {fit}chapter 1 about {b.chapter / 60:.1f} min (limit {b.chapter_limit / 60:.0f}), "
+                     f"the book at least {b.book / 60:.1f} min (limit {b.book_limit / 60:.0f}): {verdict}.")
+    if fits:
+        lines.append("\nMeasured candidates meeting both the fit (a) and the budget (b): "
+                     + (", ".join(both) if both else "none") + "; rule (c) picks among them the one closest to the "
+                     "paper's recipe.")
     return "\n".join(lines)
 
 
@@ -622,3 +637,43 @@ def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sour
                          for r in comparison.to_dict("records"))
         items.append(f"The paper's protocol as run here, one seed, minus ours: {gaps}.")
     return "\n".join(f"- {i}" for i in items)
+
+
+def book_run_groups(seeds: Sequence[int], probe_every: int, ctc: Mapping) -> list[tuple[int, int | None]]:
+    """The source-sized runs the book trains, as (number of runs, probe_every) groups: chapter 1's baseline (reused
+    by chapters 2, 3 and 5), chapter 3's CTC runs and schedule-only control on its ``seeds``, and its secondary runs
+    (the discriminability setting on ``discrim_seeds``, the two stage ablations on ``ablation_seeds``), probed every
+    ``control_probe_every``. ``ctc``: chapter 3's parameters."""
+    main = (2 * len(ctc["seeds"]), ctc["probe_every"])
+    secondary = (len(ctc["discrim_seeds"]) + 2 * len(ctc["ablation_seeds"]), ctc["control_probe_every"])
+    return [(len(seeds), probe_every), main, secondary]
+
+
+def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, label: str, probe_every: int,
+                   book_groups: Sequence[tuple[int, int | None]],
+                   candidates: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
+    """The appendix "How the default was chosen": (candidates table with this chapter's live row, the budget text).
+    The budget of each candidate is computed from this chapter's own runs (wall seconds per epoch,
+    :func:`epoch_seconds`; seconds to probe a checkpoint, :func:`probe_seconds`) times the candidate's epochs and the
+    book's runs (:func:`budget_estimate`); with no timed probe rows the budget is not estimated and the text says so."""
+    candidates = read_candidates() if candidates is None else candidates
+    per_epoch = statistics.median(epoch_seconds(r) for r in runs)
+    probe_s = probe_seconds(table)
+    if probe_s is None:
+        return (candidates_table(candidates, fit, label, per_epoch),
+                "The probes of this execution were read from a cache written before probe timing was recorded, so "
+                "the budget is not estimated here (probe again with a fresh run store to see it).")
+    seeds = len(runs)
+    estimates = {f"{r.candidate}/{r.epochs}": budget_estimate(int(r.epochs), seconds_per_epoch=per_epoch,
+                                                              probe_seconds=probe_s, chapter_runs=seeds,
+                                                              probe_every=probe_every, book_groups=book_groups)
+                 for r in candidates.itertuples(index=False)}
+    live = budget_estimate(fit.epochs[1], seconds_per_epoch=per_epoch, probe_seconds=probe_s, chapter_runs=seeds,
+                           probe_every=probe_every, book_groups=book_groups)
+    shown = candidates_table(candidates, fit, label, per_epoch, {**estimates, "live": live})
+    fits = {f"{r.candidate}/{r.epochs}": (r.description, float(r.final_quarter_mean))
+            for r in candidates.itertuples(index=False)}
+    fits[f"{label} (this chapter)/{fit.epochs[1]}"] = (f"{label}, all seeds", fit.mean)
+    text = budget_markdown({**estimates, f"{label} (this chapter)/{fit.epochs[1]}": live}, per_epoch, probe_s,
+                           sum(n for n, _ in book_groups), fits)
+    return shown, text
