@@ -316,7 +316,7 @@ def paper_probe_epochs(n_train: int, batch_size: int = 512, steps: int | None = 
     so a difference between targets would measure how many steps the layer got, not the features. With ``steps``
     every target gets the same number of steps to within one epoch's worth (fewer than ceil(n_train / batch_size)
     extra), and the cosine schedule spans the longer run. The book uses ``steps = 30 x ceil(5,000 / 512) = 300``:
-    the paper's 30 epochs on its largest default target (:data:`ctcbook.chapters.ch1_tradeoff.PAPER_PROBE_STEPS`).
+    the paper's 30 epochs on its largest default target (:func:`ctcbook.chapters.ch1_tradeoff.paper_probe_steps`).
     """
     _check_int("n_train", n_train, 1)
     _check_int("batch_size", batch_size, 1)

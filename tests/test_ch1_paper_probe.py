@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ctcbook.chapters.ch1_tradeoff import PAPER_PROBE_STEPS
+from ctcbook.chapters.ch1_tradeoff import PAPER_PROBE_STEPS, paper_probe_steps
 from ctcbook.probes import paper_probe, paper_probe_epochs
 
 
@@ -17,7 +17,8 @@ def _data(n, d=8, k=3, seed=0):
 
 
 def test_steps_are_the_same_for_a_900_and_a_5000_image_target_within_one_batch_each():
-    assert PAPER_PROBE_STEPS == 300
+    assert PAPER_PROBE_STEPS == 300 == paper_probe_steps([5000, 2500, 897])  # the default profile's targets
+    assert paper_probe_steps([300, 300]) == 30  # the smoke profile's: transfer.py's 30 epochs on the largest
     steps = {}
     for n in (900, 2500, 5000, 897):
         epochs = paper_probe_epochs(n, 512, PAPER_PROBE_STEPS)

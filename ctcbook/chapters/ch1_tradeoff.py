@@ -34,10 +34,20 @@ from ..train import default_device, load_model
 #: Bump when the probing code changes its numbers; part of every cached evaluation's key.
 PROBE_VERSION = 1
 PROTOCOLS = ("lbfgs", "paper", "paper_bn")
-#: SGD steps of the paper's probe on every target ("the paper's protocol as run here"): transfer.py's 30 epochs at
-#: batch 512 on the largest default target (5,000 images), 30 x ceil(5000 / 512) = 300. Each target's epochs are
-#: scaled to give it as many (:func:`ctcbook.probes.paper_probe_epochs`); part of the paper probes' cache key.
+#: SGD steps of the paper's probe on every target in the default profile ("the paper's protocol as run here"):
+#: transfer.py's 30 epochs at batch 512 on its largest target (fmnist_5-9, 5,000 images), 30 x ceil(5000 / 512).
 PAPER_PROBE_STEPS = 30 * math.ceil(5000 / 512)
+
+
+def paper_probe_steps(train_sizes: Iterable[int], epochs: int = 30, batch_size: int = 512) -> int:
+    """SGD steps every target gets from the paper's probe: ``epochs`` (transfer.py's 30) at ``batch_size`` on the
+    *largest* of the probed targets' train splits, ``epochs x ceil(max(train_sizes) / batch_size)``; each target's
+    epochs are then scaled to give it as many (:func:`ctcbook.probes.paper_probe_epochs`). The default profile's
+    targets give :data:`PAPER_PROBE_STEPS`."""
+    sizes = list(train_sizes)
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"train_sizes must be one or more positive sizes, got {sizes}")
+    return epochs * math.ceil(max(sizes) / batch_size)
 #: Columns a cached row of each protocol must hold; a row written before a column existed (``val_acc`` came with
 #: the validation-selected late drop) is probed again and the new row, appended, supersedes it. Rows are
 #: deterministic, so the recomputed row repeats the old numbers and adds the new column.
@@ -121,8 +131,8 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
     frozen eval-mode features) and ``"paper_bn"`` (``transfer.py`` as written: BatchNorm statistics re-estimated on
     the target while the head trains; 30 passes over the target images per probe, meant for a GPU) the columns
     ``paper_best`` (best test accuracy over the probe's epochs, the paper's number), ``paper_final``,
-    ``paper_steps`` and ``paper_epochs`` (every target gets :data:`PAPER_PROBE_STEPS` SGD steps, the epochs scaled
-    to its size). Every newly probed row also records ``seconds`` (wall time of that target's features and probe).
+    ``paper_steps`` and ``paper_epochs`` (every target gets the same SGD steps, :func:`paper_probe_steps` of the
+    probed targets, the epochs scaled to its size). Every newly probed row also records ``seconds`` (wall time of that target's features and probe).
     Accuracies are fractions in [0, 1].
     """
     if protocol not in PROTOCOLS:
@@ -133,8 +143,10 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
     epochs = [e for e in probe_epochs(run.config["epochs"], every) if e in set(run.saved_epochs())]
     spec = {"protocol": protocol, "train_size": target_train_size, "test_size": target_test_size,
             "version": PROBE_VERSION}
-    if protocol != "lbfgs":
-        spec["paper_steps"] = PAPER_PROBE_STEPS  # steps scaled per target: a new key, the old 30-epoch rows stay apart
+    steps = None
+    if protocol != "lbfgs":  # the same SGD steps on every target: a new key, the old 30-epoch rows stay apart
+        steps = paper_probe_steps(len(run_target(run, k, target_train_size, target_test_size)[0]) for k in targets)
+        spec["paper_steps"] = steps
     caches = {key: run.eval_path("transfer", {"target": key, **spec}) for key in targets}
     done = {key: {r["epoch"] for r in read_jsonl(path) if all(c in r for c in ROW_COLUMNS[protocol])}
             for key, path in caches.items()}
@@ -149,7 +161,7 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
             row = {"epoch": epoch, "n_train": len(train_set), "n_test": len(test_set)}
             if protocol == "paper_bn":  # needs the network itself: BatchNorm is re-estimated on the target
                 res = paper_probe_bn(model, train_set.images, train_set.labels, test_set.images, test_set.labels,
-                                     steps=PAPER_PROBE_STEPS, device=device)
+                                     steps=steps, device=device)
             else:
                 ftr = extract_features(model, train_set.images, device=device)
                 fte = extract_features(model, test_set.images, device=device)
@@ -158,8 +170,7 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
                     row.update(probe_acc=res.accuracy, probe_reg=res.reg, val_acc=res.chosen_val_accuracy,
                                knn_acc=knn_accuracy(ftr, train_set.labels, fte, test_set.labels))
                 else:
-                    res = paper_probe(ftr, train_set.labels, fte, test_set.labels, steps=PAPER_PROBE_STEPS,
-                                      device=device)
+                    res = paper_probe(ftr, train_set.labels, fte, test_set.labels, steps=steps, device=device)
             if protocol != "lbfgs":
                 row.update(paper_best=res.best_accuracy, paper_final=res.final_accuracy, paper_steps=res.steps,
                            paper_epochs=len(res.curve))
@@ -267,6 +278,10 @@ def late_drops(table: pd.DataFrame, column: str = "probe_acc",
     return out
 
 
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _ci(iv: stats.Interval, decimals: int = 2) -> str:
     low, high = stats._outward(iv, decimals) if iv.n > 1 else (iv.low, iv.high)
     return f"[{stats._fmt(low, decimals)}, {stats._fmt(high, decimals)}]"
@@ -318,7 +333,7 @@ def findings_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[st
     paragraphs = []
     for target, d in drops.items():
         sel, naive, src = d.selected.scaled(100), d.naive.scaled(100), source[target]
-        late = stats.verdict(src["late_rise"], quantity="source accuracy gain from that peak to the last epoch",
+        late = stats.verdict(src["late_rise"], quantity="Source accuracy gain from that peak to the last epoch",
                              positive="discriminability kept rising while transfer was past its peak",
                              negative="source accuracy fell too")
         paragraphs.append(
@@ -626,9 +641,9 @@ def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sour
              f"criterion {100 * fit.threshold:.0f}%)."]
     for target, d in drops.items():
         v = stats.drop_verdict(d.selected.scaled(100), target=target)
-        items.append(f"{v.text}.")
+        items.append(f"{_capital(v.text)}.")
     target0 = next(iter(source))
-    rise = stats.verdict(source[target0]["rise"], quantity="source test accuracy gain from the first to the last epoch",
+    rise = stats.verdict(source[target0]["rise"], quantity="Source test accuracy gain from the first to the last epoch",
                          positive="discriminability rose", negative="discriminability fell")
     items.append(f"{rise.text}.")
     if comparison is not None and len(comparison):
@@ -650,7 +665,7 @@ def book_run_groups(seeds: Sequence[int], probe_every: int, ctc: Mapping) -> lis
 
 
 def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, label: str, probe_every: int,
-                   book_groups: Sequence[tuple[int, int | None]],
+                   book_groups: Sequence[tuple[int, int | None]], profile: str = "default",
                    candidates: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
     """The appendix "How the default was chosen": (candidates table with this chapter's live row, the budget text).
     The budget of each candidate is computed from this chapter's own runs (wall seconds per epoch,
@@ -676,4 +691,7 @@ def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, l
     fits[f"{label} (this chapter)/{fit.epochs[1]}"] = (f"{label}, all seeds", fit.mean)
     text = budget_markdown({**estimates, f"{label} (this chapter)/{fit.epochs[1]}": live}, per_epoch, probe_s,
                            sum(n for n, _ in book_groups), fits)
+    if profile != "default":
+        text = (f"**This page ran the `{profile}` profile**, whose runs are not the default's size: the costs below "
+                f"use its runs' cost per epoch, so they say nothing about the default's candidates.\n\n" + text)
     return shown, text
