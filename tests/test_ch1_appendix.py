@@ -65,7 +65,7 @@ def test_budget_estimate_is_runs_times_epochs_times_cost_plus_probes():
                                       {"a/100": ("crop(1)+flip", 0.9958), "b/60": ("flip", 1.0)})
     assert "meeting both the fit (a) and the budget (b): `b/60`;" in fitted  # a/100 fits but is over budget
     failed = tradeoff.budget_markdown({"b/60": small}, 1.2, 3.5, 24, {"b/60": ("crop(2)+flip", 0.9568)})
-    assert "fails the 99% criterion" in failed and "(b): none;" in failed
+    assert "fails the 99% criterion" in failed and "(b): none, at this cost per epoch." in failed
     with pytest.raises(ValueError, match="seconds_per_epoch"):
         tradeoff.budget_estimate(60, seconds_per_epoch=-1.0, probe_seconds=1.0, chapter_runs=1, probe_every=1,
                                  book_groups=[])

@@ -581,8 +581,8 @@ def budget_markdown(estimates: Mapping[str, BudgetEstimate], seconds_per_epoch: 
                      f"the book at least {b.book / 60:.1f} min (limit {b.book_limit / 60:.0f}): {verdict}.")
     if fits:
         lines.append("\nMeasured candidates meeting both the fit (a) and the budget (b): "
-                     + (", ".join(both) if both else "none") + "; rule (c) picks among them the one closest to the "
-                     "paper's recipe.")
+                     + (", ".join(both) + "; rule (c) picks among them the one closest to the paper's recipe."
+                        if both else "none, at this cost per epoch."))
     return "\n".join(lines)
 
 
