@@ -610,6 +610,10 @@ def protocol_comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def _rho(rho: float) -> str:
+    return f"{rho:.2f}" if math.isfinite(rho) else "n/a, fewer than 3 probed epochs"
+
+
 def protocol_markdown(comparison: pd.DataFrame) -> str:
     """The protocol comparison in words (computed from :func:`protocol_comparison`)."""
     lines = []
@@ -625,7 +629,7 @@ def protocol_markdown(comparison: pd.DataFrame) -> str:
         lines.append(f"- `{r['target']}`: the paper's protocol as run here ({r['paper probe: SGD steps']} SGD steps, "
                      f"{r['paper probe: epochs']} epochs) minus ours: {gap:+.2f} points "
                      f"on average over {r['probed epochs']} probed epochs, of which picking its best test epoch adds "
-                     f"{r['best-test selection gain (points)']:.2f}; rank correlation {rho:.2f}: {shape}; they peak "
+                     f"{r['best-test selection gain (points)']:.2f}; rank correlation {_rho(rho)}: {shape}; they peak "
                      f"{same}.")
     return "\n".join(lines)
 
@@ -648,8 +652,8 @@ def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sour
     items.append(f"{rise.text}.")
     if comparison is not None and len(comparison):
         gap_col, rho_col = "paper's minus ours (points)", "rank correlation of the curves"
-        gaps = ", ".join(f"{r['target']} {r[gap_col]:+.2f} points (rank correlation {r[rho_col]:.2f})"
-                         for r in comparison.to_dict("records"))
+        gaps = ", ".join(f"{r['target']} {r[gap_col]:+.2f} points (rank correlation "
+                         f"{_rho(r[rho_col])})" for r in comparison.to_dict("records"))
         items.append(f"The paper's protocol as run here, one seed, minus ours: {gaps}.")
     return "\n".join(f"- {i}" for i in items)
 
