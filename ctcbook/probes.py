@@ -305,6 +305,27 @@ class PaperProbeResult:
     best_accuracy: float   # max test top-1 over epochs: the paper's reported number (model selection on test)
     final_accuracy: float  # test top-1 after the last epoch
     curve: list[float]     # test top-1 after each epoch
+    steps: int = 0         # SGD steps taken in all (epochs x ceil(N / batch_size))
+
+
+def paper_probe_epochs(n_train: int, batch_size: int = 512, steps: int | None = None, epochs: int = 30) -> int:
+    """Epochs of the paper's probe on ``n_train`` images: ``epochs`` when ``steps`` is None (``transfer.py``'s 30),
+    else the fewest epochs that give at least ``steps`` SGD steps at ``ceil(n_train / batch_size)`` steps an epoch.
+
+    Why: at batch 512 and 30 epochs a 900-image target gets 2 steps an epoch, 60 in all, and a 5,000-image one 300,
+    so a difference between targets would measure how many steps the layer got, not the features. With ``steps``
+    every target gets the same number of steps to within one epoch's worth (fewer than ceil(n_train / batch_size)
+    extra), and the cosine schedule spans the longer run. The book uses ``steps = 30 x ceil(5,000 / 512) = 300``:
+    the paper's 30 epochs on its largest default target (:func:`ctcbook.chapters.ch1_tradeoff.paper_probe_steps`).
+    """
+    _check_int("n_train", n_train, 1)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("epochs", epochs, 1)
+    if steps is None:
+        return epochs
+    _check_int("steps", steps, 1)
+    per_epoch = math.ceil(n_train / batch_size)
+    return math.ceil(steps / per_epoch)
 
 
 def _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed) -> None:
@@ -323,7 +344,7 @@ def _cosine_lr(lr: float, epoch: int, epochs: int) -> float:
 
 def paper_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                 epochs: int = 30, lr: float = 0.4, momentum: float = 0.9, weight_decay: float = 5e-4,
-                batch_size: int = 512, seed: int = 0, device=None) -> PaperProbeResult:
+                batch_size: int = 512, seed: int = 0, steps: int | None = None, device=None) -> PaperProbeResult:
     """The paper's probe (``transfer.py`` of DTennant/dt-tradeoff) on precomputed frozen features.
 
     As in ``transfer.py``: a new ``nn.Linear(D, K)`` with PyTorch's default initialisation; SGD with momentum 0.9 and
@@ -342,10 +363,13 @@ def paper_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
     Args:
         train_x, test_x: float features (N, D), (M, D); used in float32 on ``device``.
         train_y, test_y: int64 labels (N,), (M,); K = largest label + 1.
+        steps: None: ``epochs`` epochs, as ``transfer.py``; else at least this many SGD steps in all, the epochs
+            scaled to the target's size (:func:`paper_probe_epochs`), so small targets are not under-trained.
         device: where to train; default: ``train_x``'s device.
     """
     _check_split(train_x, train_y, test_x, test_y)
     _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed)
+    epochs = paper_probe_epochs(len(train_x), batch_size, steps, epochs)
     device = torch.device(device) if device is not None else train_x.device
     classes = _num_classes(train_y, test_y)
     with torch.random.fork_rng(devices=[]):
@@ -369,21 +393,22 @@ def paper_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
             opt.step()
         with torch.no_grad():
             curve.append(accuracy(layer(xte), yte))
-    return PaperProbeResult(max(curve), curve[-1], curve)
+    return PaperProbeResult(max(curve), curve[-1], curve, epochs * math.ceil(len(xtr) / batch_size))
 
 
 def paper_probe_bn(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
                    test_images: torch.Tensor, test_labels: torch.Tensor, *, epochs: int = 30, lr: float = 0.4,
                    momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 512, seed: int = 0,
-                   device=None) -> PaperProbeResult:
+                   steps: int | None = None, device=None) -> PaperProbeResult:
     """``transfer.py`` as written: a copy of the classifier gets a new linear head (K target classes); only the head
     is optimised (SGD lr 0.4, momentum 0.9, weight decay 5e-4, batch 512, cosine per epoch over 30 epochs), but the
     network is in train mode while it trains, so BatchNorm uses batch statistics and its running statistics are
     re-estimated on target batches; each epoch ends with a test pass in eval mode; the best test accuracy is reported.
     Images are uint8 (N, C, H, W) in the model's input format, not augmented (the code's target transforms only
     resize). ``model`` must have ``backbone``, ``head`` and ``feature_dim`` (see :class:`ctcbook.models.Classifier`);
-    it is not modified, and the global random state is left as it was. Cost: ``epochs`` forward passes over the
-    target's train and test images.
+    it is not modified, and the global random state is left as it was. ``steps``: as in :func:`paper_probe` (the
+    epochs scaled so every target gets about that many SGD steps). Cost: one forward pass over the target's train
+    and test images per epoch.
     """
     for attr in ("backbone", "head", "feature_dim"):
         if not hasattr(model, attr):
@@ -395,6 +420,7 @@ def paper_probe_bn(model: nn.Module, train_images: torch.Tensor, train_labels: t
                              f"{getattr(images, 'dtype', type(images))} {tuple(getattr(images, 'shape', ()))}")
         _check_labels(labels_name, labels, len(images), name)
     _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed)
+    epochs = paper_probe_epochs(len(train_labels), batch_size, steps, epochs)
     device = torch.device(device) if device is not None else _model_device(model)
     classes = _num_classes(train_labels, test_labels)
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
@@ -421,4 +447,4 @@ def paper_probe_bn(model: nn.Module, train_images: torch.Tensor, train_labels: t
                 opt.step()
             _, test_logits = extract_features(net, test_images, device=device, with_logits=True)
             curve.append(accuracy(test_logits, test_labels))
-    return PaperProbeResult(max(curve), curve[-1], curve)
+    return PaperProbeResult(max(curve), curve[-1], curve, epochs * math.ceil(len(train_labels) / batch_size))

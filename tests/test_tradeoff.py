@@ -30,32 +30,20 @@ def test_summary_finds_peak_and_drop_per_seed_and_for_the_mean_curve():
     assert mean.peak_epoch == 3 and mean.drop_points == pytest.approx(3.5)
 
 
-def test_findings_state_the_noise():
-    table = _table()
-    text = tradeoff.findings_markdown(tradeoff.summarize(table), table)
-    assert "peaks at 68.5% at epoch 3" in text and "3.5 points below its peak" in text
-    assert "1,000 test images" in text and "larger than twice" in text  # SE at 0.65, n=1000: 1.5 points
-
-
-def test_standard_error():
-    assert tradeoff.standard_error(0.5, 100) == pytest.approx(0.05)
-
-
 def test_unknown_target_is_refused():
     with pytest.raises(ValueError, match="target must be one of"):
         tradeoff.load_target("imagenet", 1, 28)
 
 
-def test_protocol_markdown_reports_gap_and_selection_gain():
-    ours = pd.DataFrame({"target": ["t", "t"], "epoch": [1, 2], "probe_acc": [0.80, 0.90]})
-    paper = pd.DataFrame({"target": ["t", "t"], "epoch": [1, 2], "paper_best": [0.82, 0.86],
-                          "paper_final": [0.81, 0.86]})
-    text = tradeoff.protocol_markdown(ours, paper)
-    assert "-1.0 points on average over 2 probed epochs (range -4.0 to +2.0)" in text
-    assert "adds 0.50 points" in text
-
-
-def test_convergence_markdown_says_whether_the_training_set_is_fitted():
-    table = _table().assign(train_acc=0.9)
-    assert "has not fitted its training set (10.0%" in tradeoff.convergence_markdown(table)
-    assert "has essentially fitted" in tradeoff.convergence_markdown(table.assign(train_acc=0.995))
+def test_protocol_comparison_reports_level_shape_and_peaks():
+    ours = pd.DataFrame({"target": "t", "epoch": [1, 2, 3, 4], "probe_acc": [0.80, 0.90, 0.85, 0.84],
+                         "val_acc": [0.7, 0.8, 0.9, 0.85]})
+    paper = pd.DataFrame({"target": "t", "epoch": [1, 2, 3, 4], "paper_best": [0.82, 0.86, 0.90, 0.84],
+                          "paper_final": [0.81, 0.86, 0.88, 0.84], "paper_steps": 300, "paper_epochs": 150})
+    c = tradeoff.protocol_comparison(ours, paper).iloc[0]
+    assert c["paper's minus ours (points)"] == pytest.approx(0.75)  # +2, -4, +5, 0
+    assert c["best-test selection gain (points)"] == pytest.approx(0.75)
+    assert c["rank correlation of the curves"] == pytest.approx(0.8)  # Spearman: ranks (1,4,3,2), (1,3,4,2)
+    assert c["our peak epoch (validation)"] == 3 and c["paper's peak epoch (best test)"] == 3
+    text = tradeoff.protocol_markdown(tradeoff.protocol_comparison(ours, paper))
+    assert "(300 SGD steps, 150 epochs) minus ours: +0.75 points" in text and "peak at the same epoch" in text

@@ -30,50 +30,66 @@ def _panel_grid(n: int) -> tuple[Figure, list]:
     return fig, list(axes[:n])
 
 
-def tradeoff_figure(table: pd.DataFrame, summary: pd.DataFrame, targets: Sequence[str],
+def _legend_below(fig: Figure, axes) -> None:
+    """One legend for the figure, below the panels (off the data); duplicate labels shown once."""
+    handles = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(4, len(handles)),
+               fontsize=8, frameon=False)
+
+
+def tradeoff_figure(table: pd.DataFrame, targets: Sequence[str], peak_epochs: dict[str, list[int]] | None = None,
                     titles: dict[str, str] | None = None) -> Figure:
     """Source test accuracy and each target's transfer accuracy against epoch.
 
-    ``table``: :func:`ctcbook.chapters.ch1_tradeoff.curves` output; ``summary``: :func:`ctcbook.chapters.ch1_tradeoff.summarize` (its
-    ``"mean"`` rows mark each target's peak epoch). Lines are means over seeds, bands the min-max range.
+    ``table``: :func:`ctcbook.chapters.ch1_tradeoff.curves` output. ``peak_epochs``: target -> the per-seed peak
+    epochs chosen on validation accuracy (:func:`ctcbook.chapters.ch1_tradeoff.late_drops`), drawn as ticks on the
+    panel's top edge. Lines are means over seeds, bands the min-max range; the clean training accuracy (eval mode,
+    un-augmented training images), when logged, is drawn dashed in the source panel. Legend below the panels.
     """
-    titles = titles or {}
+    titles, peak_epochs = titles or {}, peak_epochs or {}
     fig, axes = _panel_grid(len(targets) + 1)
     ax = axes[0]
-    _band(ax, table[table.target == "source"], "test_acc", SOURCE_COLOR, "source test")
+    src = table[table.target == "source"]
+    _band(ax, src, "test_acc", SOURCE_COLOR, "source test accuracy")
+    if "clean_train_acc" in src and src.clean_train_acc.notna().all():
+        _band(ax, src, "clean_train_acc", "grey", "source clean training accuracy", style="--")
     ax.set_title("discriminability (source)")
-    ax.set_ylabel("top-1 accuracy (%)")
     for i, key in enumerate(targets):
         ax, g = axes[i + 1], table[table.target == key]
         color = TARGET_COLORS[i % len(TARGET_COLORS)]
-        _band(ax, g, "probe_acc", color, "linear probe")
-        _band(ax, g, "knn_acc", color, "kNN (k=20)", style="--")
-        peak = summary[(summary.target == key) & (summary.seed == "mean")].iloc[0]
-        ax.axvline(peak.peak_epoch, color="grey", lw=0.8, ls=":")
-        ax.plot([peak.peak_epoch], [100 * peak.peak], "v", color=color, ms=8, label=f"peak (epoch {peak.peak_epoch})")
-        ax.set_title(f"transferability: {titles.get(key, key)}")
+        _band(ax, g, "probe_acc", color, "linear probe (test)")
+        _band(ax, g, "knn_acc", color, "kNN, k = 20 (test)", style="--")
+        for j, epoch in enumerate(peak_epochs.get(key, [])):
+            ax.axvline(epoch, ymin=0.93, ymax=1.0, color="grey", lw=1.2,
+                       label="peak epoch of a seed (chosen on validation)" if j == 0 else None)
+        ax.set_title(f"transferability: {titles.get(key, key)}", wrap=True)
     for ax in axes:
         ax.set_xlabel("training epoch")
+        ax.set_ylabel("top-1 accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    _legend_below(fig, axes)
     return fig
 
 
 def protocol_figure(ours: pd.DataFrame, paper: pd.DataFrame, targets: Sequence[str]) -> Figure:
-    """Our probe (L-BFGS, regularisation chosen on held-out train data) against the paper's protocol (SGD on a new
-    linear layer, best test accuracy over 30 epochs; ``paper`` or ``paper_bn`` rows), one panel per target, one
-    seed."""
-    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.1), constrained_layout=True, squeeze=False)
-    for ax, key in zip(axes[0], targets):
+    """Our probe (L-BFGS, regularisation chosen on held-out train data) against the paper's protocol as run here
+    (SGD on a new linear layer for the same number of steps on every target, best test accuracy over its epochs;
+    ``paper`` or ``paper_bn`` rows), one panel per target, one seed. Legend below the panels."""
+    fig, grid = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.4), layout="constrained",
+                             squeeze=False)
+    for ax, key in zip(grid[0], targets):
         a, b = ours[ours.target == key], paper[paper.target == key]
-        ax.plot(a.epoch, 100 * a.probe_acc, "-o", ms=3, label="ours: L-BFGS, reg. on held-out train")
-        ax.plot(b.epoch, 100 * b.paper_best, "-s", ms=3, label="paper: SGD, best test epoch of 30")
-        ax.plot(b.epoch, 100 * b.paper_final, ":", label="paper's probe, its last epoch")
+        ax.plot(a.epoch, 100 * a.probe_acc, "-o", ms=3, label="ours: L-BFGS, regularisation chosen on held-out train")
+        ax.plot(b.epoch, 100 * b.paper_best, "-s", ms=3, label="the paper's protocol as run here: best test epoch")
+        ax.plot(b.epoch, 100 * b.paper_final, ":", label="the paper's protocol as run here: its last epoch")
         ax.set_title(key)
         ax.set_xlabel("training epoch")
         ax.set_ylabel("probe top-1 accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    _legend_below(fig, list(grid[0]))
     return fig
 
 

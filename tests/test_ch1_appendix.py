@@ -1,0 +1,82 @@
+"""Chapter 1's appendix "How the default was chosen": the candidates CSV and the budget arithmetic."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ctcbook.chapters import ch1_tradeoff as tradeoff
+
+ROW = dict(candidate="w16_flip", description="ResNet-8 w16, flip only", epochs=60, seed=0, final_quarter_mean=1.0,
+           final_quarter_min=1.0, last=1.0, seconds_per_epoch=0.51, wall_seconds=71.0)
+
+
+def test_merge_adds_rows_replaces_the_same_key_and_keeps_the_others(tmp_path):
+    path = tmp_path / "c.csv"
+    tradeoff.merge_candidates(path, [ROW, {**ROW, "candidate": "w16_pad1", "final_quarter_mean": 0.9873}])
+    merged = tradeoff.merge_candidates(path, [{**ROW, "final_quarter_mean": 0.995, "note": "again"},
+                                              {**ROW, "epochs": 100}])
+    back = tradeoff.read_candidates(path)
+    assert len(back) == 3 and list(back.columns) == list(tradeoff.CANDIDATE_COLUMNS)
+    again = back[(back.candidate == "w16_flip") & (back.epochs == 60)].iloc[0]
+    assert again.final_quarter_mean == 0.995 and again.note == "again"  # the same key: replaced
+    pad = back[back.candidate == "w16_pad1"].iloc[0]
+    assert not pad.meets_fit and bool(again.meets_fit)  # filled in from the 99% rule
+    assert [p.name for p in tmp_path.iterdir()] == ["c.csv"]  # no temporary file left behind
+    with pytest.raises(ValueError, match="unknown"):
+        tradeoff.merge_candidates(path, [{**ROW, "colour": "red"}])
+    assert len(tradeoff.read_candidates(path)) == 3  # a refused row leaves the file as it was
+
+
+def test_the_shipped_csv_holds_the_leads_measurements():
+    df = tradeoff.read_candidates()
+    row = df[(df.candidate == "w16_pad1") & (df.epochs == 100)].iloc[0]
+    assert (row.final_quarter_mean, row.final_quarter_min, row.last) == (0.9958, 0.9920, 0.9965)
+    flip = df[(df.candidate == "w16_flip") & (df.epochs == 60)].iloc[0]
+    assert flip.final_quarter_mean == 1.0 and bool(flip.meets_fit)
+    assert not df[(df.candidate == "w16_cropflip") & (df.epochs == 60)].iloc[0].meets_fit
+
+
+def test_the_benchmark_script_adds_a_row(tmp_path):
+    path = tmp_path / "c.csv"
+    script = Path(__file__).parents[1] / "benchmarks" / "fit_candidates.py"
+    subprocess.run([sys.executable, str(script), "--csv", str(path), "--add", "w24_pad1", "60", "0", "0.9921",
+                    "0.989", "0.993", "0.62", "85", "busy machine"], check=True, capture_output=True,
+                   env={"PYTHONPATH": str(Path(__file__).parents[1]), "PATH": "/usr/bin:/bin"})
+    row = tradeoff.read_candidates(path).iloc[0]
+    assert row.candidate == "w24_pad1" and row.final_quarter_mean == 0.9921 and row.note == "busy machine"
+
+
+def test_budget_estimate_is_runs_times_epochs_times_cost_plus_probes():
+    b = tradeoff.budget_estimate(100, seconds_per_epoch=1.2, probe_seconds=3.5, chapter_runs=5, probe_every=5,
+                                 book_groups=[(5, 5), (10, 5), (9, 20), (2, None)])
+    probed5, probed20 = len(tradeoff.probe_epochs(100, 5)), len(tradeoff.probe_epochs(100, 20))
+    assert (probed5, probed20) == (21, 6)
+    assert b.chapter == pytest.approx(5 * (100 * 1.2 + 21 * 3.5))
+    assert b.book == pytest.approx(26 * 100 * 1.2 + (15 * 21 + 9 * 6) * 3.5)
+    assert not b.fits  # 4,411 s of the book's lower bound: over 60 min
+    small = tradeoff.budget_estimate(60, seconds_per_epoch=1.2, probe_seconds=3.5, chapter_runs=5, probe_every=5,
+                                     book_groups=[(5, 5), (10, 5), (9, 20)])
+    assert small.fits and small.chapter == pytest.approx(5 * (60 * 1.2 + 13 * 3.5))
+    text = tradeoff.budget_markdown({"a/100": b, "b/60": small}, 1.2, 3.5, 24)
+    assert "`a/100`" in text and "over the book limit" in text and "within both limits" in text
+    fitted = tradeoff.budget_markdown({"a/100": b, "b/60": small}, 1.2, 3.5, 24,
+                                      {"a/100": ("crop(1)+flip", 0.9958), "b/60": ("flip", 1.0)})
+    assert "meeting both the fit (a) and the budget (b): `b/60`;" in fitted  # a/100 fits but is over budget
+    failed = tradeoff.budget_markdown({"b/60": small}, 1.2, 3.5, 24, {"b/60": ("crop(2)+flip", 0.9568)})
+    assert "fails the 99% criterion" in failed and "(b): none, at this cost per epoch." in failed
+    with pytest.raises(ValueError, match="seconds_per_epoch"):
+        tradeoff.budget_estimate(60, seconds_per_epoch=-1.0, probe_seconds=1.0, chapter_runs=1, probe_every=1,
+                                 book_groups=[])
+
+
+def test_candidates_table_has_human_columns_and_a_live_row(tmp_path):
+    from ctcbook.stats import t_interval
+    df = pd.DataFrame([{**ROW, "meets_fit": True, "date": "2026-11-23", "note": ""}])
+    live = tradeoff.FitCheck({0: 0.999, 1: 1.0}, {0: 0.99, 1: 1.0}, t_interval([99.9, 100.0]), 0.9995, (46, 60),
+                             0.99, True)
+    shown = tradeoff.candidates_table(df, live, "flip only", 1.17)
+    assert len(shown) == 2 and "clean train acc., final quarter mean (%)" in shown
+    assert shown.iloc[1]["seeds"] == "0, 1" and shown.iloc[1]["meets the 99% fit"] == "yes"
+    assert shown.iloc[0]["clean train acc., final quarter mean (%)"] == "100.00"

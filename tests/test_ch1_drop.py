@@ -1,0 +1,71 @@
+"""Chapter 1's late drop, one rule (issue 12 point 4, issue 19 point 1): peak chosen on validation, t intervals."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from ctcbook.chapters import ch1_tradeoff as tradeoff
+
+# Three seeds, one target. Validation peaks at epoch 3 on every seed; the test curve is noisy, with its maximum at
+# epoch 2 on seed 0 (a spike the validation split does not see).
+VAL = {0: [0.50, 0.60, 0.80, 0.70], 1: [0.50, 0.60, 0.80, 0.75], 2: [0.50, 0.60, 0.80, 0.72]}
+TEST = {0: [0.50, 0.90, 0.80, 0.70], 1: [0.50, 0.60, 0.78, 0.75], 2: [0.50, 0.60, 0.79, 0.74]}
+SOURCE = {0: [0.6, 0.8, 0.9, 0.95], 1: [0.6, 0.8, 0.91, 0.94], 2: [0.62, 0.8, 0.9, 0.96]}
+
+
+def _table():
+    rows = []
+    for seed in VAL:
+        for i, epoch in enumerate([1, 5, 10, 15]):
+            rows.append({"seed": seed, "epoch": epoch, "target": "source", "test_acc": SOURCE[seed][i]})
+            rows.append({"seed": seed, "epoch": epoch, "target": "t", "probe_acc": TEST[seed][i],
+                         "val_acc": VAL[seed][i], "n_test": 1000})
+    return pd.DataFrame(rows)
+
+
+def test_late_drop_is_chosen_on_validation_and_differs_from_the_naive_drop():
+    d = tradeoff.late_drops(_table())["t"]
+    assert [d.per_seed[s].peak_epoch for s in (0, 1, 2)] == [10, 10, 10]
+    drops = np.array([0.10, 0.03, 0.05])  # test at epoch 10 minus test at epoch 15
+    assert d.selected.mean == pytest.approx(drops.mean())
+    half = st.t.ppf(0.975, 2) * drops.std(ddof=1) / np.sqrt(3)
+    assert (d.selected.low, d.selected.high) == pytest.approx((drops.mean() - half, drops.mean() + half))
+    naive = np.array([0.20, 0.03, 0.05])  # seed 0's maximum is the epoch-5 spike
+    assert d.naive.mean == pytest.approx(naive.mean()) and d.naive.mean > d.selected.mean
+
+
+def test_source_accuracy_at_first_peak_and_last_with_paired_gains():
+    table = _table()
+    src = tradeoff.source_accuracy(table, tradeoff.late_drops(table))["t"]
+    assert src["first"].mean == pytest.approx(100 * np.mean([0.6, 0.6, 0.62]))
+    assert src["peak"].mean == pytest.approx(100 * np.mean([0.9, 0.91, 0.9]))  # the validation peak, epoch 10
+    late = 100 * (np.array([0.95, 0.94, 0.96]) - np.array([0.9, 0.91, 0.9]))
+    assert src["late_rise"].mean == pytest.approx(late.mean())
+    assert src["late_rise"].sd == pytest.approx(late.std(ddof=1))  # paired per seed, not two separate spreads
+
+
+def test_table_and_text_name_the_quantities_and_follow_the_interval():
+    table = _table()
+    drops = tradeoff.late_drops(table)
+    source = tradeoff.source_accuracy(table, drops)
+    shown = tradeoff.drop_table(table, drops, source)
+    assert list(shown.index) == [0] and "late drop (points)" in shown and "max-of-test drop, naive (points)" in shown
+    assert shown.loc[0, "late drop (points)"] == pytest.approx(6.0)
+    assert shown.loc[0, "peak epoch per seed (chosen on validation)"] == "10, 10, 10"
+    text = tradeoff.findings_markdown(drops, source)
+    # 6.00 points, t interval over 3 seeds (t 4.30, sd 3.61) [-2.96, 14.96]: contains 0, so inconclusive
+    assert "late drop on t: 6.00 points, 95% CI [-2.96, 14.96] over 3 seeds: inconclusive" in text
+    assert "naive max-of-test drop" in text and "adds 3.33 points" in text
+    # the same curves with a tighter drop: the verdict follows the interval
+    tight = table.copy()
+    tight.loc[(tight.target == "t") & (tight.epoch == 15), "probe_acc"] = [0.70, 0.68, 0.69]
+    d2 = tradeoff.late_drops(tight)
+    assert "transfer falls after its validation-selected peak" in tradeoff.findings_markdown(
+        d2, tradeoff.source_accuracy(tight, d2))
+
+
+def test_a_table_without_validation_accuracy_is_refused():
+    table = _table()
+    table.loc[table.target == "t", "val_acc"] = np.nan
+    with pytest.raises(ValueError, match="val_acc"):
+        tradeoff.late_drops(table)
