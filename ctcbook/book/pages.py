@@ -88,3 +88,84 @@ def tag_notebook(path: Path) -> int:
         nbformat.write(nb, str(tmp))
         os.replace(tmp, path)
     return changed
+
+
+# --- what the book's front matter says about the chapters, computed from the chapters -------------------------
+
+def chapter_profiles(chapter: str) -> list[str]:
+    """The profiles ``chapter`` (e.g. ``"04_dynamic_mlp"``) runs under: ``default`` (every chapter's parameters cell)
+    and every named profile of :data:`ctcbook.book.profiles.PROFILES` that lists the chapter."""
+    from .profiles import PARAMETER_DEFAULTS, PROFILES
+
+    if chapter not in PARAMETER_DEFAULTS:
+        raise ValueError(f"chapter must be one of {sorted(PARAMETER_DEFAULTS)}, got {chapter!r}")
+    return ["default"] + sorted(p for p, chapters in PROFILES.items() if p != "default" and chapter in chapters)
+
+
+def beside_the_paper(nb) -> list:
+    """The cells of a notebook's "Beside the paper(s)" section: from that ``##`` heading to the next heading of level
+    1 or 2 (or the end). Raises ValueError when the notebook has no such section."""
+    start = None
+    for i, cell in enumerate(nb.cells):
+        first = cell.source.lstrip().splitlines()[0] if cell.cell_type == "markdown" and cell.source.strip() else ""
+        if start is None and first.lower().startswith("## beside the paper"):
+            start = i
+        elif start is not None and (first.startswith("# ") or first.startswith("## ")):
+            return nb.cells[start:i]
+    if start is None:
+        raise ValueError("the notebook has no '## Beside the paper' section")
+    return nb.cells[start:]
+
+
+# A paper's accuracy quoted in prose: a number with decimals and a percent sign (e.g. "67.924%").
+_QUOTED = r"\d+\.\d+\s?%"
+_PAPER_CONSTANT = "PAPER_"
+
+
+def _imports(nb) -> dict:
+    """The notebook's top-level imports, executed into a fresh namespace (nothing else of the notebook runs)."""
+    ns: dict = {}
+    for cell in nb.cells:
+        body = _statements(cell.source) if cell.cell_type == "code" else None
+        for stmt in body or []:
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                exec(compile(ast.Module([stmt], []), "<imports>", "exec"), ns)  # noqa: S102 - the notebook's own imports
+    return ns
+
+
+def _quotes_in_code(source: str, ns: dict) -> bool:
+    """True when ``source`` names a ``PAPER_*`` constant, or calls a library function whose source names one."""
+    import inspect
+
+    body = _statements(source) or []
+    for node in (n for stmt in body for n in ast.walk(stmt)):
+        if not isinstance(node, (ast.Name, ast.Attribute)):
+            continue
+        name = node.id if isinstance(node, ast.Name) else node.attr
+        if name.startswith(_PAPER_CONSTANT):
+            return True
+        try:
+            obj = eval(compile(ast.Expression(node), "<name>", "eval"), dict(ns))  # noqa: S307 - a dotted name
+        except Exception:  # a variable of the notebook: not resolvable from its imports alone
+            continue
+        if callable(obj) and getattr(obj, "__module__", "").startswith("ctcbook"):
+            try:
+                if _PAPER_CONSTANT in inspect.getsource(obj):
+                    return True
+            except (OSError, TypeError):
+                continue
+    return False
+
+
+def quotes_paper_numbers(path: Path) -> bool:
+    """Does the chapter notebook at ``path`` print a paper's own numbers in its "Beside the paper" section? Yes when
+    the section's prose quotes an accuracy with decimals ("67.924%"), or its code shows a ``PAPER_*`` constant of the
+    library (directly, or through a library function that reads one)."""
+    import re
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = beside_the_paper(nb)
+    if any(c.cell_type == "markdown" and re.search(_QUOTED, c.source) for c in cells):
+        return True
+    ns = _imports(nb)
+    return any(c.cell_type == "code" and _quotes_in_code(c.source, ns) for c in cells)
