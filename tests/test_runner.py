@@ -212,7 +212,7 @@ def test_reader_tag_rules():
     assert reader_tag(code("import time\nx = 1")) == "hide-input"
     assert reader_tag(code("a = t.iloc[0]\nglue('a', a, display=False)")) == "hide-input"
     assert reader_tag(code("fig = plots.f(t)\ndisplay(fig)\nplots.close(fig)")) == "hide-input"
-    assert reader_tag(code("display(Markdown(report(t)))")) is None
+    assert reader_tag(code("display(Markdown(report(t)))")) == "hide-input"
     assert reader_tag(code("runs = [train(c) for c in configs]")) is None
     assert reader_tag(code("import time", ["remove-input"])) is None
     assert reader_tag(code("%time x = 1")) is None

@@ -8,9 +8,18 @@ Jupyter Book reads cell tags: ``hide-input`` collapses a cell's code behind a cl
   page shows the parameters once;
 * set-up: a code cell whose first statement is an import -> ``hide-input``;
 * glue: a code cell of assignments and ``glue(...)`` calls only (the numbers the prose quotes) -> ``hide-input``;
-* figure plumbing: ``fig = ...``, ``display(fig)``, ``plots.close(fig)`` only -> ``hide-input``.
+  here and below, ``.append(...)`` calls and ``for`` loops of such statements count as assignments (a table built
+  row by row);
+* figure plumbing: ``fig = ...``, ``display(fig)``, ``plots.close(fig)`` only -> ``hide-input``;
+* display plumbing: assignments and ``display(...)`` / ``close(...)`` / ``glue(...)`` calls only, at least one
+  ``display`` (a table, a figure, a static explorer, a findings list: the output is the content) -> ``hide-input``;
+* reports: assignments and ``print(...)`` calls whose only calls are Python builtins and ``perf_counter`` (a wall
+  time, a count: nothing of the library runs in them) -> ``hide-input``;
+* live widgets: a cell its author tagged ``remove-output`` only (a JupyterLab widget, empty on the static page) ->
+  ``hide-input``, so the page shows no code without output.
 
-A cell that already has a ``remove-*`` or ``hide-*`` tag is left as its author tagged it. :func:`tag_notebook` is
+A cell that already has a ``remove-input``, ``remove-cell``, ``hide-input`` or ``hide-cell`` tag is left as its
+author tagged it; one tagged ``hide-output`` is left too. :func:`tag_notebook` is
 re-runnable (tags are added once) and is applied by the runner to every executed chapter.
 """
 from __future__ import annotations
@@ -21,7 +30,9 @@ from pathlib import Path
 
 import nbformat
 
-KEEP = ("remove-input", "remove-cell", "hide-input", "hide-cell", "remove-output", "hide-output")
+# tags that already decide how a cell's *code* is shown: no rule touches such a cell
+_INPUT_DECIDED = ("remove-input", "remove-cell", "hide-input", "hide-cell", "hide-output")
+_BUILTINS = frozenset(dir(__import__("builtins"))) | {"perf_counter"}
 
 
 def _statements(source: str) -> list[ast.stmt] | None:
@@ -41,10 +52,28 @@ def _call_name(node: ast.AST) -> str | None:
     return None
 
 
+_SHOW = ("display", "close", "glue")
+
+
+def _plumbing(s: ast.stmt, calls: tuple[str, ...]) -> bool:
+    """An assignment, a call of one of ``calls`` or ``.append(...)``, or a for loop of such statements."""
+    if isinstance(s, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        return True
+    if isinstance(s, ast.For):
+        return not s.orelse and all(_plumbing(b, calls) for b in s.body)
+    return _call_name(s) in calls + ("append",)
+
+
+def _calls(body: list[ast.stmt]) -> list[str | None]:
+    """The names of the statement-level calls of ``body``, for loops included."""
+    out = []
+    for s in body:
+        out += _calls(s.body) if isinstance(s, ast.For) else [_call_name(s)]
+    return out
+
+
 def _is_glue(body: list[ast.stmt]) -> bool:
-    calls = [_call_name(s) for s in body]
-    return "glue" in calls and all(isinstance(s, (ast.Assign, ast.AnnAssign)) or c == "glue"
-                                   for s, c in zip(body, calls))
+    return "glue" in _calls(body) and all(_plumbing(s, ("glue",)) for s in body)
 
 
 def _is_figure(body: list[ast.stmt]) -> bool:
@@ -57,11 +86,29 @@ def _is_figure(body: list[ast.stmt]) -> bool:
     return bool(body)
 
 
+def _is_display(body: list[ast.stmt]) -> bool:
+    return "display" in _calls(body) and all(_plumbing(s, _SHOW) for s in body)
+
+
+def _is_report(body: list[ast.stmt]) -> bool:
+    if "print" not in _calls(body) or not all(_plumbing(s, ("print",)) for s in body):
+        return False
+    for node in (n for s in body for n in ast.walk(s)):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+            if name not in _BUILTINS:
+                return False
+    return True
+
+
 def reader_tag(cell) -> str | None:
     """The tag a rule gives ``cell`` (``hide-input``, ``remove-cell``) or None."""
     tags = cell.get("metadata", {}).get("tags", [])
-    if cell.get("cell_type") != "code" or any(t in KEEP for t in tags):
+    if cell.get("cell_type") != "code" or any(t in _INPUT_DECIDED for t in tags):
         return None
+    if "remove-output" in tags:
+        return "hide-input"
     if "injected-parameters" in tags:
         return "hide-input"
     if "parameters" in tags:
@@ -69,7 +116,8 @@ def reader_tag(cell) -> str | None:
     body = _statements(cell.get("source", ""))
     if not body:
         return None
-    if isinstance(body[0], (ast.Import, ast.ImportFrom)) or _is_glue(body) or _is_figure(body):
+    if (isinstance(body[0], (ast.Import, ast.ImportFrom)) or _is_glue(body) or _is_figure(body) or _is_display(body)
+            or _is_report(body)):
         return "hide-input"
     return None
 
