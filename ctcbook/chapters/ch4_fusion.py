@@ -661,8 +661,10 @@ def findings_markdown(results: pd.DataFrame, num_classes: int) -> str:
     items = [
         f"Metadata alone: {mean['metadata_only']:.1f}% top-1 (chance: {100 / num_classes:.1f}%); image alone: "
         f"{mean['image_only']:.1f}%; means over {n} seed{'s' if n != 1 else ''}.",
-        f"{len(above)} of {len(fusions)} fusion methods gain over image only with a 95% interval above 0"
-        + (f" ({', '.join(METHOD_LABELS[m] for m in above)})" if above else "") + ".",
+        (f"{len(above)} of {len(fusions)} fusion methods gain over image only with a 95% interval above 0"
+         + (f" ({', '.join(METHOD_LABELS[m] for m in above)})" if above else "") + "." if n > 1 else
+         f"{sum(gains[m].mean > 0 for m in fusions)} of {len(fusions)} fusion methods have a higher top-1 than "
+         "image only on the one seed (one seed gives no interval)."),
         f"{c_gain.text}.",
         f"{vs_base.text}.",
         f"Highest mean: {METHOD_LABELS.get(top, top)} ({mean[top]:.1f}%).",
