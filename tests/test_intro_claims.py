@@ -69,6 +69,11 @@ def test_intro_default_row_matches_the_default_profile():
     assert {"flip": "horizontal flips only", "crop_flip": "random crop + flip"}[d["augment"]] in row
     from ctcbook.book.profiles import PROFILES
 
+    small = {**d, **PROFILES["small"]["01_tradeoff"]}
+    assert f"{small['train_size']:,} train images" in rows["small"]
+    assert f"width {small['width']}," in rows["small"] and f"{small['epochs']} epochs" in rows["small"]
+    assert f"{len(small['seeds'])} seeds" in rows["small"]
+    assert {"flip": "horizontal flips only", "crop_flip": "random crop + flip"}[small["augment"]] in rows["small"]
     for name in rows:
         assert name in PROFILES, f"the intro names a profile {name!r} that does not exist"
     cifar = PROFILES["cifar100"]["01_tradeoff"]
