@@ -234,6 +234,11 @@ def test_summary_table_has_human_columns_and_paired_gains():
     assert c["95% CI (%)"] == "[77.58, 102.42]"
     assert c["gain over image only (points)"] == pytest.approx(10.0)
     assert c["95% CI of the gain (points)"] == "[-2.42, 22.42]"
+    # image only varies by seed and C follows it +5 points on every seed: the paired gain has no spread at all
+    rows = [{"method": m, "seed": seed, "test_acc": acc + (0.05 if m == "dynamic_mlp_c" else 0.0), "n_params": 1}
+            for seed, acc in enumerate([0.80, 0.75, 0.85]) for m in ("image_only", "dynamic_mlp_c")]
+    gain = ft.summary_table(pd.DataFrame(rows)).set_index("method").loc["Dynamic MLP-C"]
+    assert gain["95% CI of the gain (points)"] == "[5.00, 5.00]"
 
 
 def test_metadata_explorer_renders_one_frame_per_point(tmp_path):
