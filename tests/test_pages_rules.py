@@ -82,3 +82,18 @@ def test_each_chapter_as_executed_shows_parameters_once_and_hides_its_set_up(tmp
     for cell, t in zip(cells, tags):
         if cell.cell_type == "code" and cell.source.lstrip().startswith(("import ", "from ")):
             assert t & {"hide-input", "remove-input", "remove-cell"}, cell.source[:80]
+
+
+def test_table_has_no_index_fixed_decimals_and_the_same_html_every_time():
+    import pandas as pd
+
+    from ctcbook.book.pages import table
+
+    df = pd.DataFrame({"method": ["a", "b"], "top-1 (%)": [91.234567, 80.0]}, index=[7, 8])
+    html = table(df).to_html()
+    assert html == table(df.copy()).to_html()  # no random id: two executions give the same page (nbval)
+    assert "91.23" in html and "91.2346" not in html
+    assert ">7<" not in html and ">8<" not in html  # the index is hidden
+    other = table(df.assign(extra=1)).to_html()
+    ids = {h.split('id="T_')[1].split("_")[0] for h in (html, other)}
+    assert len(ids) == 2  # two tables on one page do not share an id

@@ -217,3 +217,17 @@ def quotes_paper_numbers(path: Path) -> bool:
         return True
     ns = _imports(nb)
     return any(c.cell_type == "code" and _quotes_in_code(c.source, ns) for c in cells)
+
+
+# --- tables on the page ----------------------------------------------------------------------------------------
+
+def table(df, precision: int = 2):
+    """``df`` as the page shows a table: no index column, floats to ``precision`` decimals, and a deterministic HTML
+    id (pandas' Styler draws a random one per table, which would make two executions of the same chapter differ and
+    nbval's reproduction check fail). The id is a hash of the table's columns and shape, so two tables on one page
+    do not share it."""
+    import hashlib
+
+    key = f"{list(map(str, df.columns))}|{df.shape}|{precision}".encode()
+    return (df.style.hide(axis="index").format(precision=precision)
+            .set_uuid(hashlib.sha256(key).hexdigest()[:10]))
