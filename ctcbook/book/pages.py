@@ -3,9 +3,10 @@
 Jupyter Book reads cell tags: ``hide-input`` collapses a cell's code behind a click (never removes it) and
 ``remove-cell`` leaves a cell out of the page (it stays in the downloadable notebook). The rules:
 
-* papermill's ``injected-parameters`` cell (the values this page was executed with) -> ``hide-input``;
-* the notebook's own ``parameters`` cell (the defaults, overridden by the injected cell) -> ``remove-cell``, so the
-  page shows the parameters once;
+* papermill's ``injected-parameters`` cell (only the values that differ from the notebook's defaults) and the
+  notebook's own ``parameters`` cell (the defaults) -> ``remove-cell``: the page shows every parameter's value once,
+  collapsed, in the dropdown under the provenance box (:func:`ctcbook.book.provenance.markdown`); both cells stay in
+  the downloadable notebook;
 * set-up: a code cell whose first statement is an import -> ``hide-input``;
 * glue: a code cell of assignments and ``glue(...)`` calls only (the numbers the prose quotes) -> ``hide-input``;
   here and below, ``.append(...)`` calls and ``for`` loops of such statements count as assignments (a table built
@@ -109,9 +110,7 @@ def reader_tag(cell) -> str | None:
         return None
     if "remove-output" in tags:
         return "hide-input"
-    if "injected-parameters" in tags:
-        return "hide-input"
-    if "parameters" in tags:
+    if "injected-parameters" in tags or "parameters" in tags:
         return "remove-cell"
     body = _statements(cell.get("source", ""))
     if not body:
