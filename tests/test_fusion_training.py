@@ -189,26 +189,56 @@ def test_features_of_a_real_backbone_are_extracted_once_and_cached(tmp_path, mon
     assert torch.equal(again.train_x, d.train_x) and torch.equal(again.test_m, d.test_m)
 
 
-def _summary(c_accs, concat_accs):
+def _results(c_accs, concat_accs):
     rows = []
     for seed, (c, cat) in enumerate(zip(c_accs, concat_accs)):
         rows += [{"method": "image_only", "seed": seed, "test_acc": 0.80, "n_params": 1},
                  {"method": "metadata_only", "seed": seed, "test_acc": 0.50, "n_params": 1},
                  {"method": "concat", "seed": seed, "test_acc": cat, "n_params": 1},
                  {"method": "dynamic_mlp_c", "seed": seed, "test_acc": c, "n_params": 1}]
-    return ft.summarize(pd.DataFrame(rows))
+    return pd.DataFrame(rows)
 
 
-def test_findings_call_a_difference_only_when_it_exceeds_the_seed_noise():
-    resolved = ft.findings_markdown(_summary([0.90, 0.901, 0.899], [0.88, 0.881, 0.879]), 10)
-    assert "+2.00 points over 3 seeds" in resolved and "resolved difference" in resolved
-    assert "Metadata alone: 50.0% top-1 (chance: 10.0%)" in resolved and "Every fusion beats image only" in resolved
-    noisy = ft.findings_markdown(_summary([0.90, 0.85, 0.95], [0.89, 0.84, 0.94]), 10)
-    assert "not resolved from seed noise" in noisy
+def _summary(c_accs, concat_accs):
+    return ft.summarize(_results(c_accs, concat_accs))
+
+
+def test_findings_judge_paired_differences_by_their_t_interval():
+    # C beats concat by exactly 2 points on every seed: the paired interval is [2, 2] -> a resolved difference
+    resolved = ft.findings_markdown(_results([0.90, 0.901, 0.899], [0.88, 0.881, 0.879]), 10)
+    assert ("Dynamic MLP-C minus the best simple fusion (concatenation): 2.00 points, 95% CI [2.00, 2.00] over 3 "
+            "seeds: Dynamic MLP-C is better") in resolved
+    assert "Metadata alone: 50.0% top-1 (chance: 10.0%)" in resolved
+    assert "2 of 2 fusion methods gain over image only" in resolved
+    # large seed-to-seed spread but the same +1 point on every seed: pairing resolves it (an unpaired rule would not)
+    paired = ft.findings_markdown(_results([0.90, 0.85, 0.95], [0.89, 0.84, 0.94]), 10)
+    assert "1.00 points, 95% CI [1.00, 1.00] over 3 seeds: Dynamic MLP-C is better" in paired
+    # per-seed differences of both signs: the interval contains 0 -> inconclusive, whatever the mean
+    mixed = ft.findings_markdown(_results([0.90, 0.85, 0.95], [0.88, 0.86, 0.94]), 10)
+    assert "(concatenation): 0.67 points" in mixed and "inconclusive (the interval contains 0)" in mixed
     with pytest.raises(ValueError, match="dynamic_mlp_c"):
-        ft.findings_markdown(_summary([0.9], [0.8]).drop("dynamic_mlp_c"), 10)
+        ft.findings_markdown(_results([0.9], [0.8]).query("method != 'dynamic_mlp_c'"), 10)
     table = ft.paper_comparison(_summary([0.90, 0.90], [0.88, 0.88]))
     assert table["gain (points)"].tolist() == [pytest.approx(10.827), pytest.approx(8.592), pytest.approx(10.0)]
+    assert list(table.index) == [0, 1, 2] and table.columns[0] == "setting"
+
+
+def test_summary_table_has_human_columns_and_paired_gains():
+    table = ft.summary_table(_results([0.90, 0.85, 0.95], [0.89, 0.84, 0.94]))
+    assert list(table.columns) == ["method", "seeds", "top-1 (%)", "95% CI (%)", "gain over image only (points)",
+                                   "95% CI of the gain (points)", "head parameters"]
+    assert table.method.tolist() == ["image only", "metadata only", "concatenation", "Dynamic MLP-C"]
+    c = table.set_index("method").loc["Dynamic MLP-C"]
+    assert c["top-1 (%)"] == pytest.approx(90.0)
+    # t_{0.975, 2} = 4.303 x sd 5 / sqrt 3 = 12.42 points either side of 90
+    assert c["95% CI (%)"] == "[77.58, 102.42]"
+    assert c["gain over image only (points)"] == pytest.approx(10.0)
+    assert c["95% CI of the gain (points)"] == "[-2.42, 22.42]"
+    # image only varies by seed and C follows it +5 points on every seed: the paired gain has no spread at all
+    rows = [{"method": m, "seed": seed, "test_acc": acc + (0.05 if m == "dynamic_mlp_c" else 0.0), "n_params": 1}
+            for seed, acc in enumerate([0.80, 0.75, 0.85]) for m in ("image_only", "dynamic_mlp_c")]
+    gain = ft.summary_table(pd.DataFrame(rows)).set_index("method").loc["Dynamic MLP-C"]
+    assert gain["95% CI of the gain (points)"] == "[5.00, 5.00]"
 
 
 def test_metadata_explorer_renders_one_frame_per_point(tmp_path):

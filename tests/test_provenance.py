@@ -14,6 +14,9 @@ def test_record_names_profile_device_versions_and_commit():
     text = provenance.markdown(rec)
     assert text.startswith("```{admonition} Provenance") and text.endswith("```")
     assert "profile **`smoke`**" in text and "this execution: 0.2 min (" in text and "source `fashion_mnist`" in text
+    # every parameter once, collapsed (papermill's injected cell holds only the values that differ from the defaults)
+    assert "````{admonition} All parameters of this execution\n:class: dropdown\n```python\n" in text
+    assert "\nepochs = 2\n" in text and "\ntargets = ['digits']\n" in text and text.count("epochs = ") == 1
     text = provenance.markdown({**rec, "first_wall_seconds": 600.0})
     assert "0.2 min, reusing finished training runs" in text and "took 10.0 min" in text
 

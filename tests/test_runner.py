@@ -144,10 +144,13 @@ def test_unchanged_chapter_is_skipped_and_says_why_force_re_executes(executed_on
     lines = []
     runner.run_chapters(["06_fresh"], "smoke", output_dir=executed_once, log=lines.append, force=True)
     assert any("executing 06_fresh" in line and "[forced]" in line for line in lines), lines
-    # the page shows the parameters once (the injected values, collapsed) and hides the set-up cell's code
+    # the page shows the parameters once (all of them, collapsed under the provenance box: both parameter cells are
+    # left out of the page) and hides the set-up cell's code
     nb = nbformat.read(executed_once / "06_fresh.ipynb", as_version=4)
     tags = {tuple(c.metadata.get("tags", [])) for c in nb.cells if c.cell_type == "code"}
-    assert ("parameters", "remove-cell") in tags and ("injected-parameters", "hide-input") in tags
+    assert ("parameters", "remove-cell") in tags and ("injected-parameters", "remove-cell") in tags
+    box = next(c for c in nb.cells if c.metadata.get("ctcbook_provenance"))
+    assert "All parameters of this execution" in box.source
     assert ("hide-input",) in tags  # the cell that starts with an import
 
 
@@ -212,7 +215,7 @@ def test_reader_tag_rules():
     assert reader_tag(code("import time\nx = 1")) == "hide-input"
     assert reader_tag(code("a = t.iloc[0]\nglue('a', a, display=False)")) == "hide-input"
     assert reader_tag(code("fig = plots.f(t)\ndisplay(fig)\nplots.close(fig)")) == "hide-input"
-    assert reader_tag(code("display(Markdown(report(t)))")) is None
+    assert reader_tag(code("display(Markdown(report(t)))")) == "hide-input"
     assert reader_tag(code("runs = [train(c) for c in configs]")) is None
     assert reader_tag(code("import time", ["remove-input"])) is None
     assert reader_tag(code("%time x = 1")) is None

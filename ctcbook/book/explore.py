@@ -473,7 +473,7 @@ def draw_metadata(fig, view: MetadataView, lat: float, lon: float, day: float) -
     ax_p.invert_yaxis()
     ax_p.set_xlim(0, 100)
     ax_p.set_xlabel("predicted class probability (%)")
-    ax_p.legend(fontsize=6, loc="lower right")
+    ax_p.legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)  # above the bars
     ax_p.grid(alpha=0.3, axis="x")
     if ax_methods:
         _draw_methods(ax_methods[0], view, lat, lon, day)

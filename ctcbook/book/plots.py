@@ -284,7 +284,8 @@ def simulated_metadata_figure(meta, labels, class_names: Sequence[str], simulato
     ax_map.set_xlabel("longitude (degrees)")
     ax_map.set_ylabel("latitude (degrees)")
     ax_map.set_title(f"simulated locations of {len(labels)} train images (x: class centres)", fontsize=9)
-    ax_map.legend(fontsize=6, markerscale=3, ncol=2, loc="lower left")
+    # the legend below both panels, off the data
+    fig.legend(*ax_map.get_legend_handles_labels(), fontsize=7, markerscale=3, ncol=5, loc="outside lower center")
     ax_map.grid(alpha=0.3)
     ax_day.set_xlabel("day of year (1 = 1 January)")
     ax_day.set_ylabel("images per 14-day bin")
@@ -308,7 +309,7 @@ def fusion_accuracy_figure(results: pd.DataFrame, labels: dict[str, str] | None 
         ax.plot(acc, [i] * len(acc), "o", color="black", ms=3)
     if "image_only" in methods:
         ax.axvline(means["image_only"], color="tab:blue", ls="--", lw=1, label="image only (mean)")
-        ax.legend(fontsize=7, loc="lower right")
+        fig.legend(fontsize=7, loc="outside upper right")  # above the bars, off the data
     ax.set_yticks(y, [labels.get(m, m) for m in methods])
     ax.invert_yaxis()
     ax.set_xlim(max(0.0, float(results.test_acc.min() * 100) - 5), min(100.0, float(results.test_acc.max() * 100) + 2))
@@ -332,7 +333,8 @@ def tsne_figure(panels: dict, class_names: Sequence[str]) -> Figure:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("t-SNE 1 (a.u.)")
         ax.set_ylabel("t-SNE 2 (a.u.)")
-        ax.legend(fontsize=7, markerscale=3, loc="best")
+    # one legend for all panels (the same classes), right of them, off the data
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, markerscale=3, loc="outside right center")
     return fig
 
 

@@ -54,6 +54,9 @@ def collect(chapter: str, profile: str, parameters: dict[str, Any], wall_seconds
         "device": device_description(), "ctcbook": __version__, "torch": torch.__version__,
         "torchvision": torchvision.__version__, "python": platform.python_version(), "commit": git_commit(),
         "wall_seconds": round(wall_seconds, 1), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        # every parameter's value in this execution (the notebook's defaults with the injected values over them):
+        # the page lists them once, collapsed, since papermill's injected cell holds only what differs
+        "all_parameters": dict(parameters),
     }
 
 
@@ -73,7 +76,8 @@ def first_wall_seconds(previous_record: Path, parameters: dict[str, Any], second
 
 
 def markdown(record: dict[str, Any]) -> str:
-    """The provenance box (MyST ``admonition``) for a record of :func:`collect`."""
+    """The provenance box (MyST ``admonition``) for a record of :func:`collect`, followed (when the record has them)
+    by every parameter's value in a collapsed dropdown: the page's one full list of the parameters."""
     data = ", ".join(f"{k} `{v}`" for k, v in record["data"].items()) or "see the parameters below"
     minutes = record["wall_seconds"] / 60
     first = record.get("first_wall_seconds", record["wall_seconds"]) / 60
@@ -88,7 +92,14 @@ def markdown(record: dict[str, Any]) -> str:
         f"ctcbook {record['ctcbook']} at commit `{record['commit']}`, torch {record['torch']}, torchvision "
         f"{record['torchvision']}, Python {record['python']}. {timing} (finished {record['finished_at']}).",
         "```",
-    ])
+    ] + _parameters_dropdown(record.get("all_parameters")))
+
+
+def _parameters_dropdown(parameters: dict[str, Any] | None) -> list[str]:
+    if not parameters:
+        return []
+    return ["", "````{admonition} All parameters of this execution", ":class: dropdown", "```python",
+            *(f"{name} = {value!r}" for name, value in parameters.items()), "```", "````"]
 
 
 def stamp(notebook: Path, record: dict[str, Any]) -> None:

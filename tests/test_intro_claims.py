@@ -1,0 +1,134 @@
+"""The book's front matter (intro, GPU-box page) says what the chapters and profiles are: checked against them.
+
+The intro's table "which chapter runs under which profile, and which chapters print a paper's own numbers" must match
+:data:`ctcbook.book.profiles.PROFILES` and each notebook's "Beside the paper" section (read by
+:func:`ctcbook.book.pages.quotes_paper_numbers`); its default row must match the default profile's values; every
+``ctcbook run CHAPTER --profile P`` on the GPU-box page must name a profile the chapter has.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ctcbook.book import pages
+from ctcbook.book.profiles import PARAMETER_DEFAULTS
+
+ROOT = Path(__file__).resolve().parents[1]
+INTRO = ROOT / "book" / "intro.md"
+GPU_BOX = ROOT / "book" / "gpu_box.md"
+CHAPTERS = sorted(PARAMETER_DEFAULTS)
+
+
+def _table_rows(text: str, first_header: str) -> list[list[str]]:
+    """The body rows (cells stripped) of the markdown table whose header's first cell is ``first_header``."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_header:
+            rows = []
+            for body in lines[i + 2:]:
+                if not body.startswith("|"):
+                    break
+                rows.append([c.strip() for c in body.strip().strip("|").split("|")])
+            return rows
+    raise AssertionError(f"no table with first column {first_header!r} in the intro")
+
+
+def intro_chapter_claims(text: str) -> dict[str, tuple[list[str], bool]]:
+    """chapter -> (profiles, quotes the papers' numbers?) as the intro's chapter table states them."""
+    claims = {}
+    for chapter, profiles, numbers in _table_rows(text, "chapter"):
+        name = chapter.strip("`")
+        said = numbers.split(":")[0].strip().lower()
+        assert said in ("yes", "none"), f"{name}: the numbers column must start with 'yes' or 'none', got {numbers!r}"
+        claims[name] = (re.findall(r"`([\w-]+)`", profiles), said == "yes")
+    return claims
+
+
+def test_intro_states_each_chapters_profiles_and_quoted_numbers_as_they_are():
+    claims = intro_chapter_claims(INTRO.read_text())
+    assert sorted(claims) == CHAPTERS
+    for chapter in CHAPTERS:
+        profiles, quotes = claims[chapter]
+        assert sorted(profiles) == sorted(pages.chapter_profiles(chapter)), chapter
+        assert quotes == pages.quotes_paper_numbers(ROOT / "notebooks" / f"{chapter}.ipynb"), (
+            f"the intro says {chapter} {'quotes' if quotes else 'does not quote'} a paper's numbers; its 'Beside "
+            f"the paper' section says otherwise")
+
+
+def test_intro_default_row_matches_the_default_profile():
+    rows = {r[0].split()[0].strip("`"): " ".join(r) for r in _table_rows(INTRO.read_text(), "profile")}
+    d = PARAMETER_DEFAULTS["01_tradeoff"]
+    row = rows["default"]
+    assert f"{d['train_size']:,} train images" in row
+    assert f"ResNet-{d['depth']}" in row and f"width {d['width']}," in row
+    assert f"{d['epochs']} epochs" in row and f"{len(d['seeds'])} seeds" in row
+    assert {"flip": "horizontal flips only", "crop_flip": "random crop + flip"}[d["augment"]] in row
+    from ctcbook.book.profiles import PROFILES
+
+    small = {**d, **PROFILES["small"]["01_tradeoff"]}
+    assert f"{small['train_size']:,} train images" in rows["small"]
+    assert f"width {small['width']}," in rows["small"] and f"{small['epochs']} epochs" in rows["small"]
+    assert f"{len(small['seeds'])} seeds" in rows["small"]
+    assert {"flip": "horizontal flips only", "crop_flip": "random crop + flip"}[small["augment"]] in rows["small"]
+    for name in rows:
+        assert name in PROFILES, f"the intro names a profile {name!r} that does not exist"
+    fusion = PARAMETER_DEFAULTS["04_dynamic_mlp"]
+    assert (f"one ResNet-{fusion['depth']} backbone on {fusion['train_size']:,} Fashion-MNIST images of all ten "
+            "classes") in " ".join(INTRO.read_text().split())
+    cifar = PROFILES["cifar100"]["01_tradeoff"]
+    assert f"ResNet-{cifar['depth']}" in rows["cifar100"] and f"{cifar['epochs']} epochs" in rows["cifar100"]
+    assert "in place of the paper's ResNeXt" in rows["cifar100"]
+
+
+def test_gpu_box_commands_name_profiles_the_chapters_have():
+    commands = re.findall(r"ctcbook run (\w+) --profile (\w+)", GPU_BOX.read_text())
+    assert len(commands) >= 5
+    for chapter, profile in commands:
+        assert profile in pages.chapter_profiles(chapter), f"gpu_box.md runs {chapter} under {profile!r}"
+
+
+# --- the readers of the notebooks, on constructed notebooks --------------------------------------------------
+
+def _nb(*cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(s[3:]) if s.startswith("md:") else nbformat.v4.new_code_cell(s)
+                for s in cells]
+    return nb
+
+
+def _write(tmp_path, nb) -> Path:
+    path = tmp_path / "ch.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_quoted_numbers_are_read_from_the_beside_the_paper_section_only(tmp_path):
+    # a percentage outside the section does not count; inside, it does
+    outside = _nb("md:## Results\nwe reach 91.25% top-1", "md:## Beside the paper\nno number of theirs is quoted",
+                  "md:## Cost\n12.5% of the time")
+    assert not pages.quotes_paper_numbers(_write(tmp_path, outside))
+    inside = _nb("md:## Beside the papers\n| top-1 | 67.924% -> 78.751% |", "md:## Cost")
+    assert pages.quotes_paper_numbers(_write(tmp_path, inside))
+    with pytest.raises(ValueError, match="Beside the paper"):
+        pages.quotes_paper_numbers(_write(tmp_path, _nb("md:## Results")))
+
+
+def test_quoted_numbers_through_a_library_function_that_reads_a_paper_constant(tmp_path):
+    shown = _nb("from ctcbook.chapters import ch4_fusion as ft", "md:## Beside the paper",
+                "display(ft.paper_comparison(summary))", "md:## Cost of this chapter")
+    assert pages.quotes_paper_numbers(_write(tmp_path, shown))
+    other = _nb("from ctcbook.chapters import ch4_fusion as ft", "md:## Beside the paper",
+                "display(ft.summarize(results))")
+    assert not pages.quotes_paper_numbers(_write(tmp_path, other))
+    direct = _nb("md:## Beside the paper", "print(PAPER_TABLE)")
+    assert pages.quotes_paper_numbers(_write(tmp_path, direct))
+
+
+def test_chapter_profiles_refuses_an_unknown_chapter():
+    assert pages.chapter_profiles("04_dynamic_mlp")[0] == "default"
+    with pytest.raises(ValueError, match="06_nothing"):
+        pages.chapter_profiles("06_nothing")
