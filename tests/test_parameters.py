@@ -147,3 +147,9 @@ def test_papermill_directly_applies_the_profile_and_refuses_bad_values(tmp_path)
         injected = next(k for k, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", []))
         first_code = next(k for k in range(injected + 1, len(cells)) if cells[k].cell_type == "code")
         assert failed == [first_code] and "resolve_notebook" in cells[first_code].source
+
+
+def test_a_users_image_folder_is_a_valid_target_name_and_other_unknown_names_are_not():
+    assert resolve("01_tradeoff", {"targets": ["digits", "folder:flowers"]})["targets"] == ["digits", "folder:flowers"]
+    with pytest.raises(ParameterError, match=r"'targets' .*unknown 'flowers'"):
+        resolve("01_tradeoff", {"targets": ["digits", "flowers"]})

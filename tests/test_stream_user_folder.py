@@ -58,9 +58,6 @@ def test_user_folder_errors(tree):
         stream.load_user_folder("folder:flowers", "train", channels=3, size=32)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the merge hunk in ctcbook/chapters/ch1_tradeoff.py (_check_target "
-                   "registers TargetSpec(**stream.user_target(key)) for 'folder:' keys; _load_target reads them with "
-                   "stream.load_user_folder); remove this marker once it is in")
 def test_chapter_one_reads_a_user_folder_target(tree):
     from ctcbook.chapters import ch1_tradeoff as tradeoff
 

@@ -249,7 +249,8 @@ def _check_names(chapter: str, name: str, value: Any) -> None:
     if spec.choices is None or value is None:
         return
     allowed = spec.choices()
-    bad = [v for v in (value if isinstance(value, list) else [value]) if v not in allowed]
+    bad = [v for v in (value if isinstance(value, list) else [value]) if v not in allowed
+           and not (name == "targets" and isinstance(v, str) and v.startswith("folder:"))]  # a user's ImageFolder
     if bad:
         raise _bad(chapter, name, value, spec, f"unknown {bad[0]!r}" if isinstance(value, list) else "")
 

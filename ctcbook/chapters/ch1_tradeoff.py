@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from .. import stats
-from ..data import ImageSet, load_dataset, select_classes, subsample, to_format
+from ..data import ImageSet, load_dataset, select_classes, stream, subsample, to_format
 from ..probes import extract_features, knn_accuracy, linear_probe, paper_probe, paper_probe_bn
 from ..runs import Run, append_jsonl, atomic_write_bytes, read_jsonl
 from ..train import default_device, load_model
@@ -82,6 +82,8 @@ TARGETS: dict[str, TargetSpec] = {
 
 
 def _check_target(key: str) -> TargetSpec:
+    if key not in TARGETS and stream.is_user_folder(key):  # a user's ImageFolder under $CTCBOOK_DATA (issue 13)
+        TARGETS[key] = TargetSpec(**stream.user_target(key))
     if key not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {key!r}")
     return TARGETS[key]
@@ -104,6 +106,9 @@ def _load_target(key: str, channels: int, size: int, train_size: int | None, tes
     spec = TARGETS[key]
     sets = []
     for split, cap in ((spec.train_split, train_size or spec.train_size), (spec.test_split, test_size)):
+        if stream.is_user_folder(spec.dataset):  # decoded at the source's format, the cap chosen before decoding
+            sets.append(stream.load_user_folder(spec.dataset, split, channels=channels, size=size, cap=cap))
+            continue
         ds = load_dataset(spec.dataset, split)
         if spec.classes is not None:
             ds = select_classes(ds, spec.classes)
