@@ -113,3 +113,29 @@ def test_stage_information_says_which_stage_moves_ixt():
     assert "stage 1 (raises it)" in text and "stage 2 (" not in text
     table = ch3.stage_table(out)
     assert list(table.columns) == ["method", "stage", "change of I(X;T) (bits)", "95% CI (bits)", "seeds", "verdict"]
+
+
+def test_comparison_figure_has_t_bands_a_switch_line_and_the_legend_off_the_axes():
+    from ctcbook.book import plots
+
+    table = _two_methods([94.0, 94.5, 93.8, 94.2, 94.0])
+    fig = plots.method_comparison_figure(table, ["t"], switch_epoch=5, methods=["baseline", "CTC"])
+    src, tgt = fig.axes[:2]
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["baseline", "CTC", "stage switch"]
+    band = src.collections[0].get_paths()[0].vertices[:, 1]
+    # baseline source accuracy at the last epoch: 95.0..95.4 over 5 seeds -> mean 95.2 +- t(0.975, 4) * sd / sqrt(5)
+    half = st.t.ppf(0.975, 4) * pd.Series([95.0, 95.1, 95.2, 95.3, 95.4]).std(ddof=1) / 5 ** 0.5
+    assert band.max() == pytest.approx(95.2 + half, abs=1e-6)
+    assert tgt.get_ylabel() == "top-1 accuracy (%)" and src.get_xlabel() == "training epoch"
+    plots.close(fig)
+
+
+def test_paper_protocol_columns_compare_final_and_best_without_a_validation_split():
+    table = _two_methods([94.0, 94.5, 93.8, 94.2, 94.0]).rename(columns={"probe_acc": "paper_final"})
+    table = table.drop(columns="val_acc")
+    rows = ch3.comparisons(table, ["t"], pairs=[(ch3.CTC, ch3.BASELINE)], quantities=("final", "best"),
+                           column="paper_final", val_column=None)
+    assert [(r["target"], r["quantity"]) for r in rows] == [("t", "final"), ("t", "best")]
+    # best: CTC peaks at 82+s, the baseline at 82+2s: CTC − baseline = -s, mean -2
+    assert rows[1]["interval"].mean == pytest.approx(-2.0)
