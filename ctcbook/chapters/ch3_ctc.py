@@ -150,7 +150,7 @@ def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: 
             lines.append(f"- {what} ({a} − {b}): {lead}final transfer " + ", ".join(bits) + ".")
     if stage_text:
         lines.append(f"- {stage_text}")
-    return "```{admonition} What this chapter found\n" + "\n".join(lines) + "\n```"
+    return ("```{admonition} What this chapter found\n" + lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n```")
 
 
 def identical_weights(a: dict, b: dict) -> bool:
