@@ -75,3 +75,9 @@ def test_paired_table_has_human_columns_and_no_index():
     assert list(table.columns) == ["comparison", "target", "quantity", "mean difference", "95% CI", "seeds", "verdict"]
     assert table.iloc[0].quantity == "final source accuracy (points)" and table.iloc[0].verdict == "below 0"
     assert isinstance(table.index, pd.RangeIndex)
+
+
+def test_one_seed_gives_no_interval_and_says_so():
+    m = ch5.seed_measures(_methods()[lambda d: d.seed == 0], ["t"])
+    table = ch5.paired_table(ch5.paired_rows(m, "CTC", "baseline", ["t"]))
+    assert set(table.verdict) == {"no interval (one seed)"} and set(table["95% CI"]) == {"[-inf, inf]"}

@@ -153,7 +153,8 @@ def paired_table(rows: Sequence[dict], decimals: int = 2) -> pd.DataFrame:
                           "quantity": QUANTITIES[r["quantity"]].replace("(%)", "(points)"),
                           "mean difference": f"{r['interval'].mean:+.{decimals}f}",
                           "95% CI": _ci(r["interval"], decimals), "seeds": len(r["seeds"]),
-                          "verdict": verdict[r["sign"]]} for r in rows])
+                          "verdict": verdict[r["sign"]] if len(r["seeds"]) > 1 else "no interval (one seed)"}
+                         for r in rows])
 
 
 def claims_markdown(measures: pd.DataFrame, baseline: str, method: str, targets: Sequence[str]) -> str:
