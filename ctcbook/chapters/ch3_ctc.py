@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from .. import stats
@@ -248,7 +247,8 @@ def paper_comparison_markdown(ctc: TrainConfig, features: int) -> str:
     the network's penultimate features."""
     c, st_ = ctc.ctc, ctc.stages
     size = "all" if ctc.train_size is None else f"{ctc.train_size:,}"
-    classes = "all classes" if ctc.source_classes is None else f"classes {min(ctc.source_classes)}-{max(ctc.source_classes)}"
+    classes = ("all classes" if ctc.source_classes is None
+               else f"classes {min(ctc.source_classes)}-{max(ctc.source_classes)}")
     net = (f"CIFAR-style ResNet-{ctc.depth}, width {ctc.width} ({features}-d features)" if ctc.arch == "cifar_resnet"
            else f"{ctc.arch} ({features}-d features)")
     two = ctc.epochs - st_.stage_two_epoch

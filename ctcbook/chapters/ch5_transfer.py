@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -109,7 +108,6 @@ def shown_intervals(intervals: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
     wide["quantity"] = wide.quantity.map(QUANTITIES)
     methods = list(dict.fromkeys(intervals.method))
     wide.columns.name = None
-    wide = wide.rename(columns={"target": "target", "quantity": "quantity"})
     return wide[["target", "quantity", *[m for m in methods if m in wide.columns]]].rename(
         columns={m: f"{m}: mean [95% CI]" for m in methods})
 
