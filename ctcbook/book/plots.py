@@ -179,72 +179,75 @@ def information_layers_figure(info: pd.DataFrame, split: str = "source", estimat
     return fig
 
 
-METHOD_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple")
+METHOD_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+
+
+def _t_band(ax, g: pd.DataFrame, column: str, color, label: str, scale: float = 100.0) -> None:
+    """Seed mean of ``column`` (x ``scale``) against epoch with its 95% Student-t band over seeds
+    (:func:`ctcbook.stats.t_interval`; no band at epochs with one seed)."""
+    from .. import stats
+
+    rows = []
+    for epoch, e in g.groupby("epoch"):
+        iv = stats.t_interval(e[column].to_numpy(dtype=float) * scale)
+        rows.append((epoch, iv.mean, iv.low if iv.n > 1 else iv.mean, iv.high if iv.n > 1 else iv.mean))
+    if not rows:
+        return
+    epochs, mean, low, high = zip(*rows)
+    ax.plot(epochs, mean, "-o", ms=2.5, color=color, label=label, lw=1.5)
+    ax.fill_between(epochs, low, high, color=color, alpha=0.18, lw=0)
+
+
+def _switch(ax, switch_epoch: int | None) -> None:
+    if switch_epoch is not None:
+        ax.axvline(switch_epoch, color="grey", lw=0.9, ls=":", label="stage switch")
 
 
 def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch_epoch: int | None = None,
-                             column: str = "probe_acc") -> Figure:
-    """Source test accuracy and each target's linear-probe accuracy (%) against epoch, one line per ``method``
-    (seed mean, min-max band over seeds); a dotted line at ``switch_epoch`` (CTC's stage switch).
-    ``table``: :func:`ctcbook.chapters.ch3_ctc.with_method` output."""
+                             column: str = "probe_acc", methods: Sequence[str] | None = None) -> Figure:
+    """Source test accuracy and each target's linear-probe accuracy (%) against epoch, one line per method (seed
+    mean with its 95% Student-t band over seeds); a dotted line at ``switch_epoch`` (CTC's stage switch); the legend
+    below the panels. ``table``: :func:`ctcbook.chapters.ch3_ctc.with_method` output; ``methods``: which (default
+    all, in table order)."""
     fig, axes = _panel_grid(len(targets) + 1)
-    n = len(axes)
-    for i, method in enumerate(table.method.unique()):
+    methods = list(methods) if methods is not None else list(table.method.unique())
+    for i, method in enumerate(methods):
         g, color = table[table.method == method], METHOD_COLORS[i % len(METHOD_COLORS)]
-        _band(axes[0], g[g.target == "source"], "test_acc", color, method)
-        for ax, key in zip(axes[1:n], targets):
-            _band(ax, g[g.target == key], column, color, method)
-    axes[0].set_title("discriminability: source test")
-    for ax, key in zip(axes[1:n], targets):
+        _t_band(axes[0], g[g.target == "source"], "test_acc", color, method)
+        for ax, key in zip(axes[1:], targets):
+            _t_band(ax, g[g.target == key], column, color, method)
+    axes[0].set_title("discriminability: source test accuracy")
+    for ax, key in zip(axes[1:], targets):
         ax.set_title(f"transferability: {key} (linear probe)")
-    for ax in axes[:n]:
-        if switch_epoch is not None:
-            ax.axvline(switch_epoch, color="grey", lw=0.8, ls=":")
+    for ax in axes:
+        _switch(ax, switch_epoch)
         ax.set_xlabel("training epoch")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    _legend_below(fig, [axes[0]])
     return fig
 
 
-def information_methods_figure(means: dict[str, pd.DataFrame], switch_epoch: int | None = None) -> Figure:
-    """I(X;T) and I(T;Y) (bits) of the penultimate layer against epoch, one row per split (the keys of ``means``),
-    one line per method (seed mean, min-max band of I(X;T)). Values: :func:`ctcbook.chapters.ch3_ctc.mean_information`."""
-    fig, grid = plt.subplots(len(means), 2, figsize=(9.0, 3.0 * len(means)), constrained_layout=True, squeeze=False)
-    for axes, (split, mean_info) in zip(grid, means.items()):
-        for i, (method, g) in enumerate(mean_info.groupby("method", sort=False)):
+def information_methods_figure(info: dict[str, pd.DataFrame], methods: Sequence[str],
+                               switch_epoch: int | None = None) -> Figure:
+    """I(X;T) and I(T;Y) (bits) of the penultimate layer against epoch, one row per split (the keys of ``info``:
+    per-seed rows of :func:`ctcbook.chapters.ch2_information.information_curves` of that split with a ``method``
+    column), one line per method (seed mean, 95% Student-t band over seeds); dotted line: the stage switch."""
+    fig, grid = plt.subplots(len(info), 2, figsize=(9.0, 3.0 * len(info) + 0.4), constrained_layout=True,
+                             squeeze=False)
+    for axes, (split, rows) in zip(grid, info.items()):
+        for i, method in enumerate(methods):
+            g = rows[rows.method == method]
             color = METHOD_COLORS[i % len(METHOD_COLORS)]
-            axes[0].plot(g.epoch, g.i_xt, "-o", ms=3, color=color, label=method)
-            if g.seeds.max() > 1:
-                axes[0].fill_between(g.epoch, g.i_xt_min, g.i_xt_max, color=color, alpha=0.18, lw=0)
-            axes[1].plot(g.epoch, g.i_ty, "-o", ms=3, color=color, label=method)
+            _t_band(axes[0], g, "i_xt", color, method, scale=1.0)
+            _t_band(axes[1], g, "i_ty", color, method, scale=1.0)
         for ax, name in zip(axes, ("I(X;T) (bits)", "I(T;Y) (bits)")):
-            if switch_epoch is not None:
-                ax.axvline(switch_epoch, color="grey", lw=0.8, ls=":")
-            ax.set_title(f"{name.split(' ')[0]} on {split}")
+            _switch(ax, switch_epoch)
+            ax.set_title(f"{name.split(' ')[0]} of the penultimate features, {split} test split", fontsize=9)
             ax.set_xlabel("training epoch")
             ax.set_ylabel(name)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    return fig
-
-
-def sweep_figure(sweep: pd.DataFrame, targets: Sequence[str]) -> Figure:
-    """Final source accuracy and each target's final probe accuracy (%) against the loss-weight scale.
-    ``sweep``: :func:`ctcbook.chapters.ch3_ctc.sweep_table` output."""
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.2), constrained_layout=True)
-    axes[0].plot(sweep.scale, sweep.source_final, "-o", color=SOURCE_COLOR, label="source test")
-    for i, key in enumerate(targets):
-        color = TARGET_COLORS[i % len(TARGET_COLORS)]
-        axes[1].plot(sweep.scale, sweep[f"{key} final"], "-o", color=color, label=f"{key}: final")
-        axes[1].plot(sweep.scale, sweep[f"{key} drop"] + sweep[f"{key} final"], ":", color=color,
-                     label=f"{key}: best probed epoch")
-    axes[0].set_ylabel("final top-1 accuracy (%)")
-    axes[1].set_ylabel("probe top-1 accuracy (%)")
-    for ax in axes:
-        ax.set_xlabel("loss-weight scale (x alpha, x beta)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _legend_below(fig, [grid[0][0]])
     return fig
 
 
@@ -254,7 +257,7 @@ def close(fig: Figure) -> None:
 
 
 __all__ = ["tradeoff_figure", "protocol_figure", "information_plane_figure", "information_epochs_figure",
-           "information_layers_figure", "method_comparison_figure", "information_methods_figure", "sweep_figure",
+           "information_layers_figure", "method_comparison_figure", "information_methods_figure",
            "close", "matplotlib"]
 
 

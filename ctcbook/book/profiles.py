@@ -154,7 +154,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                            "mine_preset": "smoke"},
         "03_ctc": {"train_size": 400, "epochs": 4, "stage_two_epoch": 2, "seeds": [0, 1], "width": 4,
                    "target_train_size": 300, "target_test_size": 300, "probe_every": 2, "embed_dim": 16,
-                   "nce_k": 64, "discrim_seeds": [0, 1], "ablation_seeds": [0, 1], "control_probe_every": 2,
+                   "nce_k": 64, "discrim_seeds": [0], "ablation_seeds": [0], "control_probe_every": 2,
                    "info_every": 2, "renyi_n": 100},
     },
     "default": {

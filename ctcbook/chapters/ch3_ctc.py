@@ -1,18 +1,29 @@
-"""Chapter 3's experiment: CTC against the cross-entropy baseline, the numbers it reports and the text around them.
+"""Chapter 3's experiment: CTC against the cross-entropy baseline and the controls that separate its causes.
 
-Tables follow :func:`ctcbook.chapters.ch1_tradeoff.curves` (columns seed, epoch, target, accuracies as fractions) with an extra
-``method`` column. Drops are in percentage points, from the seed's peak probed epoch to its last.
+The runs (:func:`chapter_configs`): the baseline (chapter 1's runs), CTC "emphasise transferability", the
+schedule-only control (cross-entropy with CTC's two-stage schedule: bitwise CTC with both loss weights 0, at the
+cost of a plain run), CTC "emphasise discriminability", and two stage ablations (stage-1 loss only: beta 0; stage-2
+loss only: alpha 0). Every comparison is paired by seed (:data:`COMPARISONS`, one rule: :mod:`ctcbook.stats`) on
+the seeds and probed epochs both methods share. Tables follow :func:`ctcbook.chapters.ch1_tradeoff.curves` with a
+``method`` column; accuracies in the curve tables are fractions, in the reports percent, differences in points.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
+from .. import stats
 from ..config import CTCConfig, StageSchedule, TrainConfig
-from .ch1_tradeoff import summarize
-from .ch5_transfer import method_table
+from .ch5_transfer import QUANTITIES, method_table, paired_rows, seed_measures
+
+BASELINE, CTC, SCHEDULE = "baseline", "CTC", "schedule only"
+DISCRIM, STAGE1, STAGE2 = "CTC (discriminability)", "stage-1 loss only", "stage-2 loss only"
+MAIN_METHODS = (BASELINE, CTC, SCHEDULE)
+SECONDARY_METHODS = (DISCRIM, STAGE1, STAGE2)
+#: The chapter's paired comparisons (a minus b), in the order the page lists them.
+COMPARISONS = ((CTC, BASELINE), (CTC, SCHEDULE), (SCHEDULE, BASELINE), (DISCRIM, BASELINE), (STAGE1, SCHEDULE),
+               (STAGE2, SCHEDULE), (STAGE1, CTC), (STAGE2, CTC))
 
 
 def ctc_config(base: TrainConfig, *, stage_two_epoch: int, weight_decay_coef: float, lr_restart: float,
@@ -24,14 +35,38 @@ def ctc_config(base: TrainConfig, *, stage_two_epoch: int, weight_decay_coef: fl
                         ctc=CTCConfig(**ctc_fields))
 
 
-def scaled(config: TrainConfig, scale: float) -> TrainConfig:
-    """``config`` with both loss weights (alpha and beta) multiplied by ``scale`` (>= 0)."""
+def schedule_only(config: TrainConfig) -> TrainConfig:
+    """The schedule-only control of a CTC config: cross-entropy with the same two-stage schedule (weight decay x coef
+    in stage 1, learning-rate restart in stage 2). Bitwise the same run as CTC with both weights 0
+    (``tests/test_ctc.py``), without the memories' and snapshot's cost."""
     if config.ctc is None:
-        raise ValueError(f"scaled needs a CTC config, got objective {config.objective!r}")
-    if not scale >= 0:
-        raise ValueError(f"scale must be >= 0, got {scale}")
-    return config.replace(ctc=config.ctc.__class__(**{**config.ctc.__dict__, "alpha": config.ctc.alpha * scale,
-                                                       "beta": config.ctc.beta * scale}))
+        raise ValueError(f"schedule_only needs a CTC config, got objective {config.objective!r}")
+    return config.replace(objective="ce", ctc=None)
+
+
+def with_weights(config: TrainConfig, **fields) -> TrainConfig:
+    """``config`` with some CTC fields replaced (e.g. ``beta=0.0`` for the stage-1-loss-only ablation)."""
+    if config.ctc is None:
+        raise ValueError(f"with_weights needs a CTC config, got objective {config.objective!r}")
+    unknown = set(fields) - set(config.ctc.__dict__)
+    if unknown:
+        raise ValueError(f"fields must be CTCConfig fields, got {sorted(unknown)}")
+    return config.replace(ctc=CTCConfig(**{**config.ctc.__dict__, **fields}))
+
+
+def chapter_configs(base: TrainConfig, ctc: TrainConfig, *, seeds: Sequence[int], discrim: Mapping[str, float],
+                    discrim_seeds: Sequence[int], ablation_seeds: Sequence[int]) -> dict[str, list[TrainConfig]]:
+    """Every run of the chapter, per method name: baseline, CTC and the schedule-only control on ``seeds``; CTC with
+    the ``discrim`` fields (alpha, beta, instance_t, nce_t) on ``discrim_seeds``; the stage ablations (beta 0;
+    alpha 0) on ``ablation_seeds``. ``base`` is a cross-entropy config, ``ctc`` :func:`ctc_config` of it."""
+    if ctc.ctc is None or base.objective != "ce":
+        raise ValueError("chapter_configs needs a cross-entropy base and a CTC config")
+    configs = {BASELINE: [base.replace(seed=s) for s in seeds], CTC: [ctc.replace(seed=s) for s in seeds],
+               SCHEDULE: [schedule_only(ctc).replace(seed=s) for s in seeds],
+               DISCRIM: [with_weights(ctc, **discrim).replace(seed=s) for s in discrim_seeds],
+               STAGE1: [with_weights(ctc, beta=0.0).replace(seed=s) for s in ablation_seeds],
+               STAGE2: [with_weights(ctc, alpha=0.0).replace(seed=s) for s in ablation_seeds]}
+    return {name: cs for name, cs in configs.items() if cs}
 
 
 #: Concatenate curve tables (one per method name) with a ``method`` column: chapter 5's
@@ -39,73 +74,82 @@ def scaled(config: TrainConfig, scale: float) -> TrainConfig:
 with_method = method_table
 
 
-def compare(table: pd.DataFrame, column: str = "probe_acc") -> pd.DataFrame:
-    """Per method and target, over seeds: peak-to-final drop (points) mean, std, min, max; final probe accuracy
-    (%) mean and std; peak epochs; final source accuracy (%) mean and std. ``table`` from :func:`with_method`."""
+def _probed_epochs(table: pd.DataFrame, method: str) -> set:
+    return set(table[(table.method == method) & (table.target != "source")].epoch)
+
+
+def comparisons(table: pd.DataFrame, targets: Sequence[str], pairs: Iterable[tuple[str, str]] = COMPARISONS,
+                quantities: Sequence[str] = ("source_final", "final", "drop"), column: str = "probe_acc",
+                val_column: str | None = "val_acc") -> list[dict]:
+    """:func:`ctcbook.chapters.ch5_transfer.paired_rows` for each pair present in ``table``, each measured on the
+    probed epochs both methods share (a secondary run probed every 20 epochs is compared with its partner on those
+    epochs, so neither drop is measured on a finer grid than the other)."""
     rows = []
-    for method, g in table.groupby("method", sort=False):
-        s = summarize(g.drop(columns="method"), column)
-        s = s[s.seed != "mean"]
-        for target, t in s.groupby("target", sort=False):
-            rows.append({"method": method, "target": target, "seeds": len(t),
-                         "drop_mean": t.drop_points.mean(), "drop_std": _std(t.drop_points),
-                         "drop_min": t.drop_points.min(), "drop_max": t.drop_points.max(),
-                         "final_mean": 100 * t.final.mean(), "final_std": 100 * _std(t.final),
-                         "peak_mean": 100 * t.peak.mean(), "peak_epochs": list(t.peak_epoch),
-                         "source_final_mean": 100 * t.source_final.mean(),
-                         "source_final_std": 100 * _std(t.source_final)})
-    return pd.DataFrame(rows)
+    methods = set(table.method)
+    for a, b in pairs:
+        if a not in methods or b not in methods:
+            continue
+        shared = _probed_epochs(table, a) & _probed_epochs(table, b)
+        pair = table[table.method.isin([a, b])]
+        pair = pair[(pair.target == "source") | pair.epoch.isin(shared)]
+        m = seed_measures(pair, targets, column, val_column)
+        rows += paired_rows(m, a, b, targets, quantities)
+    return rows
 
 
-def _std(values) -> float:
-    values = np.asarray(values, dtype=float)
-    return float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+def _find(rows: Sequence[dict], a: str, b: str, target: str, quantity: str) -> dict | None:
+    return next((r for r in rows if (r["a"], r["b"], r["target"], r["quantity"]) == (a, b, target, quantity)), None)
 
 
-def verdict_markdown(comparison: pd.DataFrame, baseline: str, method: str) -> str:
-    """One paragraph per target: did ``method`` reduce the late loss of transferability against ``baseline``, by how
-    much, and is the difference larger than the seeds' spread (the standard error of the difference of means)."""
-    paragraphs = []
-    base = comparison[comparison.method == baseline].set_index("target")
-    other = comparison[comparison.method == method].set_index("target")
-    for target in other.index:
-        b, o = base.loc[target], other.loc[target]
-        diff = b.drop_mean - o.drop_mean
-        se = float(np.sqrt(b.drop_std ** 2 / b.seeds + o.drop_std ** 2 / o.seeds))
-        final = o.final_mean - b.final_mean
-        se_final = float(np.sqrt(b.final_std ** 2 / b.seeds + o.final_std ** 2 / o.seeds))
-        if not np.isfinite(se):
-            clear = "(one seed each: no spread to compare with)"
-        elif abs(diff) > 2 * se:
-            clear = f"more than twice the standard error of that difference over seeds ({se:.2f} points)"
-        else:
-            clear = (f"within twice the standard error of that difference over seeds ({se:.2f} points), so not "
-                     f"distinguishable from no effect")
-        word = (f"reduced the late loss: its drop is {diff:.2f} points smaller" if diff > 0 else
-                f"did not reduce the late loss: its drop is {-diff:.2f} points larger")
-        paragraphs.append(
-            f"**{target}**: the peak-to-final drop of the probe is {b.drop_mean:.2f} points for {baseline} "
-            f"(seeds {b.drop_min:.2f} to {b.drop_max:.2f}) and {o.drop_mean:.2f} points for {method} (seeds "
-            f"{o.drop_min:.2f} to {o.drop_max:.2f}): {method} {word}, "
-            f"{clear}. Final probe accuracy: {b.final_mean:.2f}% vs {o.final_mean:.2f}% ({final:+.2f} points, "
-            f"standard error {se_final:.2f}); final source accuracy {b.source_final_mean:.2f}% vs "
-            f"{o.source_final_mean:.2f}%.")
-    return "\n\n".join(paragraphs)
+def headline_markdown(rows: Sequence[dict], targets: Sequence[str]) -> str:
+    """The chapter's headline: CTC's source-accuracy cost against the baseline with its interval, then per target
+    what CTC did to the late drop and to final transfer, and how much of it the schedule alone explains."""
+    src = _find(rows, CTC, BASELINE, "source", "source_final")
+    if src is None:
+        return "CTC and the baseline share no seed: nothing to compare."
+    iv = src["interval"]
+    cost = {1: "gains", -1: "costs", 0: "changes"}[src["sign"]]
+    parts = [f"**CTC {cost} source accuracy against the baseline: {iv.mean:+.2f} points, 95% CI "
+             f"{_brackets(iv)} over {iv.n} paired seeds**" + (" (inconclusive: the interval contains 0)."
+                                                               if src["sign"] == 0 else ".")]
+    for key in targets:
+        d, f = _find(rows, CTC, BASELINE, key, "drop"), _find(rows, CTC, BASELINE, key, "final")
+        s = _find(rows, SCHEDULE, BASELINE, key, "final")
+        if d is None or f is None:
+            continue
+        bits = [f"late drop {_said(d)}", f"final transfer {_said(f)}"]
+        if s is not None:
+            bits.append(f"the schedule alone moves final transfer by {_said(s)}")
+        parts.append(f"On `{key}`, CTC − baseline: " + "; ".join(bits) + ".")
+    return " ".join(parts)
 
 
-def sweep_table(tables: dict[float, pd.DataFrame], targets: Sequence[str], column: str = "probe_acc") -> pd.DataFrame:
-    """One row per loss-weight scale (curve tables of one seed, keyed by scale): final source accuracy (%), and per
-    target the final probe accuracy (%) and the drop from the best probed epoch to the last (points)."""
-    rows = []
-    for scale, t in sorted(tables.items()):
-        src = t[t.target == "source"].sort_values("epoch")
-        row = {"scale": scale, "source_final": 100 * src.test_acc.iloc[-1]}
-        for key in targets:
-            g = t[t.target == key].sort_values("epoch")
-            row[f"{key} final"] = 100 * g[column].iloc[-1]
-            row[f"{key} drop"] = 100 * (g[column].max() - g[column].iloc[-1])
-        rows.append(row)
-    return pd.DataFrame(rows)
+def _brackets(iv: stats.Interval, decimals: int = 2) -> str:
+    low, high = stats._outward(iv, decimals) if iv.n > 1 else (iv.low, iv.high)
+    return f"[{stats._fmt(low, decimals)}, {stats._fmt(high, decimals)}]"
+
+
+def _said(row: dict) -> str:
+    iv = row["interval"]
+    word = {1: "", -1: "", 0: ", inconclusive"}[row["sign"]]
+    return f"{iv.mean:+.2f} points, 95% CI {_brackets(iv)}{word}"
+
+
+def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: str | None = None) -> str:
+    """The closing "What this chapter found" box (MyST admonition), every sentence computed from ``rows``
+    (:func:`comparisons`) and, if given, the stage sentence of :func:`stage_information_markdown`."""
+    lines = [headline_markdown(rows, targets)]
+    for a, b, what in ((CTC, SCHEDULE, "the CTC losses on top of their schedule"),
+                       (STAGE1, SCHEDULE, "the stage-1 loss alone"), (STAGE2, SCHEDULE, "the stage-2 loss alone"),
+                       (DISCRIM, BASELINE, "the discriminability setting against the baseline")):
+        bits = [f"`{key}` {_said(r)}" for key in targets if (r := _find(rows, a, b, key, "final")) is not None]
+        src = _find(rows, a, b, "source", "source_final")
+        if bits:
+            lead = f"source {_said(src)}; " if src is not None else ""
+            lines.append(f"- {what} ({a} − {b}): {lead}final transfer " + ", ".join(bits) + ".")
+    if stage_text:
+        lines.append(f"- {stage_text}")
+    return ("```{admonition} What this chapter found\n" + lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n```")
 
 
 def identical_weights(a: dict, b: dict) -> bool:
@@ -113,35 +157,123 @@ def identical_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
 
 
+# --- I(X;T) during training ----------------------------------------------------------------------------------------
+
+def _penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame:
+    return info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
+
+
 def mean_information(info: pd.DataFrame, methods: Iterable[str], estimator: str = "renyi",
                      split: str = "source") -> pd.DataFrame:
-    """Seed-mean I(X;T) and I(T;Y) (bits) of the penultimate layer per method and epoch, with the min-max over
-    seeds. ``info`` holds :func:`ctcbook.chapters.ch2_information.information_curves` rows plus a ``method`` column."""
+    """Seed-mean I(X;T) and I(T;Y) (bits) of the penultimate layer per method and epoch, with the 95% Student-t
+    interval of I(X;T) over seeds (``i_xt_low``/``i_xt_high``; the mean itself with one seed). ``info`` holds
+    :func:`ctcbook.chapters.ch2_information.information_curves` rows plus a ``method`` column."""
     methods = list(methods)
-    g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")
-             & info.method.isin(methods)]
-    out = g.groupby(["method", "epoch"]).agg(i_xt=("i_xt", "mean"), i_xt_min=("i_xt", "min"),
-                                             i_xt_max=("i_xt", "max"), i_ty=("i_ty", "mean"),
-                                             seeds=("seed", "nunique")).reset_index()
+    g = _penultimate(info, estimator, split)
+    g = g[g.method.isin(methods)]
+    rows = []
+    for (method, epoch), e in g.groupby(["method", "epoch"]):
+        iv = stats.t_interval(e.i_xt.to_numpy())
+        low, high = (iv.low, iv.high) if iv.n > 1 else (iv.mean, iv.mean)
+        rows.append({"method": method, "epoch": epoch, "i_xt": iv.mean, "i_xt_low": low, "i_xt_high": high,
+                     "i_ty": float(e.i_ty.mean()), "seeds": iv.n})
+    out = pd.DataFrame(rows, columns=["method", "epoch", "i_xt", "i_xt_low", "i_xt_high", "i_ty", "seeds"])
     order = {m: i for i, m in enumerate(methods)}  # rows in the order of ``methods`` (the figures' colours)
     return out.sort_values(["method", "epoch"], key=lambda c: c.map(order) if c.name == "method" else c,
                            ignore_index=True)
 
 
-def schedule_markdown(sweep: pd.DataFrame, cosine: pd.DataFrame, targets: Sequence[str]) -> str:
-    """How much of CTC's difference from the cosine baseline the schedule alone explains, on the sweep's seed:
-    per target, final probe accuracy (%) and late drop (points) of the cosine baseline, of scale 0 (cross-entropy with
-    CTC's schedule) and of scale 1 (CTC). ``sweep``/``cosine``: :func:`sweep_table` outputs (scales 0 and 1 needed)."""
-    by_scale = sweep.set_index("scale")
-    if 0.0 not in by_scale.index or 1.0 not in by_scale.index:
-        return "The sweep needs scales 0 and 1 to separate the schedule's effect from the losses'."
-    zero, one, cos = by_scale.loc[0.0], by_scale.loc[1.0], cosine.iloc[0]
-    lines = [f"- source: final accuracy {cos.source_final:.2f}% (cosine baseline), {zero.source_final:.2f}% "
-             f"(scale 0: CTC's schedule only), {one.source_final:.2f}% (CTC)."]
-    for key in targets:
-        f, d = f"{key} final", f"{key} drop"
-        lines.append(
-            f"- `{key}`: final probe {cos[f]:.2f}% / {zero[f]:.2f}% / {one[f]:.2f}% and late drop {cos[d]:.2f} / "
-            f"{zero[d]:.2f} / {one[d]:.2f} points (cosine baseline / schedule only / CTC): the schedule alone moves "
-            f"the final probe by {zero[f] - cos[f]:+.2f} points, the CTC losses on top of it by {one[f] - zero[f]:+.2f}.")
-    return "\n".join(lines)
+def stage_information(info: pd.DataFrame, methods: Sequence[str], switch_epoch: int, estimator: str = "renyi",
+                      split: str = "source") -> list[dict]:
+    """How much I(X;T) moves in each stage, per method, and CTC − baseline paired: per seed the change over stage 1
+    (first measured epoch to the last measured epoch <= ``switch_epoch``) and over stage 2 (from there to the last
+    epoch), bits, each a 95% t interval over seeds. Rows: method (or "a − b"), stage, interval, sign."""
+    g = _penultimate(info, estimator, split)
+    per = {}
+    for (method, seed), e in g.groupby(["method", "seed"]):
+        e = e.sort_values("epoch")
+        before = e[e.epoch <= switch_epoch]
+        if before.empty or e.epoch.max() <= switch_epoch:
+            continue
+        first, mid, last = e.i_xt.iloc[0], before.i_xt.iloc[-1], e.i_xt.iloc[-1]
+        per.setdefault(method, {})[seed] = {"stage 1": mid - first, "stage 2": last - mid}
+    rows = []
+    for method in methods:
+        for stage in ("stage 1", "stage 2"):
+            if method in per:
+                iv = stats.t_interval({s: v[stage] for s, v in per[method].items()})
+                rows.append({"method": method, "stage": stage, "interval": iv,
+                             "sign": stats.verdict(iv, quantity="", unit="bits").sign})
+    if len(methods) >= 2 and methods[0] in per and methods[1] in per:
+        a, b = methods[1], methods[0]
+        common = sorted(set(per[a]) & set(per[b]))
+        for stage in ("stage 1", "stage 2"):
+            if common:
+                iv = stats.paired_interval({s: per[a][s][stage] for s in common}, {s: per[b][s][stage] for s in common})
+                rows.append({"method": f"{a} − {b}", "stage": stage, "interval": iv,
+                             "sign": stats.verdict(iv, quantity="", unit="bits").sign})
+    return rows
+
+
+def stage_table(rows: Sequence[dict]) -> pd.DataFrame:
+    """:func:`stage_information` as a page table (human column names; show without the index)."""
+    return pd.DataFrame([{"method": r["method"], "stage": r["stage"],
+                          "change of I(X;T) (bits)": f"{r['interval'].mean:+.3f}",
+                          "95% CI (bits)": _brackets(r["interval"], 3), "seeds": r["interval"].n,
+                          "verdict": {1: "rises", -1: "falls", 0: "inconclusive (CI contains 0)"}[r["sign"]]}
+                         for r in rows])
+
+
+def stage_information_markdown(rows: Sequence[dict], a: str = CTC, b: str = BASELINE) -> str:
+    """Which stage moves I(X;T) apart between ``a`` and ``b``: the stages whose paired difference of the change is
+    distinguishable from 0, in words, with the intervals."""
+    diff = [r for r in rows if r["method"] == f"{a} − {b}"]
+    if not diff:
+        return f"I(X;T): {a} and {b} share no seed measured on both sides of the switch."
+    moved = [r for r in diff if r["sign"] != 0]
+    numbers = "; ".join(f"{r['stage']} {r['interval'].mean:+.3f} bits, 95% CI {_brackets(r['interval'], 3)}"
+                        for r in diff)
+    if not moved:
+        return (f"I(X;T) on the source test split: neither stage changes it differently for {a} than for {b} beyond "
+                f"the seeds' spread ({a} − {b}, change over each stage: {numbers}).")
+    said = " and ".join(f"{r['stage']} ({'raises' if r['sign'] > 0 else 'lowers'} it)" for r in moved)
+    return (f"I(X;T) on the source test split: {said} for {a} relative to {b} ({a} − {b}, change over each stage: "
+            f"{numbers}).")
+
+
+def paper_comparison_markdown(ctc: TrainConfig, features: int) -> str:
+    """The "beside the paper" table: the public code's CTC command against this chapter's settings, the latter
+    read from ``ctc`` (a :func:`ctc_config`) so the table cannot disagree with the runs; ``features`` is the width of
+    the network's penultimate features."""
+    c, st_ = ctc.ctc, ctc.stages
+    size = "all" if ctc.train_size is None else f"{ctc.train_size:,}"
+    classes = ("all classes" if ctc.source_classes is None
+               else f"classes {min(ctc.source_classes)}-{max(ctc.source_classes)}")
+    net = (f"CIFAR-style ResNet-{ctc.depth}, width {ctc.width} ({features}-d features)" if ctc.arch == "cifar_resnet"
+           else f"{ctc.arch} ({features}-d features)")
+    two = ctc.epochs - st_.stage_two_epoch
+    rows = [("source", "CIFAR-100, 50,000 images", f"`{ctc.source}` {classes}, {size} train images"),
+            ("network", "ResNeXt32-16x4d (512-d features)", net),
+            ("CTC schedule", "300 epochs: stage 1 = 200 (wd x 2), stage 2 = 100 (lr restart 0.1 x 0.05)",
+             f"{ctc.epochs} epochs: stage 1 = {st_.stage_two_epoch} (wd x {st_.weight_decay_coef:g}), stage 2 = {two} "
+             f"(lr restart {st_.lr_restart:g} x {ctc.lr:g})"),
+            ("baseline", "vanilla training for 200 epochs",
+             f"chapter 1's runs, {ctc.epochs} epochs (equal total epochs)"),
+            ("controls", "none published", "schedule only (every seed), stage-1 / stage-2 loss only, the "
+             "discriminability setting"),
+            ("CTC settings", "alpha 0.5, beta 1.0, tau 0.10 / 0.10, momenta 0.9, 128-d, K = 16,384",
+             f"alpha {c.alpha:g}, beta {c.beta:g}, tau {c.instance_t:.2f} / {c.nce_t:.2f}, momenta "
+             f"{c.instance_m:g} / {c.nce_m:g}, {c.nce_dim}-d, K = {c.nce_k:,}"),
+            ("augmentation", "random crop (4 px) + flip", f"`{ctc.augment}`" + (
+                "" if ctc.augment == "crop_flip" else " (the fit rule of chapter 1's appendix)")),
+            ("probe", "new linear layer, SGD, best test epoch of 30",
+             "L-BFGS logistic regression, regularisation chosen on held-out target train images")]
+    return "\n".join(["| | Cui et al. 2022 (public code README, `train_ctc.py`) | this chapter |", "|---|---|---|",
+                      *[f"| {a} | {b} | {c_} |" for a, b, c_ in rows]])
+
+
+__all__ = ["BASELINE", "CTC", "SCHEDULE", "DISCRIM", "STAGE1", "STAGE2", "MAIN_METHODS", "SECONDARY_METHODS",
+           "COMPARISONS", "QUANTITIES", "ctc_config", "schedule_only", "with_weights", "chapter_configs",
+           "with_method", "comparisons", "headline_markdown", "findings_markdown", "identical_weights",
+           "mean_information", "stage_information", "stage_table", "stage_information_markdown",
+           "paper_comparison_markdown"]

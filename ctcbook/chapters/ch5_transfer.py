@@ -1,19 +1,36 @@
-"""The book's results tables: each method's transfer accuracy at the final and at the best probed epoch.
+"""The book's results tables: each method's transfer accuracy over seeds, with Student-t 95% intervals, and the
+paired differences between methods trained with the same seeds (one rule: :mod:`ctcbook.stats`).
 
 A *method* is a list of finished runs that differ only in their seed (e.g. the baseline, CTC). Its probe table is
-:func:`ctcbook.chapters.ch1_tradeoff.curves` of those runs (cached in the run folders, so nothing is re-probed). This module
-turns such tables into the per-target summary of chapter 5 and the discriminability-transferability picture.
+:func:`ctcbook.chapters.ch1_tradeoff.curves` of those runs (cached in the run folders, so nothing is re-probed). This
+module turns such tables into per-seed measures (:func:`seed_measures`), their intervals (:func:`interval_table`),
+paired differences (:func:`paired_table`), the summary of the abstract's claims (:func:`claims_markdown`) and the
+discriminability-transferability picture.
+
+Units: accuracies in percent, differences and drops in percentage points. The "late drop" is the one of
+:func:`ctcbook.stats.selected_drop` (peak epoch chosen on the probe's validation accuracy, drop measured on test).
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .. import stats
+
 COLUMNS = {"probe_acc": "linear probe", "knn_acc": "kNN (k=20)"}
+
+#: Per-seed quantities of :func:`seed_measures`, with the names the pages print.
+QUANTITIES = {
+    "source_final": "final source accuracy (%)",
+    "final": "final transfer (%)",
+    "selected": "transfer at the validation-selected epoch (%)",
+    "best": "best probed transfer, max of test (optimistic) (%)",
+    "drop": "late drop (points)",
+    "naive_drop": "max-of-test drop (naive, points)",
+}
 
 
 def method_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -23,56 +40,150 @@ def method_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([t.assign(method=name) for name, t in tables.items()], ignore_index=True)
 
 
-def results_table(table: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
-    """Per method, target and measure (linear probe, kNN): accuracy (%) at the final probed epoch and at the best
-    probed epoch of each seed, as mean and standard deviation over seeds (ddof=1; 0 for one seed), the number of
-    seeds, and the source test accuracy (%) at the final epoch.
-
-    "best" is each seed's maximum over probed epochs: it selects on the target's test split, as the paper's
-    protocol does, so it is an optimistic number; "final" involves no selection.
-    """
+def seed_measures(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc",
+                  val_column: str | None = "val_acc", epochs: Sequence[int] | None = None) -> pd.DataFrame:
+    """One row per (method, seed, target, quantity) with its ``value``: the final source test accuracy (target
+    ``"source"``, %) and, per target, the final transfer (%), the largest test accuracy over probed epochs ("best",
+    selected on test: optimistic, %), the validation-selected late drop and the naive max-of-test drop (points), and
+    the test accuracy at the validation-selected epoch (%). Without ``val_column`` in the table (e.g. the paper's
+    protocol) the validation-selected quantities are left out. ``epochs``: keep only these probed epochs (to compare
+    methods probed on different grids on the epochs they share)."""
+    if column not in table:
+        raise ValueError(f"column must be a column of the curve table, got {column!r}")
+    if epochs is not None:
+        table = table[table.epoch.isin(list(epochs))]
     rows = []
-    for method, m in table.groupby("method", sort=False):
-        src = m[m.target == "source"]
-        last = src.groupby("seed").epoch.max()
-        src_final = np.array([src[(src.seed == s) & (src.epoch == e)].test_acc.iloc[0] for s, e in last.items()])
+    for (method, seed), m in table.groupby(["method", "seed"], sort=False):
+        src = m[m.target == "source"].sort_values("epoch")
+        if not src.empty:
+            rows.append((method, seed, "source", "source_final", 100 * float(src.test_acc.iloc[-1])))
         for key in targets:
-            g = m[m.target == key]
-            if g.empty:
+            g = m[m.target == key].sort_values("epoch")
+            if g.empty or g[column].isna().all():
                 continue
-            for column, label in COLUMNS.items():
-                if column not in g or g[column].isna().all():
-                    continue
-                per_seed = g.groupby("seed")
-                final = per_seed.apply(lambda d: d.sort_values("epoch")[column].iloc[-1], include_groups=False)
-                best = per_seed[column].max()
-                best_epoch = per_seed.apply(lambda d: int(d.epoch.iloc[int(np.argmax(d[column].to_numpy()))]),
-                                            include_groups=False)
-                sd = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
-                rows.append({"method": method, "target": key, "measure": label, "seeds": len(final),
-                             "final_mean": 100 * final.mean(), "final_std": 100 * sd(final.to_numpy()),
-                             "best_mean": 100 * best.mean(), "best_std": 100 * sd(best.to_numpy()),
-                             "best_epochs": ", ".join(str(e) for e in best_epoch),
-                             "source_final": 100 * src_final.mean()})
-    return pd.DataFrame(rows)
+            test = g[column].to_numpy(dtype=float)
+            rows += [(method, seed, key, "final", 100 * test[-1]), (method, seed, key, "best", 100 * test.max()),
+                     (method, seed, key, "naive_drop", 100 * stats.naive_drop(test))]
+            if val_column and val_column in g and not g[val_column].isna().any():
+                d = stats.selected_drop(g.epoch.to_numpy(), g[val_column].to_numpy(dtype=float), test)
+                at_peak = float(test[list(g.epoch).index(d.peak_epoch)])
+                rows += [(method, seed, key, "drop", 100 * d.drop), (method, seed, key, "selected", 100 * at_peak)]
+    return pd.DataFrame(rows, columns=["method", "seed", "target", "quantity", "value"])
 
 
-def formatted(results: pd.DataFrame) -> pd.DataFrame:
-    """:func:`results_table` with 'mean +- std' strings, one row per (target, measure), one column pair per method."""
-    out = results.assign(final=[f"{m:.1f} ± {s:.1f}" for m, s in zip(results.final_mean, results.final_std)],
-                         best=[f"{m:.1f} ± {s:.1f}" for m, s in zip(results.best_mean, results.best_std)])
-    wide = out.pivot_table(index=["target", "measure"], columns="method", values=["final", "best"], aggfunc="first",
-                           sort=False)
-    wide.columns = [f"{method}: {kind} (%)" for kind, method in wide.columns]
-    methods = list(dict.fromkeys(results.method))
-    order = [f"{m}: {k} (%)" for m in methods for k in ("final", "best")]
-    return wide[[c for c in order if c in wide.columns]]
+def _per_seed(measures: pd.DataFrame, method: str, target: str, quantity: str) -> dict:
+    g = measures[(measures.method == method) & (measures.target == target) & (measures.quantity == quantity)]
+    return dict(zip(g.seed, g.value))
+
+
+def _ci(iv: stats.Interval, decimals: int = 2) -> str:
+    return stats.verdict(iv, quantity="x", decimals=decimals).numbers.split("CI ")[1].split(" over")[0]
+
+
+def interval_table(measures: pd.DataFrame, quantities: Sequence[str] = tuple(QUANTITIES)) -> pd.DataFrame:
+    """Per method, target and quantity: mean over seeds with its 95% Student-t interval. Columns: method, target,
+    quantity (key of :data:`QUANTITIES`), mean, low, high, seeds."""
+    rows = []
+    for (method, target, quantity), g in measures.groupby(["method", "target", "quantity"], sort=False):
+        if quantity not in quantities:
+            continue
+        iv = stats.t_interval(g.value.to_numpy())
+        rows.append({"method": method, "target": target, "quantity": quantity, "mean": iv.mean, "low": iv.low,
+                     "high": iv.high, "seeds": iv.n})
+    order = {q: i for i, q in enumerate(quantities)}
+    out = pd.DataFrame(rows, columns=["method", "target", "quantity", "mean", "low", "high", "seeds"])
+    return out.sort_values(["target", "quantity"], key=lambda c: c.map(order) if c.name == "quantity" else c,
+                           kind="stable", ignore_index=True)
+
+
+def shown_intervals(intervals: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
+    """:func:`interval_table` for a page: one row per (target, quantity), one column per method holding
+    "mean [low, high]", human column names; show it without the index."""
+    cells = intervals.assign(cell=[f"{m:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]" if n > 1 else
+                                   f"{m:.{decimals}f} (1 seed)"
+                                   for m, lo, hi, n in zip(intervals["mean"], intervals.low, intervals.high,
+                                                           intervals.seeds)])
+    wide = cells.pivot_table(index=["target", "quantity"], columns="method", values="cell", aggfunc="first",
+                             sort=False).reset_index()
+    wide["quantity"] = wide.quantity.map(QUANTITIES)
+    methods = list(dict.fromkeys(intervals.method))
+    wide.columns.name = None
+    return wide[["target", "quantity", *[m for m in methods if m in wide.columns]]].rename(
+        columns={m: f"{m}: mean [95% CI]" for m in methods})
+
+
+_WORDS = {"source_final": ("higher source accuracy", "lower source accuracy"),
+          "final": ("higher final transfer", "lower final transfer"),
+          "selected": ("higher transfer at the selected epoch", "lower transfer at the selected epoch"),
+          "best": ("higher best probed transfer", "lower best probed transfer"),
+          "drop": ("larger late drop", "smaller late drop"),
+          "naive_drop": ("larger naive drop", "smaller naive drop")}
+
+
+def paired_rows(measures: pd.DataFrame, a: str, b: str, targets: Sequence[str],
+                quantities: Sequence[str] = ("source_final", "final", "drop"), decimals: int = 2) -> list[dict]:
+    """Paired differences ``a`` minus ``b`` per seed, on the seeds both methods have, for the source accuracy and
+    each target's ``quantities``: one dict per (target, quantity) with the :class:`~ctcbook.stats.Interval`
+    (points), the seeds used and :func:`ctcbook.stats.verdict`'s sentence and sign."""
+    rows = []
+    for target in ["source", *targets]:
+        for quantity in quantities:
+            if (target == "source") != (quantity == "source_final"):
+                continue
+            va, vb = _per_seed(measures, a, target, quantity), _per_seed(measures, b, target, quantity)
+            common = sorted(set(va) & set(vb))
+            if not common:
+                continue
+            iv = stats.paired_interval({s: va[s] for s in common}, {s: vb[s] for s in common})
+            pos, neg = _WORDS[quantity]
+            v = stats.verdict(iv, quantity=f"{a} − {b}, {QUANTITIES[quantity].split(' (')[0]}"
+                              + ("" if target == "source" else f" on {target}"), decimals=decimals,
+                              positive=f"{a} has the {pos}", negative=f"{a} has the {neg}")
+            rows.append({"comparison": f"{a} − {b}", "a": a, "b": b, "target": target, "quantity": quantity,
+                         "interval": iv, "seeds": common, "sign": v.sign, "text": v.text})
+    return rows
+
+
+def paired_table(rows: Sequence[dict], decimals: int = 2) -> pd.DataFrame:
+    """:func:`paired_rows` (of one or more comparisons) as a page table with human column names (no index)."""
+    verdict = {1: "above 0", -1: "below 0", 0: "inconclusive (CI contains 0)"}
+    return pd.DataFrame([{"comparison": r["comparison"], "target": r["target"],
+                          "quantity": QUANTITIES[r["quantity"]].replace("(%)", "(points)"),
+                          "mean difference": f"{r['interval'].mean:+.{decimals}f}",
+                          "95% CI": _ci(r["interval"], decimals), "seeds": len(r["seeds"]),
+                          "verdict": verdict[r["sign"]] if len(r["seeds"]) > 1 else "no interval (one seed)"}
+                         for r in rows])
+
+
+def claims_markdown(measures: pd.DataFrame, baseline: str, method: str, targets: Sequence[str]) -> str:
+    """Which of the abstract's claims ("discriminative and transferable representations", the incompatibility
+    mitigated) held here: ``method``'s source-accuracy cost, its final transfer gain and its late-drop reduction
+    against ``baseline``, each a paired difference with its 95% interval and verdict, as a Markdown list."""
+    rows = {(r["target"], r["quantity"]): r
+            for r in paired_rows(measures, method, baseline, targets, ("source_final", "final", "drop"))}
+    lines = []
+    src = rows.get(("source", "source_final"))
+    if src is not None:
+        status = {1: "held (higher source accuracy)", 0: "not contradicted: no cost distinguishable from noise",
+                  -1: "did not hold here: it costs source accuracy"}[src["sign"]]
+        lines.append(f"- **Discriminative** (source accuracy kept): {status}. {src['text']}.")
+    for key in targets:
+        fin, drop = rows.get((key, "final")), rows.get((key, "drop"))
+        if fin is not None:
+            status = {1: "held", 0: "inconclusive", -1: "did not hold (transfer is lower)"}[fin["sign"]]
+            lines.append(f"- **Transferable** on `{key}` (final transfer gain): {status}. {fin['text']}.")
+        if drop is not None:
+            status = {-1: "held (a smaller late drop)", 0: "inconclusive",
+                      1: "did not hold (a larger late drop)"}[drop["sign"]]
+            lines.append(f"- **Late loss mitigated** on `{key}` (drop reduction): {status}. {drop['text']}.")
+    return "\n".join(lines)
 
 
 def tradeoff_picture(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc") -> Figure:
     """Transfer accuracy (y, %) against source test accuracy (x, %) over training, one panel per target, one curve
-    per method (seed means at each probed epoch, joined in epoch order; the last epoch marked with a square)."""
-    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.3), constrained_layout=True,
+    per method (seed means at each probed epoch, joined in epoch order; the last epoch marked with a square); the
+    legend sits below the panels, off the data."""
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.6), constrained_layout=True,
                              squeeze=False)
     colors = plt.get_cmap("tab10").colors
     for ax, key in zip(axes[0], targets):
@@ -89,23 +200,7 @@ def tradeoff_picture(table: pd.DataFrame, targets: Sequence[str], column: str = 
         ax.set_ylabel(f"{COLUMNS.get(column, column)} accuracy on {key} (%)")
         ax.set_title(key)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
     return fig
-
-
-def differences_markdown(results: pd.DataFrame, baseline: str, method: str) -> str:
-    """One line per target and measure: ``method`` minus ``baseline`` at the final and the best epoch (points), with
-    each side's seed spread, and whether the final-epoch difference exceeds the combined seed spread."""
-    r = results.set_index(["method", "target", "measure"])
-    lines = []
-    for (m, key, measure), row in r.loc[[method]].iterrows():
-        if (baseline, key, measure) not in r.index:
-            continue
-        b = r.loc[(baseline, key, measure)]
-        d_final, d_best = row.final_mean - b.final_mean, row.best_mean - b.best_mean
-        spread = float(np.hypot(row.final_std, b.final_std))
-        verdict = ("larger than" if abs(d_final) > spread else "within") + f" the combined seed spread ({spread:.1f})"
-        lines.append(f"- `{key}`, {measure}: {method} {row.final_mean:.1f} ± {row.final_std:.1f}% vs {baseline} "
-                     f"{b.final_mean:.1f} ± {b.final_std:.1f}% at the final epoch ({d_final:+.1f} points, {verdict}); "
-                     f"at the best epoch {d_best:+.1f} points.")
-    return "\n".join(lines)
