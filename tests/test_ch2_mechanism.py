@@ -177,3 +177,31 @@ def test_mine_splits_parameter_is_checked():
     assert resolve("02_information", {"profile": "cifar100"})["mine_splits"] is None
     with pytest.raises(ParameterError, match="mine_splits"):
         resolve("02_information", {"mine_splits": ["cifar10"]})
+
+
+def test_figures_draw_nulls_bands_and_keep_legends_off_the_data():
+    import matplotlib
+    matplotlib.use("Agg")
+    from ctcbook.book import plots
+
+    info, table = _frames("falls", seeds=(0, 1, 2))
+    info = info.assign(split="fmnist_5-9", estimator="renyi")
+    table = table[table.epoch != 3].assign(target="fmnist_5-9")
+    nulls = pd.DataFrame([{"estimator": "renyi", "split": "fmnist_5-9", "i_xt": 0.9, "i_ty": 0.2}])
+    geom = pd.DataFrame([{"seed": s, "split": sp, "epoch": e, "nc1": 1.0 / e, "eff_rank": 10.0 - e / 4}
+                         for s in (0, 1, 2) for sp in ("fmnist_5-9", inf.GEOMETRY_SOURCE) for e in EPOCHS])
+    for fig in (plots.information_epochs_figure(info, table, ["fmnist_5-9"], ["renyi"], nulls),
+                plots.information_plane_figure(info, ["fmnist_5-9"], ["renyi"], nulls),
+                plots.information_geometry_figure(info, geom, table, ["fmnist_5-9"], nulls=nulls)):
+        axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        assert all(ax.get_legend() is None for ax in axes) and len(fig.legends) == 1
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert "null (shuffled pairs)" in labels
+        assert any(len(ax.collections) for ax in axes)           # t bands (or scatter) drawn
+        plots.close(fig)
+    mine_info = pd.DataFrame([{"seed": 0, "split": "t", "estimator": "mine", "epoch": 5, "restart": r,
+                               "curve_xt": [0.1 * k for k in range(10)], "curve_ty": [0.2] * 10, "steps_xt": 500,
+                               "steps_ty": 500, "i_xt": 0.8, "i_ty": 0.2} for r in range(3)])
+    fig = plots.mine_convergence_figure(mine_info, "t", 0, 5)
+    assert len(fig.axes[0].lines) == 6 and fig.axes[0].lines[0].get_xdata()[-1] == pytest.approx(475)
+    plots.close(fig)

@@ -196,7 +196,8 @@ def mine_plane(x: Tensor, t: Tensor, labels: Tensor, num_classes: int, settings_
     xt = mine(x, t, settings_xt, device=device)
     ty = mine(t, one_hot(labels, num_classes), settings_ty, device=device)
     return {"i_xt": xt.mi_bits, "i_ty": ty.mi_bits, "seconds_xt": xt.seconds, "seconds_ty": ty.seconds,
-            "batch": batch, "curve_xt": _thin(xt.curve), "curve_ty": _thin(ty.curve)}
+            "batch": batch, "curve_xt": _thin(xt.curve), "curve_ty": _thin(ty.curve), "steps_xt": len(xt.curve),
+            "steps_ty": len(ty.curve)}
 
 
 def _check_settings(estimator: str, n: int | None, alpha: float, mine_preset: str) -> None:
