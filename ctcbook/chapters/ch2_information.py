@@ -804,7 +804,14 @@ def above_null(info: pd.DataFrame, nulls: pd.DataFrame, estimator: str, split: s
 
 
 def findings_box(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame, nulls: pd.DataFrame) -> str:
-    """The closing "What this chapter found" admonition (MyST markdown), every sentence computed from the numbers."""
+    """The closing "What this chapter found" admonition (MyST markdown) around :func:`findings_lines`."""
+    return "```{admonition} What this chapter found\n" + findings_lines(results, changes, info, nulls) + "\n```"
+
+
+def findings_lines(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame, nulls: pd.DataFrame) -> str:
+    """The chapter's findings as a Markdown list, every sentence computed from the numbers: per estimator and
+    target whether the mechanism holds (both intervals), whether the target's features collapse after the transfer
+    peak (NC1), and whether each estimator's last-epoch I(X;T) lies above its shuffled-pairs null."""
     lines = []
     for r in results:
         m = r["mechanism"]
@@ -822,4 +829,4 @@ def findings_box(results: Sequence[dict], changes: Sequence[dict], info: pd.Data
                 v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
                             unit="bits", decimals=3, positive="above the null", negative="below the null")
                 lines.append(f"- {v.text}.")
-    return "```{admonition} What this chapter found\n" + "\n".join(lines) + "\n```"
+    return "\n".join(lines)
