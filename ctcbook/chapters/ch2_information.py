@@ -14,8 +14,13 @@ split (``"source"``) or a transfer target's (its key in :data:`ctcbook.chapters.
   :data:`ctcbook.estimators.PAPER_MINE_XT` / ``PAPER_MINE_TY`` the paper's.
 
 Each (run, split, estimator settings) has its own JSON-lines cache in the run folder (``evals/``), one row per
-(epoch, layer), appended as soon as it is computed: a re-execution recomputes nothing and an interrupted pass
-resumes.
+(epoch, layer) (MINE: per restart, with its thinned convergence curves), appended as soon as it is computed: a
+re-execution recomputes nothing and an interrupted pass resumes.
+
+Beside the estimates: each estimator's null baseline on shuffled pairs (:func:`null_baseline`), the geometry of the
+penultimate features per epoch (:func:`geometry_curve`: NC1 and effective rank, cached the same way), the paper's
+mechanism tested with the book's one statistical rule (:func:`mechanism`, :func:`geometry_change`, over seeds with
+:mod:`ctcbook.stats`) and the chapter's closing findings (:func:`findings_lines`).
 """
 from __future__ import annotations
 
@@ -58,7 +63,7 @@ PENULTIMATE = "penultimate"
 #: ReLU layers) but has 64 units instead of 1024, and runs 500 steps on batches of 256 drawn from up to 2,000 probe
 #: images instead of 1e4 (I(X;T)) / 2e4 (I(T;Y)) steps on batches of 5,000, with a larger learning rate (1e-3 instead
 #: of 8e-5 / 1e-5) so that so few steps move at all, and a 100-step smoothing window instead of 500. The
-#: known-answer tests (tests/test_info.py) show settings of this size recover the mutual information of correlated
+#: known-answer tests (tests/test_estimators.py) show settings of this size recover the mutual information of correlated
 #: Gaussians.
 CPU_MINE_XT = MineSettings(hidden=64, layers=3, lr=1e-3, iterations=500, batch_size=256, smoothing=100)
 CPU_MINE_TY = MineSettings(hidden=64, layers=3, lr=1e-3, iterations=500, batch_size=256, smoothing=100)
