@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from typing import Sequence
 
@@ -760,6 +761,11 @@ def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[s
     return out
 
 
+def _unitless(text: str) -> str:
+    """A verdict sentence of a dimensionless quantity (``unit=""``) without the space left for the unit."""
+    return text.replace(" , ", ", ")
+
+
 def geometry_markdown(changes: Sequence[dict]) -> str:
     """The late-phase geometry changes in words, one bullet per target."""
     lines = []
@@ -767,7 +773,7 @@ def geometry_markdown(changes: Sequence[dict]) -> str:
         peaks = sorted(set(c["peak_epochs"].values()))
         lines.append(f"- **`{c['target']}`** ({c['seeds']} seeds; validation-selected transfer peaks at epoch"
                      f"{'s' if len(peaks) > 1 else ''} {', '.join(map(str, peaks))}): "
-                     + "; ".join(v.text.replace("  ", " ") for v in c["verdicts"].values()) + ".")
+                     + "; ".join(_unitless(v.text) for v in c["verdicts"].values()) + ".")
     return "\n".join(lines)
 
 
@@ -822,11 +828,13 @@ def findings_lines(results: Sequence[dict], changes: Sequence[dict], info: pd.Da
         m = r["mechanism"]
         tv = verdict(m.transfer, quantity="late drop", decimals=2)
         cv = verdict(m.compression, quantity="fall of I(X;T)", unit="bits", decimals=3)
-        lines.append(f"- **{r['estimator']}, `{r['target']}`**: {'the mechanism holds' if m.coincides else 'the mechanism is not confirmed'} "
+        reason = re.split(r" seeds?: ", m.text, maxsplit=1)[-1]      # the words after the two intervals
+        lines.append(f"- **{r['estimator']}, `{r['target']}`**: "
+                     f"{'the mechanism holds' if m.coincides else 'the mechanism is not confirmed'}: {reason} "
                      f"({tv.numbers}; {cv.numbers}).")
     for c in changes:
         v = c["verdicts"]["nc1_target"]
-        lines.append(f"- **Collapse on `{c['target']}`**: {v.text}.")
+        lines.append(f"- **Collapse on `{c['target']}`**: {_unitless(v.text)}.")
     for est in sorted(nulls.estimator.unique()) if len(nulls) else []:
         for split in sorted(nulls[nulls.estimator == est].split.unique()):
             iv = above_null(info, nulls, est, split)
