@@ -149,16 +149,6 @@ def _info_and_table(falls: bool):
     return pd.DataFrame(info), pd.DataFrame(table)
 
 
-def test_verdict_says_whether_the_falls_coincide():
-    info, table = _info_and_table(falls=True)
-    text = inf.verdict_markdown(info, table, ["t"])
-    assert "coincides with a clear late loss of transferability on 1 of 1 targets (`t`)" in text
-    assert "falls by 0.300 ± 0.000 bits" in text and "by 8.00 ± 0.00 points (a clear fall)" in text
-    info, table = _info_and_table(falls=False)
-    text = inf.verdict_markdown(info, table, ["t"])
-    assert "on 0 of 1 targets." in text and "no fall beyond seed noise" in text
-
-
 def test_epoch_values_pick_first_transfer_peak_and_final():
     info, table = _info_and_table(falls=True)
     v = inf.epoch_values(info, table, "t").set_index("point")

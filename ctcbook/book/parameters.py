@@ -159,6 +159,7 @@ SPECS: dict[str, Spec] = {
     "mine_seeds": Spec("list of int", low=0), "mine_every": _count(), "mine_restarts": _count(),
     "mine_n": _count(2, nullable=True),
     "mine_preset": Spec("name", choices=_mine_presets),
+    "mine_splits": Spec("list of name", choices=lambda: ("source", *_targets()), nullable=True),
     # CTC (chapters 3, 5)
     "stage_two_epoch": _count(), "weight_decay_coef": _num(), "lr_restart": _num(),
     "alpha": _num(), "beta": _num(), "instance_t": _num(_POSITIVE), "instance_m": _num(0, 1, True),
@@ -263,6 +264,9 @@ def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
         if name in p and not set(p[name]) <= set(p["seeds"]):
             raise ParameterError(f"parameter {name!r} of chapter {chapter} must be a subset of seeds "
                                  f"{p['seeds']}, got {p[name]}")
+    if p.get("mine_splits") is not None and not set(p["mine_splits"]) <= {"source", *p.get("targets", [])}:
+        raise ParameterError(f"parameter 'mine_splits' of chapter {chapter} must be None or a subset of "
+                             f"['source', *targets] = {['source', *p.get('targets', [])]}, got {p['mine_splits']}")
     if p.get("nproc", 1) > 1 and p.get("backend", "serial") != "serial":
         raise ParameterError(f"parameter 'nproc' of chapter {chapter} (processes per run) must be 1 unless backend "
                              f"is 'serial', got nproc {p['nproc']} with backend {p['backend']!r}")

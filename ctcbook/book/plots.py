@@ -30,16 +30,6 @@ def _panel_grid(n: int) -> tuple[Figure, list]:
     return fig, list(axes[:n])
 
 
-def _legend_below(fig: Figure, axes) -> None:
-    """One legend for the figure, below the panels (off the data); duplicate labels shown once."""
-    handles = {}
-    for ax in axes:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, h)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(4, len(handles)),
-               fontsize=8, frameon=False)
-
-
 def tradeoff_figure(table: pd.DataFrame, targets: Sequence[str], peak_epochs: dict[str, list[int]] | None = None,
                     titles: dict[str, str] | None = None) -> Figure:
     """Source test accuracy and each target's transfer accuracy against epoch.
@@ -98,17 +88,64 @@ ESTIMATOR_LABELS = {"renyi": "matrix-based Renyi (alpha 1.01)", "mine": "MINE (D
 
 def _info_mean(info: pd.DataFrame, estimator: str, split: str, layer: str = "penultimate") -> pd.DataFrame:
     g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == layer)]
+    g = g.groupby(["seed", "epoch"])[["i_xt", "i_ty"]].mean().reset_index()      # mean over MINE restarts
     return g.groupby("epoch")[["i_xt", "i_ty"]].agg(["mean", "min", "max"])
 
 
-def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimators: Sequence[str]) -> Figure:
-    """The information plane of the penultimate layer: I(X;T) (x) against I(T;Y) (y), in bits, seed means joined
-    in epoch order and coloured by epoch; one row per estimator, one column per split (source and targets)."""
+def _t_band(ax, g: pd.DataFrame, column: str, color, label: str | None = None, scale: float = 1.0,
+            style: str = "-o") -> None:
+    """Seed mean of ``column`` (x ``scale``) against epoch with its 95% Student-t band over seeds
+    (:func:`ctcbook.stats.t_interval`); ``g`` holds one value per (seed, epoch), or several (averaged first)."""
+    from ..stats import t_interval
+
+    per = g.groupby(["epoch", "seed"])[column].mean().reset_index()
+    rows = []
+    for e, d in per.groupby("epoch"):
+        iv = t_interval(d[column].to_numpy() * scale)
+        rows.append((e, iv.mean, iv.low, iv.high, iv.n))
+    if not rows:
+        return
+    e, m, lo, hi, n = map(list, zip(*rows))
+    ax.plot(e, m, style, ms=3, color=color, label=label, lw=1.4)
+    if max(n) > 1:
+        ax.fill_between(e, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def _null_line(ax, nulls: pd.DataFrame | None, estimator: str, split: str, column: str, vertical: bool = False):
+    """The estimator's shuffled-pairs null on ``split`` (mean, and +- 1 SD band over fits when there are several)."""
+    if nulls is None or not len(nulls):
+        return
+    g = nulls[(nulls.estimator == estimator) & (nulls.split == split)]
+    if g.empty:
+        return
+    m, sd = float(g[column].mean()), float(g[column].std()) if len(g) > 1 else 0.0
+    line, span = (ax.axvline, ax.axvspan) if vertical else (ax.axhline, ax.axhspan)
+    line(m, color="grey", ls="--", lw=1.0, label="null (shuffled pairs)")
+    if sd > 0:
+        span(m - sd, m + sd, color="grey", alpha=0.15, lw=0)
+
+
+def _legend_below(fig: Figure, axes) -> None:
+    """One legend for the figure, below the panels (never over the data)."""
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(l, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(4, len(handles)),
+                   fontsize=8, frameon=False)
+
+
+def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimators: Sequence[str],
+                             nulls: pd.DataFrame | None = None) -> Figure:
+    """The information plane of the penultimate layer: I(X;T) (x) against I(T;Y) (y), in bits, seed means (over
+    MINE restarts first) joined in epoch order and coloured by epoch; one row per estimator, one column per split
+    (source and targets). Dashed grey: the estimator's shuffled-pairs null on that split (``nulls``)."""
     epochs = sorted(info.epoch.unique())
     norm = matplotlib.colors.Normalize(min(epochs), max(epochs))
     cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(len(estimators), len(splits), figsize=(2.9 * len(splits) + 0.8, 2.7 * len(estimators)),
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(len(estimators), len(splits), figsize=(2.9 * len(splits) + 0.8, 2.8 * len(estimators)),
+                             layout="constrained", squeeze=False)
     for r, est in enumerate(estimators):
         for c, split in enumerate(splits):
             ax = axes[r][c]
@@ -123,41 +160,104 @@ def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimato
                         textcoords="offset points")
             ax.annotate(f"{m.index[-1]}", (x.iloc[-1], y.iloc[-1]), fontsize=7, xytext=(3, -9),
                         textcoords="offset points")
+            _null_line(ax, nulls, est, split, "i_ty")
+            _null_line(ax, nulls, est, split, "i_xt", vertical=True)
             ax.set_title(f"{split}: {est}", fontsize=9)
             ax.set_xlabel("I(X;T) (bits)")
             ax.set_ylabel("I(T;Y) (bits)")
             ax.grid(alpha=0.3)
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="training epoch", shrink=0.8)
+    _legend_below(fig, axes.flatten())
     return fig
 
 
 def information_epochs_figure(info: pd.DataFrame, table: pd.DataFrame, splits: Sequence[str],
-                              estimators: Sequence[str]) -> Figure:
+                              estimators: Sequence[str], nulls: pd.DataFrame | None = None) -> Figure:
     """Per split (rows): I(X;T) of the penultimate layer against epoch for each estimator (columns; seed mean with
-    min-max band over seeds, bits), next to chapter 1's accuracy on that split (source test accuracy for
-    ``"source"``, the linear probe for a target; %, seed mean and band)."""
-    fig, axes = plt.subplots(len(splits), len(estimators) + 1, figsize=(3.2 * (len(estimators) + 1), 2.5 * len(splits)),
-                             constrained_layout=True, squeeze=False)
+    its 95% t band over seeds, bits; MINE: restarts averaged first) with the estimator's shuffled-pairs null (dashed),
+    next to chapter 1's accuracy on that split (source test accuracy for ``"source"``, the linear probe for a target;
+    %, seed mean and 95% t band)."""
+    fig, axes = plt.subplots(len(splits), len(estimators) + 1, figsize=(3.2 * (len(estimators) + 1),
+                                                                         2.5 * len(splits) + 0.4),
+                             layout="constrained", squeeze=False)
     for r, split in enumerate(splits):
         for c, est in enumerate(estimators):
             ax = axes[r][c]
-            m = _info_mean(info, est, split)
-            if not m.empty:
-                ax.plot(m.index, m[("i_xt", "mean")], "-o", ms=3, color=TARGET_COLORS[c])
-                ax.fill_between(m.index, m[("i_xt", "min")], m[("i_xt", "max")], color=TARGET_COLORS[c], alpha=0.2, lw=0)
+            g = info[(info.estimator == est) & (info.split == split) & (info.layer == "penultimate")]
+            if len(g):
+                _t_band(ax, g, "i_xt", TARGET_COLORS[c], f"I(X;T), {est}")
+                _null_line(ax, nulls, est, split, "i_xt")
             ax.set_title(f"{split}: I(X;T), {est}", fontsize=9)
             ax.set_ylabel("I(X;T) (bits)")
         ax = axes[r][-1]
         if split == "source":
-            _band(ax, table[table.target == "source"], "test_acc", SOURCE_COLOR, "source test")
+            _t_band(ax, table[table.target == "source"], "test_acc", SOURCE_COLOR, "source test accuracy", 100, "-")
             ax.set_title("source test accuracy", fontsize=9)
         else:
-            _band(ax, table[table.target == split], "probe_acc", TARGET_COLORS[3], "linear probe")
+            _t_band(ax, table[table.target == split], "probe_acc", TARGET_COLORS[3], "linear-probe accuracy", 100)
             ax.set_title(f"{split}: linear-probe accuracy", fontsize=9)
         ax.set_ylabel("top-1 accuracy (%)")
         for ax in axes[r]:
             ax.set_xlabel("training epoch")
             ax.grid(alpha=0.3)
+    _legend_below(fig, axes.flatten())
+    return fig
+
+
+def information_geometry_figure(info: pd.DataFrame, geom: pd.DataFrame, table: pd.DataFrame,
+                                splits: Sequence[str], estimator: str = "renyi",
+                                nulls: pd.DataFrame | None = None) -> Figure:
+    """Per target (rows): Renyi I(X;T) of the penultimate layer (bits), NC1 of the target's test features and of
+    the source training features (dimensionless, log scale), the effective rank of the target's features, and the
+    linear-probe accuracy (%), each against epoch: seed means with 95% t bands over seeds."""
+    from ..chapters.ch2_information import GEOMETRY_SOURCE
+
+    fig, axes = plt.subplots(len(splits), 4, figsize=(13.0, 2.5 * len(splits) + 0.4), layout="constrained",
+                             squeeze=False)
+    for r, split in enumerate(splits):
+        a = axes[r]
+        g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
+        _t_band(a[0], g, "i_xt", TARGET_COLORS[0], f"I(X;T), {estimator}")
+        _null_line(a[0], nulls, estimator, split, "i_xt")
+        a[0].set_ylabel("I(X;T) (bits)")
+        a[0].set_title(f"{split}: I(X;T), {estimator}", fontsize=9)
+        _t_band(a[1], geom[geom.split == split], "nc1", TARGET_COLORS[1], "NC1, target test features")
+        _t_band(a[1], geom[geom.split == GEOMETRY_SOURCE], "nc1", SOURCE_COLOR, "NC1, source training features")
+        a[1].set_yscale("log")
+        a[1].set_ylabel("NC1 (dimensionless)")
+        a[1].set_title(f"{split}: within-class collapse", fontsize=9)
+        _t_band(a[2], geom[geom.split == split], "eff_rank", TARGET_COLORS[2], "effective rank, target features")
+        a[2].set_ylabel("effective rank")
+        a[2].set_title(f"{split}: effective rank", fontsize=9)
+        _t_band(a[3], table[table.target == split], "probe_acc", TARGET_COLORS[3], "linear-probe accuracy", 100)
+        a[3].set_ylabel("top-1 accuracy (%)")
+        a[3].set_title(f"{split}: transfer", fontsize=9)
+        for ax in a:
+            ax.set_xlabel("training epoch")
+            ax.grid(alpha=0.3)
+    _legend_below(fig, axes.flatten())
+    return fig
+
+
+def mine_convergence_figure(info: pd.DataFrame, split: str, seed: int, epoch: int) -> Figure:
+    """MINE's running Donsker-Varadhan estimate (bits) against optimisation step for every restart at one
+    checkpoint (``split``, ``seed``, ``epoch``): I(X;T) left, I(T;Y) right. The cached curves are bin means of the
+    per-step bound (``curve_xt`` / ``curve_ty``); the x axis is in steps of the original optimisation."""
+    g = info[(info.estimator == "mine") & (info.split == split) & (info.seed == seed) & (info.epoch == epoch)]
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), layout="constrained")
+    for ax, col, name in zip(axes, ("curve_xt", "curve_ty"), ("I(X;T)", "I(T;Y)")):
+        for i, row in enumerate(g.sort_values("restart").itertuples()):
+            c = getattr(row, col)
+            steps = getattr(row, col.replace("curve", "steps"), None)
+            steps = len(c) if steps is None or steps != steps else steps
+            ax.plot([(k + 0.5) * steps / len(c) for k in range(len(c))], c, lw=1.0, color=TARGET_COLORS[i % 10],
+                    label=f"restart {row.restart}")
+            ax.axhline(getattr(row, col.replace("curve", "i")), color=TARGET_COLORS[i % 10], ls=":", lw=0.8)
+        ax.set_xlabel("optimisation step")
+        ax.set_ylabel(f"DV bound on {name} (bits)")
+        ax.set_title(f"{split}, seed {seed}, epoch {epoch}: {name}", fontsize=9)
+        ax.grid(alpha=0.3)
+    _legend_below(fig, axes)
     return fig
 
 
@@ -165,7 +265,7 @@ def information_layers_figure(info: pd.DataFrame, split: str = "source", estimat
     """I(X;T) and I(T;Y) (bits, seed means) of every analysed layer against epoch, one line per layer."""
     g = info[(info.estimator == estimator) & (info.split == split)]
     layers = [l for l in ("stage1", "stage2", "stage3", "penultimate") if l in set(g.layer)]
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.0), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3), layout="constrained")
     for i, layer in enumerate(layers):
         m = g[g.layer == layer].groupby("epoch")[["i_xt", "i_ty"]].mean()
         for ax, col in zip(axes, ("i_xt", "i_ty")):
@@ -175,14 +275,14 @@ def information_layers_figure(info: pd.DataFrame, split: str = "source", estimat
         ax.set_ylabel(f"{name} (bits)")
         ax.set_title(f"{split}: {name} per layer, {estimator}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _legend_below(fig, axes)
     return fig
 
 
 METHOD_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 
 
-def _t_band(ax, g: pd.DataFrame, column: str, color, label: str, scale: float = 100.0) -> None:
+def _method_band(ax, g: pd.DataFrame, column: str, color, label: str, scale: float = 100.0) -> None:
     """Seed mean of ``column`` (x ``scale``) against epoch with its 95% Student-t band over seeds
     (:func:`ctcbook.stats.t_interval`; no band at epochs with one seed)."""
     from .. import stats
@@ -213,9 +313,9 @@ def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch
     methods = list(methods) if methods is not None else list(table.method.unique())
     for i, method in enumerate(methods):
         g, color = table[table.method == method], METHOD_COLORS[i % len(METHOD_COLORS)]
-        _t_band(axes[0], g[g.target == "source"], "test_acc", color, method)
+        _method_band(axes[0], g[g.target == "source"], "test_acc", color, method)
         for ax, key in zip(axes[1:], targets):
-            _t_band(ax, g[g.target == key], column, color, method)
+            _method_band(ax, g[g.target == key], column, color, method)
     axes[0].set_title("discriminability: source test accuracy")
     for ax, key in zip(axes[1:], targets):
         ax.set_title(f"transferability: {key} (linear probe)")
@@ -239,8 +339,8 @@ def information_methods_figure(info: dict[str, pd.DataFrame], methods: Sequence[
         for i, method in enumerate(methods):
             g = rows[rows.method == method]
             color = METHOD_COLORS[i % len(METHOD_COLORS)]
-            _t_band(axes[0], g, "i_xt", color, method, scale=1.0)
-            _t_band(axes[1], g, "i_ty", color, method, scale=1.0)
+            _method_band(axes[0], g, "i_xt", color, method, scale=1.0)
+            _method_band(axes[1], g, "i_ty", color, method, scale=1.0)
         for ax, name in zip(axes, ("I(X;T) (bits)", "I(T;Y) (bits)")):
             _switch(ax, switch_epoch)
             ax.set_title(f"{name.split(' ')[0]} of the penultimate features, {split} test split", fontsize=9)
@@ -257,6 +357,7 @@ def close(fig: Figure) -> None:
 
 
 __all__ = ["tradeoff_figure", "protocol_figure", "information_plane_figure", "information_epochs_figure",
+           "information_geometry_figure", "mine_convergence_figure",
            "information_layers_figure", "method_comparison_figure", "information_methods_figure",
            "close", "matplotlib"]
 

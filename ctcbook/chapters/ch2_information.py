@@ -14,13 +14,19 @@ split (``"source"``) or a transfer target's (its key in :data:`ctcbook.chapters.
   :data:`ctcbook.estimators.PAPER_MINE_XT` / ``PAPER_MINE_TY`` the paper's.
 
 Each (run, split, estimator settings) has its own JSON-lines cache in the run folder (``evals/``), one row per
-(epoch, layer), appended as soon as it is computed: a re-execution recomputes nothing and an interrupted pass
-resumes.
+(epoch, layer) (MINE: per restart, with its thinned convergence curves), appended as soon as it is computed: a
+re-execution recomputes nothing and an interrupted pass resumes.
+
+Beside the estimates: each estimator's null baseline on shuffled pairs (:func:`null_baseline`), the geometry of the
+penultimate features per epoch (:func:`geometry_curve`: NC1 and effective rank, cached the same way), the paper's
+mechanism tested with the book's one statistical rule (:func:`mechanism`, :func:`geometry_change`, over seeds with
+:mod:`ctcbook.stats`) and the chapter's closing findings (:func:`findings_lines`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from typing import Sequence
 
@@ -30,9 +36,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..data import ImageSet, subsample
+from ..data import ImageSet, stream, subsample
 from ..estimators import (MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, gaussian_gram, kernel_width, label_gram, mine,
-                   one_hot, renyi_entropy)
+                          one_hot, renyi_entropy, renyi_null)
+from ..geometry import effective_rank, nc1
+from ..stats import (Correlation, Interval, bootstrap_correlation, mechanism_verdict, selected_drop, t_interval,
+                     verdict)
 from ..models import CifarResNet, Classifier
 from ..runs import Run, append_jsonl, read_jsonl
 from .ch1_tradeoff import TARGETS, probe_epochs, run_target
@@ -41,6 +50,13 @@ from ..config import TrainConfig
 
 #: Bump when this module changes its numbers; part of every cached estimate's key.
 INFO_VERSION = 1
+#: Version of the MINE rows (2: one row per restart, with its thinned convergence curves).
+MINE_VERSION = 2
+#: Version of the geometry rows (NC1, effective rank) and of the null baselines.
+GEOMETRY_VERSION = 1
+NULL_VERSION = 1
+#: Points kept of each MINE convergence curve in the cache.
+TRACE_POINTS = 250
 ESTIMATORS = ("renyi", "mine")
 PENULTIMATE = "penultimate"
 
@@ -48,7 +64,7 @@ PENULTIMATE = "penultimate"
 #: ReLU layers) but has 64 units instead of 1024, and runs 500 steps on batches of 256 drawn from up to 2,000 probe
 #: images instead of 1e4 (I(X;T)) / 2e4 (I(T;Y)) steps on batches of 5,000, with a larger learning rate (1e-3 instead
 #: of 8e-5 / 1e-5) so that so few steps move at all, and a 100-step smoothing window instead of 500. The
-#: known-answer tests (tests/test_info.py) show settings of this size recover the mutual information of correlated
+#: known-answer tests (tests/test_estimators.py) show settings of this size recover the mutual information of correlated
 #: Gaussians.
 CPU_MINE_XT = MineSettings(hidden=64, layers=3, lr=1e-3, iterations=500, batch_size=256, smoothing=100)
 CPU_MINE_TY = MineSettings(hidden=64, layers=3, lr=1e-3, iterations=500, batch_size=256, smoothing=100)
@@ -74,7 +90,10 @@ def probe_set(run: Run, split: str, n: int | None) -> ImageSet:
     None keeps all), in the run's input format. ``"source"`` is the run's own test split (its classes only)."""
     _check_split(split)
     if split == "source":
-        return subsample(source_data(TrainConfig.from_dict(run.config))[1], n, seed=0)
+        config = TrainConfig.from_dict(run.config)
+        if stream.is_streamed(config.source):  # imagenet: a stratified n of the validation images, from disk
+            return stream.load_streamed(config.source, "test", cap=n)
+        return subsample(source_data(config)[1], n, seed=0)
     return run_target(run, split, None, n)[1]
 
 
@@ -158,19 +177,36 @@ def renyi_plane(ref: RenyiReference, ts: dict[str, Tensor]) -> dict[str, dict[st
     return out
 
 
+def _thin(curve, points: int = TRACE_POINTS) -> list[float]:
+    """A per-step curve (steps,) cut into at most ``points`` equal consecutive bins, each replaced by its mean (the
+    shape of a convergence curve at a bounded size in the cache)."""
+    c = np.asarray(curve, dtype=float)
+    if c.size <= points:
+        return [round(float(v), 5) for v in c]
+    return [round(float(b.mean()), 5) for b in np.array_split(c, points)]
+
+
 def mine_plane(x: Tensor, t: Tensor, labels: Tensor, num_classes: int, settings_xt: MineSettings,
-               settings_ty: MineSettings, *, device=None) -> dict[str, float]:
+               settings_ty: MineSettings, *, device=None, restart: int = 0, shuffle: bool = False) -> dict:
     """MINE's I(X;T) and I(T;Y) in bits for one layer's T (float (N, D)), with the paper's pairing (Y one-hot).
 
     A batch size larger than N is lowered to N (a small probe set, e.g. the UCI digits' 901 test images or a smoke
-    run); the batch actually used is returned as ``batch``."""
+    run); the batch actually used is returned as ``batch``. restart: added to the settings' seed (a restart differs
+    in the statistics network's initialisation and its batch draws). shuffle: estimate on *independent* pairs (the
+    rows of T permuted against X and Y, same n, d and settings), the estimator's null baseline. Also returns the
+    per-step DV curves (bits, thinned to at most :data:`TRACE_POINTS` bin means) as ``curve_xt`` / ``curve_ty``."""
     batch = min(settings_xt.batch_size, settings_ty.batch_size, len(x))
-    settings_xt = dataclasses.replace(settings_xt, batch_size=min(settings_xt.batch_size, batch))
-    settings_ty = dataclasses.replace(settings_ty, batch_size=min(settings_ty.batch_size, batch))
+    settings_xt = dataclasses.replace(settings_xt, batch_size=min(settings_xt.batch_size, batch),
+                                      seed=settings_xt.seed + restart)
+    settings_ty = dataclasses.replace(settings_ty, batch_size=min(settings_ty.batch_size, batch),
+                                      seed=settings_ty.seed + restart)
+    if shuffle:
+        t = t[torch.randperm(len(t), generator=torch.Generator().manual_seed(1000 + restart))]
     xt = mine(x, t, settings_xt, device=device)
     ty = mine(t, one_hot(labels, num_classes), settings_ty, device=device)
     return {"i_xt": xt.mi_bits, "i_ty": ty.mi_bits, "seconds_xt": xt.seconds, "seconds_ty": ty.seconds,
-            "batch": batch}
+            "batch": batch, "curve_xt": _thin(xt.curve), "curve_ty": _thin(ty.curve), "steps_xt": len(xt.curve),
+            "steps_ty": len(ty.curve)}
 
 
 def _check_settings(estimator: str, n: int | None, alpha: float, mine_preset: str) -> None:
@@ -187,15 +223,19 @@ def _check_settings(estimator: str, n: int | None, alpha: float, mine_preset: st
 def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimators: Sequence[str] = ("renyi",),
                       every: int = 1, epochs: Sequence[int] | None = None, layers: Sequence[str] | None = None,
                       n: int | None = None, mine_n: int | None = 2000, alpha: float = 1.01,
-                      mine_preset: str = "cpu", device=None, progress: bool = True) -> pd.DataFrame:
+                      mine_preset: str = "cpu", mine_restarts: int = 1, device=None,
+                      progress: bool = True) -> pd.DataFrame:
     """I(X;T) and I(T;Y) at each probed epoch of ``run``, for each split and estimator, cached in the run folder.
 
     splits: ``"source"`` and/or target keys. estimators: ``"renyi"`` and/or ``"mine"``. every: probe the epochs of
     :func:`ctcbook.chapters.ch1_tradeoff.probe_epochs` (1, every, 2 * every, ..., last), or pass ``epochs`` explicitly.
     layers: for ``"renyi"``, the layers of :func:`layer_names` to analyse (default: all of them on ``"source"``, the
     penultimate only on targets); MINE always uses the penultimate layer. n: Renyi probe images per split (default
-    1000; O(n^3)); mine_n: the images MINE draws its batches from (default 2000, capped at the split's size).
-    mine_preset: ``"cpu"`` (:data:`CPU_MINE_XT`, :data:`CPU_MINE_TY`) or ``"paper"`` (the paper's settings).
+    1000; O(n^3)); mine_n: the images MINE draws its batches from (default 2000, capped at the split's size; None:
+    the whole test split, as the paper's ``mine.py``). mine_preset: ``"cpu"`` (:data:`CPU_MINE_XT`,
+    :data:`CPU_MINE_TY`) or ``"paper"`` (the paper's settings). mine_restarts: independent MINE fits per checkpoint
+    (restart r uses the preset's seed + r), one row each (column ``restart``, and the thinned convergence curves
+    ``curve_xt`` / ``curve_ty``).
 
     Returns a DataFrame, one row per (split, estimator, epoch, layer), with columns ``seed``, ``split``,
     ``estimator``, ``epoch``, ``layer``, ``i_xt`` and ``i_ty`` (bits), ``seconds`` (compute time of the row) and
@@ -205,6 +245,8 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
         _check_split(split)
     for estimator in estimators:
         _check_settings(estimator, n, alpha, mine_preset)
+    if isinstance(mine_restarts, bool) or not isinstance(mine_restarts, int) or mine_restarts < 1:
+        raise ValueError(f"mine_restarts must be an int >= 1, got {mine_restarts!r}")
     saved = set(run.saved_epochs())
     if epochs is None:
         epochs = probe_epochs(run.config["epochs"], every)
@@ -226,7 +268,7 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
                 use_n, names = mine_n, [PENULTIMATE]
                 xt, ty = MINE_PRESETS[mine_preset]
                 spec = {"split": split, "estimator": "mine", "n": use_n, "xt": dataclasses.asdict(xt),
-                        "ty": dataclasses.asdict(ty), "version": INFO_VERSION}
+                        "ty": dataclasses.asdict(ty), "version": MINE_VERSION}
             jobs.append((split, estimator, names, use_n, spec))
 
     all_layers = layer_names(load_model(run, epochs[0], "cpu")) if epochs else [PENULTIMATE]
@@ -237,7 +279,13 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
         if bad:
             raise ValueError(f"layers must be a subset of {all_layers}, got {list(wanted)}")
         path = run.eval_path("information", spec)
-        done = {(r["epoch"], r["layer"]) for r in read_jsonl(path)}
+        if estimator == "renyi":
+            done = {(r["epoch"], r["layer"]) for r in read_jsonl(path)}
+        else:   # a checkpoint counts as done when all its restarts are
+            rows = read_jsonl(path)
+            done = {(r["epoch"], r["layer"]) for r in rows
+                    if all(any(q["epoch"] == r["epoch"] and q.get("restart") == k for q in rows)
+                           for k in range(mine_restarts))}
         todo.append((split, estimator, wanted, use_n, path, done))
     pending = [e for e in epochs if any((e, lay) not in done for _, _, wanted, _, _, done in todo for lay in wanted)]
     sets: dict[tuple[str, int | None], ImageSet] = {}
@@ -265,19 +313,27 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
                     done.add((epoch, lay))
             else:
                 xt, ty = MINE_PRESETS[mine_preset]
-                res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device)
-                append_jsonl(path, {"epoch": epoch, "layer": PENULTIMATE, "n": len(images),
-                                    "seconds": time.perf_counter() - start, **res}, unique=("epoch", "layer"))
+                have = {r.get("restart") for r in read_jsonl(path) if r["epoch"] == epoch}
+                for k in range(mine_restarts):
+                    if k in have:
+                        continue
+                    start = time.perf_counter()
+                    res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device,
+                                     restart=k)
+                    append_jsonl(path, {"epoch": epoch, "layer": PENULTIMATE, "restart": k, "n": len(images),
+                                        "seconds": time.perf_counter() - start, **res},
+                                 unique=("epoch", "layer", "restart"))
                 done.add((epoch, PENULTIMATE))
     frames = []
     for split, estimator, wanted, use_n, path, done in todo:
         for r in read_jsonl(path):
-            if r["epoch"] in epochs and r["layer"] in wanted:
-                frames.append({"seed": run.config["seed"], "split": split, "estimator": estimator, **r})
+            if r["epoch"] in epochs and r["layer"] in wanted and (estimator == "renyi" or
+                                                                  r.get("restart", -1) < mine_restarts):
+                frames.append({"seed": run.config["seed"], "split": split, "estimator": estimator, "restart": 0, **r})
     table = pd.DataFrame(frames)
     if len(table):
-        table = table.drop_duplicates(["split", "estimator", "epoch", "layer"], keep="last")
-        table = table.sort_values(["split", "estimator", "layer", "epoch"]).reset_index(drop=True)
+        table = table.drop_duplicates(["split", "estimator", "epoch", "layer", "restart"], keep="last")
+        table = table.sort_values(["split", "estimator", "layer", "epoch", "restart"]).reset_index(drop=True)
     return table
 
 
@@ -393,68 +449,52 @@ def findings_markdown(link: pd.DataFrame, every: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def settings_markdown(n: int, mine_n: int, mine_preset: str, alpha: float = 1.01) -> str:
-    """What each estimator ran with, and for MINE what was shrunk relative to the paper's settings."""
+def preset_differences(preset: str) -> list[str]:
+    """How the MINE ``preset`` differs from the paper's ``mine.py`` settings, one phrase per differing field of
+    :class:`ctcbook.estimators.MineSettings` (computed from the settings objects; empty for ``"paper"``)."""
+    if preset not in MINE_PRESETS:
+        raise ValueError(f"mine_preset must be one of {sorted(MINE_PRESETS)}, got {preset!r}")
+    out = []
+    for what, ours, paper in (("I(X;T)", MINE_PRESETS[preset][0], PAPER_MINE_XT),
+                              ("I(T;Y)", MINE_PRESETS[preset][1], PAPER_MINE_TY)):
+        for f in dataclasses.fields(MineSettings):
+            a, b = getattr(paper, f.name), getattr(ours, f.name)
+            if a != b:
+                out.append(f"{what} {f.name.replace('_', ' ')}: {b:,} here, {a:,} in the paper"
+                           if isinstance(a, int) else f"{what} {f.name.replace('_', ' ')}: {b:g} here, {a:g} in the "
+                           f"paper" if isinstance(a, float) else f"{what} {f.name}: {b} here, {a} in the paper")
+    return out
+
+
+def settings_markdown(n: int, mine_n: int | None, mine_preset: str, alpha: float = 1.01,
+                      mine_restarts: int = 1, mine_splits: Sequence[str] | None = None) -> str:
+    """What each estimator ran with, and for MINE whether the preset is the paper's and what differs."""
     xt, ty = MINE_PRESETS[mine_preset]
-    pxt, pty = PAPER_MINE_XT, PAPER_MINE_TY
 
     def desc(s: MineSettings) -> str:
         return (f"{s.layers} x {s.hidden} ReLU statistics network, Adam lr {s.lr:g}, {s.iterations:,} steps on batches "
                 f"of {s.batch_size:,}, moving-average rate {s.ema_rate:g}, reported value = last point of a "
                 f"{s.smoothing}-step moving average")
-    text = [f"- **Renyi**: alpha = {alpha}, {n:,} probe images per split, Gaussian kernels with width = median "
-            f"pairwise distance x n^(-1/(4+d)) (per layer and epoch), delta kernel on labels; cost O(n^3).",
-            f"- **MINE** (`{mine_preset}` settings), batches drawn from up to {mine_n:,} probe images: I(X;T) with "
-            f"{desc(xt)}; I(T;Y) with {desc(ty)}."]
-    if mine_preset != "paper":
-        text.append(f"- **The paper's MINE** (`mine.py`): I(X;T) with {desc(pxt)}; I(T;Y) with {desc(pty)}. Shrunk "
-                    f"here: network width {pxt.hidden} -> {xt.hidden}, steps {pxt.iterations:,} / {pty.iterations:,} -> "
-                    f"{xt.iterations:,} / {ty.iterations:,}, batch {pxt.batch_size:,} -> {xt.batch_size:,}, "
-                    f"learning rate raised to {xt.lr:g} / {ty.lr:g}, smoothing {pxt.smoothing} -> {xt.smoothing}. "
-                    f"Our MINE values are therefore lower bounds from short optimisations, not converged estimates.")
+    pool = "the whole test split of each probe set" if mine_n is None else f"up to {mine_n:,} probe images"
+    where = "every split" if mine_splits is None else ", ".join(f"`{k}`" for k in mine_splits)
+    text = [f"- **Renyi**: $\\alpha$ = {alpha}, {n:,} probe images per split, Gaussian kernels with width = median "
+            f"pairwise distance $\\times n^{{-1/(4+d)}}$ (per layer and epoch), delta kernel on labels; cost "
+            f"$O(n^3)$.",
+            f"- **MINE** (`{mine_preset}` settings) on {where}, {mine_restarts} restart"
+            f"{'s' if mine_restarts != 1 else ''} per checkpoint (restart r: statistics-network initialisation and "
+            f"batch draws from seed r), batches drawn from {pool}: I(X;T) with {desc(xt)}; I(T;Y) with {desc(ty)}."]
+    diffs = preset_differences(mine_preset)
+    if diffs:
+        text.append(f"- **Not the paper's MINE.** The `{mine_preset}` preset differs from the paper's `mine.py` "
+                    f"(I(X;T): {desc(PAPER_MINE_XT)}; I(T;Y): {desc(PAPER_MINE_TY)}) in: " + "; ".join(diffs)
+                    + ". Our MINE values are therefore lower bounds from short optimisations, not converged "
+                      "estimates.")
+    else:
+        text.append(f"- The `{mine_preset}` preset is the paper's `mine.py` setting.")
+    if mine_n is not None:
+        text.append(f"- MINE draws its batches from {mine_n:,} images of each test split; the paper's `mine.py` "
+                    f"draws them from the whole test split.")
     return "\n".join(text)
-
-
-def _fall_per_seed(g: pd.DataFrame, column: str) -> np.ndarray:
-    """Per seed: maximum over epochs minus the value at the last epoch (>= 0)."""
-    return np.array([float(d[column].max() - d.sort_values("epoch")[column].iloc[-1]) for _, d in g.groupby("seed")])
-
-
-def _mean_se(v: np.ndarray) -> tuple[float, float]:
-    return float(v.mean()), (float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan"))
-
-
-def verdict_markdown(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
-                     estimator: str = "renyi", column: str = "probe_acc") -> str:
-    """Whether over-compression coincides with the loss of transferability, per target, stated plainly.
-
-    Per seed: the fall of I(X;T) (penultimate layer, on the target's probe set) from its maximum over epochs to the
-    last epoch, and the fall of the target's probe accuracy likewise (chapter 1's ``table``). A fall counts as clear
-    when its seed mean exceeds twice its standard error over seeds (needs >= 2 seeds). The two coincide on a target
-    when both fall clearly."""
-    lines, both = [], []
-    for key in targets:
-        g = info[(info.estimator == estimator) & (info.split == key) & (info.layer == PENULTIMATE)]
-        t = table[(table.target == key) & table.seed.isin(g.seed.unique())]
-        if g.empty or t.empty:
-            continue
-        fi, fi_se = _mean_se(_fall_per_seed(g, "i_xt"))
-        ft, ft_se = _mean_se(100 * _fall_per_seed(t, column))
-        clear_i = fi_se == fi_se and fi > 2 * fi_se
-        clear_t = ft_se == ft_se and ft > 2 * ft_se
-        if clear_i and clear_t:
-            both.append(key)
-        word = lambda c: "a clear fall" if c else "no fall beyond seed noise"
-        lines.append(f"- `{key}`: I(X;T) falls by {fi:.3f} ± {fi_se:.3f} bits from its peak to the last epoch "
-                     f"({word(clear_i)}); the probe accuracy by {ft:.2f} ± {ft_se:.2f} points ({word(clear_t)}); "
-                     f"mean ± standard error over {g.seed.nunique()} seeds.")
-    head = (f"**Verdict ({estimator})**: over-compression (a clear late fall of I(X;T)) coincides with a clear late loss "
-            f"of transferability on {len(both)} of {len(lines)} targets"
-            + (f" ({', '.join(f'`{k}`' for k in both)})." if both else "."))
-    note = ("Both falls are taken from each seed's own maximum over the probed epochs, which is biased upwards (the "
-            "largest of several noisy values), so 'clear' here is a lenient test; chapter 1 compares the seed-mean "
-            "curve's drop with the measurement noise instead, a stricter one.")
-    return "\n".join([head, *lines, "", note])
 
 
 def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
@@ -476,3 +516,333 @@ def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: st
             rows.append({"estimator": est, "split": split, "point": label, "epoch": e, "i_xt": float(r.i_xt),
                          "i_ty": float(r.i_ty), "probe_acc": 100 * float(acc.get(e, np.nan))})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ feature geometry
+GEOMETRY_SOURCE = "source_train"
+
+
+def geometry_set(run: Run, split: str, test_size: int | None = None) -> ImageSet:
+    """Images and labels the geometry of ``split`` is measured on: ``"source_train"`` = the run's whole source
+    training set, un-augmented (the images it fits); a target key = that target's test split (``test_size``: a
+    stratified subset, None keeps all)."""
+    if split == GEOMETRY_SOURCE:
+        return source_data(TrainConfig.from_dict(run.config))[0]
+    if split not in TARGETS:
+        raise ValueError(f"split must be {GEOMETRY_SOURCE!r} or one of {sorted(TARGETS)}, got {split!r}")
+    return run_target(run, split, None, test_size)[1]
+
+
+def geometry_curve(run: Run, splits: Sequence[str], epochs: Sequence[int], *, test_size: int | None = None,
+                   device=None, progress: bool = True) -> pd.DataFrame:
+    """NC1 (:func:`ctcbook.geometry.nc1`, dimensionless) and effective rank (:func:`ctcbook.geometry.effective_rank`,
+    1 .. feature width) of the penultimate features (eval mode) at each of ``epochs`` of ``run``, for each split of
+    ``splits`` (``"source_train"`` and/or target keys, see :func:`geometry_set`).
+
+    Cached per (run, split, test_size) in the run folder (JSON lines, one row per epoch, appended as computed, so an
+    interrupted pass resumes). Returns columns seed, split, epoch, nc1, eff_rank, n (images), seconds."""
+    saved = set(run.saved_epochs())
+    bad = [e for e in epochs if e not in saved]
+    if bad:
+        raise ValueError(f"epochs {bad} have no checkpoint in {run.name}; saved: {sorted(saved)}")
+    device = torch.device(device) if device is not None else default_device()
+    paths = {split: run.eval_path("geometry", {"split": split, "test_size": None if split == GEOMETRY_SOURCE
+                                               else test_size, "version": GEOMETRY_VERSION}) for split in splits}
+    for split in splits:   # validate every split before any work
+        if split != GEOMETRY_SOURCE and split not in TARGETS:
+            raise ValueError(f"split must be {GEOMETRY_SOURCE!r} or one of {sorted(TARGETS)}, got {split!r}")
+    done = {split: {r["epoch"] for r in read_jsonl(path)} for split, path in paths.items()}
+    pending = [e for e in epochs if any(e not in done[s] for s in splits)]
+    sets: dict[str, ImageSet] = {}
+    for epoch in tqdm(pending, desc=f"geometry {run.name}", disable=not progress or not pending, unit="epoch"):
+        model = load_model(run, epoch, device)
+        for split in splits:
+            if epoch in done[split]:
+                continue
+            if split not in sets:
+                sets[split] = geometry_set(run, split, test_size)
+            images = sets[split]
+            start = time.perf_counter()
+            feats = activations(model, images.images, [PENULTIMATE], device=device)[1][PENULTIMATE]
+            append_jsonl(paths[split], {"epoch": epoch, "nc1": nc1(feats, images.labels),
+                                        "eff_rank": effective_rank(feats), "n": len(images),
+                                        "seconds": time.perf_counter() - start}, unique=("epoch",))
+            done[split].add(epoch)
+    rows = [{"seed": run.config["seed"], "split": split, **r} for split, path in paths.items()
+            for r in read_jsonl(path) if r["epoch"] in set(epochs)]
+    out = pd.DataFrame(rows)
+    return out.sort_values(["split", "epoch"]).reset_index(drop=True) if len(out) else out
+
+
+def geometry_curves(runs: Sequence[Run], splits: Sequence[str], epochs: Sequence[int], **kwargs) -> pd.DataFrame:
+    """:func:`geometry_curve` of several runs (seeds), concatenated."""
+    return pd.concat([geometry_curve(run, splits, epochs, **kwargs) for run in runs], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------- null baselines
+def null_baseline(run: Run, split: str, estimator: str, *, epoch: int | None = None, n: int | None = 1000,
+                  mine_n: int | None = 2000, mine_preset: str = "cpu", restarts: int = 1, shuffles: int = 3,
+                  alpha: float = 1.01, device=None) -> pd.DataFrame:
+    """What the estimator reads for *independent* pairs at the same n, d and settings as its measurements on
+    ``split`` (penultimate layer of ``epoch``, default the last): the rows of T permuted against X and Y.
+
+    ``"renyi"``: :func:`ctcbook.estimators.renyi_null` on the Renyi probe set (``n`` images, ``shuffles`` random
+    pairings; one row, its mean and SD). ``"mine"``: :func:`mine_plane` with ``shuffle=True`` on the MINE probe set
+    (``mine_n``), one row per restart (the same restarts as the measurements). Cached in the run folder. Returns
+    columns seed, split, estimator, epoch, i_xt, i_ty (bits), and i_xt_sd / i_ty_sd (Renyi) or restart (MINE)."""
+    _check_split(split)
+    _check_settings(estimator, n, alpha, mine_preset)
+    epoch = run.saved_epochs()[-1] if epoch is None else epoch
+    if estimator == "renyi":
+        spec = {"split": split, "estimator": "renyi", "n": n, "alpha": alpha, "shuffles": shuffles, "epoch": epoch,
+                "version": NULL_VERSION}
+        keys = [0]
+    else:
+        xt, ty = MINE_PRESETS[mine_preset]
+        spec = {"split": split, "estimator": "mine", "n": mine_n, "xt": dataclasses.asdict(xt),
+                "ty": dataclasses.asdict(ty), "epoch": epoch, "version": NULL_VERSION}
+        keys = list(range(restarts))
+    path = run.eval_path("information_null", spec)
+    have = {r["restart"] for r in read_jsonl(path)}
+    if any(k not in have for k in keys):
+        device = torch.device(device) if device is not None else default_device()
+        images = probe_set(run, split, n if estimator == "renyi" else mine_n)
+        x, ts = activations(load_model(run, epoch, device), images.images, [PENULTIMATE], device=device)
+        for k in keys:
+            if k in have:
+                continue
+            if estimator == "renyi":
+                res = renyi_null(x, ts[PENULTIMATE], images.labels, alpha=alpha, shuffles=shuffles)
+                row = {"i_xt": res.i_xt, "i_ty": res.i_ty, "i_xt_sd": res.i_xt_sd, "i_ty_sd": res.i_ty_sd}
+            else:
+                res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device,
+                                 restart=k, shuffle=True)
+                row = {"i_xt": res["i_xt"], "i_ty": res["i_ty"]}
+            append_jsonl(path, {"restart": k, "n": len(images), **row}, unique=("restart",))
+    rows = [{"seed": run.config["seed"], "split": split, "estimator": estimator, "epoch": epoch, **r}
+            for r in read_jsonl(path) if r["restart"] in keys]
+    return pd.DataFrame(rows)
+
+
+def null_summary(nulls: pd.DataFrame) -> pd.DataFrame:
+    """Per estimator and split: the null's mean I(X;T) and I(T;Y) (bits) over seeds and restarts, and their SD over
+    the seeds' and restarts' values (columns estimator, split, i_xt, i_xt_sd, i_ty, i_ty_sd, fits)."""
+    g = nulls.groupby(["estimator", "split"])
+    return g.agg(i_xt=("i_xt", "mean"), i_xt_sd=("i_xt", "std"), i_ty=("i_ty", "mean"), i_ty_sd=("i_ty", "std"),
+                 fits=("i_xt", "size")).reset_index()
+
+
+# ------------------------------------------------------------------------------------- the mechanism, tested
+def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
+    """One row per (seed, split, estimator, epoch, layer): the mean over MINE restarts (Renyi rows unchanged), with
+    ``restart_sd`` (SD over restarts; NaN with one) and ``restarts``."""
+    keys = ["seed", "split", "estimator", "epoch", "layer"]
+    g = info.groupby(keys)
+    return g.agg(i_xt=("i_xt", "mean"), i_ty=("i_ty", "mean"), i_xt_restart_sd=("i_xt", "std"),
+                 i_ty_restart_sd=("i_ty", "std"), restarts=("i_xt", "size")).reset_index()
+
+
+def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str, column: str):
+    """seed -> (epochs, val_acc, test probe accuracy, I(X;T)) at the epochs both were measured (penultimate layer,
+    restart means), for seeds with at least 2 common epochs."""
+    g = restart_mean(info[(info.estimator == estimator) & (info.split == key) & (info.layer == PENULTIMATE)])
+    t = table[table.target == key]
+    out = {}
+    for seed, gi in g.groupby("seed"):
+        ti = t[(t.seed == seed) & t["val_acc"].notna()].set_index("epoch") if "val_acc" in t else pd.DataFrame()
+        gi = gi.set_index("epoch")
+        common = sorted(set(gi.index) & set(ti.index))
+        if len(common) >= 2:
+            out[int(seed)] = (common, ti.loc[common, "val_acc"].to_numpy(float),
+                              ti.loc[common, column].to_numpy(float), gi.loc[common, "i_xt"].to_numpy(float))
+    return out
+
+
+def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str], estimator: str = "renyi",
+              column: str = "probe_acc") -> list[dict]:
+    """The paper's mechanism tested per target with :func:`ctcbook.stats.mechanism_verdict` (transfer's
+    validation-selected late drop and I(X;T)'s fall over the same epochs, intervals over seeds) and the late-phase
+    correlation of I(X;T) with probe accuracy (:func:`ctcbook.stats.bootstrap_correlation`, within-seed, bootstrap over
+    seeds; only seeds whose late phase has >= 2 measured epochs). Epochs: those at which both I(X;T) (of
+    ``estimator``, restart means) and chapter 1's probe were measured.
+
+    Returns one dict per target: target, estimator, seeds, epochs (common epochs of the first seed), mechanism
+    (:class:`ctcbook.stats.Mechanism`), correlation (:class:`ctcbook.stats.Correlation` or None), late_seeds."""
+    out = []
+    for key in targets:
+        curves = _seed_curves(info, table, estimator, key, column)
+        if not curves:
+            continue
+        mech = mechanism_verdict(curves, target=f"`{key}`")
+        xs, ys = {}, {}
+        for s, (e, _, test, ixt) in curves.items():
+            i = list(e).index(mech.peak_epochs[s])
+            if len(e) - i >= 2:
+                xs[s], ys[s] = ixt[i:], 100 * test[i:]
+        corr = bootstrap_correlation(xs, ys) if xs else None
+        out.append({"target": key, "estimator": estimator, "seeds": len(curves),
+                    "epochs": list(next(iter(curves.values()))[0]), "mechanism": mech, "correlation": corr,
+                    "late_seeds": len(xs)})
+    return out
+
+
+def correlation_text(corr: Correlation | None, late_seeds: int, seeds: int) -> str:
+    """The late-phase correlation in words, with its bootstrap interval."""
+    if corr is None:
+        return "no seed has two or more probed epochs after its transfer peak: no late-phase correlation"
+    if late_seeds < 2 or not math.isfinite(corr.low):
+        return (f"late-phase correlation of I(X;T) with probe accuracy r = {corr.r:+.2f} on {late_seeds} of {seeds} "
+                f"seeds (no interval: fewer than 2 seeds have a late phase)")
+    return (f"late-phase correlation of I(X;T) with probe accuracy (within seed, pooled) r = {corr.r:+.2f}, "
+            f"{round(100 * corr.level)}% bootstrap CI over seeds [{corr.low:+.2f}, {corr.high:+.2f}] on "
+            f"{late_seeds} of {seeds} seeds; the paper's account predicts r > 0")
+
+
+def mechanism_markdown(results: Sequence[dict]) -> str:
+    """One bullet per (estimator, target): the mechanism verdict's sentence and the late-phase correlation."""
+    return "\n".join(f"- **{r['estimator']}, `{r['target']}`** ({r['seeds']} seeds): {r['mechanism'].text}; "
+                     f"{correlation_text(r['correlation'], r['late_seeds'], r['seeds'])}." for r in results)
+
+
+def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
+    """The mechanism results as a table with human column names (points, bits)."""
+    rows = []
+    for r in results:
+        m, c = r["mechanism"], r["correlation"]
+        rows.append({"estimator": r["estimator"], "target": r["target"], "seeds": r["seeds"],
+                     "late drop of transfer (points)": f"{m.transfer.mean:+.2f} [{m.transfer.low:+.2f}, "
+                                                       f"{m.transfer.high:+.2f}]",
+                     "fall of I(X;T), same epochs (bits)": f"{m.compression.mean:+.3f} [{m.compression.low:+.3f}, "
+                                                           f"{m.compression.high:+.3f}]",
+                     "late-phase r [bootstrap CI]": "n/a" if c is None else
+                     (f"{c.r:+.2f} [{c.low:+.2f}, {c.high:+.2f}]" if math.isfinite(c.low) else f"{c.r:+.2f}"),
+                     "coincides": "yes" if m.coincides else "no"})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------- geometry over the late phase
+def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
+                    column: str = "probe_acc") -> list[dict]:
+    """Per target: how NC1 and effective rank change over each seed's late phase, from the validation-selected
+    transfer peak epoch (:func:`ctcbook.stats.selected_drop` on chapter 1's val_acc, at the epochs geometry was
+    measured) to the last epoch. Quantities (per seed, then a t interval over seeds): NC1 of the target's test
+    features at the peak minus at the last epoch, the same for the source training features, and the effective rank
+    of the target's features at the peak minus at the last epoch (positive: collapse / fewer directions late).
+
+    Returns one dict per target: target, seeds, peak_epochs (seed -> epoch), and ``verdicts``: quantity name ->
+    :class:`ctcbook.stats.Verdict` (and ``intervals``, the same keys)."""
+    out = []
+    for key in targets:
+        per = {"nc1_target": {}, "nc1_source": {}, "rank_target": {}}
+        peaks = {}
+        for seed, gt in geom[geom.split == key].groupby("seed"):
+            t = table[(table.target == key) & (table.seed == seed) & table["val_acc"].notna()].set_index("epoch")
+            gs = geom[(geom.split == GEOMETRY_SOURCE) & (geom.seed == seed)].set_index("epoch")
+            gt = gt.set_index("epoch")
+            common = sorted(set(gt.index) & set(t.index) & set(gs.index))
+            if len(common) < 2:
+                continue
+            d = selected_drop(common, t.loc[common, "val_acc"].to_numpy(float), t.loc[common, column].to_numpy(float))
+            p, last = d.peak_epoch, common[-1]
+            peaks[int(seed)] = p
+            per["nc1_target"][int(seed)] = float(gt.nc1[p] - gt.nc1[last])
+            per["nc1_source"][int(seed)] = float(gs.nc1[p] - gs.nc1[last])
+            per["rank_target"][int(seed)] = float(gt.eff_rank[p] - gt.eff_rank[last])
+        if not peaks:
+            continue
+        names = {"nc1_target": (f"NC1 of `{key}` test features, transfer peak minus last epoch",
+                                "they collapse further after the peak", "they spread out after the peak"),
+                 "nc1_source": ("NC1 of the source training features over the same epochs",
+                                "they collapse further after the peak", "they spread out after the peak"),
+                 "rank_target": (f"effective rank of `{key}` features, transfer peak minus last epoch",
+                                 "fewer directions are used after the peak", "more directions are used after the peak")}
+        ivs = {k: t_interval(v) for k, v in per.items()}
+        verdicts = {k: verdict(ivs[k], quantity=names[k][0], unit="", decimals=3, positive=names[k][1],
+                               negative=names[k][2]) for k in per}
+        out.append({"target": key, "seeds": len(peaks), "peak_epochs": peaks, "intervals": ivs,
+                    "verdicts": verdicts})
+    return out
+
+
+def _unitless(text: str) -> str:
+    """A verdict sentence of a dimensionless quantity (``unit=""``) without the space left for the unit."""
+    return text.replace(" , ", ", ")
+
+
+def geometry_markdown(changes: Sequence[dict]) -> str:
+    """The late-phase geometry changes in words, one bullet per target."""
+    lines = []
+    for c in changes:
+        peaks = sorted(set(c["peak_epochs"].values()))
+        lines.append(f"- **`{c['target']}`** ({c['seeds']} seeds; validation-selected transfer peaks at epoch"
+                     f"{'s' if len(peaks) > 1 else ''} {', '.join(map(str, peaks))}): "
+                     + "; ".join(_unitless(v.text) for v in c["verdicts"].values()) + ".")
+    return "\n".join(lines)
+
+
+def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
+    """Seed means of NC1 and effective rank of ``split`` (a target) and NC1 of the source training features at the
+    first epoch, each seed's validation-selected transfer peak, and the last epoch (human column names)."""
+    rows = []
+    for seed, g in geom[geom.split == split].groupby("seed"):
+        t = table[(table.target == split) & (table.seed == seed) & table["val_acc"].notna()].set_index("epoch")
+        gs = geom[(geom.split == GEOMETRY_SOURCE) & (geom.seed == seed)].set_index("epoch")
+        g = g.set_index("epoch")
+        common = sorted(set(g.index) & set(t.index) & set(gs.index))
+        if len(common) < 2:
+            continue
+        peak = selected_drop(common, t.loc[common, "val_acc"].to_numpy(float),
+                             t.loc[common, column].to_numpy(float)).peak_epoch
+        for label, e in (("first epoch", common[0]), ("transfer peak (validation)", peak), ("last epoch", common[-1])):
+            rows.append({"point": label, "epoch": e, "nc1": g.nc1[e], "rank": g.eff_rank[e], "src": gs.nc1[e],
+                         "acc": 100 * t.loc[e, column]})
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    out = df.groupby("point", sort=False).agg(epoch=("epoch", "mean"), nc1=("nc1", "mean"), rank=("rank", "mean"),
+                                              src=("src", "mean"), acc=("acc", "mean")).reset_index()
+    return out.rename(columns={"point": "point", "epoch": "epoch (seed mean)", "nc1": f"NC1, {split} test",
+                               "rank": f"effective rank, {split}", "src": "NC1, source train",
+                               "acc": "probe accuracy (%)"}).round(3)
+
+
+def above_null(info: pd.DataFrame, nulls: pd.DataFrame, estimator: str, split: str) -> Interval | None:
+    """Per seed: the estimator's I(X;T) at the last epoch (restart mean) minus the null's mean I(X;T) on the same
+    split; t interval over seeds (None without both)."""
+    m = restart_mean(info[(info.estimator == estimator) & (info.split == split) & (info.layer == PENULTIMATE)])
+    nl = nulls[(nulls.estimator == estimator) & (nulls.split == split)]
+    if m.empty or nl.empty:
+        return None
+    last = m[m.epoch == m.epoch.max()]
+    return t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
+
+
+def findings_box(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame, nulls: pd.DataFrame) -> str:
+    """The closing "What this chapter found" admonition (MyST markdown) around :func:`findings_lines`."""
+    return "```{admonition} What this chapter found\n" + findings_lines(results, changes, info, nulls) + "\n```"
+
+
+def findings_lines(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame, nulls: pd.DataFrame) -> str:
+    """The chapter's findings as a Markdown list, every sentence computed from the numbers: per estimator and
+    target whether the mechanism holds (both intervals), whether the target's features collapse after the transfer
+    peak (NC1), and whether each estimator's last-epoch I(X;T) lies above its shuffled-pairs null."""
+    lines = []
+    for r in results:
+        m = r["mechanism"]
+        tv = verdict(m.transfer, quantity="late drop", decimals=2)
+        cv = verdict(m.compression, quantity="fall of I(X;T)", unit="bits", decimals=3)
+        reason = re.split(r" seeds?: ", m.text, maxsplit=1)[-1]      # the words after the two intervals
+        lines.append(f"- **{r['estimator']}, `{r['target']}`**: "
+                     f"{'the mechanism holds' if m.coincides else 'the mechanism is not confirmed'}: {reason} "
+                     f"({tv.numbers}; {cv.numbers}).")
+    for c in changes:
+        v = c["verdicts"]["nc1_target"]
+        lines.append(f"- **Collapse on `{c['target']}`**: {_unitless(v.text)}.")
+    for est in sorted(nulls.estimator.unique()) if len(nulls) else []:
+        for split in sorted(nulls[nulls.estimator == est].split.unique()):
+            iv = above_null(info, nulls, est, split)
+            if iv is not None:
+                v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
+                            unit="bits", decimals=3, positive="above the null", negative="below the null")
+                lines.append(f"- {v.text}.")
+    return "\n".join(lines)

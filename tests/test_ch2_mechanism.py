@@ -1,0 +1,219 @@
+"""Chapter 2 in the papers' regime: the mechanism verdict, feature geometry, null baselines, MINE restarts
+(ctcbook.chapters.ch2_information)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ctcbook.book.parameters import ParameterError, resolve
+from ctcbook.chapters import ch2_information as inf
+from ctcbook.config import TrainConfig
+from ctcbook.estimators import MineSettings, renyi_null
+from ctcbook.geometry import effective_rank, nc1
+from ctcbook.runs import RunStore, read_jsonl
+from ctcbook.train import load_model, source_data, train
+
+TINY = TrainConfig(train_size=200, epochs=3, width=4, depth=8, batch_size=50, seed=5)
+TINY_MINE = MineSettings(hidden=16, layers=2, lr=1e-3, iterations=30, batch_size=64, smoothing=10)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train(TINY, store=RunStore(tmp_path_factory.mktemp("runs")), progress=False)
+
+
+# --- the mechanism verdict on constructed curves ------------------------------------------------------------
+EPOCHS = (1, 5, 10, 15, 20)
+
+
+def _frames(ixt_late: str, seeds=(0, 1, 2, 3, 4)):
+    """Transfer peaks at epoch 10 on validation and test, then falls; I(X;T) late: 'falls' or 'rises'."""
+    info, table = [], []
+    val = [0.60, 0.70, 0.80, 0.76, 0.72]
+    test = [0.61, 0.71, 0.79, 0.75, 0.70]
+    ixt = {"falls": [1.0, 1.4, 1.6, 1.4, 1.2], "rises": [1.0, 1.2, 1.3, 1.5, 1.7]}[ixt_late]
+    for s in seeds:
+        rng = np.random.default_rng(s)
+        for e, v, t, i in zip(EPOCHS, val, test, ixt):
+            for r in (0, 1):   # two MINE-like restarts per checkpoint
+                info.append({"seed": s, "split": "t", "estimator": "est", "epoch": e, "layer": "penultimate",
+                             "restart": r, "i_xt": i + 0.02 * rng.standard_normal() + 0.01 * r, "i_ty": 0.5})
+            table.append({"seed": s, "target": "t", "epoch": e, "val_acc": v + 0.003 * rng.standard_normal(),
+                          "probe_acc": t + 0.003 * rng.standard_normal()})
+    # a probe epoch without an I(X;T) estimate: must be left out, not misaligned
+    table += [{"seed": s, "target": "t", "epoch": 3, "val_acc": 0.99, "probe_acc": 0.99} for s in seeds]
+    return pd.DataFrame(info), pd.DataFrame(table)
+
+
+def test_mechanism_coincides_only_with_the_right_sign_and_timing():
+    info, table = _frames("falls")
+    [r] = inf.mechanism(info, table, ["t"], "est")
+    m = r["mechanism"]
+    assert m.coincides and "coincides with compression" in m.text
+    assert set(m.peak_epochs.values()) == {10}          # epoch 3 (val 0.99, no I(X;T) there) is not used
+    assert m.transfer.mean == pytest.approx(9.0, abs=0.6) and m.compression.mean == pytest.approx(0.4, abs=0.03)
+    assert r["epochs"] == list(EPOCHS) and r["late_seeds"] == 5
+    assert r["correlation"].r > 0.9 and r["correlation"].low > 0
+    assert "coincides" in inf.mechanism_markdown([r]) and "bootstrap CI" in inf.mechanism_markdown([r])
+    assert inf.mechanism_table([r]).iloc[0]["coincides"] == "yes"
+
+    info, table = _frames("rises")
+    [r] = inf.mechanism(info, table, ["t"], "est")
+    assert not r["mechanism"].coincides and "opposite of the paper's mechanism" in r["mechanism"].text
+    assert "coincides with compression" not in r["mechanism"].text
+    assert r["correlation"].r < -0.9
+    assert inf.mechanism_table([r]).iloc[0]["coincides"] == "no"
+
+
+def test_restart_mean_averages_restarts_and_keeps_their_spread():
+    info, _ = _frames("falls", seeds=(0,))
+    m = inf.restart_mean(info)
+    assert len(m) == len(EPOCHS) and (m.restarts == 2).all()
+    one = info[info.epoch == 10].i_xt
+    assert m[m.epoch == 10].i_xt.iloc[0] == pytest.approx(one.mean())
+    assert m[m.epoch == 10].i_xt_restart_sd.iloc[0] == pytest.approx(one.std())
+
+
+def test_geometry_change_measures_from_the_validation_peak():
+    geom, table = [], []
+    for s in (0, 1, 2):
+        for e, v, nc_t, nc_s, rk in zip(EPOCHS, [0.5, 0.9, 0.7, 0.6, 0.6], [3.0, 2.0, 1.5, 1.0, 0.5 + 0.01 * s],
+                                        [2.0, 1.0, 0.5, 0.2, 0.1], [20, 18, 15, 12, 10]):
+            geom.append({"seed": s, "split": "t", "epoch": e, "nc1": nc_t, "eff_rank": rk})
+            geom.append({"seed": s, "split": inf.GEOMETRY_SOURCE, "epoch": e, "nc1": nc_s, "eff_rank": 5.0})
+            table.append({"seed": s, "target": "t", "epoch": e, "val_acc": v, "probe_acc": v})
+    [c] = inf.geometry_change(pd.DataFrame(geom), pd.DataFrame(table), ["t"])
+    assert c["peak_epochs"] == {0: 5, 1: 5, 2: 5}                      # validation peak at epoch 5
+    assert c["intervals"]["nc1_target"].mean == pytest.approx(2.0 - 0.51)
+    assert c["intervals"]["nc1_source"].mean == pytest.approx(0.9)
+    assert c["intervals"]["rank_target"].mean == pytest.approx(8.0)
+    assert c["verdicts"]["nc1_target"].sign == 1 and "collapse further" in c["verdicts"]["nc1_target"].text
+    pts = inf.geometry_points(pd.DataFrame(geom), pd.DataFrame(table), "t")
+    assert list(pts.point) == ["first epoch", "transfer peak (validation)", "last epoch"]
+    assert pts["NC1, t test"].tolist()[1] == pytest.approx(2.0)
+
+
+# --- on a real (tiny) run ------------------------------------------------------------------------------------
+def test_geometry_curve_matches_the_features_and_is_cached(run, monkeypatch):
+    g = inf.geometry_curve(run, [inf.GEOMETRY_SOURCE, "digits"], [1, 3], test_size=120, progress=False)
+    assert len(g) == 4 and set(g.split) == {inf.GEOMETRY_SOURCE, "digits"} and (g.seed == TINY.seed).all()
+    src = source_data(TINY)[0]
+    assert (g[g.split == inf.GEOMETRY_SOURCE].n == len(src)).all() and (g[g.split == "digits"].n == 120).all()
+    model = load_model(run, 3)
+    feats = inf.activations(model, src.images, [inf.PENULTIMATE])[1][inf.PENULTIMATE]
+    row = g[(g.split == inf.GEOMETRY_SOURCE) & (g.epoch == 3)].iloc[0]
+    assert row.nc1 == pytest.approx(nc1(feats, src.labels), rel=1e-6)
+    assert row.eff_rank == pytest.approx(effective_rank(feats), rel=1e-6)
+
+    monkeypatch.setattr(inf, "nc1", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = inf.geometry_curve(run, [inf.GEOMETRY_SOURCE, "digits"], [1, 3], test_size=120, progress=False)
+    pd.testing.assert_frame_equal(again, g)
+    with pytest.raises(ValueError, match="split must be 'source_train'"):
+        inf.geometry_curve(run, ["imagenet"], [1], progress=False)
+    with pytest.raises(ValueError, match=r"epochs \[9\] have no checkpoint"):
+        inf.geometry_curve(run, ["digits"], [9], progress=False)
+
+
+def test_renyi_null_baseline_is_the_estimator_on_shuffled_pairs(run, monkeypatch):
+    nl = inf.null_baseline(run, "source", "renyi", n=80, shuffles=2)
+    assert len(nl) == 1 and nl.epoch.iloc[0] == 3
+    images = inf.probe_set(run, "source", 80)
+    x, ts = inf.activations(load_model(run, 3), images.images, [inf.PENULTIMATE])
+    direct = renyi_null(x, ts[inf.PENULTIMATE], images.labels, shuffles=2)
+    assert nl.i_xt.iloc[0] == pytest.approx(direct.i_xt) and nl.i_ty.iloc[0] == pytest.approx(direct.i_ty)
+    monkeypatch.setattr(inf, "renyi_null", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    pd.testing.assert_frame_equal(inf.null_baseline(run, "source", "renyi", n=80, shuffles=2), nl)
+
+
+def test_mine_restarts_rows_traces_and_null(run, monkeypatch):
+    monkeypatch.setitem(inf.MINE_PRESETS, "cpu", (TINY_MINE, TINY_MINE))
+    t = inf.information_curve(run, ["digits"], estimators=["mine"], epochs=[3], mine_n=None, mine_restarts=2,
+                              progress=False)
+    assert sorted(t.restart) == [0, 1] and t.n.nunique() == 1 and t.n.iloc[0] > 300   # None: the whole test split
+    assert t.i_xt.iloc[0] != t.i_xt.iloc[1]                    # restarts differ in init and batches
+    assert all(len(c) == TINY_MINE.iterations for c in t.curve_xt)
+    # one more restart computes only that one
+    calls = []
+    real = inf.mine_plane
+    monkeypatch.setattr(inf, "mine_plane", lambda *a, **k: calls.append(k["restart"]) or real(*a, **k))
+    t3 = inf.information_curve(run, ["digits"], estimators=["mine"], epochs=[3], mine_n=None, mine_restarts=3,
+                               progress=False)
+    assert calls == [2] and sorted(t3.restart) == [0, 1, 2]
+    nl = inf.null_baseline(run, "digits", "mine", mine_n=150, restarts=2)
+    assert sorted(nl.restart) == [0, 1]
+    s = inf.null_summary(nl).iloc[0]
+    assert s.fits == 2 and s.i_xt == pytest.approx(nl.i_xt.mean())
+    with pytest.raises(ValueError, match="mine_restarts must be an int >= 1"):
+        inf.information_curve(run, estimators=["mine"], mine_restarts=0, progress=False)
+
+
+def test_mine_null_reads_less_than_dependent_pairs():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 2, generator=g)
+    t = x + 0.1 * torch.randn(200, 2, generator=g)
+    labels = (x[:, 0] > 0).long()
+    s = MineSettings(hidden=16, layers=2, lr=1e-2, iterations=150, batch_size=100, smoothing=30)
+    real = inf.mine_plane(x, t, labels, 2, s, s)
+    null = inf.mine_plane(x, t, labels, 2, s, s, shuffle=True)
+    assert real["i_xt"] > 1.5 and abs(null["i_xt"]) < 0.3 and null["i_ty"] < 0.3 < real["i_ty"]
+
+
+# --- settings text and parameters ---------------------------------------------------------------------------
+def test_settings_say_when_the_preset_is_not_the_papers():
+    assert inf.preset_differences("paper") == []
+    diffs = inf.preset_differences("cpu")
+    assert "I(X;T) iterations: 500 here, 10,000 in the paper" in diffs
+    assert "I(T;Y) hidden: 64 here, 1,024 in the paper" in diffs and not any("ema" in d for d in diffs)
+    text = inf.settings_markdown(1000, None, "paper", mine_restarts=3)
+    assert "whole test split" in text and "is the paper's `mine.py` setting" in text and "Not the paper" not in text
+    text = inf.settings_markdown(1000, 2000, "cpu", mine_splits=["digits"])
+    assert "Not the paper's MINE" in text and "2,000 images" in text and "`digits`" in text
+
+
+def test_mine_splits_parameter_is_checked():
+    assert resolve("02_information", {})["mine_splits"] == ["fmnist_5-9"]
+    assert resolve("02_information", {"profile": "cifar100"})["mine_splits"] is None
+    with pytest.raises(ParameterError, match="mine_splits"):
+        resolve("02_information", {"mine_splits": ["cifar10"]})
+
+
+def test_figures_draw_nulls_bands_and_keep_legends_off_the_data():
+    import matplotlib
+    matplotlib.use("Agg")
+    from ctcbook.book import plots
+
+    info, table = _frames("falls", seeds=(0, 1, 2))
+    info = info.assign(split="fmnist_5-9", estimator="renyi")
+    table = table[table.epoch != 3].assign(target="fmnist_5-9")
+    nulls = pd.DataFrame([{"estimator": "renyi", "split": "fmnist_5-9", "i_xt": 0.9, "i_ty": 0.2}])
+    geom = pd.DataFrame([{"seed": s, "split": sp, "epoch": e, "nc1": 1.0 / e, "eff_rank": 10.0 - e / 4}
+                         for s in (0, 1, 2) for sp in ("fmnist_5-9", inf.GEOMETRY_SOURCE) for e in EPOCHS])
+    for fig in (plots.information_epochs_figure(info, table, ["fmnist_5-9"], ["renyi"], nulls),
+                plots.information_plane_figure(info, ["fmnist_5-9"], ["renyi"], nulls),
+                plots.information_geometry_figure(info, geom, table, ["fmnist_5-9"], nulls=nulls)):
+        axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        assert all(ax.get_legend() is None for ax in axes) and len(fig.legends) == 1
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert "null (shuffled pairs)" in labels
+        assert any(len(ax.collections) for ax in axes)           # t bands (or scatter) drawn
+        plots.close(fig)
+    mine_info = pd.DataFrame([{"seed": 0, "split": "t", "estimator": "mine", "epoch": 5, "restart": r,
+                               "curve_xt": [0.1 * k for k in range(10)], "curve_ty": [0.2] * 10, "steps_xt": 500,
+                               "steps_ty": 500, "i_xt": 0.8, "i_ty": 0.2} for r in range(3)])
+    fig = plots.mine_convergence_figure(mine_info, "t", 0, 5)
+    assert len(fig.axes[0].lines) == 6 and fig.axes[0].lines[0].get_xdata()[-1] == pytest.approx(475)
+    plots.close(fig)
+
+
+def test_findings_lines_follow_the_numbers():
+    info, table = _frames("falls")
+    results = inf.mechanism(info, table, ["t"], "est")
+    nulls = pd.DataFrame([{"seed": 0, "split": "t", "estimator": "est", "i_xt": 0.5, "i_ty": 0.1}])
+    text = inf.findings_lines(results, [], info, nulls)
+    assert "the mechanism holds" in text and "above the null" in text
+    info_r, table_r = _frames("rises")
+    text = inf.findings_lines(inf.mechanism(info_r, table_r, ["t"], "est"), [], info_r, nulls.assign(i_xt=5.0))
+    assert "not confirmed: transfer falls after its peak while I(X;T) rises" in text and "below the null" in text
+    assert inf.findings_box(results, [], info, nulls).startswith("```{admonition} What this chapter found")
