@@ -80,3 +80,22 @@ def test_candidates_table_has_human_columns_and_a_live_row(tmp_path):
     assert len(shown) == 2 and "clean train acc., final quarter mean (%)" in shown
     assert shown.iloc[1]["seeds"] == "0, 1" and shown.iloc[1]["meets the 99% fit"] == "yes"
     assert shown.iloc[0]["clean train acc., final quarter mean (%)"] == "100.00"
+
+
+def test_a_wider_candidate_costs_the_square_of_its_width_ratio_and_the_book_adds_its_fixed_rest(tmp_path):
+    assert tradeoff.candidate_width("w24_pad1") == 24 and tradeoff.candidate_width("flip") is None
+    groups = [(5, 5), (10, 10), (9, 20)]
+    base = tradeoff.budget_estimate(60, seconds_per_epoch=1.0, probe_seconds=2.0, chapter_runs=5, probe_every=5,
+                                    book_groups=groups)
+    wide = tradeoff.budget_estimate(60, seconds_per_epoch=1.0, probe_seconds=2.0, chapter_runs=5, probe_every=5,
+                                    book_groups=groups, width_factor=(24 / 16) ** 2, book_rest=900.0)
+    trained = 24 * 60 * 1.0
+    assert wide.book - base.book == pytest.approx(trained * (2.25 - 1) + 900.0)  # probes do not scale with width
+    assert wide.chapter - base.chapter == pytest.approx(5 * 60 * 1.25)
+    assert wide.book_rest == 900.0 and "about" in tradeoff.budget_markdown({"w": wide}, 1.0, 2.0, 24)
+    assert "at least" in tradeoff.budget_markdown({"b": base}, 1.0, 2.0, 24)  # no rest measured: a lower bound
+    csv = tmp_path / "rest.csv"
+    csv.write_text("part,seconds,source\nset-up,200,fresh clone\nchapter 4,100,make book\n")
+    seconds, text = tradeoff.read_book_rest(csv)
+    assert seconds == 300.0 and "set-up 3.3 min" in text and "fresh clone" in text
+    assert tradeoff.read_book_rest(tmp_path / "missing.csv")[0] == 0.0

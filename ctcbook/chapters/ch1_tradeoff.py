@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -428,6 +429,10 @@ CANDIDATES_CSV = Path(__file__).resolve().parents[2] / "benchmarks" / "results" 
 CANDIDATE_COLUMNS = ("candidate", "description", "epochs", "seed", "final_quarter_mean", "final_quarter_min", "last",
                      "seconds_per_epoch", "wall_seconds", "meets_fit", "date", "note")
 _CANDIDATE_KEY = ["candidate", "epochs", "seed"]
+#: The parts of the default book whose cost does not grow with the source model's epochs and width (set-up, chapter
+#: 4, chapter 2's estimators and geometry, chapter 3's Renyi estimates, the HTML build), as measured in a complete
+#: `make book` from a fresh clone on this machine: columns part, seconds, source.
+BOOK_REST_CSV = CANDIDATES_CSV.parent / "book_rest.csv"
 
 
 def read_candidates(path: str | os.PathLike = CANDIDATES_CSV) -> pd.DataFrame:
@@ -499,6 +504,7 @@ class BudgetEstimate:
     book: float
     chapter_limit: float
     book_limit: float
+    book_rest: float = 0.0
 
     @property
     def fits(self) -> bool:
@@ -507,23 +513,46 @@ class BudgetEstimate:
 
 def budget_estimate(epochs: int, *, seconds_per_epoch: float, probe_seconds: float, chapter_runs: int,
                     probe_every: int, book_groups: Sequence[tuple[int, int | None]],
-                    chapter_limit: float = 20 * 60, book_limit: float = 60 * 60) -> BudgetEstimate:
-    """Cost of training for ``epochs`` epochs: chapter 1 = ``chapter_runs`` x (epochs x ``seconds_per_epoch`` +
-    probed checkpoints x ``probe_seconds``); the book = the sum over ``book_groups`` of (number of runs, their
-    probe_every or None when not probed) of the same, chapter 1's runs included."""
+                    chapter_limit: float = 20 * 60, book_limit: float = 60 * 60, width_factor: float = 1.0,
+                    book_rest: float = 0.0) -> BudgetEstimate:
+    """Cost of training for ``epochs`` epochs: chapter 1 = ``chapter_runs`` x (epochs x ``seconds_per_epoch`` x
+    ``width_factor`` + probed checkpoints x ``probe_seconds``); the book = the sum over ``book_groups`` of (number of
+    runs, their probe_every or None when not probed) of the same, chapter 1's runs included, plus ``book_rest`` (the
+    parts that do not scale with the source model, :func:`read_book_rest`). ``width_factor``: the candidate's cost
+    per epoch relative to the measured runs' ((width / measured width)^2: a convolution's multiply-adds grow with
+    the square of its channel count)."""
     for name, v in (("epochs", epochs), ("chapter_runs", chapter_runs), ("probe_every", probe_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    for name, v in (("seconds_per_epoch", seconds_per_epoch), ("probe_seconds", probe_seconds)):
+    for name, v in (("seconds_per_epoch", seconds_per_epoch), ("probe_seconds", probe_seconds),
+                    ("width_factor", width_factor), ("book_rest", book_rest)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
 
     def cost(n_runs: int, every: int | None) -> float:
         probed = len(probe_epochs(epochs, every)) if every else 0
-        return n_runs * (epochs * seconds_per_epoch + probed * probe_seconds)
+        return n_runs * (epochs * seconds_per_epoch * width_factor + probed * probe_seconds)
 
-    return BudgetEstimate(epochs, cost(chapter_runs, probe_every), sum(cost(n, e) for n, e in book_groups),
-                          chapter_limit, book_limit)
+    return BudgetEstimate(epochs, cost(chapter_runs, probe_every),
+                          sum(cost(n, e) for n, e in book_groups) + book_rest, chapter_limit, book_limit, book_rest)
+
+
+def candidate_width(name: str) -> int | None:
+    """The ResNet width a candidate's name states (``w16_pad1`` -> 16), or None."""
+    m = re.match(r"w(\d+)_", str(name))
+    return int(m.group(1)) if m else None
+
+
+def read_book_rest(path: str | os.PathLike | None = None) -> tuple[float, str]:
+    """(seconds, description) of the default book's parts that do not scale with the source model
+    (:data:`BOOK_REST_CSV`); (0, a note) when the file is missing."""
+    path = Path(path) if path is not None else BOOK_REST_CSV
+    if not path.exists():
+        return 0.0, "not measured (no benchmarks/results/book_rest.csv): the book estimates are lower bounds"
+    df = pd.read_csv(path)
+    parts = "; ".join(f"{r.part} {r.seconds / 60:.1f} min" for r in df.itertuples(index=False))
+    source = ", ".join(sorted(set(df.source.astype(str))))
+    return float(df.seconds.sum()), f"{parts} (measured: {source})"
 
 
 def candidates_table(candidates: pd.DataFrame, live: FitCheck | None = None, live_label: str = "",
@@ -542,7 +571,7 @@ def candidates_table(candidates: pd.DataFrame, live: FitCheck | None = None, liv
                      "meets the 99% fit": "yes" if r.final_quarter_mean >= FIT_THRESHOLD else "no",
                      "training s/epoch": f"{r.seconds_per_epoch:.2f}",
                      "est. chapter 1 (min)": f"{b.chapter / 60:.0f}" if b else "",
-                     "est. book, lower bound (min)": f"{b.book / 60:.0f}" if b else "",
+                     "est. book (min)": f"{b.book / 60:.0f}" if b else "",
                      "measured": f"{r.date}{', ' + r.note if isinstance(r.note, str) and r.note else ''}"})
     if live is not None:
         seeds = sorted(live.per_seed)
@@ -555,7 +584,7 @@ def candidates_table(candidates: pd.DataFrame, live: FitCheck | None = None, liv
                      "training s/epoch": "" if live_seconds_per_epoch is None else
                      f"{live_seconds_per_epoch:.2f} (wall, with evaluation)",
                      "est. chapter 1 (min)": f"{b.chapter / 60:.0f}" if b else "",
-                     "est. book, lower bound (min)": f"{b.book / 60:.0f}" if b else "",
+                     "est. book (min)": f"{b.book / 60:.0f}" if b else "",
                      "measured": "this execution"})
     return pd.DataFrame(rows)
 
@@ -583,7 +612,8 @@ def budget_markdown(estimates: Mapping[str, BudgetEstimate], seconds_per_epoch: 
             if meets and b.fits:
                 both.append(f"`{name}`")
         lines.append(f"- `{name}`: {fit}chapter 1 about {b.chapter / 60:.1f} min (limit {b.chapter_limit / 60:.0f}), "
-                     f"the book at least {b.book / 60:.1f} min (limit {b.book_limit / 60:.0f}): {verdict}.")
+                     f"the book {'about' if b.book_rest else 'at least'} {b.book / 60:.1f} min (limit {b.book_limit / 60:.0f}): "
+                     f"{verdict}.")
     if fits:
         lines.append("\nMeasured candidates meeting both the fit (a) and the budget (b): "
                      + (", ".join(both) + "; rule (c) picks among them the one closest to the paper's recipe."
@@ -683,6 +713,13 @@ def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, l
     candidates = read_candidates() if candidates is None else candidates
     per_epoch = statistics.median(epoch_seconds(r) for r in runs)
     probe_s = probe_seconds(table)
+    rest, rest_text = read_book_rest()
+    width = runs[0].config.get("width")
+
+    def factor(name) -> float:
+        w = candidate_width(name)
+        return (w / width) ** 2 if w and width else 1.0
+
     if probe_s is None:
         return (candidates_table(candidates, fit, label, per_epoch),
                 "The probes of this execution were read from a cache written before probe timing was recorded, so "
@@ -690,16 +727,20 @@ def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, l
     seeds = len(runs)
     estimates = {f"{r.candidate}/{r.epochs}": budget_estimate(int(r.epochs), seconds_per_epoch=per_epoch,
                                                               probe_seconds=probe_s, chapter_runs=seeds,
-                                                              probe_every=probe_every, book_groups=book_groups)
+                                                              probe_every=probe_every, book_groups=book_groups,
+                                                              width_factor=factor(r.candidate), book_rest=rest)
                  for r in candidates.itertuples(index=False)}
     live = budget_estimate(fit.epochs[1], seconds_per_epoch=per_epoch, probe_seconds=probe_s, chapter_runs=seeds,
-                           probe_every=probe_every, book_groups=book_groups)
+                           probe_every=probe_every, book_groups=book_groups, book_rest=rest)
     shown = candidates_table(candidates, fit, label, per_epoch, {**estimates, "live": live})
     fits = {f"{r.candidate}/{r.epochs}": (r.description, float(r.final_quarter_mean))
             for r in candidates.itertuples(index=False)}
     fits[f"{label} (this chapter)/{fit.epochs[1]}"] = (f"{label}, all seeds", fit.mean)
     text = budget_markdown({**estimates, f"{label} (this chapter)/{fit.epochs[1]}": live}, per_epoch, probe_s,
                            sum(n for n, _ in book_groups), fits)
+    text += (f"\n\nA candidate of another width costs (width / {width})$^2$ times this chapter's seconds per epoch "
+             f"(a convolution's multiply-adds grow with the square of its channels). Every book estimate includes the "
+             f"parts of the book that do not grow with the source model: {rest_text}.")
     if profile != "default":
         text = (f"**This page ran the `{profile}` profile**, whose runs are not the default's size: the costs below "
                 f"use its runs' cost per epoch, so they say nothing about the default's candidates.\n\n" + text)
