@@ -97,5 +97,5 @@ def test_a_wider_candidate_costs_the_square_of_its_width_ratio_and_the_book_adds
     csv = tmp_path / "rest.csv"
     csv.write_text("part,seconds,source\nset-up,200,fresh clone\nchapter 4,100,make book\n")
     seconds, text = tradeoff.read_book_rest(csv)
-    assert seconds == 300.0 and "set-up 3.3 min" in text and "fresh clone" in text
+    assert seconds == 300.0 and "set-up 3.3 min (fresh clone)" in text and "5.0 min in all" in text
     assert tradeoff.read_book_rest(tmp_path / "missing.csv")[0] == 0.0

@@ -550,9 +550,8 @@ def read_book_rest(path: str | os.PathLike | None = None) -> tuple[float, str]:
     if not path.exists():
         return 0.0, "not measured (no benchmarks/results/book_rest.csv): the book estimates are lower bounds"
     df = pd.read_csv(path)
-    parts = "; ".join(f"{r.part} {r.seconds / 60:.1f} min" for r in df.itertuples(index=False))
-    source = ", ".join(sorted(set(df.source.astype(str))))
-    return float(df.seconds.sum()), f"{parts} (measured: {source})"
+    parts = "; ".join(f"{r.part} {r.seconds / 60:.1f} min ({r.source})" for r in df.itertuples(index=False))
+    return float(df.seconds.sum()), f"{df.seconds.sum() / 60:.1f} min in all: {parts}"
 
 
 def candidates_table(candidates: pd.DataFrame, live: FitCheck | None = None, live_label: str = "",

@@ -136,8 +136,9 @@ def _said(row: dict) -> str:
 
 
 def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: str | None = None) -> str:
-    """The closing "What this chapter found" box (MyST admonition), every sentence computed from ``rows``
-    (:func:`comparisons`) and, if given, the stage sentence of :func:`stage_information_markdown`."""
+    """The text of the closing "What this chapter found" box (MyST markdown; the notebook glues it into an
+    admonition), every sentence computed from ``rows`` (:func:`comparisons`) and, if given, the stage sentence of
+    :func:`stage_information_markdown`."""
     lines = [headline_markdown(rows, targets)]
     for a, b, what in ((CTC, SCHEDULE, "the CTC losses on top of their schedule"),
                        (STAGE1, SCHEDULE, "the stage-1 loss alone"), (STAGE2, SCHEDULE, "the stage-2 loss alone"),
@@ -149,7 +150,7 @@ def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: 
             lines.append(f"- {what} ({a} − {b}): {lead}final transfer " + ", ".join(bits) + ".")
     if stage_text:
         lines.append(f"- {stage_text}")
-    return ("```{admonition} What this chapter found\n" + lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n```")
+    return lines[0] + "\n\n" + "\n".join(lines[1:])
 
 
 def identical_weights(a: dict, b: dict) -> bool:
