@@ -94,8 +94,23 @@ def test_a_wider_candidate_costs_the_square_of_its_width_ratio_and_the_book_adds
     assert wide.chapter - base.chapter == pytest.approx(5 * 60 * 1.25)
     assert wide.book_rest == 900.0 and "about" in tradeoff.budget_markdown({"w": wide}, 1.0, 2.0, 24)
     assert "at least" in tradeoff.budget_markdown({"b": base}, 1.0, 2.0, 24)  # no rest measured: a lower bound
-    csv = tmp_path / "rest.csv"
-    csv.write_text("part,seconds,source\nset-up,200,fresh clone\nchapter 4,100,make book\n")
-    seconds, text = tradeoff.read_book_rest(csv)
-    assert seconds == 300.0 and "set-up 3.3 min (fresh clone)" in text and "5.0 min in all" in text
-    assert tradeoff.read_book_rest(tmp_path / "missing.csv")[0] == 0.0
+    costs = tmp_path / "costs.json"
+    costs.write_text('{"measured": "fresh clone", "ctc_epoch_factor": 1.5, '
+                     '"rest": [{"part": "set-up", "seconds": 200}, {"part": "chapter 4", "seconds": 100}]}')
+    got = tradeoff.read_book_costs(costs)
+    assert got.rest == 300.0 and got.ctc_epoch_factor == 1.5
+    assert "set-up 3.3 min" in got.text and "5.0 min in all" in got.text and "fresh clone" in got.text
+    missing = tradeoff.read_book_costs(tmp_path / "missing.json")
+    assert (missing.rest, missing.ctc_epoch_factor) == (0.0, 1.0) and "lower bounds" in missing.text
+
+
+def test_book_groups_charge_ctc_style_runs_their_measured_cost_per_epoch():
+    ctc = {"seeds": [0, 1, 2, 3, 4], "probe_every": 10, "discrim_seeds": [0, 1, 2], "ablation_seeds": [0, 1, 2],
+           "control_probe_every": 20}
+    groups = tradeoff.book_run_groups([0, 1, 2, 3, 4], 5, ctc, ctc_epoch_factor=1.5)
+    assert groups == [(5, 5, 1.0), (5, 10, 1.5), (5, 10, 1.0), (9, 20, 1.5)]
+    plain = tradeoff.budget_estimate(60, seconds_per_epoch=1.0, probe_seconds=0.0, chapter_runs=5, probe_every=5,
+                                     book_groups=tradeoff.book_run_groups([0, 1, 2, 3, 4], 5, ctc))
+    ctc_cost = tradeoff.budget_estimate(60, seconds_per_epoch=1.0, probe_seconds=0.0, chapter_runs=5, probe_every=5,
+                                        book_groups=groups)
+    assert ctc_cost.book - plain.book == pytest.approx(14 * 60 * 0.5)  # 5 CTC + 9 secondary runs at +50%

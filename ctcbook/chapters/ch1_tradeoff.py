@@ -429,10 +429,11 @@ CANDIDATES_CSV = Path(__file__).resolve().parents[2] / "benchmarks" / "results" 
 CANDIDATE_COLUMNS = ("candidate", "description", "epochs", "seed", "final_quarter_mean", "final_quarter_min", "last",
                      "seconds_per_epoch", "wall_seconds", "meets_fit", "date", "note")
 _CANDIDATE_KEY = ["candidate", "epochs", "seed"]
-#: The parts of the default book whose cost does not grow with the source model's epochs and width (set-up, chapter
-#: 4, chapter 2's estimators and geometry, chapter 3's Renyi estimates, the HTML build), as measured in a complete
-#: `make book` from a fresh clone on this machine: columns part, seconds, source.
-BOOK_REST_CSV = CANDIDATES_CSV.parent / "book_rest.csv"
+#: What a complete `make book` from a fresh clone cost on this machine, for the budget arithmetic: ``rest``, the
+#: parts whose cost does not grow with the source model's epochs and width (set-up, chapter 4, chapter 2's
+#: estimators and geometry, chapter 3's Renyi estimates, the HTML build: a list of {part, seconds}), and
+#: ``ctc_epoch_factor``, a CTC-style run's wall seconds per epoch over a cross-entropy run's; ``measured`` says when.
+BOOK_COSTS_JSON = CANDIDATES_CSV.parent / "book_costs.json"
 
 
 def read_candidates(path: str | os.PathLike = CANDIDATES_CSV) -> pd.DataFrame:
@@ -517,8 +518,9 @@ def budget_estimate(epochs: int, *, seconds_per_epoch: float, probe_seconds: flo
                     book_rest: float = 0.0) -> BudgetEstimate:
     """Cost of training for ``epochs`` epochs: chapter 1 = ``chapter_runs`` x (epochs x ``seconds_per_epoch`` x
     ``width_factor`` + probed checkpoints x ``probe_seconds``); the book = the sum over ``book_groups`` of (number of
-    runs, their probe_every or None when not probed) of the same, chapter 1's runs included, plus ``book_rest`` (the
-    parts that do not scale with the source model, :func:`read_book_rest`). ``width_factor``: the candidate's cost
+    runs, their probe_every or None when not probed[, their cost per epoch relative to a cross-entropy run]) of the
+    same, chapter 1's runs included, plus ``book_rest`` (the parts that do not scale with the source model,
+    :func:`read_book_costs`). ``width_factor``: the candidate's cost
     per epoch relative to the measured runs' ((width / measured width)^2: a convolution's multiply-adds grow with
     the square of its channel count)."""
     for name, v in (("epochs", epochs), ("chapter_runs", chapter_runs), ("probe_every", probe_every)):
@@ -529,12 +531,12 @@ def budget_estimate(epochs: int, *, seconds_per_epoch: float, probe_seconds: flo
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
 
-    def cost(n_runs: int, every: int | None) -> float:
+    def cost(n_runs: int, every: int | None, factor: float = 1.0) -> float:
         probed = len(probe_epochs(epochs, every)) if every else 0
-        return n_runs * (epochs * seconds_per_epoch * width_factor + probed * probe_seconds)
+        return n_runs * (epochs * seconds_per_epoch * width_factor * factor + probed * probe_seconds)
 
     return BudgetEstimate(epochs, cost(chapter_runs, probe_every),
-                          sum(cost(n, e) for n, e in book_groups) + book_rest, chapter_limit, book_limit, book_rest)
+                          sum(cost(*g) for g in book_groups) + book_rest, chapter_limit, book_limit, book_rest)
 
 
 def candidate_width(name: str) -> int | None:
@@ -543,15 +545,29 @@ def candidate_width(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def read_book_rest(path: str | os.PathLike | None = None) -> tuple[float, str]:
-    """(seconds, description) of the default book's parts that do not scale with the source model
-    (:data:`BOOK_REST_CSV`); (0, a note) when the file is missing."""
-    path = Path(path) if path is not None else BOOK_REST_CSV
+@dataclass(frozen=True)
+class BookCosts:
+    """:data:`BOOK_COSTS_JSON` read: ``rest`` seconds in all and its ``text``; ``ctc_epoch_factor``."""
+
+    rest: float
+    text: str
+    ctc_epoch_factor: float
+
+
+def read_book_costs(path: str | os.PathLike | None = None) -> BookCosts:
+    """The measured costs of the last complete build (:data:`BOOK_COSTS_JSON`); with no file, rest 0 and factor 1
+    (the book estimates are then lower bounds, and the text says so)."""
+    path = Path(path) if path is not None else BOOK_COSTS_JSON
     if not path.exists():
-        return 0.0, "not measured (no benchmarks/results/book_rest.csv): the book estimates are lower bounds"
-    df = pd.read_csv(path)
-    parts = "; ".join(f"{r.part} {r.seconds / 60:.1f} min ({r.source})" for r in df.itertuples(index=False))
-    return float(df.seconds.sum()), f"{df.seconds.sum() / 60:.1f} min in all: {parts}"
+        return BookCosts(0.0, f"not measured (no {path.name}): the book estimates are lower bounds", 1.0)
+    data = json.loads(path.read_text())
+    rest = data["rest"]
+    total = float(sum(r["seconds"] for r in rest))
+    parts = "; ".join(f"{r['part']} {r['seconds'] / 60:.1f} min" for r in rest)
+    factor = float(data["ctc_epoch_factor"])
+    if not (math.isfinite(total) and total >= 0 and math.isfinite(factor) and factor > 0):
+        raise ValueError(f"{path}: rest seconds must be >= 0 and ctc_epoch_factor > 0, got {total}, {factor}")
+    return BookCosts(total, f"{total / 60:.1f} min in all ({parts}; measured: {data['measured']})", factor)
 
 
 def candidates_table(candidates: pd.DataFrame, live: FitCheck | None = None, live_label: str = "",
@@ -692,14 +708,18 @@ def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sour
     return "\n".join(f"- {i}" for i in items)
 
 
-def book_run_groups(seeds: Sequence[int], probe_every: int, ctc: Mapping) -> list[tuple[int, int | None]]:
-    """The source-sized runs the book trains, as (number of runs, probe_every) groups: chapter 1's baseline (reused
-    by chapters 2, 3 and 5), chapter 3's CTC runs and schedule-only control on its ``seeds``, and its secondary runs
-    (the discriminability setting on ``discrim_seeds``, the two stage ablations on ``ablation_seeds``), probed every
-    ``control_probe_every``. ``ctc``: chapter 3's parameters."""
-    main = (2 * len(ctc["seeds"]), ctc["probe_every"])
-    secondary = (len(ctc["discrim_seeds"]) + 2 * len(ctc["ablation_seeds"]), ctc["control_probe_every"])
-    return [(len(seeds), probe_every), main, secondary]
+def book_run_groups(seeds: Sequence[int], probe_every: int, ctc: Mapping,
+                    ctc_epoch_factor: float = 1.0) -> list[tuple[int, int | None, float]]:
+    """The source-sized runs the book trains, as (number of runs, probe_every, cost per epoch relative to a
+    cross-entropy run) groups: chapter 1's baseline (reused by chapters 2, 3 and 5); chapter 3's CTC runs
+    (``ctc_epoch_factor``) and schedule-only control (a cross-entropy run) on its ``seeds``; its secondary runs, all
+    CTC-style (the discriminability setting on ``discrim_seeds``, the two stage ablations on ``ablation_seeds``),
+    probed every ``control_probe_every``. ``ctc``: chapter 3's parameters."""
+    n = len(ctc["seeds"])
+    secondary = (len(ctc["discrim_seeds"]) + 2 * len(ctc["ablation_seeds"]), ctc["control_probe_every"],
+                 ctc_epoch_factor)
+    return [(len(seeds), probe_every, 1.0), (n, ctc["probe_every"], ctc_epoch_factor), (n, ctc["probe_every"], 1.0),
+            secondary]
 
 
 def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, label: str, probe_every: int,
@@ -712,7 +732,8 @@ def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, l
     candidates = read_candidates() if candidates is None else candidates
     per_epoch = statistics.median(epoch_seconds(r) for r in runs)
     probe_s = probe_seconds(table)
-    rest, rest_text = read_book_rest()
+    costs = read_book_costs()
+    rest, rest_text = costs.rest, costs.text
     width = runs[0].config.get("width")
 
     def factor(name) -> float:
@@ -739,7 +760,9 @@ def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, l
                            sum(n for n, _ in book_groups), fits)
     text += (f"\n\nA candidate of another width costs (width / {width})$^2$ times this chapter's seconds per epoch "
              f"(a convolution's multiply-adds grow with the square of its channels). Every book estimate includes the "
-             f"parts of the book that do not grow with the source model: {rest_text}.")
+             f"parts of the book that do not grow with the source model: {rest_text}. CTC-style runs cost "
+             f"{costs.ctc_epoch_factor:.2f} times a cross-entropy run per epoch (stage 2 runs the frozen snapshot and "
+             f"the contrastive heads; measured in the same build).")
     if profile != "default":
         text = (f"**This page ran the `{profile}` profile**, whose runs are not the default's size: the costs below "
                 f"use its runs' cost per epoch, so they say nothing about the default's candidates.\n\n" + text)
