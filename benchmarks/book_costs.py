@@ -18,17 +18,25 @@ import json
 import statistics
 from pathlib import Path
 
+from ctcbook.book.profiles import PARAMETER_DEFAULTS
 from ctcbook.chapters import ch1_tradeoff as tradeoff
 from ctcbook.runs import Run, RunStore, atomic_write_bytes, read_jsonl
 
 
+#: The source-sized runs are those of the default's source model (chapters 1, 3 and 5); chapter 4's backbone is not.
+SOURCE_SIZED = {k: PARAMETER_DEFAULTS["01_tradeoff"][k] for k in ("source", "train_size", "depth", "width", "epochs")}
+
+
 def measure(store: RunStore) -> dict:
-    """Per run kind (ce / ctc): runs, wall seconds of their epochs; and the seconds of all cached L-BFGS probes."""
+    """Per run kind (ce / ctc) of the source-sized runs: wall seconds per epoch and in all; and the seconds of all
+    their cached L-BFGS probes."""
     kinds: dict[str, list[float]] = {"ce": [], "ctc": []}
     trained = {"ce": 0.0, "ctc": 0.0}
     probes = 0.0
     for folder in sorted(p for p in store.root.iterdir() if (p / "DONE").exists()):
         config = json.loads((folder / "config.json").read_text())
+        if any(config.get(k) != v for k, v in SOURCE_SIZED.items()):
+            continue
         run = Run(folder, config)
         kind = "ctc" if config.get("objective") == "ctc" else "ce"
         per_epoch = tradeoff.epoch_seconds(run)

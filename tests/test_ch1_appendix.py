@@ -63,7 +63,7 @@ def test_budget_estimate_is_runs_times_epochs_times_cost_plus_probes():
     assert "`a/100`" in text and "over the book limit" in text and "within both limits" in text
     fitted = tradeoff.budget_markdown({"a/100": b, "b/60": small}, 1.2, 3.5, 24,
                                       {"a/100": ("crop(1)+flip", 0.9958), "b/60": ("flip", 1.0)})
-    assert "meeting both the fit (a) and the budget (b): `b/60`;" in fitted  # a/100 fits but is over budget
+    assert "meeting both the fit (a) and the budget (b): `b/60`." in fitted  # a/100 fits but is over budget
     failed = tradeoff.budget_markdown({"b/60": small}, 1.2, 3.5, 24, {"b/60": ("crop(2)+flip", 0.9568)})
     assert "fails the 99% criterion" in failed and "(b): none, at this cost per epoch." in failed
     with pytest.raises(ValueError, match="seconds_per_epoch"):
@@ -114,3 +114,22 @@ def test_book_groups_charge_ctc_style_runs_their_measured_cost_per_epoch():
     ctc_cost = tradeoff.budget_estimate(60, seconds_per_epoch=1.0, probe_seconds=0.0, chapter_runs=5, probe_every=5,
                                         book_groups=groups)
     assert ctc_cost.book - plain.book == pytest.approx(14 * 60 * 0.5)  # 5 CTC + 9 secondary runs at +50%
+
+
+def test_rule_c_names_the_candidate_closest_to_the_papers_augmentation_among_those_meeting_both():
+    assert tradeoff.closeness("crop(2)+flip") > tradeoff.closeness("crop(1)+flip") > tradeoff.closeness(
+        "flip only") > tradeoff.closeness("no augmentation")
+    cheap = tradeoff.budget_estimate(60, seconds_per_epoch=1.0, probe_seconds=1.0, chapter_runs=5, probe_every=5,
+                                     book_groups=[(24, 10)])
+    longer = tradeoff.budget_estimate(80, seconds_per_epoch=1.0, probe_seconds=1.0, chapter_runs=5, probe_every=5,
+                                      book_groups=[(24, 10)])
+    text = tradeoff.budget_markdown({"flip/60": cheap, "pad1/80": longer, "pad2/60": cheap}, 1.0, 1.0, 24,
+                                    {"flip/60": ("flip only", 1.0), "pad1/80": ("crop(1)+flip", 0.995),
+                                     "pad2/60": ("crop(2)+flip", 0.96)})
+    assert "Rule (c), closest to the paper's crop (4 px) + flip, then cheaper: `pad1/80`" in text  # pad2 misses (a)
+
+
+def test_rule_pick_is_none_without_a_candidate_meeting_both():
+    over = tradeoff.budget_estimate(200, seconds_per_epoch=10.0, probe_seconds=1.0, chapter_runs=5, probe_every=5,
+                                    book_groups=[(24, 10)])
+    assert tradeoff.rule_pick({"x/200": over}, {"x/200": ("crop(1)+flip", 1.0)}) is None

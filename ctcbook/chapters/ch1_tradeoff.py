@@ -631,9 +631,28 @@ def budget_markdown(estimates: Mapping[str, BudgetEstimate], seconds_per_epoch: 
                      f"{verdict}.")
     if fits:
         lines.append("\nMeasured candidates meeting both the fit (a) and the budget (b): "
-                     + (", ".join(both) + "; rule (c) picks among them the one closest to the paper's recipe."
-                        if both else "none, at this cost per epoch."))
+                     + (", ".join(both) + "." if both else "none, at this cost per epoch."))
+        pick = rule_pick(estimates, fits)
+        if pick:
+            lines.append(f"Rule (c), closest to the paper's crop (4 px) + flip, then cheaper: `{pick}` "
+                         f"({fits[pick][0]}).")
     return "\n".join(lines)
+
+
+def rule_pick(estimates: Mapping[str, BudgetEstimate], fits: Mapping[str, tuple[str, float]]) -> str | None:
+    """The candidate rule (c) picks among those meeting the fit (a) and the budget (b): the augmentation closest to
+    the paper's (:func:`closeness`), then the cheaper book; None when no candidate meets both."""
+    both = [n for n, b in estimates.items() if n in fits and fits[n][1] >= FIT_THRESHOLD and b.fits]
+    return max(both, key=lambda n: (closeness(fits[n][0]), -estimates[n].book)) if both else None
+
+
+def closeness(description: str) -> tuple[int, int]:
+    """How close a candidate's augmentation is to the paper's random crop (4 px padding) + flip, from its
+    description: crop(p)+flip ranks (2, p) (more padding is closer), flip only (1, 0), no augmentation (0, 0)."""
+    m = re.search(r"crop\((\d+)\)\s*\+\s*flip", description)
+    if m:
+        return 2, int(m.group(1))
+    return (1, 0) if "flip" in description else (0, 0)
 
 
 # --- the paper's probe as run here -------------------------------------------------------------------------------
@@ -763,6 +782,14 @@ def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, l
              f"parts of the book that do not grow with the source model: {rest_text}. CTC-style runs cost "
              f"{costs.ctc_epoch_factor:.2f} times a cross-entropy run per epoch (stage 2 runs the frozen snapshot and "
              f"the contrastive heads; measured in the same build).")
+    pick = rule_pick({**estimates, f"{label} (this chapter)/{fit.epochs[1]}": live}, fits)
+    if pick and not pick.startswith(f"{label} (this chapter)") and closeness(fits[pick][0]) > closeness(label):
+        b = estimates[pick]
+        text += (f"\n\n**With the costs measured in the last complete build, the rule picks `{pick}`, not this "
+                 f"page's default ({label}).** It is estimated at {b.book / 60:.1f} min for the book, "
+                 f"{(b.book_limit - b.book) / 60:.1f} min inside the limit; the default was fixed before that build "
+                 f"measured CTC's cost per epoch and the rest of the book. The default moves to it once a complete "
+                 f"build from a fresh clone confirms the budget.")
     if profile != "default":
         text = (f"**This page ran the `{profile}` profile**, whose runs are not the default's size: the costs below "
                 f"use its runs' cost per epoch, so they say nothing about the default's candidates.\n\n" + text)
