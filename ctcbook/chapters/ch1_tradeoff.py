@@ -776,7 +776,7 @@ def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, l
             for r in candidates.itertuples(index=False)}
     fits[f"{label} (this chapter)/{fit.epochs[1]}"] = (f"{label}, all seeds", fit.mean)
     text = budget_markdown({**estimates, f"{label} (this chapter)/{fit.epochs[1]}": live}, per_epoch, probe_s,
-                           sum(n for n, _ in book_groups), fits)
+                           sum(g[0] for g in book_groups), fits)
     text += (f"\n\nA candidate of another width costs (width / {width})$^2$ times this chapter's seconds per epoch "
              f"(a convolution's multiply-adds grow with the square of its channels). Every book estimate includes the "
              f"parts of the book that do not grow with the source model: {rest_text}. CTC-style runs cost "
