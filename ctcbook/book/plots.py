@@ -95,14 +95,15 @@ def _info_mean(info: pd.DataFrame, estimator: str, split: str, layer: str = "pen
 def _t_band(ax, g: pd.DataFrame, column: str, color, label: str | None = None, scale: float = 1.0,
             style: str = "-o") -> None:
     """Seed mean of ``column`` (x ``scale``) against epoch with its 95% Student-t band over seeds
-    (:func:`ctcbook.stats.t_interval`); ``g`` holds one value per (seed, epoch), or several (averaged first)."""
+    (:func:`ctcbook.stats.t_interval`); ``g`` holds one value per (seed, epoch), or several (averaged first). An
+    epoch measured on one seed has no interval: the band narrows to the mean there."""
     from ..stats import t_interval
 
     per = g.groupby(["epoch", "seed"])[column].mean().reset_index()
     rows = []
     for e, d in per.groupby("epoch"):
-        iv = t_interval(d[column].to_numpy() * scale)
-        rows.append((e, iv.mean, iv.low, iv.high, iv.n))
+        iv = t_interval(d[column].to_numpy(dtype=float) * scale)
+        rows.append((e, iv.mean, iv.low if iv.n > 1 else iv.mean, iv.high if iv.n > 1 else iv.mean, iv.n))
     if not rows:
         return
     e, m, lo, hi, n = map(list, zip(*rows))
@@ -282,22 +283,6 @@ def information_layers_figure(info: pd.DataFrame, split: str = "source", estimat
 METHOD_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 
 
-def _method_band(ax, g: pd.DataFrame, column: str, color, label: str, scale: float = 100.0) -> None:
-    """Seed mean of ``column`` (x ``scale``) against epoch with its 95% Student-t band over seeds
-    (:func:`ctcbook.stats.t_interval`; no band at epochs with one seed)."""
-    from .. import stats
-
-    rows = []
-    for epoch, e in g.groupby("epoch"):
-        iv = stats.t_interval(e[column].to_numpy(dtype=float) * scale)
-        rows.append((epoch, iv.mean, iv.low if iv.n > 1 else iv.mean, iv.high if iv.n > 1 else iv.mean))
-    if not rows:
-        return
-    epochs, mean, low, high = zip(*rows)
-    ax.plot(epochs, mean, "-o", ms=2.5, color=color, label=label, lw=1.5)
-    ax.fill_between(epochs, low, high, color=color, alpha=0.18, lw=0)
-
-
 def _switch(ax, switch_epoch: int | None) -> None:
     if switch_epoch is not None:
         ax.axvline(switch_epoch, color="grey", lw=0.9, ls=":", label="stage switch")
@@ -313,9 +298,9 @@ def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch
     methods = list(methods) if methods is not None else list(table.method.unique())
     for i, method in enumerate(methods):
         g, color = table[table.method == method], METHOD_COLORS[i % len(METHOD_COLORS)]
-        _method_band(axes[0], g[g.target == "source"], "test_acc", color, method)
+        _t_band(axes[0], g[g.target == "source"], "test_acc", color, method, scale=100.0)
         for ax, key in zip(axes[1:], targets):
-            _method_band(ax, g[g.target == key], column, color, method)
+            _t_band(ax, g[g.target == key], column, color, method, scale=100.0)
     axes[0].set_title("discriminability: source test accuracy")
     for ax, key in zip(axes[1:], targets):
         ax.set_title(f"transferability: {key} (linear probe)")
@@ -339,8 +324,8 @@ def information_methods_figure(info: dict[str, pd.DataFrame], methods: Sequence[
         for i, method in enumerate(methods):
             g = rows[rows.method == method]
             color = METHOD_COLORS[i % len(METHOD_COLORS)]
-            _method_band(axes[0], g, "i_xt", color, method, scale=1.0)
-            _method_band(axes[1], g, "i_ty", color, method, scale=1.0)
+            _t_band(axes[0], g, "i_xt", color, method)
+            _t_band(axes[1], g, "i_ty", color, method)
         for ax, name in zip(axes, ("I(X;T) (bits)", "I(T;Y) (bits)")):
             _switch(ax, switch_epoch)
             ax.set_title(f"{name.split(' ')[0]} of the penultimate features, {split} test split", fontsize=9)
