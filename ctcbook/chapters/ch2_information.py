@@ -721,6 +721,22 @@ def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------- geometry over the late phase
+def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str):
+    """Per seed with at least two epochs where the geometry of ``split`` (a target), the source training geometry
+    and chapter 1's probe (with ``val_acc``) were all measured: (seed, target geometry, source geometry, probe rows,
+    each indexed by epoch; the common epochs; the validation-selected transfer peak epoch among them)."""
+    for seed, gt in geom[geom.split == split].groupby("seed"):
+        t = table[(table.target == split) & (table.seed == seed) & table["val_acc"].notna()].set_index("epoch")
+        gs = geom[(geom.split == GEOMETRY_SOURCE) & (geom.seed == seed)].set_index("epoch")
+        gt = gt.set_index("epoch")
+        common = sorted(set(gt.index) & set(t.index) & set(gs.index))
+        if len(common) < 2:
+            continue
+        peak = selected_drop(common, t.loc[common, "val_acc"].to_numpy(float),
+                             t.loc[common, column].to_numpy(float)).peak_epoch
+        yield seed, gt, gs, t, common, peak
+
+
 def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
                     column: str = "probe_acc") -> list[dict]:
     """Per target: how NC1 and effective rank change over each seed's late phase, from the validation-selected
@@ -735,15 +751,8 @@ def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[s
     for key in targets:
         per = {"nc1_target": {}, "nc1_source": {}, "rank_target": {}}
         peaks = {}
-        for seed, gt in geom[geom.split == key].groupby("seed"):
-            t = table[(table.target == key) & (table.seed == seed) & table["val_acc"].notna()].set_index("epoch")
-            gs = geom[(geom.split == GEOMETRY_SOURCE) & (geom.seed == seed)].set_index("epoch")
-            gt = gt.set_index("epoch")
-            common = sorted(set(gt.index) & set(t.index) & set(gs.index))
-            if len(common) < 2:
-                continue
-            d = selected_drop(common, t.loc[common, "val_acc"].to_numpy(float), t.loc[common, column].to_numpy(float))
-            p, last = d.peak_epoch, common[-1]
+        for seed, gt, gs, _, common, p in _seeds_with_peaks(geom, table, key, column):
+            last = common[-1]
             peaks[int(seed)] = p
             per["nc1_target"][int(seed)] = float(gt.nc1[p] - gt.nc1[last])
             per["nc1_source"][int(seed)] = float(gs.nc1[p] - gs.nc1[last])
@@ -784,15 +793,7 @@ def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str, column:
     """Seed means of NC1 and effective rank of ``split`` (a target) and NC1 of the source training features at the
     first epoch, each seed's validation-selected transfer peak, and the last epoch (human column names)."""
     rows = []
-    for seed, g in geom[geom.split == split].groupby("seed"):
-        t = table[(table.target == split) & (table.seed == seed) & table["val_acc"].notna()].set_index("epoch")
-        gs = geom[(geom.split == GEOMETRY_SOURCE) & (geom.seed == seed)].set_index("epoch")
-        g = g.set_index("epoch")
-        common = sorted(set(g.index) & set(t.index) & set(gs.index))
-        if len(common) < 2:
-            continue
-        peak = selected_drop(common, t.loc[common, "val_acc"].to_numpy(float),
-                             t.loc[common, column].to_numpy(float)).peak_epoch
+    for _, g, gs, t, common, peak in _seeds_with_peaks(geom, table, split, column):
         for label, e in (("first epoch", common[0]), ("transfer peak (validation)", peak), ("last epoch", common[-1])):
             rows.append({"point": label, "epoch": e, "nc1": g.nc1[e], "rank": g.eff_rank[e], "src": gs.nc1[e],
                          "acc": 100 * t.loc[e, column]})
