@@ -180,6 +180,17 @@ def _fmt(x: float, decimals: int) -> str:
     return f"{x:.{decimals}f}" if math.isfinite(x) else ("-inf" if x < 0 else "inf")
 
 
+def _printed(iv: Interval, decimals: int) -> tuple[float, float]:
+    """The bounds a reader sees: rounded outwards with two or more seeds, (-inf, inf) with one."""
+    return _outward(iv, decimals) if iv.n > 1 else (iv.low, iv.high)
+
+
+def brackets(iv: Interval, decimals: int = 2) -> str:
+    """The interval as the book prints it, "[a, b]", rounded outwards (the bounds :func:`verdict` decides on)."""
+    low, high = _printed(iv, decimals)
+    return f"[{_fmt(low, decimals)}, {_fmt(high, decimals)}]"
+
+
 def verdict(iv: Interval, *, quantity: str, unit: str = "points", decimals: int = 2, positive: str = "positive",
             negative: str = "negative") -> Verdict:
     """Words that follow the interval: "<quantity>: X <unit>, 95% CI [a, b] over n seeds: <positive|negative>", or
@@ -190,10 +201,10 @@ def verdict(iv: Interval, *, quantity: str, unit: str = "points", decimals: int 
     """
     if decimals < 0:
         raise ValueError(f"decimals must be >= 0, got {decimals}")
-    low, high = _outward(iv, decimals) if iv.n > 1 else (iv.low, iv.high)
+    low, high = _printed(iv, decimals)
     pct = f"{round(iv.level * 100):d}%"
-    numbers = (f"{quantity}: {_fmt(iv.mean, decimals)} {unit}, {pct} CI [{_fmt(low, decimals)}, "
-               f"{_fmt(high, decimals)}] over {iv.n} seed{'s' if iv.n != 1 else ''}")
+    numbers = (f"{quantity}: {_fmt(iv.mean, decimals)} {unit}, {pct} CI {brackets(iv, decimals)} "
+               f"over {iv.n} seed{'s' if iv.n != 1 else ''}")
     if low > 0:
         return Verdict(1, f"{numbers}: {positive}", numbers)
     if high < 0:

@@ -288,11 +288,6 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _ci(iv: stats.Interval, decimals: int = 2) -> str:
-    low, high = stats._outward(iv, decimals) if iv.n > 1 else (iv.low, iv.high)
-    return f"[{stats._fmt(low, decimals)}, {stats._fmt(high, decimals)}]"
-
-
 def source_accuracy(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary]) -> dict[str, dict]:
     """Source test accuracy (points) per target's late phase, each a Student-t interval over seeds: ``first`` (first
     probed epoch), ``peak`` (that seed's validation-selected peak epoch of the target), ``last``, and the paired
@@ -322,13 +317,13 @@ def drop_table(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary],
         sel, naive, src = d.selected.scaled(100), d.naive.scaled(100), source[target]
         rows.append({
             "target": target,
-            "late drop (points)": round(sel.mean, 2), "late drop, 95% CI": _ci(sel),
-            "max-of-test drop, naive (points)": round(naive.mean, 2), "max-of-test drop, 95% CI": _ci(naive),
+            "late drop (points)": round(sel.mean, 2), "late drop, 95% CI": stats.brackets(sel),
+            "max-of-test drop, naive (points)": round(naive.mean, 2), "max-of-test drop, 95% CI": stats.brackets(naive),
             "peak epoch per seed (chosen on validation)": ", ".join(str(d.per_seed[s].peak_epoch)
                                                                     for s in sorted(d.per_seed)),
-            "source accuracy, first epoch (%)": f"{src['first'].mean:.2f} {_ci(src['first'])}",
-            "source accuracy, peak epoch (%)": f"{src['peak'].mean:.2f} {_ci(src['peak'])}",
-            "source accuracy, last epoch (%)": f"{src['last'].mean:.2f} {_ci(src['last'])}",
+            "source accuracy, first epoch (%)": f"{src['first'].mean:.2f} {stats.brackets(src['first'])}",
+            "source accuracy, peak epoch (%)": f"{src['peak'].mean:.2f} {stats.brackets(src['peak'])}",
+            "source accuracy, last epoch (%)": f"{src['last'].mean:.2f} {stats.brackets(src['last'])}",
         })
     return pd.DataFrame(rows)
 
@@ -344,7 +339,7 @@ def findings_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[st
                              negative="source accuracy fell too")
         paragraphs.append(
             f"**{target}**: {stats.drop_verdict(sel, target=target).text}. The naive max-of-test drop (largest test "
-            f"accuracy minus the last, >= 0 by construction) is {naive.mean:.2f} points, 95% CI {_ci(naive)}: "
+            f"accuracy minus the last, >= 0 by construction) is {naive.mean:.2f} points, 95% CI {stats.brackets(naive)}: "
             f"choosing the peak on the test curve adds {naive.mean - sel.mean:.2f} points. Peak epochs per seed "
             f"(chosen on validation accuracy): {', '.join(str(d.per_seed[s].peak_epoch) for s in sorted(d.per_seed))}."
             f" {late.text}.")
@@ -416,7 +411,7 @@ def convergence_markdown(fit: FitCheck, table: pd.DataFrame) -> str:
              f"claim is about")
     return (f"Clean training accuracy (eval mode, un-augmented training images) over the final quarter of the "
             f"epochs ({fit.epochs[0]}-{fit.epochs[1]}), per seed: {seeds}; mean {fit.interval.mean:.2f}%, 95% CI "
-            f"{_ci(fit.interval)} over {fit.interval.n} seeds (lowest single epoch there: "
+            f"{stats.brackets(fit.interval)} over {fit.interval.n} seeds (lowest single epoch there: "
             f"{100 * min(fit.per_seed_min.values()):.2f}%). Source test accuracy at the last epoch: "
             f"{100 * last.test_acc.mean():.2f}% (mean over seeds). So {state}.")
 
@@ -593,7 +588,7 @@ def candidates_table(candidates: pd.DataFrame, live: FitCheck | None = None, liv
         b = budgets.get("live")
         rows.append({"candidate": f"{live_label} (this chapter's runs)", "epochs": live.epochs[1],
                      "seeds": ", ".join(map(str, seeds)),
-                     "clean train acc., final quarter mean (%)": f"{live.interval.mean:.2f} {_ci(live.interval)}",
+                     "clean train acc., final quarter mean (%)": f"{live.interval.mean:.2f} {stats.brackets(live.interval)}",
                      "minimum there (%)": f"{100 * min(live.per_seed_min.values()):.2f}",
                      "last epoch (%)": "", "meets the 99% fit": "yes" if live.reached else "no",
                      "training s/epoch": "" if live_seconds_per_epoch is None else
@@ -710,7 +705,7 @@ def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sour
     """The "What this chapter found" list, every statement computed from the numbers."""
     items = [("The source model fitted its training set" if fit.reached else
               "The source model did NOT fit its training set") +
-             f" (clean training accuracy over the final quarter {fit.interval.mean:.2f}%, 95% CI {_ci(fit.interval)}, "
+             f" (clean training accuracy over the final quarter {fit.interval.mean:.2f}%, 95% CI {stats.brackets(fit.interval)}, "
              f"criterion {100 * fit.threshold:.0f}%)."]
     for target, d in drops.items():
         v = stats.drop_verdict(d.selected.scaled(100), target=target)

@@ -110,7 +110,7 @@ def headline_markdown(rows: Sequence[dict], targets: Sequence[str]) -> str:
     iv = src["interval"]
     cost = {1: "gains", -1: "costs", 0: "changes"}[src["sign"]]
     parts = [f"**CTC {cost} source accuracy against the baseline: {iv.mean:+.2f} points, 95% CI "
-             f"{_brackets(iv)} over {iv.n} paired seeds**" + (" (inconclusive: the interval contains 0)."
+             f"{stats.brackets(iv)} over {iv.n} paired seeds**" + (" (inconclusive: the interval contains 0)."
                                                                if src["sign"] == 0 else ".")]
     for key in targets:
         d, f = _find(rows, CTC, BASELINE, key, "drop"), _find(rows, CTC, BASELINE, key, "final")
@@ -124,15 +124,10 @@ def headline_markdown(rows: Sequence[dict], targets: Sequence[str]) -> str:
     return " ".join(parts)
 
 
-def _brackets(iv: stats.Interval, decimals: int = 2) -> str:
-    low, high = stats._outward(iv, decimals) if iv.n > 1 else (iv.low, iv.high)
-    return f"[{stats._fmt(low, decimals)}, {stats._fmt(high, decimals)}]"
-
-
 def _said(row: dict) -> str:
     iv = row["interval"]
     word = {1: "", -1: "", 0: ", inconclusive"}[row["sign"]]
-    return f"{iv.mean:+.2f} points, 95% CI {_brackets(iv)}{word}"
+    return f"{iv.mean:+.2f} points, 95% CI {stats.brackets(iv)}{word}"
 
 
 def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: str | None = None) -> str:
@@ -220,7 +215,7 @@ def stage_table(rows: Sequence[dict]) -> pd.DataFrame:
     """:func:`stage_information` as a page table (human column names; show without the index)."""
     return pd.DataFrame([{"method": r["method"], "stage": r["stage"],
                           "change of I(X;T) (bits)": f"{r['interval'].mean:+.3f}",
-                          "95% CI (bits)": _brackets(r["interval"], 3), "seeds": r["interval"].n,
+                          "95% CI (bits)": stats.brackets(r["interval"], 3), "seeds": r["interval"].n,
                           "verdict": {1: "rises", -1: "falls", 0: "inconclusive (CI contains 0)"}[r["sign"]]}
                          for r in rows])
 
@@ -232,7 +227,7 @@ def stage_information_markdown(rows: Sequence[dict], a: str = CTC, b: str = BASE
     if not diff:
         return f"I(X;T): {a} and {b} share no seed measured on both sides of the switch."
     moved = [r for r in diff if r["sign"] != 0]
-    numbers = "; ".join(f"{r['stage']} {r['interval'].mean:+.3f} bits, 95% CI {_brackets(r['interval'], 3)}"
+    numbers = "; ".join(f"{r['stage']} {r['interval'].mean:+.3f} bits, 95% CI {stats.brackets(r['interval'], 3)}"
                         for r in diff)
     if not moved:
         return (f"I(X;T) on the source test split: neither stage changes it differently for {a} than for {b} beyond "

@@ -76,10 +76,6 @@ def _per_seed(measures: pd.DataFrame, method: str, target: str, quantity: str) -
     return dict(zip(g.seed, g.value))
 
 
-def _ci(iv: stats.Interval, decimals: int = 2) -> str:
-    return stats.verdict(iv, quantity="x", decimals=decimals).numbers.split("CI ")[1].split(" over")[0]
-
-
 def interval_table(measures: pd.DataFrame, quantities: Sequence[str] = tuple(QUANTITIES)) -> pd.DataFrame:
     """Per method, target and quantity: mean over seeds with its 95% Student-t interval. Columns: method, target,
     quantity (key of :data:`QUANTITIES`), mean, low, high, seeds."""
@@ -150,7 +146,7 @@ def paired_table(rows: Sequence[dict], decimals: int = 2) -> pd.DataFrame:
     return pd.DataFrame([{"comparison": r["comparison"], "target": r["target"],
                           "quantity": QUANTITIES[r["quantity"]].replace("(%)", "(points)"),
                           "mean difference": f"{r['interval'].mean:+.{decimals}f}",
-                          "95% CI": _ci(r["interval"], decimals), "seeds": len(r["seeds"]),
+                          "95% CI": stats.brackets(r["interval"], decimals), "seeds": len(r["seeds"]),
                           "verdict": verdict[r["sign"]] if len(r["seeds"]) > 1 else "no interval (one seed)"}
                          for r in rows])
 
