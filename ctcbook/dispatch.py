@@ -1,7 +1,8 @@
 """Train many independent runs at once: the run dispatcher.
 
 ``dispatch(configs, backend=...)`` returns the finished :class:`~ctcbook.runs.Run` of every config, in the order of
-``configs``. Every run goes through :func:`ctcbook.train.train`, so finished runs are reused, interrupted runs resume
+``configs``. Every run goes through :func:`ctcbook.train.train` (a :class:`~ctcbook.config.TrainConfig`) or its
+sibling :func:`ctcbook.fusion_train.train_fusion` (a :class:`~ctcbook.fusion_train.FusionTrainConfig`), so finished runs are reused, interrupted runs resume
 from their last complete epoch, and two dispatchers asking for the same run never train it twice (that is the run
 lock's job inside ``train()``; the dispatcher adds no lock of its own). A config listed twice is trained once.
 
@@ -47,8 +48,12 @@ import submitit.helpers
 import torch
 
 from .config import TrainConfig
+from .fusion_train import FusionTrainConfig, train_fusion
 from .runs import Run, RunStore
 from .train import default_device, train
+
+#: The configs dispatch trains, and the loop that trains each.
+Config = TrainConfig | FusionTrainConfig
 
 #: The backends :func:`dispatch` accepts.
 BACKENDS = ("serial", "local", "slurm")
@@ -99,7 +104,17 @@ def worker_slots(device: torch.device, workers: int | None) -> list[str | None]:
     return [gpus[i % len(gpus)] for i in range(workers or len(gpus))]
 
 
-def dispatch(configs: Iterable[TrainConfig], *, backend: str = "serial", workers: int | None = None,
+def _train(config: Config, **kwargs: Any) -> Run:
+    """Train ``config`` with its loop: :func:`ctcbook.train.train` or :func:`ctcbook.fusion_train.train_fusion`."""
+    return (train_fusion if isinstance(config, FusionTrainConfig) else train)(config, **kwargs)
+
+
+def _from_dict(config: dict[str, Any]) -> Config:
+    """The config object back from its ``to_dict()`` (end-to-end configs carry ``e2e_version``)."""
+    return (FusionTrainConfig if "e2e_version" in config else TrainConfig).from_dict(config)
+
+
+def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int | None = None,
              store: RunStore | None = None, device: torch.device | str | None = None, progress: bool = True,
              threads: int | None = None, slurm: dict[str, Any] | None = None,
              on_epoch_end: Callable[[int, Any, Run], None] | None = None,
@@ -135,11 +150,14 @@ def dispatch(configs: Iterable[TrainConfig], *, backend: str = "serial", workers
                          "either spread each run over devices (nproc) or run independent runs side by side (backend)")
     configs = list(configs)
     for i, config in enumerate(configs):
-        if not isinstance(config, TrainConfig):
-            raise TypeError(f"configs[{i}] must be a TrainConfig, got {type(config).__name__}")
+        if not isinstance(config, (TrainConfig, FusionTrainConfig)):
+            raise TypeError(f"configs[{i}] must be a TrainConfig or a FusionTrainConfig, got {type(config).__name__}")
+        if nproc > 1 and isinstance(config, FusionTrainConfig):
+            raise ValueError(f"nproc {nproc}: configs[{i}] is an end-to-end FusionTrainConfig, which trains on one "
+                             "device per run (use backend 'local' to run several side by side)")
     store = store or RunStore()
     runs = [store.open(c.to_dict(), prefix=c.run_prefix) for c in configs]
-    unique: dict[str, tuple[TrainConfig, Run]] = {}
+    unique: dict[str, tuple[Config, Run]] = {}
     for config, run in zip(configs, runs):
         unique.setdefault(run.name, (config, run))
     missing = [config for config, run in unique.values() if not run.done]
@@ -158,7 +176,7 @@ def dispatch(configs: Iterable[TrainConfig], *, backend: str = "serial", workers
     device = torch.device(device) if device is not None else default_device()
     if backend == "serial":
         for config in missing:
-            train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
+            _train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
         return runs
     # local: a worker's thread count follows from the workers asked for, not from how many runs are still missing,
     # so a run gives the same numbers (CPU results depend on the thread count) whether it trains in a pool of
@@ -172,7 +190,7 @@ def dispatch(configs: Iterable[TrainConfig], *, backend: str = "serial", workers
             torch.set_num_threads(per_worker)
         try:
             for config in missing:
-                train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
+                _train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
         finally:
             torch.set_num_threads(before)
         return runs
@@ -191,12 +209,12 @@ def _init_worker(slots: Any, threads: int) -> None:
 
 def _train_in_worker(config: dict[str, Any], root: str, device_type: str,
                      on_epoch_end: Callable | None) -> str:
-    run = train(TrainConfig.from_dict(config), store=RunStore(root), device=torch.device(device_type),
-                progress=False, on_epoch_end=on_epoch_end)
+    run = _train(_from_dict(config), store=RunStore(root), device=torch.device(device_type), progress=False,
+                 on_epoch_end=on_epoch_end)
     return str(run.path)
 
 
-def _run_local(missing: Sequence[TrainConfig], store: RunStore, device: torch.device, slots: list[str | None],
+def _run_local(missing: Sequence[Config], store: RunStore, device: torch.device, slots: list[str | None],
                threads: int, on_epoch_end: Callable | None, progress: bool, log: Callable[[str], None]) -> None:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -235,7 +253,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                  on_epoch_end: Callable | None = None) -> str:
         if threads is not None:
             torch.set_num_threads(threads)
-        run = train(TrainConfig.from_dict(config), store=RunStore(root), progress=False, on_epoch_end=on_epoch_end)
+        run = _train(_from_dict(config), store=RunStore(root), progress=False, on_epoch_end=on_epoch_end)
         return str(run.path)
 
 
@@ -257,7 +275,7 @@ def slurm_settings(slurm: dict[str, Any] | None) -> dict[str, Any]:
     return value
 
 
-def _run_slurm(missing: Sequence[TrainConfig], store: RunStore, workers: int | None, threads: int | None,
+def _run_slurm(missing: Sequence[Config], store: RunStore, workers: int | None, threads: int | None,
                slurm: dict[str, Any] | None, on_epoch_end: Callable | None, progress: bool,
                log: Callable[[str], None]) -> None:
     settings = slurm_settings(slurm)
@@ -293,7 +311,7 @@ def _run_slurm(missing: Sequence[TrainConfig], store: RunStore, workers: int | N
 
 
 # --- shared: waiting, progress lines, errors ----------------------------------------------------------------------
-def _wait(futures: dict[cf.Future, TrainConfig], watch: "_Progress",
+def _wait(futures: dict[cf.Future, Config], watch: "_Progress",
           describe: Callable[[BaseException], str]) -> dict[str, str]:
     """Wait for every future, printing progress; returns {run name: why it failed} for the ones that failed."""
     errors: dict[str, str] = {}
@@ -318,14 +336,14 @@ def _raise_errors(errors: dict[str, str], store: RunStore, total: int) -> None:
 class _Progress:
     """Prints one line per newly finished epoch of each run, read from its metrics file, and one when it is done."""
 
-    def __init__(self, configs: Sequence[TrainConfig], store: RunStore, log: Callable[[str], None] | None):
+    def __init__(self, configs: Sequence[Config], store: RunStore, log: Callable[[str], None] | None):
         self.runs = [store.open(c.to_dict(), prefix=c.run_prefix) for c in configs]
         self.epochs = {r.name: c.epochs for r, c in zip(self.runs, configs)}
         self.seen = {r.name: max((row["epoch"] for row in r.metrics()), default=0) for r in self.runs}
         self.finished: set[str] = set()
         self.log = log
 
-    def name(self, config: TrainConfig) -> str:
+    def name(self, config: Config) -> str:
         return self.runs[[r.config for r in self.runs].index(config.to_dict())].name
 
     def poll(self) -> None:

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .data import load_dataset, select_classes, subsample
+from .config import AUGMENTS
+from .data import load_dataset, select_classes, subsample, unseen_subset
 from .data.loader import random_crop, random_flip
 from .data.metadata import MetadataArrays, MetadataSimulator
 from .models import build_model
@@ -106,7 +107,9 @@ class FusionTrainConfig:
     the backbone; never downloaded), ``method`` (:data:`E2E_METHODS`), ``head`` widths (meta_width, embed_dim,
     reduced_dim, hidden_dim, num_blocks; mlp_concat gets the hidden width that matches dynamic_mlp_c's parameters).
     Recipe: ``epochs``, ``warmup_epochs``, ``batch_size``, ``lr``, ``momentum``, ``weight_decay``,
-    ``label_smoothing``, ``mixup_alpha``, ``augment`` ("crop_flip", "flip", "none"), ``crop_padding``; ``seed``.
+    ``label_smoothing``, ``mixup_alpha``, ``augment`` (:data:`ctcbook.config.AUGMENTS`), ``crop_padding``; ``seed``.
+    ``test_every``: epochs between two evaluations on the test split (the last epoch is always evaluated; rows of
+    the other epochs carry no ``test_acc``), to spare the test pass where only the final accuracy is used.
     """
 
     dataset: str = "simulated"
@@ -140,6 +143,7 @@ class FusionTrainConfig:
     mixup_alpha: float = 0.4
     augment: str = "crop_flip"
     crop_padding: int = 2
+    test_every: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -156,9 +160,10 @@ class FusionTrainConfig:
             ("label_smoothing", isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
              "a number in [0, 1)"),
             ("mixup_alpha", isinstance(self.mixup_alpha, (int, float)) and self.mixup_alpha >= 0, "a number >= 0"),
-            ("augment", self.augment in ("crop_flip", "flip", "none"), "'crop_flip', 'flip' or 'none'"),
+            ("augment", self.augment in AUGMENTS, f"one of {AUGMENTS}"),
             ("image_size", _int(self.image_size, 8), "an integer >= 8"),
             ("seed", _int(self.seed, 0), "an integer >= 0"),
+            ("test_every", _int(self.test_every, 1), "an integer >= 1"),
             ("inat_root", self.dataset != "inat21" or isinstance(self.inat_root, str),
              "a folder path (str) when dataset is 'inat21'"),
         ]
@@ -178,7 +183,10 @@ class FusionTrainConfig:
                              f"{self.weights!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "e2e_version": E2E_VERSION}
+        d = {**asdict(self), "e2e_version": E2E_VERSION}
+        if d["test_every"] == 1:    # the default: runs from before the field keep their names
+            del d["test_every"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FusionTrainConfig":
@@ -226,12 +234,36 @@ def _simulated_split(config: FusionTrainConfig, split: str, train_ds=None):
     if config.source_classes is not None:
         ds = select_classes(ds, config.source_classes)
     ds = subsample(ds, config.train_size if split == "train" else config.test_size, seed=0)
-    sim = config.simulator(ds.num_classes, ds.classes)
     sample_seed = 2 * int(config.metadata.get("draw_seed", 0)) + (split != "train")
+    return _with_metadata(config, ds, sample_seed), ds.classes
+
+
+#: Sample seed of the held-out images' metadata draw: HELDOUT_DRAW + draw_seed (train uses 2 draw_seed, test
+#: 2 draw_seed + 1, so the streams never meet for draw_seed < HELDOUT_DRAW / 2).
+HELDOUT_DRAW = 1_000_000
+
+
+def heldout_split(config: FusionTrainConfig, n: int, seed: int = 1) -> tuple[FusionSplit, tuple[str, ...]]:
+    """``n`` images of the train split that the run of ``config`` did not train on (stratified, drawn with
+    ``seed``; compared by content), with their own metadata draw (sample seed :data:`HELDOUT_DRAW` + draw_seed)
+    rendered as the training images are: for heads trained on frozen features of images the backbone never saw."""
+    if config.dataset != "simulated":
+        raise ValueError(f"heldout_split needs dataset 'simulated', got {config.dataset!r}")
+    full = load_dataset(config.source, "train")
+    if config.source_classes is not None:
+        full = select_classes(full, config.source_classes)
+    used = subsample(full, config.train_size, seed=0)
+    ds = unseen_subset(full, used, n, seed)
+    return _with_metadata(config, ds, HELDOUT_DRAW + int(config.metadata.get("draw_seed", 0))), ds.classes
+
+
+def _with_metadata(config: FusionTrainConfig, ds, sample_seed: int) -> FusionSplit:
+    """Images of ``ds`` with a metadata draw of ``sample_seed``, rendered with the interaction."""
+    sim = config.simulator(ds.num_classes, ds.classes)
     y = ds.labels.numpy()
     raw = sim.sample(y, sample_seed)
     images = sim.render(ds.images, y, sim.latent(y, sample_seed))
-    return FusionSplit(ds.labels, raw.encode(), raw, images=images), ds.classes
+    return FusionSplit(ds.labels, raw.encode(), raw, images=images)
 
 
 def _inat_split(config: FusionTrainConfig, split: str):
@@ -280,7 +312,7 @@ def epoch_batches(split: FusionSplit, config: FusionTrainConfig, epoch: int, dev
     for b in range(len(split) // config.batch_size):
         idx = order[b * config.batch_size:(b + 1) * config.batch_size]
         x = _batch_images(split, idx, config.image_size).float().div_(255)
-        if config.augment == "crop_flip":
+        if config.augment in ("crop_flip", "crop"):
             x = random_crop(x, config.crop_padding, gen)
         if config.augment in ("crop_flip", "flip"):
             x = random_flip(x, gen)
@@ -375,17 +407,29 @@ def train_fusion(config: FusionTrainConfig, *, store: RunStore | None = None, de
                  progress: bool = True, amp: bool | None = None,
                  on_epoch_end: Callable[[int, FusionNet, Run], None] | None = None) -> Run:
     """Train (or reuse a finished, or resume an interrupted) end-to-end run of ``config`` and return its Run.
+    Only one process trains a run (the run's writer lock, as :func:`ctcbook.train.train`).
 
-    Per epoch, in this order: checkpoint (model weights), metrics row (``train_loss``, ``test_acc``, ``test_loss``,
-    ``lr``, ``train_seconds``, ``images_per_second``, ``device``), resume state. ``amp`` (bfloat16 autocast)
-    defaults to on for CUDA; it does not enter the run's hash.
+    Per epoch, in this order: checkpoint (model weights), metrics row (``train_loss``, ``test_acc`` and
+    ``test_loss`` at the epochs ``test_every`` picks, ``lr``, ``train_seconds``, ``images_per_second``,
+    ``device``), resume state. ``amp`` (bfloat16 autocast) defaults to on for CUDA; it does not enter the run's
+    hash.
     """
     store = store or RunStore()
     run = store.open(config.to_dict(), prefix=config.run_prefix)
     if run.done:
         return run
-    if run.failure is not None:
-        raise RunFailedError(f"run {run.path} failed earlier: {run.failure}; change the config or delete the folder")
+    with run.writer():      # one process trains a run; a second waits and then reuses (or resumes) it
+        if run.done:
+            return run
+        if run.failure is not None:
+            raise RunFailedError(f"run {run.path} failed earlier: {run.failure}; change the config or delete the "
+                                 "folder")
+        return _train_fusion_locked(run, config, device, progress, amp, on_epoch_end)
+
+
+def _train_fusion_locked(run: Run, config: FusionTrainConfig, device, progress: bool, amp: bool | None,
+                         on_epoch_end) -> Run:
+    """The body of :func:`train_fusion`, run while holding ``run``'s writer lock."""
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
                                                                           else "cpu")
     amp = device.type == "cuda" if amp is None else amp
@@ -441,15 +485,17 @@ def train_fusion(config: FusionTrainConfig, *, store: RunStore | None = None, de
             run.mark_failed(epoch, step, f"non-finite training loss {losses[step].item()}")
             raise RunFailedError(f"run {run.name}: loss became {losses[step].item()} at epoch {epoch}, step {step}")
         seconds = time.perf_counter() - t0
-        acc, test_loss = evaluate(model, test, config, device, amp=amp)
+        row = {"epoch": epoch, "train_loss": losses.mean().item()}
+        if epoch % config.test_every == 0 or epoch == config.epochs:
+            row["test_acc"], row["test_loss"] = evaluate(model, test, config, device, amp=amp)
         run.save_checkpoint(epoch, model.state_dict())
-        row = {"epoch": epoch, "train_loss": losses.mean().item(), "test_acc": acc, "test_loss": test_loss,
-               "lr": opt.param_groups[0]["lr"], "train_seconds": seconds,
-               "images_per_second": steps * config.batch_size / seconds, "device": str(device)}
+        row.update({"lr": opt.param_groups[0]["lr"], "train_seconds": seconds,
+                    "images_per_second": steps * config.batch_size / seconds, "device": str(device)})
         run.append_metrics(row)
         run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict()})
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}", refresh=False)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row.get('test_acc', float('nan')):.4f}",
+                        refresh=False)
         if on_epoch_end is not None:
             on_epoch_end(epoch, model, run)
     final = run.metrics()[-1]

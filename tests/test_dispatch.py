@@ -55,7 +55,7 @@ def test_bad_options_name_the_parameter(tmp_path):
         dispatch([TINY], backend="mpi", store=RunStore(tmp_path))
     with pytest.raises(ValueError, match="workers must be a positive integer or None.*got 0"):
         dispatch([TINY], backend="local", workers=0, store=RunStore(tmp_path))
-    with pytest.raises(TypeError, match=r"configs\[1\] must be a TrainConfig, got dict"):
+    with pytest.raises(TypeError, match=r"configs\[1\] must be a TrainConfig or a FusionTrainConfig, got dict"):
         dispatch([TINY, TINY.to_dict()], store=RunStore(tmp_path))
     with pytest.raises(ValueError, match=r"CTCBOOK_SLURM must be a JSON object"):
         os.environ["CTCBOOK_SLURM"] = "partition=gpu"

@@ -77,8 +77,11 @@ def test_intro_default_row_matches_the_default_profile():
     for name in rows:
         assert name in PROFILES, f"the intro names a profile {name!r} that does not exist"
     fusion = PARAMETER_DEFAULTS["04_dynamic_mlp"]
-    assert (f"one ResNet-{fusion['depth']} backbone on {fusion['train_size']:,} Fashion-MNIST images of all ten "
-            "classes") in " ".join(INTRO.read_text().split())
+    intro = " ".join(INTRO.read_text().split())
+    assert (f"ResNet-{fusion['depth']} fusion networks trained end to end on {fusion['train_size']:,} Fashion-MNIST "
+            "images of all ten classes") in intro
+    assert (f"at {len(fusion['interactions'])} levels of an image-metadata interaction, {len(fusion['seeds'])} seeds "
+            "each") in intro
     cifar = PROFILES["cifar100"]["01_tradeoff"]
     assert f"ResNet-{cifar['depth']}" in rows["cifar100"] and f"{cifar['epochs']} epochs" in rows["cifar100"]
     assert "in place of the paper's ResNeXt" in rows["cifar100"]

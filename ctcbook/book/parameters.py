@@ -87,9 +87,15 @@ def _backends() -> tuple[str, ...]:
 
 
 def _fusion_methods() -> tuple[str, ...]:
-    from ..models.fusion import FUSION_METHODS
+    from ..models.fusion import EXTRA_METHODS, FUSION_METHODS
 
-    return tuple(FUSION_METHODS)
+    return tuple(FUSION_METHODS + EXTRA_METHODS)
+
+
+def _e2e_methods() -> tuple[str, ...]:
+    from ..fusion_train import E2E_METHODS
+
+    return tuple(E2E_METHODS)
 
 
 _POSITIVE = 1e-12  # "greater than zero" for learning rates and temperatures
@@ -168,8 +174,12 @@ SPECS: dict[str, Spec] = {
     "discrim_alpha": _num(), "discrim_beta": _num(), "discrim_instance_t": _num(_POSITIVE),
     "discrim_nce_t": _num(_POSITIVE), "discrim_seeds": Spec("list of int", low=0, nonempty=False),
     "ablation_seeds": Spec("list of int", low=0, nonempty=False), "control_probe_every": _count(),
-    # fusion heads and simulated metadata (chapter 4)
+    # fusion heads, end-to-end fusion networks and simulated metadata (chapter 4)
     "methods": Spec("list of name", choices=_fusion_methods),
+    "e2e_methods": Spec("list of name", choices=_e2e_methods),
+    "interactions": Spec("list of float", low=0, high=1), "test_size": _count(nullable=True),
+    "heldout": _count(nullable=True), "warmup_epochs": _count(0), "mixup_alpha": _num(),
+    "head_smoothing": Spec("name", choices=lambda: ("torch", "public")),
     "head_epochs": _count(), "head_batch_size": _count(), "head_lr": _num(_POSITIVE), "head_weight_decay": _num(),
     "label_smoothing": _num(0, 1, True), "meta_width": _count(), "reduced_dim": _count(), "hidden_dim": _count(),
     "num_blocks": _count(), "metadata_seed": _count(0), "location_spread": _num(_POSITIVE),
@@ -267,10 +277,17 @@ def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
     if p.get("mine_splits") is not None and not set(p["mine_splits"]) <= {"source", *p.get("targets", [])}:
         raise ParameterError(f"parameter 'mine_splits' of chapter {chapter} must be None or a subset of "
                              f"['source', *targets] = {['source', *p.get('targets', [])]}, got {p['mine_splits']}")
+    if "warmup_epochs" in p and not p["warmup_epochs"] < p["epochs"]:
+        raise ParameterError(f"parameter 'warmup_epochs' of chapter {chapter} must be below epochs "
+                             f"({p['epochs']}), got {p['warmup_epochs']}")
+    if "e2e_methods" in p and "image_only" not in p["e2e_methods"]:
+        raise ParameterError(f"parameter 'e2e_methods' of chapter {chapter} must include 'image_only' (the frozen "
+                             f"heads' backbone), got {p['e2e_methods']}")
     if p.get("nproc", 1) > 1 and p.get("backend", "serial") != "serial":
         raise ParameterError(f"parameter 'nproc' of chapter {chapter} (processes per run) must be 1 unless backend "
                              f"is 'serial', got nproc {p['nproc']} with backend {p['backend']!r}")
-    for name in ("seeds", "targets", "methods", "mine_seeds", "discrim_seeds", "ablation_seeds"):
+    for name in ("seeds", "targets", "methods", "mine_seeds", "discrim_seeds", "ablation_seeds", "e2e_methods",
+                 "interactions"):
         if name in p and len(set(map(str, p[name]))) != len(p[name]):
             raise ParameterError(f"parameter {name!r} of chapter {chapter} must not repeat an entry, "
                                  f"got {p[name]}")

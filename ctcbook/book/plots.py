@@ -428,3 +428,72 @@ def tsne_figure(panels: dict, class_names: Sequence[str]) -> Figure:
 
 
 __all__ += ["simulated_metadata_figure", "fusion_accuracy_figure", "tsne_figure"]
+
+
+def interaction_pictures_figure(images, class_names: Sequence[str], latitudes: Sequence[float],
+                                days: Sequence[float], level: float) -> Figure:
+    """The same image of each class rendered at several metadata values: ``images`` maps a class index to a
+    (P, C, H, W) uint8 tensor (one picture per (latitude, day) pair, e.g. from
+    :meth:`ctcbook.data.metadata.MetadataSimulator.at_metadata`); rows are classes, columns the P pairs."""
+    rows, cols = len(images), len(days)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols + 0.8, 1.3 * rows + 0.6), constrained_layout=True,
+                             squeeze=False)
+    for r, (k, pics) in enumerate(images.items()):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.imshow(pics[c].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"lat {latitudes[c]:+.0f} deg\nday {days[c]:.0f}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(class_names[k], fontsize=7)
+    fig.suptitle(f"interaction a = {level:g}: one image per class, rendered at each (latitude, day of year)",
+                 fontsize=9)
+    return fig
+
+
+def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, pd.DataFrame]],
+                             labels: dict[str, str], reference: str | None = None) -> Figure:
+    """Top row: test top-1 (%) against the interaction level, one panel per training mode (``results`` rows of
+    :mod:`ctcbook.chapters.ch4_interaction`), the mean over seeds per method with a min-max bar over seeds;
+    ``reference`` (the Bayes reference method) dashed. Bottom row: ``gains[mode][method]`` (frames with level,
+    mean, low, high: points over image only, paired by seed, 95% t interval) on its own scale, so differences of
+    a point are visible."""
+    modes = [m for m in ("frozen", "end to end") if m in set(results["mode"])]
+    fig, axes = plt.subplots(2, len(modes), figsize=(4.9 * len(modes), 6.6), constrained_layout=True,
+                             squeeze=False, sharex=True)
+    colors = dict(zip(list(labels), list(plt.get_cmap("tab10").colors) * 2))
+    for col, mode in enumerate(modes):
+        ax, ax_gain = axes[0][col], axes[1][col]
+        sub = results[results["mode"] == mode]
+        for method in dict.fromkeys(sub.method):
+            g = sub[sub.method == method].groupby("level").test_acc.agg(["mean", "min", "max"]) * 100
+            style = dict(ls="--", color="black", lw=1.2) if method == reference else dict(
+                ls="-", marker="o", ms=3.5, lw=1.4, color=colors.get(method))
+            ax.plot(g.index, g["mean"], label=labels.get(method, method), **style)
+            if method != reference:
+                ax.vlines(g.index, g["min"], g["max"], color=style["color"], lw=1, alpha=0.6)
+        ax.set_title(f"{mode}: top-1 (mean, min-max over seeds)", fontsize=9)
+        ax.set_ylabel("test top-1 (%)")
+        ax.grid(alpha=0.3)
+        for method, frame in gains.get(mode, {}).items():
+            if frame.empty:
+                continue
+            c = colors.get(method)
+            ax_gain.plot(frame.level, frame["mean"], "-o", ms=3.5, lw=1.4, color=c, label=labels.get(method, method))
+            ax_gain.fill_between(frame.level, frame["low"], frame["high"], color=c, alpha=0.15, lw=0)
+        ax_gain.axhline(0, color="black", lw=0.8)
+        ax_gain.set_title(f"{mode}: gain over image only (95% t CI, paired by seed)", fontsize=9)
+        ax_gain.set_ylabel("gain (percentage points)")
+        ax_gain.set_xlabel("image-metadata interaction a (0 = independent given the class)")
+        ax_gain.grid(alpha=0.3)
+    names: dict = {}
+    for ax in axes.flatten():
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            names.setdefault(n, h)
+    fig.legend(list(names.values()), list(names), fontsize=7, ncol=3, loc="outside lower center")
+    return fig
+
+
+__all__ += ["interaction_pictures_figure", "interaction_sweep_figure"]

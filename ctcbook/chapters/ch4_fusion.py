@@ -11,13 +11,13 @@ Head training (fixed for every method): features standardised with the train spl
 ``batch_size`` reshuffled each epoch, cross-entropy with label smoothing ``label_smoothing`` (the paper's 0.1).
 The paper trains end to end with SGD and mixup; see the chapter for what freezing changes.
 
-Issue 14 options, all off by default (today's numbers and cache keys): ``fusion_data(..., heldout=n)`` trains the
-heads on features of n train-split images the backbone never saw; ``MetadataSettings.interaction`` > 0 makes the
-image depend on its metadata (the backbone must then come from :mod:`ctcbook.fusion_train`, see
-:func:`fusion_data_from_e2e`); ``MetadataSettings.draw_seed`` varies the per-image metadata draw;
-``HeadSettings.smoothing = "public"`` uses the public code's label smoothing; ``mlp_concat`` is the
-parameter-matched MLP baseline; :func:`bayes_ceiling` combines the image-only head with the simulator's exact
-metadata likelihood.
+Options (issue 14): ``fusion_data(..., heldout=n)`` and ``fusion_data_from_e2e(..., heldout=n)`` train the heads on
+features of n train-split images the backbone never saw; ``MetadataSettings.interaction`` > 0 makes the image depend
+on its metadata (the backbone must then come from :mod:`ctcbook.fusion_train`, see :func:`fusion_data_from_e2e`);
+``MetadataSettings.draw_seed`` varies the per-image metadata draw; ``HeadSettings.smoothing = "public"`` uses the
+public code's label smoothing; ``mlp_concat`` is the parameter-matched MLP baseline; :func:`bayes_ceiling` combines
+the image-only head with the simulator's exact metadata likelihood. Chapter 4 runs all of them through
+:mod:`ctcbook.chapters.ch4_interaction`; the defaults of this module keep the first version's cache keys.
 
 Caching: results go to ``<run>/evals/fusion-<hash>.jsonl`` (one row per method and seed) and each trained head's
 weights to ``<run>/evals/fusion-<hash>/<method>-s<seed>.pt`` (t-SNE maps beside them), all written atomically, so a
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data import load_dataset, select_classes, subsample
+from ..data import load_dataset, select_classes, unseen_subset
 from ..data.images import ImageSet
 from ..data.metadata import MetadataArrays, MetadataSimulator, bayes_posterior
 from ..fusion_train import smoothed_targets, soft_cross_entropy
@@ -212,19 +212,10 @@ def backbone_features(run: Run, device: torch.device | str = "cpu") -> dict[str,
 def heldout_images(config: TrainConfig, n: int, seed: int = 1) -> ImageSet:
     """A stratified sample of ``n`` images of the source's train split that the backbone of ``config`` did NOT train
     on (its ``train_size`` subset removed by content, so duplicates of training images are excluded too)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"heldout must be None or an integer >= 1, got {n!r}")
     full = load_dataset(config.source, "train")
     if config.source_classes is not None:
         full = select_classes(full, config.source_classes)
-    used = source_data(config)[0]
-    seen = {bytes(im.numpy().tobytes()) for im in used.images}
-    keep = torch.tensor([bytes(im.numpy().tobytes()) not in seen for im in full.images])
-    if int(keep.sum()) < n:
-        raise ValueError(f"heldout = {n} exceeds the {int(keep.sum())} train-split images the backbone did not "
-                         "train on (lower heldout or the backbone's train_size)")
-    rest = ImageSet(f"{full.name}[not in backbone]", full.images[keep], full.labels[keep], full.classes)
-    return subsample(rest, n, seed=seed)
+    return unseen_subset(full, source_data(config)[0], n, seed)
 
 
 def heldout_features(run: Run, n: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -269,18 +260,25 @@ def fusion_data(run: Run, metadata: MetadataSettings = MetadataSettings(),
                       tuple(class_names), mean, std, sim, key)
 
 
-def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_size: int = 1024) -> FusionData:
+def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_size: int = 1024, *,
+                         heldout: int | None = None) -> FusionData:
     """Frozen features of an end-to-end run (:mod:`ctcbook.fusion_train`, e.g. its ``image_only`` run, whose
     backbone saw the images rendered with the metadata interaction) plus that run's own metadata draws; cached in
-    the run folder. Use this for frozen heads at ``interaction`` > 0."""
-    from ..fusion_train import FusionTrainConfig, fusion_splits, load_fusion_net
+    the run folder. Use this for frozen heads at ``interaction`` > 0.
+
+    ``heldout`` None: the heads train on the backbone's own training images. An integer n: on n train-split images
+    the backbone never saw, with their own metadata draw (:func:`ctcbook.fusion_train.heldout_split`)."""
+    from ..fusion_train import FusionTrainConfig, fusion_splits, heldout_split, load_fusion_net
 
     config = FusionTrainConfig.from_dict({**run.config, "weights": None})
     if config.dataset != "simulated":
         raise ValueError(f"fusion_data_from_e2e needs a run on simulated metadata, got dataset {config.dataset!r}")
     train, test, classes = fusion_splits(config)
+    if heldout is not None:
+        train, _ = heldout_split(config, heldout)
     epoch = run.saved_epochs()[-1]
-    path = run.eval_path("features", {"epoch": epoch, "version": FUSION_VERSION}).with_suffix(".pt")
+    spec = {"epoch": epoch, "version": FUSION_VERSION, **({"heldout": heldout} if heldout is not None else {})}
+    path = run.eval_path("features", spec).with_suffix(".pt")
     if path.exists():
         feats = torch.load(path, map_location="cpu", weights_only=True)
     else:
@@ -293,7 +291,8 @@ def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_siz
         atomic_torch_save(feats, path)
     mean, std = feats["train_x"].mean(0), feats["train_x"].std(0).clamp_min(1e-6)
     sim = config.simulator(len(classes), classes)
-    key = {"run": run.name, "epoch": epoch, "version": FUSION_VERSION}
+    key = {"run": run.name, "epoch": epoch, "version": FUSION_VERSION,
+           **({"heldout": heldout} if heldout is not None else {})}
     return FusionData((feats["train_x"] - mean) / std, train.meta, train.labels, (feats["test_x"] - mean) / std,
                       test.meta, test.labels, train.raw, test.raw, tuple(classes), mean, std, sim, key)
 

@@ -132,6 +132,21 @@ def subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
     return ImageSet(f"{ds.name}(n={n},seed={seed})", ds.images[keep].contiguous(), ds.labels[keep], ds.classes)
 
 
+def unseen_subset(full: ImageSet, used: ImageSet, n: int, seed: int = 1) -> ImageSet:
+    """A stratified subset (:func:`subsample`) of ``n`` images of ``full`` that are not in ``used``, compared by
+    content (so duplicates of a used image are excluded too): e.g. images of a train split that a network did not
+    train on. Raises ValueError naming both counts when fewer than ``n`` are left."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"heldout must be None or an integer >= 1, got {n!r}")
+    seen = {im.numpy().tobytes() for im in used.images}
+    keep = torch.tensor([im.numpy().tobytes() not in seen for im in full.images])
+    if int(keep.sum()) < n:
+        raise ValueError(f"heldout = {n} exceeds the {int(keep.sum())} images of {full.name} that were not used "
+                         "(lower heldout or the training-set size)")
+    rest = ImageSet(f"{full.name}[unseen]", full.images[keep], full.labels[keep], full.classes)
+    return subsample(rest, n, seed=seed)
+
+
 def to_format(ds: ImageSet, channels: int, size: int) -> ImageSet:
     """Bring images to ``channels`` x ``size`` x ``size`` (uint8).
 

@@ -1,0 +1,232 @@
+"""Chapter 4's sweep over the image-metadata interaction: frozen fusion heads and end-to-end fusion networks.
+
+At each ``interaction`` level a (see :class:`ctcbook.data.metadata.MetadataSimulator`) and seed s:
+
+* **end to end** (:mod:`ctcbook.fusion_train`): one network per method in ``e2e_methods`` trained on the rendered
+  images plus metadata with the public recipe scaled down; seed s sets the initialisation, batch order and mixup
+  draws, and the per-image metadata draw (``draw_seed`` s), so seeds vary the backbone and the data, not only a head;
+* **frozen**: the ``image_only`` end-to-end run of (a, s) is the image backbone; its pooled features of ``heldout``
+  train-split images it never trained on (their own metadata draw) train every head of
+  :mod:`ctcbook.chapters.ch4_fusion` (head seed s), tested on the same test images and metadata as the end-to-end
+  networks;
+* **Bayes reference**: the frozen image-only head's class probabilities times the simulator's exact metadata
+  likelihood (:func:`ctcbook.chapters.ch4_fusion.bayes_ceiling`): the best classifier at a = 0 (as far as the
+  image-only head is calibrated), the best *additive* combination at a > 0.
+
+Results are one row per (mode, level, seed, method) with ``test_acc`` (top-1, fraction); everything is cached in the
+runs' folders, so a re-execution trains nothing.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .. import stats
+from ..dispatch import dispatch
+from ..fusion_train import FusionTrainConfig
+from ..runs import Run, RunStore
+from . import ch4_fusion as ft
+
+#: The backbone of the frozen heads at each level and seed.
+BACKBONE_METHOD = "image_only"
+#: Labels of the modes and of the Bayes reference in tables and figures.
+MODES = ("frozen", "end to end")
+BAYES = "bayes_reference"
+LABELS = {**ft.METHOD_LABELS, BAYES: "Bayes reference: image-only head x exact p(m | y)"}
+
+Key = tuple[float, int, str]
+
+
+def sweep_configs(base: FusionTrainConfig, levels: Sequence[float], seeds: Sequence[int],
+                  methods: Sequence[str]) -> dict[Key, FusionTrainConfig]:
+    """{(level, seed, method): config}: ``base`` with that method, ``seed`` and the metadata's ``interaction`` =
+    level and ``draw_seed`` = seed."""
+    if not levels or not seeds or not methods:
+        raise ValueError(f"levels, seeds and methods must be non-empty, got {list(levels)!r}, {list(seeds)!r}, "
+                         f"{list(methods)!r}")
+    if BACKBONE_METHOD not in methods:
+        raise ValueError(f"e2e_methods must include {BACKBONE_METHOD!r} (the frozen heads' backbone), got "
+                         f"{list(methods)!r}")
+    return {(float(a), int(s), m): base.replace(method=m, seed=int(s),
+                                                metadata={**base.metadata, "interaction": float(a),
+                                                          "draw_seed": int(s)})
+            for a in levels for s in seeds for m in methods}
+
+
+def train_sweep(configs: dict[Key, FusionTrainConfig], *, backend: str = "serial", workers: int | None = None,
+                store: RunStore | None = None, device: torch.device | str | None = None) -> dict[Key, Run]:
+    """Train what is missing (through :func:`ctcbook.dispatch.dispatch`: finished runs are reused, interrupted ones
+    resume, ``local`` runs several side by side) and return {key: finished run}."""
+    runs = dispatch(list(configs.values()), backend=backend, workers=workers, store=store, device=device)
+    return dict(zip(configs, runs))
+
+
+def e2e_results(runs: dict[Key, Run]) -> pd.DataFrame:
+    """One row per end-to-end run: mode, level, seed, method, test_acc (last epoch), train_seconds (all epochs)."""
+    rows = []
+    for (a, s, m), run in runs.items():
+        metrics = run.metrics()
+        rows.append({"mode": "end to end", "level": a, "seed": s, "method": m, "test_acc": metrics[-1]["test_acc"],
+                     "train_seconds": float(sum(r["train_seconds"] for r in metrics))})
+    return pd.DataFrame(rows)
+
+
+def frozen_experiments(runs: dict[Key, Run], settings: ft.HeadSettings, heldout: int | None,
+                       device: torch.device | str = "cpu") -> dict[tuple[float, int], ft.FusionExperiment]:
+    """{(level, seed): the heads' experiment on the frozen features of that level and seed's image-only run}."""
+    return {(a, s): ft.FusionExperiment(run, ft.fusion_data_from_e2e(run, device, heldout=heldout), settings)
+            for (a, s, m), run in runs.items() if m == BACKBONE_METHOD}
+
+
+def frozen_results(exps: dict[tuple[float, int], ft.FusionExperiment], methods: Sequence[str], *,
+                   progress: bool = True) -> pd.DataFrame:
+    """Every head of ``methods`` (head seed = the level's seed) plus the Bayes reference, one row each: mode,
+    level, seed, method, test_acc, train_seconds, n_params. Heads are trained once and cached."""
+    frames = []
+    for (a, s), exp in tqdm(exps.items(), desc="frozen heads per (level, seed)", disable=not progress,
+                            unit="backbone"):
+        r = exp.results(methods, [s], progress=False)
+        if "image_only" in methods:
+            bayes = ft.bayes_ceiling(exp, [s])
+            r = pd.concat([r, pd.DataFrame({"method": BAYES, "seed": s, "test_acc": bayes.test_acc / 100,
+                                            "train_seconds": 0.0, "n_params": 0})], ignore_index=True)
+        frames.append(r.assign(mode="frozen", level=a))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _accs(results: pd.DataFrame, mode: str, level: float, method: str) -> dict[int, float]:
+    """seed -> top-1 (%) of one cell."""
+    rows = results[(results["mode"] == mode) & (results.level == level) & (results.method == method)]
+    return {int(s): float(v) * 100 for s, v in zip(rows.seed, rows.test_acc)}
+
+
+def sweep_table(results: pd.DataFrame, labels: dict[str, str] = LABELS) -> pd.DataFrame:
+    """Top-1 (%) per (mode, method) row and interaction level column: "mean ± std (n)" over seeds (std ddof 1)."""
+    levels = sorted(results.level.unique())
+    rows = []
+    for mode in [m for m in MODES if m in set(results["mode"])]:
+        sub = results[results["mode"] == mode]
+        order = [m for m in (*ft.ALL_METHODS, BAYES) if m in set(sub.method)]
+        for method in order:
+            row = {"training": mode, "method": labels.get(method, method)}
+            for a in levels:
+                v = np.array(list(_accs(results, mode, a, method).values()))
+                row[f"a = {a:g}"] = ("" if len(v) == 0 else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1
+                                     else f"{v.mean():.2f}")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def gains(results: pd.DataFrame, mode: str, method: str, over: str) -> pd.DataFrame:
+    """Per level: the mean over seeds of ``method`` minus ``over`` (points, paired by seed) with its 95% t
+    interval; columns level, mean, low, high, n."""
+    rows = []
+    for a in sorted(results.level.unique()):
+        a_m, a_o = _accs(results, mode, a, method), _accs(results, mode, a, over)
+        if a_m and a_o:
+            iv = stats.paired_interval(a_m, a_o)
+            rows.append({"level": a, "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n})
+    return pd.DataFrame(rows)
+
+
+def findings_markdown(results: pd.DataFrame) -> str:
+    """The chapter's findings list, computed from the per-seed ``results`` (frozen rows needed; end-to-end rows
+    used when present). Every comparison is paired by seed and judged by :func:`ctcbook.stats.verdict` on its 95%
+    Student-t interval ("inconclusive" when it contains 0)."""
+    levels = sorted(results.level.unique())
+    lo, hi = levels[0], levels[-1]
+    frozen = results[results["mode"] == "frozen"]
+    if frozen.empty or not {"image_only", "dynamic_mlp_c"} <= set(frozen.method):
+        raise ValueError("results need frozen image_only and dynamic_mlp_c rows")
+    simple = [m for m in ("concat", "add", "multiply", "geo_prior") if m in set(frozen.method)]
+    items = []
+
+    def diff(mode, a, m, o, quantity, pos, neg):
+        return stats.verdict(stats.paired_interval(_accs(results, mode, a, m), _accs(results, mode, a, o)),
+                             quantity=quantity, positive=pos, negative=neg).text
+
+    if simple:
+        best = max(simple, key=lambda m: np.mean(list(_accs(results, "frozen", lo, m).values())))
+        items.append(f"At interaction {lo:g} (frozen heads): "
+                     + diff("frozen", lo, "dynamic_mlp_c", best,
+                            f"Dynamic MLP-C minus the best simple fusion ({LABELS[best]})",
+                            "Dynamic MLP-C is better", "Dynamic MLP-C is worse") + ".")
+    if BAYES in set(frozen.method):
+        items.append(f"At interaction {lo:g}, the Bayes reference (image-only head x exact metadata likelihood) "
+                     f"reaches {np.mean(list(_accs(results, 'frozen', lo, BAYES).values())):.2f}% and Dynamic MLP-C "
+                     f"{np.mean(list(_accs(results, 'frozen', lo, 'dynamic_mlp_c').values())):.2f}%: "
+                     + diff("frozen", lo, "dynamic_mlp_c", BAYES, "Dynamic MLP-C minus the Bayes reference",
+                            "Dynamic MLP-C is above it", "Dynamic MLP-C is below it") + ".")
+    for mode in [m for m in MODES if m in set(results["mode"])]:
+        have = set(results[results["mode"] == mode].method)
+        if "concat" in have and "dynamic_mlp_c" in have:
+            items.append(f"At interaction {hi:g} ({mode}): "
+                         + diff(mode, hi, "dynamic_mlp_c", "concat", "Dynamic MLP-C minus concatenation",
+                                "Dynamic MLP-C is better", "Dynamic MLP-C is worse") + ".")
+            g_lo = {s: v - _accs(results, mode, lo, "concat")[s]
+                    for s, v in _accs(results, mode, lo, "dynamic_mlp_c").items()}
+            g_hi = {s: v - _accs(results, mode, hi, "concat")[s]
+                    for s, v in _accs(results, mode, hi, "dynamic_mlp_c").items()}
+            items.append(f"Does Dynamic MLP-C's lead over concatenation grow with the interaction ({mode})? "
+                         + stats.verdict(stats.paired_interval(g_hi, g_lo),
+                                         quantity=f"its lead at {hi:g} minus its lead at {lo:g}",
+                                         positive="it grows", negative="it shrinks").text + ".")
+    e2e = results[results["mode"] == "end to end"]
+    if not e2e.empty and "dynamic_mlp_c" in set(e2e.method):
+        items.append(f"End to end against frozen heads, Dynamic MLP-C at interaction {hi:g}: "
+                     + stats.verdict(stats.paired_interval(_accs(results, "end to end", hi, "dynamic_mlp_c"),
+                                                           _accs(results, "frozen", hi, "dynamic_mlp_c")),
+                                     quantity="end to end minus frozen", positive="end to end is better",
+                                     negative="end to end is worse").text + ".")
+    return "\n".join(f"- {i}" for i in items)
+
+
+def per_class_gains(per_class: pd.DataFrame, method: str = "dynamic_mlp_c", over: str = "image_only") -> pd.Series:
+    """Per class (the rows of :func:`ctcbook.chapters.ch4_fusion.per_class_accuracy`): ``method`` minus ``over``
+    in points, largest first."""
+    return (per_class[method] - per_class[over]).sort_values(ascending=False)
+
+
+def per_class_sentence(per_class: pd.DataFrame, confusable: Sequence[str], method: str = "dynamic_mlp_c") -> str:
+    """What the per-class table says about where the gain comes from, computed (not assumed): the three classes
+    that gain most and the mean gain of the confusable classes against the others."""
+    g = per_class_gains(per_class, method)
+    top = ", ".join(f"{name} ({v:+.1f})" for name, v in g.head(3).items())
+    conf = [c for c in g.index if c in set(confusable)]
+    rest = [c for c in g.index if c not in set(confusable)]
+    words = (f"The largest per-class gains of {LABELS.get(method, method)} over image only are {top} points.")
+    if conf and rest:
+        c, r = g[conf].mean(), g[rest].mean()
+        words += (f" The confusable classes ({', '.join(conf)}) gain {c:+.1f} points on average, the others "
+                  f"{r:+.1f}: the confusable classes gain {'more' if c > r else 'less'} than the rest.")
+    return words
+
+
+def per_class(exps: dict[tuple[float, int], ft.FusionExperiment], level: float, methods: Sequence[str]
+              ) -> pd.DataFrame:
+    """Test top-1 (%) per class (rows, in class order) and method (columns) at ``level``, the mean over the
+    level's seeds (each seed its own backbone, metadata draw and heads)."""
+    frames = [ft.per_class_accuracy(exp, methods, [s]) for (a, s), exp in exps.items() if a == level]
+    if not frames:
+        raise ValueError(f"no frozen experiment at interaction level {level!r}")
+    return sum(frames[1:], frames[0]) / len(frames)
+
+
+def paper_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The public code's iNat21-mini numbers (:data:`ctcbook.chapters.ch4_fusion.PAPER_INAT21_MINI`) beside ours:
+    image only and Dynamic MLP-C end to end (frozen where no end-to-end rows exist) at each interaction level, the
+    mean over seeds."""
+    rows = [{"setting": f"paper: iNat21 mini, {net}, end to end, 90 epochs", "image only (%)": a,
+             "Dynamic MLP-C (%)": b, "gain (points)": round(b - a, 3)} for net, a, b in ft.PAPER_INAT21_MINI]
+    mode = "end to end" if "end to end" in set(results["mode"]) else "frozen"
+    for a in sorted(results.level.unique()):
+        img = np.mean(list(_accs(results, mode, a, "image_only").values()))
+        c = np.mean(list(_accs(results, mode, a, "dynamic_mlp_c").values()))
+        rows.append({"setting": f"ours: Fashion-MNIST + simulated metadata, interaction {a:g}, {mode}",
+                     "image only (%)": round(img, 2), "Dynamic MLP-C (%)": round(c, 2),
+                     "gain (points)": round(c - img, 2)})
+    return pd.DataFrame(rows)
