@@ -10,8 +10,9 @@ At each ``interaction`` level a (see :class:`ctcbook.data.metadata.MetadataSimul
   :mod:`ctcbook.chapters.ch4_fusion` (head seed s), tested on the same test images and metadata as the end-to-end
   networks;
 * **Bayes reference**: the frozen image-only head's class probabilities times the simulator's exact metadata
-  likelihood (:func:`ctcbook.chapters.ch4_fusion.bayes_ceiling`): the best classifier at a = 0 (as far as the
-  image-only head is calibrated), the best *additive* combination at a > 0.
+  likelihood (:func:`ctcbook.chapters.ch4_fusion.bayes_ceiling`): at a = 0 the best use of the metadata *for that
+  image classifier* (a linear head on x; a head that does more with x can pass it), the best *additive*
+  combination at a > 0. It is a ceiling only for fusions whose image part is the image-only head.
 
 Results are one row per (mode, level, seed, method) with ``test_acc`` (top-1, fraction); everything is cached in the
 runs' folders, so a re-execution trains nothing.
@@ -36,7 +37,7 @@ BACKBONE_METHOD = "image_only"
 #: Labels of the modes and of the Bayes reference in tables and figures.
 MODES = ("frozen", "end to end")
 BAYES = "bayes_reference"
-LABELS = {**ft.METHOD_LABELS, BAYES: "Bayes reference: image-only head x exact p(m | y)"}
+LABELS = {**ft.METHOD_LABELS, BAYES: "Bayes rule on the image-only head: x exact p(m | y)"}
 
 Key = tuple[float, int, str]
 
@@ -155,6 +156,15 @@ def findings_markdown(results: pd.DataFrame) -> str:
                      + diff("frozen", lo, "dynamic_mlp_c", best,
                             f"Dynamic MLP-C minus the best simple fusion ({LABELS[best]})",
                             "Dynamic MLP-C is better", "Dynamic MLP-C is worse") + ".")
+    for mode in [m for m in MODES if m in set(results["mode"])]:
+        have = set(results[results["mode"] == mode].method)
+        if "mlp_concat" in have and "dynamic_mlp_c" in have:
+            items.append(f"Against the MLP on [x; e] with as many parameters ({mode}): "
+                         + "; ".join(f"at interaction {a:g}, "
+                                     + diff(mode, a, "dynamic_mlp_c", "mlp_concat",
+                                            "Dynamic MLP-C minus the parameter-matched MLP",
+                                            "Dynamic MLP-C is better", "Dynamic MLP-C is worse")
+                                     for a in sorted({lo, hi})) + ".")
     if BAYES in set(frozen.method):
         items.append(f"At interaction {lo:g}, the Bayes reference (image-only head x exact metadata likelihood) "
                      f"reaches {np.mean(list(_accs(results, 'frozen', lo, BAYES).values())):.2f}% and Dynamic MLP-C "
