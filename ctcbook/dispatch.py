@@ -152,9 +152,6 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
     for i, config in enumerate(configs):
         if not isinstance(config, (TrainConfig, FusionTrainConfig)):
             raise TypeError(f"configs[{i}] must be a TrainConfig or a FusionTrainConfig, got {type(config).__name__}")
-        if nproc > 1 and isinstance(config, FusionTrainConfig):
-            raise ValueError(f"nproc {nproc}: configs[{i}] is an end-to-end FusionTrainConfig, which trains on one "
-                             "device per run (use backend 'local' to run several side by side)")
     store = store or RunStore()
     runs = [store.open(c.to_dict(), prefix=c.run_prefix) for c in configs]
     unique: dict[str, tuple[Config, Run]] = {}

@@ -22,6 +22,7 @@ So an interrupted and resumed run equals an uninterrupted one bit for bit on the
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -37,11 +38,11 @@ from tqdm import tqdm
 
 from .config import AUGMENTS
 from .data import load_dataset, select_classes, subsample, unseen_subset
-from .data.loader import random_crop, random_flip
 from .data.metadata import MetadataArrays, MetadataSimulator
 from .models import build_model
 from .models.fusion import build_fusion_head, matched_mlp_hidden, count_parameters
-from .runs import Run, RunFailedError, RunStore, atomic_write_json
+from . import distributed
+from .runs import Run, RunFailedError, RunStore, atomic_write_json, config_hash
 
 #: Bump when this loop changes the numbers a run produces; part of every run's config.
 E2E_VERSION = 1
@@ -287,36 +288,156 @@ def fusion_splits(config: FusionTrainConfig) -> tuple[FusionSplit, FusionSplit, 
 
 def _decode(paths, size: int) -> torch.Tensor:
     """JPEG/PNG files -> uint8 (N, 3, size, size) (RGB, resized with PIL's bilinear filter)."""
-    from PIL import Image
-
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     for i, p in enumerate(paths):
-        with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
-        out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+        out[i] = _decode_one(p, size)
     return out
 
 
-def _batch_images(split: FusionSplit, idx: torch.Tensor, size: int) -> torch.Tensor:
+def _decode_one(path, size: int) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Image ``paths`` decoded one by one in DataLoader workers: item i -> uint8 (3, size, size)."""
+
+    def __init__(self, paths, size: int):
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return _decode_one(self.paths[i], self.size)
+
+
+def default_workers(split: "FusionSplit") -> int:
+    """Decoding processes for ``split``: 0 for images in memory; for image files ``$CTCBOOK_WORKERS`` or
+    min(8, CPUs per local rank)."""
     if split.images is not None:
-        return split.images[idx.cpu()]
-    return _decode(split.paths[idx.cpu().numpy()], size)
+        return 0
+    import os
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return int(os.environ.get("CTCBOOK_WORKERS", min(8, (os.cpu_count() or 1) // local)))
 
 
-def epoch_batches(split: FusionSplit, config: FusionTrainConfig, epoch: int, device: torch.device
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Shuffled, augmented batches of one epoch: (x float (B, C, H, W) in [0, 1], m (B, cin), y (B,)); the last
-    partial batch is dropped. Order and augmentation come from a generator seeded by (seed, epoch)."""
+def image_batches(split: FusionSplit, index_batches: list[torch.Tensor], size: int, workers: int = 0
+                  ) -> Iterator[torch.Tensor]:
+    """uint8 (B, C, H, W) images of ``split`` for each index batch, in order. Images in memory are indexed; image
+    files are decoded in this process (``workers`` 0) or by a DataLoader over ``workers`` spawned processes, which
+    decode the next batches while the model trains on this one. The images are the same either way."""
+    if split.images is not None:
+        for idx in index_batches:
+            yield split.images[idx.cpu()]
+        return
+    if workers == 0:
+        for idx in index_batches:
+            yield _decode(split.paths[idx.cpu().numpy()], size)
+        return
+    loader = torch.utils.data.DataLoader(_ImageFiles(split.paths, size),
+                                         batch_sampler=[idx.cpu().tolist() for idx in index_batches],
+                                         num_workers=workers, multiprocessing_context="spawn",
+                                         pin_memory=torch.cuda.is_available())
+    yield from loader
+
+
+def _batch_images(split: FusionSplit, idx: torch.Tensor, size: int) -> torch.Tensor:
+    return next(image_batches(split, [idx], size))
+
+
+@dataclass
+class BatchPlan:
+    """Everything random about one global batch of B images, drawn before any image is read, so that every rank
+    of a multi-process run draws the same and decodes only what it needs: ``index`` (B,) images of the split;
+    ``dy``/``dx`` (B,) crop offsets or None; ``flip`` (B,) bool or None; the mixup ``lam`` and partner ``perm`` (B,)
+    (positions in the batch)."""
+
+    index: torch.Tensor
+    dy: torch.Tensor | None
+    dx: torch.Tensor | None
+    flip: torch.Tensor | None
+    lam: float
+    perm: torch.Tensor
+
+
+def epoch_plan(n: int, config: FusionTrainConfig, epoch: int) -> list[BatchPlan]:
+    """The epoch's batches (the last partial batch dropped): the order, crops and flips from a torch generator
+    seeded by (seed, epoch), drawn in the order the single-process loop always drew them (the permutation, then per
+    batch the crop rows, crop columns and flips); the mixup lambda ~ Beta(alpha, alpha) and permutation of each batch
+    from a numpy generator seeded by [seed, epoch] (:func:`mixup`)."""
     gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    order = torch.randperm(len(split), generator=gen)
-    for b in range(len(split) // config.batch_size):
-        idx = order[b * config.batch_size:(b + 1) * config.batch_size]
-        x = _batch_images(split, idx, config.image_size).float().div_(255)
-        if config.augment in ("crop_flip", "crop"):
-            x = random_crop(x, config.crop_padding, gen)
-        if config.augment in ("crop_flip", "flip"):
-            x = random_flip(x, gen)
-        yield x.to(device), split.meta[idx].to(device), split.labels[idx].to(device)
+    mix_rng = np.random.default_rng([config.seed, epoch])
+    order = torch.randperm(n, generator=gen)
+    b, pad = config.batch_size, config.crop_padding
+    plans = []
+    for i in range(n // b):
+        crop = config.augment in ("crop_flip", "crop") and pad > 0
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen) if crop else None
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen) if crop else None
+        flip = torch.rand(b, generator=gen) < 0.5 if config.augment in ("crop_flip", "flip") else None
+        if config.mixup_alpha > 0:
+            lam = float(mix_rng.beta(config.mixup_alpha, config.mixup_alpha))
+            perm = torch.from_numpy(mix_rng.permutation(b))
+        else:
+            lam, perm = 1.0, torch.arange(b)
+        plans.append(BatchPlan(order[i * b:(i + 1) * b], dy, dx, flip, lam, perm))
+    return plans
+
+
+def _augment(x: torch.Tensor, plan: BatchPlan, rows: torch.Tensor, padding: int) -> torch.Tensor:
+    """Apply the plan's crops and flips of batch positions ``rows`` to x (len(rows), C, H, W) float."""
+    if plan.dy is not None:
+        n, c, h, w = x.shape
+        padded = F.pad(x, (padding,) * 4)
+        r = (plan.dy[rows][:, None] + torch.arange(h))[:, None, :, None]
+        q = (plan.dx[rows][:, None] + torch.arange(w))[:, None, None, :]
+        x = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], r, q]
+    if plan.flip is not None:
+        x = torch.where(plan.flip[rows][:, None, None, None], x.flip(3), x)
+    return x
+
+
+def rank_positions(batch_size: int, d: distributed.Dist) -> torch.Tensor:
+    """This rank's positions in a global batch: the contiguous share of :func:`ctcbook.distributed.shard`."""
+    n = distributed.per_rank_batch(batch_size, d)
+    return torch.arange(d.rank * n, (d.rank + 1) * n)
+
+
+def mixed_batches(split: FusionSplit, config: FusionTrainConfig, plans: list[BatchPlan], positions: torch.Tensor,
+                  device: torch.device, workers: int = 0
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]]:
+    """This rank's share of each planned batch, augmented and mixed: (x (n, C, H, W) float in [0, 1], m (n, cin),
+    y (n,), y of the mixup partners (n,), lam) for the batch ``positions`` (n,). Only the images of those positions
+    and of their mixup partners are read (decoded by ``workers`` processes for image files); one process with all
+    positions gets exactly :func:`epoch_batches` followed by :func:`mixup`."""
+    need = [torch.unique(torch.cat([positions, p.perm[positions]])) for p in plans]   # sorted batch positions
+    reads = image_batches(split, [p.index[u] for p, u in zip(plans, need)], config.image_size, workers)
+    for plan, rows, images in zip(plans, need, reads):
+        x = _augment(images.float().div_(255), plan, rows, config.crop_padding)
+        where = torch.full((config.batch_size,), -1, dtype=torch.long)
+        where[rows] = torch.arange(len(rows))
+        own, partner = where[positions], where[plan.perm[positions]]
+        idx, pidx = plan.index[positions], plan.index[plan.perm[positions]]
+        xm = plan.lam * x[own] + (1 - plan.lam) * x[partner] if plan.lam != 1.0 else x[own]
+        mm = split.meta[idx] if plan.lam == 1.0 else plan.lam * split.meta[idx] + (1 - plan.lam) * split.meta[pidx]
+        yield (xm.to(device), mm.to(device), split.labels[idx].to(device), split.labels[pidx].to(device), plan.lam)
+
+
+def epoch_batches(split: FusionSplit, config: FusionTrainConfig, epoch: int, device: torch.device,
+                  workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Shuffled, augmented batches of one epoch before mixup: (x float (B, C, H, W) in [0, 1], m (B, cin), y (B,));
+    the last partial batch is dropped (see :func:`epoch_plan`); ``workers`` decoding processes for image files
+    (:func:`image_batches`) do not change them."""
+    plans = epoch_plan(len(split), config, epoch)
+    rows = torch.arange(config.batch_size)
+    for plan, images in zip(plans, image_batches(split, [p.index for p in plans], config.image_size, workers)):
+        x = _augment(images.float().div_(255), plan, rows, config.crop_padding)
+        yield x.to(device), split.meta[plan.index].to(device), split.labels[plan.index].to(device)
 
 
 # --- the model ----------------------------------------------------------------------------------------------------
@@ -386,120 +507,154 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> None:
 # --- the loop -----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: FusionNet, split: FusionSplit, config: FusionTrainConfig, device: torch.device, *,
-             batch_size: int = 512, amp: bool = False) -> tuple[float, float]:
-    """(top-1 in [0, 1], mean cross-entropy in nats) on ``split``, eval mode, no augmentation."""
+             batch_size: int = 512, amp: bool = False, workers: int = 0,
+             d: distributed.Dist = distributed.SINGLE) -> tuple[float, float]:
+    """(top-1 in [0, 1], mean cross-entropy in nats) on ``split``, eval mode, no augmentation; ``workers`` decoding
+    processes for image files. Under torchrun each rank scores every world_size-th image and the sums are added."""
     was = model.training
     model.eval()
     correct, loss = 0, 0.0
-    for i in range(0, len(split), batch_size):
-        idx = torch.arange(i, min(i + batch_size, len(split)))
-        x = _batch_images(split, idx, config.image_size).float().div_(255).to(device)
+    mine = torch.arange(d.rank, len(split), d.world_size)
+    index_batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    for idx, images in zip(index_batches, image_batches(split, index_batches, config.image_size, workers)):
+        x = images.float().div_(255).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             _, logits = model(x, split.meta[idx].to(device))
         y = split.labels[idx].to(device)
         loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     model.train(was)
-    return correct / len(split), loss / len(split)
+    sums = distributed.all_sum(torch.tensor([correct, loss], dtype=torch.float64, device=device), d)
+    return float(sums[0]) / len(split), float(sums[1]) / len(split)
 
 
 def train_fusion(config: FusionTrainConfig, *, store: RunStore | None = None, device: torch.device | str | None = None,
                  progress: bool = True, amp: bool | None = None,
-                 on_epoch_end: Callable[[int, FusionNet, Run], None] | None = None) -> Run:
+                 on_epoch_end: Callable[[int, FusionNet, Run], None] | None = None,
+                 workers: int | None = None, wait: bool = True) -> Run:
     """Train (or reuse a finished, or resume an interrupted) end-to-end run of ``config`` and return its Run.
-    Only one process trains a run (the run's writer lock, as :func:`ctcbook.train.train`).
+    Only one process trains a run (the run's writer lock, as :func:`ctcbook.train.train`; ``wait`` False refuses
+    at once when another holds it).
 
     Per epoch, in this order: checkpoint (model weights), metrics row (``train_loss``, ``test_acc`` and
     ``test_loss`` at the epochs ``test_every`` picks, ``lr``, ``train_seconds``, ``images_per_second``,
     ``device``), resume state. ``amp`` (bfloat16 autocast) defaults to on for CUDA; it does not enter the run's
-    hash.
+    hash, nor does ``workers`` (processes decoding image files, default :func:`default_workers`; the numbers are the
+    same for any value).
+
+    Under ``torchrun`` (the same path as :func:`ctcbook.train.train`, e.g. :func:`ctcbook.launch.train` with
+    ``nproc`` > 1) every rank calls this: the model is wrapped in DistributedDataParallel; every rank draws the same
+    plan of each global batch (order, crops, flips, mixup) and reads only its contiguous share of the positions and
+    their mixup partners, so the global batch is the one a single process would train on; gradients are averaged
+    over ranks, BatchNorm statistics stay per rank (rank 0's are saved), and rank 0 alone writes the run folder.
     """
+    d, rank_device = distributed.setup(device)
     store = store or RunStore()
-    run = store.open(config.to_dict(), prefix=config.run_prefix)
-    if run.done:
+    if d.main:
+        run = store.open(config.to_dict(), prefix=config.run_prefix)
+    else:
+        run = Run(store.root / f"{config.run_prefix}-{config_hash(config.to_dict())}", config.to_dict())
+    distributed.barrier(d)
+    if distributed.broadcast_object(run.done, d):
         return run
-    with run.writer():      # one process trains a run; a second waits and then reuses (or resumes) it
-        if run.done:
+    with run.writer(wait=wait) if d.main else contextlib.nullcontext():
+        done, failure = distributed.broadcast_object((run.done, run.failure), d)
+        if done:
             return run
-        if run.failure is not None:
-            raise RunFailedError(f"run {run.path} failed earlier: {run.failure}; change the config or delete the "
-                                 "folder")
-        return _train_fusion_locked(run, config, device, progress, amp, on_epoch_end)
+        if failure is not None:
+            raise RunFailedError(f"run {run.path} failed earlier: {failure}; change the config or delete the folder")
+        return _train_fusion_locked(run, config, d, rank_device if rank_device is not None else device, progress,
+                                    amp, on_epoch_end, workers)
 
 
-def _train_fusion_locked(run: Run, config: FusionTrainConfig, device, progress: bool, amp: bool | None,
-                         on_epoch_end) -> Run:
-    """The body of :func:`train_fusion`, run while holding ``run``'s writer lock."""
+def _train_fusion_locked(run: Run, config: FusionTrainConfig, d: distributed.Dist, device, progress: bool,
+                         amp: bool | None, on_epoch_end, workers: int | None) -> Run:
+    """The body of :func:`train_fusion`, run while holding ``run``'s writer lock (rank 0)."""
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
                                                                           else "cpu")
     amp = device.type == "cuda" if amp is None else amp
+    positions = rank_positions(config.batch_size, d)
     train, test, classes = fusion_splits(config)
+    workers = default_workers(train) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be an integer >= 0 (image-decoding processes), got {workers!r}")
     if len(train) < config.batch_size:
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train)} training images")
     probe = _batch_images(train, torch.arange(min(len(train), 256)), config.image_size).float().div(255)
     flat = probe.transpose(0, 1).reshape(probe.shape[1], -1)
     model_args = {"num_classes": len(classes), "in_channels": int(probe.shape[1]), "mean": flat.mean(1).tolist(),
                   "std": flat.std(1).clamp_min(1e-3).tolist(), "cin": int(train.meta.shape[1])}
-    if not (run.path / "model.json").exists():
+    if d.main and not (run.path / "model.json").exists():
         atomic_write_json(run.path / "model.json", model_args)
 
     torch.manual_seed(config.seed)
     model = build_fusion_net(config, **model_args).to(device)
+    net = model
+    if d.active:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     steps = len(train) // config.batch_size
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, steps, config.epochs, config.warmup_epochs))
     start = 0
-    state = run.load_state()
+    state = distributed.broadcast_object(run.load_state() if d.main else None, d)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start = state["epoch"]
-    run.truncate_metrics(start)
+    if d.main:
+        run.truncate_metrics(start)
     k = len(classes)
-    bar = tqdm(range(start + 1, config.epochs + 1), desc=run.name, disable=not progress, initial=start,
-               total=config.epochs, unit="epoch")
+    bar = tqdm(range(start + 1, config.epochs + 1), desc=run.name, disable=not progress or not d.main,
+               initial=start, total=config.epochs, unit="epoch")
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
         torch.manual_seed(config.seed * 100_003 + epoch)          # dropout: the same draws after a resume
-        mix_rng = np.random.default_rng([config.seed, epoch])
         losses = torch.zeros(steps)
-        for step, (x, m, y) in enumerate(epoch_batches(train, config, epoch, device)):
-            x, m, perm, lam = mixup(x, m, config.mixup_alpha, mix_rng)
+        plans = epoch_plan(len(train), config, epoch)
+        for step, (x, m, y, y2, lam) in enumerate(mixed_batches(train, config, plans, positions, device, workers)):
             targets = (lam * smoothed_targets(y, k, config.label_smoothing)
-                       + (1 - lam) * smoothed_targets(y[perm], k, config.label_smoothing))
+                       + (1 - lam) * smoothed_targets(y2, k, config.label_smoothing))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                _, logits = model(x, m)
+                _, logits = net(x, m)
             loss = soft_cross_entropy(logits, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             losses[step] = loss.detach().cpu()
+        losses = distributed.all_sum(losses.to(device), d).cpu() / d.world_size
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad):
             step = int(bad[0])
-            run.mark_failed(epoch, step, f"non-finite training loss {losses[step].item()}")
+            if d.main:
+                run.mark_failed(epoch, step, f"non-finite training loss {losses[step].item()}")
             raise RunFailedError(f"run {run.name}: loss became {losses[step].item()} at epoch {epoch}, step {step}")
         seconds = time.perf_counter() - t0
+        distributed.broadcast_buffers(model, d)   # rank 0's BatchNorm statistics, for evaluation and the checkpoint
         row = {"epoch": epoch, "train_loss": losses.mean().item()}
         if epoch % config.test_every == 0 or epoch == config.epochs:
-            row["test_acc"], row["test_loss"] = evaluate(model, test, config, device, amp=amp)
-        run.save_checkpoint(epoch, model.state_dict())
+            row["test_acc"], row["test_loss"] = evaluate(model, test, config, device, amp=amp, workers=workers, d=d)
         row.update({"lr": opt.param_groups[0]["lr"], "train_seconds": seconds,
-                    "images_per_second": steps * config.batch_size / seconds, "device": str(device)})
-        run.append_metrics(row)
-        run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict()})
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row.get('test_acc', float('nan')):.4f}",
-                        refresh=False)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, model, run)
-    final = run.metrics()[-1]
-    run.mark_done({"epochs": config.epochs, "test_acc": final["test_acc"], "device": str(device)})
+                    "images_per_second": steps * config.batch_size / seconds, "device": str(device),
+                    **({"world_size": d.world_size} if d.active else {})})
+        if d.main:
+            run.save_checkpoint(epoch, model.state_dict())
+            run.append_metrics(row)
+            run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict()})
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row.get('test_acc', float('nan')):.4f}",
+                            refresh=False)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, model, run)
+        distributed.barrier(d)
+    if d.main:
+        final = run.metrics()[-1]
+        run.mark_done({"epochs": config.epochs, "test_acc": final["test_acc"], "device": str(device)})
+    distributed.barrier(d)
     return run
 
 

@@ -18,8 +18,15 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig
+from .fusion_train import FusionTrainConfig, train_fusion
 from .runs import Run, RunStore
-from .train import train as train_here
+from .train import train as train_cross_entropy
+
+
+def train_here(config: TrainConfig | FusionTrainConfig, **kwargs) -> Run:
+    """Train ``config`` in this process with its loop (:func:`ctcbook.train.train` or
+    :func:`ctcbook.fusion_train.train_fusion`); under torchrun every rank calls this."""
+    return (train_fusion if isinstance(config, FusionTrainConfig) else train_cross_entropy)(config, **kwargs)
 
 
 def torchrun_command(config_file: Path, runs: Path, nproc: int, device: str | None = None) -> list[str]:
@@ -29,9 +36,10 @@ def torchrun_command(config_file: Path, runs: Path, nproc: int, device: str | No
     return cmd + (["--device", device] if device else [])
 
 
-def train(config: TrainConfig, *, nproc: int = 1, store: RunStore | None = None, device: str | None = None,
+def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: RunStore | None = None, device: str | None = None,
           progress: bool = True, out=None) -> Run:
-    """Train (or reuse, or resume) ``config`` on ``nproc`` processes and return its run.
+    """Train (or reuse, or resume) ``config`` (a source run, or an end-to-end fusion run) on ``nproc`` processes and
+    return its run.
 
     Args:
         nproc: processes (GPUs) on this machine; 1 trains in this process. More than one needs that many CUDA
@@ -74,4 +82,4 @@ def train(config: TrainConfig, *, nproc: int = 1, store: RunStore | None = None,
     return store.open(config.to_dict(), prefix=config.run_prefix)
 
 
-__all__ = ["torchrun_command", "train"]
+__all__ = ["torchrun_command", "train", "train_here"]

@@ -77,8 +77,9 @@ def test_dispatch_trains_end_to_end_configs_and_reuses_them(tmp_path):
     assert all(r.done for r in runs) and runs[0].name.startswith("e2e-image_only")
     again = dispatch(configs, store=store, device="cpu", progress=False)
     assert [r.path for r in again] == [r.path for r in runs]
-    with pytest.raises(ValueError, match="nproc"):
-        dispatch(configs, store=store, nproc=2)
+
+
+FROZEN = ["image_only", "image_mlp", "metadata_only", "concat", "add", "dynamic_mlp_c"]
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +88,7 @@ def small_sweep(tmp_path_factory):
     configs = sweep.sweep_configs(tiny(), [0.0, 1.0], [0, 1], ["image_only", "concat", "dynamic_mlp_c"])
     runs = sweep.train_sweep(configs, store=store, device="cpu")
     exps = sweep.frozen_experiments(runs, SETTINGS, heldout=100)
-    frozen = sweep.frozen_results(exps, ["image_only", "metadata_only", "concat", "add", "dynamic_mlp_c"],
-                                  progress=False)
+    frozen = sweep.frozen_results(exps, FROZEN, progress=False)
     return runs, exps, pd.concat([frozen, sweep.e2e_results(runs)], ignore_index=True)
 
 
@@ -97,7 +97,10 @@ def test_sweep_rows_cover_every_mode_level_seed_and_method(small_sweep):
     e2e = results[results["mode"] == "end to end"]
     assert len(e2e) == 12 and set(e2e.method) == {"image_only", "concat", "dynamic_mlp_c"}
     frozen = results[results["mode"] == "frozen"]
-    assert len(frozen) == 2 * 2 * 6 and sweep.BAYES in set(frozen.method)
+    assert len(frozen) == 2 * 2 * 7 and sweep.BAYES in set(frozen.method)
+    # the Bayes reference combines the image-only MLP head (the stronger image classifier) with p(m | y)
+    b = frozen[(frozen.method == sweep.BAYES) & (frozen.level == 1.0) & (frozen.seed == 0)].test_acc.iloc[0]
+    assert b * 100 == pytest.approx(ft.bayes_ceiling(exps[(1.0, 0)], [0], "image_mlp").test_acc.iloc[0])
     assert results.test_acc.between(0, 1).all()
     # the e2e accuracy is the run's last-epoch test accuracy
     key = (1.0, 1, "concat")
@@ -117,8 +120,7 @@ def test_a_second_pass_trains_nothing(small_sweep, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("retrained")
     monkeypatch.setattr(ft, "train_head", boom)
-    again = sweep.frozen_results(exps, ["image_only", "metadata_only", "concat", "add", "dynamic_mlp_c"],
-                                 progress=False)
+    again = sweep.frozen_results(exps, FROZEN, progress=False)
     assert np.allclose(again.test_acc.values, results[results["mode"] == "frozen"].test_acc.values)
 
 
@@ -164,3 +166,13 @@ def test_pictures_figure_shows_each_class_at_each_metadata():
     fig = plots.interaction_pictures_figure(pics, classes, [40, 40, -40], [172, 355, 172], 1.0)
     assert len(fig.axes) == 6
     plots.close(fig)
+
+
+def test_image_mlp_head_is_as_large_as_dynamic_mlp_c_and_ignores_the_metadata():
+    from ctcbook.models.fusion import count_parameters
+
+    for c in (16, 64):
+        dyn, mlp = (ft.build_head(m, c, 10, SETTINGS) for m in ("dynamic_mlp_c", "image_mlp"))
+        assert abs(count_parameters(mlp) - count_parameters(dyn)) <= c + 3 + 10
+    x = torch.randn(5, 64)
+    assert torch.equal(mlp(x, torch.randn(5, 6)), mlp(x, torch.zeros(5, 6)))

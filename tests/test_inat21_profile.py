@@ -85,3 +85,23 @@ def test_backbone_weights_come_from_a_local_file(tmp_path):
     other = build_model("cifar_resnet", 3, in_channels=3, mean=[0.5] * 3, std=[0.25] * 3, depth=8, width=8)
     with pytest.raises(ValueError, match="does not fit the backbone"):
         load_backbone_weights(other.backbone, str(tmp_path / "w.pth"))
+
+
+def test_decoding_workers_give_the_same_batches_as_this_process(tmp_path):
+    write_inat21(tmp_path / "inat21")
+    config = e2e_config("inat21", inat_root=str(tmp_path / "inat21"), arch="cifar_resnet", width=4, depth=8,
+                        image_size=16, head=TINY_HEAD, epochs=1, warmup_epochs=0, batch_size=4, crop_padding=2)
+    train, _, _ = fusion_splits(config)
+    from ctcbook.fusion_train import default_workers, epoch_batches, image_batches
+
+    index = [torch.tensor([5, 0, 17]), torch.tensor([3]), torch.tensor([9, 8])]
+    here = list(image_batches(train, index, 16, workers=0))
+    spawned = list(image_batches(train, index, 16, workers=2))
+    assert [b.shape for b in here] == [(3, 3, 16, 16), (1, 3, 16, 16), (2, 3, 16, 16)]
+    assert all(torch.equal(a, b) for a, b in zip(here, spawned))
+    device = torch.device("cpu")
+    a = list(epoch_batches(train, config, 1, device, workers=0))
+    b = list(epoch_batches(train, config, 1, device, workers=2))
+    assert len(a) == len(train) // 4 and all(torch.equal(u, v) for p, q in zip(a, b) for u, v in zip(p, q))
+    assert default_workers(train) >= 1 and default_workers(fusion_splits(FusionTrainConfig(
+        train_size=50, test_size=50, width=4, head=TINY_HEAD))[0]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from .profiles import PARAMETER_DEFAULTS, PROFILES
 
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--html", default=None, help="built book to copy (default <repo>/_build/html)")
 
     train = sub.add_parser("train", help="train (or reuse, or resume) one run")
-    train.add_argument("--config", required=True, help="JSON file of TrainConfig fields")
+    train.add_argument("--config", required=True,
+                       help="JSON file of TrainConfig fields (or of FusionTrainConfig fields, with e2e_version)")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     train.add_argument("--runs", default=None, help="run store folder (default $CTCBOOK_RUNS or ./runs)")
     train.add_argument("--no-wait", action="store_true",
@@ -64,14 +66,20 @@ def main(argv: list[str] | None = None) -> int:
 
             print(publish_.publish(args.dir, **({"html": args.html} if args.html else {})))
         elif args.command == "train":
+            import json
+
             from .. import distributed
             from ..config import TrainConfig
+            from ..fusion_train import FusionTrainConfig
+            from ..launch import train_here
             from ..runs import RunStore
-            from ..train import train as train_run
 
-            # Under torchrun every rank runs this; rank 0 alone writes the run folder and prints its path.
-            run_ = train_run(TrainConfig.from_file(args.config), store=RunStore(args.runs), device=args.device,
-                             wait=not args.no_wait)
+            # Under torchrun every rank runs this; rank 0 alone writes the run folder and prints its path. A config
+            # with "e2e_version" is an end-to-end fusion run (ctcbook.fusion_train), any other a source run.
+            fields = json.loads(Path(args.config).read_text())
+            config = (FusionTrainConfig.from_dict(fields) if "e2e_version" in fields
+                      else TrainConfig.from_file(args.config))
+            run_ = train_here(config, store=RunStore(args.runs), device=args.device, wait=not args.no_wait)
             rank = distributed.from_env()
             distributed.cleanup(rank)
             if rank.main:

@@ -122,8 +122,8 @@ _DYNAMIC_MLP_DEFAULT: dict[str, Any] = {
     "interactions": [0.0, 0.25, 0.5, 1.0],
     "seeds": [0, 1, 2],
     "e2e_methods": ["image_only", "concat", "dynamic_mlp_c", "mlp_concat"],
-    "methods": ["image_only", "metadata_only", "concat", "add", "multiply", "geo_prior", "dynamic_mlp_a",
-                "dynamic_mlp_b", "dynamic_mlp_c", "mlp_concat"],
+    "methods": ["image_only", "image_mlp", "metadata_only", "concat", "add", "multiply", "geo_prior",
+                "dynamic_mlp_a", "dynamic_mlp_b", "dynamic_mlp_c", "mlp_concat"],
     "head_epochs": 10,
     "head_batch_size": 512,
     "head_lr": 3e-3,
@@ -269,7 +269,7 @@ E2E_PROFILES: dict[str, dict[str, Any]] = {
     # MLP-C with mlp_d 256, mlp_h 64, mlp_n 2, 224 px, batch 512 with lr 0.04, 2 warm-up epochs then cosine, 90
     # epochs, SGD momentum 0.9, weight decay 1e-4, label smoothing 0.1, mixup alpha 0.4 on images and metadata, AMP
     # (bfloat16 autocast, on by default on CUDA). Differences: images are resized to 224 px and then padded-cropped
-    # and flipped (the code uses RandomResizedCrop); one device (no torchrun path yet).
+    # and flipped (the code uses RandomResizedCrop). One or several GPUs: ctcbook.launch.train(config, nproc=N).
     "inat21": {"dataset": "inat21", "inat_root": None, "inat_train_split": "train_mini", "inat_test_split": "val",
                "image_size": 224, "arch": "resnet50", "weights": None, "method": "dynamic_mlp_c",
                "head": _E2E_HEAD_PAPER, "epochs": 90, "warmup_epochs": 2, "batch_size": 512, "lr": 0.04,

@@ -47,7 +47,7 @@ from ..fusion_train import smoothed_targets, soft_cross_entropy
 from ..probes import extract_features
 from ..models.dynamic_mlp import encode_metadata
 from ..models.fusion import (EXTRA_METHODS, FUSION_METHODS, GeoPriorHead, build_fusion_head, count_parameters,
-                             matched_mlp_hidden)
+                             matched_image_mlp_hidden, matched_mlp_hidden)
 from ..runs import Run, append_jsonl, atomic_torch_save, config_hash, read_jsonl
 from .. import stats
 from ..config import TrainConfig
@@ -106,7 +106,7 @@ class HeadSettings:
 
     def head_kwargs(self, method: str) -> dict[str, Any]:
         """Constructor arguments of :func:`build_fusion_head` for ``method``."""
-        if method == "image_only":
+        if method in ("image_only", "image_mlp"):
             return {}
         kw: dict[str, Any] = {"meta_width": self.meta_width}
         if method in ("concat", "mlp_concat"):
@@ -325,11 +325,13 @@ def build_head(method: str, feature_dim: int, num_classes: int, settings: HeadSe
     """The head of ``method`` with ``settings``' widths (geo_prior: an untrained pair)."""
     _check_method(method)
     kw = settings.head_kwargs(method)
-    if method == "mlp_concat":
+    if method in ("mlp_concat", "image_mlp"):
         c_head = build_fusion_head("dynamic_mlp_c", feature_dim, num_classes, cin,
                                    **settings.head_kwargs("dynamic_mlp_c"))
-        kw["hidden_dim"] = matched_mlp_hidden(count_parameters(c_head), feature_dim, num_classes, cin,
-                                              embed_dim=settings.embed_dim, meta_width=settings.meta_width)
+        target = count_parameters(c_head)
+        kw["hidden_dim"] = (matched_mlp_hidden(target, feature_dim, num_classes, cin, embed_dim=settings.embed_dim,
+                                               meta_width=settings.meta_width) if method == "mlp_concat"
+                            else matched_image_mlp_hidden(target, feature_dim, num_classes))
     return build_fusion_head(method, feature_dim, num_classes, cin, **kw)
 
 
@@ -482,18 +484,19 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return out.loc[order]
 
 
-def bayes_ceiling(exp: FusionExperiment, seeds: Sequence[int]) -> pd.DataFrame:
+def bayes_ceiling(exp: FusionExperiment, seeds: Sequence[int], image_method: str = "image_only") -> pd.DataFrame:
     """Top-1 (%) of the Bayes combination p(y | x) p(m | y) / p(y) per seed: the metadata term exact (the
-    simulator's :meth:`~ctcbook.data.metadata.MetadataSimulator.log_likelihood`), the image term the image-only
-    head's softmax of that seed. Exact Bayes-optimal only at ``interaction`` 0 (metadata independent of the image
-    given the class) and as far as the image-only head is calibrated; at interaction > 0 this is the best
-    *additive* combination, which the paper's claim says a nonlinear fusion can beat. Columns seed, test_acc (%)."""
+    simulator's :meth:`~ctcbook.data.metadata.MetadataSimulator.log_likelihood`), the image term the softmax of the
+    ``image_method`` head of that seed (``image_only``, or ``image_mlp``: a stronger image classifier). Bayes-optimal
+    only at ``interaction`` 0 (metadata independent of the image given the class), and only as far as that head's
+    probabilities are the true p(y | x) (accurate and calibrated); at interaction > 0 this is the best *additive*
+    combination, which the paper's claim says a nonlinear fusion can beat. Columns seed, test_acc (%)."""
     d = exp.data
     log_lik = d.simulator.log_likelihood(d.test_meta)
     prior = torch.bincount(d.train_y, minlength=d.num_classes).double().numpy()
     rows = []
     for seed in seeds:
-        p_img = predict(exp.head("image_only", seed), d.test_x, d.test_m).double().numpy()
+        p_img = predict(exp.head(image_method, seed), d.test_x, d.test_m).double().numpy()
         post = bayes_posterior(p_img, log_lik, prior / prior.sum())
         rows.append({"seed": seed, "test_acc": float((post.argmax(1) == d.test_y.numpy()).mean() * 100)})
     return pd.DataFrame(rows)
@@ -593,7 +596,7 @@ PAPER_INAT21_MINI = (("ResNet-50", 67.924, 78.751), ("SK-Res2Net-101", 76.102, 8
 METHOD_LABELS = {"image_only": "image only", "metadata_only": "metadata only", "concat": "concatenation",
                  "add": "addition", "multiply": "multiplication", "geo_prior": "geo prior (product)",
                  "dynamic_mlp_a": "Dynamic MLP-A", "dynamic_mlp_b": "Dynamic MLP-B", "dynamic_mlp_c": "Dynamic MLP-C",
-                 "mlp_concat": "MLP on [x; e] (parameter-matched)"}
+                 "mlp_concat": "MLP on [x; e] (parameter-matched)", "image_mlp": "image only, MLP (parameter-matched)"}
 BASELINES = ("concat", "add", "multiply", "geo_prior")
 
 

@@ -17,6 +17,8 @@ construction from the paper's description, built from the same metadata network 
   observed locations and negatives at random locations) and divide by the class prior; here the metadata classifier
   is a plain softmax trained with cross-entropy, and no class prior is divided out (the simulated classes are
   balanced, where that division changes nothing).
+* ``image_mlp``: ReLU(LayerNorm(W x)) of width ``hidden_dim``, Linear(hidden_dim -> K); m is ignored. An image-only
+  classifier as large as a Dynamic MLP head (:func:`matched_image_mlp_hidden`), for the Bayes reference of chapter 4.
 * ``mlp_concat``: the parameter-matched baseline: e = MetadataNet(cin -> embed_dim), features ReLU(LayerNorm(W [x; e]))
   of width ``hidden_dim``, Linear(hidden_dim -> K); :func:`matched_mlp_hidden` picks the width that gives it as many
   parameters as a Dynamic MLP head, so a gain of Dynamic MLP over it is not a gain of size alone.
@@ -40,8 +42,9 @@ from .dynamic_mlp import VARIANTS, DynamicMLPHead, MetadataNet, _check_pos
 
 FUSION_METHODS = ("image_only", "metadata_only", "concat", "add", "multiply", "geo_prior",
                   "dynamic_mlp_a", "dynamic_mlp_b", "dynamic_mlp_c")
-#: Heads added for issue 14 that chapter 4 does not train by default (``mlp_concat``: the parameter-matched MLP).
-EXTRA_METHODS = ("mlp_concat",)
+#: Heads added for issue 14 (``mlp_concat``: the parameter-matched MLP on [x; e]; ``image_mlp``: an image-only MLP of
+#: the same size, the image term of chapter 4's Bayes reference).
+EXTRA_METHODS = ("mlp_concat", "image_mlp")
 
 
 def _check_x(x: torch.Tensor, c: int) -> None:
@@ -153,6 +156,30 @@ class MLPConcatHead(_MetadataFusion):
         return self.mlp(torch.cat([x, e], dim=1))
 
 
+class ImageMLPHead(nn.Module):
+    """x (N, C) -> Linear -> LayerNorm -> ReLU (N, hidden_dim) -> Linear -> (N, K); m is ignored."""
+
+    def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, hidden_dim: int = 256):
+        super().__init__()
+        _check_pos(feature_dim=feature_dim, num_classes=num_classes, hidden_dim=hidden_dim)
+        self.feature_dim = feature_dim
+        self.mlp = nn.Sequential(nn.Linear(feature_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU())
+        self.classifier = nn.Linear(hidden_dim, num_classes)
+
+    def forward_features(self, x: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
+        _check_x(x, self.feature_dim)
+        return self.mlp(x)
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(self.forward_features(x, m))
+
+
+def matched_image_mlp_hidden(target_params: int, feature_dim: int, num_classes: int) -> int:
+    """The ``hidden_dim`` of :class:`ImageMLPHead` whose parameter count is closest to ``target_params``; at least 1.
+    Each hidden unit has C weights + 1 bias + 2 LayerNorm scalars + K classifier weights; the classifier K biases."""
+    return max(1, round((target_params - num_classes) / (feature_dim + 3 + num_classes)))
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable scalars of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -221,7 +248,7 @@ def build_fusion_head(method: str, feature_dim: int, num_classes: int, cin: int 
     if method == "metadata_only":
         return MetadataOnlyHead(num_classes, cin, **kwargs)
     simple = {"concat": ConcatFusionHead, "add": AddFusionHead, "multiply": MultiplyFusionHead,
-              "geo_prior": GeoPriorHead, "mlp_concat": MLPConcatHead}
+              "geo_prior": GeoPriorHead, "mlp_concat": MLPConcatHead, "image_mlp": ImageMLPHead}
     if method in simple:
         return simple[method](feature_dim, num_classes, cin, **kwargs)
     if method.startswith("dynamic_mlp_") and method[-1].upper() in VARIANTS and len(method) == 13:
