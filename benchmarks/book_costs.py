@@ -6,6 +6,7 @@ with the build's run store and its total wall seconds (set-up included). It prin
 
 * ``ctc_epoch_factor``: the median wall seconds per epoch (:func:`ctcbook.chapters.ch1_tradeoff.epoch_seconds`:
   training, per-epoch evaluation, checkpoint) of the CTC-objective runs over that of the cross-entropy runs;
+* ``total_seconds``: the build's wall time, which chapter 1 sets beside its own estimate of the same build;
 * ``rest``: the parts of the build that do not grow with the source model's epochs and width, i.e. the total minus
   the wall time of every source-sized run (epochs x its seconds per epoch) and of every linear probe of those runs
   (the ``seconds`` of each cached L-BFGS probe row).
@@ -65,6 +66,7 @@ def main() -> None:
           f"{args.total:.0f} s; the rest {rest:.0f} s")
     if args.write:
         data = {"measured": f"{args.note or 'a complete make book'}, {datetime.date.today().isoformat()}",
+                "total_seconds": round(args.total),
                 "ctc_epoch_factor": round(factor, 3),
                 "rest": [{"part": "set-up, chapter 1's paper probe and explorer, chapter 2, chapter 3's estimates, "
                                   "chapter 4, chapter 5 and the HTML build", "seconds": round(rest)}]}

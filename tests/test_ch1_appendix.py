@@ -133,3 +133,45 @@ def test_rule_pick_is_none_without_a_candidate_meeting_both():
     over = tradeoff.budget_estimate(200, seconds_per_epoch=10.0, probe_seconds=1.0, chapter_runs=5, probe_every=5,
                                     book_groups=[(24, 10)])
     assert tradeoff.rule_pick({"x/200": over}, {"x/200": ("crop(1)+flip", 1.0)}) is None
+
+
+def test_thinning_probes_only_the_secondary_runs_first_and_last_epochs():
+    ctc = {"seeds": [0, 1, 2, 3, 4], "probe_every": 10, "discrim_seeds": [0, 1, 2], "ablation_seeds": [0, 1, 2],
+           "control_probe_every": 20}
+    groups = tradeoff.book_run_groups([0, 1, 2, 3, 4], 10, ctc, ctc_epoch_factor=1.2)
+    thin = tradeoff.thinned_groups(groups, 80)
+    assert thin[:-1] == [tuple(g) for g in groups[:-1]] and thin[-1] == (9, 80, 1.2)
+    kw = dict(seconds_per_epoch=1.0, probe_seconds=2.0, chapter_runs=5, probe_every=10)
+    full = tradeoff.budget_estimate(80, book_groups=groups, **kw)
+    less = tradeoff.budget_estimate(80, book_groups=thin, **kw)
+    # the secondary runs lose 5 - 2 probed checkpoints each (1, 20, 40, 60, 80 -> 1, 80): 9 x 3 x 2 s
+    assert full.book - less.book == pytest.approx(9 * 3 * 2.0)
+
+
+def test_thinning_text_names_a_closer_candidate_that_fits_only_after_thinning():
+    ctc = {"seeds": [0, 1, 2, 3, 4], "probe_every": 10, "discrim_seeds": [0, 1, 2], "ablation_seeds": [0, 1, 2],
+           "control_probe_every": 20}
+    groups = tradeoff.book_run_groups([0, 1, 2, 3, 4], 10, ctc)
+    candidates = pd.DataFrame({"candidate": ["w16_flip", "w16_pad1"], "epochs": [60, 80],
+                               "description": ["flip only", "crop(1)+flip"], "final_quarter_mean": [1.0, 0.995]})
+    kw = dict(seconds_per_epoch=1.0, probe_seconds=2.0, chapter_runs=5, probe_every=10)
+    full80 = tradeoff.budget_estimate(80, book_groups=groups, **kw)
+    thin80 = tradeoff.budget_estimate(80, book_groups=tradeoff.thinned_groups(groups, 80), **kw)
+    rest = 3600 - (full80.book + thin80.book) / 2          # the limit falls between the two estimates
+    est = {"w16_flip/60": tradeoff.budget_estimate(60, book_groups=groups, book_rest=rest, **kw),
+           "w16_pad1/80": tradeoff.budget_estimate(80, book_groups=groups, book_rest=rest, **kw)}
+    fits = {"w16_flip/60": ("flip only", 1.0), "w16_pad1/80": ("crop(1)+flip", 0.995)}
+    assert tradeoff.rule_pick(est, fits) == "w16_flip/60"
+    text = tradeoff.thinning_markdown(candidates, fits, est, "w16_flip/60", est["w16_flip/60"], 2900.0,
+                                      book_groups=groups, rest=rest, width_factor=lambda name: 1.0, **kw)
+    assert "`w16_pad1/80`" in text and "would pick `w16_pad1/80` with thinned controls" in text
+    assert "measured 48.3 min" in text and "the default stays `w16_flip/60`" in text
+    # far over the limit: thinning does not rescue it
+    far = tradeoff.thinning_markdown(candidates, fits, {**est, "w16_pad1/80": tradeoff.budget_estimate(
+        80, book_groups=groups, book_rest=rest + 600, **kw)}, "w16_flip/60", est["w16_flip/60"], None,
+        book_groups=groups, rest=rest + 600, width_factor=lambda name: 1.0, **kw)
+    assert "still over the limit, so the rule drops it" in far
+    # a candidate that meets both already, or fails the fit, gets no paragraph
+    assert tradeoff.thinning_markdown(candidates, {**fits, "w16_pad1/80": ("crop(1)+flip", 0.98)}, est,
+                                      "w16_flip/60", est["w16_flip/60"], None, book_groups=groups, rest=rest,
+                                      width_factor=lambda name: 1.0, **kw) == ""

@@ -547,6 +547,7 @@ class BookCosts:
     rest: float
     text: str
     ctc_epoch_factor: float
+    total: float | None = None
 
 
 def read_book_costs(path: str | os.PathLike | None = None) -> BookCosts:
@@ -562,7 +563,9 @@ def read_book_costs(path: str | os.PathLike | None = None) -> BookCosts:
     factor = float(data["ctc_epoch_factor"])
     if not (math.isfinite(total) and total >= 0 and math.isfinite(factor) and factor > 0):
         raise ValueError(f"{path}: rest seconds must be >= 0 and ctc_epoch_factor > 0, got {total}, {factor}")
-    return BookCosts(total, f"{total / 60:.1f} min in all ({parts}; measured: {data['measured']})", factor)
+    measured = data.get("total_seconds")
+    return BookCosts(total, f"{total / 60:.1f} min in all ({parts}; measured: {data['measured']})", factor,
+                     None if measured is None else float(measured))
 
 
 def candidates_table(candidates: pd.DataFrame, live: FitCheck | None = None, live_label: str = "",
@@ -722,6 +725,54 @@ def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sour
     return "\n".join(f"- {i}" for i in items)
 
 
+def thinned_groups(book_groups: Sequence[tuple], epochs: int) -> list[tuple]:
+    """``book_groups`` (:func:`book_run_groups`) with the secondary runs (the last group: CTC's discriminability
+    setting and stage ablations) probed at their first and last epochs only: the thinning rule (b) allows before a
+    candidate is dropped (their seeds are already at the three it keeps)."""
+    groups = [tuple(g) for g in book_groups]
+    n, _, *factor = groups[-1]
+    return groups[:-1] + [(n, epochs, *factor)]
+
+
+def thinning_markdown(candidates: pd.DataFrame, fits: Mapping[str, tuple[str, float]],
+                      estimates: Mapping[str, BudgetEstimate], pick: str | None, live: BudgetEstimate,
+                      measured_total: float | None, *, seconds_per_epoch: float, probe_seconds: float,
+                      chapter_runs: int, probe_every: int, book_groups: Sequence[tuple], rest: float,
+                      width_factor) -> str:
+    """Rule (b)'s thinning applied, computed: each candidate that meets the fit, is closer to the paper than the
+    ``pick`` but over the book limit, re-estimated with the secondary runs thinned (:func:`thinned_groups`); when
+    that brings it within the limit, the text says by how much, beside the estimate's own error on the last
+    complete build (``live``, this page's default, against ``measured_total`` seconds). Empty when no candidate
+    qualifies."""
+    lines = []
+    for r in candidates.itertuples(index=False):
+        name = f"{r.candidate}/{r.epochs}"
+        b = estimates.get(name)
+        if (b is None or b.book <= b.book_limit or fits[name][1] < FIT_THRESHOLD
+                or (pick is not None and closeness(fits[name][0]) <= closeness(fits[pick][0]))):
+            continue
+        thin = budget_estimate(int(r.epochs), seconds_per_epoch=seconds_per_epoch, probe_seconds=probe_seconds,
+                               chapter_runs=chapter_runs, probe_every=probe_every,
+                               book_groups=thinned_groups(book_groups, int(r.epochs)),
+                               width_factor=width_factor(r.candidate), book_rest=rest)
+        words = (f"`{name}` ({fits[name][0]}) meets the fit and is closer to the paper, but is estimated at "
+                 f"{b.book / 60:.1f} min for the book; with the thinning rule (b) allows (the secondary CTC runs "
+                 f"probed at their first and last epochs only, their seeds already at three) about "
+                 f"{thin.book / 60:.1f} min")
+        if not thin.fits:
+            lines.append(words + ": still over the limit, so the rule drops it.")
+            continue
+        error = ("" if measured_total is None else
+                 f" The same arithmetic estimated the last complete build (this page's default) at "
+                 f"{live.book / 60:.1f} min; it measured {measured_total / 60:.1f} min.")
+        lines.append(words + f", {(thin.book_limit - thin.book) / 60:.1f} min inside the limit.{error} "
+                     f"**So rule (c) would pick `{name}` with thinned controls, once a complete build of it from a "
+                     f"fresh clone measures the budget**; the margin is too small for an estimate to settle it "
+                     f"(the rest of the book, held fixed here, also grows with the probed epochs of chapters 2 and "
+                     f"3). Until that build, the default stays `{pick}`.")
+    return "\n\n" + "\n\n".join(lines) if lines else ""
+
+
 def book_run_groups(seeds: Sequence[int], probe_every: int, ctc: Mapping,
                     ctc_epoch_factor: float = 1.0) -> list[tuple[int, int | None, float]]:
     """The source-sized runs the book trains, as (number of runs, probe_every, cost per epoch relative to a
@@ -785,6 +836,9 @@ def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, l
                  f"{(b.book_limit - b.book) / 60:.1f} min inside the limit; the default was fixed before that build "
                  f"measured CTC's cost per epoch and the rest of the book. The default moves to it once a complete "
                  f"build from a fresh clone confirms the budget.")
+    text += thinning_markdown(candidates, fits, estimates, pick, live, costs.total, seconds_per_epoch=per_epoch,
+                              probe_seconds=probe_s, chapter_runs=seeds, probe_every=probe_every,
+                              book_groups=book_groups, rest=rest, width_factor=factor)
     if profile != "default":
         text = (f"**This page ran the `{profile}` profile**, whose runs are not the default's size: the costs below "
                 f"use its runs' cost per epoch, so they say nothing about the default's candidates.\n\n" + text)
