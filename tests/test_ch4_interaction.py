@@ -176,3 +176,10 @@ def test_image_mlp_head_is_as_large_as_dynamic_mlp_c_and_ignores_the_metadata():
         assert abs(count_parameters(mlp) - count_parameters(dyn)) <= c + 3 + 10
     x = torch.randn(5, 64)
     assert torch.equal(mlp(x, torch.randn(5, 6)), mlp(x, torch.zeros(5, 6)))
+
+
+def test_a_cached_pass_prints_no_progress(small_sweep, capsys):
+    _, exps, _ = small_sweep
+    assert all(not exp.missing(FROZEN, [s]) for (a, s), exp in exps.items())
+    sweep.frozen_results(exps, FROZEN, progress=True)
+    assert "frozen heads" not in capsys.readouterr().err

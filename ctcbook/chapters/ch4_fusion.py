@@ -429,6 +429,13 @@ class FusionExperiment:
         p = predict(head, self.data.test_x, self.data.test_m)
         return float((p.argmax(1) == self.data.test_y).float().mean())
 
+    def missing(self, methods: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int]]:
+        """The (method, seed) heads :meth:`results` would train (the geo prior needs its two classifiers)."""
+        need = [m for m in TRAINED_METHODS if m in methods
+                or (m in ("image_only", "metadata_only") and "geo_prior" in methods)]
+        cached = self._cached()
+        return [(m, s) for s in seeds for m in need if (m, s) not in cached or not self._weights(m, s).exists()]
+
     def results(self, methods: Sequence[str] = FUSION_METHODS, seeds: Sequence[int] = (0, 1, 2), *,
                 progress: bool = True) -> pd.DataFrame:
         methods, seeds = list(methods), list(seeds)
@@ -439,10 +446,7 @@ class FusionExperiment:
         for s in seeds:
             if isinstance(s, bool) or not isinstance(s, int) or s < 0:
                 raise ValueError(f"seeds must be non-negative integers, got {s!r}")
-        need = [m for m in TRAINED_METHODS if m in methods
-                or (m in ("image_only", "metadata_only") and "geo_prior" in methods)]
-        cached = self._cached()
-        todo = [(m, s) for s in seeds for m in need if (m, s) not in cached or not self._weights(m, s).exists()]
+        todo = self.missing(methods, seeds)
         d = self.data
         for method, seed in tqdm(todo, desc="fusion heads", disable=not progress or not todo, unit="head"):
             t0 = time.perf_counter()

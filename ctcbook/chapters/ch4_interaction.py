@@ -89,7 +89,8 @@ def frozen_results(exps: dict[tuple[float, int], ft.FusionExperiment], methods: 
     """Every head of ``methods`` (head seed = the level's seed) plus the Bayes reference, one row each: mode,
     level, seed, method, test_acc, train_seconds, n_params. Heads are trained once and cached."""
     frames = []
-    for (a, s), exp in tqdm(exps.items(), desc="frozen heads per (level, seed)", disable=not progress,
+    todo = any(exp.missing(methods, [s]) for (a, s), exp in exps.items())   # no bar when everything is cached
+    for (a, s), exp in tqdm(exps.items(), desc="frozen heads per (level, seed)", disable=not progress or not todo,
                             unit="backbone"):
         r = exp.results(methods, [s], progress=False)
         image = "image_mlp" if "image_mlp" in methods else "image_only" if "image_only" in methods else None
