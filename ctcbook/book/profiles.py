@@ -21,13 +21,13 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "depth": 8,
     "width": 16,
     "stem_stride": 2,
-    "epochs": 60,
+    "epochs": 80,
     "batch_size": 128,
     "lr": 0.1,
     "weight_decay": 5e-4,
     # random crop with crop_padding px of zero padding and/or horizontal flip: "crop_flip", "crop", "flip", "none"
-    "augment": "flip",
-    "crop_padding": 2,
+    "augment": "crop_flip",
+    "crop_padding": 1,
     "seeds": [0, 1, 2, 3, 4],
     "targets": ["fmnist_5-9", "mnist5k", "digits"],
     "target_train_size": None,
@@ -66,7 +66,7 @@ _CTC_DEFAULT: dict[str, Any] = {
     **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed", "nproc")},
     # the README's "emphasise transferability" setting (the main CTC runs, every seed); stage 2 starts after 2/3 of
     # the epochs, as 200 of the paper's 300
-    "stage_two_epoch": 40,
+    "stage_two_epoch": 53,
     "weight_decay_coef": 2.0,
     "lr_restart": 0.1,
     "alpha": 0.5,
@@ -90,7 +90,7 @@ _CTC_DEFAULT: dict[str, Any] = {
     # control (both weights 0) runs on every seed
     "ablation_seeds": [0, 1, 2],
     # probed epochs of the secondary runs (discriminability setting, ablations): 1, every control_probe_every, last
-    "control_probe_every": 20,
+    "control_probe_every": 80,
     # the paper's probe protocol on every seed of baseline and CTC (None: not run; the GPU profiles: "paper_bn")
     "paper_protocol": None,
     "info_every": 10,
