@@ -7,6 +7,8 @@ with the build's run store and its total wall seconds (set-up included). It prin
 * ``ctc_epoch_factor``: the median wall seconds per epoch (:func:`ctcbook.chapters.ch1_tradeoff.epoch_seconds`:
   training, per-epoch evaluation, checkpoint) of the CTC-objective runs over that of the cross-entropy runs;
 * ``total_seconds``: the build's wall time, which chapter 1 sets beside its own estimate of the same build;
+* ``source_model``: the default source model whose runs were measured (chapter 1 says the budget was measured, not
+  estimated, when its own runs are of that model);
 * ``rest``: the parts of the build that do not grow with the source model's epochs and width, i.e. the total minus
   the wall time of every source-sized run (epochs x its seconds per epoch) and of every linear probe of those runs
   (the ``seconds`` of each cached L-BFGS probe row).
@@ -25,7 +27,7 @@ from ctcbook.runs import Run, RunStore, atomic_write_bytes, read_jsonl
 
 
 #: The source-sized runs are those of the default's source model (chapters 1, 3 and 5); chapter 4's backbone is not.
-SOURCE_SIZED = {k: PARAMETER_DEFAULTS["01_tradeoff"][k] for k in ("source", "train_size", "depth", "width", "epochs")}
+SOURCE_SIZED = {k: PARAMETER_DEFAULTS["01_tradeoff"][k] for k in tradeoff.SOURCE_MODEL_KEYS}
 
 
 def measure(store: RunStore) -> dict:
@@ -68,6 +70,7 @@ def main() -> None:
         data = {"measured": f"{args.note or 'a complete make book'}, {datetime.date.today().isoformat()}",
                 "total_seconds": round(args.total),
                 "ctc_epoch_factor": round(factor, 3),
+                "source_model": SOURCE_SIZED,
                 "rest": [{"part": "set-up, chapter 1's paper probe and explorer, chapter 2, chapter 3's estimates, "
                                   "chapter 4, chapter 5 and the HTML build", "seconds": round(rest)}]}
         atomic_write_bytes(tradeoff.BOOK_COSTS_JSON, (json.dumps(data, indent=2) + "\n").encode())

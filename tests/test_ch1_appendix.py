@@ -1,4 +1,5 @@
 """Chapter 1's appendix "How the default was chosen": the candidates CSV and the budget arithmetic."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,27 @@ def test_thinning_text_names_a_closer_candidate_that_fits_only_after_thinning():
     assert tradeoff.thinning_markdown(candidates, {**fits, "w16_pad1/80": ("crop(1)+flip", 0.98)}, est,
                                       "w16_flip/60", est["w16_flip/60"], None, book_groups=groups, rest=rest,
                                       width_factor=lambda name: 1.0, **kw) == ""
+
+
+def test_the_live_rows_augmentation_is_named_as_the_candidates_are_and_ranked_by_rule_c():
+    assert tradeoff.augment_description("crop_flip", 1) == "crop(1)+flip"
+    assert tradeoff.augment_description("flip", 2) == "flip only"
+    assert tradeoff.closeness(tradeoff.augment_description("crop_flip", 1) + ", 80 epochs") == (2, 1)
+    assert tradeoff.closeness(tradeoff.augment_description("none", 0)) == (0, 0)
+    with pytest.raises(ValueError, match=r"augment must be one of .*'crop_flip'.*got 'mixup'"):
+        tradeoff.augment_description("mixup", 1)
+
+
+def test_a_measured_build_counts_for_the_source_model_it_trained_only(tmp_path):
+    model = {"source": "fashion_mnist", "train_size": 2000, "depth": 8, "width": 16, "epochs": 80,
+             "augment": "crop_flip", "crop_padding": 1}
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps({"measured": "fresh clone", "ctc_epoch_factor": 1.06, "total_seconds": 3459,
+                                 "source_model": model, "rest": [{"part": "the rest", "seconds": 1101}]}))
+    got = tradeoff.read_book_costs(costs)
+    assert got.total == 3459.0 and got.measured_model({**model, "seed": 3, "lr": 0.1})
+    for key, other in (("epochs", 60), ("augment", "flip"), ("crop_padding", 2), ("width", 8)):
+        assert not got.measured_model({**model, key: other}), key
+    costs.write_text(json.dumps({"measured": "older file", "ctc_epoch_factor": 1.0, "total_seconds": 2896,
+                                 "rest": [{"part": "the rest", "seconds": 1061}]}))
+    assert not tradeoff.read_book_costs(costs).measured_model(model)  # which model it measured is unknown

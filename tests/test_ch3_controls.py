@@ -73,20 +73,35 @@ def test_headline_says_inconclusive_when_the_interval_contains_zero():
     assert text.startswith("**CTC changes source accuracy") and "(inconclusive: the interval contains 0)" in text
 
 
+def _curve(method, seed, epochs, test, val, source=95.0):
+    rows = [{"method": method, "seed": seed, "target": "source", "epoch": e, "test_acc": source / 100} for e in epochs]
+    rows += [{"method": method, "seed": seed, "target": "t", "epoch": e, "probe_acc": a / 100, "val_acc": v}
+             for e, a, v in zip(epochs, test, val)]
+    return pd.DataFrame(rows)
+
+
 def test_a_secondary_method_is_compared_on_the_epochs_and_seeds_both_have():
-    # schedule only is probed at 1, 5, 10 on 5 seeds; the ablation at 1 and 10 on seeds 0 and 1. On the shared grid
-    # the schedule-only peak (epoch 5) is not probed, so its drop must be measured from epoch 1's validation peak.
-    sched = pd.concat([_table(ch3.SCHEDULE, s, 80.0, 4.0, 95.0) for s in range(5)])
-    abl = pd.concat([_table(ch3.STAGE1, s, 80.0, 0.0, 95.0) for s in range(2)])
-    abl = abl[abl.epoch != 5]
-    abl.loc[(abl.target == "t") & (abl.epoch == 1), "val_acc"] = 0.95  # peak at epoch 1 on its own grid
-    sched = sched.copy()
-    sched.loc[(sched.target == "t") & (sched.epoch == 1), "val_acc"] = 0.85  # on the shared grid: 0.85 > 0.8 at 10
+    # schedule only is probed at 1, 5, 10, 15 on 5 seeds; the ablation at 1, 10, 15 on seeds 0 and 1. On the shared
+    # grid the schedule-only peak (epoch 5) is not probed, so its drop must be measured from epoch 10's peak.
+    sched = pd.concat([_curve(ch3.SCHEDULE, s, (1, 5, 10, 15), (70, 90, 83, 80), (0.5, 0.95, 0.9, 0.8))
+                       for s in range(5)])
+    abl = pd.concat([_curve(ch3.STAGE1, s, (1, 10, 15), (77, 79, 80), (0.95, 0.7, 0.8)) for s in range(2)])
     rows = ch3.comparisons(pd.concat([sched, abl], ignore_index=True), ["t"], pairs=[(ch3.STAGE1, ch3.SCHEDULE)])
     drop = next(r for r in rows if r["quantity"] == "drop")
     assert drop["seeds"] == [0, 1]
-    # schedule only on {1, 10}: test 81 -> 80, drop 1; ablation on {1, 10}: test 77 -> 80, drop -3: difference -4
-    assert drop["interval"].mean == pytest.approx(-4.0)
+    # schedule only on {1, 10, 15}: peak 10, test 83 -> 80, drop 3; ablation: peak 1, test 77 -> 80, drop -3
+    assert drop["interval"].mean == pytest.approx(-6.0)
+
+
+def test_no_late_drop_is_compared_when_the_shared_grid_is_the_first_and_last_epochs():
+    # the budget rule thins the secondary runs to their first and last epochs: a drop between those two is no late
+    # drop, so the comparison keeps source and final transfer only
+    sched = pd.concat([_table(ch3.SCHEDULE, s, 80.0, 4.0, 95.0) for s in range(5)])
+    abl = pd.concat([_table(ch3.STAGE1, s, 80.0, 0.0, 95.0) for s in range(2)])
+    abl = abl[abl.epoch != 5]
+    rows = ch3.comparisons(pd.concat([sched, abl], ignore_index=True), ["t"], pairs=[(ch3.STAGE1, ch3.SCHEDULE)])
+    assert {r["quantity"] for r in rows} == {"source_final", "final"}
+    assert next(r for r in rows if r["quantity"] == "final")["seeds"] == [0, 1]
 
 
 def test_findings_box_text_holds_the_computed_numbers():

@@ -28,6 +28,24 @@ def test_seed_measures_separate_the_validation_selected_drop_from_the_max_of_tes
         ch5.seed_measures(pd.DataFrame(_seed("b", 0, (0.7,) * 3, (0.7,) * 3)), ["t"], column="paper_final")
 
 
+def test_a_run_probed_at_its_first_and_last_epochs_only_has_no_late_drop():
+    # the secondary runs thinned by the budget rule: with epochs 1 and 80 only, a "peak" can only be the first
+    # epoch, which is no late phase; the drops are left out, final and best are kept, and the table says so
+    two = pd.DataFrame(_seed("control", 0, (0.85, 0.80), (0.9, 0.8), epochs=(1, 80)))
+    m = ch5.seed_measures(two, ["t"])
+    assert {"drop", "naive_drop"}.isdisjoint(m.quantity) and {"final", "best", "selected"} <= set(m.quantity)
+    three = pd.DataFrame(_seed("control", 0, (0.85, 0.86, 0.80), (0.9, 0.95, 0.8), epochs=(1, 40, 80)))
+    v = dict(zip(*ch5.seed_measures(three, ["t"])[["quantity", "value"]].T.values))
+    assert v["drop"] == pytest.approx(6.0) and v["naive_drop"] == pytest.approx(6.0)
+    both = pd.concat([pd.DataFrame(_seed("baseline", s, (0.8, 0.85, 0.8), (0.8, 0.9, 0.8))) for s in (0, 1)]
+                     + [pd.DataFrame(_seed("control", s, (0.85, 0.80), (0.9, 0.8), epochs=(1, 10))) for s in (0, 1)])
+    shown = ch5.shown_intervals(ch5.interval_table(ch5.seed_measures(both, ["t"])))
+    drop = shown[shown.quantity == "late drop (points)"].iloc[0]
+    assert drop["control: mean [95% CI]"] == "not measured" and drop["baseline: mean [95% CI]"].startswith("5.0")
+    rows = ch5.paired_rows(ch5.seed_measures(both, ["t"]), "control", "baseline", ["t"])
+    assert {r["quantity"] for r in rows} == {"source_final", "final"}  # no drop difference without a drop
+
+
 def _methods():
     rows = []
     for s in range(4):

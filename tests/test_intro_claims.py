@@ -67,6 +67,8 @@ def test_intro_default_row_matches_the_default_profile():
     assert f"ResNet-{d['depth']}" in row and f"width {d['width']}," in row
     assert f"{d['epochs']} epochs" in row and f"{len(d['seeds'])} seeds" in row
     assert {"flip": "horizontal flips only", "crop_flip": "random crop + flip"}[d["augment"]] in row
+    if "crop" in d["augment"]:
+        assert f"({d['crop_padding']} px padding)" in row
     from ctcbook.book.profiles import PROFILES
 
     small = {**d, **PROFILES["small"]["01_tradeoff"]}
@@ -85,6 +87,30 @@ def test_intro_default_row_matches_the_default_profile():
     cifar = PROFILES["cifar100"]["01_tradeoff"]
     assert f"ResNet-{cifar['depth']}" in rows["cifar100"] and f"{cifar['epochs']} epochs" in rows["cifar100"]
     assert "in place of the paper's ResNeXt" in rows["cifar100"]
+
+
+def _augmentation_words(d: dict) -> str:
+    return {"flip": "horizontal flip only", "none": "no augmentation", "crop": f"random crop ({d['crop_padding']} px)",
+            "crop_flip": f"random crop ({d['crop_padding']} px) + flip"}[d["augment"]]
+
+
+def test_chapter_one_states_the_default_recipe_beside_the_papers():
+    # the "Beside the paper" table's default column and the "Departures" paragraph are prose: they must follow the
+    # default profile when it moves
+    d = PARAMETER_DEFAULTS["01_tradeoff"]
+    nb = nbformat.read(ROOT / "notebooks" / "01_tradeoff.ipynb", as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    schedule = [r for r in _table_rows(text, "") if r[0] == "schedule"]
+    assert len(schedule) == 1, "chapter 1's comparison table has one 'schedule' row"
+    ours = schedule[0][2]
+    assert ours.startswith(f"{d['epochs']} epochs, SGD lr {d['lr']}, batch {d['batch_size']}")
+    assert ours.endswith(_augmentation_words(d)), ours
+    departures = " ".join(text.split("**Departures from the paper's recipe**")[1].split("\n\n")[0].split())
+    assert f"{d['epochs']} epochs instead of 200" in departures
+    assert f"ResNet-{d['depth']} of width {d['width']}" in departures
+    assert f"{d['train_size']:,} training images" in departures
+    if "crop" in d["augment"]:
+        assert f"padded by {d['crop_padding']} px" in departures
 
 
 def test_gpu_box_commands_name_profiles_the_chapters_have():

@@ -45,8 +45,8 @@ def test_bad_values_are_refused_naming_parameter_value_and_allowed(values, messa
 
 
 def test_consistency_between_parameters():
-    with pytest.raises(ParameterError, match=r"'stage_two_epoch' of chapter 03_ctc must be below epochs \(60\)"):
-        resolve("03_ctc", {"stage_two_epoch": 60})
+    with pytest.raises(ParameterError, match=r"'stage_two_epoch' of chapter 03_ctc must be below epochs \(80\)"):
+        resolve("03_ctc", {"stage_two_epoch": 80})
     with pytest.raises(ParameterError, match=r"'mine_seeds' .* subset of seeds \[0, 1\], got \[2\]"):
         resolve("02_information", {"seeds": [0, 1], "mine_seeds": [2]})
     with pytest.raises(ParameterError, match=r"'methods' of chapter 04_dynamic_mlp .*unknown 'mlp'"):
@@ -79,11 +79,11 @@ def test_ctcbook_run_and_the_notebook_cell_give_identical_values(chapter, profil
 
 
 def test_the_one_edge_case_is_warned_about():
-    with pytest.warns(UserWarning, match=r"-p epochs 60 equals the notebook default.*'cifar100''s value 200"):
-        assert resolve_request("01_tradeoff", "cifar100", {"epochs": 60})["epochs"] == 200
+    with pytest.warns(UserWarning, match=r"-p epochs 80 equals the notebook default.*'cifar100''s value 200"):
+        assert resolve_request("01_tradeoff", "cifar100", {"epochs": 80})["epochs"] == 200
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        resolve_request("01_tradeoff", "cifar100", {"epochs": 61})
+        resolve_request("01_tradeoff", "cifar100", {"epochs": 81})
 
 
 def test_runner_refuses_with_the_same_checks(monkeypatch):

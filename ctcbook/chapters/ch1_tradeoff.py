@@ -19,7 +19,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -429,6 +429,9 @@ _CANDIDATE_KEY = ["candidate", "epochs", "seed"]
 #: estimators and geometry, chapter 3's Renyi estimates, the HTML build: a list of {part, seconds}), and
 #: ``ctc_epoch_factor``, a CTC-style run's wall seconds per epoch over a cross-entropy run's; ``measured`` says when.
 BOOK_COSTS_JSON = CANDIDATES_CSV.parent / "book_costs.json"
+#: The run parameters that make a source model the same model for the budget: a build measured with runs of other
+#: values measured another default.
+SOURCE_MODEL_KEYS = ("source", "train_size", "depth", "width", "epochs", "augment", "crop_padding")
 
 
 def read_candidates(path: str | os.PathLike = CANDIDATES_CSV) -> pd.DataFrame:
@@ -542,12 +545,21 @@ def candidate_width(name: str) -> int | None:
 
 @dataclass(frozen=True)
 class BookCosts:
-    """:data:`BOOK_COSTS_JSON` read: ``rest`` seconds in all and its ``text``; ``ctc_epoch_factor``."""
+    """:data:`BOOK_COSTS_JSON` read: ``rest`` seconds in all and its ``text``; ``ctc_epoch_factor``; the build's
+    ``total`` seconds and the ``source_model`` (:data:`SOURCE_MODEL_KEYS`) its source-sized runs had, when
+    recorded."""
 
     rest: float
     text: str
     ctc_epoch_factor: float
     total: float | None = None
+    source_model: Mapping[str, Any] | None = None
+
+    def measured_model(self, config: Mapping[str, Any]) -> bool:
+        """Whether the measured build trained the source model of run ``config`` (every key of
+        :data:`SOURCE_MODEL_KEYS` equal)."""
+        return (self.total is not None and self.source_model is not None
+                and all(config.get(k) == self.source_model.get(k) for k in SOURCE_MODEL_KEYS))
 
 
 def read_book_costs(path: str | os.PathLike | None = None) -> BookCosts:
@@ -565,7 +577,7 @@ def read_book_costs(path: str | os.PathLike | None = None) -> BookCosts:
         raise ValueError(f"{path}: rest seconds must be >= 0 and ctc_epoch_factor > 0, got {total}, {factor}")
     measured = data.get("total_seconds")
     return BookCosts(total, f"{total / 60:.1f} min in all ({parts}; measured: {data['measured']})", factor,
-                     None if measured is None else float(measured))
+                     None if measured is None else float(measured), data.get("source_model"))
 
 
 def candidates_table(candidates: pd.DataFrame, live: FitCheck | None = None, live_label: str = "",
@@ -642,6 +654,17 @@ def rule_pick(estimates: Mapping[str, BudgetEstimate], fits: Mapping[str, tuple[
     the paper's (:func:`closeness`), then the cheaper book; None when no candidate meets both."""
     both = [n for n, b in estimates.items() if n in fits and fits[n][1] >= FIT_THRESHOLD and b.fits]
     return max(both, key=lambda n: (closeness(fits[n][0]), -estimates[n].book)) if both else None
+
+
+def augment_description(augment: str, crop_padding: int) -> str:
+    """A training augmentation in the candidates' words (:data:`CANDIDATES_CSV`), which :func:`closeness` ranks:
+    ``("crop_flip", 1)`` -> ``"crop(1)+flip"``; ``"crop"`` -> ``"crop(p) only"``; ``"flip"`` -> ``"flip only"``;
+    ``"none"`` -> ``"no augmentation"``."""
+    words = {"crop_flip": f"crop({crop_padding})+flip", "crop": f"crop({crop_padding}) only", "flip": "flip only",
+             "none": "no augmentation"}
+    if augment not in words:
+        raise ValueError(f"augment must be one of {sorted(words)}, got {augment!r}")
+    return words[augment]
 
 
 def closeness(description: str) -> tuple[int, int]:
@@ -836,6 +859,16 @@ def default_choice(runs: Sequence[Run], table: pd.DataFrame, fit: FitCheck, *, l
                  f"{(b.book_limit - b.book) / 60:.1f} min inside the limit; the default was fixed before that build "
                  f"measured CTC's cost per epoch and the rest of the book. The default moves to it once a complete "
                  f"build from a fresh clone confirms the budget.")
+    secondary_every = book_groups[-1][1] if book_groups else None
+    if secondary_every is not None and secondary_every >= fit.epochs[1]:
+        text += (f"\n\nThese estimates already include rule (b)'s thinning: chapter 3's secondary runs (the "
+                 f"discriminability setting and the stage ablations, {book_groups[-1][0]} runs) are probed at their "
+                 f"first and last epochs only, so their late drops are not measured.")
+    if costs.measured_model(runs[0].config):
+        text += (f"\n\n**Measured, not estimated, for this page's source model ({label}):** the last complete build "
+                 f"from a fresh clone trained these runs and took {costs.total / 60:.1f} min in all, set-up included "
+                 f"({'within' if costs.total <= live.book_limit else 'over'} the {live.book_limit / 60:.0f}-minute "
+                 f"limit); the arithmetic above estimates the same build at {live.book / 60:.1f} min.")
     text += thinning_markdown(candidates, fits, estimates, pick, live, costs.total, seconds_per_epoch=per_epoch,
                               probe_seconds=probe_s, chapter_runs=seeds, probe_every=probe_every,
                               book_groups=book_groups, rest=rest, width_factor=factor)

@@ -32,6 +32,12 @@ QUANTITIES = {
     "naive_drop": "max-of-test drop (naive, points)",
 }
 
+#: A late drop needs an epoch between the first and the last probed one to peak at: a run probed at fewer epochs
+#: (chapter 3's secondary runs when the budget thins them to their first and last epochs) has no late-drop or
+#: max-of-test-drop measure, and the pages print "not measured" there.
+LATE_DROP_MIN_EPOCHS = 3
+NOT_MEASURED = "not measured"
+
 
 def method_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Concatenate per-method :func:`ctcbook.chapters.ch1_tradeoff.curves` tables with a ``method`` column."""
@@ -46,8 +52,9 @@ def seed_measures(table: pd.DataFrame, targets: Sequence[str], column: str = "pr
     ``"source"``, %) and, per target, the final transfer (%), the largest test accuracy over probed epochs ("best",
     selected on test: optimistic, %), the validation-selected late drop and the naive max-of-test drop (points), and
     the test accuracy at the validation-selected epoch (%). Without ``val_column`` in the table (e.g. the paper's
-    protocol) the validation-selected quantities are left out. ``epochs``: keep only these probed epochs (to compare
-    methods probed on different grids on the epochs they share)."""
+    protocol) the validation-selected quantities are left out; with fewer than :data:`LATE_DROP_MIN_EPOCHS` probed
+    epochs the two drops are. ``epochs``: keep only these probed epochs (to compare methods probed on different grids
+    on the epochs they share)."""
     if column not in table:
         raise ValueError(f"column must be a column of the curve table, got {column!r}")
     if epochs is not None:
@@ -62,12 +69,15 @@ def seed_measures(table: pd.DataFrame, targets: Sequence[str], column: str = "pr
             if g.empty or g[column].isna().all():
                 continue
             test = g[column].to_numpy(dtype=float)
-            rows += [(method, seed, key, "final", 100 * test[-1]), (method, seed, key, "best", 100 * test.max()),
-                     (method, seed, key, "naive_drop", 100 * stats.naive_drop(test))]
+            late = len(test) >= LATE_DROP_MIN_EPOCHS
+            rows += [(method, seed, key, "final", 100 * test[-1]), (method, seed, key, "best", 100 * test.max())]
+            if late:
+                rows.append((method, seed, key, "naive_drop", 100 * stats.naive_drop(test)))
             if val_column and val_column in g and not g[val_column].isna().any():
                 d = stats.selected_drop(g.epoch.to_numpy(), g[val_column].to_numpy(dtype=float), test)
                 at_peak = float(test[list(g.epoch).index(d.peak_epoch)])
-                rows += [(method, seed, key, "drop", 100 * d.drop), (method, seed, key, "selected", 100 * at_peak)]
+                rows += ([(method, seed, key, "drop", 100 * d.drop)] if late else []) + [
+                    (method, seed, key, "selected", 100 * at_peak)]
     return pd.DataFrame(rows, columns=["method", "seed", "target", "quantity", "value"])
 
 
@@ -94,7 +104,8 @@ def interval_table(measures: pd.DataFrame, quantities: Sequence[str] = tuple(QUA
 
 def shown_intervals(intervals: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
     """:func:`interval_table` for a page: one row per (target, quantity), one column per method holding
-    "mean [low, high]", human column names; show it without the index."""
+    "mean [low, high]" (:data:`NOT_MEASURED` where the method has no such measure), human column names; show it
+    without the index."""
     cells = intervals.assign(cell=[f"{m:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]" if n > 1 else
                                    f"{m:.{decimals}f} (1 seed)"
                                    for m, lo, hi, n in zip(intervals["mean"], intervals.low, intervals.high,
@@ -102,6 +113,7 @@ def shown_intervals(intervals: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
     wide = cells.pivot_table(index=["target", "quantity"], columns="method", values="cell", aggfunc="first",
                              sort=False).reset_index()
     wide["quantity"] = wide.quantity.map(QUANTITIES)
+    wide = wide.fillna(NOT_MEASURED)
     methods = list(dict.fromkeys(intervals.method))
     wide.columns.name = None
     return wide[["target", "quantity", *[m for m in methods if m in wide.columns]]].rename(
