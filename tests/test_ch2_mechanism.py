@@ -92,7 +92,8 @@ def test_geometry_change_measures_from_the_validation_peak():
     assert c["verdicts"]["nc1_target"].sign == 1 and "collapse further" in c["verdicts"]["nc1_target"].text
     pts = inf.geometry_points(pd.DataFrame(geom), pd.DataFrame(table), "t")
     assert list(pts.point) == ["first epoch", "transfer peak (validation)", "last epoch"]
-    assert pts["NC1, t test"].tolist()[1] == pytest.approx(2.0)
+    assert pts["NC1, target test features"].tolist()[1] == pytest.approx(2.0) and set(pts.target) == {"t"}
+    assert list(pts.columns[:2]) == ["target", "point"]
 
 
 # --- on a real (tiny) run ------------------------------------------------------------------------------------

@@ -791,7 +791,8 @@ def geometry_markdown(changes: Sequence[dict]) -> str:
 
 def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
     """Seed means of NC1 and effective rank of ``split`` (a target) and NC1 of the source training features at the
-    first epoch, each seed's validation-selected transfer peak, and the last epoch (human column names)."""
+    first epoch, each seed's validation-selected transfer peak, and the last epoch (human column names, the target
+    in the first column, so that the tables of several targets concatenate into one without empty cells)."""
     rows = []
     for _, g, gs, t, common, peak in _seeds_with_peaks(geom, table, split, column):
         for label, e in (("first epoch", common[0]), ("transfer peak (validation)", peak), ("last epoch", common[-1])):
@@ -802,8 +803,9 @@ def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str, column:
     df = pd.DataFrame(rows)
     out = df.groupby("point", sort=False).agg(epoch=("epoch", "mean"), nc1=("nc1", "mean"), rank=("rank", "mean"),
                                               src=("src", "mean"), acc=("acc", "mean")).reset_index()
-    return out.rename(columns={"point": "point", "epoch": "epoch (seed mean)", "nc1": f"NC1, {split} test",
-                               "rank": f"effective rank, {split}", "src": "NC1, source train",
+    out.insert(0, "target", split)
+    return out.rename(columns={"point": "point", "epoch": "epoch (seed mean)", "nc1": "NC1, target test features",
+                               "rank": "effective rank, target test features", "src": "NC1, source train features",
                                "acc": "probe accuracy (%)"}).round(3)
 
 

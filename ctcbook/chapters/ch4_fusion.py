@@ -611,7 +611,8 @@ def _per_seed(results: pd.DataFrame, method: str) -> dict[int, float]:
 
 
 def _ci(iv: stats.Interval, decimals: int = 2) -> str:
-    return "" if iv.n < 2 else f"[{iv.low:.{decimals}f}, {iv.high:.{decimals}f}]"
+    """:func:`ctcbook.stats.brackets` (the bounds the verdicts decide on), empty for one seed."""
+    return "" if iv.n < 2 else stats.brackets(iv, decimals)
 
 
 def summary_table(results: pd.DataFrame, labels: dict[str, str] = METHOD_LABELS) -> pd.DataFrame:
