@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from .config import AUGMENTS
 from .data import load_dataset, select_classes, subsample, unseen_subset
+from .data.loader import crop_at, flip_where
 from .data.metadata import MetadataArrays, MetadataSimulator
 from .models import build_model
 from .models.fusion import build_fusion_head, matched_mlp_hidden, count_parameters
@@ -78,11 +79,19 @@ def mixup(x: torch.Tensor, m: torch.Tensor, alpha: float, rng: np.random.Generat
     n = len(x)
     if len(m) != n:
         raise ValueError(f"x and m must have the same batch size, got {n} and {len(m)}")
+    lam, perm = mixup_draw(n, alpha, rng)
+    perm = perm.to(x.device)
     if alpha <= 0:
-        return x, m, torch.arange(n, device=x.device), 1.0
-    lam = float(rng.beta(alpha, alpha))
-    perm = torch.from_numpy(rng.permutation(n)).to(x.device)
+        return x, m, perm, lam
     return lam * x + (1 - lam) * x[perm], lam * m + (1 - lam) * m[perm], perm, lam
+
+
+def mixup_draw(n: int, alpha: float, rng: np.random.Generator) -> tuple[float, torch.Tensor]:
+    """The random part of :func:`mixup` for a batch of ``n``: (lam ~ Beta(alpha, alpha), partner permutation (n,)),
+    drawn from ``rng`` in that order; alpha 0 draws nothing and gives (1.0, the identity)."""
+    if alpha <= 0:
+        return 1.0, torch.arange(n)
+    return float(rng.beta(alpha, alpha)), torch.from_numpy(rng.permutation(n))
 
 
 def lr_factor(step: int, steps_per_epoch: int, epochs: int, warmup_epochs: int) -> float:
@@ -101,8 +110,9 @@ class FusionTrainConfig:
     """Everything that changes an end-to-end run's numbers (its hash names the run folder).
 
     Data: ``dataset`` "simulated" (``source`` image set with ``source_classes``, ``train_size`` stratified train
-    images, ``test_size`` stratified test images (None: all), and simulated metadata from ``metadata``: MetadataSimulator arguments plus ``draw_seed``, whose train
-    and test draws use sample seeds 2 draw_seed and 2 draw_seed + 1) or "inat21" (``inat_root`` folder of the official
+    images, ``test_size`` stratified test images (None: all), and simulated metadata from ``metadata``:
+    MetadataSimulator arguments plus ``draw_seed``, whose train and test draws use sample seeds 2 draw_seed and
+    2 draw_seed + 1) or "inat21" (``inat_root`` folder of the official
     layout, ``inat_train_split``/``inat_test_split`` json names, images resized to ``image_size`` px, RGB).
     Model: ``arch`` (cifar_resnet: ``depth``, ``width``, ``stem_stride``), ``weights`` (a local state-dict file for
     the backbone; never downloaded), ``method`` (:data:`E2E_METHODS`), ``head`` widths (meta_width, embed_dim,
@@ -374,17 +384,14 @@ def epoch_plan(n: int, config: FusionTrainConfig, epoch: int) -> list[BatchPlan]
     mix_rng = np.random.default_rng([config.seed, epoch])
     order = torch.randperm(n, generator=gen)
     b, pad = config.batch_size, config.crop_padding
+    crop = config.augment in ("crop_flip", "crop") and pad > 0
+    flips = config.augment in ("crop_flip", "flip")
     plans = []
     for i in range(n // b):
-        crop = config.augment in ("crop_flip", "crop") and pad > 0
         dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen) if crop else None
         dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen) if crop else None
-        flip = torch.rand(b, generator=gen) < 0.5 if config.augment in ("crop_flip", "flip") else None
-        if config.mixup_alpha > 0:
-            lam = float(mix_rng.beta(config.mixup_alpha, config.mixup_alpha))
-            perm = torch.from_numpy(mix_rng.permutation(b))
-        else:
-            lam, perm = 1.0, torch.arange(b)
+        flip = torch.rand(b, generator=gen) < 0.5 if flips else None
+        lam, perm = mixup_draw(b, config.mixup_alpha, mix_rng)
         plans.append(BatchPlan(order[i * b:(i + 1) * b], dy, dx, flip, lam, perm))
     return plans
 
@@ -392,13 +399,9 @@ def epoch_plan(n: int, config: FusionTrainConfig, epoch: int) -> list[BatchPlan]
 def _augment(x: torch.Tensor, plan: BatchPlan, rows: torch.Tensor, padding: int) -> torch.Tensor:
     """Apply the plan's crops and flips of batch positions ``rows`` to x (len(rows), C, H, W) float."""
     if plan.dy is not None:
-        n, c, h, w = x.shape
-        padded = F.pad(x, (padding,) * 4)
-        r = (plan.dy[rows][:, None] + torch.arange(h))[:, None, :, None]
-        q = (plan.dx[rows][:, None] + torch.arange(w))[:, None, None, :]
-        x = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], r, q]
+        x = crop_at(x, padding, plan.dy[rows], plan.dx[rows])
     if plan.flip is not None:
-        x = torch.where(plan.flip[rows][:, None, None, None], x.flip(3), x)
+        x = flip_where(x, plan.flip[rows])
     return x
 
 

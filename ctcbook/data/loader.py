@@ -16,12 +16,19 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
     """Zero-pad (N, C, H, W) by ``padding`` pixels and crop an H x W window at a random offset per image."""
     if padding == 0:
         return x
-    n, c, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4)
+    n = x.shape[0]
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=x.device)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    return crop_at(x, padding, dy, dx)
+
+
+def crop_at(x: torch.Tensor, padding: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Zero-pad (N, C, H, W) by ``padding`` pixels and crop the H x W window of image i at row ``dy[i]``, column
+    ``dx[i]`` of the padded image (offsets in [0, 2 padding]; ``padding`` offsets each is the uncropped image)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    rows = (dy.to(x.device)[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx.to(x.device)[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chans = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[batch, chans, rows, cols]
@@ -29,8 +36,12 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each image of (N, C, H, W) left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+    return flip_where(x, torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5)
+
+
+def flip_where(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror image i of (N, C, H, W) left-right where ``flip[i]`` (N,) bool is true."""
+    return torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
 
 
 class DeviceBatches:
