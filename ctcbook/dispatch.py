@@ -2,9 +2,10 @@
 
 ``dispatch(configs, backend=...)`` returns the finished :class:`~ctcbook.runs.Run` of every config, in the order of
 ``configs``. Every run goes through :func:`ctcbook.train.train` (a :class:`~ctcbook.config.TrainConfig`) or its
-sibling :func:`ctcbook.fusion_train.train_fusion` (a :class:`~ctcbook.fusion_train.FusionTrainConfig`), so finished runs are reused, interrupted runs resume
-from their last complete epoch, and two dispatchers asking for the same run never train it twice (that is the run
-lock's job inside ``train()``; the dispatcher adds no lock of its own). A config listed twice is trained once.
+sibling :func:`ctcbook.fusion_train.train_fusion` (a :class:`~ctcbook.fusion_train.FusionTrainConfig`), chosen by
+:func:`ctcbook.launch.train_here`, so finished runs are reused, interrupted runs resume from their last complete
+epoch, and two dispatchers asking for the same run never train it twice (that is the run lock's job inside
+``train()``; the dispatcher adds no lock of its own). A config listed twice is trained once.
 
 Backends:
 
@@ -48,9 +49,10 @@ import submitit.helpers
 import torch
 
 from .config import TrainConfig
-from .fusion_train import FusionTrainConfig, train_fusion
+from .fusion_train import FusionTrainConfig
+from . import launch
 from .runs import Run, RunStore
-from .train import default_device, train
+from .train import default_device
 
 #: The configs dispatch trains, and the loop that trains each.
 Config = TrainConfig | FusionTrainConfig
@@ -104,16 +106,6 @@ def worker_slots(device: torch.device, workers: int | None) -> list[str | None]:
     return [gpus[i % len(gpus)] for i in range(workers or len(gpus))]
 
 
-def _train(config: Config, **kwargs: Any) -> Run:
-    """Train ``config`` with its loop: :func:`ctcbook.train.train` or :func:`ctcbook.fusion_train.train_fusion`."""
-    return (train_fusion if isinstance(config, FusionTrainConfig) else train)(config, **kwargs)
-
-
-def _from_dict(config: dict[str, Any]) -> Config:
-    """The config object back from its ``to_dict()`` (end-to-end configs carry ``e2e_version``)."""
-    return (FusionTrainConfig if "e2e_version" in config else TrainConfig).from_dict(config)
-
-
 def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int | None = None,
              store: RunStore | None = None, device: torch.device | str | None = None, progress: bool = True,
              threads: int | None = None, slurm: dict[str, Any] | None = None,
@@ -164,8 +156,6 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
         _run_slurm(missing, store, workers, threads, slurm, on_epoch_end, progress, log)
         return runs
     if nproc > 1:
-        from . import launch
-
         for config in missing:
             launch.train(config, nproc=nproc, store=store, device=None if device is None else str(device),
                          progress=progress)
@@ -173,7 +163,7 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
     device = torch.device(device) if device is not None else default_device()
     if backend == "serial":
         for config in missing:
-            _train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
+            launch.train_here(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
         return runs
     # local: a worker's thread count follows from the workers asked for, not from how many runs are still missing,
     # so a run gives the same numbers (CPU results depend on the thread count) whether it trains in a pool of
@@ -187,7 +177,7 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
             torch.set_num_threads(per_worker)
         try:
             for config in missing:
-                _train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
+                launch.train_here(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
         finally:
             torch.set_num_threads(before)
         return runs
@@ -206,8 +196,8 @@ def _init_worker(slots: Any, threads: int) -> None:
 
 def _train_in_worker(config: dict[str, Any], root: str, device_type: str,
                      on_epoch_end: Callable | None) -> str:
-    run = _train(_from_dict(config), store=RunStore(root), device=torch.device(device_type), progress=False,
-                 on_epoch_end=on_epoch_end)
+    run = launch.train_here(launch.config_from_dict(config), store=RunStore(root), device=torch.device(device_type),
+                            progress=False, on_epoch_end=on_epoch_end)
     return str(run.path)
 
 
@@ -250,7 +240,8 @@ class TrainJob(submitit.helpers.Checkpointable):
                  on_epoch_end: Callable | None = None) -> str:
         if threads is not None:
             torch.set_num_threads(threads)
-        run = _train(_from_dict(config), store=RunStore(root), progress=False, on_epoch_end=on_epoch_end)
+        run = launch.train_here(launch.config_from_dict(config), store=RunStore(root), progress=False,
+                                on_epoch_end=on_epoch_end)
         return str(run.path)
 
 

@@ -25,8 +25,15 @@ from .train import train as train_cross_entropy
 
 def train_here(config: TrainConfig | FusionTrainConfig, **kwargs) -> Run:
     """Train ``config`` in this process with its loop (:func:`ctcbook.train.train` or
-    :func:`ctcbook.fusion_train.train_fusion`); under torchrun every rank calls this."""
+    :func:`ctcbook.fusion_train.train_fusion`); under torchrun every rank calls this, and so does every worker of
+    :func:`ctcbook.dispatch.dispatch`."""
     return (train_fusion if isinstance(config, FusionTrainConfig) else train_cross_entropy)(config, **kwargs)
+
+
+def config_from_dict(fields: dict) -> TrainConfig | FusionTrainConfig:
+    """The config back from its ``to_dict()`` or a JSON file's fields: end-to-end fusion configs carry
+    ``e2e_version``, any other is a source run's :class:`~ctcbook.config.TrainConfig`."""
+    return (FusionTrainConfig if "e2e_version" in fields else TrainConfig).from_dict(fields)
 
 
 def torchrun_command(config_file: Path, runs: Path, nproc: int, device: str | None = None) -> list[str]:
@@ -36,8 +43,8 @@ def torchrun_command(config_file: Path, runs: Path, nproc: int, device: str | No
     return cmd + (["--device", device] if device else [])
 
 
-def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: RunStore | None = None, device: str | None = None,
-          progress: bool = True, out=None) -> Run:
+def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: RunStore | None = None,
+          device: str | None = None, progress: bool = True, out=None) -> Run:
     """Train (or reuse, or resume) ``config`` (a source run, or an end-to-end fusion run) on ``nproc`` processes and
     return its run.
 
@@ -82,4 +89,4 @@ def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: Run
     return store.open(config.to_dict(), prefix=config.run_prefix)
 
 
-__all__ = ["torchrun_command", "train", "train_here"]
+__all__ = ["config_from_dict", "torchrun_command", "train", "train_here"]

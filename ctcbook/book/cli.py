@@ -69,16 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             import json
 
             from .. import distributed
-            from ..config import TrainConfig
-            from ..fusion_train import FusionTrainConfig
-            from ..launch import train_here
+            from ..launch import config_from_dict, train_here
             from ..runs import RunStore
 
             # Under torchrun every rank runs this; rank 0 alone writes the run folder and prints its path. A config
             # with "e2e_version" is an end-to-end fusion run (ctcbook.fusion_train), any other a source run.
-            fields = json.loads(Path(args.config).read_text())
-            config = (FusionTrainConfig.from_dict(fields) if "e2e_version" in fields
-                      else TrainConfig.from_file(args.config))
+            config = config_from_dict(json.loads(Path(args.config).read_text()))
             run_ = train_here(config, store=RunStore(args.runs), device=args.device, wait=not args.no_wait)
             rank = distributed.from_env()
             distributed.cleanup(rank)
