@@ -12,7 +12,6 @@ test of the shares), CTC memories updated from one rank's embeddings only (memor
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ from ctcbook import distributed, launch
 from ctcbook.config import TrainConfig
 from ctcbook.runs import RunStore
 from ctcbook.train import train
+from launching import train_two_processes
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = TrainConfig(source="digits", source_classes=None, train_size=None, depth=8, width=4, stem_stride=2,
@@ -52,10 +52,7 @@ def torchrun(args: list[str], tmp: Path, *, nproc: int = 2, extra: list[str] = (
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
     """The notebook's one call: ctcbook.launch.train starts torchrun with 2 processes and streams its output."""
-    out = io.StringIO()
-    run = launch.train(CONFIG, nproc=2, store=RunStore(tmp_path_factory.mktemp("ddp2") / "runs"), device="cpu",
-                       out=out)
-    return run, out.getvalue()
+    return train_two_processes(CONFIG, tmp_path_factory.mktemp("ddp2"))
 
 
 def test_from_env_and_shares():

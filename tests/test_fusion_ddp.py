@@ -7,17 +7,16 @@ processes below); with DDP averaging the two halves' gradients, 1 and 2 processe
 and allows the tolerances of tests/test_distributed.py."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
 
-from ctcbook import distributed, launch
+from ctcbook import distributed
 from ctcbook.fusion_train import (FusionTrainConfig, epoch_batches, epoch_plan, fusion_splits, mixed_batches, mixup,
                                   rank_positions, train_fusion)
 from ctcbook.data.loader import random_crop, random_flip
 from ctcbook.runs import RunStore
+from launching import train_two_processes
 
 META = {"seed": 0, "location_spread": 25.0, "date_spread": 45.0, "background": 0.3, "missing_fraction": 0.05,
         "interaction": 0.5, "groups": [[0, 2, 4, 6]], "draw_seed": 0}
@@ -60,10 +59,7 @@ def test_uneven_global_batch_is_refused_with_both_numbers():
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
-    out = io.StringIO()
-    run = launch.train(CONFIG, nproc=2, store=RunStore(tmp_path_factory.mktemp("e2e-ddp") / "runs"), device="cpu",
-                       out=out)
-    return run, out.getvalue()
+    return train_two_processes(CONFIG, tmp_path_factory.mktemp("e2e-ddp"))
 
 
 def test_two_processes_match_one(two_process_run, tmp_path):
