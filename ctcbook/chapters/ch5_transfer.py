@@ -76,8 +76,9 @@ def seed_measures(table: pd.DataFrame, targets: Sequence[str], column: str = "pr
             if val_column and val_column in g and not g[val_column].isna().any():
                 d = stats.selected_drop(g.epoch.to_numpy(), g[val_column].to_numpy(dtype=float), test)
                 at_peak = float(test[list(g.epoch).index(d.peak_epoch)])
-                rows += ([(method, seed, key, "drop", 100 * d.drop)] if late else []) + [
-                    (method, seed, key, "selected", 100 * at_peak)]
+                rows.append((method, seed, key, "selected", 100 * at_peak))
+                if late:
+                    rows.append((method, seed, key, "drop", 100 * d.drop))
     return pd.DataFrame(rows, columns=["method", "seed", "target", "quantity", "value"])
 
 
