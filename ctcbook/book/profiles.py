@@ -56,8 +56,9 @@ _INFORMATION_DEFAULT: dict[str, Any] = {
     "mine_restarts": 3,
     "mine_n": 2000,
     "mine_preset": "cpu",
-    # MINE costs about 6 s per fit here (busy 2-core CPU): 5 seeds x 5 epochs (1, 20, ..., 80) x 3 restarts = 75 fits per split, so
-    # the default runs MINE on the first target only (the one the mechanism is tested on); None: every split
+    # MINE costs about 6 s per fit here (busy 2-core CPU): 5 seeds x 5 epochs (1, 20, ..., 80) x 3 restarts = 75
+    # fits per split, so the default runs MINE on the first target only (the one the mechanism is tested on); None:
+    # every split
     "mine_splits": ["fmnist_5-9"],
 }
 
