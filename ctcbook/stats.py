@@ -30,11 +30,9 @@ LEVEL = 0.95
 
 @dataclass(frozen=True)
 class Interval:
-    """Mean of ``n`` per-seed values with a two-sided Student-t confidence interval [``low``, ``high``] at ``level``.
+    """Mean of ``n`` per-seed values with a two-sided Student-t interval [``low``, ``high``]; ``sd`` has ddof 1.
 
-    ``sd`` is the sample standard deviation (ddof 1); ``half_width`` = t_{(1+level)/2, n-1} * sd / sqrt(n). With one
-    seed the interval is (-inf, inf): one run says nothing about run-to-run spread.
-    """
+    With one seed the interval is (-inf, inf): one run says nothing about run-to-run spread."""
 
     mean: float
     low: float
@@ -102,8 +100,7 @@ def paired_interval(a: Mapping[object, float], b: Mapping[object, float], level:
 
 @dataclass(frozen=True)
 class Drop:
-    """One seed's late drop: ``peak_epoch`` (chosen on validation), ``drop`` = test at the peak minus test at the last
-    epoch (same units as the curves), and ``naive`` = max of test minus test at the last epoch."""
+    """One seed's late drop: ``peak_epoch`` (chosen on validation), ``drop`` (:func:`selected_drop`), ``naive``."""
 
     peak_epoch: int
     drop: float
@@ -132,8 +129,7 @@ def naive_drop(test: Sequence[float]) -> float:
 
 
 def selected_drop(epochs: Sequence[int], val: Sequence[float], test: Sequence[float]) -> Drop:
-    """The late drop of one seed: peak epoch = first epoch of largest *validation* accuracy; drop = test at that
-    epoch minus test at the last epoch (positive: transfer was lost late)."""
+    """Peak = first epoch of largest *validation* accuracy; drop = test there minus test at the last epoch."""
     e, v, t = _curve(epochs, ("val", val), ("test", test))
     peak = int(np.argmax(v))
     return Drop(int(e[peak]), float(t[peak] - t[-1]), naive_drop(t))
@@ -150,8 +146,7 @@ class DropSummary:
 
 def late_drop(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float]]],
               level: float = LEVEL) -> DropSummary:
-    """Validation-selected and naive late drops of ``curves`` (seed -> (epochs, val, test)), each with a t interval
-    over seeds."""
+    """Selected and naive late drops of ``curves`` (seed -> (epochs, val, test)), each a t interval over seeds."""
     per_seed = {s: selected_drop(*c) for s, c in curves.items()}
     return DropSummary(t_interval([d.drop for d in per_seed.values()], level),
                        t_interval([d.naive for d in per_seed.values()], level), per_seed)
@@ -161,19 +156,11 @@ def late_drop(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequ
 
 @dataclass(frozen=True)
 class Verdict:
-    """``sign``: +1 (the printed interval lies above 0), -1 (below 0) or 0 (inconclusive); ``text``: the sentence;
-    ``numbers``: its first part, the estimate and interval alone."""
+    """``sign`` +1 / -1 / 0 (printed interval above 0, below 0, inconclusive), the sentence, and its numbers alone."""
 
     sign: int
     text: str
     numbers: str
-
-
-def _outward(iv: Interval, decimals: int) -> tuple[float, float]:
-    """The interval rounded outwards to ``decimals``: the printed interval always contains the computed one."""
-    f = 10 ** decimals
-    # round(.., 9) first: 0.29 * 100 is 28.999999999999996 in binary, which must print as 0.29, not 0.28
-    return math.floor(round(iv.low * f, 9)) / f, math.ceil(round(iv.high * f, 9)) / f
 
 
 def _fmt(x: float, decimals: int) -> str:
@@ -181,8 +168,12 @@ def _fmt(x: float, decimals: int) -> str:
 
 
 def _printed(iv: Interval, decimals: int) -> tuple[float, float]:
-    """The bounds a reader sees: rounded outwards with two or more seeds, (-inf, inf) with one."""
-    return _outward(iv, decimals) if iv.n > 1 else (iv.low, iv.high)
+    """The bounds a reader sees: rounded outwards (containing the computed ones), or (-inf, inf) with one seed."""
+    if iv.n <= 1:
+        return iv.low, iv.high
+    f = 10 ** decimals
+    # round(.., 9) first: 0.29 * 100 is 28.999999999999996 in binary, which must print as 0.29, not 0.28
+    return math.floor(round(iv.low * f, 9)) / f, math.ceil(round(iv.high * f, 9)) / f
 
 
 def brackets(iv: Interval, decimals: int = 2) -> str:
@@ -193,12 +184,10 @@ def brackets(iv: Interval, decimals: int = 2) -> str:
 
 def verdict(iv: Interval, *, quantity: str, unit: str = "points", decimals: int = 2, positive: str = "positive",
             negative: str = "negative") -> Verdict:
-    """Words that follow the interval: "<quantity>: X <unit>, 95% CI [a, b] over n seeds: <positive|negative>", or
-    "... : inconclusive (the interval contains 0)".
+    """Words that follow the interval: "<quantity>: X <unit>, 95% CI [a, b] over n seeds: <positive|negative>".
 
-    The decision is made on the interval *as printed*, rounded outwards to ``decimals``, so the words can never
-    disagree with the numbers a reader sees (a bound that prints as 0.00 counts as containing 0).
-    """
+    Decided on the interval *as printed* (rounded outwards), so the words never disagree with the numbers a reader
+    sees: a bound that prints as 0.00 counts as containing 0."""
     if decimals < 0:
         raise ValueError(f"decimals must be >= 0, got {decimals}")
     low, high = _printed(iv, decimals)
@@ -222,10 +211,8 @@ def drop_verdict(iv: Interval, *, target: str, decimals: int = 2) -> Verdict:
 
 @dataclass(frozen=True)
 class Mechanism:
-    """The paper's mechanism checked over seeds: ``transfer`` = interval of the validation-selected late drop of
-    transfer; ``compression`` = interval of I(X;T) at the same peak epoch minus I(X;T) at the last epoch (positive:
-    I(X;T) falls over the same epochs); ``coincides`` True only when both lie above 0; ``text`` says which case;
-    ``peak_epochs``: seed -> the validation-selected peak epoch of transfer (the start of that seed's late phase)."""
+    """Intervals of transfer's late drop and of I(X;T)'s fall from the same peak epoch to the last; ``coincides``
+    only when both lie above 0; ``peak_epochs``: seed -> the start of its late phase."""
 
     transfer: Interval
     compression: Interval
@@ -237,14 +224,10 @@ class Mechanism:
 def mechanism_verdict(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float], Sequence[float]]],
                       *, target: str, transfer_scale: float = 100.0, transfer_unit: str = "points",
                       info_unit: str = "bits", level: float = LEVEL, decimals: int = 2) -> Mechanism:
-    """Does I(X;T) fall over the epochs in which transfer falls? ``curves``: seed -> (epochs, val, test, ixt), with
-    ``val``/``test`` the transfer accuracies (fractions, shown x ``transfer_scale``) and ``ixt`` I(X;T) per epoch.
+    """Does I(X;T) fall over the epochs in which transfer falls? ``curves``: seed -> (epochs, val, test, ixt).
 
-    Per seed the late phase runs from the validation-selected peak epoch of transfer to the last epoch (timing); over
-    it, transfer's drop and I(X;T)'s fall are measured (sign). "Coincides" needs both intervals above 0; a fall of
-    I(X;T) while transfer rises, or a rise of I(X;T) while transfer falls, is said to be the opposite of the
-    mechanism.
-    """
+    Per seed the late phase runs from transfer's validation-selected peak to the last epoch (timing); over it,
+    transfer's drop and I(X;T)'s fall are measured (sign)."""
     drops, falls, peaks, last = {}, {}, {}, {}
     for s, (epochs, val, test, ixt) in curves.items():
         e, v, t, i = _curve(epochs, ("val", val), ("test", test), ("ixt", ixt))
@@ -280,8 +263,8 @@ def mechanism_verdict(curves: Mapping[object, tuple[Sequence[int], Sequence[floa
 
 @dataclass(frozen=True)
 class Correlation:
-    """Within-seed Pearson correlation ``r`` (each seed's points centred on that seed's means, then pooled) with a
-    percentile bootstrap interval over seeds [``low``, ``high``] (NaN with fewer than 2 seeds)."""
+    """Within-seed Pearson ``r`` (each seed centred on its own means, then pooled) with a bootstrap-over-seeds
+    percentile interval [``low``, ``high``] (NaN with fewer than 2 seeds)."""
 
     r: float
     low: float
@@ -300,9 +283,7 @@ def _within_r(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
 
 def bootstrap_correlation(x: Mapping[object, Sequence[float]], y: Mapping[object, Sequence[float]], *,
                           n_boot: int = 2000, seed: int = 0, level: float = LEVEL) -> Correlation:
-    """Correlation of ``x`` and ``y`` (seed -> values over the late-phase epochs of that seed) with a bootstrap
-    interval that resamples whole seeds with replacement (seeds are the independent units; epochs of one seed are
-    not)."""
+    """Correlation of ``x`` and ``y`` (seed -> late-phase values); the bootstrap resamples whole seeds, not epochs."""
     if set(x) != set(y):
         raise ValueError(f"x and y must hold the same seeds, got {sorted(x)} and {sorted(y)}")
     seeds = sorted(x)
