@@ -38,8 +38,7 @@ def _as_float64(features, labels=None) -> tuple[torch.Tensor, torch.Tensor | Non
 
 
 def class_covariances(features, labels) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(Sigma_W (D, D), Sigma_B (D, D), K) of ``features`` (N, D) with integer ``labels`` (N,), K = number of classes
-    present (at least 2)."""
+    """(Sigma_W, Sigma_B, K) of ``features`` (N, D) with ``labels`` (N,), K = the number of classes present (>= 2)."""
     h, y = _as_float64(features, labels)
     classes = torch.unique(y)
     if len(classes) < 2:

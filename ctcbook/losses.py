@@ -13,14 +13,9 @@ import torch.nn.functional as F
 
 
 def info_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """InfoNCE (the cross-entropy of picking the positive among all candidates), mean over the batch, in nats.
+    """InfoNCE: cross-entropy of picking column ``positive`` (B,) among the (B, M) tempered ``logits``, mean in nats.
 
-    Args:
-        logits: (B, M) scores already divided by the temperature; any M >= 1 candidates per anchor (1 positive and
-            M - 1 negatives).
-        positive: (B,) int64, the column of each anchor's positive.
-    Computed as logsumexp(logits) - logits[positive], which stays finite for logits of any size.
-    """
+    Computed as logsumexp(logits) - logits[positive], which stays finite for logits of any size."""
     if logits.ndim != 2 or positive.shape != logits.shape[:1]:
         raise ValueError(f"info_nce needs logits (B, M) and positive (B,), got {tuple(logits.shape)} and "
                          f"{tuple(positive.shape)}")
@@ -30,24 +25,16 @@ def info_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
 
 def instance_discrimination_loss(z: torch.Tensor, memory: torch.Tensor, index: torch.Tensor,
                                  temperature: float) -> torch.Tensor:
-    """Stage 1 of CTC: N-way InfoNCE of each image against every memory slot, its own slot being the positive.
-
-    Args:
-        z: (B, D) unit-norm embeddings of the batch (gradients flow through them).
-        memory: (N, D) one slot per training image (treated as a constant).
-        index: (B,) each image's index in the training set.
-        temperature: tau1 > 0.
-    """
+    """Stage 1 of CTC: N-way InfoNCE of each embedding ``z`` (B, D) against the constant ``memory`` (N, D), its own
+    slot ``index`` being the positive."""
     _check_temperature(temperature)
     return info_nce(z.float() @ memory.detach().t() / temperature, index)
 
 
 @torch.no_grad()
 def momentum_update(memory: torch.Tensor, index: torch.Tensor, z: torch.Tensor, momentum: float) -> None:
-    """In place: ``memory[index] = normalise(momentum * memory[index] + (1 - momentum) * z)`` (unit L2 norm).
-
-    ``index`` (B,) must not repeat within one call (one slot per image of a batch); ``z`` (B, D) is detached.
-    """
+    """In place: ``memory[index] = normalise(momentum * memory[index] + (1 - momentum) * z)``; ``index`` must not
+    repeat within one call."""
     if not 0 <= momentum <= 1:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     mixed = memory.index_select(0, index).mul(momentum).add_(z.detach().to(memory.dtype), alpha=1 - momentum)
@@ -63,12 +50,8 @@ def log_normaliser(scores: torch.Tensor, n_data: int) -> torch.Tensor:
 def nce_loss(scores: torch.Tensor, log_z: torch.Tensor | float, n_data: int) -> torch.Tensor:
     """The NCE form of the contrastive loss (Tian et al. 2020, CRD eq. 18), mean over the batch, in nats.
 
-    Args:
-        scores: (B, 1 + K) dot products / temperature; column 0 the positive pair, columns 1..K the K negatives.
-        log_z: log of the normalisation constant Z, so that P = exp(score) / Z.
-        n_data: N, the number of training images; the noise distribution is uniform, P_n = 1 / N.
-    Loss = -[log h(pos) + sum_k log(1 - h(neg_k))] with h(s) = P / (P + K P_n), written with softplus in log space.
-    """
+    ``scores`` (B, 1 + K): column 0 the positive, 1..K the negatives; P = exp(score) / Z, uniform noise P_n = 1 / N.
+    Loss = -[log h(pos) + sum_k log(1 - h(neg_k))] with h = P / (P + K P_n), written with softplus in log space."""
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError(f"nce_loss needs scores (B, 1 + K) with K >= 1, got {tuple(scores.shape)}")
     k = scores.shape[1] - 1
@@ -81,12 +64,10 @@ def nce_loss(scores: torch.Tensor, log_z: torch.Tensor | float, n_data: int) -> 
 
 def pair_scores(anchor: torch.Tensor, memory: torch.Tensor, candidates: torch.Tensor,
                 temperature: float) -> torch.Tensor:
-    """Scores of each anchor against its candidate memory slots: (B, D) anchors, (N, D) memory (constant),
-    (B, 1 + K) slot indices -> (B, 1 + K) dot products / temperature.
+    """(B, 1 + K) dot products / temperature of each anchor (B, D) with its ``candidates`` memory slots.
 
-    Computed as the (B, N) product with the whole memory, then gathered: the same numbers as gathering the
-    (B, 1 + K, D) keys first (CRD's way), without materialising B (1 + K) D floats, which is what makes K = 16,384
-    affordable on a CPU."""
+    The (B, N) product with the whole memory, then gathered: CRD's numbers without materialising the (B, 1 + K, D)
+    keys, which is what makes K = 16,384 affordable on a CPU."""
     _check_temperature(temperature)
     return (anchor.float() @ memory.detach().t()).gather(1, candidates) / temperature
 
