@@ -1,23 +1,16 @@
 """Dynamic MLP (Yang et al., CVPR 2022): metadata encoding, metadata network and the fusion variants A, B, C.
 
-Everything here was checked against the authors' public code (github ylingfeng/DynamicMLP, files ``dataset.py``,
-``models/dynamic_mlp.py``, ``models/resnet_dynamic_mlp.py``, ``train.py``); our own code, same computation.
-Where the book's design notes and that code differ, this module follows the code:
+Our own code for the computation of the authors' public code (github ylingfeng/DynamicMLP: ``dataset.py``,
+``models/dynamic_mlp.py``, ``models/resnet_dynamic_mlp.py``), which it follows where the paper says less:
 
-* **Encoding order.** The code concatenates all sines, then all cosines:
-  ``[sin(pi lat/90), sin(pi lon/180), sin(pi t), cos(pi lat/90), cos(pi lon/180), cos(pi t)]`` (not interleaved).
-* **Date.** ``t = 2 * d / D - 1`` with ``d`` the day of the year (1 = 1 January) and ``D`` = 365, or 366 in a leap
-  year, so 31 December maps to exactly +1 and 1 January to ``2/D - 1`` (one day after -1 = +1 on the circle).
-  Year and time of day are ignored (the code parses only the first ten characters of the date string).
-* **Missing values.** If *any* of latitude, longitude or date is missing, the whole vector is zeros -- also when
-  the missing field is not used (the code's test looks at all three fields even with ``--metadata geo``).
-  A zero vector is a legal input to the metadata network, so missing rows get one learned, input-independent
-  embedding ``e0 = MetadataNet(0)``; nothing is masked out further down.
-* **Variant B** has LayerNorm + ReLU *right after* the dynamic projection and then a bias-free Linear(C_out->C_out),
-  LayerNorm, ReLU (the code's ``br`` and ``conv3``); the design notes name only the second triple.
-* **Widths.** The code ties the embedding width to the reduced width (``loc_planes = planes = mlp_d``); here they
-  are separate arguments with the code's values (256, 256) as defaults. The metadata network's own width is 256.
-* The fusion module has no activation after its first Linear(C->reduced) (the code defines a ReLU it never uses).
+* Encoding: all sines, then all cosines (not interleaved), of (lat/90, lon/180, t).
+* Date: t = 2 d / D - 1, d the day of the year (1 = 1 January), D = 365 or 366: 31 December is +1, 1 January one
+  day after -1 on the circle. Year and time of day are ignored.
+* Missing values: if *any* of latitude, longitude or date is missing, the whole vector is zeros, also when that
+  field is not used; such rows get one learned embedding MetadataNet(0), nothing is masked further down.
+* Variant B has LayerNorm + ReLU right after the dynamic projection, then bias-free Linear, LayerNorm, ReLU.
+* The embedding and reduced widths are separate arguments (the code ties both to ``mlp_d`` = 256).
+* No activation after the fusion module's first Linear (the code defines a ReLU it never uses).
 """
 from __future__ import annotations
 
@@ -51,9 +44,7 @@ def _as_float64(name: str, v, n: int | None) -> np.ndarray:
 
 
 def scale_day(day_of_year, days_in_year=365) -> np.ndarray:
-    """Day of year (1..D, float64 (N,)) -> t = 2 d / D - 1 in (-1, 1], as the code's ``get_scaled_date_ratio``.
-
-    NaN days stay NaN. Raises ValueError for days outside 1..D or D not in {365, 366}."""
+    """Day of year d (1..D) -> t = 2 d / D - 1 in (-1, 1] (the code's ``get_scaled_date_ratio``); NaN stays NaN."""
     d = _as_float64("day_of_year", day_of_year, None)
     big_d = _as_float64("days_in_year", days_in_year, len(d))
     if not np.all(np.isin(big_d, (365.0, 366.0))):
@@ -67,22 +58,10 @@ def scale_day(day_of_year, days_in_year=365) -> np.ndarray:
 
 def encode_metadata(lat=None, lon=None, day_of_year=None, *, days_in_year=365, use_location: bool = True,
                     use_date: bool = True, valid=None) -> torch.Tensor:
-    """Location and date -> the paper's sin/cos vector, float32 (N, 6 | 4 | 2).
+    """Degrees and day of year (NaN = missing) -> ``[sin(pi v), cos(pi v)]``, float32 (N, 6 | 4 | 2).
 
-    Args:
-        lat: latitude in degrees, (N,), in [-90, 90]; NaN = missing. Needed when ``use_location``.
-        lon: longitude in degrees, (N,), in [-180, 180]; NaN = missing. Needed when ``use_location``.
-        day_of_year: 1..365 (366 in leap years), (N,), NaN = missing. Needed when ``use_date``.
-        days_in_year: 365 or 366, scalar or (N,): the length of each image's year (leap years as in the code).
-        use_location, use_date: which fields enter the vector (the code's ``--metadata geo_temporal|geo|temporal``).
-        valid: optional bool (N,); False rows become zeros (e.g. the iNat reader's mask, which also covers fields
-            that are not used).
-
-    Returns:
-        ``[sin(pi v_1..v_k), cos(pi v_1..v_k)]`` with v = (lat/90, lon/180, 2 d/D - 1) restricted to the used fields,
-        float32, on the device of the first tensor input (CPU for numpy input). A row is all zeros if any *given*
-        field (used or not) is NaN or ``valid`` is False, as the code zeroes a row when any field is missing.
-    """
+    v = (lat/90, lon/180, 2 d/D - 1) restricted to the used fields. A row is zeros if any *given* field (used or
+    not) is NaN or ``valid`` is False. On the device of the first tensor input (CPU for numpy)."""
     dim = metadata_dim(use_location, use_date)
     given = {k: v for k, v in (("lat", lat), ("lon", lon), ("day_of_year", day_of_year)) if v is not None}
     if use_location and (lat is None or lon is None):
@@ -141,11 +120,8 @@ def _check_pos(**kw: int) -> None:
 
 
 class MetadataNet(nn.Module):
-    """Encoded metadata (N, cin) -> embedding (N, out_dim) (the code's ``FCNet``, Mac Aodha et al.'s geo-prior net).
-
-    ``trunk``: Linear(cin -> width) + ReLU + ``num_blocks`` residual blocks; ``out``: bias-free Linear(width ->
-    out_dim). For Dynamic MLP, out_dim is the embedding width (256); as a metadata-only classifier, out_dim = K.
-    """
+    """Encoded metadata (N, cin) -> (N, out_dim) (the code's ``FCNet``): Linear + ReLU + residual blocks (``trunk``),
+    then a bias-free Linear (``out``)."""
 
     def __init__(self, cin: int, out_dim: int = 256, width: int = 256, num_blocks: int = 4, dropout: float = 0.5):
         super().__init__()
@@ -158,7 +134,7 @@ class MetadataNet(nn.Module):
         self.out = nn.Linear(width, out_dim, bias=False)
 
     def features(self, m: torch.Tensor) -> torch.Tensor:
-        """(N, cin) -> (N, width): the trunk's output (the code's ``return_feats=True``)."""
+        """(N, cin) -> (N, width), the code's ``return_feats=True``."""
         if m.ndim != 2 or m.shape[1] != self.cin:
             raise ValueError(f"metadata must have shape (N, {self.cin}), got {tuple(m.shape)}")
         return self.trunk(m)
@@ -181,8 +157,7 @@ class _DynamicProjection(nn.Module):
 
     @staticmethod
     def _per_sample(x: torch.Tensor, w_flat: torch.Tensor, i: int, o: int) -> torch.Tensor:
-        """Per-sample matmul: x (N, i) times W_n (i, o), with W given flat (N, i*o) -> (N, o). (Not named
-        ``_apply``: that name is nn.Module's hook of ``.to()``/``.cuda()``/``.double()``, which it would break.)"""
+        """x (N, i) times each sample's W (i, o), given flat (N, i*o). Not named ``_apply``: nn.Module's ``.to()``."""
         return torch.bmm(x.unsqueeze(1), w_flat.view(-1, i, o)).squeeze(1)
 
 
@@ -246,8 +221,7 @@ def _check_variant(variant: str) -> str:
 
 
 def block_widths(reduced_dim: int, hidden_dim: int, num_blocks: int) -> list[tuple[int, int]]:
-    """(in, out) widths of the N recursive blocks, as the code: N=1 -> [(d, d)]; N>=2 -> [(d, h), (h, h) * (N-2),
-    (h, d)]."""
+    """(in, out) widths of the N blocks, as the code: [(d, d)] for N = 1, else [(d, h), (h, h) * (N - 2), (h, d)]."""
     _check_pos(reduced_dim=reduced_dim, hidden_dim=hidden_dim, num_blocks=num_blocks)
     if num_blocks == 1:
         return [(reduced_dim, reduced_dim)]
@@ -255,10 +229,7 @@ def block_widths(reduced_dim: int, hidden_dim: int, num_blocks: int) -> list[tup
 
 
 class DynamicMLPFusion(nn.Module):
-    """The code's ``FusionModule``: x (N, C), e (N, embed) -> x + LN_C(Linear(d->C)(blocks(Linear(C->d)(x), e))).
-
-    Each of the ``num_blocks`` dynamic blocks is driven by the same embedding e. Output (N, C) float.
-    """
+    """The code's ``FusionModule``: x (N, C), e (N, embed) -> x + LN(Linear(d->C)(blocks(Linear(C->d)(x), e)))."""
 
     def __init__(self, feature_dim: int = 2048, embed_dim: int = 256, reduced_dim: int = 256, hidden_dim: int = 64,
                  num_blocks: int = 2, variant: str = "C"):
@@ -285,22 +256,9 @@ class DynamicMLPFusion(nn.Module):
 
 
 class DynamicMLPHead(nn.Module):
-    """Metadata network + Dynamic MLP fusion + linear classifier, on pooled image features.
+    """Metadata network + Dynamic MLP fusion + linear classifier: x (N, C), m (N, cin) -> logits (N, K).
 
-    Args:
-        feature_dim: C, width of the pooled backbone feature (2048 for ResNet-50; e.g. 64 on the CPU default).
-        num_classes: K.
-        cin: width of the encoded metadata (6, 4 or 2; see :func:`metadata_dim`).
-        embed_dim: width of the metadata embedding e (code: ``mlp_d`` = 256).
-        reduced_dim: width d the fusion works at (code: ``mlp_d`` = 256).
-        hidden_dim: h, the middle width of the recursive blocks (code: ``mlp_h`` = 64).
-        num_blocks: N dynamic blocks (code: ``mlp_n`` = 2).
-        variant: "A", "B" or "C" (code default "c").
-        meta_width, meta_blocks: the metadata network's width (256) and residual blocks (4).
-
-    ``forward(x, m)``: x (N, C) float, m (N, cin) float -> logits (N, K).
-    ``forward_features(x, m)`` -> fused feature (N, C) before the classifier (for t-SNE and probes).
-    """
+    The defaults are the code's (``mlp_d`` 256, ``mlp_h`` 64, ``mlp_n`` 2, variant C)."""
 
     def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, embed_dim: int = 256,
                  reduced_dim: int = 256, hidden_dim: int = 64, num_blocks: int = 2, variant: str = "C",
