@@ -1,36 +1,16 @@
-"""Baseline fusion heads beside Dynamic MLP, all on pooled image features x (N, C) and encoded metadata m (N, cin).
+"""Baseline fusion heads beside Dynamic MLP, on pooled image features x (N, C) and encoded metadata m (N, cin).
 
-Every head has ``forward(x, m) -> logits (N, K)`` and ``forward_features(x, m)`` (the feature the classifier reads).
-The public Dynamic MLP code contains only the image-only model and Dynamic MLP itself; these baselines are our
-construction from the paper's description, built from the same metadata network (:class:`MetadataNet`, the code's
-``FCNet``) so that only the fusion differs:
+Every head has ``forward(x, m) -> logits (N, K)`` and ``forward_features(x, m)``. The public Dynamic MLP code has
+only the image-only model and Dynamic MLP; the other heads are ours, from the paper's description, on the same
+metadata network (:class:`MetadataNet`) so that only the fusion differs. ``geo_prior`` SIMPLIFIES Mac Aodha et al.
+2019: its metadata classifier is a plain softmax trained with cross-entropy (theirs: presence-only per-class sigmoids,
+divided by the class prior, which changes nothing on balanced classes). ``mlp_concat`` has as many parameters as a
+Dynamic MLP head (:func:`matched_mlp_hidden`), so a gain over it is not one of size alone; ``image_mlp`` is an
+image-only head of that size (:func:`matched_image_mlp_hidden`), the image term of chapter 4's Bayes reference.
 
-* ``image_only``: Linear(C -> K) on x; m is ignored.
-* ``metadata_only``: ``MetadataNet(cin, out_dim=K)``, i.e. trunk + bias-free Linear(256 -> K) (the code's FCNet used
-  as a classifier); x is ignored; features = the 256-d trunk output.
-* ``concat``: e = MetadataNet(cin -> embed_dim); features [x; e] (N, C + embed_dim); Linear(C + embed_dim -> K).
-* ``add``: e = MetadataNet(cin -> C); features x + e; Linear(C -> K).
-* ``multiply``: e = MetadataNet(cin -> C); features x * e (element-wise); Linear(C -> K).
-* ``geo_prior``, a SIMPLIFICATION of Mac Aodha et al. 2019: an image-only and a metadata-only classifier, trained
-  separately, combined at test time: p(y | x, m) is proportional to p_img(y | x) p_meta(y | m); logits = log p_img +
-  log p_meta. Mac Aodha et al. train the location prior with a presence-only loss (per-class sigmoids, positives at
-  observed locations and negatives at random locations) and divide by the class prior; here the metadata classifier
-  is a plain softmax trained with cross-entropy, and no class prior is divided out (the simulated classes are
-  balanced, where that division changes nothing).
-* ``image_mlp``: ReLU(LayerNorm(W x)) of width ``hidden_dim``, Linear(hidden_dim -> K); m is ignored. An image-only
-  classifier as large as a Dynamic MLP head (:func:`matched_image_mlp_hidden`), for the Bayes reference of chapter 4.
-* ``mlp_concat``: the parameter-matched baseline: e = MetadataNet(cin -> embed_dim), features ReLU(LayerNorm(W [x; e]))
-  of width ``hidden_dim``, Linear(hidden_dim -> K); :func:`matched_mlp_hidden` picks the width that gives it as many
-  parameters as a Dynamic MLP head, so a gain of Dynamic MLP over it is not a gain of size alone.
-
-What "zeroed metadata" does, precisely: a zero metadata *input* (the encoding of a missing value) is NOT neutral,
-because the metadata network has biases: every such row gets the same learned embedding e0 = MetadataNet(0). The
-exact equalities hold when the metadata *branch output* is zero (e.g. its last, bias-free layer has zero weights):
-``add`` then gives features == x and logits == an image-only head with the same classifier; ``concat`` gives logits ==
-x W[:, :C]^T + b (an image-only head with the first C columns of W); ``geo_prior`` with a uniform metadata classifier
-(zero logits) gives softmax(logits) == p_img exactly; ``multiply`` collapses to constant logits (its neutral branch
-output is ones, not zeros). Dynamic MLP has no such neutral embedding: a zero e still passes through biases and
-LayerNorm.
+Zeroed metadata is not neutral: a zero *input* (a missing value's encoding) passes the metadata network's biases, so
+every such row gets e0 = MetadataNet(0). Only a zero branch *output* turns ``add`` and ``concat`` into image-only
+heads (``multiply`` then gives constant logits); Dynamic MLP has no neutral embedding.
 """
 from __future__ import annotations
 
@@ -42,8 +22,7 @@ from .dynamic_mlp import VARIANTS, DynamicMLPHead, MetadataNet, _check_pos
 
 FUSION_METHODS = ("image_only", "metadata_only", "concat", "add", "multiply", "geo_prior",
                   "dynamic_mlp_a", "dynamic_mlp_b", "dynamic_mlp_c")
-#: Heads added for issue 14 (``mlp_concat``: the parameter-matched MLP on [x; e]; ``image_mlp``: an image-only MLP of
-#: the same size, the image term of chapter 4's Bayes reference).
+#: Heads beyond the paper's comparison: the parameter-matched MLP on [x; e] and an image-only MLP of that size.
 EXTRA_METHODS = ("mlp_concat", "image_mlp")
 
 
@@ -70,9 +49,7 @@ class ImageOnlyHead(nn.Module):
 
 
 class MetadataOnlyHead(nn.Module):
-    """The metadata network as a classifier: m (N, cin) -> logits (N, K); x is ignored (may be None).
-
-    Features are the trunk output (N, meta_width), as the code's ``FCNet(..., return_feats=True)``."""
+    """The metadata network as a classifier: m (N, cin) -> logits (N, K); x is ignored; features = the trunk's."""
 
     def __init__(self, num_classes: int, cin: int = 6, *, meta_width: int = 256, meta_blocks: int = 4):
         super().__init__()
@@ -187,8 +164,7 @@ def count_parameters(module: nn.Module) -> int:
 
 def matched_mlp_hidden(target_params: int, feature_dim: int, num_classes: int, cin: int = 6, *,
                        embed_dim: int = 256, meta_width: int = 256, meta_blocks: int = 4) -> int:
-    """The ``hidden_dim`` of :class:`MLPConcatHead` whose parameter count is closest to ``target_params`` (e.g.
-    ``count_parameters`` of a Dynamic MLP-C head with the same metadata network); at least 1."""
+    """The ``hidden_dim`` (>= 1) of :class:`MLPConcatHead` whose parameter count is closest to ``target_params``."""
     fixed = count_parameters(MLPConcatHead(feature_dim, num_classes, cin, embed_dim=embed_dim, hidden_dim=1,
                                            meta_width=meta_width, meta_blocks=meta_blocks))
     # Each hidden unit adds (C + embed_dim) weights + 1 bias + 2 LayerNorm scalars + K classifier weights.
@@ -197,14 +173,8 @@ def matched_mlp_hidden(target_params: int, feature_dim: int, num_classes: int, c
 
 
 class GeoPriorHead(nn.Module):
-    """Geo prior, simplified from Mac Aodha et al. 2019 (see the module docstring): logits = log p_img(y|x) + log p_meta(y|m), so softmax(logits) is the
-    normalised product of the two classifiers' probabilities and argmax is that of the product.
-
-    Train ``image`` and ``metadata`` separately, each with its own loss on :meth:`component_logits`; ``forward`` is
-    the test-time combination. ``meta_activation="softmax"`` (default) uses the metadata classifier's softmax
-    probabilities; ``"sigmoid"`` uses per-class sigmoids, as Mac Aodha et al.'s presence-only prior does.
-    Features: x (the combination happens on probabilities, not features).
-    """
+    """Geo prior (simplified, see the module docstring): logits = log p_img(y|x) + log p_meta(y|m), the product of
+    two separately trained classifiers; ``meta_activation="sigmoid"`` uses per-class sigmoids as Mac Aodha et al."""
 
     def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, meta_width: int = 256,
                  meta_blocks: int = 4, meta_activation: str = "softmax"):
@@ -218,8 +188,7 @@ class GeoPriorHead(nn.Module):
     @classmethod
     def from_heads(cls, image: ImageOnlyHead, metadata: MetadataOnlyHead,
                    meta_activation: str = "softmax") -> "GeoPriorHead":
-        """Combine two already trained heads (used as they are, not copied; a throwaway 1-wide pair is built first
-        and replaced, so nothing large is allocated)."""
+        """Combine two trained heads, not copied (a throwaway 1-wide pair is built first, so nothing large is)."""
         k = image.classifier.out_features
         if metadata.net.out.out_features != k:
             raise ValueError(f"the heads disagree on the number of classes: {k} vs {metadata.net.out.out_features}")
@@ -241,8 +210,7 @@ class GeoPriorHead(nn.Module):
 
 
 def build_fusion_head(method: str, feature_dim: int, num_classes: int, cin: int = 6, **kwargs) -> nn.Module:
-    """One head by name (see :data:`FUSION_METHODS` and :data:`EXTRA_METHODS`); ``kwargs`` go to its constructor (e.g. ``embed_dim``,
-    ``hidden_dim``, ``num_blocks`` for Dynamic MLP, ``meta_width``)."""
+    """One head by name (:data:`FUSION_METHODS`, :data:`EXTRA_METHODS`); ``kwargs`` go to its constructor."""
     if method == "image_only":
         return ImageOnlyHead(feature_dim, num_classes, **kwargs)
     if method == "metadata_only":

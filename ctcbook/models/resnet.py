@@ -14,14 +14,7 @@ from torch import nn
 
 
 class Classifier(nn.Module):
-    """A backbone (images -> features) plus a linear head (features -> logits).
-
-    Args:
-        backbone: module mapping normalised images (N, C, H, W) to features (N, feature_dim).
-        feature_dim: D, the width of the backbone's output.
-        num_classes: K.
-        mean, std: per-channel input statistics (length C) used to normalise [0, 1] images.
-    """
+    """A backbone (normalised images -> features (N, D)) plus a linear head; normalises by per-channel mean, std."""
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int,
                  mean: Sequence[float], std: Sequence[float]):
@@ -63,12 +56,8 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """CIFAR-style ResNet backbone: a 3x3 stem and three stages of widths (w, 2w, 4w), strides (1, 2, 2).
-
-    depth = 6n + 2 (8, 14, 20, 32, ...): n basic blocks per stage. Output: global-average-pooled features (N, 4w).
-    ``stem_stride`` 1 is the CIFAR original; 2 halves the resolution before the first stage (28 px -> 14 px), which
-    makes the network about 3x cheaper on a CPU.
-    """
+    """CIFAR-style ResNet backbone: 3x3 stem, three stages of (depth - 2) / 6 basic blocks of widths (w, 2w, 4w),
+    pooled features (N, 4w). ``stem_stride`` 2 halves the resolution first: about 3x cheaper on a CPU."""
 
     def __init__(self, depth: int = 20, width: int = 16, in_channels: int = 3, stem_stride: int = 1):
         super().__init__()
@@ -81,7 +70,8 @@ class CifarResNet(nn.Module):
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         n = (depth - 2) // 6
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
         layers, in_planes = [], width
         for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
             for i in range(n):
