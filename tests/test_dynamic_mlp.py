@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from ctcbook.data.metadata import MetadataSimulator, load_inat21, read_inat_json, simulate_metadata
+from ctcbook.data.metadata import MetadataSimulator, load_inat21, read_inat_json
 from ctcbook.data.sources import DataNotFoundError
 from ctcbook.models.dynamic_mlp import (DynamicMLPFusion, DynamicMLPHead, MetadataNet, encode_metadata,
                                         metadata_dim)
@@ -360,13 +360,13 @@ def test_inat_reader_rejects_bad_dates(tmp_path):
 # --- simulated metadata ---------------------------------------------------------------------------------------------
 def test_simulated_metadata_is_deterministic_and_valid():
     y = np.arange(2000) % 10
-    a, b = simulate_metadata(y, seed=3, sample_seed=0), simulate_metadata(y, seed=3, sample_seed=0)
+    a, b = MetadataSimulator(10, seed=3).sample(y, 0), MetadataSimulator(10, seed=3).sample(y, 0)
     for f in ("latitude", "longitude", "day_of_year", "days_in_year", "valid"):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
-    c = simulate_metadata(y, seed=4, sample_seed=0)
-    d = simulate_metadata(y, seed=3, sample_seed=1)
+    c = MetadataSimulator(10, seed=4).sample(y, 0)
+    d = MetadataSimulator(10, seed=3).sample(y, 1)
     assert not np.allclose(a.latitude, c.latitude) and not np.allclose(a.latitude, d.latitude)
-    wide = simulate_metadata(y, seed=0, location_spread=80.0, date_spread=200.0, missing_fraction=0.1)
+    wide = MetadataSimulator(10, location_spread=80.0, date_spread=200.0, missing_fraction=0.1).sample(y)
     for m in (a, wide):
         ok = m.valid
         assert np.all(np.abs(m.latitude[ok]) <= 90) and np.all((m.longitude[ok] >= -180) & (m.longitude[ok] < 180))

@@ -1,22 +1,15 @@
 """Location and date metadata per image: the iNaturalist 2021 annotation reader and the simulated default.
 
-Both produce :class:`MetadataArrays` (latitude, longitude in degrees; day of year; year length; validity mask),
-which :func:`ctcbook.models.dynamic_mlp.encode_metadata` turns into the paper's sin/cos vectors.
+Both give :class:`MetadataArrays`, which :func:`ctcbook.models.dynamic_mlp.encode_metadata` turns into vectors.
 
-**iNat21 reader.** Follows the public Dynamic MLP code (``dataset.py``, ``INatDataset``): annotation files
-``train_mini.json`` / ``train.json`` / ``val.json`` in a folder that also holds the images; image path = folder /
-``file_name``; label = ``category_id`` as stored; the date is the first ten characters of ``date`` parsed as
-``YYYY-MM-DD`` (time and time zone ignored); a row is valid only if latitude, longitude *and* date are all present
-(any ``null`` makes the whole metadata vector zeros). Differences from that code, none of which changes the result
-on well-formed files: annotations are matched to images by ``image_id`` (the code zips the two lists by position,
-which relies on their order); an empty date string counts as missing (the code would fail on it); a malformed date
-raises a ValueError naming the image.
-
-**Simulated metadata** (the embedded default): no real geo-tagged image set is available offline, so each class
-gets its own distribution over location and day of year, see :class:`MetadataSimulator` and its ``describe()``.
+The iNat21 reader follows the public Dynamic MLP code (``dataset.py``): image path = the JSON's folder /
+``file_name``, label = ``category_id``, date = the first ten characters of ``date``; a row is valid only if latitude,
+longitude *and* date are present. Unlike that code, which zips images and annotations by position, it matches them by
+``image_id``; an empty date counts as missing and a malformed one raises naming the image.
 """
 from __future__ import annotations
 
+import calendar
 import datetime as _dt
 import json
 import math
@@ -38,13 +31,8 @@ INAT_HOW = ("download the annotation files (train_mini.json.tar.gz, val.json.tar
 
 @dataclass(frozen=True)
 class MetadataArrays:
-    """Per-image metadata, all numpy (N,).
-
-    latitude, longitude: float64 degrees ([-90, 90], [-180, 180]); NaN where missing.
-    day_of_year: float64, 1..days_in_year (1 = 1 January); NaN where missing.
-    days_in_year: int64, 365 or 366 (leap years), 365 where the date is missing.
-    valid: bool, True where location and date are all present (the paper code's rule).
-    """
+    """Per-image numpy (N,) arrays: degrees and day of year (NaN where missing), year length, and ``valid`` (all
+    present, the paper code's rule)."""
     latitude: np.ndarray
     longitude: np.ndarray
     day_of_year: np.ndarray
@@ -63,8 +51,7 @@ class MetadataArrays:
 
 @dataclass(frozen=True)
 class INatRecords:
-    """One iNat21 split as arrays: paths (N,) str, labels (N,) int64, image_ids (N,) int64, the metadata fields of
-    :class:`MetadataArrays`, and class_names (K,) (``categories[i]["name"]`` ordered by id)."""
+    """One iNat21 split as (N,) arrays (paths, labels, image ids, the :class:`MetadataArrays` fields), class names."""
     paths: np.ndarray
     labels: np.ndarray
     image_ids: np.ndarray
@@ -87,18 +74,12 @@ class INatRecords:
         return MetadataArrays(self.latitude, self.longitude, self.day_of_year, self.days_in_year, self.valid)
 
 
-def _is_leap(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-
-
 def parse_inat_date(date: str | None) -> tuple[float, int]:
-    """iNat date string (e.g. ``"2010-07-14 20:19:00+00:00"``) -> (day of year 1..366, days in that year).
-
-    None or "" -> (nan, 365). Only the first ten characters are read, as the paper's code does."""
+    """``"2010-07-14 20:19:00+00:00"`` -> (day of year, days in that year) from the first ten characters."""
     if date is None or date == "":
         return math.nan, 365
     d = _dt.datetime.strptime(str(date)[:10], "%Y-%m-%d")
-    return float(d.timetuple().tm_yday), 366 if _is_leap(d.year) else 365
+    return float(d.timetuple().tm_yday), 366 if calendar.isleap(d.year) else 365
 
 
 def _coord(v, name: str, image_id) -> float:
@@ -111,16 +92,8 @@ def _coord(v, name: str, image_id) -> float:
 
 
 def read_inat_json(json_path: str | os.PathLike, root: str | os.PathLike | None = None) -> INatRecords:
-    """Read one iNat21 annotation file (COCO-like JSON) into :class:`INatRecords`, in the order of ``images``.
-
-    Args:
-        json_path: e.g. ``.../train_mini.json``.
-        root: folder the ``file_name`` entries are relative to; default the JSON's folder (as the paper's code,
-            which keeps annotations and images under one ``data_dir``). Images are not opened.
-
-    Images without an annotation get label -1 only if the file has no ``annotations`` list at all (the test split);
-    otherwise every image must have exactly one annotation. Labels are ``category_id`` as stored (iNat21: 0..9999).
-    """
+    """One iNat21 annotation file (COCO-like JSON) as :class:`INatRecords`, images in file order, paths under ``root``
+    (default the JSON's folder). Labels are -1 only in a file without ``annotations`` (the test split)."""
     path = Path(json_path)
     if not path.is_file():
         raise DataNotFoundError("inat21", [path], INAT_HOW)
@@ -168,10 +141,7 @@ def read_inat_json(json_path: str | os.PathLike, root: str | os.PathLike | None 
 
 
 def load_inat21(root: str | os.PathLike | None = None, split: str = "train_mini") -> INatRecords:
-    """Find ``<split>.json`` (train_mini, train or val, as the paper's code names them) and read it.
-
-    Looks in ``root``, then ``$CTCBOOK_DATA/inat21``, then ``./data/inat21``; raises DataNotFoundError listing them.
-    """
+    """Read ``<split>.json`` from ``root``, ``$CTCBOOK_DATA/inat21`` or ``./data/inat21``, the first that has it."""
     if split not in INAT_SPLITS:
         raise ValueError(f"split must be one of {tuple(INAT_SPLITS)}, got {split!r}")
     folders = [Path(root)] if root is not None else []
@@ -186,55 +156,26 @@ def load_inat21(root: str | os.PathLike | None = None, split: str = "train_mini"
 
 
 # --- simulated metadata ---------------------------------------------------------------------------------------------
-def _wrap_lon(lon: np.ndarray) -> np.ndarray:
-    return (lon + 180.0) % 360.0 - 180.0
-
-
 def _reflect_poles(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Walking past a pole: latitude reflected back into [-90, 90], longitude moved by 180 degrees."""
     lat, lon = lat.copy(), lon.copy()
     while True:
         over, under = lat > 90.0, lat < -90.0
         if not (over.any() or under.any()):
-            return lat, _wrap_lon(lon)
+            return lat, (lon + 180.0) % 360.0 - 180.0
         lat[over], lat[under] = 180.0 - lat[over], -180.0 - lat[under]
         lon[over | under] += 180.0
 
 
 class MetadataSimulator:
-    """Class-conditional location and day-of-year distributions for a labelled image set (simulated, not real).
+    """Simulated (not real) class-conditional location and day-of-year distributions; :meth:`describe` gives the
+    exact recipe (class centres drawn from ``seed``, per-image draws around them or from a uniform background).
 
-    Class parameters are drawn once from ``seed``: for class k a location centre (lat_k ~ U(lat_range), lon_k ~
-    U(-180, 180)) and a peak day d_k ~ U{1..365}. :meth:`sample` then draws each image's metadata from its class:
-    with probability ``background`` from a class-independent background (lat ~ U(lat_range), lon ~ U(-180, 180),
-    day ~ U{1..365}, location and day together), otherwise lat = lat_k + N(0, location_spread^2), lon = lon_k +
-    N(0, location_spread^2) (degrees; reflected at the poles, wrapped to [-180, 180)) and day = round(d_k + N(0,
-    date_spread^2)) wrapped to 1..365; the simulated year has 365 days. A fraction ``missing_fraction`` of images
-    gets a missing location (NaN, valid False), like iNat's null coordinates.
-
-    Args:
-        num_classes: K.
-        seed: seed of the class parameters (shared by every split).
-        location_spread: std of the location noise, degrees (larger = more overlap).
-        date_spread: std of the day noise, days.
-        background: probability of the class-independent background, in [0, 1].
-        lat_range: (low, high) latitude range for centres and background, degrees.
-        missing_fraction: probability that an image's location is missing, in [0, 1).
-        class_names: optional names for describe().
-        interaction: strength of the image-metadata interaction in [0, 1] (see :meth:`render`); 0 (default) = the
-            image does not depend on its metadata given the class, and :meth:`render` returns the images unchanged.
-        groups: confusable groups (lists of class indices) for the interaction; classes in no group form groups of
-            one. Default: every class on its own.
-
-    **Interaction** (``interaction`` = a > 0; :meth:`render`). Within a class the image then depends on its own
-    location and date: a colour-free stripe pattern P_g (sin of position along an orientation theta_g = pi g / G
-    for group g of G groups, 3 cycles per image width, values in [-1, 1]) is added with a signed amplitude
-    ``image + 127.5 a s_k(lat, day) P_g`` (grey levels 0..255, clipped). The signal is the local season shifted by the
-    class's place j in its group of size n: s_k = cos(2 pi (day - 172) / 365 - 2 pi j / n) tanh(lat / 15 deg), so
-    it flips with the hemisphere, vanishes at the equator, and members of one group show the same stripes at
-    different seasons: only image and metadata *together* tell them apart, which an additive log-prior of the
-    metadata cannot represent. Rendering uses the drawn location also where it is then hidden as missing.
-    """
+    With ``interaction`` a > 0, :meth:`render` adds to each image a grey stripe pattern P_g of its class's
+    confusable group g with amplitude 127.5 a s_k(lat, day), s_k = cos(2 pi (day - 172) / 365 - 2 pi j / n)
+    tanh(lat / 15 deg) for the class's place j in its group of n: the local season, flipping with the hemisphere,
+    shifted per class, so that only image and metadata *together* tell a group's classes apart (which an additive
+    log-prior of the metadata cannot represent). Rendering uses the drawn location also where it is hidden."""
 
     def __init__(self, num_classes: int = 10, *, seed: int = 0, location_spread: float = 25.0,
                  date_spread: float = 45.0, background: float = 0.3, lat_range: tuple[float, float] = (-60.0, 60.0),
@@ -269,9 +210,7 @@ class MetadataSimulator:
         self.peak_day = rng.integers(1, 366, num_classes).astype(np.int64)
 
     def sample(self, labels, sample_seed: int = 0) -> MetadataArrays:
-        """Metadata for images with these labels ((N,) ints in 0..K-1); deterministic in (seed, sample_seed).
-
-        Use a different ``sample_seed`` per split (e.g. 0 train, 1 test) so splits share classes, not draws."""
+        """Metadata for images of these labels, deterministic in (seed, sample_seed): one ``sample_seed`` a split."""
         y = self._check_labels(labels)
         lat, lon, day, miss = self._draw(y, sample_seed)
         lat, lon = lat.copy(), lon.copy()
@@ -318,7 +257,7 @@ class MetadataSimulator:
         return g, j, n
 
     def signal(self, labels, latitude, day_of_year) -> np.ndarray:
-        """s_k(lat, day) in [-1, 1] per image (N,) float64 (see the class docstring); NaN inputs are an error."""
+        """s_k(lat, day) in [-1, 1] per image (see the class docstring)."""
         y = self._check_labels(labels)
         lat, day = np.asarray(latitude, dtype=np.float64), np.asarray(day_of_year, dtype=np.float64)
         if lat.shape != y.shape or day.shape != y.shape or not (np.isfinite(lat).all() and np.isfinite(day).all()):
@@ -327,7 +266,7 @@ class MetadataSimulator:
         return np.cos(2 * np.pi * (day - 172.0) / 365.0 - 2 * np.pi * j[y] / n[y]) * np.tanh(lat / 15.0)
 
     def pattern(self, group: int, size: tuple[int, int]) -> np.ndarray:
-        """The stripe pattern P_g, float64 (H, W) in [-1, 1], of ``group`` (index into :attr:`groups`)."""
+        """The stripe pattern P_g (H, W) in [-1, 1]: 3 cycles per width at orientation pi g / G."""
         if not 0 <= group < len(self.groups):
             raise ValueError(f"group must lie in 0..{len(self.groups) - 1}, got {group!r}")
         h, w = size
@@ -336,9 +275,8 @@ class MetadataSimulator:
         return np.sin(2 * np.pi * 3.0 * (u * np.cos(theta) + v * np.sin(theta)))
 
     def render(self, images, labels, latent: MetadataArrays):
-        """Images (N, C, H, W) uint8 (torch or numpy) of classes ``labels`` at the ``latent`` metadata (from
-        :meth:`latent`, same order) -> images with the interaction pattern, same type and dtype. With
-        ``interaction`` 0 the input object itself is returned."""
+        """uint8 images (N, C, H, W) with the interaction pattern at the ``latent`` metadata; the input itself with
+        ``interaction`` 0."""
         if self.interaction == 0.0:
             return images
         import torch
@@ -359,8 +297,7 @@ class MetadataSimulator:
         return out.numpy() if isinstance(images, np.ndarray) else out
 
     def at_metadata(self, image, label: int, latitudes: Sequence[float], days: Sequence[float]):
-        """One image (C, H, W) uint8 of class ``label`` rendered at P (latitude, day) pairs -> (P, C, H, W) uint8
-        torch: the same class at several metadata values, for the chapter's picture."""
+        """One image (C, H, W) of class ``label`` rendered at P (latitude, day) pairs -> (P, C, H, W)."""
         import torch
 
         x = torch.as_tensor(image)
@@ -375,13 +312,9 @@ class MetadataSimulator:
         return self.render(x.unsqueeze(0).expand(p, -1, -1, -1).contiguous(), np.full(p, int(label)), meta)
 
     def log_likelihood(self, meta: MetadataArrays) -> np.ndarray:
-        """Exact log p(m | y = k) of each image's observed metadata under this simulator, float64 (N, K).
-
-        Location density in 1/deg^2 (the noise folded back over the poles and wrapped in longitude, summed over the
-        preimages that matter), day probability mass on 1..365; a missing location is marginalised out (the
-        missing flag is independent of the class, so it cancels in p(y | m)). Does not include the image:
-        with ``interaction`` 0, p(y | x, m) is proportional to p(y | x) p(m | y) / p(y) (:func:`bayes_posterior`).
-        """
+        """Exact log p(m | y = k) (N, K) of the observed metadata: location density in 1/deg^2 (summed over the
+        preimages of the pole fold and longitude wrap) times the day's mass; a missing location is marginalised out
+        (the missing flag is independent of the class, so it cancels in p(y | m))."""
         from scipy.stats import norm
 
         lat, lon, day = (np.asarray(a, dtype=np.float64) for a in (meta.latitude, meta.longitude, meta.day_of_year))
@@ -448,11 +381,8 @@ class MetadataSimulator:
 
 
 def bayes_posterior(image_probs, log_lik: np.ndarray, class_prior=None) -> np.ndarray:
-    """p(y | x, m) proportional to p(y | x) p(m | y) / p(y), for metadata independent of the image given the class
-    (``interaction`` 0). image_probs (N, K): p(y | x) (e.g. an image-only classifier's softmax: the ceiling is then
-    exact in the metadata and as good as that estimate of p(y | x)); log_lik (N, K): :meth:`MetadataSimulator.
-    log_likelihood`; class_prior (K,): p(y), default the images' uniform share. Returns (N, K) float64, rows sum to 1.
-    """
+    """p(y | x, m) proportional to p(y | x) p(m | y) / p(y) (N, K), for metadata independent of the image given the
+    class (``interaction`` 0); ``class_prior`` default uniform."""
     p = np.asarray(image_probs, dtype=np.float64)
     if p.shape != log_lik.shape:
         raise ValueError(f"image_probs {p.shape} and log_lik {log_lik.shape} must have one shape (N, K)")
@@ -479,8 +409,3 @@ def _check_groups(groups, num_classes: int) -> list[list[int]]:
         raise ValueError(f"groups must not share classes, got {groups!r}")
     return out + [[k] for k in range(num_classes) if k not in seen]
 
-
-def simulate_metadata(labels, *, num_classes: int = 10, seed: int = 0, sample_seed: int = 0,
-                      **kwargs) -> MetadataArrays:
-    """Shorthand for ``MetadataSimulator(num_classes, seed=seed, **kwargs).sample(labels, sample_seed)``."""
-    return MetadataSimulator(num_classes, seed=seed, **kwargs).sample(labels, sample_seed)
