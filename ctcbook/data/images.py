@@ -17,17 +17,9 @@ LUMA_601 = (0.299, 0.587, 0.114)
 
 @dataclass(frozen=True, eq=False)
 class ImageSet:
-    """A labelled image set held in memory.
+    """uint8 images (N, C, H, W) and int64 labels on the CPU, class names, and a ``name`` each operation extends.
 
-    Attributes:
-        name: what the set is, e.g. ``"fashion_mnist/train[0,1,2,3,4]"``; each operation appends what it did.
-        images: uint8 (N, C, H, W) pixel values 0..255, on the CPU, C-contiguous (a non-contiguous tensor is made
-            contiguous on construction).
-        labels: int64 (N,), values 0..num_classes-1.
-        classes: class names; index = label.
-
-    Equality is identity (``eq=False``): comparing tensors field by field has no single truth value.
-    """
+    Equality is identity (``eq=False``): comparing tensors field by field has no single truth value."""
 
     name: str
     images: torch.Tensor
@@ -72,11 +64,7 @@ class ImageSet:
 
 
 def select_classes(ds: ImageSet, classes: Sequence[int]) -> ImageSet:
-    """Keep the images whose label is in ``classes`` and relabel them 0..k-1 in the given order.
-
-    ``select_classes(ds, [7, 2])`` maps label 7 to 0 and 2 to 1; the class names follow. Image order is kept.
-    Raises ValueError unless ``classes`` is a non-empty sequence of distinct labels in 0..num_classes-1.
-    """
+    """The images of ``classes``, relabelled 0..k-1 in the given order ([7, 2]: 7 -> 0, 2 -> 1); image order kept."""
     try:
         wanted = [int(c) for c in classes]
         if any(isinstance(c, (bool, float, str)) for c in classes):
@@ -95,9 +83,8 @@ def select_classes(ds: ImageSet, classes: Sequence[int]) -> ImageSet:
 
 
 def stratified_indices(labels: torch.Tensor, num_classes: int, n: int, seed: int) -> torch.Tensor:
-    """Sorted indices of a stratified subset of ``n`` of the (N,) int ``labels``: each class keeps its share
-    (largest-remainder rounding), the items within a class are drawn uniformly without replacement with ``seed``.
-    ``n`` >= N gives every index."""
+    """Sorted indices of a stratified subset of ``n`` labels: each class keeps its share (largest-remainder
+    rounding), drawn uniformly without replacement within the class."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     if n >= len(labels):
@@ -116,12 +103,8 @@ def stratified_indices(labels: torch.Tensor, num_classes: int, n: int, seed: int
 
 
 def subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
-    """A stratified subset of ``n`` images: each class keeps its share of ``ds`` (largest-remainder rounding), the
-    images within a class are drawn uniformly without replacement (:func:`stratified_indices`). The same
-    (ds, n, seed) gives the same subset; image order is kept.
-
-    ``n`` None or >= len(ds) returns ``ds`` itself; ``n`` < 1 raises ValueError.
-    """
+    """A stratified subset of ``n`` images (:func:`stratified_indices`), image order kept; ``ds`` itself for ``n``
+    None or >= len(ds)."""
     if n is None:
         return ds
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -133,9 +116,7 @@ def subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
 
 
 def unseen_subset(full: ImageSet, used: ImageSet, n: int, seed: int = 1) -> ImageSet:
-    """A stratified subset (:func:`subsample`) of ``n`` images of ``full`` that are not in ``used``, compared by
-    content (so duplicates of a used image are excluded too): e.g. images of a train split that a network did not
-    train on. Raises ValueError naming both counts when fewer than ``n`` are left."""
+    """A stratified subset of ``n`` images of ``full`` whose content is not in ``used`` (duplicates excluded too)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"heldout must be None or an integer >= 1, got {n!r}")
     seen = {im.numpy().tobytes() for im in used.images}
@@ -148,13 +129,8 @@ def unseen_subset(full: ImageSet, used: ImageSet, n: int, seed: int = 1) -> Imag
 
 
 def to_format(ds: ImageSet, channels: int, size: int) -> ImageSet:
-    """Bring images to ``channels`` x ``size`` x ``size`` (uint8).
-
-    Grey -> RGB repeats the grey channel; RGB -> grey takes ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B); a change of
-    size is a bilinear resize with antialiasing (a triangle filter as wide as the scale factor when shrinking, plain
-    bilinear interpolation when enlarging). Values are rounded and clamped to 0..255. ``ds`` itself is returned when
-    it is already in that format.
-    """
+    """Images as uint8 ``channels`` x ``size`` x ``size``: grey repeated to RGB, RGB to ITU-R 601 luma, an
+    antialiased bilinear resize; ``ds`` itself when already in that format."""
     if isinstance(channels, bool) or channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:

