@@ -317,7 +317,7 @@ def test_encoding_follows_tensor_device_and_accepts_tensors():
 # --- iNat21 reader --------------------------------------------------------------------------------------------------
 def test_inat_fixture_loads_labels_locations_dates_and_missing_values():
     r = load_inat21(FIXTURE, "train_mini")
-    assert len(r) == 6 and r.num_classes == 3
+    assert len(r.labels) == 6 and len(r.class_names) == 3
     assert r.class_names == ["Poecile atricapillus", "Rosa canina", "Amanita muscaria"]
     assert r.image_ids.tolist() == [0, 1, 2, 3, 4, 5]
     assert r.labels.tolist() == [0, 1, 2, 0, 1, 2]        # matched by image_id; annotations are shuffled

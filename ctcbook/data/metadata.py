@@ -62,13 +62,6 @@ class INatRecords:
     valid: np.ndarray
     class_names: list = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
     @property
     def metadata(self) -> MetadataArrays:
         return MetadataArrays(self.latitude, self.longitude, self.day_of_year, self.days_in_year, self.valid)

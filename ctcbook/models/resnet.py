@@ -87,21 +87,6 @@ class CifarResNet(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1), 1)
 
 
-def torchvision_resnet(name: str, in_channels: int = 3) -> tuple[nn.Module, int]:
-    """torchvision's ResNet-18/50 (random init) as a backbone: (module, feature_dim). ``fc`` becomes Identity."""
-    import torchvision
-
-    builders = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}
-    if name not in builders:
-        raise ValueError(f"arch must be one of {sorted(builders)}, got {name!r}")
-    net = builders[name](weights=None)
-    if in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-    dim = net.fc.in_features
-    net.fc = nn.Identity()
-    return net, dim
-
-
 ARCHS = ("cifar_resnet", "resnet18", "resnet50")
 
 
@@ -113,8 +98,14 @@ def build_model(arch: str, num_classes: int, *, in_channels: int, mean: Sequence
     if arch == "cifar_resnet":
         backbone = CifarResNet(depth=depth, width=width, in_channels=in_channels, stem_stride=stem_stride)
         dim = backbone.out_dim
-    elif arch in ("resnet18", "resnet50"):
-        backbone, dim = torchvision_resnet(arch, in_channels)
+    elif arch in ("resnet18", "resnet50"):  # torchvision's, randomly initialised, its fc replaced by the head
+        import torchvision
+
+        backbone = getattr(torchvision.models, arch)(weights=None)
+        if in_channels != 3:
+            backbone.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        dim = backbone.fc.in_features
+        backbone.fc = nn.Identity()
     else:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     return Classifier(backbone, dim, num_classes, mean, std)
