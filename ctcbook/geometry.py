@@ -1,18 +1,11 @@
-"""Geometry of a feature set: within-class variability collapse (NC1) and effective rank.
+"""Geometry of a feature set (N, D): within-class variability collapse (NC1) and effective rank, float64 on the CPU.
 
-NC1 (Papyan, Han and Donoho 2020, "Prevalence of neural collapse during the terminal phase of deep learning
-training"): with class means mu_k, global mean mu_G, the within-class covariance
-Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T and the between-class covariance
-Sigma_B = (1/K) sum_k (mu_k - mu_G)(mu_k - mu_G)^T,
+NC1 (Papyan, Han and Donoho 2020) = tr(Sigma_W Sigma_B^+) / K with Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i -
+mu_{y_i})^T, Sigma_B = (1/K) sum_k (mu_k - mu_G)(mu_k - mu_G)^T and ^+ the pseudo-inverse: dimensionless, 0 when
+every feature sits on its class mean.
 
-    NC1 = tr(Sigma_W Sigma_B^+) / K,
-
-a dimensionless number that goes to 0 as every feature collapses onto its class mean (Sigma_B^+ is the
-Moore-Penrose pseudo-inverse; its rank is at most K-1).
-
-Effective rank (Roy and Vetterli 2007): exp of the Shannon entropy (nats) of the singular values of the centred
-feature matrix normalised to sum to 1; between 1 (one direction) and min(N, D) (all directions equal).
-Both run in float64 on the CPU; features are (N, D) tensors or arrays.
+Effective rank (Roy and Vetterli 2007): exp of the entropy (nats) of the normalised singular values of the centred
+features, from 1 (one direction) to min(N, D).
 """
 from __future__ import annotations
 

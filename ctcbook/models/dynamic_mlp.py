@@ -213,13 +213,6 @@ class DynamicProjectionC(DynamicProjectionB):
 _PROJECTIONS = {"A": DynamicProjectionA, "B": DynamicProjectionB, "C": DynamicProjectionC}
 
 
-def _check_variant(variant: str) -> str:
-    v = str(variant).upper()
-    if v not in _PROJECTIONS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return v
-
-
 def block_widths(reduced_dim: int, hidden_dim: int, num_blocks: int) -> list[tuple[int, int]]:
     """(in, out) widths of the N blocks, as the code: [(d, d)] for N = 1, else [(d, h), (h, h) * (N - 2), (h, d)]."""
     _check_pos(reduced_dim=reduced_dim, hidden_dim=hidden_dim, num_blocks=num_blocks)
@@ -235,7 +228,9 @@ class DynamicMLPFusion(nn.Module):
                  num_blocks: int = 2, variant: str = "C"):
         super().__init__()
         _check_pos(feature_dim=feature_dim, embed_dim=embed_dim)
-        self.variant = _check_variant(variant)
+        self.variant = str(variant).upper()
+        if self.variant not in _PROJECTIONS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.feature_dim, self.embed_dim = feature_dim, embed_dim
         proj = _PROJECTIONS[self.variant]
         self.reduce = nn.Linear(feature_dim, reduced_dim)
