@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["extract_features", "accuracy", "stratified_holdout", "fit_logistic", "ProbeResult", "linear_probe",
-           "knn_accuracy", "PaperProbeResult", "paper_probe", "paper_probe_bn"]
+           "knn_accuracy", "PaperProbeResult", "paper_probe", "paper_probe_bn", "paper_probe_steps", "PROTOCOLS"]
+
+#: A transfer curve's probe: :func:`linear_probe` ("lbfgs"), :func:`paper_probe`, :func:`paper_probe_bn`.
+PROTOCOLS = ("lbfgs", "paper", "paper_bn")
 
 
 # ----------------------------------------------------------------------------------------------------- validation
@@ -308,15 +311,22 @@ class PaperProbeResult:
     steps: int = 0         # SGD steps taken in all (epochs x ceil(N / batch_size))
 
 
+def paper_probe_steps(train_sizes: Iterable[int], epochs: int = 30, batch_size: int = 512) -> int:
+    """SGD steps every target gets from the paper's probe: ``epochs`` at ``batch_size`` on the largest train split."""
+    sizes = list(train_sizes)
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"train_sizes must be one or more positive sizes, got {sizes}")
+    return epochs * math.ceil(max(sizes) / batch_size)
+
+
 def paper_probe_epochs(n_train: int, batch_size: int = 512, steps: int | None = None, epochs: int = 30) -> int:
     """Epochs of the paper's probe on ``n_train`` images: ``epochs`` when ``steps`` is None (``transfer.py``'s 30),
     else the fewest epochs that give at least ``steps`` SGD steps at ``ceil(n_train / batch_size)`` steps an epoch.
 
     Why: at batch 512 and 30 epochs a 900-image target gets 2 steps an epoch, 60 in all, and a 5,000-image one 300,
     so a difference between targets would measure how many steps the layer got, not the features. With ``steps``
-    every target gets the same number of steps to within one epoch's worth (fewer than ceil(n_train / batch_size)
-    extra), and the cosine schedule spans the longer run. The book uses ``steps = 30 x ceil(5,000 / 512) = 300``:
-    the paper's 30 epochs on its largest default target (:func:`ctcbook.chapters.ch1_tradeoff.paper_probe_steps`).
+    (:func:`paper_probe_steps`) every target gets the same number of steps to within one epoch's worth, and the
+    cosine schedule spans the longer run.
     """
     _check_int("n_train", n_train, 1)
     _check_int("batch_size", batch_size, 1)
