@@ -1,17 +1,16 @@
-"""What a complete default `make book` cost, split for chapter 1's budget arithmetic (issue 12 point 2 (b)).
+"""What a complete default `make book` cost: the measured budget behind the default's source model.
 
-After `make book` from a fresh clone, run ``python benchmarks/book_costs.py --runs RUNS --total SECONDS [--write]``
-with the build's run store and its total wall seconds (set-up included). It prints, and with ``--write`` stores in
-``benchmarks/results/book_costs.json`` (atomically):
+After `make book` from a fresh clone, run ``python benchmarks/book_costs.py --runs RUNS --total SECONDS --note
+"make book from a fresh clone at <commit>" [--write]`` with the build's run store and its total wall seconds (set-up
+included). It prints, and with ``--write`` stores in ``benchmarks/results/book_costs.json`` (atomically):
 
-* ``ctc_epoch_factor``: the median wall seconds per epoch (:func:`ctcbook.chapters.ch1_tradeoff.epoch_seconds`:
-  training, per-epoch evaluation, checkpoint) of the CTC-objective runs over that of the cross-entropy runs;
-* ``total_seconds``: the build's wall time, which chapter 1 sets beside its own estimate of the same build;
-* ``source_model``: the default source model whose runs were measured (chapter 1 says the budget was measured, not
-  estimated, when its own runs are of that model);
-* ``rest``: the parts of the build that do not grow with the source model's epochs and width, i.e. the total minus
-  the wall time of every source-sized run (epochs x its seconds per epoch) and of every linear probe of those runs
-  (the ``seconds`` of each cached L-BFGS probe row).
+* ``total_seconds``: the build's wall time;
+* ``source_model``: the source model its source-sized runs trained (chapters 1, 3 and 5; :data:`SOURCE_MODEL_KEYS`);
+* ``rest``: the part of the build that does not grow with the source model's epochs and width: the total minus the
+  wall time of every source-sized run (epochs x its seconds per epoch) and of every linear probe of those runs;
+* ``ctc_epoch_factor``: a CTC-style run's seconds per epoch over a cross-entropy run's (for the record).
+
+Then ``python benchmarks/fit_candidates.py --report`` rewrites the recorded appendix chapter 1 shows.
 """
 from __future__ import annotations
 
@@ -19,15 +18,59 @@ import argparse
 import datetime
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from ctcbook.book.profiles import PARAMETER_DEFAULTS
-from ctcbook.chapters import ch1_tradeoff as tradeoff
 from ctcbook.runs import Run, RunStore, atomic_write_bytes, read_jsonl
 
+RESULTS = Path(__file__).resolve().parent / "results"
+BOOK_COSTS_JSON = RESULTS / "book_costs.json"
+#: The run parameters that make a source model the same model for the budget.
+SOURCE_MODEL_KEYS = ("source", "train_size", "depth", "width", "epochs", "augment", "crop_padding")
+#: The default's source model (chapters 1, 3 and 5 train it; chapter 4's backbone is another).
+SOURCE_SIZED = {k: PARAMETER_DEFAULTS["01_tradeoff"][k] for k in SOURCE_MODEL_KEYS}
 
-#: The source-sized runs are those of the default's source model (chapters 1, 3 and 5); chapter 4's backbone is not.
-SOURCE_SIZED = {k: PARAMETER_DEFAULTS["01_tradeoff"][k] for k in tradeoff.SOURCE_MODEL_KEYS}
+
+@dataclass(frozen=True)
+class BookCosts:
+    """:data:`BOOK_COSTS_JSON` read: what was ``measured`` (with its date), the build's ``total`` seconds, the
+    ``rest`` that does not grow with the source model, and the ``source_model`` the build trained."""
+
+    measured: str
+    total: float
+    rest: float
+    source_model: Mapping[str, Any]
+
+    def measured_model(self, model: Mapping[str, Any]) -> bool:
+        """Whether the measured build trained ``model`` (every key of :data:`SOURCE_MODEL_KEYS` equal)."""
+        return all(model.get(k) == self.source_model.get(k) for k in SOURCE_MODEL_KEYS)
+
+    def book_seconds(self, epochs: int, width: int) -> float:
+        """The book with a source model of ``epochs`` and ``width``: the measured part that grows with the source model
+        scaled by the epochs and the square of the width (a convolution's multiply-adds), plus the rest."""
+        scale = epochs / self.source_model["epochs"] * (width / self.source_model["width"]) ** 2
+        return self.rest + (self.total - self.rest) * scale
+
+
+def read_book_costs(path: str | Path = BOOK_COSTS_JSON) -> BookCosts:
+    data = json.loads(Path(path).read_text())
+    rest = float(sum(r["seconds"] for r in data["rest"]))
+    total = float(data["total_seconds"])
+    if not 0 <= rest <= total:
+        raise ValueError(f"{path}: the rest ({rest} s) must lie between 0 and the total ({total} s)")
+    return BookCosts(data["measured"], total, rest, data["source_model"])
+
+
+def epoch_seconds(run: Run) -> float:
+    """Wall seconds per epoch of a finished run (training, per-epoch evaluation, checkpoint): the median gap between
+    consecutive checkpoints; with fewer than two checkpoints, the median ``train_seconds``."""
+    times = sorted(run.checkpoint_path(e).stat().st_mtime for e in run.saved_epochs())
+    gaps = [b - a for a, b in zip(times, times[1:]) if b > a]
+    if gaps:
+        return statistics.median(gaps)
+    return statistics.median(r["train_seconds"] for r in run.metrics())
 
 
 def measure(store: RunStore) -> dict:
@@ -42,7 +85,7 @@ def measure(store: RunStore) -> dict:
             continue
         run = Run(folder, config)
         kind = "ctc" if config.get("objective") == "ctc" else "ce"
-        per_epoch = tradeoff.epoch_seconds(run)
+        per_epoch = epoch_seconds(run)
         kinds[kind].append(per_epoch)
         trained[kind] += per_epoch * config["epochs"]
         for cache in (folder / "evals").glob("transfer-*.jsonl"):
@@ -54,8 +97,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", required=True, help="the build's run store")
     parser.add_argument("--total", type=float, required=True, help="the build's total wall seconds, set-up included")
-    parser.add_argument("--note", default="", help="what was measured (e.g. 'fresh clone at <commit>')")
-    parser.add_argument("--write", action="store_true", help=f"store the result in {tradeoff.BOOK_COSTS_JSON}")
+    parser.add_argument("--note", default="", help="what was measured (e.g. 'make book from a fresh clone at X')")
+    parser.add_argument("--write", action="store_true", help=f"store the result in {BOOK_COSTS_JSON}")
     args = parser.parse_args()
     m = measure(RunStore(args.runs))
     ce, ctc = m["per_epoch"]["ce"], m["per_epoch"]["ctc"]
@@ -73,8 +116,8 @@ def main() -> None:
                 "source_model": SOURCE_SIZED,
                 "rest": [{"part": "set-up, chapter 1's paper probe and explorer, chapter 2, chapter 3's estimates, "
                                   "chapter 4, chapter 5 and the HTML build", "seconds": round(rest)}]}
-        atomic_write_bytes(tradeoff.BOOK_COSTS_JSON, (json.dumps(data, indent=2) + "\n").encode())
-        print(f"written to {tradeoff.BOOK_COSTS_JSON}")
+        atomic_write_bytes(BOOK_COSTS_JSON, (json.dumps(data, indent=2) + "\n").encode())
+        print(f"written to {BOOK_COSTS_JSON}; now run benchmarks/fit_candidates.py --report")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["extract_features", "accuracy", "stratified_holdout", "fit_logistic", "ProbeResult", "linear_probe",
-           "knn_accuracy", "PaperProbeResult", "paper_probe", "paper_probe_bn"]
+           "knn_accuracy", "PaperProbeResult", "paper_probe", "paper_probe_bn", "paper_probe_steps", "PROTOCOLS"]
+
+#: A transfer curve's probe: :func:`linear_probe` ("lbfgs"), :func:`paper_probe`, :func:`paper_probe_bn`.
+PROTOCOLS = ("lbfgs", "paper", "paper_bn")
 
 
 # ----------------------------------------------------------------------------------------------------- validation
@@ -86,21 +89,11 @@ def _num_classes(*labels: torch.Tensor) -> int:
 @torch.no_grad()
 def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1024, device=None,
                      with_logits: bool = False):
-    """Penultimate features of uint8 images, computed in eval mode without augmentation.
+    """Penultimate features (float32, CPU) of uint8 images (N, C, H, W) in eval mode, without augmentation; with
+    ``with_logits``, ``(features, logits)``.
 
-    Args:
-        model: ``model(x)`` maps float32 images in [0, 1] of shape (n, C, H, W) to ``(features (n, D), logits
-            (n, K))``; it normalises its inputs itself.
-        images: uint8 (N, C, H, W), on any device; moved batch by batch to ``device`` and divided by 255 there.
-        batch_size: images per forward pass (>= 1); N need not be a multiple of it.
-        device: where the model runs; default: the device of the model's parameters (CPU if it has none).
-        with_logits: also return the logits.
-
-    Returns:
-        float32 features (N, D) on the CPU, or ``(features, logits (N, K))`` when ``with_logits``.
-
-    The model (every submodule) is put in eval mode and each submodule's own train/eval flag is restored afterwards,
-    even if the forward pass raises.
+    ``model`` maps float images in [0, 1] to ``(features, logits)`` and normalises them itself; it runs on ``device``
+    (default: its parameters' device). Every submodule's train/eval flag is restored afterwards, even on an error.
     """
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0:
         got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
@@ -226,14 +219,8 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     3. Refit on the whole train split with the chosen strength (warm-started from its held-out fit) and report test
        top-1. The held-out accuracy of the chosen strength (step 2) is :attr:`ProbeResult.chosen_val_accuracy`.
 
-    Args:
-        train_x, test_x: float features (N, D), (M, D); computed in float32 on ``device``.
-        train_y, test_y: int64 labels (N,), (M,); K = largest label + 1.
-        reg_grid: positive L2 strengths; ``reg`` corresponds to scikit-learn's ``C = 1 / (reg * N)``.
-        val_fraction: fraction of each class held out, in (0, 1).
-        seed: seed of the held-out split.
-        max_iter: L-BFGS iterations per fit (>= 1).
-        device: where to fit; default: ``train_x``'s device.
+    ``reg`` corresponds to scikit-learn's ``C = 1 / (reg * N)``; K = largest label + 1; the fits run in float32 on
+    ``device`` (default: ``train_x``'s).
     """
     _check_split(train_x, train_y, test_x, test_y)
     if isinstance(reg_grid, (int, float)) or len(reg_grid) == 0:
@@ -308,15 +295,22 @@ class PaperProbeResult:
     steps: int = 0         # SGD steps taken in all (epochs x ceil(N / batch_size))
 
 
+def paper_probe_steps(train_sizes: Iterable[int], epochs: int = 30, batch_size: int = 512) -> int:
+    """SGD steps every target gets from the paper's probe: ``epochs`` at ``batch_size`` on the largest train split."""
+    sizes = list(train_sizes)
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"train_sizes must be one or more positive sizes, got {sizes}")
+    return epochs * math.ceil(max(sizes) / batch_size)
+
+
 def paper_probe_epochs(n_train: int, batch_size: int = 512, steps: int | None = None, epochs: int = 30) -> int:
     """Epochs of the paper's probe on ``n_train`` images: ``epochs`` when ``steps`` is None (``transfer.py``'s 30),
     else the fewest epochs that give at least ``steps`` SGD steps at ``ceil(n_train / batch_size)`` steps an epoch.
 
     Why: at batch 512 and 30 epochs a 900-image target gets 2 steps an epoch, 60 in all, and a 5,000-image one 300,
     so a difference between targets would measure how many steps the layer got, not the features. With ``steps``
-    every target gets the same number of steps to within one epoch's worth (fewer than ceil(n_train / batch_size)
-    extra), and the cosine schedule spans the longer run. The book uses ``steps = 30 x ceil(5,000 / 512) = 300``:
-    the paper's 30 epochs on its largest default target (:func:`ctcbook.chapters.ch1_tradeoff.paper_probe_steps`).
+    (:func:`paper_probe_steps`) every target gets the same number of steps to within one epoch's worth, and the
+    cosine schedule spans the longer run.
     """
     _check_int("n_train", n_train, 1)
     _check_int("batch_size", batch_size, 1)
@@ -358,14 +352,9 @@ def paper_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
     :func:`extract_features`), whereas ``transfer.py`` runs the whole network in train mode while the head trains,
     so BatchNorm uses batch statistics and re-estimates its running statistics on the target (the frozen weights do
     not change); :func:`paper_probe_bn` reproduces that. Shuffling uses a ``torch.Generator`` seeded by ``seed`` and
-    the layer's initialisation is drawn from ``seed`` without touching the global random state.
-
-    Args:
-        train_x, test_x: float features (N, D), (M, D); used in float32 on ``device``.
-        train_y, test_y: int64 labels (N,), (M,); K = largest label + 1.
-        steps: None: ``epochs`` epochs, as ``transfer.py``; else at least this many SGD steps in all, the epochs
-            scaled to the target's size (:func:`paper_probe_epochs`), so small targets are not under-trained.
-        device: where to train; default: ``train_x``'s device.
+    the layer's initialisation is drawn from ``seed`` without touching the global random state. ``steps``: None
+    trains ``epochs`` epochs, as ``transfer.py``; else at least this many SGD steps, the epochs scaled to the target's
+    size (:func:`paper_probe_epochs`), so small targets are not under-trained.
     """
     _check_split(train_x, train_y, test_x, test_y)
     _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed)

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from ctcbook.book import explore
-from ctcbook.chapters import ch1_tradeoff as tradeoff, ch2_information as inf
+from ctcbook.chapters import ch2_information as inf
 from ctcbook.config import TrainConfig
 from ctcbook.probes import extract_features, knn_accuracy
 from ctcbook.runs import RunStore
+from ctcbook.targets import run_target
 from ctcbook.train import load_model, train
 
 TINY = TrainConfig(train_size=150, epochs=2, width=4, depth=8, batch_size=50)
@@ -38,7 +39,7 @@ def table(runs):
         rows += [{"seed": seed, "target": "source", "epoch": m["epoch"], "test_acc": m["test_acc"]}
                  for m in run.metrics()]
         for key in TARGETS:
-            tr, te = tradeoff.run_target(run, key, 100, 100)
+            tr, te = run_target(run, key, 100, 100)
             for epoch in run.saved_epochs():
                 model = load_model(run, epoch)
                 acc = knn_accuracy(extract_features(model, tr.images), tr.labels, extract_features(model, te.images),
@@ -88,7 +89,7 @@ def test_live_explorer_controls_move_and_the_picture_follows(runs, table):
     first = _png(box)
     # the static page and the live widget draw with the same function: same settings, same picture
     frame = explore.feature_frames(runs[0], "digits", [2], n=N)[0]
-    classes = tradeoff.run_target(runs[0], "digits")[1].classes
+    classes = run_target(runs[0], "digits")[1].classes
     assert explore.render_png(table, frame, "digits", classes, 0, dpi=DPI) == first
     seen = {first}
     for name, value in (("epoch", 1), ("seed", 1), ("target", "fmnist_5-9"), ("epoch", 2)):

@@ -59,9 +59,9 @@ def test_user_folder_errors(tree):
 
 
 def test_chapter_one_reads_a_user_folder_target(tree):
-    from ctcbook.chapters import ch1_tradeoff as tradeoff
+    from ctcbook.targets import load_target
 
-    train, test = tradeoff.load_target("folder:flowers", 1, 28, train_size=9)
+    train, test = load_target("folder:flowers", 1, 28, train_size=9)
     ref = stream.load_user_folder("folder:flowers", "train", channels=1, size=28, cap=9)
     assert torch.equal(train.images, ref.images) and torch.equal(train.labels, ref.labels)
     assert test.images.shape == (12, 1, 28, 28)

@@ -1,38 +1,21 @@
-"""Chapter 1's bookkeeping: probed epochs, summaries of curves, cached probes."""
+"""Chapter 1's bookkeeping: probed epochs, targets, the protocol comparison."""
 import pandas as pd
 import pytest
 
 from ctcbook.chapters import ch1_tradeoff as tradeoff
+from ctcbook.targets import load_target, probe_epochs
 
 
 def test_probe_epochs_include_first_and_last():
-    assert tradeoff.probe_epochs(10, 3) == [1, 3, 6, 9, 10]
-    assert tradeoff.probe_epochs(4, 1) == [1, 2, 3, 4]
+    assert probe_epochs(10, 3) == [1, 3, 6, 9, 10]
+    assert probe_epochs(4, 1) == [1, 2, 3, 4]
     with pytest.raises(ValueError, match="probe_every"):
-        tradeoff.probe_epochs(10, 0)
-
-
-def _table():
-    rows = []
-    for seed, curve in ((0, [0.50, 0.70, 0.65, 0.60]), (1, [0.52, 0.66, 0.72, 0.70])):
-        for epoch, (src, acc) in enumerate(zip([0.6, 0.8, 0.9, 0.95], curve), start=1):
-            rows.append({"seed": seed, "epoch": epoch, "target": "source", "test_acc": src})
-            rows.append({"seed": seed, "epoch": epoch, "target": "t", "probe_acc": acc, "n_test": 1000})
-    return pd.DataFrame(rows)
-
-
-def test_summary_finds_peak_and_drop_per_seed_and_for_the_mean_curve():
-    s = tradeoff.summarize(_table()).set_index("seed")
-    assert s.loc[0, "peak_epoch"] == 2 and s.loc[0, "drop_points"] == pytest.approx(10.0)
-    assert s.loc[1, "peak_epoch"] == 3 and s.loc[1, "drop_points"] == pytest.approx(2.0)
-    assert s.loc[1, "source_peak"] == 0.9 and s.loc[1, "source_final"] == 0.95
-    mean = s.loc["mean"]  # mean curve: 0.51, 0.68, 0.685, 0.65
-    assert mean.peak_epoch == 3 and mean.drop_points == pytest.approx(3.5)
+        probe_epochs(10, 0)
 
 
 def test_unknown_target_is_refused():
     with pytest.raises(ValueError, match="target must be one of"):
-        tradeoff.load_target("imagenet", 1, 28)
+        load_target("imagenet", 1, 28)
 
 
 def test_protocol_comparison_reports_level_shape_and_peaks():

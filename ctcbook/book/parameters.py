@@ -51,13 +51,13 @@ def _datasets() -> tuple[str, ...]:
 
 
 def _targets() -> tuple[str, ...]:
-    from ..chapters.ch1_tradeoff import TARGETS
+    from ..targets import TARGETS
 
     return tuple(sorted(TARGETS))
 
 
 def _protocols() -> tuple[str, ...]:
-    from ..chapters.ch1_tradeoff import PROTOCOLS
+    from ..probes import PROTOCOLS
 
     return tuple(PROTOCOLS)
 

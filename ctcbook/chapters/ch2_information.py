@@ -44,7 +44,7 @@ from ..stats import (Correlation, Interval, bootstrap_correlation, mechanism_ver
                      verdict)
 from ..models import CifarResNet, Classifier
 from ..runs import Run, append_jsonl, read_jsonl
-from .ch1_tradeoff import TARGETS, probe_epochs, run_target
+from ..targets import TARGETS, probe_epochs, run_target
 from ..train import default_device, load_model, source_data
 from ..config import TrainConfig
 
