@@ -144,8 +144,6 @@ def test_mine_restarts_rows_traces_and_null(run, monkeypatch):
     assert calls == [2] and sorted(t3.restart) == [0, 1, 2]
     nl = inf.null_baseline(run, "digits", "mine", mine_n=150, restarts=2)
     assert sorted(nl.restart) == [0, 1]
-    s = inf.null_summary(nl).iloc[0]
-    assert s.fits == 2 and s.i_xt == pytest.approx(nl.i_xt.mean())
     with pytest.raises(ValueError, match="mine_restarts must be an int >= 1"):
         inf.information_curve(run, estimators=["mine"], mine_restarts=0, progress=False)
 
@@ -217,4 +215,3 @@ def test_findings_lines_follow_the_numbers():
     info_r, table_r = _frames("rises")
     text = inf.findings_lines(inf.mechanism(info_r, table_r, ["t"], "est"), [], info_r, nulls.assign(i_xt=5.0))
     assert "not confirmed: transfer falls after its peak while I(X;T) rises" in text and "below the null" in text
-    assert inf.findings_box(results, [], info, nulls).startswith("```{admonition} What this chapter found")
