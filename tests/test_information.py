@@ -9,6 +9,7 @@ import torch
 
 from ctcbook.chapters import ch2_information as inf
 from ctcbook.config import TrainConfig
+from ctcbook import estimators
 from ctcbook.estimators import MineSettings
 from ctcbook.runs import RunStore, read_jsonl
 from ctcbook.train import load_model, train
@@ -25,8 +26,8 @@ def run(tmp_path_factory):
 def test_activations_give_the_normalised_input_and_each_layer(run):
     model = load_model(run, 2)
     images = inf.probe_set(run, "source", 40).images
-    x, ts = inf.activations(model, images, inf.layer_names(model), batch_size=16)
-    assert inf.layer_names(model) == ["stage1", "stage2", "stage3", "penultimate"]
+    x, ts = estimators.activations(model, images, estimators.layer_names(model), batch_size=16)
+    assert estimators.layer_names(model) == ["stage1", "stage2", "stage3", "penultimate"]
     assert x.shape == (40, 28 * 28)
     expected_x = ((images.float() / 255 - model.input_mean) / model.input_std).flatten(1)
     torch.testing.assert_close(x, expected_x)
@@ -36,7 +37,7 @@ def test_activations_give_the_normalised_input_and_each_layer(run):
     # stride-2 stem: 28 -> 14 px; stages of widths 4, 8, 16 at 14, 7, 4 px
     assert [ts[k].shape[1] for k in ("stage1", "stage2", "stage3")] == [4 * 14 * 14, 8 * 7 * 7, 16 * 4 * 4]
     with pytest.raises(ValueError, match="layers must be a subset"):
-        inf.activations(model, images, ["stage9"])
+        estimators.activations(model, images, ["stage9"])
 
 
 def test_renyi_plane_obeys_bounds_and_ignores_the_scale_of_t():

@@ -33,16 +33,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from ..data import ImageSet, stream, subsample
-from ..estimators import (MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, gaussian_gram, kernel_width, label_gram, mine,
-                          one_hot, renyi_entropy, renyi_null)
+from ..estimators import (PENULTIMATE, MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, activations, gaussian_gram,
+                          kernel_width, label_gram, layer_names, mine, one_hot, renyi_entropy, renyi_null)
 from ..geometry import effective_rank, nc1
 from ..stats import (Correlation, Interval, bootstrap_correlation, mechanism_verdict, selected_drop, t_interval,
                      verdict)
-from ..models import CifarResNet, Classifier
 from ..runs import Run, append_jsonl, read_jsonl
 from .ch1_tradeoff import TARGETS, probe_epochs, run_target
 from ..train import default_device, load_model, source_data
@@ -58,7 +57,6 @@ NULL_VERSION = 1
 #: Points kept of each MINE convergence curve in the cache.
 TRACE_POINTS = 250
 ESTIMATORS = ("renyi", "mine")
-PENULTIMATE = "penultimate"
 
 #: MINE shrunk for a 2-core CPU (the ``default`` profile): the paper's statistics network keeps its depth (3 hidden
 #: ReLU layers) but has 64 units instead of 1024, and runs 500 steps on batches of 256 drawn from up to 2,000 probe
@@ -95,52 +93,6 @@ def probe_set(run: Run, split: str, n: int | None) -> ImageSet:
             return stream.load_streamed(config.source, "test", cap=n)
         return subsample(source_data(config)[1], n, seed=0)
     return run_target(run, split, None, n)[1]
-
-
-def stage_modules(model: Classifier) -> dict[str, nn.Module]:
-    """The modules whose outputs are the earlier layers analysed: the last block of each stage of a CIFAR-style
-    ResNet (``stage1`` .. ``stage3``); none for other backbones (only the penultimate layer is analysed there)."""
-    backbone = model.backbone
-    if not isinstance(backbone, CifarResNet):
-        return {}
-    per_stage = len(backbone.stages) // 3
-    return {f"stage{i + 1}": backbone.stages[(i + 1) * per_stage - 1] for i in range(3)}
-
-
-def layer_names(model: Classifier) -> list[str]:
-    """Layers this module can analyse, input side first: the stages of :func:`stage_modules`, then the penultimate."""
-    return [*stage_modules(model), PENULTIMATE]
-
-
-@torch.no_grad()
-def activations(model: Classifier, images: Tensor, layers: Sequence[str], *, batch_size: int = 500,
-                device=None) -> tuple[Tensor, dict[str, Tensor]]:
-    """(X, {layer: T}) for uint8 ``images`` (N, C, H, W): X the normalised input flattened, float32 (N, C*H*W); each
-    T a layer's output flattened, float32 (N, D_layer); all on the CPU. The model runs in eval mode on ``device``."""
-    allowed = layer_names(model)
-    bad = [name for name in layers if name not in allowed]
-    if bad:
-        raise ValueError(f"layers must be a subset of {allowed}, got {list(layers)}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    stages = stage_modules(model)
-    caught: dict[str, list[Tensor]] = {name: [] for name in layers}
-    hooks = [stages[name].register_forward_hook(lambda m, i, out, name=name: caught[name].append(
-        out.float().flatten(1).cpu())) for name in layers if name != PENULTIMATE]
-    xs = []
-    was_training = model.training
-    model.eval()
-    try:
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(device).float().div_(255)
-            feats, _ = model(x)
-            xs.append(((x - model.input_mean) / model.input_std).flatten(1).float().cpu())
-            if PENULTIMATE in caught:
-                caught[PENULTIMATE].append(feats.float().cpu())
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return torch.cat(xs), {name: torch.cat(v) for name, v in caught.items()}
 
 
 @dataclasses.dataclass
