@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import stats
 from ..config import CTCConfig, StageSchedule, TrainConfig
-from .ch5_transfer import QUANTITIES, method_table, paired_rows, seed_measures
+from ..results import paired_rows, seed_measures
 
 BASELINE, CTC, SCHEDULE = "baseline", "CTC", "schedule only"
 DISCRIM, STAGE1, STAGE2 = "CTC (discriminability)", "stage-1 loss only", "stage-2 loss only"
@@ -69,11 +69,6 @@ def chapter_configs(base: TrainConfig, ctc: TrainConfig, *, seeds: Sequence[int]
     return {name: cs for name, cs in configs.items() if cs}
 
 
-#: Concatenate curve tables (one per method name) with a ``method`` column: chapter 5's
-#: :func:`ctcbook.chapters.ch5_transfer.method_table`, one implementation for both chapters.
-with_method = method_table
-
-
 def _probed_epochs(table: pd.DataFrame, method: str) -> set:
     return set(table[(table.method == method) & (table.target != "source")].epoch)
 
@@ -81,7 +76,7 @@ def _probed_epochs(table: pd.DataFrame, method: str) -> set:
 def comparisons(table: pd.DataFrame, targets: Sequence[str], pairs: Iterable[tuple[str, str]] = COMPARISONS,
                 quantities: Sequence[str] = ("source_final", "final", "drop"), column: str = "probe_acc",
                 val_column: str | None = "val_acc") -> list[dict]:
-    """:func:`ctcbook.chapters.ch5_transfer.paired_rows` for each pair present in ``table``, each measured on the
+    """:func:`ctcbook.results.paired_rows` for each pair present in ``table``, each measured on the
     probed epochs both methods share (a secondary run probed every 20 epochs is compared with its partner on those
     epochs, so neither drop is measured on a finer grid than the other)."""
     rows = []
@@ -266,10 +261,3 @@ def paper_comparison_markdown(ctc: TrainConfig, features: int) -> str:
              "L-BFGS logistic regression, regularisation chosen on held-out target train images")]
     return "\n".join(["| | Cui et al. 2022 (public code README, `train_ctc.py`) | this chapter |", "|---|---|---|",
                       *[f"| {a} | {b} | {c_} |" for a, b, c_ in rows]])
-
-
-__all__ = ["BASELINE", "CTC", "SCHEDULE", "DISCRIM", "STAGE1", "STAGE2", "MAIN_METHODS", "SECONDARY_METHODS",
-           "COMPARISONS", "QUANTITIES", "ctc_config", "schedule_only", "with_weights", "chapter_configs",
-           "with_method", "comparisons", "headline_markdown", "findings_markdown", "identical_weights",
-           "mean_information", "stage_information", "stage_table", "stage_information_markdown",
-           "paper_comparison_markdown"]
