@@ -232,32 +232,3 @@ def stage_information_markdown(rows: Sequence[dict], a: str = CTC, b: str = BASE
             f"{numbers}).")
 
 
-def paper_comparison_markdown(ctc: TrainConfig, features: int) -> str:
-    """The "beside the paper" table: the public code's CTC command against this chapter's settings, the latter
-    read from ``ctc`` (a :func:`ctc_config`) so the table cannot disagree with the runs; ``features`` is the width of
-    the network's penultimate features."""
-    c, st_ = ctc.ctc, ctc.stages
-    size = "all" if ctc.train_size is None else f"{ctc.train_size:,}"
-    classes = ("all classes" if ctc.source_classes is None
-               else f"classes {min(ctc.source_classes)}-{max(ctc.source_classes)}")
-    net = (f"CIFAR-style ResNet-{ctc.depth}, width {ctc.width} ({features}-d features)" if ctc.arch == "cifar_resnet"
-           else f"{ctc.arch} ({features}-d features)")
-    two = ctc.epochs - st_.stage_two_epoch
-    rows = [("source", "CIFAR-100, 50,000 images", f"`{ctc.source}` {classes}, {size} train images"),
-            ("network", "ResNeXt32-16x4d (512-d features)", net),
-            ("CTC schedule", "300 epochs: stage 1 = 200 (wd x 2), stage 2 = 100 (lr restart 0.1 x 0.05)",
-             f"{ctc.epochs} epochs: stage 1 = {st_.stage_two_epoch} (wd x {st_.weight_decay_coef:g}), stage 2 = {two} "
-             f"(lr restart {st_.lr_restart:g} x {ctc.lr:g})"),
-            ("baseline", "vanilla training for 200 epochs",
-             f"chapter 1's runs, {ctc.epochs} epochs (equal total epochs)"),
-            ("controls", "none published", "schedule only (every seed), stage-1 / stage-2 loss only, the "
-             "discriminability setting"),
-            ("CTC settings", "alpha 0.5, beta 1.0, tau 0.10 / 0.10, momenta 0.9, 128-d, K = 16,384",
-             f"alpha {c.alpha:g}, beta {c.beta:g}, tau {c.instance_t:.2f} / {c.nce_t:.2f}, momenta "
-             f"{c.instance_m:g} / {c.nce_m:g}, {c.nce_dim}-d, K = {c.nce_k:,}"),
-            ("augmentation", "random crop (4 px) + flip", f"`{ctc.augment}`" + (
-                "" if ctc.augment == "crop_flip" else " (the fit rule of chapter 1's appendix)")),
-            ("probe", "new linear layer, SGD, best test epoch of 30",
-             "L-BFGS logistic regression, regularisation chosen on held-out target train images")]
-    return "\n".join(["| | Cui et al. 2022 (public code README, `train_ctc.py`) | this chapter |", "|---|---|---|",
-                      *[f"| {a} | {b} | {c_} |" for a, b, c_ in rows]])
