@@ -1,26 +1,10 @@
-"""The information plane of saved runs: I(X;T) and I(T;Y) at each probed checkpoint, cached with the run.
+"""Chapter 2: I(X;T) and I(T;Y) of saved checkpoints, in bits, cached in the run folder; nulls, geometry, mechanism.
 
-X is the network's input as it sees it (pixels after its per-channel normalisation, flattened), T a layer's
-activations (flattened), Y the labels; all from a fixed, stratified probe set of a test split: the source's test
-split (``"source"``) or a transfer target's (its key in :data:`ctcbook.chapters.ch1_tradeoff.TARGETS`). Two estimators of
-:mod:`ctcbook.estimators`, every value in **bits**:
-
-* ``"renyi"``: matrix-based Renyi alpha-entropy on ``n`` probe images, Gaussian kernels with the width rule of
-  :func:`ctcbook.estimators.kernel_width` (computed per layer and epoch, so a layer whose activations only grow in scale
-  keeps the same value), a delta kernel for Y. Cheap enough for every stage of the network.
-* ``"mine"``: MINE (Donsker-Varadhan bound with the moving-average bias correction) as the paper's ``mine.py``, on
-  the penultimate layer only; X and T as the paper feeds them (normalised pixels, raw features), Y one-hot.
-  :data:`CPU_MINE_XT` / :data:`CPU_MINE_TY` are the settings the ``default`` profile can afford on a 2-core CPU;
-  :data:`ctcbook.estimators.PAPER_MINE_XT` / ``PAPER_MINE_TY`` the paper's.
-
-Each (run, split, estimator settings) has its own JSON-lines cache in the run folder (``evals/``), one row per
-(epoch, layer) (MINE: per restart, with its thinned convergence curves), appended as soon as it is computed: a
-re-execution recomputes nothing and an interrupted pass resumes.
-
-Beside the estimates: each estimator's null baseline on shuffled pairs (:func:`null_baseline`), the geometry of the
-penultimate features per epoch (:func:`geometry_curve`: NC1 and effective rank, cached the same way), the paper's
-mechanism tested with the book's one statistical rule (:func:`mechanism`, :func:`geometry_change`, over seeds with
-:mod:`ctcbook.stats`) and the chapter's closing findings (:func:`findings_lines`).
+X is the input as the network sees it (normalised pixels, flattened), T a layer's output, Y the labels, all from a
+fixed stratified probe set of a test split (``"source"`` or a transfer target). Estimators of
+:mod:`ctcbook.estimators`: ``"renyi"`` (matrix-based Renyi entropy, every stage) and ``"mine"`` (the paper's
+``mine.py``, penultimate layer only). Each (run, split, settings) has a JSON-lines cache in ``evals/``, one row per
+(epoch, layer[, restart]), appended as computed, so a re-execution recomputes nothing and an interrupted pass resumes.
 """
 from __future__ import annotations
 
@@ -47,11 +31,9 @@ from .ch1_tradeoff import TARGETS, probe_epochs, run_target
 from ..train import default_device, load_model, source_data
 from ..config import TrainConfig
 
-#: Bump when this module changes its numbers; part of every cached estimate's key.
+#: Part of each cache's key: bump one when its rows change.
 INFO_VERSION = 1
-#: Version of the MINE rows (2: one row per restart, with its thinned convergence curves).
 MINE_VERSION = 2
-#: Version of the geometry rows (NC1, effective rank) and of the null baselines.
 GEOMETRY_VERSION = 1
 NULL_VERSION = 1
 #: Points kept of each MINE convergence curve in the cache.
