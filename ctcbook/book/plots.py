@@ -84,9 +84,6 @@ def protocol_figure(ours: pd.DataFrame, paper: pd.DataFrame, targets: Sequence[s
     return fig
 
 
-ESTIMATOR_LABELS = {"renyi": "matrix-based Renyi (alpha 1.01)", "mine": "MINE (DV bound)"}
-
-
 def _info_mean(info: pd.DataFrame, estimator: str, split: str, layer: str = "penultimate") -> pd.DataFrame:
     g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == layer)]
     g = g.groupby(["seed", "epoch"])[["i_xt", "i_ty"]].mean().reset_index()      # mean over MINE restarts

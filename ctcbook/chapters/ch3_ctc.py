@@ -20,7 +20,6 @@ from ..results import paired_rows, seed_measures
 BASELINE, CTC, SCHEDULE = "baseline", "CTC", "schedule only"
 DISCRIM, STAGE1, STAGE2 = "CTC (discriminability)", "stage-1 loss only", "stage-2 loss only"
 MAIN_METHODS = (BASELINE, CTC, SCHEDULE)
-SECONDARY_METHODS = (DISCRIM, STAGE1, STAGE2)
 #: The chapter's paired comparisons (a minus b), in the order the page lists them.
 COMPARISONS = ((CTC, BASELINE), (CTC, SCHEDULE), (SCHEDULE, BASELINE), (DISCRIM, BASELINE), (STAGE1, SCHEDULE),
                (STAGE2, SCHEDULE), (STAGE1, CTC), (STAGE2, CTC))
@@ -143,43 +142,13 @@ def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: 
     return lines[0] + "\n\n" + "\n".join(lines[1:])
 
 
-def identical_weights(a: dict, b: dict) -> bool:
-    """Whether two state dicts hold bitwise-identical tensors under the same names."""
-    return a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
-
-
 # --- I(X;T) during training ----------------------------------------------------------------------------------------
-
-def _penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame:
-    return info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
-
-
-def mean_information(info: pd.DataFrame, methods: Iterable[str], estimator: str = "renyi",
-                     split: str = "source") -> pd.DataFrame:
-    """Seed-mean I(X;T) and I(T;Y) (bits) of the penultimate layer per method and epoch, with the 95% Student-t
-    interval of I(X;T) over seeds (``i_xt_low``/``i_xt_high``; the mean itself with one seed). ``info`` holds
-    :func:`ctcbook.chapters.ch2_information.information_curves` rows plus a ``method`` column."""
-    methods = list(methods)
-    g = _penultimate(info, estimator, split)
-    g = g[g.method.isin(methods)]
-    rows = []
-    for (method, epoch), e in g.groupby(["method", "epoch"]):
-        iv = stats.t_interval(e.i_xt.to_numpy())
-        low, high = (iv.low, iv.high) if iv.n > 1 else (iv.mean, iv.mean)
-        rows.append({"method": method, "epoch": epoch, "i_xt": iv.mean, "i_xt_low": low, "i_xt_high": high,
-                     "i_ty": float(e.i_ty.mean()), "seeds": iv.n})
-    out = pd.DataFrame(rows, columns=["method", "epoch", "i_xt", "i_xt_low", "i_xt_high", "i_ty", "seeds"])
-    order = {m: i for i, m in enumerate(methods)}  # rows in the order of ``methods`` (the figures' colours)
-    return out.sort_values(["method", "epoch"], key=lambda c: c.map(order) if c.name == "method" else c,
-                           ignore_index=True)
-
-
 def stage_information(info: pd.DataFrame, methods: Sequence[str], switch_epoch: int, estimator: str = "renyi",
                       split: str = "source") -> list[dict]:
     """How much I(X;T) moves in each stage, per method, and CTC − baseline paired: per seed the change over stage 1
     (first measured epoch to the last measured epoch <= ``switch_epoch``) and over stage 2 (from there to the last
     epoch), bits, each a 95% t interval over seeds. Rows: method (or "a − b"), stage, interval, sign."""
-    g = _penultimate(info, estimator, split)
+    g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
     per = {}
     for (method, seed), e in g.groupby(["method", "seed"]):
         e = e.sort_values("epoch")
