@@ -129,10 +129,6 @@ class FusionData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def standardise(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw pooled features (N, C) -> the standardised features the heads read."""
-        return (raw - self.mean) / self.std
-
 
 def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_size: int = 1024, *,
                          heldout: int | None = None) -> FusionData:
