@@ -10,16 +10,20 @@ the Renyi estimator uses log2 directly; the InfoNCE bound is converted the same 
   Gaussian-kernel Gram matrices, unit trace, S = log2(sum(eig^alpha)) / (1 - alpha), joint entropy from the
   Hadamard product, I = S(X) + S(T) - S(X,T). Cost O(n^3) time and O(n^2) memory in the number of points n.
 * :func:`infonce_bound_bits` -- the InfoNCE lower bound log N - L.
+* :func:`activations` -- what they are estimated on: a network's normalised input X and its layers' outputs T.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .models import CifarResNet, Classifier
 
 LN2 = math.log(2.0)
 
@@ -27,7 +31,8 @@ __all__ = [
     "MineSettings", "MineResult", "PAPER_MINE_XT", "PAPER_MINE_TY", "StatisticsNetwork", "dv_bound", "mine_step_loss",
     "mine",
     "smoothed_estimate", "one_hot", "gaussian_gram", "kernel_width", "label_gram", "renyi_entropy",
-    "renyi_joint_entropy", "renyi_mutual_information", "infonce_bound_bits",
+    "renyi_joint_entropy", "renyi_mutual_information", "infonce_bound_bits", "PENULTIMATE", "stage_modules",
+    "layer_names", "activations",
 ]
 
 
@@ -448,3 +453,53 @@ def infonce_bound_bits(loss_nats: float, num_candidates: int) -> float:
     if not (math.isfinite(loss) and loss >= 0):
         raise ValueError(f"loss_nats must be a finite number >= 0, got {loss_nats!r}")
     return (math.log(num_candidates) - loss) / LN2
+
+
+# ---------------------------------------------------------------------------------------- X and T of a network
+PENULTIMATE = "penultimate"
+
+
+def stage_modules(model: Classifier) -> dict[str, nn.Module]:
+    """The modules whose outputs are the earlier layers analysed: the last block of each stage of a CIFAR-style
+    ResNet (``stage1`` .. ``stage3``); none for other backbones (only the penultimate layer is analysed there)."""
+    backbone = model.backbone
+    if not isinstance(backbone, CifarResNet):
+        return {}
+    per_stage = len(backbone.stages) // 3
+    return {f"stage{i + 1}": backbone.stages[(i + 1) * per_stage - 1] for i in range(3)}
+
+
+def layer_names(model: Classifier) -> list[str]:
+    """Layers :func:`activations` reads, input side first: the stages of :func:`stage_modules`, then the penultimate."""
+    return [*stage_modules(model), PENULTIMATE]
+
+
+@torch.no_grad()
+def activations(model: Classifier, images: Tensor, layers: Sequence[str], *, batch_size: int = 500,
+                device=None) -> tuple[Tensor, dict[str, Tensor]]:
+    """(X, {layer: T}) for uint8 ``images`` (N, C, H, W): X the normalised input flattened, float32 (N, C*H*W); each
+    T a layer's output flattened, float32 (N, D_layer); all on the CPU. The model runs in eval mode on ``device``."""
+    allowed = layer_names(model)
+    bad = [name for name in layers if name not in allowed]
+    if bad:
+        raise ValueError(f"layers must be a subset of {allowed}, got {list(layers)}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    stages = stage_modules(model)
+    caught: dict[str, list[Tensor]] = {name: [] for name in layers}
+    hooks = [stages[name].register_forward_hook(lambda m, i, out, name=name: caught[name].append(
+        out.float().flatten(1).cpu())) for name in layers if name != PENULTIMATE]
+    xs = []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(device).float().div_(255)
+            feats, _ = model(x)
+            xs.append(((x - model.input_mean) / model.input_std).flatten(1).float().cpu())
+            if PENULTIMATE in caught:
+                caught[PENULTIMATE].append(feats.float().cpu())
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return torch.cat(xs), {name: torch.cat(v) for name, v in caught.items()}

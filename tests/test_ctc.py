@@ -1,5 +1,4 @@
 """CTC through the one training engine: config and hashes, schedule, gradients, snapshot, memories, exact resume."""
-import pandas as pd
 import pytest
 import torch
 
@@ -170,18 +169,6 @@ def test_zero_weights_reproduce_cross_entropy_with_ctcs_schedule(tmp_path):
     # and a non-zero weight does change the network
     w1 = train(CTC, store=RunStore(tmp_path), progress=False).load_checkpoint(4)
     assert not all(torch.equal(w1[k], wb[k]) for k in wb)
-
-
-def test_mean_information_keeps_the_given_method_order():
-    info = pd.DataFrame([{"method": m, "seed": s, "epoch": e, "estimator": "renyi", "split": "source",
-                          "layer": "penultimate", "i_xt": x + s, "i_ty": 0.5}
-                         for m, x in (("CTC", 2.0), ("baseline", 1.0)) for s in (0, 1) for e in (1, 2)])
-    out = ctc_report.mean_information(info, ["baseline", "CTC"])
-    assert list(out.method.unique()) == ["baseline", "CTC"]
-    assert out[out.method == "baseline"].i_xt.tolist() == [1.5, 1.5]
-    # two seeds 2.0 and 3.0: half-width t_{0.975,1} * sd / sqrt(2) = 12.706 * 0.7071 / 1.4142 = 6.353
-    assert out[out.method == "CTC"].i_xt_high.tolist() == pytest.approx([2.5 + 6.3531, 2.5 + 6.3531], abs=1e-3)
-    assert set(out.seeds) == {2}
 
 
 def test_ctc_runs_the_gpu_mixed_precision_path_on_cpu(tmp_path):

@@ -1,13 +1,11 @@
-"""Chapter 4's frozen-head additions for issue 14: today's caches kept, held-out features, public label smoothing,
-the parameter-matched MLP, the Bayes ceiling."""
+"""Chapter 4's frozen heads: cache keys, public label smoothing, the parameter-matched MLP, the Bayes ceiling, heads
+on an end-to-end backbone."""
 from dataclasses import asdict
 
-import numpy as np
 import pytest
 import torch
 
 import ctcbook.chapters.ch4_fusion as ft
-from ctcbook.config import TrainConfig
 from ctcbook.data.metadata import MetadataSimulator
 from ctcbook.models.fusion import count_parameters
 from ctcbook.runs import RunStore
@@ -27,13 +25,9 @@ def _data(n_train=600, n_test=400, seed=0) -> ft.FusionData:
                          tuple(f"c{k}" for k in range(K)), torch.zeros(8), torch.ones(8), sim, {"t": 1})
 
 
-def test_default_settings_keep_todays_cache_keys():
-    # The keys as they were before issue 14 (the five metadata fields, the ten head fields).
-    old_meta = {"seed": 0, "location_spread": 25.0, "date_spread": 45.0, "background": 0.3, "missing_fraction": 0.05}
-    assert ft._key(ft.MetadataSettings(), ft._METADATA_NEW) == old_meta
-    assert "smoothing" not in ft._key(ft.HeadSettings(), ft._HEAD_NEW)
-    assert ft._key(ft.MetadataSettings(draw_seed=1), ft._METADATA_NEW)["draw_seed"] == 1
-    assert ft.MetadataSettings().sample_seeds == (0, 1) and ft.MetadataSettings(draw_seed=2).sample_seeds == (4, 5)
+def test_the_default_smoothing_stays_out_of_the_cache_key():
+    assert "smoothing" not in ft._key(ft.HeadSettings(), ft._HEAD_DEFAULTS)
+    assert ft._key(ft.HeadSettings(smoothing="public"), ft._HEAD_DEFAULTS)["smoothing"] == "public"
 
 
 def test_public_smoothing_trains_and_differs_from_torchs():
@@ -67,23 +61,6 @@ def test_bayes_ceiling_is_at_least_the_fusions(tmp_path):
     img = res.set_index("method").test_acc["image_only"] * 100
     assert ceiling > img + 5                  # the exact metadata likelihood adds a lot here
     assert ceiling >= res.test_acc.max() * 100 - 3
-
-
-def test_heldout_images_were_not_trained_on():
-    config = TrainConfig(source="fashion_mnist", source_classes=[0, 1], train_size=300)
-    held = ft.heldout_images(config, 200)
-    used = ft.source_data(config)[0]
-    seen = {im.numpy().tobytes() for im in used.images}
-    assert len(held) == 200 and not any(im.numpy().tobytes() in seen for im in held.images)
-    assert abs(int((held.labels == 0).sum()) - 100) <= 1            # stratified
-    with pytest.raises(ValueError, match="heldout"):
-        ft.heldout_images(config, 0)
-
-
-def test_interaction_needs_a_backbone_that_saw_the_rendered_images(tmp_path):
-    run = RunStore(tmp_path).open({"fake": "backbone"})
-    with pytest.raises(ValueError, match="fusion_data_from_e2e"):
-        ft.fusion_data(run, ft.MetadataSettings(interaction=0.5))
 
 
 def test_frozen_heads_on_an_end_to_end_backbone_at_interaction(tmp_path):

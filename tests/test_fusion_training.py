@@ -5,11 +5,9 @@ import pytest
 import torch
 
 import ctcbook.chapters.ch4_fusion as ft
-from ctcbook.config import TrainConfig
 from ctcbook.data.metadata import MetadataSimulator
 from ctcbook.models.fusion import FUSION_METHODS
 from ctcbook.runs import RunStore
-from ctcbook.train import train
 
 K = 4
 FAST = ft.HeadSettings(meta_width=16, embed_dim=16, reduced_dim=16, hidden_dim=4, epochs=15, batch_size=64,
@@ -107,17 +105,6 @@ def test_geo_prior_is_the_product_of_the_two_cached_classifiers(tmp_path):
     assert res.test_acc.iloc[0] == pytest.approx(float((prod.argmax(1) == d.test_y).float().mean()))
 
 
-def test_summary_orders_methods_and_computes_gains():
-    res = pd.DataFrame({"method": ["dynamic_mlp_c", "image_only", "dynamic_mlp_c", "image_only"],
-                        "seed": [0, 0, 1, 1], "test_acc": [0.9, 0.8, 0.92, 0.82], "n_params": [5, 2, 5, 2]})
-    s = ft.summarize(res)
-    assert list(s.index) == ["image_only", "dynamic_mlp_c"]
-    assert s.loc["dynamic_mlp_c", "top1_mean"] == pytest.approx(91.0)
-    assert s.loc["dynamic_mlp_c", "gain_vs_image_only"] == pytest.approx(10.0)
-    assert s.loc["image_only", "top1_std"] == pytest.approx(np.std([80, 82], ddof=1))
-    assert s.loc["image_only", "seeds"] == 2
-
-
 def test_probabilities_follow_the_location_for_a_metadata_head(tmp_path):
     exp = _experiment(tmp_path)
     exp.results(["dynamic_mlp_c", "image_only"], [0], progress=False)
@@ -167,28 +154,6 @@ def test_tsne_points_shape_and_cache(tmp_path, monkeypatch):
     np.testing.assert_array_equal(labels2, labels)
 
 
-def test_features_of_a_real_backbone_are_extracted_once_and_cached(tmp_path, monkeypatch):
-    store = RunStore(tmp_path)
-    config = TrainConfig(source_classes=None, train_size=300, width=2, epochs=1, batch_size=64)
-    unfinished = store.open(config.replace(seed=5).to_dict(), prefix=config.run_prefix)
-    with pytest.raises(ValueError, match="not finished"):
-        ft.backbone_features(unfinished)
-    run = train(config, store=store, progress=False)
-    d = ft.fusion_data(run, ft.MetadataSettings(missing_fraction=0.1))
-    assert d.train_x.shape == (300, 8) and d.test_x.shape == (10000, 8) and d.num_classes == 10
-    assert d.train_m.shape == (300, 6) and d.class_names[6] == "Shirt"
-    assert torch.allclose(d.train_x.mean(0), torch.zeros(8), atol=1e-4)          # standardised on train
-    missing = ~d.test_meta.valid
-    assert missing.any() and torch.equal(d.test_m[torch.as_tensor(missing)], torch.zeros(int(missing.sum()), 6))
-
-    def refuse(*a, **k):
-        raise AssertionError("features were extracted again")
-
-    monkeypatch.setattr(ft, "extract_features", refuse)
-    again = ft.fusion_data(run, ft.MetadataSettings(missing_fraction=0.1))
-    assert torch.equal(again.train_x, d.train_x) and torch.equal(again.test_m, d.test_m)
-
-
 def _results(c_accs, concat_accs):
     rows = []
     for seed, (c, cat) in enumerate(zip(c_accs, concat_accs)):
@@ -197,30 +162,6 @@ def _results(c_accs, concat_accs):
                  {"method": "concat", "seed": seed, "test_acc": cat, "n_params": 1},
                  {"method": "dynamic_mlp_c", "seed": seed, "test_acc": c, "n_params": 1}]
     return pd.DataFrame(rows)
-
-
-def _summary(c_accs, concat_accs):
-    return ft.summarize(_results(c_accs, concat_accs))
-
-
-def test_findings_judge_paired_differences_by_their_t_interval():
-    # C beats concat by exactly 2 points on every seed: the paired interval is [2, 2] -> a resolved difference
-    resolved = ft.findings_markdown(_results([0.90, 0.901, 0.899], [0.88, 0.881, 0.879]), 10)
-    assert ("Dynamic MLP-C minus the best simple fusion (concatenation): 2.00 points, 95% CI [2.00, 2.00] over 3 "
-            "seeds: Dynamic MLP-C is better") in resolved
-    assert "Metadata alone: 50.0% top-1 (chance: 10.0%)" in resolved
-    assert "2 of 2 fusion methods gain over image only" in resolved
-    # large seed-to-seed spread but the same +1 point on every seed: pairing resolves it (an unpaired rule would not)
-    paired = ft.findings_markdown(_results([0.90, 0.85, 0.95], [0.89, 0.84, 0.94]), 10)
-    assert "1.00 points, 95% CI [1.00, 1.00] over 3 seeds: Dynamic MLP-C is better" in paired
-    # per-seed differences of both signs: the interval contains 0 -> inconclusive, whatever the mean
-    mixed = ft.findings_markdown(_results([0.90, 0.85, 0.95], [0.88, 0.86, 0.94]), 10)
-    assert "(concatenation): 0.67 points" in mixed and "inconclusive (the interval contains 0)" in mixed
-    with pytest.raises(ValueError, match="dynamic_mlp_c"):
-        ft.findings_markdown(_results([0.9], [0.8]).query("method != 'dynamic_mlp_c'"), 10)
-    table = ft.paper_comparison(_summary([0.90, 0.90], [0.88, 0.88]))
-    assert table["gain (points)"].tolist() == [pytest.approx(10.827), pytest.approx(8.592), pytest.approx(10.0)]
-    assert list(table.index) == [0, 1, 2] and table.columns[0] == "setting"
 
 
 def test_summary_table_has_human_columns_and_paired_gains():

@@ -1,7 +1,6 @@
 """Per-epoch information-plane estimates of saved runs (ctcbook.chapters.ch2_information)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -10,6 +9,7 @@ import torch
 
 from ctcbook.chapters import ch2_information as inf
 from ctcbook.config import TrainConfig
+from ctcbook import estimators
 from ctcbook.estimators import MineSettings
 from ctcbook.runs import RunStore, read_jsonl
 from ctcbook.train import load_model, train
@@ -26,8 +26,8 @@ def run(tmp_path_factory):
 def test_activations_give_the_normalised_input_and_each_layer(run):
     model = load_model(run, 2)
     images = inf.probe_set(run, "source", 40).images
-    x, ts = inf.activations(model, images, inf.layer_names(model), batch_size=16)
-    assert inf.layer_names(model) == ["stage1", "stage2", "stage3", "penultimate"]
+    x, ts = estimators.activations(model, images, estimators.layer_names(model), batch_size=16)
+    assert estimators.layer_names(model) == ["stage1", "stage2", "stage3", "penultimate"]
     assert x.shape == (40, 28 * 28)
     expected_x = ((images.float() / 255 - model.input_mean) / model.input_std).flatten(1)
     torch.testing.assert_close(x, expected_x)
@@ -37,7 +37,7 @@ def test_activations_give_the_normalised_input_and_each_layer(run):
     # stride-2 stem: 28 -> 14 px; stages of widths 4, 8, 16 at 14, 7, 4 px
     assert [ts[k].shape[1] for k in ("stage1", "stage2", "stage3")] == [4 * 14 * 14, 8 * 7 * 7, 16 * 4 * 4]
     with pytest.raises(ValueError, match="layers must be a subset"):
-        inf.activations(model, images, ["stage9"])
+        estimators.activations(model, images, ["stage9"])
 
 
 def test_renyi_plane_obeys_bounds_and_ignores_the_scale_of_t():
@@ -111,30 +111,6 @@ def test_information_curve_refuses_bad_requests(run):
         inf.information_curve(run, estimators=["mine"], mine_preset="huge", progress=False)
     with pytest.raises(ValueError, match="layers must be a subset"):
         inf.information_curve(run, layers=["fc9"], progress=False)
-
-
-def test_compression_and_correlation():
-    curve = pd.DataFrame({"epoch": [1, 3, 6, 9], "i_xt": [1.0, 1.6, 1.4, 1.1]})
-    c = inf.compression(curve)
-    assert c["peak_epoch"] == 3 and c["fall"] == pytest.approx(0.5) and c["fall_fraction"] == pytest.approx(0.5 / 0.6)
-    r, rho = inf.correlation([1, 2, 3, 4], [2, 4, 6, 9])
-    assert rho == pytest.approx(1.0) and 0.98 < r < 1.0
-    assert math.isnan(inf.correlation([1, 1, 1], [1, 2, 3])[0])
-    with pytest.raises(ValueError, match="same length"):
-        inf.correlation([1, 2], [1])
-
-
-def test_transfer_link_pairs_each_estimator_with_the_probe_curve():
-    info = pd.DataFrame([{"seed": s, "split": "t", "estimator": e, "epoch": ep, "layer": "penultimate",
-                          "i_xt": v + 0.01 * s, "i_ty": 0.5}
-                         for s in (0, 1) for e, vals in (("renyi", [1.0, 2.0, 1.5]), ("mine", [3.0, 1.0, 2.0]))
-                         for ep, v in zip((1, 2, 3), vals)])
-    table = pd.DataFrame([{"seed": s, "target": "t", "epoch": ep, "probe_acc": acc}
-                          for s in (0, 1) for ep, acc in zip((1, 2, 3), (0.5, 0.9, 0.7))])
-    link = inf.transfer_link(info, table, ["t"]).set_index("estimator")
-    assert link.loc["renyi", "spearman"] == pytest.approx(1.0) and link.loc["mine", "spearman"] == pytest.approx(-1.0)
-    assert link.loc["renyi", "i_xt_peak_epoch"] == 2 and link.loc["renyi", "transfer_peak_epoch"] == 2
-    assert link.loc["mine", "i_xt_fall"] == pytest.approx(1.0)
 
 
 def _info_and_table(falls: bool):

@@ -147,11 +147,11 @@ def test_quoted_numbers_are_read_from_the_beside_the_paper_section_only(tmp_path
 
 
 def test_quoted_numbers_through_a_library_function_that_reads_a_paper_constant(tmp_path):
-    shown = _nb("from ctcbook.chapters import ch4_fusion as ft", "md:## Beside the paper",
-                "display(ft.paper_comparison(summary))", "md:## Cost of this chapter")
+    shown = _nb("from ctcbook.chapters import ch4_interaction as sweep", "md:## Beside the paper",
+                "display(sweep.paper_rows(results))", "md:## Cost of this chapter")
     assert pages.quotes_paper_numbers(_write(tmp_path, shown))
     other = _nb("from ctcbook.chapters import ch4_fusion as ft", "md:## Beside the paper",
-                "display(ft.summarize(results))")
+                "display(ft.summary_table(results))")
     assert not pages.quotes_paper_numbers(_write(tmp_path, other))
     direct = _nb("md:## Beside the paper", "print(PAPER_TABLE)")
     assert pages.quotes_paper_numbers(_write(tmp_path, direct))

@@ -1,9 +1,10 @@
-"""Chapter 5's picture (ctcbook.chapters.ch5_transfer) on small hand-made probe tables; its interval tables are
-tested in test_ch5_intervals.py."""
+"""The trade-off picture (ctcbook.book.plots.tradeoff_picture) on small hand-made probe tables; the results tables
+are tested in test_ch5_intervals.py."""
 import pandas as pd
 import pytest
 
-from ctcbook.chapters import ch5_transfer as transfer
+from ctcbook import results
+from ctcbook.book import plots
 
 
 def _curves(offset: float) -> pd.DataFrame:
@@ -16,10 +17,10 @@ def _curves(offset: float) -> pd.DataFrame:
 
 
 def test_tradeoff_picture_draws_one_curve_per_method():
-    table = transfer.method_table({"baseline": _curves(0.0), "ctc": _curves(0.1)})
-    fig = transfer.tradeoff_picture(table, ["t"])
+    table = results.method_table({"baseline": _curves(0.0), "ctc": _curves(0.1)})
+    fig = plots.tradeoff_picture(table, ["t"])
     ax = fig.axes[0]
     assert ax.get_xlabel() == "source test accuracy (%)" and "(%)" in ax.get_ylabel()
     assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")][:1] == ["baseline"]
     with pytest.raises(ValueError, match="at least one method"):
-        transfer.method_table({})
+        results.method_table({})

@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 from matplotlib import animation
 
-from ..chapters.ch2_information import PENULTIMATE, activations, probe_set
+from ..chapters.ch2_information import probe_set
+from ..estimators import PENULTIMATE, activations
 from ..runs import Run
 from ..train import load_model
 

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 SOURCE_COLOR = "black"
 TARGET_COLORS = plt.get_cmap("tab10").colors
+PROBE_NAMES = {"probe_acc": "linear probe", "knn_acc": "kNN (k=20)"}
 
 
 def _band(ax, g: pd.DataFrame, column: str, color, label: str, style: str = "-") -> None:
@@ -81,9 +82,6 @@ def protocol_figure(ours: pd.DataFrame, paper: pd.DataFrame, targets: Sequence[s
         ax.grid(alpha=0.3)
     _legend_below(fig, list(grid[0]))
     return fig
-
-
-ESTIMATOR_LABELS = {"renyi": "matrix-based Renyi (alpha 1.01)", "mine": "MINE (DV bound)"}
 
 
 def _info_mean(info: pd.DataFrame, estimator: str, split: str, layer: str = "penultimate") -> pd.DataFrame:
@@ -292,7 +290,7 @@ def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch
                              column: str = "probe_acc", methods: Sequence[str] | None = None) -> Figure:
     """Source test accuracy and each target's linear-probe accuracy (%) against epoch, one line per method (seed
     mean with its 95% Student-t band over seeds); a dotted line at ``switch_epoch`` (CTC's stage switch); the legend
-    below the panels. ``table``: :func:`ctcbook.chapters.ch3_ctc.with_method` output; ``methods``: which (default
+    below the panels. ``table``: :func:`ctcbook.results.method_table` output; ``methods``: which (default
     all, in table order)."""
     fig, axes = _panel_grid(len(targets) + 1)
     methods = list(methods) if methods is not None else list(table.method.unique())
@@ -496,4 +494,30 @@ def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, p
     return fig
 
 
-__all__ += ["interaction_pictures_figure", "interaction_sweep_figure"]
+__all__ += ["interaction_pictures_figure", "interaction_sweep_figure", "tradeoff_picture"]
+
+
+def tradeoff_picture(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc") -> Figure:
+    """Transfer accuracy (y, %) against source test accuracy (x, %) over training, one panel per target, one curve
+    per method (seed means at each probed epoch, joined in epoch order; the last epoch marked with a square); the
+    legend sits below the panels, off the data."""
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.6), constrained_layout=True,
+                             squeeze=False)
+    for ax, key in zip(axes[0], targets):
+        for i, (method, m) in enumerate(table.groupby("method", sort=False)):
+            src = m[m.target == "source"].groupby("epoch").test_acc.mean()
+            tgt = m[m.target == key].groupby("epoch")[column].mean()
+            both = tgt.index.intersection(src.index)
+            if both.empty:
+                continue
+            x, y = 100 * src.loc[both], 100 * tgt.loc[both]
+            ax.plot(x, y, "-o", ms=3, color=TARGET_COLORS[i % 10], label=method)
+            ax.plot([x.iloc[-1]], [y.iloc[-1]], "s", ms=7, color=TARGET_COLORS[i % 10])
+        ax.set_xlabel("source test accuracy (%)")
+        ax.set_ylabel(f"{PROBE_NAMES.get(column, column)} accuracy on {key} (%)")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
+    return fig

@@ -1,26 +1,10 @@
-"""The information plane of saved runs: I(X;T) and I(T;Y) at each probed checkpoint, cached with the run.
+"""Chapter 2: I(X;T) and I(T;Y) of saved checkpoints, in bits, cached in the run folder; nulls, geometry, mechanism.
 
-X is the network's input as it sees it (pixels after its per-channel normalisation, flattened), T a layer's
-activations (flattened), Y the labels; all from a fixed, stratified probe set of a test split: the source's test
-split (``"source"``) or a transfer target's (its key in :data:`ctcbook.chapters.ch1_tradeoff.TARGETS`). Two estimators of
-:mod:`ctcbook.estimators`, every value in **bits**:
-
-* ``"renyi"``: matrix-based Renyi alpha-entropy on ``n`` probe images, Gaussian kernels with the width rule of
-  :func:`ctcbook.estimators.kernel_width` (computed per layer and epoch, so a layer whose activations only grow in scale
-  keeps the same value), a delta kernel for Y. Cheap enough for every stage of the network.
-* ``"mine"``: MINE (Donsker-Varadhan bound with the moving-average bias correction) as the paper's ``mine.py``, on
-  the penultimate layer only; X and T as the paper feeds them (normalised pixels, raw features), Y one-hot.
-  :data:`CPU_MINE_XT` / :data:`CPU_MINE_TY` are the settings the ``default`` profile can afford on a 2-core CPU;
-  :data:`ctcbook.estimators.PAPER_MINE_XT` / ``PAPER_MINE_TY`` the paper's.
-
-Each (run, split, estimator settings) has its own JSON-lines cache in the run folder (``evals/``), one row per
-(epoch, layer) (MINE: per restart, with its thinned convergence curves), appended as soon as it is computed: a
-re-execution recomputes nothing and an interrupted pass resumes.
-
-Beside the estimates: each estimator's null baseline on shuffled pairs (:func:`null_baseline`), the geometry of the
-penultimate features per epoch (:func:`geometry_curve`: NC1 and effective rank, cached the same way), the paper's
-mechanism tested with the book's one statistical rule (:func:`mechanism`, :func:`geometry_change`, over seeds with
-:mod:`ctcbook.stats`) and the chapter's closing findings (:func:`findings_lines`).
+X is the input as the network sees it (normalised pixels, flattened), T a layer's output, Y the labels, all from a
+fixed stratified probe set of a test split (``"source"`` or a transfer target). Estimators of
+:mod:`ctcbook.estimators`: ``"renyi"`` (matrix-based Renyi entropy, every stage) and ``"mine"`` (the paper's
+``mine.py``, penultimate layer only). Each (run, split, settings) has a JSON-lines cache in ``evals/``, one row per
+(epoch, layer[, restart]), appended as computed, so a re-execution recomputes nothing and an interrupted pass resumes.
 """
 from __future__ import annotations
 
@@ -33,32 +17,28 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from ..data import ImageSet, stream, subsample
-from ..estimators import (MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, gaussian_gram, kernel_width, label_gram, mine,
-                          one_hot, renyi_entropy, renyi_null)
+from ..estimators import (PENULTIMATE, MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, activations, gaussian_gram,
+                          kernel_width, label_gram, layer_names, mine, one_hot, renyi_entropy, renyi_null)
 from ..geometry import effective_rank, nc1
 from ..stats import (Correlation, Interval, bootstrap_correlation, mechanism_verdict, selected_drop, t_interval,
                      verdict)
-from ..models import CifarResNet, Classifier
 from ..runs import Run, append_jsonl, read_jsonl
 from ..targets import TARGETS, probe_epochs, run_target
 from ..train import default_device, load_model, source_data
 from ..config import TrainConfig
 
-#: Bump when this module changes its numbers; part of every cached estimate's key.
+#: Part of each cache's key: bump one when its rows change.
 INFO_VERSION = 1
-#: Version of the MINE rows (2: one row per restart, with its thinned convergence curves).
 MINE_VERSION = 2
-#: Version of the geometry rows (NC1, effective rank) and of the null baselines.
 GEOMETRY_VERSION = 1
 NULL_VERSION = 1
 #: Points kept of each MINE convergence curve in the cache.
 TRACE_POINTS = 250
 ESTIMATORS = ("renyi", "mine")
-PENULTIMATE = "penultimate"
 
 #: MINE shrunk for a 2-core CPU (the ``default`` profile): the paper's statistics network keeps its depth (3 hidden
 #: ReLU layers) but has 64 units instead of 1024, and runs 500 steps on batches of 256 drawn from up to 2,000 probe
@@ -95,52 +75,6 @@ def probe_set(run: Run, split: str, n: int | None) -> ImageSet:
             return stream.load_streamed(config.source, "test", cap=n)
         return subsample(source_data(config)[1], n, seed=0)
     return run_target(run, split, None, n)[1]
-
-
-def stage_modules(model: Classifier) -> dict[str, nn.Module]:
-    """The modules whose outputs are the earlier layers analysed: the last block of each stage of a CIFAR-style
-    ResNet (``stage1`` .. ``stage3``); none for other backbones (only the penultimate layer is analysed there)."""
-    backbone = model.backbone
-    if not isinstance(backbone, CifarResNet):
-        return {}
-    per_stage = len(backbone.stages) // 3
-    return {f"stage{i + 1}": backbone.stages[(i + 1) * per_stage - 1] for i in range(3)}
-
-
-def layer_names(model: Classifier) -> list[str]:
-    """Layers this module can analyse, input side first: the stages of :func:`stage_modules`, then the penultimate."""
-    return [*stage_modules(model), PENULTIMATE]
-
-
-@torch.no_grad()
-def activations(model: Classifier, images: Tensor, layers: Sequence[str], *, batch_size: int = 500,
-                device=None) -> tuple[Tensor, dict[str, Tensor]]:
-    """(X, {layer: T}) for uint8 ``images`` (N, C, H, W): X the normalised input flattened, float32 (N, C*H*W); each
-    T a layer's output flattened, float32 (N, D_layer); all on the CPU. The model runs in eval mode on ``device``."""
-    allowed = layer_names(model)
-    bad = [name for name in layers if name not in allowed]
-    if bad:
-        raise ValueError(f"layers must be a subset of {allowed}, got {list(layers)}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    stages = stage_modules(model)
-    caught: dict[str, list[Tensor]] = {name: [] for name in layers}
-    hooks = [stages[name].register_forward_hook(lambda m, i, out, name=name: caught[name].append(
-        out.float().flatten(1).cpu())) for name in layers if name != PENULTIMATE]
-    xs = []
-    was_training = model.training
-    model.eval()
-    try:
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(device).float().div_(255)
-            feats, _ = model(x)
-            xs.append(((x - model.input_mean) / model.input_std).flatten(1).float().cpu())
-            if PENULTIMATE in caught:
-                caught[PENULTIMATE].append(feats.float().cpu())
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return torch.cat(xs), {name: torch.cat(v) for name, v in caught.items()}
 
 
 @dataclasses.dataclass
@@ -352,101 +286,12 @@ def seed_mean(info: pd.DataFrame, estimator: str, split: str, layer: str = PENUL
         .reset_index()
 
 
-def compression(curve: pd.DataFrame, column: str = "i_xt") -> dict[str, float]:
-    """Where a seed-mean curve (columns epoch, ``column``) peaks and how far it falls after.
-
-    Returns peak_epoch (the epoch of the maximum, after which it "starts to fall"), peak, final (value at the last
-    epoch), fall = peak - final (bits, >= 0), and fall_fraction = fall / (peak - min over epochs up to the peak)
-    when that range is positive (how much of the rise is given back), else NaN.
-    """
-    if curve.empty:
-        raise ValueError("the curve is empty: no estimate for this split/estimator/layer")
-    c = curve.sort_values("epoch")
-    i = int(np.argmax(c[column].to_numpy()))
-    peak, final = float(c[column].iloc[i]), float(c[column].iloc[-1])
-    rise = peak - float(c[column].iloc[:i + 1].min())
-    return {"peak_epoch": int(c.epoch.iloc[i]), "peak": peak, "final": final, "fall": peak - final,
-            "fall_fraction": (peak - final) / rise if rise > 0 else float("nan")}
-
-
-def correlation(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """(Pearson r, Spearman rho) of two equally long sequences; NaN when either is constant or shorter than 3."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) != len(b):
-        raise ValueError(f"sequences must have the same length, got {len(a)} and {len(b)}")
-    if len(a) < 3 or a.std() == 0 or b.std() == 0:
-        return float("nan"), float("nan")
-    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
-    return float(np.corrcoef(a, b)[0, 1]), float(np.corrcoef(ra, rb)[0, 1])
-
-
-def transfer_link(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
-                  column: str = "probe_acc") -> pd.DataFrame:
-    """Per estimator and target: the epoch where the seed-mean I(X;T) on that target's test split starts to fall,
-    the epoch of the seed-mean transfer peak, and the correlation across epochs between I(X;T) and transfer accuracy
-    (seed means, at the epochs both were measured). ``table`` is chapter 1's :func:`ctcbook.chapters.ch1_tradeoff.curves`
-    output; each estimator is correlated on its own epochs and seeds."""
-    rows = []
-    for estimator in sorted(info.estimator.unique()):
-        for key in targets:
-            curve = seed_mean(info, estimator, key)
-            if curve.empty:
-                continue
-            seeds = info[(info.estimator == estimator) & (info.split == key)].seed.unique()
-            acc = table[(table.target == key) & table.seed.isin(seeds)].groupby("epoch")[column].mean()
-            both = curve[curve.epoch.isin(acc.index)]
-            pearson, spearman = correlation(both.i_xt, acc.loc[both.epoch])
-            comp = compression(curve)
-            rows.append({"estimator": estimator, "target": key, "seeds": len(seeds), "epochs": len(both),
-                         "i_xt_peak_epoch": comp["peak_epoch"], "i_xt_peak": comp["peak"], "i_xt_final": comp["final"],
-                         "i_xt_fall": comp["fall"], "transfer_peak_epoch": int(acc.idxmax()),
-                         "pearson": pearson, "spearman": spearman})
-    return pd.DataFrame(rows)
-
-
 def cost_table(info: pd.DataFrame) -> pd.DataFrame:
     """Seconds per checkpoint (mean over epochs and seeds, summed over layers) per estimator and split."""
     per_ckpt = info.groupby(["estimator", "split", "seed", "epoch"]).agg(seconds=("seconds", "sum"), n=("n", "first"),
                                                                          layers=("layer", "nunique")).reset_index()
     return per_ckpt.groupby(["estimator", "split"]).agg(seconds_per_checkpoint=("seconds", "mean"),
                                                         n=("n", "first"), layers=("layers", "max")).reset_index()
-
-
-def _fmt(v: float, digits: int = 2) -> str:
-    return "n/a" if v != v else f"{v:+.{digits}f}"
-
-
-def findings_markdown(link: pd.DataFrame, every: dict[str, int]) -> str:
-    """Plain statements, computed from :func:`transfer_link`'s table, of whether the fall of I(X;T) coincides with
-    the loss of transferability per estimator and target, and whether the estimators agree. ``every``: the probe
-    interval in epochs of each estimator (two epochs within one interval count as coinciding)."""
-    lines = []
-    for est, g in link.groupby("estimator", sort=False):
-        for r in g.itertuples():
-            lag = r.transfer_peak_epoch - r.i_xt_peak_epoch
-            if r.i_xt_fall <= 0:
-                where = "I(X;T) is highest at the last probed epoch: it does not fall"
-            else:
-                where = (f"I(X;T) peaks at epoch {r.i_xt_peak_epoch} ({r.i_xt_peak:.3f} bits) and ends "
-                         f"{r.i_xt_fall:.3f} bits lower")
-            together = ("within one probe interval of" if abs(lag) <= every.get(est, 1) else
-                        f"{abs(lag)} epochs {'before' if lag < 0 else 'after'}")
-            lines.append(f"- **{est}, `{r.target}`** ({r.seeds} seed{'s' if r.seeds > 1 else ''}, {r.epochs} epochs): "
-                         f"{where}; the transfer peak (epoch {r.transfer_peak_epoch}) comes {together} the I(X;T) "
-                         f"peak. Correlation across epochs between I(X;T) and probe accuracy: Pearson "
-                         f"{_fmt(r.pearson)}, Spearman {_fmt(r.spearman)}.")
-    ests = list(dict.fromkeys(link.estimator))
-    if len(ests) == 2:
-        a = link[link.estimator == ests[0]].set_index("target")
-        b = link[link.estimator == ests[1]].set_index("target")
-        both = a.index.intersection(b.index)
-        same_sign = [t for t in both if np.sign(a.spearman[t]) == np.sign(b.spearman[t])]
-        strong = [t for t in both if min(abs(a.spearman[t]), abs(b.spearman[t])) >= 0.5]
-        lines.append(f"- **Agreement**: the two estimators' Spearman correlations with transfer accuracy have the same "
-                     f"sign on {len(same_sign)} of {len(both)} targets, and both reach |rho| >= 0.5 on "
-                     f"{len(strong)}" + (f" ({', '.join(f'`{t}`' for t in strong)})" if strong else "")
-                     + "; a same sign between two correlations near zero is no agreement.")
-    return "\n".join(lines)
 
 
 def preset_differences(preset: str) -> list[str]:
@@ -622,14 +467,6 @@ def null_baseline(run: Run, split: str, estimator: str, *, epoch: int | None = N
     rows = [{"seed": run.config["seed"], "split": split, "estimator": estimator, "epoch": epoch, **r}
             for r in read_jsonl(path) if r["restart"] in keys]
     return pd.DataFrame(rows)
-
-
-def null_summary(nulls: pd.DataFrame) -> pd.DataFrame:
-    """Per estimator and split: the null's mean I(X;T) and I(T;Y) (bits) over seeds and restarts, and their SD over
-    the seeds' and restarts' values (columns estimator, split, i_xt, i_xt_sd, i_ty, i_ty_sd, fits)."""
-    g = nulls.groupby(["estimator", "split"])
-    return g.agg(i_xt=("i_xt", "mean"), i_xt_sd=("i_xt", "std"), i_ty=("i_ty", "mean"), i_ty_sd=("i_ty", "std"),
-                 fits=("i_xt", "size")).reset_index()
 
 
 # ------------------------------------------------------------------------------------- the mechanism, tested
@@ -818,11 +655,6 @@ def above_null(info: pd.DataFrame, nulls: pd.DataFrame, estimator: str, split: s
         return None
     last = m[m.epoch == m.epoch.max()]
     return t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
-
-
-def findings_box(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame, nulls: pd.DataFrame) -> str:
-    """The closing "What this chapter found" admonition (MyST markdown) around :func:`findings_lines`."""
-    return "```{admonition} What this chapter found\n" + findings_lines(results, changes, info, nulls) + "\n```"
 
 
 def findings_lines(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame, nulls: pd.DataFrame) -> str:

@@ -15,12 +15,11 @@ import pandas as pd
 
 from .. import stats
 from ..config import CTCConfig, StageSchedule, TrainConfig
-from .ch5_transfer import QUANTITIES, method_table, paired_rows, seed_measures
+from ..results import paired_rows, seed_measures
 
 BASELINE, CTC, SCHEDULE = "baseline", "CTC", "schedule only"
 DISCRIM, STAGE1, STAGE2 = "CTC (discriminability)", "stage-1 loss only", "stage-2 loss only"
 MAIN_METHODS = (BASELINE, CTC, SCHEDULE)
-SECONDARY_METHODS = (DISCRIM, STAGE1, STAGE2)
 #: The chapter's paired comparisons (a minus b), in the order the page lists them.
 COMPARISONS = ((CTC, BASELINE), (CTC, SCHEDULE), (SCHEDULE, BASELINE), (DISCRIM, BASELINE), (STAGE1, SCHEDULE),
                (STAGE2, SCHEDULE), (STAGE1, CTC), (STAGE2, CTC))
@@ -69,11 +68,6 @@ def chapter_configs(base: TrainConfig, ctc: TrainConfig, *, seeds: Sequence[int]
     return {name: cs for name, cs in configs.items() if cs}
 
 
-#: Concatenate curve tables (one per method name) with a ``method`` column: chapter 5's
-#: :func:`ctcbook.chapters.ch5_transfer.method_table`, one implementation for both chapters.
-with_method = method_table
-
-
 def _probed_epochs(table: pd.DataFrame, method: str) -> set:
     return set(table[(table.method == method) & (table.target != "source")].epoch)
 
@@ -81,7 +75,7 @@ def _probed_epochs(table: pd.DataFrame, method: str) -> set:
 def comparisons(table: pd.DataFrame, targets: Sequence[str], pairs: Iterable[tuple[str, str]] = COMPARISONS,
                 quantities: Sequence[str] = ("source_final", "final", "drop"), column: str = "probe_acc",
                 val_column: str | None = "val_acc") -> list[dict]:
-    """:func:`ctcbook.chapters.ch5_transfer.paired_rows` for each pair present in ``table``, each measured on the
+    """:func:`ctcbook.results.paired_rows` for each pair present in ``table``, each measured on the
     probed epochs both methods share (a secondary run probed every 20 epochs is compared with its partner on those
     epochs, so neither drop is measured on a finer grid than the other)."""
     rows = []
@@ -148,43 +142,13 @@ def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: 
     return lines[0] + "\n\n" + "\n".join(lines[1:])
 
 
-def identical_weights(a: dict, b: dict) -> bool:
-    """Whether two state dicts hold bitwise-identical tensors under the same names."""
-    return a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
-
-
 # --- I(X;T) during training ----------------------------------------------------------------------------------------
-
-def _penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame:
-    return info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
-
-
-def mean_information(info: pd.DataFrame, methods: Iterable[str], estimator: str = "renyi",
-                     split: str = "source") -> pd.DataFrame:
-    """Seed-mean I(X;T) and I(T;Y) (bits) of the penultimate layer per method and epoch, with the 95% Student-t
-    interval of I(X;T) over seeds (``i_xt_low``/``i_xt_high``; the mean itself with one seed). ``info`` holds
-    :func:`ctcbook.chapters.ch2_information.information_curves` rows plus a ``method`` column."""
-    methods = list(methods)
-    g = _penultimate(info, estimator, split)
-    g = g[g.method.isin(methods)]
-    rows = []
-    for (method, epoch), e in g.groupby(["method", "epoch"]):
-        iv = stats.t_interval(e.i_xt.to_numpy())
-        low, high = (iv.low, iv.high) if iv.n > 1 else (iv.mean, iv.mean)
-        rows.append({"method": method, "epoch": epoch, "i_xt": iv.mean, "i_xt_low": low, "i_xt_high": high,
-                     "i_ty": float(e.i_ty.mean()), "seeds": iv.n})
-    out = pd.DataFrame(rows, columns=["method", "epoch", "i_xt", "i_xt_low", "i_xt_high", "i_ty", "seeds"])
-    order = {m: i for i, m in enumerate(methods)}  # rows in the order of ``methods`` (the figures' colours)
-    return out.sort_values(["method", "epoch"], key=lambda c: c.map(order) if c.name == "method" else c,
-                           ignore_index=True)
-
-
 def stage_information(info: pd.DataFrame, methods: Sequence[str], switch_epoch: int, estimator: str = "renyi",
                       split: str = "source") -> list[dict]:
     """How much I(X;T) moves in each stage, per method, and CTC − baseline paired: per seed the change over stage 1
     (first measured epoch to the last measured epoch <= ``switch_epoch``) and over stage 2 (from there to the last
     epoch), bits, each a 95% t interval over seeds. Rows: method (or "a − b"), stage, interval, sign."""
-    g = _penultimate(info, estimator, split)
+    g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
     per = {}
     for (method, seed), e in g.groupby(["method", "seed"]):
         e = e.sort_values("epoch")
@@ -237,39 +201,3 @@ def stage_information_markdown(rows: Sequence[dict], a: str = CTC, b: str = BASE
             f"{numbers}).")
 
 
-def paper_comparison_markdown(ctc: TrainConfig, features: int) -> str:
-    """The "beside the paper" table: the public code's CTC command against this chapter's settings, the latter
-    read from ``ctc`` (a :func:`ctc_config`) so the table cannot disagree with the runs; ``features`` is the width of
-    the network's penultimate features."""
-    c, st_ = ctc.ctc, ctc.stages
-    size = "all" if ctc.train_size is None else f"{ctc.train_size:,}"
-    classes = ("all classes" if ctc.source_classes is None
-               else f"classes {min(ctc.source_classes)}-{max(ctc.source_classes)}")
-    net = (f"CIFAR-style ResNet-{ctc.depth}, width {ctc.width} ({features}-d features)" if ctc.arch == "cifar_resnet"
-           else f"{ctc.arch} ({features}-d features)")
-    two = ctc.epochs - st_.stage_two_epoch
-    rows = [("source", "CIFAR-100, 50,000 images", f"`{ctc.source}` {classes}, {size} train images"),
-            ("network", "ResNeXt32-16x4d (512-d features)", net),
-            ("CTC schedule", "300 epochs: stage 1 = 200 (wd x 2), stage 2 = 100 (lr restart 0.1 x 0.05)",
-             f"{ctc.epochs} epochs: stage 1 = {st_.stage_two_epoch} (wd x {st_.weight_decay_coef:g}), stage 2 = {two} "
-             f"(lr restart {st_.lr_restart:g} x {ctc.lr:g})"),
-            ("baseline", "vanilla training for 200 epochs",
-             f"chapter 1's runs, {ctc.epochs} epochs (equal total epochs)"),
-            ("controls", "none published", "schedule only (every seed), stage-1 / stage-2 loss only, the "
-             "discriminability setting"),
-            ("CTC settings", "alpha 0.5, beta 1.0, tau 0.10 / 0.10, momenta 0.9, 128-d, K = 16,384",
-             f"alpha {c.alpha:g}, beta {c.beta:g}, tau {c.instance_t:.2f} / {c.nce_t:.2f}, momenta "
-             f"{c.instance_m:g} / {c.nce_m:g}, {c.nce_dim}-d, K = {c.nce_k:,}"),
-            ("augmentation", "random crop (4 px) + flip", f"`{ctc.augment}`" + (
-                "" if ctc.augment == "crop_flip" else " (the fit rule of chapter 1's appendix)")),
-            ("probe", "new linear layer, SGD, best test epoch of 30",
-             "L-BFGS logistic regression, regularisation chosen on held-out target train images")]
-    return "\n".join(["| | Cui et al. 2022 (public code README, `train_ctc.py`) | this chapter |", "|---|---|---|",
-                      *[f"| {a} | {b} | {c_} |" for a, b, c_ in rows]])
-
-
-__all__ = ["BASELINE", "CTC", "SCHEDULE", "DISCRIM", "STAGE1", "STAGE2", "MAIN_METHODS", "SECONDARY_METHODS",
-           "COMPARISONS", "QUANTITIES", "ctc_config", "schedule_only", "with_weights", "chapter_configs",
-           "with_method", "comparisons", "headline_markdown", "findings_markdown", "identical_weights",
-           "mean_information", "stage_information", "stage_table", "stage_information_markdown",
-           "paper_comparison_markdown"]

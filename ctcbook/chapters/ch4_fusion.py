@@ -1,28 +1,9 @@
-"""Chapter 4's experiment: fusion heads trained on a frozen image backbone's pooled features plus metadata.
+"""Chapter 4's frozen heads: every fusion head (and the metadata-only network) trained on a frozen backbone's
+pooled features plus encoded metadata, per seed; the Bayes reference, per-class accuracy, t-SNE maps.
 
-The CPU plan (DESIGN.md, "Dynamic MLP"): one image backbone is trained with :func:`ctcbook.train.train`; its pooled
-penultimate features of the train and test images are extracted once (eval mode, no augmentation) and cached in the
-backbone's run folder; every fusion head of :mod:`ctcbook.models.fusion` (and the metadata-only network) is then
-trained on those frozen features plus the encoded metadata, for several seeds. The geo prior is not trained: it
-combines the image-only and metadata-only heads of the same seed at test time (Mac Aodha et al. 2019).
-
-Head training (fixed for every method): features standardised with the train split's mean and std; AdamW, lr
-``lr``, weight decay ``weight_decay``, cosine decay per step to 0, ``epochs`` passes in mini-batches of
-``batch_size`` reshuffled each epoch, cross-entropy with label smoothing ``label_smoothing`` (the paper's 0.1).
-The paper trains end to end with SGD and mixup; see the chapter for what freezing changes.
-
-Options (issue 14): ``fusion_data(..., heldout=n)`` and ``fusion_data_from_e2e(..., heldout=n)`` train the heads on
-features of n train-split images the backbone never saw; ``MetadataSettings.interaction`` > 0 makes the image depend
-on its metadata (the backbone must then come from :mod:`ctcbook.fusion_train`, see :func:`fusion_data_from_e2e`);
-``MetadataSettings.draw_seed`` varies the per-image metadata draw; ``HeadSettings.smoothing = "public"`` uses the
-public code's label smoothing; ``mlp_concat`` is the parameter-matched MLP baseline; :func:`bayes_ceiling` combines
-the image-only head with the simulator's exact metadata likelihood. Chapter 4 runs all of them through
-:mod:`ctcbook.chapters.ch4_interaction`; the defaults of this module keep the first version's cache keys.
-
-Caching: results go to ``<run>/evals/fusion-<hash>.jsonl`` (one row per method and seed) and each trained head's
-weights to ``<run>/evals/fusion-<hash>/<method>-s<seed>.pt`` (t-SNE maps beside them), all written atomically, so a
-re-execution retrains nothing and an interrupted pass resumes with the next head. The pooled features are cached as
-``<run>/evals/features-<hash>.pt``. Head training, prediction and t-SNE run on one CPU thread (:func:`one_thread`).
+Features come from an end-to-end run (:func:`fusion_data_from_e2e`). Head training: AdamW, cosine decay per step to
+0, cross-entropy with label smoothing (:class:`HeadSettings`). Results (one row per method and seed), head weights
+and t-SNE maps are cached in the run folder, so a re-execution retrains nothing and an interrupted pass resumes.
 """
 from __future__ import annotations
 
@@ -40,18 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data import load_dataset, select_classes, unseen_subset
-from ..data.images import ImageSet
 from ..data.metadata import MetadataArrays, MetadataSimulator, bayes_posterior
 from ..fusion_train import smoothed_targets, soft_cross_entropy
-from ..probes import extract_features
 from ..models.dynamic_mlp import encode_metadata
 from ..models.fusion import (EXTRA_METHODS, FUSION_METHODS, GeoPriorHead, build_fusion_head, count_parameters,
                              matched_image_mlp_hidden, matched_mlp_hidden)
 from ..runs import Run, append_jsonl, atomic_torch_save, config_hash, read_jsonl
 from .. import stats
-from ..config import TrainConfig
-from ..train import load_model, source_data
 
 #: Bump when feature extraction or head training changes its numbers; part of every cache key.
 FUSION_VERSION = 1
@@ -60,10 +36,9 @@ TRAINED_METHODS = tuple(m for m in FUSION_METHODS + EXTRA_METHODS if m != "geo_p
 ALL_METHODS = FUSION_METHODS + EXTRA_METHODS
 
 
-def _key(obj, new_defaults: dict[str, Any]) -> dict[str, Any]:
-    """asdict(obj) without the fields added for issue 14 while they hold their defaults, so today's cache keys (and
-    cached results) stay valid."""
-    return {k: v for k, v in asdict(obj).items() if k not in new_defaults or v != new_defaults[k]}
+def _key(obj, defaults: dict[str, Any]) -> dict[str, Any]:
+    """asdict(obj) without the fields in ``defaults`` that hold their default value."""
+    return {k: v for k, v in asdict(obj).items() if k not in defaults or v != defaults[k]}
 
 
 # --- settings ---------------------------------------------------------------------------------------------------
@@ -74,7 +49,7 @@ class HeadSettings:
     Widths (see :class:`ctcbook.models.dynamic_mlp.DynamicMLPHead`): ``meta_width`` of the metadata network (paper:
     256), ``embed_dim`` of its embedding e (paper: 256), ``reduced_dim`` d and ``hidden_dim`` h of the Dynamic MLP
     blocks (paper: 256, 64), ``num_blocks`` N (paper: 2). Training: ``epochs``, ``batch_size``, AdamW ``lr`` and
-    ``weight_decay``, ``label_smoothing``, and ``smoothing`` = "torch" (default, today's numbers: eps / K to every
+    ``weight_decay``, ``label_smoothing``, and ``smoothing`` = "torch" (default: eps / K to every
     class, torch's ``label_smoothing``) or "public" (the public Dynamic MLP code: 1 - eps on the true class, eps /
     (K - 1) on the others). ``mlp_concat`` gets the hidden width that matches dynamic_mlp_c's head parameters.
     """
@@ -117,40 +92,8 @@ class HeadSettings:
         return kw
 
 
-_HEAD_NEW = {"smoothing": "torch"}
-
-
-@dataclass(frozen=True)
-class MetadataSettings:
-    """The simulated metadata (see :class:`ctcbook.data.metadata.MetadataSimulator`): class-parameter ``seed``,
-    ``location_spread`` (degrees), ``date_spread`` (days), ``background`` probability, ``missing_fraction``;
-    ``interaction`` in [0, 1] and its confusable ``groups`` (0 = today: the image does not depend on the metadata
-    given the class; > 0 needs a backbone that saw the rendered images, see :func:`fusion_data_from_e2e`);
-    ``draw_seed``: which draw of per-image metadata (train and test use sample seeds 2 draw_seed and 2 draw_seed + 1;
-    0 = today's 0 and 1), so seeds can vary the metadata draw and not only the head."""
-
-    seed: int = 0
-    location_spread: float = 25.0
-    date_spread: float = 45.0
-    background: float = 0.3
-    missing_fraction: float = 0.05
-    interaction: float = 0.0
-    groups: tuple[tuple[int, ...], ...] | None = None
-    draw_seed: int = 0
-
-    def simulator(self, num_classes: int, class_names: Sequence[str] | None = None) -> MetadataSimulator:
-        return MetadataSimulator(num_classes, seed=self.seed, location_spread=self.location_spread,
-                                 date_spread=self.date_spread, background=self.background,
-                                 missing_fraction=self.missing_fraction, class_names=class_names,
-                                 interaction=self.interaction, groups=self.groups)
-
-    @property
-    def sample_seeds(self) -> tuple[int, int]:
-        """(train, test) sample seeds of the per-image draws."""
-        return 2 * self.draw_seed, 2 * self.draw_seed + 1
-
-
-_METADATA_NEW = {"interaction": 0.0, "groups": None, "draw_seed": 0}
+#: Left out of the cache key at these values, so results cached before the field existed keep their key.
+_HEAD_DEFAULTS = {"smoothing": "torch"}
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -185,79 +128,6 @@ class FusionData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    def standardise(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw pooled features (N, C) -> the standardised features the heads read."""
-        return (raw - self.mean) / self.std
-
-
-def backbone_features(run: Run, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Raw pooled features of the run's train and test images at its last epoch, cached in the run folder.
-
-    Returns ``{"train_x": (N, C), "train_y": (N,), "test_x": (M, C), "test_y": (M,)}`` float32 / int64, CPU."""
-    if not run.done:
-        raise ValueError(f"run {run.name} is not finished (no DONE marker); train it first")
-    epoch = run.saved_epochs()[-1]
-    path = run.eval_path("features", {"epoch": epoch, "version": FUSION_VERSION}).with_suffix(".pt")
-    if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
-    train_set, test_set = source_data(TrainConfig.from_dict(run.config))
-    model = load_model(run, epoch, device)
-    out = {"train_x": extract_features(model, train_set.images, device=device), "train_y": train_set.labels,
-           "test_x": extract_features(model, test_set.images, device=device), "test_y": test_set.labels}
-    atomic_torch_save(out, path)
-    return out
-
-
-def heldout_images(config: TrainConfig, n: int, seed: int = 1) -> ImageSet:
-    """A stratified sample of ``n`` images of the source's train split that the backbone of ``config`` did NOT train
-    on (its ``train_size`` subset removed by content, so duplicates of training images are excluded too)."""
-    full = load_dataset(config.source, "train")
-    if config.source_classes is not None:
-        full = select_classes(full, config.source_classes)
-    return unseen_subset(full, source_data(config)[0], n, seed)
-
-
-def heldout_features(run: Run, n: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Raw pooled features ``{"x": (n, C), "y": (n,)}`` of :func:`heldout_images`, cached in the run folder."""
-    epoch = run.saved_epochs()[-1]
-    path = run.eval_path("heldout-features", {"epoch": epoch, "n": n, "version": FUSION_VERSION}).with_suffix(".pt")
-    if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
-    ds = heldout_images(TrainConfig.from_dict(run.config), n)
-    out = {"x": extract_features(load_model(run, epoch, device), ds.images, device=device), "y": ds.labels}
-    atomic_torch_save(out, path)
-    return out
-
-
-def fusion_data(run: Run, metadata: MetadataSettings = MetadataSettings(),
-                device: torch.device | str = "cpu", *, heldout: int | None = None) -> FusionData:
-    """Features of ``run`` (cached) plus simulated metadata: train images drawn with sample seed 0, test with 1
-    (``metadata.draw_seed`` d: 2d and 2d + 1).
-
-    ``heldout`` None (default, today): the heads train on features of the backbone's own training images. An integer
-    n: they train on features of n train-split images the backbone never saw (:func:`heldout_images`), which are as
-    separable as the test images' features, not more."""
-    if metadata.interaction != 0:
-        raise ValueError(f"metadata.interaction = {metadata.interaction} needs a backbone trained on the rendered "
-                         "images; this backbone (ctcbook.train) saw the plain ones: use fusion_data_from_e2e")
-    feats = backbone_features(run, device)
-    if heldout is not None:
-        h = heldout_features(run, heldout, device)
-        feats = {**feats, "train_x": h["x"], "train_y": h["y"]}
-    class_names = source_data(TrainConfig.from_dict(run.config))[1].classes
-    sim = metadata.simulator(len(class_names), class_names)
-    s_train, s_test = metadata.sample_seeds
-    train_meta = sim.sample(feats["train_y"].numpy(), sample_seed=s_train)
-    test_meta = sim.sample(feats["test_y"].numpy(), sample_seed=s_test)
-    mean, std = feats["train_x"].mean(0), feats["train_x"].std(0).clamp_min(1e-6)
-    key = {"run": run.name, "epoch": run.saved_epochs()[-1], "metadata": _key(metadata, _METADATA_NEW),
-           "version": FUSION_VERSION}
-    if heldout is not None:
-        key["heldout"] = heldout
-    return FusionData((feats["train_x"] - mean) / std, train_meta.encode(), feats["train_y"],
-                      (feats["test_x"] - mean) / std, test_meta.encode(), feats["test_y"], train_meta, test_meta,
-                      tuple(class_names), mean, std, sim, key)
 
 
 def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_size: int = 1024, *,
@@ -401,7 +271,7 @@ class FusionExperiment:
 
     def __init__(self, run: Run, data: FusionData, settings: HeadSettings = HeadSettings()):
         self.run, self.data, self.settings = run, data, settings
-        spec = {"data": data.key, "head": _key(settings, _HEAD_NEW), "version": FUSION_VERSION}
+        spec = {"data": data.key, "head": _key(settings, _HEAD_DEFAULTS), "version": FUSION_VERSION}
         self.results_path = run.eval_path("fusion", spec)
         self.weights_dir = self.results_path.with_suffix("")
 
@@ -470,22 +340,6 @@ class FusionExperiment:
                 else:
                     rows.append(dict(cached[(method, seed)]))
         return pd.DataFrame(rows)
-
-
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Per method: top-1 (%) mean, std (ddof 1; NaN with one seed), min, max over seeds, the number of seeds, the
-    gain over image-only in points (difference of means) and the head's parameter count; ordered as
-    :data:`FUSION_METHODS`."""
-    if results.empty:
-        raise ValueError("results is empty")
-    g = results.groupby("method")
-    out = pd.DataFrame({"top1_mean": g.test_acc.mean() * 100, "top1_std": g.test_acc.std() * 100,
-                        "top1_min": g.test_acc.min() * 100, "top1_max": g.test_acc.max() * 100,
-                        "seeds": g.seed.nunique(), "n_params": g.n_params.first()})
-    if "image_only" in out.index:
-        out["gain_vs_image_only"] = out.top1_mean - out.loc["image_only", "top1_mean"]
-    order = [m for m in ALL_METHODS if m in out.index]
-    return out.loc[order]
 
 
 def bayes_ceiling(exp: FusionExperiment, seeds: Sequence[int], image_method: str = "image_only") -> pd.DataFrame:
@@ -601,9 +455,6 @@ METHOD_LABELS = {"image_only": "image only", "metadata_only": "metadata only", "
                  "add": "addition", "multiply": "multiplication", "geo_prior": "geo prior (product)",
                  "dynamic_mlp_a": "Dynamic MLP-A", "dynamic_mlp_b": "Dynamic MLP-B", "dynamic_mlp_c": "Dynamic MLP-C",
                  "mlp_concat": "MLP on [x; e] (parameter-matched)", "image_mlp": "image only, MLP (parameter-matched)"}
-BASELINES = ("concat", "add", "multiply", "geo_prior")
-
-
 def _per_seed(results: pd.DataFrame, method: str) -> dict[int, float]:
     """seed -> test top-1 (%) of ``method``."""
     rows = results[results.method == method]
@@ -639,54 +490,3 @@ def summary_table(results: pd.DataFrame, labels: dict[str, str] = METHOD_LABELS)
     return pd.DataFrame(rows)
 
 
-def findings_markdown(results: pd.DataFrame, num_classes: int) -> str:
-    """The "What this chapter found" list, computed from the per-seed ``results`` (needs image_only,
-    metadata_only, dynamic_mlp_c and at least one baseline). Every comparison is paired by seed (same backbone, same
-    seeds) and judged by :func:`ctcbook.stats.verdict` on its 95% Student-t interval: "inconclusive" when the
-    interval contains 0."""
-    present = set(results.method)
-    need = {"image_only", "metadata_only", "dynamic_mlp_c"}
-    missing = need - present
-    base = [m for m in BASELINES if m in present]
-    if missing or not base:
-        raise ValueError(f"results need {sorted(need)} and one of {BASELINES}; missing {sorted(missing) or base}")
-    acc = {m: _per_seed(results, m) for m in [m for m in ALL_METHODS if m in present]}
-    mean = {m: float(np.mean(list(v.values()))) for m, v in acc.items()}
-    n = min(len(v) for v in acc.values())
-    fusions = [m for m in acc if m not in ("image_only", "metadata_only")]
-    gains = {m: stats.paired_interval(acc[m], acc["image_only"]) for m in fusions}
-    above = [m for m in fusions if stats.verdict(gains[m], quantity="gain").sign > 0]
-    c_gain = stats.verdict(gains["dynamic_mlp_c"], quantity="Dynamic MLP-C minus image only",
-                           positive="the metadata helps", negative="the metadata hurts")
-    best_base = max(base, key=lambda m: mean[m])
-    vs_base = stats.verdict(stats.paired_interval(acc["dynamic_mlp_c"], acc[best_base]),
-                            quantity=f"Dynamic MLP-C minus the best simple fusion ({METHOD_LABELS[best_base]})",
-                            positive="Dynamic MLP-C is better", negative="Dynamic MLP-C is worse")
-    top = max(mean, key=mean.get)
-    paper = ", ".join(f"{b - a:+.2f} points with {net}" for net, a, b in PAPER_INAT21_MINI)
-    same = "the same direction" if gains["dynamic_mlp_c"].mean > 0 else "not the same direction"
-    items = [
-        f"Metadata alone: {mean['metadata_only']:.1f}% top-1 (chance: {100 / num_classes:.1f}%); image alone: "
-        f"{mean['image_only']:.1f}%; means over {n} seed{'s' if n != 1 else ''}.",
-        (f"{len(above)} of {len(fusions)} fusion methods gain over image only with a 95% interval above 0"
-         + (f" ({', '.join(METHOD_LABELS[m] for m in above)})" if above else "") + "." if n > 1 else
-         f"{sum(gains[m].mean > 0 for m in fusions)} of {len(fusions)} fusion methods have a higher top-1 than "
-         "image only on the one seed (one seed gives no interval)."),
-        f"{c_gain.text}.",
-        f"{vs_base.text}.",
-        f"Highest mean: {METHOD_LABELS.get(top, top)} ({mean[top]:.1f}%).",
-        f"Beside the paper: the Dynamic MLP public code reports {paper} on iNat21 mini (end to end, real metadata); "
-        f"ours is {gains['dynamic_mlp_c'].mean:+.2f} points on simulated metadata with a frozen backbone, {same}. "
-        f"Only the direction is comparable.",
-    ]
-    return "\n".join(f"- {i}" for i in items)
-
-
-def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
-    """The paper's iNat21-mini numbers (:data:`PAPER_INAT21_MINI`) beside ours (image only -> Dynamic MLP-C)."""
-    rows = [{"setting": f"paper: iNat21 mini, {net}, end to end, 90 epochs", "image only (%)": a,
-             "Dynamic MLP-C (%)": b, "gain (points)": round(b - a, 3)} for net, a, b in PAPER_INAT21_MINI]
-    a, b = (float(summary.loc[m, "top1_mean"]) for m in ("image_only", "dynamic_mlp_c"))
-    rows.append({"setting": "ours: Fashion-MNIST + simulated metadata, frozen features, mean over seeds",
-                 "image only (%)": round(a, 2), "Dynamic MLP-C (%)": round(b, 2), "gain (points)": round(b - a, 2)})
-    return pd.DataFrame(rows)

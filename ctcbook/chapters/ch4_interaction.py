@@ -1,22 +1,11 @@
-"""Chapter 4's sweep over the image-metadata interaction: frozen fusion heads and end-to-end fusion networks.
+"""Chapter 4's sweep over the image-metadata interaction level a, per seed s: end-to-end fusion networks, frozen
+heads and the Bayes reference.
 
-At each ``interaction`` level a (see :class:`ctcbook.data.metadata.MetadataSimulator`) and seed s:
-
-* **end to end** (:mod:`ctcbook.fusion_train`): one network per method in ``e2e_methods`` trained on the rendered
-  images plus metadata with the public recipe scaled down; seed s sets the initialisation, batch order and mixup
-  draws, and the per-image metadata draw (``draw_seed`` s), so seeds vary the backbone and the data, not only a head;
-* **frozen**: the ``image_only`` end-to-end run of (a, s) is the image backbone; its pooled features of ``heldout``
-  train-split images it never trained on (their own metadata draw) train every head of
-  :mod:`ctcbook.chapters.ch4_fusion` (head seed s), tested on the same test images and metadata as the end-to-end
-  networks;
-* **Bayes reference**: the class probabilities of the strongest frozen image-only head trained (``image_mlp``, an MLP
-  on x as large as Dynamic MLP-C's head, when it is among the methods; else the linear ``image_only``) times the
-  simulator's exact metadata likelihood (:func:`ctcbook.chapters.ch4_fusion.bayes_ceiling`): at a = 0 the best use
-  of the metadata for that image classifier, an approximate ceiling (a better image classifier would raise it), and
-  the best *additive* combination at a > 0.
-
-Results are one row per (mode, level, seed, method) with ``test_acc`` (top-1, fraction); everything is cached in the
-runs' folders, so a re-execution trains nothing.
+End to end (:mod:`ctcbook.fusion_train`): one network per method, seed s sets the initialisation, batches, mixup and
+the metadata draw. Frozen: the ``image_only`` network of (a, s) is the backbone; its features of ``heldout`` images it
+never trained on train every head of :mod:`ctcbook.chapters.ch4_fusion`. Bayes reference: the strongest frozen
+image-only head times the simulator's exact metadata likelihood (the best *additive* combination). Results: one row
+per (mode, level, seed, method) with ``test_acc`` (fraction), all cached in the runs' folders.
 """
 from __future__ import annotations
 

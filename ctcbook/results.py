@@ -1,0 +1,155 @@
+"""The results tables of methods trained on the same seeds: per-seed measures of a probe table, their Student-t
+intervals and the paired differences between two methods (one rule: :mod:`ctcbook.stats`).
+
+A *method* is a list of finished runs that differ only in their seed; its probe table is
+:func:`ctcbook.chapters.ch1_tradeoff.curves` of those runs. Accuracies in percent, differences and drops in points;
+the late drop is :func:`ctcbook.stats.selected_drop`'s (peak chosen on validation accuracy, drop measured on test).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from . import stats
+
+#: Per-seed quantities of :func:`seed_measures`, with the names the pages print.
+QUANTITIES = {
+    "source_final": "final source accuracy (%)",
+    "final": "final transfer (%)",
+    "selected": "transfer at the validation-selected epoch (%)",
+    "best": "best probed transfer, max of test (optimistic) (%)",
+    "drop": "late drop (points)",
+    "naive_drop": "max-of-test drop (naive, points)",
+}
+
+#: A late drop needs an epoch between the first and the last probed one to peak at: a run probed at fewer epochs
+#: (chapter 3's secondary runs when the budget thins them to their first and last epochs) has no late-drop or
+#: max-of-test-drop measure, and the pages print "not measured" there.
+LATE_DROP_MIN_EPOCHS = 3
+NOT_MEASURED = "not measured"
+
+
+def method_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-method probe tables with a ``method`` column."""
+    if not tables:
+        raise ValueError("tables must name at least one method")
+    return pd.concat([t.assign(method=name) for name, t in tables.items()], ignore_index=True)
+
+
+def seed_measures(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc",
+                  val_column: str | None = "val_acc", epochs: Sequence[int] | None = None) -> pd.DataFrame:
+    """One row per (method, seed, target, quantity) with its ``value``: the final source test accuracy (target
+    ``"source"``, %) and, per target, the final transfer (%), the largest test accuracy over probed epochs ("best",
+    selected on test: optimistic, %), the validation-selected late drop and the naive max-of-test drop (points), and
+    the test accuracy at the validation-selected epoch (%). Without ``val_column`` in the table (e.g. the paper's
+    protocol) the validation-selected quantities are left out; with fewer than :data:`LATE_DROP_MIN_EPOCHS` probed
+    epochs the two drops are. ``epochs``: keep only these probed epochs (to compare methods probed on different grids
+    on the epochs they share)."""
+    if column not in table:
+        raise ValueError(f"column must be a column of the curve table, got {column!r}")
+    if epochs is not None:
+        table = table[table.epoch.isin(list(epochs))]
+    rows = []
+    for (method, seed), m in table.groupby(["method", "seed"], sort=False):
+        src = m[m.target == "source"].sort_values("epoch")
+        if not src.empty:
+            rows.append((method, seed, "source", "source_final", 100 * float(src.test_acc.iloc[-1])))
+        for key in targets:
+            g = m[m.target == key].sort_values("epoch")
+            if g.empty or g[column].isna().all():
+                continue
+            test = g[column].to_numpy(dtype=float)
+            late = len(test) >= LATE_DROP_MIN_EPOCHS
+            rows += [(method, seed, key, "final", 100 * test[-1]), (method, seed, key, "best", 100 * test.max())]
+            if late:
+                rows.append((method, seed, key, "naive_drop", 100 * stats.naive_drop(test)))
+            if val_column and val_column in g and not g[val_column].isna().any():
+                d = stats.selected_drop(g.epoch.to_numpy(), g[val_column].to_numpy(dtype=float), test)
+                at_peak = float(test[list(g.epoch).index(d.peak_epoch)])
+                rows.append((method, seed, key, "selected", 100 * at_peak))
+                if late:
+                    rows.append((method, seed, key, "drop", 100 * d.drop))
+    return pd.DataFrame(rows, columns=["method", "seed", "target", "quantity", "value"])
+
+
+def _per_seed(measures: pd.DataFrame, method: str, target: str, quantity: str) -> dict:
+    g = measures[(measures.method == method) & (measures.target == target) & (measures.quantity == quantity)]
+    return dict(zip(g.seed, g.value))
+
+
+def interval_table(measures: pd.DataFrame, quantities: Sequence[str] = tuple(QUANTITIES)) -> pd.DataFrame:
+    """Per method, target and quantity: mean over seeds with its 95% Student-t interval. Columns: method, target,
+    quantity (key of :data:`QUANTITIES`), mean, low, high, seeds."""
+    rows = []
+    for (method, target, quantity), g in measures.groupby(["method", "target", "quantity"], sort=False):
+        if quantity not in quantities:
+            continue
+        iv = stats.t_interval(g.value.to_numpy())
+        rows.append({"method": method, "target": target, "quantity": quantity, "mean": iv.mean, "low": iv.low,
+                     "high": iv.high, "seeds": iv.n})
+    order = {q: i for i, q in enumerate(quantities)}
+    out = pd.DataFrame(rows, columns=["method", "target", "quantity", "mean", "low", "high", "seeds"])
+    return out.sort_values(["target", "quantity"], key=lambda c: c.map(order) if c.name == "quantity" else c,
+                           kind="stable", ignore_index=True)
+
+
+def shown_intervals(intervals: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
+    """:func:`interval_table` for a page: one row per (target, quantity), one column per method holding
+    "mean [low, high]" (:data:`NOT_MEASURED` where the method has no such measure), human column names; show it
+    without the index."""
+    cells = intervals.assign(cell=[f"{m:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]" if n > 1 else
+                                   f"{m:.{decimals}f} (1 seed)"
+                                   for m, lo, hi, n in zip(intervals["mean"], intervals.low, intervals.high,
+                                                           intervals.seeds)])
+    wide = cells.pivot_table(index=["target", "quantity"], columns="method", values="cell", aggfunc="first",
+                             sort=False).reset_index()
+    wide["quantity"] = wide.quantity.map(QUANTITIES)
+    wide = wide.fillna(NOT_MEASURED)
+    methods = list(dict.fromkeys(intervals.method))
+    wide.columns.name = None
+    return wide[["target", "quantity", *[m for m in methods if m in wide.columns]]].rename(
+        columns={m: f"{m}: mean [95% CI]" for m in methods})
+
+
+_WORDS = {"source_final": ("higher source accuracy", "lower source accuracy"),
+          "final": ("higher final transfer", "lower final transfer"),
+          "selected": ("higher transfer at the selected epoch", "lower transfer at the selected epoch"),
+          "best": ("higher best probed transfer", "lower best probed transfer"),
+          "drop": ("larger late drop", "smaller late drop"),
+          "naive_drop": ("larger naive drop", "smaller naive drop")}
+
+
+def paired_rows(measures: pd.DataFrame, a: str, b: str, targets: Sequence[str],
+                quantities: Sequence[str] = ("source_final", "final", "drop"), decimals: int = 2) -> list[dict]:
+    """Paired differences ``a`` minus ``b`` per seed, on the seeds both methods have, for the source accuracy and
+    each target's ``quantities``: one dict per (target, quantity) with the :class:`~ctcbook.stats.Interval`
+    (points), the seeds used and :func:`ctcbook.stats.verdict`'s sentence and sign."""
+    rows = []
+    for target in ["source", *targets]:
+        for quantity in quantities:
+            if (target == "source") != (quantity == "source_final"):
+                continue
+            va, vb = _per_seed(measures, a, target, quantity), _per_seed(measures, b, target, quantity)
+            common = sorted(set(va) & set(vb))
+            if not common:
+                continue
+            iv = stats.paired_interval({s: va[s] for s in common}, {s: vb[s] for s in common})
+            pos, neg = _WORDS[quantity]
+            v = stats.verdict(iv, quantity=f"{a} − {b}, {QUANTITIES[quantity].split(' (')[0]}"
+                              + ("" if target == "source" else f" on {target}"), decimals=decimals,
+                              positive=f"{a} has the {pos}", negative=f"{a} has the {neg}")
+            rows.append({"comparison": f"{a} − {b}", "a": a, "b": b, "target": target, "quantity": quantity,
+                         "interval": iv, "seeds": common, "sign": v.sign, "text": v.text})
+    return rows
+
+
+def paired_table(rows: Sequence[dict], decimals: int = 2) -> pd.DataFrame:
+    """:func:`paired_rows` (of one or more comparisons) as a page table with human column names (no index)."""
+    verdict = {1: "above 0", -1: "below 0", 0: "inconclusive (CI contains 0)"}
+    return pd.DataFrame([{"comparison": r["comparison"], "target": r["target"],
+                          "quantity": QUANTITIES[r["quantity"]].replace("(%)", "(points)"),
+                          "mean difference": f"{r['interval'].mean:+.{decimals}f}",
+                          "95% CI": stats.brackets(r["interval"], decimals), "seeds": len(r["seeds"]),
+                          "verdict": verdict[r["sign"]] if len(r["seeds"]) > 1 else "no interval (one seed)"}
+                         for r in rows])
