@@ -286,7 +286,7 @@ def e2e_config(profile: str, **overrides: Any):
     import os
     from pathlib import Path
 
-    from ..fusion_train import FusionTrainConfig
+    from ..config import FusionTrainConfig
 
     if profile not in E2E_PROFILES:
         raise ValueError(f"profile must be one of {sorted(E2E_PROFILES)} for end-to-end training, got {profile!r}")
