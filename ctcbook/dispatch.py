@@ -9,7 +9,7 @@ epoch, and two dispatchers asking for the same run never train it twice (that is
 Backends:
 
 ``serial``
-    today's behaviour: one run after the other in this process, with ``train()``'s progress bar.
+    one run after the other in this process, with ``train()``'s progress bar.
 ``local``
     one worker process per slot, started with the ``spawn`` method (never ``fork``: torch's threads and CUDA do not
     survive it), fed by a :class:`concurrent.futures.ProcessPoolExecutor`. On CUDA a slot is one visible GPU

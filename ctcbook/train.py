@@ -8,7 +8,8 @@ A task object supplies what differs between runs (data, model, batches, loss, ev
 for a :class:`~ctcbook.config.TrainConfig` (cross-entropy, or cross-entropy plus the losses of contrastive temporal
 coding, :mod:`ctcbook.ctc_objective`, with its stage switch, snapshot and memories saved with every resume point) and
 :class:`~ctcbook.fusion_train.FusionTask` for a :class:`~ctcbook.config.FusionTrainConfig`.
-On CUDA it trains in bfloat16 autocast; on the CPU in float32 (see :func:`memory_format`).
+On CUDA it trains in bfloat16 autocast (source runs with channels-last tensors); on the CPU in float32, contiguous
+(see :func:`memory_format`).
 """
 from __future__ import annotations
 
