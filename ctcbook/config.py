@@ -80,15 +80,25 @@ def _raise_first(cls: str, checks, obj) -> None:
 
 
 class _Config:
-    """What both run configs share: built from and written to plain dicts, copied with changes."""
+    """What both run configs share: ``to_dict`` (hashed into the run folder's name), ``from_dict``, ``replace``."""
+
+    #: Fields left out of ``to_dict`` at these values, so runs made before the field existed keep their hashes.
+    _left_out: ClassVar[dict[str, Any]] = {}
+    #: Constant entries of ``to_dict`` (hashed with the fields).
+    _constants: ClassVar[dict[str, Any]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {**dataclasses.asdict(self), **self._constants}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
+                if not (k in self._left_out and v == self._left_out[k])}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(d) - names - set(cls._constants))
         if unknown:
             raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
+        return cls(**{k: v for k, v in d.items() if k not in cls._constants})
 
     @classmethod
     def from_file(cls, path: str | Path):
@@ -142,6 +152,8 @@ class TrainConfig(_Config):
     ctc: CTCConfig | None = None
     warmup_epochs: int = 0
 
+    _left_out = {"stages": None, "ctc": None, "warmup_epochs": 0}
+
     def __post_init__(self):
         for name in ("source_classes", "milestones"):
             value = getattr(self, name)
@@ -183,16 +195,6 @@ class TrainConfig(_Config):
             self.stages.check(self.epochs)
         if self.ctc is not None:
             self.ctc.check()
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        # Fields at their "off" value are left out, so runs made before the field existed keep their hashes.
-        for name in ("stages", "ctc"):
-            if d[name] is None:
-                del d[name]
-        if d["warmup_epochs"] == 0:
-            del d["warmup_epochs"]
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @property
     def run_prefix(self) -> str:
@@ -258,6 +260,8 @@ class FusionTrainConfig(_Config):
     test_every: int = 1
     seed: int = 0
 
+    _left_out = {"test_every": 1}
+    _constants = {"e2e_version": E2E_VERSION}
     # The recipe's fixed schedule, read by ctcbook.train.lr_factor and weight_decay_at (not fields: not hashed).
     schedule: ClassVar[str] = "cosine"
     stages: ClassVar[None] = None
@@ -295,16 +299,6 @@ class FusionTrainConfig(_Config):
         if self.weights is not None and not Path(self.weights).is_file():
             raise ValueError(f"FusionTrainConfig.weights must be an existing local file (no download), got "
                              f"{self.weights!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {**dataclasses.asdict(self), "e2e_version": E2E_VERSION}
-        if d["test_every"] == 1:  # the default is left out: runs made before the field keep their hashes
-            del d["test_every"]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FusionTrainConfig":
-        return super().from_dict({k: v for k, v in d.items() if k != "e2e_version"})
 
     @property
     def run_prefix(self) -> str:

@@ -51,8 +51,6 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
-
-
 def mixup_draw(n: int, alpha: float, rng: np.random.Generator) -> tuple[float, torch.Tensor]:
     """A batch of ``n``'s mixup: (lam ~ Beta(alpha, alpha), partner permutation (n,)), drawn from ``rng`` in that
     order; alpha 0 draws nothing and gives (1.0, the identity)."""
@@ -78,7 +76,7 @@ class FusionSplit:
         return len(self.labels)
 
 
-def _simulated_split(config: FusionTrainConfig, split: str, train_ds=None):
+def _simulated_split(config: FusionTrainConfig, split: str):
     ds = load_dataset(config.source, split)
     if config.source_classes is not None:
         ds = select_classes(ds, config.source_classes)
@@ -345,6 +343,8 @@ class FusionTask:
         self.model_args = {"num_classes": len(classes), "in_channels": int(sample.shape[1]),
                            "mean": flat.mean(1).tolist(), "std": flat.std(1).clamp_min(1e-3).tolist(),
                            "cin": int(self.train.meta.shape[1])}
+        # Step losses are kept on the CPU, as this loop always kept them: their float32 mean (train_loss) could
+        # round differently on a GPU.
         self.loss_device = torch.device("cpu")
 
     def build_model(self) -> FusionNet:

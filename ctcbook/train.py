@@ -365,7 +365,8 @@ def _open_run(store: RunStore, config: TrainConfig | FusionTrainConfig, d: distr
 
 def _fit(run: Run, config, task, d: distributed.Dist, *, progress: bool,
          on_epoch_end: Callable[[int, torch.nn.Module, Run], None] | None) -> Run:
-    """Train ``run`` from its last saved epoch to the end, holding its writer lock (rank 0)."""
+    """Train ``run`` from its last saved epoch to the end, holding its writer lock (rank 0). ``task``: a
+    :class:`SourceTask` or a :class:`~ctcbook.fusion_train.FusionTask` (the same attributes and methods)."""
     device = task.device
     if d.main and not (run.path / "model.json").exists():
         atomic_write_json(run.path / "model.json", task.model_args)
