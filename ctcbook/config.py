@@ -1,7 +1,7 @@
 """Run configs.
 
-:class:`TrainConfig` holds everything that changes a training run's numbers; its hash names the run's folder
-(see :mod:`ctcbook.runs`). Where data lives (``root``, ``$CTCBOOK_DATA``) and which device runs it are not part of
+:class:`TrainConfig` (a source run) and :class:`FusionTrainConfig` (an end-to-end fusion run) hold everything that
+changes a training run's numbers; the hash of ``to_dict()`` names the run's folder (see :mod:`ctcbook.runs`). Where data lives (``root``, ``$CTCBOOK_DATA``) and which device runs it are not part of
 it: the same config gives the same run on a laptop and on a GPU box (up to floating-point differences).
 
 The chapters' named profiles (notebook parameter values) live in :mod:`ctcbook.book.profiles`.
@@ -12,7 +12,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from .data.metadata import MetadataSimulator
 
 SCHEDULES = ("cosine", "step", "two_stage")
 AUGMENTS = ("crop_flip", "crop", "flip", "none")
@@ -77,8 +79,38 @@ def _raise_first(cls: str, checks, obj) -> None:
             raise ValueError(f"{cls}.{name} must be {allowed}, got {getattr(obj, name)!r}")
 
 
+class _Config:
+    """What both run configs share: ``to_dict`` (hashed into the run folder's name), ``from_dict``, ``replace``."""
+
+    #: Fields left out of ``to_dict`` at these values, so runs made before the field existed keep their hashes.
+    _left_out: ClassVar[dict[str, Any]] = {}
+    #: Constant entries of ``to_dict`` (hashed with the fields).
+    _constants: ClassVar[dict[str, Any]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {**dataclasses.asdict(self), **self._constants}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
+                if not (k in self._left_out and v == self._left_out[k])}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names - set(cls._constants))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**{k: v for k, v in d.items() if k not in cls._constants})
+
+    @classmethod
+    def from_file(cls, path: str | Path):
+        """Read a JSON file of the config's fields (missing fields take their defaults)."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Config):
     """One supervised training run.
 
     Data: ``source`` dataset name (see :func:`ctcbook.data.available_datasets`), ``source_classes`` the classes kept
@@ -92,11 +124,9 @@ class TrainConfig:
     on the device.
     ``objective`` "ce" (cross-entropy) or "ctc" (cross-entropy plus the CTC losses of ``ctc``, a :class:`CTCConfig`);
     ``schedule`` "two_stage" takes its stages from ``stages`` (a :class:`StageSchedule`; "ctc" requires it).
-    ``stages`` and ``ctc`` are left out of :meth:`to_dict` when None, so adding them changed no earlier run's hash.
     ``warmup_epochs``: the learning rate rises linearly from lr / W to lr over the first W = warmup_epochs x
     steps-per-epoch optimiser steps, then follows ``schedule`` (torchvision's ``--lr-warmup-epochs`` with a linear
-    warm-up; see :func:`ctcbook.train.lr_factor`); 0 (no warm-up) is left out of :meth:`to_dict`, so earlier runs keep
-    their hashes.
+    warm-up; see :func:`ctcbook.train.lr_factor`).
     """
 
     source: str = "fashion_mnist"
@@ -121,6 +151,8 @@ class TrainConfig:
     stages: StageSchedule | None = None
     ctc: CTCConfig | None = None
     warmup_epochs: int = 0
+
+    _left_out = {"stages": None, "ctc": None, "warmup_epochs": 0}
 
     def __post_init__(self):
         for name in ("source_classes", "milestones"):
@@ -164,31 +196,123 @@ class TrainConfig:
         if self.ctc is not None:
             self.ctc.check()
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for name in ("stages", "ctc"):  # optional, left out when unset: earlier runs keep their hashes
-            if d[name] is None:
-                del d[name]
-        if d["warmup_epochs"] == 0:  # likewise: no warm-up is the earlier runs' schedule
-            del d["warmup_epochs"]
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "TrainConfig":
-        """Read a JSON file of TrainConfig fields (missing fields take their defaults)."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-    def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
-
     @property
     def run_prefix(self) -> str:
         return f"{self.source}-{self.objective}-s{self.seed}"
+
+
+#: Bump when the end-to-end loop changes the numbers a run produces; part of every end-to-end run's config.
+E2E_VERSION = 1
+#: Heads that train end to end with one loss (geo_prior and metadata_only do not fit this loop).
+E2E_METHODS = ("image_only", "concat", "add", "multiply", "dynamic_mlp_a", "dynamic_mlp_b", "dynamic_mlp_c",
+               "mlp_concat")
+
+
+@dataclass(frozen=True)
+class FusionTrainConfig(_Config):
+    """One end-to-end run: an image backbone trained with a fusion head on images plus location/date metadata.
+
+    Data: ``dataset`` "simulated" (``source`` image set with ``source_classes``, ``train_size`` stratified train
+    images, ``test_size`` stratified test images (None: all), and simulated metadata from ``metadata``:
+    MetadataSimulator arguments plus ``draw_seed``, whose train and test draws use sample seeds 2 draw_seed and
+    2 draw_seed + 1) or "inat21" (``inat_root`` folder of the official layout, ``inat_train_split``/
+    ``inat_test_split`` json names, images resized to ``image_size`` px, RGB).
+    Model: ``arch`` (cifar_resnet: ``depth``, ``width``, ``stem_stride``), ``weights`` (a local state-dict file for
+    the backbone; never downloaded), ``method`` (:data:`E2E_METHODS`), ``head`` widths (meta_width, embed_dim,
+    reduced_dim, hidden_dim, num_blocks; mlp_concat gets the hidden width that matches dynamic_mlp_c's parameters).
+    Recipe: ``epochs``, ``warmup_epochs`` (then a cosine to 0), ``batch_size``, ``lr``, ``momentum``,
+    ``weight_decay``, ``label_smoothing``, ``mixup_alpha``, ``augment`` (:data:`AUGMENTS`), ``crop_padding``; ``seed``.
+    ``test_every``: epochs between two evaluations on the test split (the last epoch is always evaluated; rows of
+    the other epochs carry no ``test_acc``), to spare the test pass where only the final accuracy is used.
+    """
+
+    dataset: str = "simulated"
+    source: str = "fashion_mnist"
+    source_classes: list[int] | None = None
+    train_size: int | None = 10000
+    test_size: int | None = None
+    metadata: dict[str, Any] = field(default_factory=lambda: {"seed": 0, "location_spread": 25.0,
+                                                              "date_spread": 45.0, "background": 0.3,
+                                                              "missing_fraction": 0.05, "interaction": 0.0,
+                                                              "groups": [[0, 2, 4, 6]], "draw_seed": 0})
+    inat_root: str | None = None
+    inat_train_split: str = "train_mini"
+    inat_test_split: str = "val"
+    image_size: int = 224
+    arch: str = "cifar_resnet"
+    depth: int = 8
+    width: int = 16
+    stem_stride: int = 2
+    weights: str | None = None
+    method: str = "dynamic_mlp_c"
+    head: dict[str, int] = field(default_factory=lambda: {"meta_width": 64, "embed_dim": 64, "reduced_dim": 64,
+                                                          "hidden_dim": 16, "num_blocks": 2})
+    epochs: int = 10
+    warmup_epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.04
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.4
+    augment: str = "crop_flip"
+    crop_padding: int = 2
+    test_every: int = 1
+    seed: int = 0
+
+    _left_out = {"test_every": 1}
+    _constants = {"e2e_version": E2E_VERSION}
+    # The recipe's fixed schedule, read by ctcbook.train.lr_factor and weight_decay_at (not fields: not hashed).
+    schedule: ClassVar[str] = "cosine"
+    stages: ClassVar[None] = None
+
+    def __post_init__(self):
+        checks = [
+            ("dataset", self.dataset in ("simulated", "inat21"), "'simulated' or 'inat21'"),
+            ("method", self.method in E2E_METHODS, f"one of {E2E_METHODS}"),
+            ("epochs", _int(self.epochs, 1), "an integer >= 1"),
+            ("warmup_epochs", _int(self.warmup_epochs, 0) and self.warmup_epochs < self.epochs,
+             "an integer >= 0 and below epochs"),
+            ("batch_size", _int(self.batch_size, 2), "an integer >= 2"),
+            ("lr", isinstance(self.lr, (int, float)) and self.lr > 0, "a number > 0"),
+            ("momentum", isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1, "a number in [0, 1)"),
+            ("weight_decay", isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "a number >= 0"),
+            ("label_smoothing", isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
+             "a number in [0, 1)"),
+            ("mixup_alpha", isinstance(self.mixup_alpha, (int, float)) and self.mixup_alpha >= 0, "a number >= 0"),
+            ("augment", self.augment in AUGMENTS, f"one of {AUGMENTS}"),
+            ("image_size", _int(self.image_size, 8), "an integer >= 8"),
+            ("seed", _int(self.seed, 0), "an integer >= 0"),
+            ("test_every", _int(self.test_every, 1), "an integer >= 1"),
+            ("inat_root", self.dataset != "inat21" or isinstance(self.inat_root, str),
+             "a folder path (str) when dataset is 'inat21'"),
+        ]
+        _raise_first("FusionTrainConfig", checks, self)
+        known = {"seed", "location_spread", "date_spread", "background", "missing_fraction", "interaction",
+                 "groups", "draw_seed"}
+        if set(self.metadata) - known:
+            raise ValueError(f"FusionTrainConfig.metadata has unknown keys {sorted(set(self.metadata) - known)}; "
+                             f"allowed: {sorted(known)}")
+        hk = {"meta_width", "embed_dim", "reduced_dim", "hidden_dim", "num_blocks"}
+        if set(self.head) != hk:
+            raise ValueError(f"FusionTrainConfig.head must have exactly the keys {sorted(hk)}, got {sorted(self.head)}")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ValueError(f"FusionTrainConfig.weights must be an existing local file (no download), got "
+                             f"{self.weights!r}")
+
+    @property
+    def run_prefix(self) -> str:
+        return f"e2e-{self.method}"
+
+    def simulator(self, num_classes: int, class_names=None) -> MetadataSimulator:
+        return MetadataSimulator(num_classes, class_names=class_names,
+                                 **{k: v for k, v in self.metadata.items() if k != "draw_seed"})
+
+
+def _int(v, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def config_from_dict(fields: dict[str, Any]) -> TrainConfig | FusionTrainConfig:
+    """The config whose ``to_dict()`` (or JSON file) ``fields`` are: an end-to-end run's carry its ``e2e_version``."""
+    return FusionTrainConfig.from_dict(fields) if "e2e_version" in fields else TrainConfig.from_dict(fields)

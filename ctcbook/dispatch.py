@@ -1,16 +1,15 @@
 """Train many independent runs at once: the run dispatcher.
 
 ``dispatch(configs, backend=...)`` returns the finished :class:`~ctcbook.runs.Run` of every config, in the order of
-``configs``. Every run goes through :func:`ctcbook.train.train` (a :class:`~ctcbook.config.TrainConfig`) or its
-sibling :func:`ctcbook.fusion_train.train_fusion` (a :class:`~ctcbook.fusion_train.FusionTrainConfig`), chosen by
-:func:`ctcbook.launch.train_here`, so finished runs are reused, interrupted runs resume from their last complete
+``configs``. Every run (a :class:`~ctcbook.config.TrainConfig` or a :class:`~ctcbook.config.FusionTrainConfig`)
+goes through :func:`ctcbook.train.train`, so finished runs are reused, interrupted runs resume from their last complete
 epoch, and two dispatchers asking for the same run never train it twice (that is the run lock's job inside
 ``train()``; the dispatcher adds no lock of its own). A config listed twice is trained once.
 
 Backends:
 
 ``serial``
-    today's behaviour: one run after the other in this process, with ``train()``'s progress bar.
+    one run after the other in this process, with ``train()``'s progress bar.
 ``local``
     one worker process per slot, started with the ``spawn`` method (never ``fork``: torch's threads and CUDA do not
     survive it), fed by a :class:`concurrent.futures.ProcessPoolExecutor`. On CUDA a slot is one visible GPU
@@ -48,13 +47,12 @@ import submitit
 import submitit.helpers
 import torch
 
-from .config import TrainConfig
-from .fusion_train import FusionTrainConfig
+from .config import FusionTrainConfig, TrainConfig, config_from_dict
 from . import launch
 from .runs import Run, RunStore
-from .train import default_device
+from .train import default_device, train
 
-#: The configs dispatch trains, and the loop that trains each.
+#: The configs dispatch trains.
 Config = TrainConfig | FusionTrainConfig
 
 #: The backends :func:`dispatch` accepts.
@@ -163,7 +161,7 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
     device = torch.device(device) if device is not None else default_device()
     if backend == "serial":
         for config in missing:
-            launch.train_here(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
+            train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
         return runs
     # local: a worker's thread count follows from the workers asked for, not from how many runs are still missing,
     # so a run gives the same numbers (CPU results depend on the thread count) whether it trains in a pool of
@@ -177,7 +175,7 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
             torch.set_num_threads(per_worker)
         try:
             for config in missing:
-                launch.train_here(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
+                train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
         finally:
             torch.set_num_threads(before)
         return runs
@@ -196,8 +194,8 @@ def _init_worker(slots: Any, threads: int) -> None:
 
 def _train_in_worker(config: dict[str, Any], root: str, device_type: str,
                      on_epoch_end: Callable | None) -> str:
-    run = launch.train_here(launch.config_from_dict(config), store=RunStore(root), device=torch.device(device_type),
-                            progress=False, on_epoch_end=on_epoch_end)
+    run = train(config_from_dict(config), store=RunStore(root), device=torch.device(device_type), progress=False,
+                on_epoch_end=on_epoch_end)
     return str(run.path)
 
 
@@ -240,8 +238,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                  on_epoch_end: Callable | None = None) -> str:
         if threads is not None:
             torch.set_num_threads(threads)
-        run = launch.train_here(launch.config_from_dict(config), store=RunStore(root), progress=False,
-                                on_epoch_end=on_epoch_end)
+        run = train(config_from_dict(config), store=RunStore(root), progress=False, on_epoch_end=on_epoch_end)
         return str(run.path)
 
 

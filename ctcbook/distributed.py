@@ -91,6 +91,12 @@ def setup(device: torch.device | str | None = None) -> tuple[Dist, torch.device 
     return d, device
 
 
+def default_workers() -> int:
+    """DataLoader processes per rank that read or decode images: ``$CTCBOOK_WORKERS`` or min(8, CPUs / local ranks)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return int(os.environ.get("CTCBOOK_WORKERS", min(8, (os.cpu_count() or 1) // local)))
+
+
 def per_rank_batch(batch_size: int, d: Dist) -> int:
     """``batch_size / world_size``; ValueError naming both when it does not divide."""
     if batch_size % d.world_size:

@@ -2,8 +2,7 @@
 
 ``launch.train(config, nproc=8)`` starts ``torchrun --standalone --nproc_per_node=8 -m ctcbook train`` as a
 subprocess, streams its output (rank 0's progress bar and any error) into the notebook as it comes, and returns the
-finished :class:`~ctcbook.runs.Run`. With ``nproc`` 1 it trains in this process, exactly as
-:func:`ctcbook.train.train`. Several nodes are started with ``torchrun`` directly (see the GPU-box page), not from a
+finished :class:`~ctcbook.runs.Run`. With ``nproc`` 1 it trains in this process with :func:`ctcbook.train.train`. Several nodes are started with ``torchrun`` directly (see the GPU-box page), not from a
 notebook.
 """
 from __future__ import annotations
@@ -17,23 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
-from .fusion_train import FusionTrainConfig, train_fusion
+from . import train as engine
+from .config import FusionTrainConfig, TrainConfig
 from .runs import Run, RunStore
-from .train import train as train_cross_entropy
-
-
-def train_here(config: TrainConfig | FusionTrainConfig, **kwargs) -> Run:
-    """Train ``config`` in this process with its loop (:func:`ctcbook.train.train` or
-    :func:`ctcbook.fusion_train.train_fusion`); under torchrun every rank calls this, and so does every worker of
-    :func:`ctcbook.dispatch.dispatch`."""
-    return (train_fusion if isinstance(config, FusionTrainConfig) else train_cross_entropy)(config, **kwargs)
-
-
-def config_from_dict(fields: dict) -> TrainConfig | FusionTrainConfig:
-    """The config back from its ``to_dict()`` or a JSON file's fields: end-to-end fusion configs carry
-    ``e2e_version``, any other is a source run's :class:`~ctcbook.config.TrainConfig`."""
-    return (FusionTrainConfig if "e2e_version" in fields else TrainConfig).from_dict(fields)
 
 
 def torchrun_command(config_file: Path, runs: Path, nproc: int, device: str | None = None) -> list[str]:
@@ -60,7 +45,7 @@ def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: Run
         raise ValueError(f"nproc must be an integer >= 1, got {nproc!r}")
     store = store or RunStore()
     if nproc == 1:
-        return train_here(config, store=store, device=device, progress=progress)
+        return engine.train(config, store=store, device=device, progress=progress)
     if device != "cpu" and torch.cuda.device_count() < nproc:
         raise ValueError(f"nproc {nproc} needs {nproc} CUDA devices, this machine has {torch.cuda.device_count()} "
                          "(pass device='cpu' to run the processes on the CPU with gloo)")
@@ -89,4 +74,4 @@ def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: Run
     return store.open(config.to_dict(), prefix=config.run_prefix)
 
 
-__all__ = ["config_from_dict", "torchrun_command", "train", "train_here"]
+__all__ = ["torchrun_command", "train"]

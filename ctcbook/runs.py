@@ -253,6 +253,10 @@ class Run:
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
 
     # --- checkpoints and state -----------------------------------------------------------------------------
+    def model_args(self) -> dict[str, Any]:
+        """The data-dependent arguments its model is built with (``model.json``: classes, channels, mean, std, ...)."""
+        return json.loads((self.path / "model.json").read_text())
+
     def checkpoint_path(self, epoch: int) -> Path:
         return self.path / "checkpoints" / f"e{epoch:04d}.pt"
 

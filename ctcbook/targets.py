@@ -3,7 +3,6 @@ and the epochs whose checkpoints are probed on them."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 from dataclasses import dataclass
 
@@ -76,7 +75,7 @@ def _load_target(key: str, channels: int, size: int, train_size: int | None, tes
 def run_target(run: Run, key: str, train_size: int | None = None,
                test_size: int | None = None) -> tuple[ImageSet, ImageSet]:
     """(train, test) of target ``key`` in the input format of ``run``'s model (see :func:`load_target`)."""
-    model_args = json.loads((run.path / "model.json").read_text())
+    model_args = run.model_args()
     channels = model_args["in_channels"]
     # Streamed sources (imagenet) record their crop size; in-memory ones have the size of their images.
     size = model_args.get("image_size") or _source_size(run.config["source"], os.environ.get("CTCBOOK_DATA"))

@@ -1,35 +1,35 @@
-"""The training engine: one plain loop over epochs for every supervised run in the book.
+"""The training engine: one plain loop over epochs for every run in the book.
 
 ``train(config)`` returns the finished :class:`~ctcbook.runs.Run` for ``config``: reused if already done, resumed
 from its last complete epoch if interrupted, trained from scratch otherwise. After every epoch it writes the model
 weights, appends a metrics row and saves the full training state, in that order; a run whose loss becomes NaN or inf
 is marked FAILED with the epoch and step and raises :class:`~ctcbook.runs.RunFailedError`.
-On CUDA it trains in bfloat16 autocast with channels-last tensors; on the CPU in float32, contiguous (see
-:func:`memory_format`).
-The objective is cross-entropy (``"ce"``) or cross-entropy plus the losses of contrastive temporal coding
-(``"ctc"``, :mod:`ctcbook.ctc_objective`): the same loop, with the stage switch, the snapshot and the memories
-driven from here and saved with every resume point.
+A task object supplies what differs between runs (data, model, batches, loss, evaluation sets): :class:`SourceTask`
+for a :class:`~ctcbook.config.TrainConfig` (cross-entropy, or cross-entropy plus the losses of contrastive temporal
+coding, :mod:`ctcbook.ctc_objective`, with its stage switch, snapshot and memories saved with every resume point) and
+:class:`~ctcbook.fusion_train.FusionTask` for a :class:`~ctcbook.config.FusionTrainConfig`.
+On CUDA it trains in bfloat16 autocast (source runs with channels-last tensors); on the CPU in float32, contiguous
+(see :func:`memory_format`).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed
-from .config import TrainConfig
+from .config import FusionTrainConfig, TrainConfig
 from .ctc_objective import CTCObjective
 from .data import ImageSet, load_dataset, select_classes, subsample
 from .data.images import stratified_indices
 from .data import stream
 from .data.loader import DeviceBatches
+from .fusion_train import FusionTask
 from .models import Classifier, build_model
 from .runs import Run, RunFailedError, RunStore, atomic_write_json, config_hash
 
@@ -70,28 +70,10 @@ def model_for(config: TrainConfig, model_args: dict) -> Classifier:
 def load_model(run: Run, epoch: int | None = None, device: torch.device | str = "cpu") -> Classifier:
     """The run's model with the weights saved after ``epoch`` (default: the last saved), in eval mode."""
     config = TrainConfig.from_dict(run.config)
-    model = model_for(config, json.loads((run.path / "model.json").read_text()))
+    model = model_for(config, run.model_args())
     epoch = run.saved_epochs()[-1] if epoch is None else epoch
     model.load_state_dict(run.load_checkpoint(epoch))
     return model.to(device).to(memory_format=memory_format(device)).eval()
-
-
-@torch.no_grad()
-def test_accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1024,
-                  amp: bool = False) -> tuple[float, float]:
-    """(top-1 accuracy in [0, 1], mean cross-entropy in nats) of ``model`` on uint8 images already on its device."""
-    was_training = model.training
-    model.eval()
-    correct, loss = 0, 0.0
-    for i in range(0, len(labels), batch_size):
-        x = images[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format(images.device))
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            _, logits = model(x)
-        y = labels[i:i + batch_size]
-        loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    model.train(was_training)
-    return correct / len(labels), loss / len(labels)
 
 
 CLEAN_TRAIN_IMAGES = 10_000
@@ -103,9 +85,9 @@ def clean_train_set(train_set: ImageSet) -> ImageSet:
     return subsample(train_set, CLEAN_TRAIN_IMAGES, seed=0)
 
 
-def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+def lr_factor(config: TrainConfig | FusionTrainConfig, step: int, steps_per_epoch: int) -> float:
     """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based): cosine to 0, step decay, or two stages
-    (cosine from 1 to 0 over stage 1, then cosine from ``lr_restart`` to 0 over stage 2).
+    (cosine from 1 to 0 over stage 1, then cosine from ``lr_restart`` to 0 over stage 2); end-to-end runs: cosine.
 
     With ``config.warmup_epochs`` = E > 0 the first W = E x ``steps_per_epoch`` steps rise linearly,
     (step + 1) / W: lr / W at step 0, lr at step W - 1 (torchvision's ``--lr-warmup-method linear``, starting from
@@ -164,50 +146,171 @@ def stream_data(config: TrainConfig) -> tuple[stream.StreamFolder, stream.Stream
     return train_set, test_set
 
 
-def _open_run(store: RunStore, config: TrainConfig, d: distributed.Dist) -> Run:
-    """Rank 0 opens (creates) the run folder; the other ranks only name it and never write to it."""
-    if d.main:
-        return store.open(config.to_dict(), prefix=config.run_prefix)
-    return Run(store.root / f"{config.run_prefix}-{config_hash(config.to_dict())}", config.to_dict())
-
-
 @torch.no_grad()
-def _stream_accuracy(model: Classifier, loader, device: torch.device, amp: bool) -> torch.Tensor:
-    """(correct, summed cross-entropy in nats, count) over this rank's share of a streamed test set."""
+def evaluate(model: torch.nn.Module, batches: Iterable, *, amp: bool = False,
+             d: distributed.Dist = distributed.SINGLE) -> tuple[float, float]:
+    """(top-1 accuracy in [0, 1], mean cross-entropy in nats) of ``model`` in eval mode over ``batches`` of
+    (model inputs, labels) on its device; under torchrun each rank passes its share and the sums are added."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    for x, y, _ in loader:
-        x = x.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=memory_format(device))
-        y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            _, logits = model(x)
+    sums = torch.zeros(3, dtype=torch.float64, device=next(model.parameters()).device)
+    for inputs, y in batches:
+        with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=amp):
+            _, logits = model(*inputs)
         sums += torch.stack([(logits.argmax(1) == y).sum().double(),
                              F.cross_entropy(logits.float(), y, reduction="sum").double(),
-                             torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+                             torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)])
     model.train(was_training)
-    return sums
-
-
-def _accuracy(model: Classifier, data, device: torch.device, amp: bool, d: distributed.Dist) -> tuple[float, float]:
-    """(top-1 accuracy in [0, 1], mean cross-entropy in nats) over an evaluation set split across ranks: ``data`` is
-    this rank's (uint8 images, labels) on the device, or its DataLoader of a streamed set; sums are added over ranks."""
-    if isinstance(data, tuple):
-        acc, loss = test_accuracy(model, *data, amp=amp)
-        if not d.active:
-            return acc, loss
-        n = len(data[1])
-        sums = torch.tensor([acc * n, loss * n, n], dtype=torch.float64, device=device)
-    else:
-        sums = _stream_accuracy(model, data, device, amp)
     sums = distributed.all_sum(sums, d)
     return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
 
 
-def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.device | str | None = None,
-          progress: bool = True, on_epoch_end: Callable[[int, Classifier, Run], None] | None = None,
-          amp: bool | None = None, workers: int | None = None, wait: bool = True) -> Run:
-    """Train (or reuse, or resume) the run of ``config`` and return it.
+def tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> Iterable:
+    """((images in [0, 1],), labels) batches of uint8 images already on the model's device, for :func:`evaluate`."""
+    for i in range(0, len(labels), batch_size):
+        x = images[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format(images.device))
+        yield (x,), labels[i:i + batch_size]
+
+
+def loader_batches(loader, device: torch.device) -> Iterable:
+    """((images in [0, 1],), labels) batches of a streamed DataLoader, moved to ``device``, for :func:`evaluate`."""
+    for x, y, _ in loader:
+        x = x.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=memory_format(device))
+        yield (x,), y.to(device, non_blocking=True)
+
+
+class SourceTask:
+    """What :func:`train` needs for a source run: images in memory (every rank draws the whole global batch and
+    keeps its share) or streamed from disk (each rank reads its own share), cross-entropy plus CTC's losses for
+    ``objective`` "ctc", and the test split and the un-augmented training images as evaluation sets."""
+
+    loss_device = None  # the training device
+
+    def __init__(self, config: TrainConfig, d: distributed.Dist, device: torch.device, amp: bool,
+                 workers: int | None, batch_size: int):
+        self.config, self.d, self.device, self.amp, self.batch_size = config, d, device, amp, batch_size
+        self.streamed = stream.is_streamed(config.source)
+        if self.streamed:
+            self.train_set, self.test_set = stream_data(config)
+            self.model_args = {"num_classes": self.train_set.num_classes, "in_channels": 3,
+                               "mean": list(stream.IMAGENET_MEAN), "std": list(stream.IMAGENET_STD),
+                               "image_size": stream.CROP}
+        else:
+            self.train_set, self.test_set = source_data(config)
+            mean, std = channel_stats(self.train_set.images)
+            self.model_args = {"num_classes": self.train_set.num_classes,
+                               "in_channels": self.train_set.images.shape[1], "mean": mean, "std": std}
+        self.workers = distributed.default_workers() if workers is None else workers
+
+    def build_model(self) -> Classifier:
+        return model_for(self.config, self.model_args).to(self.device).to(memory_format=memory_format(self.device))
+
+    def prepare(self, model: Classifier) -> None:
+        """Training batches, the CTC objective, the evaluation sets; after the model (the objective's heads draw
+        their initial weights from the global generator after the model's)."""
+        config, d, device, fmt = self.config, self.d, self.device, memory_format(self.device)
+        if self.streamed:
+            self.batches = stream.StreamBatches(self.train_set, batch_size=self.batch_size, rank=d.rank,
+                                                world_size=d.world_size, seed=config.seed, device=device,
+                                                workers=self.workers, memory_format=fmt)
+        else:
+            self.batches = DeviceBatches(self.train_set.images, self.train_set.labels, batch_size=config.batch_size,
+                                         device=device, augment=config.augment, crop_padding=config.crop_padding,
+                                         seed=config.seed, memory_format=fmt)
+        self.steps_per_epoch = len(self.batches)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train_set)} training images")
+        self.objective = build_objective(config, model, self.batches.labels.to(device))
+        self.parameters = list(model.parameters())
+        if self.objective is not None:
+            self.objective.gather = lambda t: distributed.all_gather(t, d)
+            self.parameters += self.objective.trainable()
+        if self.streamed:
+            self.clean_folder = stream.StreamFolder(self.train_set.folder, stream.eval_transform(),
+                                                    dataset=config.source)
+            keep = stratified_indices(self.clean_folder.targets, self.clean_folder.num_classes, CLEAN_TRAIN_IMAGES,
+                                      seed=0)
+            self.test_eval = self._loader(self.test_set)
+            self.clean_eval = self._loader(torch.utils.data.Subset(self.clean_folder, keep.tolist()))
+        else:  # each rank measures every world_size-th image
+            clean = clean_train_set(self.train_set)
+            self.test_eval = tuple(t[d.rank::d.world_size].to(device) for t in (self.test_set.images,
+                                                                                self.test_set.labels))
+            self.clean_eval = tuple(t[d.rank::d.world_size].to(device) for t in (clean.images, clean.labels))
+
+    def _loader(self, dataset):
+        """This rank's share of a streamed evaluation set."""
+        return stream.eval_loader(dataset, batch_size=max(self.batch_size, 64), rank=self.d.rank,
+                                  world_size=self.d.world_size, device=self.device, workers=self.workers)
+
+    def load_state(self, state: dict[str, Any], model: Classifier) -> None:
+        if self.objective is not None:
+            self.objective.load_state(state["objective"], model)
+
+    def start_epoch(self, epoch: int) -> Iterable:
+        self.aux_losses = torch.zeros(self.steps_per_epoch, device=self.device)
+        self.correct = torch.zeros((), device=self.device)
+        self.negatives = self.objective.generator(epoch) if self.objective is not None else None
+        return self.batches.epoch(epoch)
+
+    def loss(self, net: torch.nn.Module, batch, epoch: int, step: int) -> torch.Tensor:
+        x, y, index = batch
+        if self.d.active and not self.streamed:
+            x, y, index = (distributed.shard(t, self.d) for t in (x, y, index))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            features, logits = net(x)
+            loss = F.cross_entropy(logits.float(), y)
+        if self.objective is not None:
+            aux, self.aux_losses[step] = self.objective.loss(epoch, features, x, y, index, self.negatives,
+                                                             amp=self.amp)
+            loss = loss + aux
+        self.correct += (logits.argmax(1) == y).sum()
+        return loss
+
+    def after_backward(self) -> None:
+        if self.objective is not None:
+            distributed.average_gradients(self.objective.trainable(), self.d)
+            self.objective.update_memories()
+
+    def train_metrics(self) -> dict[str, float]:
+        correct = distributed.all_sum(self.correct, self.d)
+        return {"train_acc": correct.item() / (self.steps_per_epoch * self.config.batch_size)}
+
+    def eval_sets(self, epoch: int) -> dict[str, Iterable]:
+        """The test split and, for the fit of the training set itself, its images without augmentation."""
+        if self.streamed:
+            return {"test": loader_batches(self.test_eval, self.device),
+                    "clean_train": loader_batches(self.clean_eval, self.device)}
+        return {"test": tensor_batches(*self.test_eval), "clean_train": tensor_batches(*self.clean_eval)}
+
+    def end_epoch(self, model: Classifier, epoch: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(CTC's extra metrics, its resume state), switching to stage 2 at its epoch."""
+        if self.objective is None:
+            return {}, {}
+        aux_losses = distributed.all_sum(self.aux_losses, self.d) / self.d.world_size
+        # train_loss is the total; aux_loss the unweighted CTC loss of the epoch's stage (nats).
+        row = {"stage": self.objective.stage(epoch), "aux_loss": aux_losses.mean().item()}
+        if epoch == self.config.stages.stage_two_epoch:
+            self._switch(model)
+        return row, {"objective": self.objective.state()}
+
+    def _switch(self, model: Classifier) -> None:
+        fmt = memory_format(self.device)
+        if not self.streamed:
+            self.objective.switch(model, self.batches.images, amp=self.amp, memory_format=fmt)
+            return
+        # the refill's images: this rank's share of the training set, evaluation transforms
+        refill = ((x.to(self.device, non_blocking=True).float().div_(255).contiguous(memory_format=fmt),
+                   i.to(self.device)) for x, _, i in self._loader(self.clean_folder))
+        self.objective.switch(model, refill, amp=self.amp, memory_format=fmt,
+                              reduce=lambda t: distributed.all_sum(t, self.d))
+
+
+def train(config: TrainConfig | FusionTrainConfig, *, store: RunStore | None = None,
+          device: torch.device | str | None = None, progress: bool = True,
+          on_epoch_end: Callable[[int, torch.nn.Module, Run], None] | None = None, amp: bool | None = None,
+          workers: int | None = None, wait: bool = True) -> Run:
+    """Train (or reuse, or resume) the run of ``config`` (a source run or an end-to-end fusion run) and return it.
 
     Only one process trains a run: this takes the run's writer lock (:meth:`~ctcbook.runs.Run.writer`). If another
     process holds it, it says who and waits, then reuses the run that process finished (or resumes it, if that
@@ -226,8 +329,9 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
         on_epoch_end: called on rank 0 as ``f(epoch, model, run)`` after each epoch has been saved.
         amp: bfloat16 autocast; default on for CUDA, off elsewhere (the CPU supports it too, which lets CI run the
             GPU's mixed-precision code path).
-        workers: DataLoader worker processes per rank for a streamed source (default ``$CTCBOOK_WORKERS`` or
-            min(8, CPUs / local ranks)); it does not change the numbers (see :mod:`ctcbook.data.stream`).
+        workers: DataLoader worker processes per rank reading or decoding image files (default
+            :func:`ctcbook.distributed.default_workers`; 0 for an end-to-end run's images in memory); it does not
+            change the numbers.
         wait: wait for another process training the same run (True) or refuse at once (False).
     """
     d, rank_device = distributed.setup(device)
@@ -245,162 +349,108 @@ def train(config: TrainConfig, *, store: RunStore | None = None, device: torch.d
             return run
         if failure is not None:
             raise RunFailedError(f"run {run.path} failed earlier: {failure}; change the config or delete the folder")
-        return _train_locked(run, config, d, rank_device, batch_size, progress=progress, on_epoch_end=on_epoch_end,
-                             amp=amp, workers=workers)
+        device = rank_device if rank_device is not None else default_device()
+        amp = device.type == "cuda" if amp is None else amp
+        task_class = FusionTask if isinstance(config, FusionTrainConfig) else SourceTask
+        task = task_class(config, d, device, amp, workers, batch_size)
+        return _fit(run, config, task, d, progress=progress, on_epoch_end=on_epoch_end)
 
 
-def _train_locked(run: Run, config: TrainConfig, d: distributed.Dist, rank_device: torch.device | None,
-                  batch_size: int, *, progress: bool, on_epoch_end: Callable[[int, Classifier, Run], None] | None,
-                  amp: bool | None, workers: int | None) -> Run:
-    """The body of :func:`train`, run while holding ``run``'s writer lock (rank 0) with ``batch_size`` images per
-    rank."""
-    device = rank_device if rank_device is not None else default_device()
-    amp = device.type == "cuda" if amp is None else amp
+def _open_run(store: RunStore, config: TrainConfig | FusionTrainConfig, d: distributed.Dist) -> Run:
+    """Rank 0 opens (creates) the run folder; the other ranks only name it and never write to it."""
+    if d.main:
+        return store.open(config.to_dict(), prefix=config.run_prefix)
+    return Run(store.root / f"{config.run_prefix}-{config_hash(config.to_dict())}", config.to_dict())
 
-    streamed = stream.is_streamed(config.source)
-    if streamed:
-        train_set, test_set = stream_data(config)
-        model_args = {"num_classes": train_set.num_classes, "in_channels": 3, "mean": list(stream.IMAGENET_MEAN),
-                      "std": list(stream.IMAGENET_STD), "image_size": stream.CROP}
-    else:
-        train_set, test_set = source_data(config)
-        mean, std = channel_stats(train_set.images)
-        model_args = {"num_classes": train_set.num_classes, "in_channels": train_set.images.shape[1],
-                      "mean": mean, "std": std}
+
+def _fit(run: Run, config, task, d: distributed.Dist, *, progress: bool,
+         on_epoch_end: Callable[[int, torch.nn.Module, Run], None] | None) -> Run:
+    """Train ``run`` from its last saved epoch to the end, holding its writer lock (rank 0). ``task``: a
+    :class:`SourceTask` or a :class:`~ctcbook.fusion_train.FusionTask` (the same attributes and methods)."""
+    device = task.device
     if d.main and not (run.path / "model.json").exists():
-        atomic_write_json(run.path / "model.json", model_args)
-
+        atomic_write_json(run.path / "model.json", task.model_args)
     torch.manual_seed(config.seed)
-    model = model_for(config, model_args).to(device).to(memory_format=memory_format(device))
+    model = task.build_model()
     net = model
     if d.active:  # gradients averaged over ranks during backward; BatchNorm statistics stay per rank
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    if streamed:
-        if workers is None:
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-            workers = int(os.environ.get("CTCBOOK_WORKERS", min(8, (os.cpu_count() or 1) // local)))
-        batches = stream.StreamBatches(train_set, batch_size=batch_size, rank=d.rank, world_size=d.world_size,
-                                       seed=config.seed, device=device, workers=workers,
-                                       memory_format=memory_format(device))
-    else:  # every rank draws the whole global batch (same order and augmentation) and keeps its share
-        batches = DeviceBatches(train_set.images, train_set.labels, batch_size=config.batch_size, device=device,
-                                augment=config.augment, crop_padding=config.crop_padding, seed=config.seed,
-                                memory_format=memory_format(device))
-    steps_per_epoch = len(batches)
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_set)} training images")
-    objective = build_objective(config, model, batches.labels.to(device))
-    if objective is not None:
-        objective.gather = lambda t: distributed.all_gather(t, d)
-    params = list(model.parameters()) + ([] if objective is None else objective.trainable())
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+    task.prepare(model)
+    optimizer = torch.optim.SGD(task.parameters, lr=config.lr, momentum=config.momentum,
                                 weight_decay=weight_decay_at(config, 1))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, steps_per_epoch))
-    # Evaluation sets, each split across ranks (the sums are added over ranks): the test split, and the training
-    # images without augmentation (all of them, or a fixed stratified 10,000) for clean_train_acc.
-    if streamed:
-        test_eval = stream.eval_loader(test_set, batch_size=max(batch_size, 64), rank=d.rank,
-                                       world_size=d.world_size, device=device, workers=workers)
-        clean_folder = stream.StreamFolder(train_set.folder, stream.eval_transform(), dataset=config.source)
-        keep = stratified_indices(clean_folder.targets, clean_folder.num_classes, CLEAN_TRAIN_IMAGES, seed=0)
-        clean_eval = stream.eval_loader(torch.utils.data.Subset(clean_folder, keep.tolist()),
-                                        batch_size=max(batch_size, 64), rank=d.rank, world_size=d.world_size,
-                                        device=device, workers=workers)
-    else:  # each rank measures every world_size-th image
-        clean = clean_train_set(train_set)
-        test_eval = tuple(t[d.rank::d.world_size].to(device) for t in (test_set.images, test_set.labels))
-        clean_eval = tuple(t[d.rank::d.world_size].to(device) for t in (clean.images, clean.labels))
-
-    start = 0
-    # Rank 0 reads the resume state (falling back to state.prev.pt, with a warning, if state.pt is damaged).
-    state = distributed.broadcast_object(run.load_state() if d.main else None, d)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = state["epoch"]
-        if objective is not None:
-            objective.load_state(state["objective"], model)
-    if d.main:
-        run.truncate_metrics(start)
-
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, task.steps_per_epoch))
+    start = _resume(run, task, model, optimizer, scheduler, d)
     bar = tqdm(range(start + 1, config.epochs + 1), desc=run.name, disable=not progress or not d.main,
                initial=start, total=config.epochs, unit="epoch")
     for epoch in bar:
         t0 = time.perf_counter()
-        model.train()
-        for group in optimizer.param_groups:
-            group["weight_decay"] = weight_decay_at(config, epoch)
-        losses = torch.zeros(steps_per_epoch, device=device)
-        aux_losses = torch.zeros(steps_per_epoch, device=device)
-        correct = torch.zeros((), device=device)
-        negatives = objective.generator(epoch) if objective is not None else None
-        for step, (x, y, index) in enumerate(batches.epoch(epoch)):
-            if d.active and not streamed:
-                x, y, index = distributed.shard(x, d), distributed.shard(y, d), distributed.shard(index, d)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                features, logits = net(x)
-                loss = F.cross_entropy(logits.float(), y)
-            if objective is not None:
-                aux, aux_losses[step] = objective.loss(epoch, features, x, y, index, negatives, amp=amp)
-                loss = loss + aux
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if objective is not None:
-                distributed.average_gradients(objective.trainable(), d)
-                objective.update_memories()
-            optimizer.step()
-            scheduler.step()
-            losses[step] = loss.detach()
-            correct += (logits.argmax(1) == y).sum()
-        losses = distributed.all_sum(losses, d) / d.world_size  # each step's loss over the global batch
-        aux_losses = distributed.all_sum(aux_losses, d) / d.world_size
-        correct = distributed.all_sum(correct, d)
-        bad = (~torch.isfinite(losses)).nonzero()
-        if len(bad):
-            step = int(bad[0])
-            if d.main:
-                run.mark_failed(epoch, step, f"non-finite training loss {losses[step].item()}")
-            raise RunFailedError(f"run {run.name}: loss became {losses[step].item()} at epoch {epoch}, step {step}")
-        train_seconds = time.perf_counter() - t0
+        losses = _train_epoch(run, config, task, net, optimizer, scheduler, epoch, d)
+        seconds = time.perf_counter() - t0
         distributed.broadcast_buffers(model, d)  # rank 0's BatchNorm statistics: the ones its checkpoint saves
-        acc, test_loss = _accuracy(model, test_eval, device, amp, d)
-        # Fit of the training set itself: eval mode, no augmentation (augmented-batch train_acc understates it).
-        clean_acc, clean_loss = _accuracy(model, clean_eval, device, amp, d)
-        row = {"epoch": epoch, "train_loss": losses.mean().item(),
-               "train_acc": correct.item() / (steps_per_epoch * config.batch_size), "test_acc": acc,
-               "test_loss": test_loss, "clean_train_acc": clean_acc, "clean_train_loss": clean_loss,
-               "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
-               "images_per_second": steps_per_epoch * config.batch_size / train_seconds, "device": str(device)}
+        row = {"epoch": epoch, "train_loss": losses.mean().item(), **task.train_metrics()}
+        for name, batches in task.eval_sets(epoch).items():
+            row[f"{name}_acc"], row[f"{name}_loss"] = evaluate(model, batches, amp=task.amp, d=d)
+        row.update({"lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds,
+                    "images_per_second": task.steps_per_epoch * config.batch_size / seconds, "device": str(device)})
         if d.active:
             row["world_size"] = d.world_size
-        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict()}
-        if objective is not None:
-            # train_loss is the total; aux_loss the unweighted CTC loss of the epoch's stage (nats).
-            row.update(stage=objective.stage(epoch), aux_loss=aux_losses.mean().item())
-            if epoch == config.stages.stage_two_epoch:
-                if streamed:  # the refill's images: this rank's share of the training set, evaluation transforms
-                    share = stream.eval_loader(clean_folder, batch_size=max(batch_size, 64), rank=d.rank,
-                                               world_size=d.world_size, device=device, workers=workers)
-                    refill = ((x.to(device, non_blocking=True).float().div_(255)
-                               .contiguous(memory_format=memory_format(device)), i.to(device)) for x, _, i in share)
-                    objective.switch(model, refill, amp=amp, memory_format=memory_format(device),
-                                     reduce=lambda t: distributed.all_sum(t, d))
-                else:
-                    objective.switch(model, batches.images, amp=amp, memory_format=memory_format(device))
-            state["objective"] = objective.state()
+        extra_row, extra_state = task.end_epoch(model, epoch)
+        row.update(extra_row)
         if d.main:  # checkpoint, metrics row, resume state: in that order, by rank 0 only
             run.save_checkpoint(epoch, model.state_dict())
             run.append_metrics(row)
-            run.save_state(state)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{acc:.4f}", refresh=False)
+            run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), **extra_state})
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row.get('test_acc', math.nan):.4f}",
+                            refresh=False)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model, run)
         distributed.barrier(d)
     if d.main:
-        final = run.metrics()[-1]
-        run.mark_done({"epochs": config.epochs, "test_acc": final["test_acc"], "device": str(device),
+        run.mark_done({"epochs": config.epochs, "test_acc": run.metrics()[-1]["test_acc"], "device": str(device),
                        "world_size": d.world_size})
     distributed.barrier(d)
     return run
+
+
+def _resume(run: Run, task, model, optimizer, scheduler, d: distributed.Dist) -> int:
+    """Load the run's resume state, if any (rank 0 reads it, falling back to ``state.prev.pt`` with a warning if
+    ``state.pt`` is damaged), drop metrics rows past it and return its epoch (0: none)."""
+    state = distributed.broadcast_object(run.load_state() if d.main else None, d)
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        task.load_state(state, model)
+        start = state["epoch"]
+    if d.main:
+        run.truncate_metrics(start)
+    return start
+
+
+def _train_epoch(run: Run, config, task, net, optimizer, scheduler, epoch: int, d: distributed.Dist
+                 ) -> torch.Tensor:
+    """One epoch's optimiser steps; returns each step's loss over the global batch. A non-finite loss marks the run
+    FAILED and raises :class:`~ctcbook.runs.RunFailedError`."""
+    net.train()
+    for group in optimizer.param_groups:
+        group["weight_decay"] = weight_decay_at(config, epoch)
+    batches = task.start_epoch(epoch)
+    losses = torch.zeros(task.steps_per_epoch, device=task.loss_device or task.device)
+    for step, batch in enumerate(batches):
+        loss = task.loss(net, batch, epoch, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        task.after_backward()
+        optimizer.step()
+        scheduler.step()
+        losses[step] = loss.detach()
+    losses = distributed.all_sum(losses.to(task.device), d).to(losses.device) / d.world_size
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        step = int(bad[0])
+        if d.main:
+            run.mark_failed(epoch, step, f"non-finite training loss {losses[step].item()}")
+        raise RunFailedError(f"run {run.name}: loss became {losses[step].item()} at epoch {epoch}, step {step}")
+    return losses

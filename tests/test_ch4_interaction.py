@@ -11,7 +11,9 @@ from ctcbook.book import plots
 from ctcbook.chapters import ch4_fusion as ft
 from ctcbook.chapters import ch4_interaction as sweep
 from ctcbook.dispatch import dispatch
-from ctcbook.fusion_train import FusionTrainConfig, fusion_splits, heldout_split, train_fusion
+from ctcbook.config import FusionTrainConfig
+from ctcbook.fusion_train import fusion_splits, heldout_split
+from ctcbook import train as engine
 from ctcbook.runs import RunStore
 
 META = {"seed": 0, "location_spread": 25.0, "date_spread": 45.0, "background": 0.3, "missing_fraction": 0.05,
@@ -40,7 +42,7 @@ def test_configs_vary_seed_draw_and_level_and_need_the_backbone():
 
 
 def test_test_every_skips_test_passes_but_always_scores_the_last_epoch(tmp_path):
-    run = train_fusion(tiny(epochs=3, test_every=2), store=RunStore(tmp_path), device="cpu", progress=False)
+    run = engine.train(tiny(epochs=3, test_every=2), store=RunStore(tmp_path), device="cpu", progress=False)
     assert ["test_acc" in r for r in run.metrics()] == [False, True, True]
     with pytest.raises(ValueError, match="test_every"):
         tiny(test_every=0)

@@ -19,7 +19,7 @@ def test_logged_clean_fit_equals_test_accuracy_on_the_training_images(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
     for row in rows:
         model = load_model(run, row["epoch"])
-        acc, loss = engine.test_accuracy(model, train_set.images, train_set.labels)
+        acc, loss = engine.evaluate(model, engine.tensor_batches(train_set.images, train_set.labels))
         assert row["clean_train_acc"] == pytest.approx(acc, abs=1e-12)
         assert row["clean_train_loss"] == pytest.approx(loss, rel=1e-5)
         # a different quantity from the test accuracy (guards against logging the wrong set)

@@ -1,4 +1,4 @@
-"""augment="flip": horizontal flips only, no crop (a milder augmentation for the fit search of issue 12)."""
+"""augment="flip": horizontal flips only, no crop (a milder augmentation, a fit-search candidate)."""
 import torch
 
 from ctcbook.config import TrainConfig

@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from ctcbook import distributed
-from ctcbook.fusion_train import (FusionTrainConfig, epoch_batches, epoch_plan, fusion_splits, mixed_batches, mixup,
-                                  rank_positions, train_fusion)
+from ctcbook.config import FusionTrainConfig
+from ctcbook.fusion_train import epoch_plan, fusion_splits, mixed_batches, rank_positions
 from ctcbook.data.loader import random_crop, random_flip
 from ctcbook.runs import RunStore
+from ctcbook.train import train
+from fusion_reference import epoch_batches, mixup
 from launching import train_two_processes
 
 META = {"seed": 0, "location_spread": 25.0, "date_spread": 45.0, "background": 0.3, "missing_fraction": 0.05,
@@ -64,7 +66,7 @@ def two_process_run(tmp_path_factory):
 
 def test_two_processes_match_one(two_process_run, tmp_path):
     ddp, out = two_process_run
-    one = train_fusion(CONFIG, store=RunStore(tmp_path / "runs"), device="cpu", progress=False)
+    one = train(CONFIG, store=RunStore(tmp_path / "runs"), device="cpu", progress=False)
     assert one.name == ddp.name and ddp.done and ddp.saved_epochs() == [1, 2]
     rows1, rows2 = one.metrics(), ddp.metrics()
     assert [r["epoch"] for r in rows2] == [1, 2] and all(r["world_size"] == 2 for r in rows2)

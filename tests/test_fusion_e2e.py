@@ -1,12 +1,14 @@
-"""End-to-end fusion training (issue 14, point 2): the recipe's pieces on fixed examples, exact resume, reuse."""
+"""End-to-end fusion training: the recipe's pieces on fixed examples, exact resume, reuse."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import ctcbook.fusion_train as ft
-from ctcbook.fusion_train import (FusionTrainConfig, load_fusion_net, lr_factor, mixup, smoothed_targets,
-                                  soft_cross_entropy, train_fusion)
+from ctcbook.config import FusionTrainConfig
+from ctcbook import distributed
+from ctcbook.fusion_train import FusionTask, load_fusion_net, mixup_draw, smoothed_targets, soft_cross_entropy
+from ctcbook.train import lr_factor, train
 from ctcbook.runs import RunStore
 
 HEAD = {"meta_width": 8, "embed_dim": 8, "reduced_dim": 8, "hidden_dim": 4, "num_blocks": 2}
@@ -28,25 +30,26 @@ def test_label_smoothing_is_the_public_codes_formula():
         smoothed_targets(torch.tensor([0]), 5, 1.0)
 
 
-def test_mixup_mixes_metadata_with_the_images_lambda():
-    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 2, 2).contiguous()
-    m = torch.arange(4.0).view(4, 1) * 10 + torch.tensor([[0.0, 1.0]])
-    xm, mm, perm, lam = mixup(x, m, 0.4, np.random.default_rng(3))
+def test_mixup_draws_a_beta_lambda_and_a_permutation():
+    lam, perm = mixup_draw(4, 0.4, np.random.default_rng(3))
     assert 0 < lam < 1 and sorted(perm.tolist()) == [0, 1, 2, 3]
-    torch.testing.assert_close(xm, lam * x + (1 - lam) * x[perm])
-    torch.testing.assert_close(mm, lam * m + (1 - lam) * m[perm])
     # The lambdas follow Beta(0.4, 0.4): mean 1/2, variance 1 / (4 (2 alpha + 1)) = 0.1389.
     rng = np.random.default_rng(0)
-    lams = np.array([mixup(x, m, 0.4, rng)[3] for _ in range(3000)])
+    lams = np.array([mixup_draw(4, 0.4, rng)[0] for _ in range(3000)])
     assert abs(lams.mean() - 0.5) < 0.03 and abs(lams.var() - 0.25 / 1.8) < 0.01
-    assert mixup(x, m, 0.0, rng)[3] == 1.0
+    lam, perm = mixup_draw(4, 0.0, rng)
+    assert lam == 1.0 and perm.tolist() == [0, 1, 2, 3]
 
 
 def test_warmup_then_cosine():
-    f = [lr_factor(s, 10, 5, 1) for s in range(50)]
+    f = [lr_factor(FusionTrainConfig(epochs=5, warmup_epochs=1), s, 10) for s in range(50)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert f[10] == pytest.approx(1.0) and f[30] == pytest.approx(0.5) and f[49] < 0.01
     assert all(a >= b for a, b in zip(f[9:], f[10:]))
+
+
+def test_images_in_memory_need_no_decoding_workers():
+    assert FusionTask(TINY, distributed.SINGLE, torch.device("cpu"), False, None, 50).workers == 0
 
 
 def test_bad_config_values_name_the_field(tmp_path):
@@ -61,7 +64,7 @@ def test_bad_config_values_name_the_field(tmp_path):
 
 
 def test_interrupted_run_resumes_exactly(tmp_path):
-    full = train_fusion(TINY, store=RunStore(tmp_path / "a"), progress=False)
+    full = train(TINY, store=RunStore(tmp_path / "a"), progress=False)
     assert full.done and full.saved_epochs() == [1, 2, 3]
     assert all(0 <= r["test_acc"] <= 1 for r in full.metrics())
 
@@ -71,25 +74,25 @@ def test_interrupted_run_resumes_exactly(tmp_path):
 
     store = RunStore(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
-        train_fusion(TINY, store=store, progress=False, on_epoch_end=stop_after_first)
+        train(TINY, store=store, progress=False, on_epoch_end=stop_after_first)
     partial = store.open(TINY.to_dict(), prefix=TINY.run_prefix)
     assert not partial.done and partial.saved_epochs() == [1]
     partial.append_metrics({"epoch": 2, "test_acc": -1.0})      # a crash between the log and the state save
-    resumed = train_fusion(TINY, store=store, progress=False)
+    resumed = train(TINY, store=store, progress=False)
     a, b = full.load_checkpoint(3), resumed.load_checkpoint(3)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["test_acc"] for r in full.metrics()] == [r["test_acc"] for r in resumed.metrics()]
     # A finished run is reused, not retrained.
-    assert train_fusion(TINY, store=store, progress=False, on_epoch_end=lambda *a: 1 / 0).path == resumed.path
+    assert train(TINY, store=store, progress=False, on_epoch_end=lambda *a: 1 / 0).path == resumed.path
     model = load_fusion_net(resumed)
     assert model.head.__class__.__name__ == "DynamicMLPHead"
 
 
 def test_training_uses_the_metadata(tmp_path):
     """Guards against a loop that drops m (e.g. feeds zeros): shuffling the test metadata must change the output."""
-    run = train_fusion(TINY.replace(epochs=2), store=RunStore(tmp_path), progress=False)
+    run = train(TINY.replace(epochs=2), store=RunStore(tmp_path), progress=False)
     model = load_fusion_net(run)
-    train, test, classes = ft.fusion_splits(TINY)
+    _, test, classes = ft.fusion_splits(TINY)
     x = test.images[:64].float() / 255
     with torch.no_grad():
         a = model(x, test.meta[:64])[1]

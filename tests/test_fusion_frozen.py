@@ -64,7 +64,9 @@ def test_bayes_ceiling_is_at_least_the_fusions(tmp_path):
 
 
 def test_frozen_heads_on_an_end_to_end_backbone_at_interaction(tmp_path):
-    from ctcbook.fusion_train import FusionTrainConfig, fusion_splits, train_fusion
+    from ctcbook.config import FusionTrainConfig
+    from ctcbook.fusion_train import fusion_splits
+    from ctcbook import train as engine
 
     cfg = FusionTrainConfig(train_size=200, test_size=100, width=4, epochs=1, warmup_epochs=0, batch_size=50,
                             method="image_only", head={"meta_width": 8, "embed_dim": 8, "reduced_dim": 8,
@@ -74,7 +76,7 @@ def test_frozen_heads_on_an_end_to_end_backbone_at_interaction(tmp_path):
     plain, _, _ = fusion_splits(cfg.replace(metadata={**cfg.metadata, "interaction": 0.0}))
     assert not torch.equal(train.images, plain.images)           # the backbone trains on the rendered images
     torch.testing.assert_close(train.meta, plain.meta)           # ... with the same metadata draw
-    run = train_fusion(cfg, store=RunStore(tmp_path), progress=False)
+    run = engine.train(cfg, store=RunStore(tmp_path), progress=False)
     d = ft.fusion_data_from_e2e(run)
     assert d.train_x.shape == (200, 16) and d.test_x.shape == (100, 16) and d.simulator.interaction == 0.8
     torch.testing.assert_close(d.train_m, train.meta)

@@ -1,4 +1,4 @@
-"""CTC on a streamed source (issue 13): the stage switch refills both stage-2 memories with the snapshot's
+"""CTC on a streamed source: the stage switch refills both stage-2 memories with the snapshot's
 embeddings of the un-augmented training images, streamed from disk in evaluation transforms by image index. The
 runs are chapter 3's under the imagenet profile, shrunk, on a tiny ImageFolder of JPEGs standing in for ImageNet.
 

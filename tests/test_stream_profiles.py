@@ -1,4 +1,4 @@
-"""The imagenet profile of chapters 2, 3 and 5 (issue 13, point 4): valid parameters, chapter 1's run parameters
+"""The imagenet profile of chapters 2, 3 and 5: valid parameters, chapter 1's run parameters
 (so its runs are reused), the paper's MINE preset and probe protocol, and chapter 2's in-memory X of a streamed source
 (a tiny ImageFolder standing in for ImageNet, ``$CTCBOOK_DATA/imagenet``). Chapter 3's CTC engine path under this
 profile runs in tests/test_stream_ctc.py (one shrunk run serves both).

@@ -1,4 +1,4 @@
-"""A user's ImageFolder as a transfer target (issue 13, point 4): ``folder:<name>`` under ``$CTCBOOK_DATA``, read
+"""A user's ImageFolder as a transfer target: ``folder:<name>`` under ``$CTCBOOK_DATA``, read
 into memory at the source's format, on real JPEG files written by the test.
 
 Mistakes this catches (each put in by hand once): the cap drawn after decoding with another rule than subsample's

@@ -69,13 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             import json
 
             from .. import distributed
-            from ..launch import config_from_dict, train_here
+            from ..config import config_from_dict
+            from ..train import train
             from ..runs import RunStore
 
             # Under torchrun every rank runs this; rank 0 alone writes the run folder and prints its path. A config
             # with "e2e_version" is an end-to-end fusion run (ctcbook.fusion_train), any other a source run.
             config = config_from_dict(json.loads(Path(args.config).read_text()))
-            run_ = train_here(config, store=RunStore(args.runs), device=args.device, wait=not args.no_wait)
+            run_ = train(config, store=RunStore(args.runs), device=args.device, wait=not args.no_wait)
             rank = distributed.from_env()
             distributed.cleanup(rank)
             if rank.main:

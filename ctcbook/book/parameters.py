@@ -93,7 +93,7 @@ def _fusion_methods() -> tuple[str, ...]:
 
 
 def _e2e_methods() -> tuple[str, ...]:
-    from ..fusion_train import E2E_METHODS
+    from ..config import E2E_METHODS
 
     return tuple(E2E_METHODS)
 

@@ -280,13 +280,13 @@ E2E_PROFILES: dict[str, dict[str, Any]] = {
 
 
 def e2e_config(profile: str, **overrides: Any):
-    """The :class:`ctcbook.fusion_train.FusionTrainConfig` of an end-to-end profile, with ``overrides`` (e.g.
+    """The :class:`ctcbook.config.FusionTrainConfig` of an end-to-end profile, with ``overrides`` (e.g.
     ``weights="/data/resnet50.pth"``, ``epochs=1``). For ``inat21`` an ``inat_root`` of None becomes
     ``$CTCBOOK_DATA/inat21`` (else ``./data/inat21``)."""
     import os
     from pathlib import Path
 
-    from ..fusion_train import FusionTrainConfig
+    from ..config import FusionTrainConfig
 
     if profile not in E2E_PROFILES:
         raise ValueError(f"profile must be one of {sorted(E2E_PROFILES)} for end-to-end training, got {profile!r}")

@@ -138,7 +138,8 @@ def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_siz
 
     ``heldout`` None: the heads train on the backbone's own training images. An integer n: on n train-split images
     the backbone never saw, with their own metadata draw (:func:`ctcbook.fusion_train.heldout_split`)."""
-    from ..fusion_train import FusionTrainConfig, fusion_splits, heldout_split, load_fusion_net
+    from ..config import FusionTrainConfig
+    from ..fusion_train import fusion_splits, heldout_split, load_fusion_net
 
     config = FusionTrainConfig.from_dict({**run.config, "weights": None})
     if config.dataset != "simulated":

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .. import stats
 from ..dispatch import dispatch
-from ..fusion_train import FusionTrainConfig
+from ..config import FusionTrainConfig
 from ..runs import Run, RunStore
 from . import ch4_fusion as ft
 
