@@ -69,18 +69,14 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
                  force: bool = False, heartbeat_seconds: float = 30.0) -> list[Path]:
     """Execute chapters (default: all) in ``profile``; return the executed notebooks' paths.
 
-    ``cell_timeout``: seconds one cell may run before the chapter fails (None: no limit, for long GPU training).
-
-    A chapter whose executed notebook is up to date (same notebook source, parameters, library source and runs; see
-    :mod:`ctcbook.book.freshness`) is skipped with the reason, unless ``force``. While a chapter executes, ``log``
-    gets its cells and the kernel's progress lines (:mod:`ctcbook.book.progress`; a silent cell gets a line every
-    ``heartbeat_seconds``).
-
-    Runs live in ``$CTCBOOK_RUNS`` (default ``<repo>/runs``), so finished training is reused across executions.
-    Each executed notebook gets a provenance box under its title (:mod:`ctcbook.book.provenance`) and the
-    reader-facing tags (:mod:`ctcbook.book.pages`), and beside it ``<chapter>.run.json`` records the same (profile,
-    data, device, seeds, versions, commit, wall time), the parameters and the up-to-date key.
+    Every request is checked before any kernel starts; papermill then injects the profile and ``overrides``, which
+    the notebook resolves again to the same values. A chapter up to date (:mod:`ctcbook.book.freshness`) is skipped
+    unless ``force``; ``cell_timeout`` (seconds, None: no limit) fails a cell that runs longer; ``log`` gets the
+    progress (:mod:`ctcbook.book.progress`, a silent cell every ``heartbeat_seconds``). Runs live in
+    ``$CTCBOOK_RUNS`` (default ``<repo>/runs``). Each executed notebook gets a provenance box
+    (:mod:`ctcbook.book.provenance`), and ``<chapter>.run.json`` beside it the record, parameters and up-to-date key.
     """
+"""
     names = names or chapters()
     plan = [(name, resolve_parameters(name, profile, overrides)) for name in names]  # refuse before running
     injected = {"profile": profile, **(overrides or {})}  # the notebook resolves them as above
@@ -103,7 +99,7 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
         seconds = time.perf_counter() - start
         record = provenance.collect(name, profile, params, seconds)
         record["first_wall_seconds"] = provenance.first_wall_seconds(record_path, params, seconds)
-        pages.tag_notebook(out)
+        pages.hide_injected_parameters(out)
         provenance.stamp(out, record)
         key = freshness.execution_key(NOTEBOOKS / f"{name}.ipynb", params, runs_used, out)
         from ..runs import atomic_write_json  # here, not at the top: it imports torch, which an up-to-date run skips
