@@ -181,7 +181,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "04_dynamic_mlp": {},
         "03_ctc": {},
     },
-    # The book's first default (until issue 12): ResNet-8 width 8 on 8,000 images, crop (2 px) + flip, 30 epochs,
+    # The book's first default: ResNet-8 width 8 on 8,000 images, crop (2 px) + flip, 30 epochs,
     # 3 seeds. Its network classifies only about 94% of its own training images at the end: it never reaches the
     # late phase the paper's claim is about. Kept for comparison.
     "small": {

@@ -76,7 +76,6 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
     ``$CTCBOOK_RUNS`` (default ``<repo>/runs``). Each executed notebook gets a provenance box
     (:mod:`ctcbook.book.provenance`), and ``<chapter>.run.json`` beside it the record, parameters and up-to-date key.
     """
-"""
     names = names or chapters()
     plan = [(name, resolve_parameters(name, profile, overrides)) for name in names]  # refuse before running
     injected = {"profile": profile, **(overrides or {})}  # the notebook resolves them as above
