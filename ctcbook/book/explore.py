@@ -27,9 +27,7 @@ FIGSIZE = (9.5, 3.6)
 
 @dataclass
 class Frame:
-    """One epoch's view: 2-D PCA coordinates (n, 2) of a split's test features and their labels (n,).
-
-    ``explained``: fraction of the feature variance the two components hold; ``layer``: which layer's output."""
+    """One epoch's view: PCA coordinates (n, 2) of a layer's test features, labels (n,), variance ``explained``."""
 
     epoch: int
     coords: np.ndarray
@@ -39,9 +37,9 @@ class Frame:
 
 
 def project(feats: torch.Tensor) -> tuple[np.ndarray, float]:
-    """PCA of features (n, D) onto 2 components: (coords (n, 2), fraction of variance held). Each component's sign is
-    fixed so that its largest-magnitude coordinate is positive, so a frame looks the same whichever epoch was drawn
-    before it (static slider and live widget agree)."""
+    """PCA of features (n, D) onto 2 components: (coords (n, 2), fraction of variance held).
+
+    Each component's largest-magnitude coordinate is made positive, so the static slider and the live widget agree."""
     feats = feats.double()
     feats = feats - feats.mean(0)
     u, s, v = torch.linalg.svd(feats, full_matrices=False)
@@ -53,11 +51,7 @@ def project(feats: torch.Tensor) -> tuple[np.ndarray, float]:
 
 
 class FrameCache:
-    """Projections computed from checkpoints on demand, the last ``maxsize`` kept (least recently used dropped).
-
-    ``frame(run, split, epoch, layer)`` loads checkpoint ``epoch`` of ``run``, computes ``layer``'s output on ``n``
-    test images of ``split`` (``"source"`` or a target key, as :func:`ctcbook.chapters.ch2_information.probe_set`)
-    and projects it (:func:`project`). ``hits`` and ``misses`` count lookups."""
+    """PCA frames of ``n`` test images of a split, computed from checkpoints on demand; the last ``maxsize`` kept."""
 
     def __init__(self, n: int = 1000, device: torch.device | str = "cpu", maxsize: int = 32):
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:

@@ -327,5 +327,6 @@ def given_names(history: list[str]) -> list[str]:
 
 
 def resolve_notebook(chapter: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The notebook's cell after its parameters: ``globals().update(resolve_notebook(chapter, globals()))``."""
+    """Every parameter, for the notebook's cell after its parameters: ``params = resolve_notebook(chapter, globals())``
+    (the values come from the kernel's globals, the names from :func:`given_names`)."""
     return resolve(chapter, {n: namespace[n] for n in given_names(namespace["In"])})
