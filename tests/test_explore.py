@@ -90,7 +90,8 @@ def test_live_explorer_controls_move_and_the_picture_follows(runs, table):
     # the static page and the live widget draw with the same function: same settings, same picture
     frame = explore.feature_frames(runs[0], "digits", [2], n=N)[0]
     classes = run_target(runs[0], "digits")[1].classes
-    assert explore.render_png(table, frame, "digits", classes, 0, dpi=DPI) == first
+    static = explore._png(lambda fig: explore.draw(fig, table, frame, "digits", classes, 0), explore.FIGSIZE, DPI)
+    assert static == first
     seen = {first}
     for name, value in (("epoch", 1), ("seed", 1), ("target", "fmnist_5-9"), ("epoch", 2)):
         c[name].value = value

@@ -2,11 +2,13 @@
 
 The intro's table "which chapter runs under which profile, and which chapters print a paper's own numbers" must match
 :data:`ctcbook.book.profiles.PROFILES` and each notebook's "Beside the paper" section (read by
-:func:`ctcbook.book.pages.quotes_paper_numbers`); its default row must match the default profile's values; every
+:func:`quotes_paper_numbers` below); its default row must match the default profile's values; every
 ``ctcbook run CHAPTER --profile P`` on the GPU-box page must name a profile the chapter has.
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import re
 from pathlib import Path
 
@@ -20,6 +22,53 @@ ROOT = Path(__file__).resolve().parents[1]
 INTRO = ROOT / "book" / "intro.md"
 GPU_BOX = ROOT / "book" / "gpu_box.md"
 CHAPTERS = sorted(PARAMETER_DEFAULTS)
+
+
+# A paper's accuracy quoted in prose: a number with decimals and a percent sign (e.g. "67.924%").
+QUOTED = r"\d+\.\d+\s?%"
+
+
+def _imports(nb) -> dict:
+    """The notebook's top-level imports, executed into a fresh namespace (nothing else of the notebook runs)."""
+    ns: dict = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and not cell.source.lstrip().startswith("%"):
+            for stmt in ast.parse(cell.source).body:
+                if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                    exec(compile(ast.Module([stmt], []), "<imports>", "exec"), ns)  # noqa: S102 - its imports
+    return ns
+
+
+def _quotes_in_code(source: str, ns: dict) -> bool:
+    """True when ``source`` names a ``PAPER_*`` constant, or calls a library function whose source names one."""
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.Name, ast.Attribute)):
+            continue
+        if (node.id if isinstance(node, ast.Name) else node.attr).startswith("PAPER_"):
+            return True
+        try:
+            obj = eval(compile(ast.Expression(node), "<name>", "eval"), dict(ns))  # noqa: S307 - a dotted name
+        except Exception:  # a variable of the notebook: not resolvable from its imports alone
+            continue
+        if callable(obj) and getattr(obj, "__module__", "").startswith("ctcbook"):
+            try:
+                if "PAPER_" in inspect.getsource(obj):
+                    return True
+            except (OSError, TypeError):
+                continue
+    return False
+
+
+def quotes_paper_numbers(path: Path) -> bool:
+    """Does the chapter notebook at ``path`` print a paper's own numbers in its "Beside the paper" section? Yes when
+    the section's prose quotes an accuracy with decimals ("67.924%"), or its code shows a ``PAPER_*`` constant of the
+    library (directly, or through a library function that reads one)."""
+    nb = nbformat.read(str(path), as_version=4)
+    cells = pages.beside_the_paper(nb)
+    if any(c.cell_type == "markdown" and re.search(QUOTED, c.source) for c in cells):
+        return True
+    ns = _imports(nb)
+    return any(c.cell_type == "code" and _quotes_in_code(c.source, ns) for c in cells)
 
 
 def _table_rows(text: str, first_header: str) -> list[list[str]]:
@@ -54,7 +103,7 @@ def test_intro_states_each_chapters_profiles_and_quoted_numbers_as_they_are():
     for chapter in CHAPTERS:
         profiles, quotes = claims[chapter]
         assert sorted(profiles) == sorted(pages.chapter_profiles(chapter)), chapter
-        assert quotes == pages.quotes_paper_numbers(ROOT / "notebooks" / f"{chapter}.ipynb"), (
+        assert quotes == quotes_paper_numbers(ROOT / "notebooks" / f"{chapter}.ipynb"), (
             f"the intro says {chapter} {'quotes' if quotes else 'does not quote'} a paper's numbers; its 'Beside "
             f"the paper' section says otherwise")
 
@@ -139,22 +188,22 @@ def test_quoted_numbers_are_read_from_the_beside_the_paper_section_only(tmp_path
     # a percentage outside the section does not count; inside, it does
     outside = _nb("md:## Results\nwe reach 91.25% top-1", "md:## Beside the paper\nno number of theirs is quoted",
                   "md:## Cost\n12.5% of the time")
-    assert not pages.quotes_paper_numbers(_write(tmp_path, outside))
+    assert not quotes_paper_numbers(_write(tmp_path, outside))
     inside = _nb("md:## Beside the papers\n| top-1 | 67.924% -> 78.751% |", "md:## Cost")
-    assert pages.quotes_paper_numbers(_write(tmp_path, inside))
+    assert quotes_paper_numbers(_write(tmp_path, inside))
     with pytest.raises(ValueError, match="Beside the paper"):
-        pages.quotes_paper_numbers(_write(tmp_path, _nb("md:## Results")))
+        quotes_paper_numbers(_write(tmp_path, _nb("md:## Results")))
 
 
 def test_quoted_numbers_through_a_library_function_that_reads_a_paper_constant(tmp_path):
     shown = _nb("from ctcbook.chapters import ch4_interaction as sweep", "md:## Beside the paper",
                 "display(sweep.paper_rows(results))", "md:## Cost of this chapter")
-    assert pages.quotes_paper_numbers(_write(tmp_path, shown))
-    other = _nb("from ctcbook.chapters import ch4_fusion as ft", "md:## Beside the paper",
-                "display(ft.summary_table(results))")
-    assert not pages.quotes_paper_numbers(_write(tmp_path, other))
+    assert quotes_paper_numbers(_write(tmp_path, shown))
+    other = _nb("from ctcbook.chapters import ch4_interaction as sweep", "md:## Beside the paper",
+                "display(sweep.sweep_table(results))")
+    assert not quotes_paper_numbers(_write(tmp_path, other))
     direct = _nb("md:## Beside the paper", "print(PAPER_TABLE)")
-    assert pages.quotes_paper_numbers(_write(tmp_path, direct))
+    assert quotes_paper_numbers(_write(tmp_path, direct))
 
 
 def test_chapter_profiles_refuses_an_unknown_chapter():

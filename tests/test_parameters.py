@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import nbformat
@@ -10,7 +9,7 @@ import pytest
 
 import ctcbook.book.runner as runner
 from ctcbook.book import parameters
-from ctcbook.book.parameters import ParameterError, resolve, resolve_notebook, resolve_request
+from ctcbook.book.parameters import ParameterError, resolve, resolve_notebook
 from ctcbook.book.profiles import PARAMETER_DEFAULTS, PROFILES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +62,20 @@ def test_profile_fills_unset_parameters_and_keeps_the_callers():
     assert resolve("01_tradeoff", got) == got  # resolving twice changes nothing
 
 
+def _kernel(chapter: str, injected: dict) -> dict:
+    """A kernel's globals after the real parameters cell and papermill's injected cell have run."""
+    from papermill.translators import translate_parameters
+
+    nb = nbformat.read(REPO / "notebooks" / f"{chapter}.ipynb", as_version=4)
+    cells = [next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))]
+    if injected:
+        cells.append(translate_parameters("python3", "python", injected, "Parameters"))
+    namespace = {"In": ["", *cells, "resolve_notebook(...)"]}
+    for source in cells:
+        exec(source, namespace)  # noqa: S102 - the notebook's own cells
+    return namespace
+
+
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("chapter", sorted(PARAMETER_DEFAULTS))
 def test_ctcbook_run_and_the_notebook_cell_give_identical_values(chapter, profile):
@@ -71,19 +84,26 @@ def test_ctcbook_run_and_the_notebook_cell_give_identical_values(chapter, profil
     # the seed subsets compared with the baseline must stay inside the seeds
     overrides.update({n: [5] for n in ("mine_seeds", "discrim_seeds", "ablation_seeds")
                       if n in PARAMETER_DEFAULTS[chapter]})
-    injected = resolve_request(chapter, profile, overrides)  # what `ctcbook run` injects
-    kernel = {**PARAMETER_DEFAULTS[chapter], "profile": "default", **injected}  # the kernel after injection
-    direct = {**PARAMETER_DEFAULTS[chapter], "profile": "default", **overrides, "profile": profile}  # papermill
-    assert resolve_notebook(chapter, kernel, log=lambda _: None) == resolve_notebook(chapter, direct,
-                                                                                      log=lambda _: None)
+    checked = runner.resolve_parameters(chapter, profile, overrides)  # what `ctcbook run` checks before the kernel
+    kernel = _kernel(chapter, {"profile": profile, **overrides})  # what it injects, as papermill run directly
+    assert resolve_notebook(chapter, kernel) == checked
+    assert resolve_notebook(chapter, _kernel(chapter, {})) == runner.resolve_parameters(chapter, "default")
 
 
-def test_the_one_edge_case_is_warned_about():
-    with pytest.warns(UserWarning, match=r"-p epochs 80 equals the notebook default.*'cifar100''s value 200"):
-        assert resolve_request("01_tradeoff", "cifar100", {"epochs": 80})["epochs"] == 200
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        resolve_request("01_tradeoff", "cifar100", {"epochs": 81})
+def test_a_value_equal_to_the_default_is_kept_under_any_profile():
+    assert runner.resolve_parameters("01_tradeoff", "cifar100", {"epochs": 80})["epochs"] == 80
+    kernel = _kernel("01_tradeoff", {"profile": "cifar100", "epochs": 80})
+    assert resolve_notebook("01_tradeoff", kernel)["epochs"] == 80
+
+
+def test_names_come_from_the_parameters_and_injected_cells_only():
+    kernel = {**_kernel("01_tradeoff", {"epochs": 3}), "base": object()}  # a later cell's variable
+    assert parameters.given_names(kernel["In"]) == ["profile", "epochs"]
+    kernel["In"] = [*kernel["In"][:-1], "base = 1", "resolve_notebook(...)"]  # the check cell run again alone
+    with pytest.raises(ParameterError, match="run the notebook's parameters cell"):
+        resolve_notebook("01_tradeoff", kernel)
+    with_paths = _kernel("01_tradeoff", {"epochs": 3, "PAPERMILL_INPUT_PATH": "in.ipynb"})  # papermill --inject-paths
+    assert resolve_notebook("01_tradeoff", with_paths)["epochs"] == 3
 
 
 def test_runner_refuses_with_the_same_checks(monkeypatch):
@@ -99,7 +119,7 @@ def test_every_notebook_checks_its_parameters_in_the_cell_after_the_parameters_c
         nb = nbformat.read(REPO / "notebooks" / f"{chapter}.ipynb", as_version=4)
         i = next(k for k, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
         after = next(c for c in nb.cells[i + 1:] if c.cell_type == "code")
-        assert f'globals().update(resolve_notebook("{chapter}", globals()))' in after.source, chapter
+        assert f'params = resolve_notebook("{chapter}", globals())' in after.source, chapter
 
 
 def test_cli_refuses_a_range_error_without_torch_papermill_or_a_kernel():
@@ -115,38 +135,71 @@ def _head(chapter: str, tmp_path: Path) -> Path:
     """The real notebook up to its check cell, plus a cell that prints the resolved parameters as JSON."""
     nb = nbformat.read(REPO / "notebooks" / f"{chapter}.ipynb", as_version=4)
     i = next(k for k, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    names = [*PARAMETER_DEFAULTS[chapter], "profile"]
-    nb.cells = nb.cells[:i + 2] + [nbformat.v4.new_code_cell(
-        f"import json\nprint(json.dumps({{n: globals()[n] for n in {names!r}}}))")]
+    nb.cells = nb.cells[:i + 2] + [nbformat.v4.new_code_cell("import json\nprint(json.dumps(params))")]
     path = tmp_path / f"{chapter}.ipynb"
     nbformat.write(nb, path)
     return path
 
 
 @pytest.mark.notebook
-def test_papermill_directly_applies_the_profile_and_refuses_bad_values(tmp_path):
+def test_papermill_directly_gets_the_values_of_ctcbook_run(tmp_path):
+    import papermill
+
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(str(_head("01_tradeoff", tmp_path)), str(out),
+                               parameters={"profile": "cifar100", "epochs": 2}, kernel_name="python3",
+                               cwd=str(REPO), progress_bar=False)
+    printed = json.loads(nbformat.read(out, as_version=4).cells[-1].outputs[-1]["text"])
+    assert printed == runner.resolve_parameters("01_tradeoff", "cifar100", {"epochs": 2})
+    assert printed == {**PARAMETER_DEFAULTS["01_tradeoff"], **PROFILES["cifar100"]["01_tradeoff"], "epochs": 2,
+                       "profile": "cifar100"}
+
+
+# Every refusal the README lists ("What happens when things go wrong"), plus an unknown name (a typo for epochs):
+# (ctcbook run arguments, papermill parameters, the message both give).
+REFUSALS = [
+    (["-p", "epochs", "-1"], {"epochs": -1},
+     "parameter 'epochs' of chapter 01_tradeoff must be an integer >= 1, got -1"),
+    (["-p", "source", "cifar1000"], {"source": "cifar1000"},
+     "parameter 'source' of chapter 01_tradeoff must be one of"),
+    (["--profile", "cifar1000"], {"profile": "cifar1000"},
+     "profile must be one of ['cifar100', 'default', 'imagenet', 'small', 'smoke'], got 'cifar1000'"),
+    (["-p", "epochs", '"ten"'], {"epochs": "ten"}, "parameter 'epochs' of chapter 01_tradeoff must be an integer >= 1, "
+                                                   "got 'ten' (a string)"),
+    (["-p", "nonexistent_param", "3"], {"nonexistent_param": 3},
+     "chapter 01_tradeoff has no parameter 'nonexistent_param'; its parameters are ['arch', 'augment', 'backend'"),
+]
+
+
+@pytest.mark.parametrize("args, _, message", REFUSALS)
+def test_ctcbook_run_refuses_before_a_kernel_starts(args, _, message, capsys):
+    from ctcbook.book.cli import main
+
+    assert main(["run", "01_tradeoff", "--profile", "smoke", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.notebook
+def test_papermill_directly_refuses_in_the_first_cell_before_any_training(tmp_path, monkeypatch):
+    """The whole chapter, run by papermill as a new user would: each refusal stops in the cell after the parameters,
+    with ctcbook run's message, and nothing is trained."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    source = _head("01_tradeoff", tmp_path)
+    monkeypatch.setenv("CTCBOOK_RUNS", str(tmp_path / "runs"))
     out = tmp_path / "out.ipynb"
-    papermill.execute_notebook(str(source), str(out), parameters={"profile": "cifar100", "epochs": 2},
-                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
-    printed = json.loads(nbformat.read(out, as_version=4).cells[-1].outputs[-1]["text"])
-    cifar = PROFILES["cifar100"]["01_tradeoff"]
-    assert printed == {**PARAMETER_DEFAULTS["01_tradeoff"], **cifar, "epochs": 2, "profile": "cifar100"}
-
-    for params, message in [({"profile": "cifar1000"}, "profile must be one of ['cifar100', 'default', 'imagenet', 'small', 'smoke']"),
-                            ({"epochs": "ten"}, "parameter 'epochs' of chapter 01_tradeoff must be an integer")]:
+    for _, params, message in REFUSALS:
         with pytest.raises(PapermillExecutionError) as err:
-            papermill.execute_notebook(str(source), str(out), parameters=params, kernel_name="python3",
+            papermill.execute_notebook(str(REPO / "notebooks" / "01_tradeoff.ipynb"), str(out),
+                                       parameters={"profile": "smoke", **params}, kernel_name="python3",
                                        cwd=str(REPO), progress_bar=False)
-        assert err.value.ename == "ParameterError" and message in err.value.evalue
+        assert err.value.ename == "ParameterError" and message in err.value.evalue, params
         cells = nbformat.read(out, as_version=4).cells
         failed = [k for k, c in enumerate(cells) if any(o.output_type == "error" for o in c.get("outputs", []))]
         injected = next(k for k, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", []))
         first_code = next(k for k in range(injected + 1, len(cells)) if cells[k].cell_type == "code")
         assert failed == [first_code] and "resolve_notebook" in cells[first_code].source
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_a_users_image_folder_is_a_valid_target_name_and_other_unknown_names_are_not():

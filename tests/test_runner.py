@@ -5,7 +5,6 @@ import pytest
 import ctcbook.book.runner as runner
 from ctcbook.book import parameters
 from ctcbook.book.cli import main
-from ctcbook.book.profiles import PARAMETER_DEFAULTS
 
 
 @pytest.fixture
@@ -18,11 +17,9 @@ def no_execution(monkeypatch):
     monkeypatch.setattr(papermill, "execute_notebook", refuse)
 
 
-def test_notebook_parameters_match_the_default_profile():
+def test_notebook_parameters_cells_set_only_the_profile():  # every default lives in ctcbook.book.profiles
     for chapter in runner.chapters():
-        params = runner.notebook_parameters(chapter)
-        assert params.pop("profile") == "default"
-        assert params == PARAMETER_DEFAULTS[chapter]
+        assert runner.notebook_parameters(chapter) == {"profile": "default"}
 
 
 def test_unknown_profile_is_refused(no_execution):
@@ -59,8 +56,8 @@ def _chapter(tmp_path, monkeypatch, name: str, *sources: str):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell('profile = "default"\nx = 1', metadata={"tags": ["parameters"]}),
-                *(nbformat.v4.new_code_cell(src) for src in sources)]
+    params = nbformat.v4.new_code_cell('profile = "default"\nx = 1', metadata={"tags": ["parameters", "remove-cell"]})
+    nb.cells = [params, *(nbformat.v4.new_code_cell(src) for src in sources)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, notebooks / f"{name}.ipynb")
     monkeypatch.setattr(runner, "NOTEBOOKS", notebooks)
@@ -82,7 +79,7 @@ def test_failing_cell_names_chapter_and_cell_and_keeps_notebook(tmp_path, monkey
     assert any("deliberate failure" in str(c.get("outputs", "")) for c in kept.cells)
 
 
-# --- progress streaming (issue 16, point 2) ---------------------------------------------------------------------
+# --- progress streaming ------------------------------------------------------------------------------------------
 
 def test_execution_streams_chapter_cell_and_progress_lines(tmp_path, monkeypatch):
     _chapter(tmp_path, monkeypatch, "07_talks",
@@ -101,7 +98,7 @@ def test_execution_streams_chapter_cell_and_progress_lines(tmp_path, monkeypatch
     assert "[ctcbook] 07_talks cell 4/4 | after the quiet part" in text
 
 
-# --- up-to-date skip (issue 16, point 3) ------------------------------------------------------------------------
+# --- up-to-date skip ----------------------------------------------------------------------------------------------
 
 RUN_CELL = ("import os\nfrom ctcbook.runs import RunStore\nrun = RunStore().open({'x': x})\n"
             "run.done or run.mark_done({'x': x})")
@@ -144,14 +141,13 @@ def test_unchanged_chapter_is_skipped_and_says_why_force_re_executes(executed_on
     lines = []
     runner.run_chapters(["06_fresh"], "smoke", output_dir=executed_once, log=lines.append, force=True)
     assert any("executing 06_fresh" in line and "[forced]" in line for line in lines), lines
-    # the page shows the parameters once (all of them, collapsed under the provenance box: both parameter cells are
-    # left out of the page) and hides the set-up cell's code
+    # the page shows the parameters once: all of them, collapsed under the provenance box; both parameter cells are
+    # left out of the page (the runner tags papermill's)
     nb = nbformat.read(executed_once / "06_fresh.ipynb", as_version=4)
     tags = {tuple(c.metadata.get("tags", [])) for c in nb.cells if c.cell_type == "code"}
-    assert ("parameters", "remove-cell") in tags and ("injected-parameters", "remove-cell") in tags
+    assert ("injected-parameters", "remove-cell") in tags
     box = next(c for c in nb.cells if c.metadata.get("ctcbook_provenance"))
     assert "All parameters of this execution" in box.source
-    assert ("hide-input",) in tags  # the cell that starts with an import
 
 
 def test_each_cause_of_re_execution_is_named(monkeypatch, tmp_path):
@@ -164,7 +160,7 @@ def test_each_cause_of_re_execution_is_named(monkeypatch, tmp_path):
     record = json.loads((out / "06_fresh.run.json").read_text())
     [run_path] = record["key"]["runs"]
     assert run_path.startswith(str(tmp_path / "runs"))
-    assert _stale(out, x=2) == ["parameters changed: x (notebook default) -> 2"]
+    assert _stale(out, x=2) == ["parameters changed: x 1 -> 2"]
     # library source
     monkeypatch.setattr(freshness, "library_sha256", lambda package=None: "0" * 64)
     assert _stale(out) == ["library source (ctcbook/**/*.py) changed"]
@@ -203,20 +199,4 @@ def test_changed_parameter_re_executes_that_chapter_only(tmp_path, monkeypatch):
     lines = []
     runner.run_chapters(None, "smoke", output_dir=out, log=lines.append)
     assert "06_fresh up to date" in lines[0]
-    assert "executing 07_other" in lines[1] and "parameters changed: x (notebook default) -> 3" in lines[1], lines
-
-
-def test_reader_tag_rules():
-    from ctcbook.book.pages import reader_tag
-
-    def code(src, tags=()):
-        return nbformat.v4.new_code_cell(src, metadata={"tags": list(tags)})
-
-    assert reader_tag(code("import time\nx = 1")) == "hide-input"
-    assert reader_tag(code("a = t.iloc[0]\nglue('a', a, display=False)")) == "hide-input"
-    assert reader_tag(code("fig = plots.f(t)\ndisplay(fig)\nplots.close(fig)")) == "hide-input"
-    assert reader_tag(code("display(Markdown(report(t)))")) == "hide-input"
-    assert reader_tag(code("runs = [train(c) for c in configs]")) is None
-    assert reader_tag(code("import time", ["remove-input"])) is None
-    assert reader_tag(code("%time x = 1")) is None
-    assert reader_tag(nbformat.v4.new_markdown_cell("import nothing")) is None
+    assert "executing 07_other" in lines[1] and "parameters changed: x 1 -> 3" in lines[1], lines

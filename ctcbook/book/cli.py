@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
-from .profiles import PARAMETER_DEFAULTS, PROFILES
+from .profiles import PROFILES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,15 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            from . import parameters
+            from . import parameters, runner  # neither imports torch or papermill: bad requests are refused at once
 
             overrides = {name: parameters.parse_value(value) for name, value in args.parameter}
-            with warnings.catch_warnings():  # refuse bad requests before torch, papermill or a kernel start
-                warnings.simplefilter("ignore")
-                for chapter in args.chapters or PARAMETER_DEFAULTS:
-                    if chapter in PARAMETER_DEFAULTS:
-                        parameters.resolve_request(chapter, args.profile, overrides)
-            from . import runner
 
             kwargs = {"output_dir": args.output_dir} if args.output_dir else {}
             runner.run_chapters(args.chapters or None, args.profile, overrides, force=args.force, **kwargs)
@@ -87,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import runner
 
             for chapter in runner.chapters():
-                print(chapter, runner.notebook_parameters(chapter))
+                print(chapter, runner.resolve_parameters(chapter, "default"))
             print("profiles:", ", ".join(sorted(PROFILES)))
     except (ValueError, FileNotFoundError) as err:
         print(f"ctcbook: error: {err}", file=sys.stderr)

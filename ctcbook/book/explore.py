@@ -1,11 +1,8 @@
 """Explorers: pick a saved epoch (or, in chapter 4, a place and a day) and see what the model does there.
 
-Each explorer has one drawing function (:func:`draw`, :func:`information_draw`, :func:`draw_metadata`) shared by two
-front ends: a static one (pre-rendered frames behind matplotlib's JavaScript slider, works in the HTML book without a
-kernel) and a live one (ipywidgets controls over an Image widget, for JupyterLab). The live epoch explorers compute
-from the saved checkpoints on demand: choosing a target, a seed, a layer (chapter 2) and an epoch loads that
-checkpoint, extracts the features and projects them, keeping the last few projections in a small in-process cache
-(:class:`FrameCache`), so any seed and epoch of the run store can be looked at, not only the pre-rendered ones.
+Each explorer has one drawing function (:func:`draw`, :func:`information_draw`, :func:`draw_metadata`) behind two
+front ends: pre-rendered frames under matplotlib's JavaScript slider (the HTML book, no kernel) and live ipywidgets
+controls over an Image (JupyterLab), which compute any saved epoch from its checkpoint (:class:`FrameCache`).
 """
 from __future__ import annotations
 
@@ -31,9 +28,7 @@ FIGSIZE = (9.5, 3.6)
 
 @dataclass
 class Frame:
-    """One epoch's view: 2-D PCA coordinates (n, 2) of a split's test features and their labels (n,).
-
-    ``explained``: fraction of the feature variance the two components hold; ``layer``: which layer's output."""
+    """One epoch's view: PCA coordinates (n, 2) of a layer's test features, labels (n,), variance ``explained``."""
 
     epoch: int
     coords: np.ndarray
@@ -43,9 +38,9 @@ class Frame:
 
 
 def project(feats: torch.Tensor) -> tuple[np.ndarray, float]:
-    """PCA of features (n, D) onto 2 components: (coords (n, 2), fraction of variance held). Each component's sign is
-    fixed so that its largest-magnitude coordinate is positive, so a frame looks the same whichever epoch was drawn
-    before it (static slider and live widget agree)."""
+    """PCA of features (n, D) onto 2 components: (coords (n, 2), fraction of variance held).
+
+    Each component's largest-magnitude coordinate is made positive, so the static slider and the live widget agree."""
     feats = feats.double()
     feats = feats - feats.mean(0)
     u, s, v = torch.linalg.svd(feats, full_matrices=False)
@@ -57,11 +52,7 @@ def project(feats: torch.Tensor) -> tuple[np.ndarray, float]:
 
 
 class FrameCache:
-    """Projections computed from checkpoints on demand, the last ``maxsize`` kept (least recently used dropped).
-
-    ``frame(run, split, epoch, layer)`` loads checkpoint ``epoch`` of ``run``, computes ``layer``'s output on ``n``
-    test images of ``split`` (``"source"`` or a target key, as :func:`ctcbook.chapters.ch2_information.probe_set`)
-    and projects it (:func:`project`). ``hits`` and ``misses`` count lookups."""
+    """PCA frames of ``n`` test images of a split, computed from checkpoints on demand; the last ``maxsize`` kept."""
 
     def __init__(self, n: int = 1000, device: torch.device | str = "cpu", maxsize: int = 32):
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
@@ -182,12 +173,6 @@ def static_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class
     return _jshtml(lambda fig, i: draw(fig, table, frames[i], target, class_names, seed), len(frames), FIGSIZE, dpi)
 
 
-def render_png(table: pd.DataFrame, frame: Frame, target: str, class_names, seed: int | None = None,
-               dpi: int = 80) -> bytes:
-    """PNG bytes of :func:`draw` for one frame."""
-    return _png(lambda fig: draw(fig, table, frame, target, class_names, seed), FIGSIZE, dpi)
-
-
 def _dropdown(description: str, options, value=None):
     import ipywidgets as widgets
 
@@ -280,20 +265,10 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
     return box
 
 
-# ------------------------------------------------------------------------------ generic sliders over any drawing
 def static_slider(draw_epoch, epochs: list[int], figsize: tuple[float, float], dpi: int = 72) -> str:
     """HTML of a JavaScript slider over frames drawn by ``draw_epoch(fig, epoch)`` (fig cleared first by the
     caller's function), one per epoch in ``epochs``; no kernel needed."""
     return _jshtml(lambda fig, i: draw_epoch(fig, epochs[i]), len(epochs), figsize, dpi)
-
-
-def live_slider(draw_epoch, epochs: list[int], figsize: tuple[float, float], dpi: int = 80):
-    """An ipywidgets epoch slider over a PNG of ``draw_epoch(fig, epoch)`` (replays a fixed drawing; the chapters'
-    explorers use :func:`live_explorer` and :func:`live_information_explorer`, which compute from checkpoints)."""
-    import ipywidgets as widgets
-
-    slider = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch", continuous_update=False)
-    return _live({"epoch": slider}, lambda v: _png(lambda fig: draw_epoch(fig, v["epoch"]), figsize, dpi))
 
 
 #: Size of the information-plane explorer (inches).
@@ -302,12 +277,9 @@ INFO_FIGSIZE = (13.0, 3.4)
 
 def information_draw(fig, info: pd.DataFrame, table: pd.DataFrame, frame: Frame, split: str, seed: int,
                      estimators: list[str], class_names) -> None:
-    """Information explorer at ``frame.epoch`` for ``split``, ``seed`` and ``frame.layer`` (fig cleared first).
-
-    One panel per estimator: that layer's information-plane trajectory over the epochs (grey) with this epoch
-    marked (red); one panel with every layer the Renyi estimator measured on ``split`` at this epoch (the layer-wise
-    information plane); and the 2-D PCA of the layer's features, titled with the probe accuracy (source: test
-    accuracy) and the Renyi estimates at this epoch. Information in bits."""
+    """Information explorer at ``frame.epoch`` for ``split``, ``seed`` and ``frame.layer`` (fig cleared first): per
+    estimator the layer's information-plane trajectory with this epoch marked, every Renyi-measured layer at this
+    epoch, and the PCA of the layer's features titled with the accuracy and Renyi estimates (bits)."""
     fig.clear()
     axes = fig.subplots(1, len(estimators) + 2)
     epoch, layer = frame.epoch, frame.layer

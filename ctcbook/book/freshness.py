@@ -3,7 +3,7 @@
 An executed chapter is reproduced exactly by executing again only if one of these changed since:
 
 * the source notebook (SHA-256 of ``notebooks/<chapter>.ipynb``),
-* the resolved parameters (profile values and overrides),
+* the resolved parameters (every value, from the profile and the overrides),
 * the library (SHA-256 over every ``ctcbook/**/*.py``, path and content),
 * a run it used (the run folders it opened, each with the SHA-256 of its ``DONE`` marker: a run deleted,
   unfinished or retrained shows here),

@@ -1,31 +1,16 @@
-"""Chapter parameters: resolve the profile and check every value before anything is trained.
+"""Chapter parameters: the profile's values with the caller's over them, every value checked before anything trains.
 
-Both ways of executing a chapter go through :func:`resolve`:
-
-* ``ctcbook run`` calls it (through :func:`resolve_request`) before any kernel starts, and injects the result;
-* each notebook's first cell after its parameters cell calls :func:`resolve_notebook` on the kernel's globals, so
-  ``papermill notebooks/01_tradeoff.ipynb out.ipynb -p profile cifar100`` gets the same values and the same
-  refusals as ``ctcbook run 01_tradeoff --profile cifar100``.
-
-**The rule.** The kernel cannot see which parameters papermill injected, so a parameter whose value equals the
-notebook's default (:data:`~ctcbook.book.profiles.PARAMETER_DEFAULTS`, same type and value) counts as *unset* and
-takes the profile's value; any other value is the caller's and is kept. ``ctcbook run`` applies the same rule to its
-``-p`` overrides, so both paths give identical values (resolving twice changes nothing).
-**The edge case:** under a profile that changes a parameter, you cannot ask for that parameter's notebook default
-(``--profile cifar100 -p epochs 30`` trains 200 epochs, cifar100's value); ``ctcbook run`` warns when this happens.
-Pass a value that differs (e.g. ``30.0`` is not accepted for an integer, so choose another profile or edit the
-profile) -- in practice use ``--profile default`` with overrides.
-
-Checks (one :class:`ParameterError` naming the parameter, the bad value and what is allowed): the profile name, the
-type (a YAML string where a number is expected is refused, never a ``TypeError`` later; a bool is not a number),
-the range, dataset/target/method/preset names, and consistency between parameters (CTC's stage 2 inside the
-schedule, MINE seeds among the trained seeds). Type and range checks import nothing heavy, so ``ctcbook run -p
-epochs -1`` is refused before torch is even imported; name checks import the registries they check against.
+Both ways of executing a chapter resolve through :func:`resolve`: ``ctcbook run`` before any kernel starts, then
+injects only ``profile`` and its ``-p`` overrides; papermill run directly injects what it is given, and the
+notebook's first cell after its parameters cell calls :func:`resolve_notebook`, which reads the names the parameters
+cell and papermill's injected cell assign. So both entry points give the same values and the same refusals: one
+:class:`ParameterError` naming the parameter, the bad value and what is allowed (unknown names included). Type and
+range checks import nothing heavy, so ``ctcbook run -p epochs -1`` is refused before torch is even imported.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
-import warnings
 from typing import Any, Callable, Mapping
 
 import yaml
@@ -293,73 +278,55 @@ def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
                                  f"got {p[name]}")
 
 
-def _same(value: Any, default: Any) -> bool:
-    """True if ``value`` is the notebook default (same type and value): the parameter counts as unset."""
-    return type(value) is type(default) and value == default
+def resolve(chapter: str, given: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every parameter of ``chapter`` plus ``profile``: ``given`` over the profile's values over the defaults, checked.
 
-
-def resolve(chapter: str, values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every parameter of ``chapter`` plus ``profile``, resolved and checked.
-
-    Args:
-        chapter: e.g. ``"01_tradeoff"``.
-        values: parameter values as given (any subset; missing ones take the notebook default), with ``profile``
-            (default ``"default"``). A value equal to the notebook default counts as unset and takes the profile's
-            value (see the module docstring).
-        defaults: the notebook's defaults (default: :data:`PARAMETER_DEFAULTS` of ``chapter``).
-
-    Raises :class:`ParameterError` naming the parameter, the bad value and what is allowed.
+    ``defaults`` (default :data:`PARAMETER_DEFAULTS` of ``chapter``) name the chapter's parameters; raises
+    :class:`ParameterError` naming the parameter, the bad value and what is allowed.
     """
     if defaults is None:
         if chapter not in PARAMETER_DEFAULTS:
             raise ParameterError(f"chapter must be one of {sorted(PARAMETER_DEFAULTS)}, got {chapter!r}")
         defaults = PARAMETER_DEFAULTS[chapter]
-    unknown = [n for n in values if n not in defaults and n != "profile"]
+    unknown = [n for n in given if n not in defaults and n != "profile"]
     if unknown:
         raise ParameterError(f"chapter {chapter} has no parameter {unknown[0]!r}; its parameters are "
                              f"{sorted(defaults)}")
-    profile = values.get("profile", "default")
+    profile = given.get("profile", "default")
     if not isinstance(profile, str) or profile not in PROFILES:
         raise ParameterError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-    from_profile = PROFILES[profile].get(chapter, {})
-    resolved = {}
-    for name, default in defaults.items():
-        value = values.get(name, default)
-        if name in from_profile and _same(value, default):
-            value = from_profile[name]
-        resolved[name] = check_value(chapter, name, value, default)
+    values = {**defaults, **PROFILES[profile].get(chapter, {}), **given}
+    resolved = {name: check_value(chapter, name, values[name], default) for name, default in defaults.items()}
     for name, value in resolved.items():  # after all type/range checks: these import the registries
         _check_names(chapter, name, value)
     _check_consistency(chapter, resolved)
-    return {**resolved, "profile": profile}
+    return {"profile": profile, **resolved}
 
 
-def resolve_request(chapter: str, profile: str, overrides: Mapping[str, Any] | None = None,
-                    defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What ``ctcbook run`` injects into ``chapter``: :func:`resolve` of the profile and the ``-p`` overrides,
-    keeping only values that differ from the notebook defaults, plus ``profile``. Warns when an override equal to
-    the notebook default gives way to the profile's value (the one edge case of the rule)."""
-    overrides = dict(overrides or {})
-    if "profile" in overrides:
-        raise ParameterError("set the profile with --profile, not -p profile")
-    resolved = resolve(chapter, {**overrides, "profile": profile}, defaults)
-    defaults = PARAMETER_DEFAULTS[chapter] if defaults is None else defaults
-    for name, value in overrides.items():
-        if not _same(resolved[name], value) and _same(value, defaults[name]):
-            warnings.warn(f"-p {name} {value!r} equals the notebook default, which counts as unset, so profile "
-                          f"{profile!r}'s value {resolved[name]!r} is used", stacklevel=2)
-    return {**{n: v for n, v in resolved.items() if n != "profile" and not _same(v, defaults[n])},
-            "profile": profile}
+#: The first line of the cell papermill injects after a notebook's parameters cell.
+INJECTED_HEADER = "# Parameters"
 
 
-def resolve_notebook(chapter: str, namespace: Mapping[str, Any], log: Callable[[str], None] = print) -> dict:
-    """The first cell after a notebook's parameters cell: ``globals().update(resolve_notebook(chapter,
-    globals()))``. Reads the parameters from the kernel's ``namespace``, resolves and checks them (:func:`resolve`),
-    prints which values came from the profile, and returns them all."""
-    defaults = PARAMETER_DEFAULTS[chapter]
-    given = {n: namespace[n] for n in [*defaults, "profile"] if n in namespace}
-    resolved = resolve(chapter, given)
-    applied = [n for n in defaults if n in given and not _same(resolved[n], given[n])]
-    if applied:
-        log(f"profile {resolved['profile']!r}: " + ", ".join(f"{n}={resolved[n]!r}" for n in applied))
-    return resolved
+def _assigned(source: str) -> list[str]:
+    """The names a cell assigns at its top level, in order."""
+    return [t.id for s in ast.parse(source).body if isinstance(s, (ast.Assign, ast.AnnAssign))
+            for t in (s.targets if isinstance(s, ast.Assign) else [s.target]) if isinstance(t, ast.Name)]
+
+
+def given_names(history: list[str]) -> list[str]:
+    """The names the parameters cell and papermill's injected cell assign, read from the kernel's input history
+    (``In``) as the cell after them sees it."""
+    cells = list(history[:-1])  # the last input is the calling cell
+    names = []
+    if cells and cells[-1].lstrip().startswith(INJECTED_HEADER + "\n"):
+        names = _assigned(cells.pop())
+    if not cells or "profile" not in _assigned(cells[-1]):
+        raise ParameterError("run the notebook's parameters cell (the one that sets profile) right before this one")
+    # papermill --inject-paths adds PAPERMILL_INPUT_PATH and the like: not chapter parameters
+    return [n for n in dict.fromkeys(_assigned(cells[-1]) + names) if not n.startswith("PAPERMILL_")]
+
+
+def resolve_notebook(chapter: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter, for the notebook's cell after its parameters: ``params = resolve_notebook(chapter, globals())``
+    (the values come from the kernel's globals, the names from :func:`given_names`)."""
+    return resolve(chapter, {n: namespace[n] for n in given_names(namespace["In"])})

@@ -1,16 +1,12 @@
-"""The chapters' named profiles.
+"""The chapters' parameters: defaults, named profiles, and the typed configs built from resolved values.
 
-:data:`PROFILES` gives, for each chapter notebook, the parameter values of each named profile. A notebook's
-parameters cell holds the ``default`` profile's values (:data:`PARAMETER_DEFAULTS`, kept equal by a test); the
-runner injects another profile's values.
+:data:`PARAMETER_DEFAULTS` holds every chapter parameter's default (the ``default`` profile), :data:`PROFILES` what
+each named profile changes; a notebook's parameters cell sets only ``profile`` (see :mod:`ctcbook.book.parameters`).
 """
 from __future__ import annotations
 
 from typing import Any
 
-# --- profiles ------------------------------------------------------------------------------------------------
-# Per chapter, the parameter values of each profile. The default profile's values are the notebook's own
-# parameters cell (kept equal by a test); the others override some of them.
 _TRADEOFF_DEFAULT: dict[str, Any] = {
     "source": "fashion_mnist",
     "source_classes": [0, 1, 2, 3, 4],
@@ -185,7 +181,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "04_dynamic_mlp": {},
         "03_ctc": {},
     },
-    # The book's first default (until issue 12): ResNet-8 width 8 on 8,000 images, crop (2 px) + flip, 30 epochs,
+    # The book's first default: ResNet-8 width 8 on 8,000 images, crop (2 px) + flip, 30 epochs,
     # 3 seeds. Its network classifies only about 94% of its own training images at the end: it never reaches the
     # late phase the paper's claim is about. Kept for comparison.
     "small": {
@@ -259,9 +255,8 @@ for _profile in PROFILES.values():
         _profile["05_transfer"] = {k: v for k, v in _profile["03_ctc"].items() if k not in _CHAPTER3_ONLY}
 
 
-# --- end-to-end Dynamic MLP (issue 14): FusionTrainConfig fields per profile ------------------------------------
-# Read by ctcbook.fusion_train through e2e_config() (a user's script or a GPU box); the book's chapter 4 runs the
-# simulated default (its parameters above).
+# --- end-to-end Dynamic MLP on real data: FusionTrainConfig fields per profile -----------------------------------
+# Read through e2e_config() (a user's script or a GPU box); the book's chapter 4 runs the simulated default above.
 _E2E_HEAD_PAPER = {"meta_width": 256, "embed_dim": 256, "reduced_dim": 256, "hidden_dim": 64, "num_blocks": 2}
 E2E_PROFILES: dict[str, dict[str, Any]] = {
     # The public code's recipe at full size (github ylingfeng/DynamicMLP, README and train.py): iNat21 (train_mini
@@ -298,7 +293,46 @@ def e2e_config(profile: str, **overrides: Any):
 
 
 def profile_parameters(chapter: str, profile: str) -> dict[str, Any]:
-    """The notebook parameters of ``chapter`` under ``profile`` (only those that differ from the default)."""
+    """The parameters of ``chapter`` that ``profile`` changes."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
     return dict(PROFILES[profile].get(chapter, {}))
+
+
+# --- typed configs from a chapter's resolved parameters (ctcbook.book.parameters.resolve) -------------------------
+_RUN_FIELDS = ("source", "source_classes", "train_size", "arch", "depth", "width", "stem_stride", "epochs",
+               "batch_size", "lr", "weight_decay", "augment", "crop_padding")
+
+
+def train_config(p: dict[str, Any]):
+    """The cross-entropy source run of chapters 1, 2, 3 and 5 (seed 0: ``.replace(seed=s)`` per seed)."""
+    from ..config import TrainConfig
+
+    return TrainConfig(**{k: p[k] for k in _RUN_FIELDS})
+
+
+def ctc_config(p: dict[str, Any]):
+    """The main CTC run of chapters 3 and 5: :func:`train_config` with CTC's schedule and losses."""
+    from ..chapters.ch3_ctc import ctc_config as to_ctc
+
+    return to_ctc(train_config(p), stage_two_epoch=p["stage_two_epoch"], weight_decay_coef=p["weight_decay_coef"],
+                  lr_restart=p["lr_restart"], alpha=p["alpha"], beta=p["beta"], instance_dim=p["embed_dim"],
+                  instance_t=p["instance_t"], instance_m=p["instance_m"],
+                  train_instance_head=p["train_instance_head"], nce_dim=p["embed_dim"], nce_k=p["nce_k"],
+                  nce_t=p["nce_t"], nce_m=p["nce_m"], refill=p["refill"])
+
+
+def fusion_config(p: dict[str, Any]):
+    """Chapter 4's end-to-end network at interaction 0 (``.replace`` the metadata's interaction, method, seed)."""
+    from ..config import FusionTrainConfig
+
+    metadata = {"seed": p["metadata_seed"], "location_spread": p["location_spread"], "date_spread": p["date_spread"],
+                "background": p["background"], "missing_fraction": p["missing_fraction"], "interaction": 0.0,
+                "groups": [list(p["confusable"])] if p["confusable"] else None, "draw_seed": 0}
+    head = {k: p[k] for k in ("meta_width", "embed_dim", "reduced_dim", "hidden_dim", "num_blocks")}
+    return FusionTrainConfig(dataset="simulated", source=p["source"], train_size=p["train_size"],
+                             test_size=p["test_size"], metadata=metadata, depth=p["depth"], width=p["width"],
+                             stem_stride=p["stem_stride"], head=head, epochs=p["epochs"],
+                             warmup_epochs=p["warmup_epochs"], batch_size=p["batch_size"], lr=p["lr"],
+                             weight_decay=p["weight_decay"], label_smoothing=p["label_smoothing"],
+                             mixup_alpha=p["mixup_alpha"], augment=p["augment"], test_every=p["epochs"])

@@ -54,8 +54,7 @@ def collect(chapter: str, profile: str, parameters: dict[str, Any], wall_seconds
         "device": device_description(), "ctcbook": __version__, "torch": torch.__version__,
         "torchvision": torchvision.__version__, "python": platform.python_version(), "commit": git_commit(),
         "wall_seconds": round(wall_seconds, 1), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        # every parameter's value in this execution (the notebook's defaults with the injected values over them):
-        # the page lists them once, collapsed, since papermill's injected cell holds only what differs
+        # every parameter's value in this execution: the page's one list of them (the notebook sets only the profile)
         "all_parameters": dict(parameters),
     }
 

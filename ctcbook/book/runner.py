@@ -38,33 +38,25 @@ def chapters() -> list[str]:
 
 def notebook_parameters(chapter: str) -> dict[str, Any]:
     """Names and default values of the chapter notebook's parameters cell."""
+    import ast
+
     import papermill
 
     params = papermill.inspect_notebook(str(NOTEBOOKS / f"{chapter}.ipynb"))
-    return {name: _literal(p["default"]) for name, p in params.items()}
-
-
-def _literal(source: str) -> Any:
-    import ast
-
-    try:
-        return ast.literal_eval(source)
-    except (ValueError, SyntaxError):
-        return source
+    return {name: ast.literal_eval(p["default"]) for name, p in params.items()}
 
 
 def resolve_parameters(chapter: str, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The parameters papermill injects into ``chapter``: the profile's values and ``overrides``, resolved and
-    checked by :func:`ctcbook.book.parameters.resolve_request` -- the same function the notebook's first cell
-    calls, so a chapter run here and one run by papermill directly get identical values. Raises
-    :class:`~ctcbook.book.parameters.ParameterError` (a ValueError) naming the bad chapter, profile, parameter or
-    value."""
+    """Every parameter of ``chapter`` under ``profile`` with ``overrides``, checked
+    (:func:`ctcbook.book.parameters.resolve`, the same function the notebook's first cell calls)."""
     if chapter not in chapters():
         raise ValueError(f"chapter must be one of {chapters()}, got {chapter!r}")
+    if "profile" in (overrides or {}):
+        raise parameters.ParameterError("set the profile with --profile, not -p profile")
     defaults = None
     if chapter not in parameters.PARAMETER_DEFAULTS:  # a notebook outside the book's profiles (tests)
         defaults = {k: v for k, v in notebook_parameters(chapter).items() if k != "profile"}
-    return parameters.resolve_request(chapter, profile, overrides, defaults)
+    return parameters.resolve(chapter, {**(overrides or {}), "profile": profile}, defaults)
 
 
 def say(line: str) -> None:
@@ -77,20 +69,16 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
                  force: bool = False, heartbeat_seconds: float = 30.0) -> list[Path]:
     """Execute chapters (default: all) in ``profile``; return the executed notebooks' paths.
 
-    ``cell_timeout``: seconds one cell may run before the chapter fails (None: no limit, for long GPU training).
-
-    A chapter whose executed notebook is up to date (same notebook source, parameters, library source and runs; see
-    :mod:`ctcbook.book.freshness`) is skipped with the reason, unless ``force``. While a chapter executes, ``log``
-    gets its cells and the kernel's progress lines (:mod:`ctcbook.book.progress`; a silent cell gets a line every
-    ``heartbeat_seconds``).
-
-    Runs live in ``$CTCBOOK_RUNS`` (default ``<repo>/runs``), so finished training is reused across executions.
-    Each executed notebook gets a provenance box under its title (:mod:`ctcbook.book.provenance`) and the
-    reader-facing tags (:mod:`ctcbook.book.pages`), and beside it ``<chapter>.run.json`` records the same (profile,
-    data, device, seeds, versions, commit, wall time), the parameters and the up-to-date key.
+    Every request is checked before any kernel starts; papermill then injects the profile and ``overrides``, which
+    the notebook resolves again to the same values. A chapter up to date (:mod:`ctcbook.book.freshness`) is skipped
+    unless ``force``; ``cell_timeout`` (seconds, None: no limit) fails a cell that runs longer; ``log`` gets the
+    progress (:mod:`ctcbook.book.progress`, a silent cell every ``heartbeat_seconds``). Runs live in
+    ``$CTCBOOK_RUNS`` (default ``<repo>/runs``). Each executed notebook gets a provenance box
+    (:mod:`ctcbook.book.provenance`), and ``<chapter>.run.json`` beside it the record, parameters and up-to-date key.
     """
     names = names or chapters()
     plan = [(name, resolve_parameters(name, profile, overrides)) for name in names]  # refuse before running
+    injected = {"profile": profile, **(overrides or {})}  # the notebook resolves them as above
     os.environ.setdefault("CTCBOOK_RUNS", str(REPO / "runs"))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -106,11 +94,11 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
         why = "forced" if force else "; ".join(reasons)
         log(f"[ctcbook] executing {name} (profile {profile}) -> {out} [{why}]")
         start = time.perf_counter()
-        runs_used = _execute(name, params, out, log, cell_timeout, heartbeat_seconds)
+        runs_used = _execute(name, injected, out, log, cell_timeout, heartbeat_seconds)
         seconds = time.perf_counter() - start
-        record = provenance.collect(name, profile, {**notebook_parameters(name), **params}, seconds)
+        record = provenance.collect(name, profile, params, seconds)
         record["first_wall_seconds"] = provenance.first_wall_seconds(record_path, params, seconds)
-        pages.tag_notebook(out)
+        pages.hide_injected_parameters(out)
         provenance.stamp(out, record)
         key = freshness.execution_key(NOTEBOOKS / f"{name}.ipynb", params, runs_used, out)
         from ..runs import atomic_write_json  # here, not at the top: it imports torch, which an up-to-date run skips
@@ -124,6 +112,7 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
 def _execute(name: str, params: dict[str, Any], out: Path, log, cell_timeout: int | None,
              heartbeat_seconds: float) -> list[str]:
     """Execute one chapter with papermill, streaming its progress; return the run folders it opened."""
+    import logging
     import tempfile
 
     import nbformat
@@ -137,6 +126,8 @@ def _execute(name: str, params: dict[str, Any], out: Path, log, cell_timeout: in
     os.close(fd)
     saved = {k: os.environ.get(k) for k in (*progress.KERNEL_ENV, "CTCBOOK_RUNS_USED")}
     os.environ.update({**progress.KERNEL_ENV, "CTCBOOK_RUNS_USED": used_log})  # inherited by the kernel
+    # the parameters cell sets only the profile, so papermill calls every other name unknown; the notebook checks them
+    logging.getLogger("papermill").addFilter(_known_parameters)
     try:
         with progress.ChapterProgress(name, n_cells, log, heartbeat_seconds) as stream:
             papermill.execute_notebook(str(source), str(out), parameters=params, kernel_name="python3",
@@ -151,12 +142,17 @@ def _execute(name: str, params: dict[str, Any], out: Path, log, cell_timeout: in
         raise ChapterFailedError(f"chapter {name}: a cell ran longer than {cell_timeout} s and was stopped\n"
                                  f"The partly executed notebook is kept at {out}") from None
     finally:
+        logging.getLogger("papermill").removeFilter(_known_parameters)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
         Path(used_log).unlink(missing_ok=True)
+
+
+def _known_parameters(record) -> bool:
+    return not record.getMessage().startswith("Passed unknown parameter")
 
 
 def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO,
