@@ -7,7 +7,7 @@ the late drop is :func:`ctcbook.stats.selected_drop`'s (peak chosen on validatio
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -153,3 +153,8 @@ def paired_table(rows: Sequence[dict], decimals: int = 2) -> pd.DataFrame:
                           "95% CI": stats.brackets(r["interval"], decimals), "seeds": len(r["seeds"]),
                           "verdict": verdict[r["sign"]] if len(r["seeds"]) > 1 else "no interval (one seed)"}
                          for r in rows])
+
+
+def findings(items: Iterable[str]) -> str:
+    """A chapter's "What this chapter found" list: one Markdown bullet per computed sentence."""
+    return "\n".join(f"- {item}" for item in items)

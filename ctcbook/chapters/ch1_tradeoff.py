@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .. import stats
+from .. import results, stats
 from ..probes import (PROTOCOLS, extract_features, knn_accuracy, linear_probe, paper_probe, paper_probe_bn,
                       paper_probe_steps)
 from ..runs import Run, append_jsonl, read_jsonl
@@ -183,7 +183,7 @@ def drop_table(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary],
     return pd.DataFrame(rows)
 
 
-def findings_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict]) -> str:
+def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict]) -> str:
     """One paragraph per target: :func:`ctcbook.stats.drop_verdict`'s sentence on the validation-selected late drop,
     the naive max-of-test drop beside it, the peak epochs, and what source accuracy did over the same epochs."""
     paragraphs = []
@@ -252,24 +252,6 @@ def fit_reached(runs: Iterable[Run], threshold: float = FIT_THRESHOLD) -> FitChe
                     mean >= threshold)
 
 
-def convergence_markdown(fit: FitCheck, table: pd.DataFrame) -> str:
-    """How far training got, from ``clean_train_acc`` (not the accuracy on augmented batches)."""
-    src = table[table.target == "source"]
-    last = src[src.epoch == src.epoch.max()]
-    seeds = ", ".join(f"{100 * v:.2f}%" for _, v in sorted(fit.per_seed.items()))
-    state = (f"it meets the fit criterion (seed mean >= {100 * fit.threshold:.0f}% over the final quarter): the "
-             f"network has fitted its training set and keeps training, the late phase the paper's claim is about"
-             if fit.reached else
-             f"it does NOT meet the fit criterion (seed mean >= {100 * fit.threshold:.0f}% over the final quarter): "
-             f"the network has not fitted its training set, so this run never reaches the late phase the paper's "
-             f"claim is about")
-    return (f"Clean training accuracy (eval mode, un-augmented training images) over the final quarter of the "
-            f"epochs ({fit.epochs[0]}-{fit.epochs[1]}), per seed: {seeds}; mean {fit.interval.mean:.2f}%, 95% CI "
-            f"{stats.brackets(fit.interval)} over {fit.interval.n} seeds (lowest single epoch there: "
-            f"{100 * min(fit.per_seed_min.values()):.2f}%). Source test accuracy at the last epoch: "
-            f"{100 * last.test_acc.mean():.2f}% (mean over seeds). So {state}.")
-
-
 # --- the paper's probe as run here -------------------------------------------------------------------------------
 
 def protocol_comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
@@ -327,11 +309,9 @@ def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sour
               "The source model did NOT fit its training set") +
              f" (clean training accuracy over the final quarter {fit.interval.mean:.2f}%, 95% CI {stats.brackets(fit.interval)}, "
              f"criterion {100 * fit.threshold:.0f}%)."]
-    for target, d in drops.items():
-        v = stats.drop_verdict(d.selected.scaled(100), target=target)
-        items.append(f"{_capital(v.text)}.")
-    target0 = next(iter(source))
-    rise = stats.verdict(source[target0]["rise"], quantity="Source test accuracy gain from the first to the last epoch",
+    items += [f"{_capital(stats.drop_verdict(d.selected.scaled(100), target=t).text)}." for t, d in drops.items()]
+    rise = stats.verdict(next(iter(source.values()))["rise"],
+                         quantity="Source test accuracy gain from the first to the last epoch",
                          positive="discriminability rose", negative="discriminability fell")
     items.append(f"{rise.text}.")
     if comparison is not None and len(comparison):
@@ -339,4 +319,4 @@ def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sour
         gaps = ", ".join(f"{r['target']} {r[gap_col]:+.2f} points (rank correlation "
                          f"{_rho(r[rho_col])})" for r in comparison.to_dict("records"))
         items.append(f"The paper's protocol as run here, one seed, minus ours: {gaps}.")
-    return "\n".join(f"- {i}" for i in items)
+    return results.findings(items)
