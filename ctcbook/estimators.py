@@ -72,6 +72,12 @@ class MineSettings:
         if self.marginal not in ("resample", "shuffle"):
             raise ValueError(f"marginal must be 'resample' or 'shuffle', got {self.marginal!r}")
 
+    def describe(self) -> str:
+        """The settings as the pages print them."""
+        return (f"{self.layers} x {self.hidden} ReLU statistics network, Adam lr {self.lr:g}, {self.iterations:,} "
+                f"steps on batches of {self.batch_size:,}, moving-average rate {self.ema_rate:g}, reported value = "
+                f"last point of a {self.smoothing}-step moving average")
+
 
 #: The paper code's settings for I(X;T) (``mine.py`` run with lr 8e-5 and 1e4 iterations).
 PAPER_MINE_XT = MineSettings(lr=8e-5, iterations=10_000)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..results import findings
 from ..data import ImageSet, stream, subsample
 from ..estimators import (PENULTIMATE, MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, activations, gaussian_gram,
                           kernel_width, label_gram, layer_names, mine, one_hot, renyi_entropy, renyi_null)
@@ -162,7 +163,7 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
     """I(X;T) and I(T;Y) at each probed epoch of ``run``, for each split and estimator, cached in the run folder.
 
     splits: ``"source"`` and/or target keys. estimators: ``"renyi"`` and/or ``"mine"``. every: probe the epochs of
-    :func:`ctcbook.chapters.ch1_tradeoff.probe_epochs` (1, every, 2 * every, ..., last), or pass ``epochs`` explicitly.
+    :func:`ctcbook.targets.probe_epochs` (1, every, 2 * every, ..., last), or pass ``epochs`` explicitly.
     layers: for ``"renyi"``, the layers of :func:`layer_names` to analyse (default: all of them on ``"source"``, the
     penultimate only on targets); MINE always uses the penultimate layer. n: Renyi probe images per split (default
     1000; O(n^3)); mine_n: the images MINE draws its batches from (default 2000, capped at the split's size; None:
@@ -309,37 +310,6 @@ def preset_differences(preset: str) -> list[str]:
                            if isinstance(a, int) else f"{what} {f.name.replace('_', ' ')}: {b:g} here, {a:g} in the "
                            f"paper" if isinstance(a, float) else f"{what} {f.name}: {b} here, {a} in the paper")
     return out
-
-
-def settings_markdown(n: int, mine_n: int | None, mine_preset: str, alpha: float = 1.01,
-                      mine_restarts: int = 1, mine_splits: Sequence[str] | None = None) -> str:
-    """What each estimator ran with, and for MINE whether the preset is the paper's and what differs."""
-    xt, ty = MINE_PRESETS[mine_preset]
-
-    def desc(s: MineSettings) -> str:
-        return (f"{s.layers} x {s.hidden} ReLU statistics network, Adam lr {s.lr:g}, {s.iterations:,} steps on batches "
-                f"of {s.batch_size:,}, moving-average rate {s.ema_rate:g}, reported value = last point of a "
-                f"{s.smoothing}-step moving average")
-    pool = "the whole test split of each probe set" if mine_n is None else f"up to {mine_n:,} probe images"
-    where = "every split" if mine_splits is None else ", ".join(f"`{k}`" for k in mine_splits)
-    text = [f"- **Renyi**: $\\alpha$ = {alpha}, {n:,} probe images per split, Gaussian kernels with width = median "
-            f"pairwise distance $\\times n^{{-1/(4+d)}}$ (per layer and epoch), delta kernel on labels; cost "
-            f"$O(n^3)$.",
-            f"- **MINE** (`{mine_preset}` settings) on {where}, {mine_restarts} restart"
-            f"{'s' if mine_restarts != 1 else ''} per checkpoint (restart r: statistics-network initialisation and "
-            f"batch draws from seed r), batches drawn from {pool}: I(X;T) with {desc(xt)}; I(T;Y) with {desc(ty)}."]
-    diffs = preset_differences(mine_preset)
-    if diffs:
-        text.append(f"- **Not the paper's MINE.** The `{mine_preset}` preset differs from the paper's `mine.py` "
-                    f"(I(X;T): {desc(PAPER_MINE_XT)}; I(T;Y): {desc(PAPER_MINE_TY)}) in: " + "; ".join(diffs)
-                    + ". Our MINE values are therefore lower bounds from short optimisations, not converged "
-                      "estimates.")
-    else:
-        text.append(f"- The `{mine_preset}` preset is the paper's `mine.py` setting.")
-    if mine_n is not None:
-        text.append(f"- MINE draws its batches from {mine_n:,} images of each test split; the paper's `mine.py` "
-                    f"draws them from the whole test split.")
-    return "\n".join(text)
 
 
 def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
@@ -667,17 +637,17 @@ def findings_lines(results: Sequence[dict], changes: Sequence[dict], info: pd.Da
         tv = verdict(m.transfer, quantity="late drop", decimals=2)
         cv = verdict(m.compression, quantity="fall of I(X;T)", unit="bits", decimals=3)
         reason = re.split(r" seeds?: ", m.text, maxsplit=1)[-1]      # the words after the two intervals
-        lines.append(f"- **{r['estimator']}, `{r['target']}`**: "
+        lines.append(f"**{r['estimator']}, `{r['target']}`**: "
                      f"{'the mechanism holds' if m.coincides else 'the mechanism is not confirmed'}: {reason} "
                      f"({tv.numbers}; {cv.numbers}).")
     for c in changes:
         v = c["verdicts"]["nc1_target"]
-        lines.append(f"- **Collapse on `{c['target']}`**: {_unitless(v.text)}.")
+        lines.append(f"**Collapse on `{c['target']}`**: {_unitless(v.text)}.")
     for est in sorted(nulls.estimator.unique()) if len(nulls) else []:
         for split in sorted(nulls[nulls.estimator == est].split.unique()):
             iv = above_null(info, nulls, est, split)
             if iv is not None:
                 v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
                             unit="bits", decimals=3, positive="above the null", negative="below the null")
-                lines.append(f"- {v.text}.")
-    return "\n".join(lines)
+                lines.append(f"{v.text}.")
+    return findings(lines)
