@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import stats
 from ..config import CTCConfig, StageSchedule, TrainConfig
-from ..results import paired_rows, seed_measures
+from ..results import findings, paired_rows, seed_measures
 
 BASELINE, CTC, SCHEDULE = "baseline", "CTC", "schedule only"
 DISCRIM, STAGE1, STAGE2 = "CTC (discriminability)", "stage-1 loss only", "stage-2 loss only"
@@ -125,10 +125,8 @@ def _said(row: dict) -> str:
 
 
 def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: str | None = None) -> str:
-    """The text of the closing "What this chapter found" box (MyST markdown; the notebook glues it into an
-    admonition), every sentence computed from ``rows`` (:func:`comparisons`) and, if given, the stage sentence of
-    :func:`stage_information_markdown`."""
-    lines = [headline_markdown(rows, targets)]
+    """The list under the headline in the closing box, from ``rows`` (:func:`comparisons`) and the stage sentence."""
+    lines = []
     for a, b, what in ((CTC, SCHEDULE, "the CTC losses on top of their schedule"),
                        (STAGE1, SCHEDULE, "the stage-1 loss alone"), (STAGE2, SCHEDULE, "the stage-2 loss alone"),
                        (DISCRIM, BASELINE, "the discriminability setting against the baseline")):
@@ -136,10 +134,8 @@ def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: 
         src = _find(rows, a, b, "source", "source_final")
         if bits:
             lead = f"source {_said(src)}; " if src is not None else ""
-            lines.append(f"- {what} ({a} − {b}): {lead}final transfer " + ", ".join(bits) + ".")
-    if stage_text:
-        lines.append(f"- {stage_text}")
-    return lines[0] + "\n\n" + "\n".join(lines[1:])
+            lines.append(f"{what} ({a} − {b}): {lead}final transfer " + ", ".join(bits) + ".")
+    return findings(lines + ([stage_text] if stage_text else []))
 
 
 # --- I(X;T) during training ----------------------------------------------------------------------------------------
