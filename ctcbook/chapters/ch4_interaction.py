@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .. import stats
 from ..dispatch import dispatch
 from ..fusion_train import FusionTrainConfig
+from ..results import findings
 from ..runs import Run, RunStore
 from . import ch4_fusion as ft
 
@@ -185,7 +186,7 @@ def findings_markdown(results: pd.DataFrame) -> str:
                                                            _accs(results, "frozen", hi, "dynamic_mlp_c")),
                                      quantity="end to end minus frozen", positive="end to end is better",
                                      negative="end to end is worse").text + ".")
-    return "\n".join(f"- {i}" for i in items)
+    return findings(items)
 
 
 def per_class_gains(per_class: pd.DataFrame, method: str = "dynamic_mlp_c", over: str = "image_only") -> pd.Series:
