@@ -115,7 +115,7 @@ def _log_mean_exp(v: Tensor) -> Tensor:
 
 
 def dv_bound(t_joint: Tensor, t_marginal: Tensor) -> Tensor:
-    """Donsker-Varadhan lower bound E_P[T] - log E_Q[e^T] in **nats** (a log-sum-exp: the paper code's value, stable)."""
+    """Donsker-Varadhan lower bound E_P[T] - log E_Q[e^T] in **nats** (as a stable log-sum-exp)."""
     if t_joint.numel() == 0 or t_marginal.numel() == 0:
         raise ValueError("t_joint and t_marginal must be non-empty")
     return t_joint.mean() - _log_mean_exp(t_marginal)
@@ -415,8 +415,7 @@ def layer_names(model: Classifier) -> list[str]:
 @torch.no_grad()
 def activations(model: Classifier, images: Tensor, layers: Sequence[str], *, batch_size: int = 500,
                 device=None) -> tuple[Tensor, dict[str, Tensor]]:
-    """(X, {layer: T}) of uint8 ``images`` in eval mode: the normalised input and each layer's output, flattened, float32
-    on the CPU."""
+    """(X, {layer: T}) of uint8 ``images`` in eval mode: the normalised input and layer outputs, flat, on the CPU."""
     allowed = layer_names(model)
     bad = [name for name in layers if name not in allowed]
     if bad:

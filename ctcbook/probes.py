@@ -236,7 +236,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 @torch.no_grad()
 def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                  k: int = 20, temperature: float = 0.07, batch_size: int = 1024) -> float:
-    """Weighted kNN top-1 (Wu et al. 2018): the ``k`` most cosine-similar train points vote with exp(sim / temperature)."""
+    """Weighted kNN top-1 (Wu et al. 2018): the ``k`` most cosine-similar train points vote, weight exp(sim / T)."""
     _check_split(train_x, train_y, test_x, test_y)
     _check_int("k", k, 1)
     if k > len(train_x):
@@ -276,7 +276,7 @@ def paper_probe_steps(train_sizes: Iterable[int], epochs: int = 30, batch_size: 
 
 
 def paper_probe_epochs(n_train: int, batch_size: int = 512, steps: int | None = None, epochs: int = 30) -> int:
-    """Epochs of the paper's probe on ``n_train`` images: ``epochs``, or with ``steps`` the fewest giving that many steps.
+    """Epochs of the paper's probe on ``n_train`` images: ``epochs``, or the fewest giving ``steps`` SGD steps.
 
     Why: at batch 512 and 30 epochs a 900-image target gets 60 steps and a 5,000-image one 300, so a difference
     between targets would measure the steps the layer got, not the features."""
