@@ -123,9 +123,7 @@ def describe_setting(config, seeds: Sequence[int], targets: Sequence[str], devic
 
 def late_drops(table: pd.DataFrame, column: str = "probe_acc",
                val_column: str = "val_acc") -> dict[str, stats.DropSummary]:
-    """Per target, :func:`ctcbook.stats.late_drop` of the curves in ``table`` (:func:`curves` output): per seed the
-    peak epoch is chosen on ``val_column`` (the probe's held-out 20% of the target's *train* split), the drop is
-    ``column`` (test accuracy) at that epoch minus at the last epoch; fractions, as in the table."""
+    """Per target, :func:`ctcbook.stats.late_drop` of the curves in ``table`` (peak chosen on ``val_column``)."""
     out = {}
     for target, g in table[table.target != "source"].groupby("target", sort=False):
         if g[val_column].isna().any():
@@ -144,10 +142,8 @@ def _capital(text: str) -> str:
 
 
 def source_accuracy(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary]) -> dict[str, dict]:
-    """Source test accuracy (points) per target's late phase, each a Student-t interval over seeds: ``first`` (first
-    probed epoch), ``peak`` (that seed's validation-selected peak epoch of the target), ``last``, and the paired
-    per-seed gains ``rise`` (last - first) and ``late_rise`` (last - peak: does discriminability keep rising while
-    transfer falls?)."""
+    """Source test accuracy (points) over each target's late phase, intervals over seeds: at the ``first``, ``peak``
+    and ``last`` epochs and the paired gains ``rise`` (last - first) and ``late_rise`` (last - peak)."""
     src = table[table.target == "source"].set_index(["seed", "epoch"])["test_acc"] * 100
     out = {}
     for target, d in drops.items():
@@ -164,9 +160,7 @@ def source_accuracy(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary])
 
 def drop_table(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary],
                source: Mapping[str, dict]) -> pd.DataFrame:
-    """One row per target, human column names (points and %): the validation-selected late drop and the naive
-    max-of-test drop with 95% t intervals over seeds, the per-seed peak epochs, and source test accuracy at the first
-    probed, peak and last epochs."""
+    """One row per target: the late and naive drops with their intervals, peak epochs and source accuracy."""
     rows = []
     for target, d in drops.items():
         sel, naive, src = d.selected.scaled(100), d.naive.scaled(100), source[target]
@@ -222,9 +216,8 @@ def final_quarter(rows: Sequence[Mapping], column: str = "clean_train_acc") -> d
 
 @dataclass(frozen=True)
 class FitCheck:
-    """The fit criterion over seeds: ``per_seed`` seed -> final-quarter mean of ``clean_train_acc`` (fraction),
-    ``per_seed_min`` its minimum there, ``interval`` the t interval (points) of the per-seed means, ``mean`` their
-    mean (fraction), ``epochs`` (first, last) of the quarter, and ``reached``: ``mean >= threshold``."""
+    """The fit criterion over seeds: per-seed final-quarter means (and minima) of ``clean_train_acc``, their interval
+    (points) and ``reached``: the seed mean >= ``threshold``."""
 
     per_seed: dict
     per_seed_min: dict
@@ -255,10 +248,8 @@ def fit_reached(runs: Iterable[Run], threshold: float = FIT_THRESHOLD) -> FitChe
 # --- the paper's probe as run here -------------------------------------------------------------------------------
 
 def protocol_comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Per target, our probe (L-BFGS) against the paper's protocol as run here, one seed: level (mean of paper's
-    best minus ours, points), shape (Spearman rank correlation of the two curves over the probed epochs; each
-    curve's peak epoch: ours chosen on validation, the paper's on its best-test number as the paper does), and the
-    paper probe's steps and epochs on that target."""
+    """Per target, the paper's protocol (one seed) against our probe: level gap, rank correlation of the curves, the
+    two peak epochs (ours chosen on validation, the paper's on test) and the paper probe's steps and epochs."""
     from scipy.stats import spearmanr
 
     merged = ours.merge(paper, on=["target", "epoch"], suffixes=("", "_paper")).sort_values("epoch")

@@ -1,11 +1,8 @@
-"""Chapter 4's sweep over the image-metadata interaction level a, per seed s: end-to-end fusion networks, frozen
-heads and the Bayes reference.
+"""Chapter 4's sweep over the image-metadata interaction level: end-to-end fusion networks, frozen heads and the
+Bayes reference, per seed.
 
-End to end (:mod:`ctcbook.fusion_train`): one network per method, seed s sets the initialisation, batches, mixup and
-the metadata draw. Frozen: the ``image_only`` network of (a, s) is the backbone; its features of ``heldout`` images it
-never trained on train every head of :mod:`ctcbook.chapters.ch4_fusion`. Bayes reference: the strongest frozen
-image-only head times the simulator's exact metadata likelihood (the best *additive* combination). Results: one row
-per (mode, level, seed, method) with ``test_acc`` (fraction), all cached in the runs' folders.
+Frozen heads read the ``image_only`` network of (level, seed) on ``heldout`` images it never trained on. Results:
+one row per (mode, level, seed, method) with ``test_acc`` (fraction), cached in the runs' folders.
 """
 from __future__ import annotations
 
@@ -128,9 +125,7 @@ def gains(results: pd.DataFrame, mode: str, method: str, over: str) -> pd.DataFr
 
 
 def findings_markdown(results: pd.DataFrame) -> str:
-    """The chapter's findings list, computed from the per-seed ``results`` (frozen rows needed; end-to-end rows
-    used when present). Every comparison is paired by seed and judged by :func:`ctcbook.stats.verdict` on its 95%
-    Student-t interval ("inconclusive" when it contains 0)."""
+    """The findings from the per-seed ``results``, each comparison paired by seed and judged on its interval."""
     levels = sorted(results.level.unique())
     lo, hi = levels[0], levels[-1]
     frozen = results[results["mode"] == "frozen"]
@@ -221,9 +216,7 @@ def per_class(exps: dict[tuple[float, int], ft.FusionExperiment], level: float, 
 
 
 def paper_rows(results: pd.DataFrame) -> pd.DataFrame:
-    """The public code's iNat21-mini numbers (:data:`ctcbook.chapters.ch4_fusion.PAPER_INAT21_MINI`) beside ours:
-    image only and Dynamic MLP-C end to end (frozen where no end-to-end rows exist) at each interaction level, the
-    mean over seeds."""
+    """The public code's iNat21-mini numbers beside ours (image only and Dynamic MLP-C per level, seed means)."""
     rows = [{"setting": f"paper: iNat21 mini, {net}, end to end, 90 epochs", "image only (%)": a,
              "Dynamic MLP-C (%)": b, "gain (points)": round(b - a, 3)} for net, a, b in ft.PAPER_INAT21_MINI]
     mode = "end to end" if "end to end" in set(results["mode"]) else "frozen"
