@@ -360,30 +360,6 @@ def simulated_metadata_figure(meta, labels, class_names: Sequence[str], simulato
     return fig
 
 
-def fusion_accuracy_figure(results: pd.DataFrame, labels: dict[str, str] | None = None) -> Figure:
-    """Test top-1 (%) of each method: a bar at the mean over seeds and a dot per seed; a dashed line at the
-    image-only mean. ``results``: :meth:`ctcbook.chapters.ch4_fusion.FusionExperiment.results` rows."""
-    labels = labels or {}
-    methods = list(dict.fromkeys(results.method))
-    means = results.groupby("method").test_acc.mean().loc[methods] * 100
-    fig, ax = plt.subplots(figsize=(8.0, 0.42 * len(methods) + 1.2), constrained_layout=True)
-    y = list(range(len(methods)))
-    ax.barh(y, means.values, color=["tab:green" if m.startswith("dynamic") else "tab:grey" for m in methods],
-            alpha=0.6)
-    for i, m in enumerate(methods):
-        acc = results[results.method == m].test_acc * 100
-        ax.plot(acc, [i] * len(acc), "o", color="black", ms=3)
-    if "image_only" in methods:
-        ax.axvline(means["image_only"], color="tab:blue", ls="--", lw=1, label="image only (mean)")
-        fig.legend(fontsize=7, loc="outside upper right")  # above the bars, off the data
-    ax.set_yticks(y, [labels.get(m, m) for m in methods])
-    ax.invert_yaxis()
-    ax.set_xlim(max(0.0, float(results.test_acc.min() * 100) - 5), min(100.0, float(results.test_acc.max() * 100) + 2))
-    ax.set_xlabel("test top-1 accuracy (%): bar = mean over seeds, dots = seeds")
-    ax.grid(alpha=0.3, axis="x")
-    return fig
-
-
 def tsne_figure(panels: dict, class_names: Sequence[str]) -> Figure:
     """Side-by-side t-SNE maps: ``panels`` maps a title to (coords (n, 2), labels (n,)); colours are classes."""
     import numpy as np
@@ -404,7 +380,7 @@ def tsne_figure(panels: dict, class_names: Sequence[str]) -> Figure:
     return fig
 
 
-__all__ += ["simulated_metadata_figure", "fusion_accuracy_figure", "tsne_figure"]
+__all__ += ["simulated_metadata_figure", "tsne_figure"]
 
 
 def interaction_pictures_figure(images, class_names: Sequence[str], latitudes: Sequence[float],
