@@ -205,12 +205,12 @@ def test_figures_draw_nulls_bands_and_keep_legends_off_the_data():
     plots.close(fig)
 
 
-def test_findings_lines_follow_the_numbers():
+def test_findings_follow_the_numbers():
     info, table = _frames("falls")
     results = inf.mechanism(info, table, ["t"], "est")
     nulls = pd.DataFrame([{"seed": 0, "split": "t", "estimator": "est", "i_xt": 0.5, "i_ty": 0.1}])
-    text = inf.findings_lines(results, [], info, nulls)
+    text = inf.findings_markdown(results, [], info, nulls)
     assert "the mechanism holds" in text and "above the null" in text
     info_r, table_r = _frames("rises")
-    text = inf.findings_lines(inf.mechanism(info_r, table_r, ["t"], "est"), [], info_r, nulls.assign(i_xt=5.0))
+    text = inf.findings_markdown(inf.mechanism(info_r, table_r, ["t"], "est"), [], info_r, nulls.assign(i_xt=5.0))
     assert "not confirmed: transfer falls after its peak while I(X;T) rises" in text and "below the null" in text

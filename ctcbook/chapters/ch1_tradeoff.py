@@ -293,7 +293,7 @@ def protocol_markdown(comparison: pd.DataFrame) -> str:
 
 # --- the closing box ---------------------------------------------------------------------------------------------
 
-def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
+def findings_markdown(fit: FitCheck, drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
                      comparison: pd.DataFrame | None = None) -> str:
     """The "What this chapter found" list, every statement computed from the numbers."""
     items = [("The source model fitted its training set" if fit.reached else

@@ -578,7 +578,8 @@ def above_null(info: pd.DataFrame, nulls: pd.DataFrame, estimator: str, split: s
     return t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
 
 
-def findings_lines(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame, nulls: pd.DataFrame) -> str:
+def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame,
+                      nulls: pd.DataFrame) -> str:
     """The chapter's findings: the mechanism per estimator and target, collapse after the peak, I(X;T) above null."""
     lines = []
     for r in results:
