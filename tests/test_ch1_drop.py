@@ -1,4 +1,4 @@
-"""Chapter 1's late drop, one rule (issue 12 point 4, issue 19 point 1): peak chosen on validation, t intervals."""
+"""Chapter 1's late drop, one rule: peak chosen on validation, t intervals."""
 import numpy as np
 import pandas as pd
 import pytest

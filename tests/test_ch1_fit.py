@@ -1,4 +1,4 @@
-"""Chapter 1's fit criterion (issue 12 point 1): seed-mean clean_train_acc over the final quarter >= 99%."""
+"""Chapter 1's fit criterion: seed-mean clean_train_acc over the final quarter >= 99%."""
 import pytest
 
 from ctcbook.chapters import ch1_tradeoff as tradeoff
