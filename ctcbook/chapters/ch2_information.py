@@ -286,9 +286,8 @@ def preset_differences(preset: str) -> list[str]:
         for f in dataclasses.fields(MineSettings):
             a, b = getattr(paper, f.name), getattr(ours, f.name)
             if a != b:
-                out.append(f"{what} {f.name.replace('_', ' ')}: {b:,} here, {a:,} in the paper"
-                           if isinstance(a, int) else f"{what} {f.name.replace('_', ' ')}: {b:g} here, {a:g} in the "
-                           f"paper" if isinstance(a, float) else f"{what} {f.name}: {b} here, {a} in the paper")
+                spec = "," if isinstance(a, int) else "g" if isinstance(a, float) else ""
+                out.append(f"{what} {f.name.replace('_', ' ')}: {b:{spec}} here, {a:{spec}} in the paper")
     return out
 
 
