@@ -134,7 +134,7 @@ def findings_markdown(results: pd.DataFrame) -> str:
     simple = [m for m in ("concat", "add", "multiply", "geo_prior") if m in set(frozen.method)]
     items = []
 
-    def diff(mode, a, m, o, quantity, pos, neg):
+    def diff(mode, a, m, o, quantity, pos="Dynamic MLP-C is better", neg="Dynamic MLP-C is worse"):
         return stats.verdict(stats.paired_interval(_accs(results, mode, a, m), _accs(results, mode, a, o)),
                              quantity=quantity, positive=pos, negative=neg).text
 
@@ -142,16 +142,14 @@ def findings_markdown(results: pd.DataFrame) -> str:
         best = max(simple, key=lambda m: np.mean(list(_accs(results, "frozen", lo, m).values())))
         items.append(f"At interaction {lo:g} (frozen heads): "
                      + diff("frozen", lo, "dynamic_mlp_c", best,
-                            f"Dynamic MLP-C minus the best simple fusion ({LABELS[best]})",
-                            "Dynamic MLP-C is better", "Dynamic MLP-C is worse") + ".")
+                            f"Dynamic MLP-C minus the best simple fusion ({LABELS[best]})") + ".")
     for mode in [m for m in MODES if m in set(results["mode"])]:
         have = set(results[results["mode"] == mode].method)
         if "mlp_concat" in have and "dynamic_mlp_c" in have:
             items.append(f"Against the MLP on [x; e] with as many parameters ({mode}): "
                          + "; ".join(f"at interaction {a:g}, "
                                      + diff(mode, a, "dynamic_mlp_c", "mlp_concat",
-                                            "Dynamic MLP-C minus the parameter-matched MLP",
-                                            "Dynamic MLP-C is better", "Dynamic MLP-C is worse")
+                                            "Dynamic MLP-C minus the parameter-matched MLP")
                                      for a in sorted({lo, hi})) + ".")
     if BAYES in set(frozen.method):
         head = "image-only MLP head" if "image_mlp" in set(frozen.method) else "linear image-only head"
@@ -164,8 +162,7 @@ def findings_markdown(results: pd.DataFrame) -> str:
         have = set(results[results["mode"] == mode].method)
         if "concat" in have and "dynamic_mlp_c" in have:
             items.append(f"At interaction {hi:g} ({mode}): "
-                         + diff(mode, hi, "dynamic_mlp_c", "concat", "Dynamic MLP-C minus concatenation",
-                                "Dynamic MLP-C is better", "Dynamic MLP-C is worse") + ".")
+                         + diff(mode, hi, "dynamic_mlp_c", "concat", "Dynamic MLP-C minus concatenation") + ".")
             g_lo = {s: v - _accs(results, mode, lo, "concat")[s]
                     for s, v in _accs(results, mode, lo, "dynamic_mlp_c").items()}
             g_hi = {s: v - _accs(results, mode, hi, "concat")[s]
