@@ -1,7 +1,4 @@
-"""Information-bottleneck estimators: MINE, the matrix-based Renyi alpha-entropy, and the InfoNCE bound.
-
-Every result is in **bits**. MINE's Donsker-Varadhan bound is computed in nats (natural log) and divided by ln 2;
-the Renyi estimator uses log2 directly; the InfoNCE bound is converted the same way as MINE.
+"""Information-bottleneck estimators, every result in **bits**: MINE, the matrix-based Renyi alpha-entropy, InfoNCE.
 
 * :func:`mine` -- Mutual Information Neural Estimation (Belghazi et al., ICML 2018) as the trade-off paper's public
   code runs it (github DTennant/dt-tradeoff, ``mine.py``); :data:`PAPER_MINE_XT` and :data:`PAPER_MINE_TY` hold
@@ -41,14 +38,11 @@ __all__ = [
 class MineSettings:
     """Settings of :func:`mine`; the defaults are the paper code's I(X;T) settings.
 
-    hidden, layers: width and number of hidden ReLU layers of the statistics network (paper: 1024, 3).
-    lr: Adam learning rate. iterations: optimisation steps (one batch each). batch_size: pairs per batch (paper 5,000;
-    must not exceed the number of samples N, batches are drawn without replacement). ema_rate: rate of the moving
-    average of E_Q[e^T] used for the gradient bias correction (paper 0.01). smoothing: window, in steps, of the moving
-    average whose last point is reported (paper 500). seed: seeds the network initialisation and the batch draws.
-    marginal: how the product-of-marginals batch is made: ``"resample"`` (the paper code: x from one fresh random
-    draw of rows, t from another, independent of the joint batch) or ``"shuffle"`` (t of the joint batch permuted).
-    """
+    ``ema_rate``: rate of the moving average of E_Q[e^T] behind the gradient's bias correction; ``smoothing``: window
+    of the moving average whose last point is reported; ``seed``: network initialisation and batch draws;
+    ``marginal``: ``"resample"`` (the paper code: x and t of the product-of-marginals batch from two fresh draws) or
+    ``"shuffle"`` (t of the joint batch permuted). ``batch_size`` must not exceed the number of samples (drawn
+    without replacement)."""
 
     hidden: int = 1024
     layers: int = 3
@@ -72,6 +66,12 @@ class MineSettings:
         if self.marginal not in ("resample", "shuffle"):
             raise ValueError(f"marginal must be 'resample' or 'shuffle', got {self.marginal!r}")
 
+    def describe(self) -> str:
+        """The settings as the pages print them."""
+        return (f"{self.layers} x {self.hidden} ReLU statistics network, Adam lr {self.lr:g}, {self.iterations:,} "
+                f"steps on batches of {self.batch_size:,}, moving-average rate {self.ema_rate:g}, reported value = "
+                f"last point of a {self.smoothing}-step moving average")
+
 
 #: The paper code's settings for I(X;T) (``mine.py`` run with lr 8e-5 and 1e4 iterations).
 PAPER_MINE_XT = MineSettings(lr=8e-5, iterations=10_000)
@@ -81,12 +81,7 @@ PAPER_MINE_TY = MineSettings(lr=1e-5, iterations=20_000)
 
 @dataclass
 class MineResult:
-    """Output of :func:`mine`.
-
-    mi_bits: the reported estimate in bits (last point of the moving average of ``curve``, see
-    :func:`smoothed_estimate`). curve: float64 array (steps,) of the per-step DV bound on the training batch, in bits
-    (steps whose loss was not finite are skipped, as in the paper code). seconds: wall-clock time of the optimisation.
-    """
+    """Output of :func:`mine`: the estimate (bits), the per-step DV bound (bits, finite steps only) and the seconds."""
 
     mi_bits: float
     curve: np.ndarray
@@ -94,11 +89,7 @@ class MineResult:
 
 
 class StatisticsNetwork(nn.Module):
-    """T(x, t): an MLP on the concatenation [x; t] with ``layers`` hidden ReLU layers of ``hidden`` units -> 1.
-
-    Initialisation as in the paper code: hidden Linear weights ~ N(0, 0.02^2), biases 0; the output layer keeps
-    PyTorch's default initialisation. Input (B, Dx + Dt) float; output (B, 1).
-    """
+    """T(x, t): an MLP on [x; t] -> 1; hidden weights ~ N(0, 0.02^2) and biases 0 as in the paper code."""
 
     def __init__(self, input_size: int, hidden: int = 1024, layers: int = 3) -> None:
         super().__init__()
@@ -124,12 +115,7 @@ def _log_mean_exp(v: Tensor) -> Tensor:
 
 
 def dv_bound(t_joint: Tensor, t_marginal: Tensor) -> Tensor:
-    """Donsker-Varadhan lower bound E_P[T] - log E_Q[e^T], in **nats** (0-d tensor, differentiable).
-
-    t_joint: statistics-network outputs (B,) or (B, 1) on pairs drawn from the joint P; t_marginal: outputs on pairs
-    from the product of marginals Q. log E_Q[e^T] is computed as a log-sum-exp (stable; same value as the paper
-    code's ``log(mean(exp(T)))``). Divide by ln 2 for bits.
-    """
+    """Donsker-Varadhan lower bound E_P[T] - log E_Q[e^T] in **nats** (as a stable log-sum-exp)."""
     if t_joint.numel() == 0 or t_marginal.numel() == 0:
         raise ValueError("t_joint and t_marginal must be non-empty")
     return t_joint.mean() - _log_mean_exp(t_marginal)
@@ -137,14 +123,10 @@ def dv_bound(t_joint: Tensor, t_marginal: Tensor) -> Tensor:
 
 def mine_step_loss(t_joint: Tensor, t_marginal: Tensor, log_ma: Tensor,
                    ema_rate: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
-    """One MINE step's bias-corrected loss, as in the paper code's ``learn_mine``.
+    """One MINE step as the paper code's ``learn_mine``: ``(loss, bound, log m')``.
 
-    t_joint, t_marginal: statistics-network outputs (B,) or (B, 1) on joint and product-of-marginals pairs; log_ma:
-    0-d tensor, log of the moving average m of E_Q[e^T] before this step (log 1 = 0 at the start). Updates
-    m' = (1 - r) m + r E_Q[e^T] (no gradient through m') and returns ``(loss, bound, log m')`` where
-    loss = -(E_P[T] - E_Q[e^T] / m'), whose gradient is -(grad E_P[T] - grad E_Q[e^T] / m') (the corrected
-    gradient), and bound = :func:`dv_bound` (nats, attached to the graph). Everything is kept in log space.
-    """
+    m' = (1 - r) m + r E_Q[e^T] is the moving average (no gradient, carried in log space); loss = -(E_P[T] -
+    E_Q[e^T] / m') has the bias-corrected gradient; bound is :func:`dv_bound` (nats)."""
     lme = _log_mean_exp(t_marginal)                                    # log E_Q[e^T]
     bound = t_joint.mean() - lme
     keep = math.log1p(-ema_rate) if ema_rate < 1 else -math.inf
@@ -154,12 +136,10 @@ def mine_step_loss(t_joint: Tensor, t_marginal: Tensor, log_ma: Tensor,
 
 
 def smoothed_estimate(curve: np.ndarray, window: int) -> float:
-    """The paper code's reported value: last point of its moving average ``ma(curve, window)[-1]``.
+    """The paper code's reported value, the last point of ``ma(curve, window)``: the mean of ``curve[-window - 1:-1]``.
 
-    The code's ``ma`` averages ``curve[i:i + window]`` for ``i < len(curve) - window``, so its last point is the
-    mean of ``curve[-window - 1:-1]`` (the final step itself is left out); reproduced here. With no more than
-    ``window`` steps (where the code would fail) the mean of the whole curve is returned.
-    """
+    The code's moving average leaves the final step out; with ``window`` steps or fewer (where the code fails) the
+    whole curve's mean."""
     curve = np.asarray(curve, dtype=np.float64)
     if curve.size == 0:
         raise ValueError("curve is empty: no finite step was recorded")
@@ -171,7 +151,7 @@ def smoothed_estimate(curve: np.ndarray, window: int) -> float:
 
 
 def one_hot(labels: Tensor, num_classes: int) -> Tensor:
-    """Labels (N,) int64 in [0, num_classes) -> float32 one-hot (N, num_classes) on the labels' device."""
+    """Integer labels (N,) in [0, num_classes) -> float32 one-hot (N, num_classes)."""
     if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"labels must be an integer tensor (N,), got {labels.dtype} {tuple(labels.shape)}")
     if num_classes < 1:
@@ -192,27 +172,13 @@ def _check_pairs(x: Tensor, t: Tensor) -> None:
 
 def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device=None,
          progress: bool = False) -> MineResult:
-    """Estimate I(X;T) in **bits** with MINE (Donsker-Varadhan bound, nats / ln 2), as the paper code does.
+    """I(X;T) in **bits** by MINE as the paper code's ``mine.py`` runs it; row i of ``x`` pairs with row i of ``t``.
 
-    x: float (N, Dx); t: float (N, Dt); row i of x is paired with row i of t. Pass labels as ``one_hot(y, K)``.
-    The inputs are used as given: ``mine.py`` itself neither normalises nor standardises (its X are the test images
-    after the data loader's per-channel mean/std normalisation, flattened; T raw penultimate features; Y one-hot),
-    so apply the same preprocessing before calling if you want the paper's numbers.
-
-    Each step, as in ``mine.py``: a joint batch = ``batch_size`` rows drawn at random without replacement; a
-    marginal batch = x from a second independent draw and t from a third (``settings.marginal == "resample"``; or
-    the joint batch with t permuted, ``"shuffle"``); T on both; the DV bound E_P[T] - log E_Q[e^T] is recorded; the
-    moving average m <- (1 - r) m + r E_Q[e^T] (r = ``ema_rate``, m starts at 1, updated before the loss) corrects
-    the gradient: loss = -(E_P[T] - E_Q[e^T] / m) with m held constant, whose gradient is the code's
-    -(grad E_P[T] - grad E_Q[e^T] / m); one Adam step. Steps whose loss is not finite are skipped and not recorded
-    (the code does so too, but also resets m to 0 there; here m is kept). m is carried in log space, so the values
-    match the code wherever its plain ``exp`` does not overflow. The reported value is
-    :func:`smoothed_estimate` of the per-step curve with window ``smoothing``.
-
-    device: where to compute (default: x's device). The network is initialised on the CPU from ``settings.seed``
-    and the batch indices come from a CPU generator with that seed, so runs repeat on any device up to the
-    device's float arithmetic. Cost: iterations x batch_size x (Dx + Dt + layers x hidden) x hidden x ~12 flops.
-    """
+    The inputs are used as given (``mine.py`` neither normalises nor standardises; pass labels as ``one_hot``). Each
+    step draws a joint batch and a product-of-marginals batch (``settings.marginal``), records the DV bound and takes
+    one Adam step on :func:`mine_step_loss`. Non-finite steps are skipped and not recorded; the code also resets m to
+    0 there, we keep it. The network and the batch indices are seeded on the CPU, so runs repeat on any device. The
+    estimate is :func:`smoothed_estimate` of the per-step curve."""
     _check_pairs(x, t)
     n = len(x)
     s = settings
@@ -286,11 +252,7 @@ def _sq_dists(x: Tensor) -> Tensor:
 
 
 def gaussian_gram(x: Tensor, sigma: float) -> Tensor:
-    """Gaussian Gram matrix K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)).
-
-    x: float (n, d) (trailing dims flattened); sigma > 0 in x's units. Returns float64 (n, n) on x's device, unit
-    diagonal. O(n^2 d) time, O(n^2) memory.
-    """
+    """Gaussian Gram matrix K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)), float64 (n, n)."""
     xd = _as_points(x, "x")
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
@@ -298,16 +260,10 @@ def gaussian_gram(x: Tensor, sigma: float) -> Tensor:
 
 
 def kernel_width(x: Tensor, gamma: float | None = None) -> float:
-    """Kernel width by the Silverman-style rule sigma = gamma * n^(-1/(4 + d)) used by Yu et al. for matrix-based
-    information-plane analysis.
+    """Kernel width sigma = gamma * n^(-1/(4 + d)) (Yu et al.'s Silverman-style rule).
 
-    x: float (n, d) (trailing dims flattened). gamma: the scale; None -> the median of the pairwise Euclidean
-    distances between distinct points (over i < j), so the rule is equivariant: scaling x by c scales sigma by c,
-    and rotations or translations leave it unchanged (the Gram matrix is then unchanged). If that median is 0 (over
-    half the pairs coincide) the mean pairwise distance is used; if every point coincides, 1.0 (any width then
-    gives the all-ones Gram matrix). Note that for large d the factor n^(-1/(4+d)) is close to 1, so sigma is close
-    to the median distance. Returns a Python float.
-    """
+    ``gamma`` None: the median pairwise distance (the mean if that is 0; sigma 1.0 if all points coincide), so
+    scaling x by c scales sigma by c and the Gram matrix is unchanged."""
     xd = _as_points(x, "x")
     n, d = xd.shape
     if gamma is None:
@@ -326,7 +282,7 @@ def kernel_width(x: Tensor, gamma: float | None = None) -> float:
 
 
 def label_gram(labels: Tensor) -> Tensor:
-    """Delta-kernel Gram matrix of labels (n,) (any integer dtype): K_ij = 1 if labels match else 0; float64."""
+    """Delta-kernel Gram matrix of integer labels (n,): K_ij = 1 where the labels match, float64."""
     if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex():
         raise ValueError(f"labels must be an integer tensor (n,), got {labels.dtype} {tuple(labels.shape)}")
     return (labels[:, None] == labels[None, :]).double()
@@ -339,12 +295,10 @@ def _check_alpha(alpha: float) -> float:
 
 
 def renyi_entropy(gram: Tensor, alpha: float = 1.01, *, unit_diagonal: bool = False) -> float:
-    """Matrix-based Renyi alpha-entropy in **bits** of a positive semi-definite Gram matrix (n, n).
+    """Matrix-based Renyi alpha-entropy in **bits** of a PSD Gram matrix: log2(sum lambda^alpha) / (1 - alpha).
 
-    A = K / tr(K) (first K_ij / sqrt(K_ii K_jj) when ``unit_diagonal``); S = log2(sum_i lambda_i^alpha) / (1 - alpha)
-    over A's eigenvalues (float64 ``eigvalsh``, negatives from round-off clamped to 0); alpha = 1 gives the von
-    Neumann (Shannon) limit -sum lambda log2 lambda. Ranges over [0, log2 n]. O(n^3) time.
-    """
+    lambda: the eigenvalues of K / tr(K) (after K_ij / sqrt(K_ii K_jj) with ``unit_diagonal``); alpha = 1 gives the
+    von Neumann limit. In [0, log2 n]."""
     alpha = _check_alpha(alpha)
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] < 1:
         raise ValueError(f"gram must be a square matrix (n, n), got {tuple(gram.shape)}")
@@ -381,30 +335,22 @@ def renyi_joint_entropy(*grams: Tensor, alpha: float = 1.01) -> float:
 
 def renyi_mutual_information(x: Tensor, t: Tensor, *, alpha: float = 1.01, sigma_x: float | None = None,
                              sigma_t: float | None = None, t_is_labels: bool = False) -> float:
-    """Matrix-based Renyi mutual information I(X;T) = S(X) + S(T) - S(X,T) in **bits**.
+    """Matrix-based Renyi I(X;T) = S(X) + S(T) - S(X,T) in **bits**, O(n^3): keep n in the low thousands.
 
-    x: float (n, dx) (trailing dims flattened); t: float (n, dt), or integer labels (n,) with ``t_is_labels`` (delta
-    kernel, :func:`label_gram`). sigma_x / sigma_t: Gaussian kernel widths; None -> :func:`kernel_width`. All on one
-    probe batch of n points: O(n^3) time (three n x n eigen-decompositions in float64) and O(n^2) memory, so keep n
-    in the low thousands. The value is bounded by min(S(X), S(T)) <= log2 n.
-    """
+    ``t`` may be integer labels (``t_is_labels``: delta kernel); kernel widths default to :func:`kernel_width`."""
     kx = gaussian_gram(x, sigma_x if sigma_x is not None else kernel_width(x))
+    if len(t) != len(x):
+        raise ValueError(f"x and t must hold the same number of points, got {len(x)} and {len(t)}")
     if t_is_labels:
-        if len(t) != len(x):
-            raise ValueError(f"x and t must hold the same number of points, got {len(x)} and {len(t)}")
         kt = label_gram(t).to(kx.device)
     else:
-        if len(t) != len(x):
-            raise ValueError(f"x and t must hold the same number of points, got {len(x)} and {len(t)}")
         kt = gaussian_gram(t, sigma_t if sigma_t is not None else kernel_width(t)).to(kx.device)
     return renyi_entropy(kx, alpha) + renyi_entropy(kt, alpha) - renyi_joint_entropy(kx, kt, alpha=alpha)
 
 
 @dataclass(frozen=True)
 class RenyiNull:
-    """The Renyi estimator's reading for *independent* pairs at a given n and d: the mean (and sample SD over
-    ``shuffles`` random pairings) of I(X;T) and I(T;Y) in bits when the rows of T are shuffled against X and Y. The
-    estimator is biased upwards at finite n, so a measured value means something only above this floor."""
+    """Renyi I(X;T) and I(T;Y) (bits, mean and SD over shuffles) of independent pairs: the estimator's floor at n, d."""
 
     i_xt: float
     i_xt_sd: float
@@ -416,10 +362,7 @@ class RenyiNull:
 
 def renyi_null(x: Tensor, t: Tensor, labels: Tensor, *, alpha: float = 1.01, shuffles: int = 5,
                seed: int = 0) -> RenyiNull:
-    """Null baseline of matrix-based Renyi I(X;T) and I(T;Y) (bits) at the n and d of ``x`` (float (n, dx)),
-    ``t`` (float (n, dt)) and ``labels`` (n,): the same estimator (kernel widths by :func:`kernel_width`) on pairs
-    whose rows of ``t`` are randomly permuted, which keeps each marginal and destroys the dependence. Each shuffle
-    costs two n x n eigen-decompositions (S(T) does not change under a permutation)."""
+    """The Renyi estimates with the rows of ``t`` permuted, which keeps each marginal and destroys the dependence."""
     if isinstance(shuffles, bool) or not isinstance(shuffles, int) or shuffles < 1:
         raise ValueError(f"shuffles must be an integer >= 1, got {shuffles!r}")
     xd, td = _as_points(x, "x"), _as_points(t, "t")
@@ -442,11 +385,7 @@ def renyi_null(x: Tensor, t: Tensor, labels: Tensor, *, alpha: float = 1.01, shu
 
 # ------------------------------------------------------------------------------------------------ InfoNCE
 def infonce_bound_bits(loss_nats: float, num_candidates: int) -> float:
-    """InfoNCE lower bound on I in bits: (ln N - L) / ln 2.
-
-    loss_nats: the mean InfoNCE (cross-entropy) loss in nats; num_candidates: N, the candidates per query (the
-    positive plus N - 1 negatives). The bound can never exceed log2 N.
-    """
+    """InfoNCE lower bound (ln N - L) / ln 2 in bits, N the candidates per query (at most log2 N)."""
     if not (isinstance(num_candidates, int) and num_candidates >= 1):
         raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
     loss = float(loss_nats)
@@ -460,8 +399,7 @@ PENULTIMATE = "penultimate"
 
 
 def stage_modules(model: Classifier) -> dict[str, nn.Module]:
-    """The modules whose outputs are the earlier layers analysed: the last block of each stage of a CIFAR-style
-    ResNet (``stage1`` .. ``stage3``); none for other backbones (only the penultimate layer is analysed there)."""
+    """The last block of each stage of a CIFAR-style ResNet (``stage1`` .. ``stage3``); none for other backbones."""
     backbone = model.backbone
     if not isinstance(backbone, CifarResNet):
         return {}
@@ -477,8 +415,7 @@ def layer_names(model: Classifier) -> list[str]:
 @torch.no_grad()
 def activations(model: Classifier, images: Tensor, layers: Sequence[str], *, batch_size: int = 500,
                 device=None) -> tuple[Tensor, dict[str, Tensor]]:
-    """(X, {layer: T}) for uint8 ``images`` (N, C, H, W): X the normalised input flattened, float32 (N, C*H*W); each
-    T a layer's output flattened, float32 (N, D_layer); all on the CPU. The model runs in eval mode on ``device``."""
+    """(X, {layer: T}) of uint8 ``images`` in eval mode: the normalised input and layer outputs, flat, on the CPU."""
     allowed = layer_names(model)
     bad = [name for name in layers if name not in allowed]
     if bad:

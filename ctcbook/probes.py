@@ -1,16 +1,12 @@
-"""Evaluation of frozen representations: feature extraction, accuracy, linear probes and weighted kNN.
+"""Evaluation of frozen representations: feature extraction, linear probes and weighted kNN.
 
-Conventions: images are uint8 (N, C, H, W); features are float (N, D); labels are int64 (N,) class indices in
-0..K-1; accuracies are top-1 fractions in [0, 1]. The probes work on precomputed features and run on the device they
-are given (default: where the features are), so the same code runs on a CPU or a GPU.
+Images uint8 (N, C, H, W), features float (N, D), labels int64 (N,), accuracies top-1 fractions. The probes run on
+precomputed features on their device:
 
-Three probes:
-
-* :func:`linear_probe`, the book's protocol: standardised features, L2-regularised multinomial logistic regression
-  fitted full batch with L-BFGS, the L2 strength chosen on a stratified held-out part of the train split.
+* :func:`linear_probe`, the book's protocol: L-BFGS logistic regression, L2 strength chosen on held-out train images.
 * :func:`knn_accuracy`, weighted kNN on cosine similarity (Wu et al. 2018), a second signal with no fitting.
-* :func:`paper_probe` / :func:`paper_probe_bn`, the paper's own protocol (``transfer.py`` of DTennant/dt-tradeoff):
-  SGD on a new linear layer for 30 epochs, best test accuracy over the epochs reported.
+* :func:`paper_probe` / :func:`paper_probe_bn`, the paper's ``transfer.py``: SGD on a new linear layer, best test
+  epoch reported.
 """
 from __future__ import annotations
 
@@ -89,12 +85,8 @@ def _num_classes(*labels: torch.Tensor) -> int:
 @torch.no_grad()
 def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1024, device=None,
                      with_logits: bool = False):
-    """Penultimate features (float32, CPU) of uint8 images (N, C, H, W) in eval mode, without augmentation; with
-    ``with_logits``, ``(features, logits)``.
-
-    ``model`` maps float images in [0, 1] to ``(features, logits)`` and normalises them itself; it runs on ``device``
-    (default: its parameters' device). Every submodule's train/eval flag is restored afterwards, even on an error.
-    """
+    """Penultimate features (float32, CPU) of uint8 images in eval mode (and the logits with ``with_logits``); the
+    model's train/eval flags are restored afterwards, even on an error."""
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0:
         got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
         raise ValueError(f"images must be a non-empty uint8 tensor of shape (N, C, H, W), got {got}")
@@ -150,14 +142,10 @@ def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tupl
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, reg: float, *, max_iter: int = 200,
                  init: tuple[torch.Tensor, torch.Tensor] | None = None,
                  tolerance_grad: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression fitted full batch with L-BFGS (strong Wolfe line search).
+    """Multinomial logistic regression, full batch L-BFGS: minimises mean CE + reg / 2 ||W||^2 (bias unpenalised).
 
-    Minimises ``mean_i CE(x_i W + b, y_i) + reg / 2 * ||W||_F^2`` (bias not penalised), which is scikit-learn's
-    ``LogisticRegression(C=1 / (reg * N))`` objective divided by ``C * N``. ``x`` (N, D) float, ``y`` (N,) int64 on
-    the same device; ``init`` = (W, b) to warm-start from. Returns W (D, K) and b (K,) in ``x``'s dtype and device.
-    The gradient is analytic, dL/dz = (softmax(z) - onehot(y)) / N, so no autograd graph is built per evaluation.
-    Stops when the largest gradient entry is below ``tolerance_grad`` or after ``max_iter`` iterations.
-    """
+    That is scikit-learn's ``LogisticRegression(C=1 / (reg * N))`` objective up to a factor. The gradient is analytic
+    ((softmax - onehot) / N), so no autograd graph is built per evaluation; ``init`` warm-starts from (W, b)."""
     # Transposed layout, logits as (K, N): products with a (K, D) weight and (D, N) / (N, D) data are several times
     # faster on a CPU than the (N, D) @ (D, K) form for small K.
     k, n = num_classes, len(x)
@@ -198,30 +186,19 @@ class ProbeResult:
 
     @property
     def chosen_val_accuracy(self) -> float:
-        """Held-out accuracy of the chosen strength, [0, 1]: the probe fitted on the rest of the train split, scored
-        on the stratified held-out part of the *train* split (never the test split). It is the largest of the grid's
-        held-out accuracies, so slightly optimistic, by the same rule at every epoch: the book uses it to choose a
-        transfer curve's peak epoch without looking at the test images (:mod:`ctcbook.stats`)."""
+        """Held-out accuracy of the chosen strength, on the *train* split's held-out part (never the test split): the
+        book chooses a transfer curve's peak epoch on it (:mod:`ctcbook.stats`)."""
         return self.val_accuracy[self.reg]
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                  reg_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0), val_fraction: float = 0.2,
                  seed: int = 0, max_iter: int = 200, device=None) -> ProbeResult:
-    """The book's linear probe on frozen features.
+    """The book's linear probe on frozen features: test top-1 at the L2 strength chosen on held-out train images.
 
-    1. Standardise both splits with the train split's per-feature mean and standard deviation (a constant feature
-       is only centred).
-    2. Hold out a stratified ``val_fraction`` of the train split (deterministic for ``seed``); for each L2 strength
-       in ``reg_grid``, strongest first and each fit warm-started from the previous one, fit
-       :func:`fit_logistic` (mean cross-entropy + reg / 2 ||W||^2, bias unpenalised) on the rest and measure
-       held-out top-1. The best wins; ties go to the stronger regularisation.
-    3. Refit on the whole train split with the chosen strength (warm-started from its held-out fit) and report test
-       top-1. The held-out accuracy of the chosen strength (step 2) is :attr:`ProbeResult.chosen_val_accuracy`.
-
-    ``reg`` corresponds to scikit-learn's ``C = 1 / (reg * N)``; K = largest label + 1; the fits run in float32 on
-    ``device`` (default: ``train_x``'s).
-    """
+    Both splits are standardised with the train split's statistics; each strength of ``reg_grid`` (strongest first,
+    warm-started) is fitted on the train split minus a stratified ``val_fraction`` and scored there; the best (ties:
+    the stronger) is refitted on the whole train split. ``reg`` is scikit-learn's ``C = 1 / (reg * N)``."""
     _check_split(train_x, train_y, test_x, test_y)
     if isinstance(reg_grid, (int, float)) or len(reg_grid) == 0:
         raise ValueError(f"reg_grid must be a non-empty sequence of positive numbers, got {reg_grid!r}")
@@ -259,12 +236,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 @torch.no_grad()
 def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                  k: int = 20, temperature: float = 0.07, batch_size: int = 1024) -> float:
-    """Weighted kNN top-1 in [0, 1] (Wu et al. 2018, instance discrimination).
-
-    Features are L2-normalised; each test point's ``k`` most cosine-similar train points vote for their class with
-    weight exp(similarity / temperature); the class with the largest summed weight wins. Test points are processed
-    ``batch_size`` at a time (memory ~ batch_size x N floats) on ``train_x``'s device.
-    """
+    """Weighted kNN top-1 (Wu et al. 2018): the ``k`` most cosine-similar train points vote, weight exp(sim / T)."""
     _check_split(train_x, train_y, test_x, test_y)
     _check_int("k", k, 1)
     if k > len(train_x):
@@ -304,14 +276,10 @@ def paper_probe_steps(train_sizes: Iterable[int], epochs: int = 30, batch_size: 
 
 
 def paper_probe_epochs(n_train: int, batch_size: int = 512, steps: int | None = None, epochs: int = 30) -> int:
-    """Epochs of the paper's probe on ``n_train`` images: ``epochs`` when ``steps`` is None (``transfer.py``'s 30),
-    else the fewest epochs that give at least ``steps`` SGD steps at ``ceil(n_train / batch_size)`` steps an epoch.
+    """Epochs of the paper's probe on ``n_train`` images: ``epochs``, or the fewest giving ``steps`` SGD steps.
 
-    Why: at batch 512 and 30 epochs a 900-image target gets 2 steps an epoch, 60 in all, and a 5,000-image one 300,
-    so a difference between targets would measure how many steps the layer got, not the features. With ``steps``
-    (:func:`paper_probe_steps`) every target gets the same number of steps to within one epoch's worth, and the
-    cosine schedule spans the longer run.
-    """
+    Why: at batch 512 and 30 epochs a 900-image target gets 60 steps and a 5,000-image one 300, so a difference
+    between targets would measure the steps the layer got, not the features."""
     _check_int("n_train", n_train, 1)
     _check_int("batch_size", batch_size, 1)
     _check_int("epochs", epochs, 1)
@@ -339,23 +307,12 @@ def _cosine_lr(lr: float, epoch: int, epochs: int) -> float:
 def paper_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
                 epochs: int = 30, lr: float = 0.4, momentum: float = 0.9, weight_decay: float = 5e-4,
                 batch_size: int = 512, seed: int = 0, steps: int | None = None, device=None) -> PaperProbeResult:
-    """The paper's probe (``transfer.py`` of DTennant/dt-tradeoff) on precomputed frozen features.
+    """The paper's probe (``transfer.py`` of DTennant/dt-tradeoff) on precomputed frozen features: the best test epoch.
 
-    As in ``transfer.py``: a new ``nn.Linear(D, K)`` with PyTorch's default initialisation; SGD with momentum 0.9 and
-    weight decay 5e-4 (on weight and bias), lr 0.4, batch 512 (shuffled every epoch, last partial batch kept), 30
-    epochs, the lr decayed by ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch; test top-1 after every
-    epoch; reported: the best of them (model selection on the test split). Features are used as the network outputs
-    them: not standardised, not normalised; targets are not augmented (its target transforms only resize and
-    normalise the images).
-
-    Differences from ``transfer.py``: the layer is trained on features computed once in eval mode (see
-    :func:`extract_features`), whereas ``transfer.py`` runs the whole network in train mode while the head trains,
-    so BatchNorm uses batch statistics and re-estimates its running statistics on the target (the frozen weights do
-    not change); :func:`paper_probe_bn` reproduces that. Shuffling uses a ``torch.Generator`` seeded by ``seed`` and
-    the layer's initialisation is drawn from ``seed`` without touching the global random state. ``steps``: None
-    trains ``epochs`` epochs, as ``transfer.py``; else at least this many SGD steps, the epochs scaled to the target's
-    size (:func:`paper_probe_epochs`), so small targets are not under-trained.
-    """
+    As there: a new ``nn.Linear`` (default init), SGD lr 0.4, momentum 0.9, weight decay 5e-4, batch 512, 30 epochs,
+    cosine per epoch, features neither standardised nor augmented. Unlike there, the features come from eval mode;
+    :func:`paper_probe_bn` reproduces the train-mode BatchNorm. Seeded without touching the global random state;
+    ``steps``: see :func:`paper_probe_epochs`."""
     _check_split(train_x, train_y, test_x, test_y)
     _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed)
     epochs = paper_probe_epochs(len(train_x), batch_size, steps, epochs)
@@ -389,16 +346,11 @@ def paper_probe_bn(model: nn.Module, train_images: torch.Tensor, train_labels: t
                    test_images: torch.Tensor, test_labels: torch.Tensor, *, epochs: int = 30, lr: float = 0.4,
                    momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 512, seed: int = 0,
                    steps: int | None = None, device=None) -> PaperProbeResult:
-    """``transfer.py`` as written: a copy of the classifier gets a new linear head (K target classes); only the head
-    is optimised (SGD lr 0.4, momentum 0.9, weight decay 5e-4, batch 512, cosine per epoch over 30 epochs), but the
-    network is in train mode while it trains, so BatchNorm uses batch statistics and its running statistics are
-    re-estimated on target batches; each epoch ends with a test pass in eval mode; the best test accuracy is reported.
-    Images are uint8 (N, C, H, W) in the model's input format, not augmented (the code's target transforms only
-    resize). ``model`` must have ``backbone``, ``head`` and ``feature_dim`` (see :class:`ctcbook.models.Classifier`);
-    it is not modified, and the global random state is left as it was. ``steps``: as in :func:`paper_probe` (the
-    epochs scaled so every target gets about that many SGD steps). Cost: one forward pass over the target's train
-    and test images per epoch.
-    """
+    """``transfer.py`` as written: only a new head is optimised, but the network trains in train mode, so BatchNorm
+    re-estimates its running statistics on the target; the best eval-mode test epoch is reported.
+
+    ``model`` (a :class:`ctcbook.models.Classifier`) and the global random state are left unchanged; ``steps`` as in
+    :func:`paper_probe`."""
     for attr in ("backbone", "head", "feature_dim"):
         if not hasattr(model, attr):
             raise ValueError(f"model must have a {attr!r} attribute (a ctcbook Classifier), got {type(model).__name__}")

@@ -1,13 +1,9 @@
-"""The results tables of methods trained on the same seeds: per-seed measures of a probe table, their Student-t
-intervals and the paired differences between two methods (one rule: :mod:`ctcbook.stats`).
-
-A *method* is a list of finished runs that differ only in their seed; its probe table is
-:func:`ctcbook.chapters.ch1_tradeoff.curves` of those runs. Accuracies in percent, differences and drops in points;
-the late drop is :func:`ctcbook.stats.selected_drop`'s (peak chosen on validation accuracy, drop measured on test).
+"""Results tables of methods trained on the same seeds: per-seed measures of a probe table, their Student-t
+intervals and paired differences (:mod:`ctcbook.stats`). Accuracies in percent, differences and drops in points.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -39,13 +35,10 @@ def method_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 def seed_measures(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc",
                   val_column: str | None = "val_acc", epochs: Sequence[int] | None = None) -> pd.DataFrame:
-    """One row per (method, seed, target, quantity) with its ``value``: the final source test accuracy (target
-    ``"source"``, %) and, per target, the final transfer (%), the largest test accuracy over probed epochs ("best",
-    selected on test: optimistic, %), the validation-selected late drop and the naive max-of-test drop (points), and
-    the test accuracy at the validation-selected epoch (%). Without ``val_column`` in the table (e.g. the paper's
-    protocol) the validation-selected quantities are left out; with fewer than :data:`LATE_DROP_MIN_EPOCHS` probed
-    epochs the two drops are. ``epochs``: keep only these probed epochs (to compare methods probed on different grids
-    on the epochs they share)."""
+    """One row per (method, seed, target, quantity) of :data:`QUANTITIES` with its ``value``.
+
+    Without ``val_column`` the validation-selected quantities are left out, with fewer than
+    :data:`LATE_DROP_MIN_EPOCHS` probed epochs the drops; ``epochs`` keeps only those probed epochs."""
     if column not in table:
         raise ValueError(f"column must be a column of the curve table, got {column!r}")
     if epochs is not None:
@@ -95,9 +88,7 @@ def interval_table(measures: pd.DataFrame, quantities: Sequence[str] = tuple(QUA
 
 
 def shown_intervals(intervals: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
-    """:func:`interval_table` for a page: one row per (target, quantity), one column per method holding
-    "mean [low, high]" (:data:`NOT_MEASURED` where the method has no such measure), human column names; show it
-    without the index."""
+    """:func:`interval_table` as a page table: "mean [low, high]" per method (:data:`NOT_MEASURED` where absent)."""
     cells = intervals.assign(cell=[f"{m:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]" if n > 1 else
                                    f"{m:.{decimals}f} (1 seed)"
                                    for m, lo, hi, n in zip(intervals["mean"], intervals.low, intervals.high,
@@ -122,9 +113,7 @@ _WORDS = {"source_final": ("higher source accuracy", "lower source accuracy"),
 
 def paired_rows(measures: pd.DataFrame, a: str, b: str, targets: Sequence[str],
                 quantities: Sequence[str] = ("source_final", "final", "drop"), decimals: int = 2) -> list[dict]:
-    """Paired differences ``a`` minus ``b`` per seed, on the seeds both methods have, for the source accuracy and
-    each target's ``quantities``: one dict per (target, quantity) with the :class:`~ctcbook.stats.Interval`
-    (points), the seeds used and :func:`ctcbook.stats.verdict`'s sentence and sign."""
+    """Paired differences ``a`` minus ``b`` on the seeds both have, per (target, quantity): interval, seeds, verdict."""
     rows = []
     for target in ["source", *targets]:
         for quantity in quantities:
@@ -153,3 +142,8 @@ def paired_table(rows: Sequence[dict], decimals: int = 2) -> pd.DataFrame:
                           "95% CI": stats.brackets(r["interval"], decimals), "seeds": len(r["seeds"]),
                           "verdict": verdict[r["sign"]] if len(r["seeds"]) > 1 else "no interval (one seed)"}
                          for r in rows])
+
+
+def findings(items: Iterable[str]) -> str:
+    """A chapter's "What this chapter found" list: one Markdown bullet per computed sentence."""
+    return "\n".join(f"- {item}" for item in items)

@@ -1,4 +1,4 @@
-"""Chapter 1's late drop, one rule (issue 12 point 4, issue 19 point 1): peak chosen on validation, t intervals."""
+"""Chapter 1's late drop, one rule: peak chosen on validation, t intervals."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,7 +52,7 @@ def test_table_and_text_name_the_quantities_and_follow_the_interval():
     assert list(shown.index) == [0] and "late drop (points)" in shown and "max-of-test drop, naive (points)" in shown
     assert shown.loc[0, "late drop (points)"] == pytest.approx(6.0)
     assert shown.loc[0, "peak epoch per seed (chosen on validation)"] == "10, 10, 10"
-    text = tradeoff.findings_markdown(drops, source)
+    text = tradeoff.drop_markdown(drops, source)
     # 6.00 points, t interval over 3 seeds (t 4.30, sd 3.61) [-2.96, 14.96]: contains 0, so inconclusive
     assert "late drop on t: 6.00 points, 95% CI [-2.96, 14.96] over 3 seeds: inconclusive" in text
     assert "naive max-of-test drop" in text and "adds 3.33 points" in text
@@ -60,7 +60,7 @@ def test_table_and_text_name_the_quantities_and_follow_the_interval():
     tight = table.copy()
     tight.loc[(tight.target == "t") & (tight.epoch == 15), "probe_acc"] = [0.70, 0.68, 0.69]
     d2 = tradeoff.late_drops(tight)
-    assert "transfer falls after its validation-selected peak" in tradeoff.findings_markdown(
+    assert "transfer falls after its validation-selected peak" in tradeoff.drop_markdown(
         d2, tradeoff.source_accuracy(tight, d2))
 
 

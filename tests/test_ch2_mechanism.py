@@ -165,10 +165,9 @@ def test_settings_say_when_the_preset_is_not_the_papers():
     diffs = inf.preset_differences("cpu")
     assert "I(X;T) iterations: 500 here, 10,000 in the paper" in diffs
     assert "I(T;Y) hidden: 64 here, 1,024 in the paper" in diffs and not any("ema" in d for d in diffs)
-    text = inf.settings_markdown(1000, None, "paper", mine_restarts=3)
-    assert "whole test split" in text and "is the paper's `mine.py` setting" in text and "Not the paper" not in text
-    text = inf.settings_markdown(1000, 2000, "cpu", mine_splits=["digits"])
-    assert "Not the paper's MINE" in text and "2,000 images" in text and "`digits`" in text
+    assert inf.PAPER_MINE_XT.describe() == ("3 x 1024 ReLU statistics network, Adam lr 8e-05, 10,000 steps on batches "
+                                            "of 5,000, moving-average rate 0.01, reported value = last point of a "
+                                            "500-step moving average")
 
 
 def test_mine_splits_parameter_is_checked():
@@ -206,12 +205,12 @@ def test_figures_draw_nulls_bands_and_keep_legends_off_the_data():
     plots.close(fig)
 
 
-def test_findings_lines_follow_the_numbers():
+def test_findings_follow_the_numbers():
     info, table = _frames("falls")
     results = inf.mechanism(info, table, ["t"], "est")
     nulls = pd.DataFrame([{"seed": 0, "split": "t", "estimator": "est", "i_xt": 0.5, "i_ty": 0.1}])
-    text = inf.findings_lines(results, [], info, nulls)
+    text = inf.findings_markdown(results, [], info, nulls)
     assert "the mechanism holds" in text and "above the null" in text
     info_r, table_r = _frames("rises")
-    text = inf.findings_lines(inf.mechanism(info_r, table_r, ["t"], "est"), [], info_r, nulls.assign(i_xt=5.0))
+    text = inf.findings_markdown(inf.mechanism(info_r, table_r, ["t"], "est"), [], info_r, nulls.assign(i_xt=5.0))
     assert "not confirmed: transfer falls after its peak while I(X;T) rises" in text and "below the null" in text

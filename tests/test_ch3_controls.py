@@ -106,10 +106,12 @@ def test_no_late_drop_is_compared_when_the_shared_grid_is_the_first_and_last_epo
 
 def test_findings_box_text_holds_the_computed_numbers():
     table = _two_methods([94.0, 94.5, 93.8, 94.2, 94.0])
-    box = ch3.findings_markdown(ch3.comparisons(table, ["t"]), ["t"], "I(X;T) moved in stage 1.")
-    assert box.startswith("CTC ") or box.startswith("**") or box[0].isalpha()  # the box's text, not its fence
-    assert "```" not in box
-    assert "-1.10 points" in box and "I(X;T) moved in stage 1." in box
+    sched = table[table.method == ch3.BASELINE].assign(method=ch3.SCHEDULE)
+    rows = ch3.comparisons(pd.concat([table, sched], ignore_index=True), ["t"])
+    box = ch3.findings_markdown(rows, ["t"], "I(X;T) moved in stage 1.")
+    assert box.startswith("- the CTC losses on top of their schedule (CTC − schedule only): source ") and "```" not in box
+    assert box.endswith("\n- I(X;T) moved in stage 1.")
+    assert "-1.10 points" in ch3.headline_markdown(rows, ["t"])
 
 
 def _info(method, seed, stage1, stage2):

@@ -1,4 +1,4 @@
-"""The image-metadata interaction dial of the simulated metadata (issue 14, point 1)."""
+"""The image-metadata interaction dial of the simulated metadata."""
 import numpy as np
 import pytest
 import torch

@@ -33,13 +33,10 @@ def _panel_grid(n: int) -> tuple[Figure, list]:
 
 def tradeoff_figure(table: pd.DataFrame, targets: Sequence[str], peak_epochs: dict[str, list[int]] | None = None,
                     titles: dict[str, str] | None = None) -> Figure:
-    """Source test accuracy and each target's transfer accuracy against epoch.
+    """Source test accuracy and each target's transfer accuracy against epoch (seed means, min-max bands).
 
-    ``table``: :func:`ctcbook.chapters.ch1_tradeoff.curves` output. ``peak_epochs``: target -> the per-seed peak
-    epochs chosen on validation accuracy (:func:`ctcbook.chapters.ch1_tradeoff.late_drops`), drawn as ticks on the
-    panel's top edge. Lines are means over seeds, bands the min-max range; the clean training accuracy (eval mode,
-    un-augmented training images), when logged, is drawn dashed in the source panel. Legend below the panels.
-    """
+    ``peak_epochs``: target -> the per-seed validation-selected peaks, ticks on the panel's top edge; the clean
+    training accuracy, when logged, is dashed in the source panel."""
     titles, peak_epochs = titles or {}, peak_epochs or {}
     fig, axes = _panel_grid(len(targets) + 1)
     ax = axes[0]
@@ -66,9 +63,7 @@ def tradeoff_figure(table: pd.DataFrame, targets: Sequence[str], peak_epochs: di
 
 
 def protocol_figure(ours: pd.DataFrame, paper: pd.DataFrame, targets: Sequence[str]) -> Figure:
-    """Our probe (L-BFGS, regularisation chosen on held-out train data) against the paper's protocol as run here
-    (SGD on a new linear layer for the same number of steps on every target, best test accuracy over its epochs;
-    ``paper`` or ``paper_bn`` rows), one panel per target, one seed. Legend below the panels."""
+    """Our probe against the paper's protocol as run here (``paper`` or ``paper_bn`` rows), one panel per target."""
     fig, grid = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.4), layout="constrained",
                              squeeze=False)
     for ax, key in zip(grid[0], targets):
@@ -92,9 +87,7 @@ def _info_mean(info: pd.DataFrame, estimator: str, split: str, layer: str = "pen
 
 def _t_band(ax, g: pd.DataFrame, column: str, color, label: str | None = None, scale: float = 1.0,
             style: str = "-o") -> None:
-    """Seed mean of ``column`` (x ``scale``) against epoch with its 95% Student-t band over seeds
-    (:func:`ctcbook.stats.t_interval`); ``g`` holds one value per (seed, epoch), or several (averaged first). An
-    epoch measured on one seed has no interval: the band narrows to the mean there."""
+    """Seed mean of ``column`` (x ``scale``) against epoch with its 95% t band; one seed gives no band there."""
     from ..stats import t_interval
 
     per = g.groupby(["epoch", "seed"])[column].mean().reset_index()
@@ -137,9 +130,8 @@ def _legend_below(fig: Figure, axes) -> None:
 
 def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimators: Sequence[str],
                              nulls: pd.DataFrame | None = None) -> Figure:
-    """The information plane of the penultimate layer: I(X;T) (x) against I(T;Y) (y), in bits, seed means (over
-    MINE restarts first) joined in epoch order and coloured by epoch; one row per estimator, one column per split
-    (source and targets). Dashed grey: the estimator's shuffled-pairs null on that split (``nulls``)."""
+    """The penultimate layer's information plane, I(X;T) against I(T;Y) (bits, seed means, coloured by epoch): one
+    row per estimator, one column per split; dashed grey, the shuffled-pairs null."""
     epochs = sorted(info.epoch.unique())
     norm = matplotlib.colors.Normalize(min(epochs), max(epochs))
     cmap = plt.get_cmap("viridis")
@@ -172,10 +164,8 @@ def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimato
 
 def information_epochs_figure(info: pd.DataFrame, table: pd.DataFrame, splits: Sequence[str],
                               estimators: Sequence[str], nulls: pd.DataFrame | None = None) -> Figure:
-    """Per split (rows): I(X;T) of the penultimate layer against epoch for each estimator (columns; seed mean with
-    its 95% t band over seeds, bits; MINE: restarts averaged first) with the estimator's shuffled-pairs null (dashed),
-    next to chapter 1's accuracy on that split (source test accuracy for ``"source"``, the linear probe for a target;
-    %, seed mean and 95% t band)."""
+    """Per split: I(X;T) of the penultimate layer against epoch per estimator with its null (dashed), beside
+    chapter 1's accuracy on that split; seed means with 95% t bands."""
     fig, axes = plt.subplots(len(splits), len(estimators) + 1, figsize=(3.2 * (len(estimators) + 1),
                                                                          2.5 * len(splits) + 0.4),
                              layout="constrained", squeeze=False)
@@ -206,9 +196,7 @@ def information_epochs_figure(info: pd.DataFrame, table: pd.DataFrame, splits: S
 def information_geometry_figure(info: pd.DataFrame, geom: pd.DataFrame, table: pd.DataFrame,
                                 splits: Sequence[str], estimator: str = "renyi",
                                 nulls: pd.DataFrame | None = None) -> Figure:
-    """Per target (rows): Renyi I(X;T) of the penultimate layer (bits), NC1 of the target's test features and of
-    the source training features (dimensionless, log scale), the effective rank of the target's features, and the
-    linear-probe accuracy (%), each against epoch: seed means with 95% t bands over seeds."""
+    """Per target: Renyi I(X;T), NC1 (target and source features), effective rank and probe accuracy against epoch."""
     from ..chapters.ch2_information import GEOMETRY_SOURCE
 
     fig, axes = plt.subplots(len(splits), 4, figsize=(13.0, 2.5 * len(splits) + 0.4), layout="constrained",
@@ -239,9 +227,7 @@ def information_geometry_figure(info: pd.DataFrame, geom: pd.DataFrame, table: p
 
 
 def mine_convergence_figure(info: pd.DataFrame, split: str, seed: int, epoch: int) -> Figure:
-    """MINE's running Donsker-Varadhan estimate (bits) against optimisation step for every restart at one
-    checkpoint (``split``, ``seed``, ``epoch``): I(X;T) left, I(T;Y) right. The cached curves are bin means of the
-    per-step bound (``curve_xt`` / ``curve_ty``); the x axis is in steps of the original optimisation."""
+    """MINE's running DV estimate (bits) against optimisation step for every restart at one checkpoint."""
     g = info[(info.estimator == "mine") & (info.split == split) & (info.seed == seed) & (info.epoch == epoch)]
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), layout="constrained")
     for ax, col, name in zip(axes, ("curve_xt", "curve_ty"), ("I(X;T)", "I(T;Y)")):
@@ -288,10 +274,8 @@ def _switch(ax, switch_epoch: int | None) -> None:
 
 def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch_epoch: int | None = None,
                              column: str = "probe_acc", methods: Sequence[str] | None = None) -> Figure:
-    """Source test accuracy and each target's linear-probe accuracy (%) against epoch, one line per method (seed
-    mean with its 95% Student-t band over seeds); a dotted line at ``switch_epoch`` (CTC's stage switch); the legend
-    below the panels. ``table``: :func:`ctcbook.results.method_table` output; ``methods``: which (default
-    all, in table order)."""
+    """Source and each target's probe accuracy (%) against epoch, one line per method (seed mean, 95% t band); a
+    dotted line at ``switch_epoch``."""
     fig, axes = _panel_grid(len(targets) + 1)
     methods = list(methods) if methods is not None else list(table.method.unique())
     for i, method in enumerate(methods):
@@ -313,9 +297,7 @@ def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch
 
 def information_methods_figure(info: dict[str, pd.DataFrame], methods: Sequence[str],
                                switch_epoch: int | None = None) -> Figure:
-    """I(X;T) and I(T;Y) (bits) of the penultimate layer against epoch, one row per split (the keys of ``info``:
-    per-seed rows of :func:`ctcbook.chapters.ch2_information.information_curves` of that split with a ``method``
-    column), one line per method (seed mean, 95% Student-t band over seeds); dotted line: the stage switch."""
+    """I(X;T) and I(T;Y) of the penultimate layer against epoch, one row per split, one line per method."""
     fig, grid = plt.subplots(len(info), 2, figsize=(9.0, 3.0 * len(info) + 0.4), constrained_layout=True,
                              squeeze=False)
     for axes, (split, rows) in zip(grid, info.items()):
@@ -347,11 +329,8 @@ __all__ = ["tradeoff_figure", "protocol_figure", "information_plane_figure", "in
 
 # --- chapter 4: Dynamic MLP --------------------------------------------------------------------------------------
 def simulated_metadata_figure(meta, labels, class_names: Sequence[str], simulator=None, n: int = 2000) -> Figure:
-    """The simulated metadata of ``n`` images (the first n): left, locations (longitude, latitude in degrees)
-    coloured by class, with each class's centre as a cross; right, per class, the distribution of the day of year.
-
-    ``meta``: :class:`ctcbook.data.metadata.MetadataArrays`; ``labels``: (N,) ints; ``simulator``: its
-    :class:`~ctcbook.data.metadata.MetadataSimulator` (for the centres), optional."""
+    """Simulated metadata of the first ``n`` images: locations coloured by class (centres as crosses), and the
+    day-of-year distribution per class."""
     import numpy as np
 
     labels = np.asarray(labels)[:n]
@@ -381,30 +360,6 @@ def simulated_metadata_figure(meta, labels, class_names: Sequence[str], simulato
     return fig
 
 
-def fusion_accuracy_figure(results: pd.DataFrame, labels: dict[str, str] | None = None) -> Figure:
-    """Test top-1 (%) of each method: a bar at the mean over seeds and a dot per seed; a dashed line at the
-    image-only mean. ``results``: :meth:`ctcbook.chapters.ch4_fusion.FusionExperiment.results` rows."""
-    labels = labels or {}
-    methods = list(dict.fromkeys(results.method))
-    means = results.groupby("method").test_acc.mean().loc[methods] * 100
-    fig, ax = plt.subplots(figsize=(8.0, 0.42 * len(methods) + 1.2), constrained_layout=True)
-    y = list(range(len(methods)))
-    ax.barh(y, means.values, color=["tab:green" if m.startswith("dynamic") else "tab:grey" for m in methods],
-            alpha=0.6)
-    for i, m in enumerate(methods):
-        acc = results[results.method == m].test_acc * 100
-        ax.plot(acc, [i] * len(acc), "o", color="black", ms=3)
-    if "image_only" in methods:
-        ax.axvline(means["image_only"], color="tab:blue", ls="--", lw=1, label="image only (mean)")
-        fig.legend(fontsize=7, loc="outside upper right")  # above the bars, off the data
-    ax.set_yticks(y, [labels.get(m, m) for m in methods])
-    ax.invert_yaxis()
-    ax.set_xlim(max(0.0, float(results.test_acc.min() * 100) - 5), min(100.0, float(results.test_acc.max() * 100) + 2))
-    ax.set_xlabel("test top-1 accuracy (%): bar = mean over seeds, dots = seeds")
-    ax.grid(alpha=0.3, axis="x")
-    return fig
-
-
 def tsne_figure(panels: dict, class_names: Sequence[str]) -> Figure:
     """Side-by-side t-SNE maps: ``panels`` maps a title to (coords (n, 2), labels (n,)); colours are classes."""
     import numpy as np
@@ -425,14 +380,12 @@ def tsne_figure(panels: dict, class_names: Sequence[str]) -> Figure:
     return fig
 
 
-__all__ += ["simulated_metadata_figure", "fusion_accuracy_figure", "tsne_figure"]
+__all__ += ["simulated_metadata_figure", "tsne_figure"]
 
 
 def interaction_pictures_figure(images, class_names: Sequence[str], latitudes: Sequence[float],
                                 days: Sequence[float], level: float) -> Figure:
-    """The same image of each class rendered at several metadata values: ``images`` maps a class index to a
-    (P, C, H, W) uint8 tensor (one picture per (latitude, day) pair, e.g. from
-    :meth:`ctcbook.data.metadata.MetadataSimulator.at_metadata`); rows are classes, columns the P pairs."""
+    """The same image of each class rendered at several (latitude, day) pairs: rows are classes."""
     rows, cols = len(images), len(days)
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols + 0.8, 1.3 * rows + 0.6), constrained_layout=True,
                              squeeze=False)
@@ -453,11 +406,8 @@ def interaction_pictures_figure(images, class_names: Sequence[str], latitudes: S
 
 def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, pd.DataFrame]],
                              labels: dict[str, str], reference: str | None = None) -> Figure:
-    """Top row: test top-1 (%) against the interaction level, one panel per training mode (``results`` rows of
-    :mod:`ctcbook.chapters.ch4_interaction`), the mean over seeds per method with a min-max bar over seeds;
-    ``reference`` (the Bayes reference method) dashed. Bottom row: ``gains[mode][method]`` (frames with level,
-    mean, low, high: points over image only, paired by seed, 95% t interval) on its own scale, so differences of
-    a point are visible."""
+    """Top: test top-1 (%) against the interaction level per mode (seed mean, min-max bar; ``reference`` dashed).
+    Bottom: each method's gain over image only (paired, 95% t interval) on its own scale."""
     modes = [m for m in ("frozen", "end to end") if m in set(results["mode"])]
     fig, axes = plt.subplots(2, len(modes), figsize=(4.9 * len(modes), 6.6), constrained_layout=True,
                              squeeze=False, sharex=True)
@@ -498,9 +448,7 @@ __all__ += ["interaction_pictures_figure", "interaction_sweep_figure", "tradeoff
 
 
 def tradeoff_picture(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc") -> Figure:
-    """Transfer accuracy (y, %) against source test accuracy (x, %) over training, one panel per target, one curve
-    per method (seed means at each probed epoch, joined in epoch order; the last epoch marked with a square); the
-    legend sits below the panels, off the data."""
+    """Transfer accuracy against source test accuracy over training, one panel per target, one curve per method."""
     fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.6), constrained_layout=True,
                              squeeze=False)
     for ax, key in zip(axes[0], targets):

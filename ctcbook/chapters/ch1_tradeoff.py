@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .. import stats
+from .. import results, stats
 from ..probes import (PROTOCOLS, extract_features, knn_accuracy, linear_probe, paper_probe, paper_probe_bn,
                       paper_probe_steps)
 from ..runs import Run, append_jsonl, read_jsonl
@@ -123,9 +123,7 @@ def describe_setting(config, seeds: Sequence[int], targets: Sequence[str], devic
 
 def late_drops(table: pd.DataFrame, column: str = "probe_acc",
                val_column: str = "val_acc") -> dict[str, stats.DropSummary]:
-    """Per target, :func:`ctcbook.stats.late_drop` of the curves in ``table`` (:func:`curves` output): per seed the
-    peak epoch is chosen on ``val_column`` (the probe's held-out 20% of the target's *train* split), the drop is
-    ``column`` (test accuracy) at that epoch minus at the last epoch; fractions, as in the table."""
+    """Per target, :func:`ctcbook.stats.late_drop` of the curves in ``table`` (peak chosen on ``val_column``)."""
     out = {}
     for target, g in table[table.target != "source"].groupby("target", sort=False):
         if g[val_column].isna().any():
@@ -144,10 +142,8 @@ def _capital(text: str) -> str:
 
 
 def source_accuracy(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary]) -> dict[str, dict]:
-    """Source test accuracy (points) per target's late phase, each a Student-t interval over seeds: ``first`` (first
-    probed epoch), ``peak`` (that seed's validation-selected peak epoch of the target), ``last``, and the paired
-    per-seed gains ``rise`` (last - first) and ``late_rise`` (last - peak: does discriminability keep rising while
-    transfer falls?)."""
+    """Source test accuracy (points) over each target's late phase, intervals over seeds: at the ``first``, ``peak``
+    and ``last`` epochs and the paired gains ``rise`` (last - first) and ``late_rise`` (last - peak)."""
     src = table[table.target == "source"].set_index(["seed", "epoch"])["test_acc"] * 100
     out = {}
     for target, d in drops.items():
@@ -164,9 +160,7 @@ def source_accuracy(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary])
 
 def drop_table(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary],
                source: Mapping[str, dict]) -> pd.DataFrame:
-    """One row per target, human column names (points and %): the validation-selected late drop and the naive
-    max-of-test drop with 95% t intervals over seeds, the per-seed peak epochs, and source test accuracy at the first
-    probed, peak and last epochs."""
+    """One row per target: the late and naive drops with their intervals, peak epochs and source accuracy."""
     rows = []
     for target, d in drops.items():
         sel, naive, src = d.selected.scaled(100), d.naive.scaled(100), source[target]
@@ -183,7 +177,7 @@ def drop_table(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary],
     return pd.DataFrame(rows)
 
 
-def findings_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict]) -> str:
+def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict]) -> str:
     """One paragraph per target: :func:`ctcbook.stats.drop_verdict`'s sentence on the validation-selected late drop,
     the naive max-of-test drop beside it, the peak epochs, and what source accuracy did over the same epochs."""
     paragraphs = []
@@ -222,9 +216,8 @@ def final_quarter(rows: Sequence[Mapping], column: str = "clean_train_acc") -> d
 
 @dataclass(frozen=True)
 class FitCheck:
-    """The fit criterion over seeds: ``per_seed`` seed -> final-quarter mean of ``clean_train_acc`` (fraction),
-    ``per_seed_min`` its minimum there, ``interval`` the t interval (points) of the per-seed means, ``mean`` their
-    mean (fraction), ``epochs`` (first, last) of the quarter, and ``reached``: ``mean >= threshold``."""
+    """The fit criterion over seeds: per-seed final-quarter means (and minima) of ``clean_train_acc``, their interval
+    (points) and ``reached``: the seed mean >= ``threshold``."""
 
     per_seed: dict
     per_seed_min: dict
@@ -252,31 +245,11 @@ def fit_reached(runs: Iterable[Run], threshold: float = FIT_THRESHOLD) -> FitChe
                     mean >= threshold)
 
 
-def convergence_markdown(fit: FitCheck, table: pd.DataFrame) -> str:
-    """How far training got, from ``clean_train_acc`` (not the accuracy on augmented batches)."""
-    src = table[table.target == "source"]
-    last = src[src.epoch == src.epoch.max()]
-    seeds = ", ".join(f"{100 * v:.2f}%" for _, v in sorted(fit.per_seed.items()))
-    state = (f"it meets the fit criterion (seed mean >= {100 * fit.threshold:.0f}% over the final quarter): the "
-             f"network has fitted its training set and keeps training, the late phase the paper's claim is about"
-             if fit.reached else
-             f"it does NOT meet the fit criterion (seed mean >= {100 * fit.threshold:.0f}% over the final quarter): "
-             f"the network has not fitted its training set, so this run never reaches the late phase the paper's "
-             f"claim is about")
-    return (f"Clean training accuracy (eval mode, un-augmented training images) over the final quarter of the "
-            f"epochs ({fit.epochs[0]}-{fit.epochs[1]}), per seed: {seeds}; mean {fit.interval.mean:.2f}%, 95% CI "
-            f"{stats.brackets(fit.interval)} over {fit.interval.n} seeds (lowest single epoch there: "
-            f"{100 * min(fit.per_seed_min.values()):.2f}%). Source test accuracy at the last epoch: "
-            f"{100 * last.test_acc.mean():.2f}% (mean over seeds). So {state}.")
-
-
 # --- the paper's probe as run here -------------------------------------------------------------------------------
 
 def protocol_comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Per target, our probe (L-BFGS) against the paper's protocol as run here, one seed: level (mean of paper's
-    best minus ours, points), shape (Spearman rank correlation of the two curves over the probed epochs; each
-    curve's peak epoch: ours chosen on validation, the paper's on its best-test number as the paper does), and the
-    paper probe's steps and epochs on that target."""
+    """Per target, the paper's protocol (one seed) against our probe: level gap, rank correlation of the curves, the
+    two peak epochs (ours chosen on validation, the paper's on test) and the paper probe's steps and epochs."""
     from scipy.stats import spearmanr
 
     merged = ours.merge(paper, on=["target", "epoch"], suffixes=("", "_paper")).sort_values("epoch")
@@ -320,18 +293,16 @@ def protocol_markdown(comparison: pd.DataFrame) -> str:
 
 # --- the closing box ---------------------------------------------------------------------------------------------
 
-def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
+def findings_markdown(fit: FitCheck, drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
                      comparison: pd.DataFrame | None = None) -> str:
     """The "What this chapter found" list, every statement computed from the numbers."""
     items = [("The source model fitted its training set" if fit.reached else
               "The source model did NOT fit its training set") +
              f" (clean training accuracy over the final quarter {fit.interval.mean:.2f}%, 95% CI {stats.brackets(fit.interval)}, "
              f"criterion {100 * fit.threshold:.0f}%)."]
-    for target, d in drops.items():
-        v = stats.drop_verdict(d.selected.scaled(100), target=target)
-        items.append(f"{_capital(v.text)}.")
-    target0 = next(iter(source))
-    rise = stats.verdict(source[target0]["rise"], quantity="Source test accuracy gain from the first to the last epoch",
+    items += [f"{_capital(stats.drop_verdict(d.selected.scaled(100), target=t).text)}." for t, d in drops.items()]
+    rise = stats.verdict(next(iter(source.values()))["rise"],
+                         quantity="Source test accuracy gain from the first to the last epoch",
                          positive="discriminability rose", negative="discriminability fell")
     items.append(f"{rise.text}.")
     if comparison is not None and len(comparison):
@@ -339,4 +310,4 @@ def chapter_findings(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sour
         gaps = ", ".join(f"{r['target']} {r[gap_col]:+.2f} points (rank correlation "
                          f"{_rho(r[rho_col])})" for r in comparison.to_dict("records"))
         items.append(f"The paper's protocol as run here, one seed, minus ours: {gaps}.")
-    return "\n".join(f"- {i}" for i in items)
+    return results.findings(items)

@@ -1,10 +1,8 @@
-"""Chapter 2: I(X;T) and I(T;Y) of saved checkpoints, in bits, cached in the run folder; nulls, geometry, mechanism.
+"""Chapter 2: I(X;T) and I(T;Y) of saved checkpoints (bits), their nulls, the features' geometry, the mechanism.
 
-X is the input as the network sees it (normalised pixels, flattened), T a layer's output, Y the labels, all from a
-fixed stratified probe set of a test split (``"source"`` or a transfer target). Estimators of
-:mod:`ctcbook.estimators`: ``"renyi"`` (matrix-based Renyi entropy, every stage) and ``"mine"`` (the paper's
-``mine.py``, penultimate layer only). Each (run, split, settings) has a JSON-lines cache in ``evals/``, one row per
-(epoch, layer[, restart]), appended as computed, so a re-execution recomputes nothing and an interrupted pass resumes.
+X is the normalised input, T a layer's output, Y the labels, from a fixed stratified probe set of a test split
+(``"source"`` or a target). Each (run, split, settings) has a JSON-lines cache in ``evals/``, appended as computed,
+so a re-execution recomputes nothing and an interrupted pass resumes.
 """
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..results import findings
 from ..data import ImageSet, stream, subsample
 from ..estimators import (PENULTIMATE, MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, activations, gaussian_gram,
                           kernel_width, label_gram, layer_names, mine, one_hot, renyi_entropy, renyi_null)
@@ -66,8 +65,7 @@ def _check_split(split: str) -> None:
 
 
 def probe_set(run: Run, split: str, n: int | None) -> ImageSet:
-    """The images X and labels Y of ``split`` the estimates use: a stratified subset of ``n`` test images (seed 0;
-    None keeps all), in the run's input format. ``"source"`` is the run's own test split (its classes only)."""
+    """The images and labels of ``split`` the estimates use: ``n`` stratified test images (seed 0; None: all)."""
     _check_split(split)
     if split == "source":
         config = TrainConfig.from_dict(run.config)
@@ -79,8 +77,7 @@ def probe_set(run: Run, split: str, n: int | None) -> ImageSet:
 
 @dataclasses.dataclass
 class RenyiReference:
-    """The parts of the Renyi estimates that do not change with the epoch: the Gram matrices of X (Gaussian, width
-    by :func:`ctcbook.estimators.kernel_width`) and Y (delta kernel), float64 (n, n), and their entropies in bits."""
+    """The epoch-independent parts of the Renyi estimates: the Gram matrices of X and Y and their entropies (bits)."""
 
     kx: Tensor
     ky: Tensor
@@ -98,8 +95,7 @@ def renyi_reference(x: Tensor, labels: Tensor, *, alpha: float = 1.01, device=No
 
 
 def renyi_plane(ref: RenyiReference, ts: dict[str, Tensor]) -> dict[str, dict[str, float]]:
-    """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T (float (n, D), rows paired with the
-    reference's). Each layer costs three eigen-decompositions of an n x n float64 matrix: S(T), S(X,T), S(T,Y)."""
+    """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T (three n x n eigen-decompositions)."""
     out = {}
     for name, t in ts.items():
         t = t.to(ref.kx.device)
@@ -112,8 +108,7 @@ def renyi_plane(ref: RenyiReference, ts: dict[str, Tensor]) -> dict[str, dict[st
 
 
 def _thin(curve, points: int = TRACE_POINTS) -> list[float]:
-    """A per-step curve (steps,) cut into at most ``points`` equal consecutive bins, each replaced by its mean (the
-    shape of a convergence curve at a bounded size in the cache)."""
+    """A per-step curve as at most ``points`` bin means (a convergence curve's shape at a bounded size)."""
     c = np.asarray(curve, dtype=float)
     if c.size <= points:
         return [round(float(v), 5) for v in c]
@@ -122,13 +117,10 @@ def _thin(curve, points: int = TRACE_POINTS) -> list[float]:
 
 def mine_plane(x: Tensor, t: Tensor, labels: Tensor, num_classes: int, settings_xt: MineSettings,
                settings_ty: MineSettings, *, device=None, restart: int = 0, shuffle: bool = False) -> dict:
-    """MINE's I(X;T) and I(T;Y) in bits for one layer's T (float (N, D)), with the paper's pairing (Y one-hot).
+    """MINE's I(X;T) and I(T;Y) in bits for one layer's T, with the per-step curves thinned.
 
-    A batch size larger than N is lowered to N (a small probe set, e.g. the UCI digits' 901 test images or a smoke
-    run); the batch actually used is returned as ``batch``. restart: added to the settings' seed (a restart differs
-    in the statistics network's initialisation and its batch draws). shuffle: estimate on *independent* pairs (the
-    rows of T permuted against X and Y, same n, d and settings), the estimator's null baseline. Also returns the
-    per-step DV curves (bits, thinned to at most :data:`TRACE_POINTS` bin means) as ``curve_xt`` / ``curve_ty``."""
+    The batch size is lowered to N on small probe sets; ``restart`` is added to the settings' seed; ``shuffle``
+    estimates on independent pairs (the rows of T permuted), the null baseline."""
     batch = min(settings_xt.batch_size, settings_ty.batch_size, len(x))
     settings_xt = dataclasses.replace(settings_xt, batch_size=min(settings_xt.batch_size, batch),
                                       seed=settings_xt.seed + restart)
@@ -159,22 +151,12 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
                       n: int | None = None, mine_n: int | None = 2000, alpha: float = 1.01,
                       mine_preset: str = "cpu", mine_restarts: int = 1, device=None,
                       progress: bool = True) -> pd.DataFrame:
-    """I(X;T) and I(T;Y) at each probed epoch of ``run``, for each split and estimator, cached in the run folder.
+    """I(X;T) and I(T;Y) (bits) at each probed epoch of ``run``, per split and estimator, cached in the run folder.
 
-    splits: ``"source"`` and/or target keys. estimators: ``"renyi"`` and/or ``"mine"``. every: probe the epochs of
-    :func:`ctcbook.chapters.ch1_tradeoff.probe_epochs` (1, every, 2 * every, ..., last), or pass ``epochs`` explicitly.
-    layers: for ``"renyi"``, the layers of :func:`layer_names` to analyse (default: all of them on ``"source"``, the
-    penultimate only on targets); MINE always uses the penultimate layer. n: Renyi probe images per split (default
-    1000; O(n^3)); mine_n: the images MINE draws its batches from (default 2000, capped at the split's size; None:
-    the whole test split, as the paper's ``mine.py``). mine_preset: ``"cpu"`` (:data:`CPU_MINE_XT`,
-    :data:`CPU_MINE_TY`) or ``"paper"`` (the paper's settings). mine_restarts: independent MINE fits per checkpoint
-    (restart r uses the preset's seed + r), one row each (column ``restart``, and the thinned convergence curves
-    ``curve_xt`` / ``curve_ty``).
-
-    Returns a DataFrame, one row per (split, estimator, epoch, layer), with columns ``seed``, ``split``,
-    ``estimator``, ``epoch``, ``layer``, ``i_xt`` and ``i_ty`` (bits), ``seconds`` (compute time of the row) and
-    ``n`` (probe images used); Renyi rows also hold ``h_t`` (S(T), bits).
-    """
+    Renyi reads ``layers`` (default: every layer on ``"source"``, the penultimate on targets) on ``n`` images; MINE
+    reads the penultimate layer, drawing batches from ``mine_n`` images (None: the whole test split, as ``mine.py``),
+    ``mine_restarts`` times (restart r: the preset's seed + r). One row per (split, estimator, epoch, layer[,
+    restart])."""
     for split in splits:
         _check_split(split)
     for estimator in estimators:
@@ -295,8 +277,7 @@ def cost_table(info: pd.DataFrame) -> pd.DataFrame:
 
 
 def preset_differences(preset: str) -> list[str]:
-    """How the MINE ``preset`` differs from the paper's ``mine.py`` settings, one phrase per differing field of
-    :class:`ctcbook.estimators.MineSettings` (computed from the settings objects; empty for ``"paper"``)."""
+    """One phrase per field where the MINE ``preset`` differs from the paper's ``mine.py`` settings."""
     if preset not in MINE_PRESETS:
         raise ValueError(f"mine_preset must be one of {sorted(MINE_PRESETS)}, got {preset!r}")
     out = []
@@ -305,47 +286,13 @@ def preset_differences(preset: str) -> list[str]:
         for f in dataclasses.fields(MineSettings):
             a, b = getattr(paper, f.name), getattr(ours, f.name)
             if a != b:
-                out.append(f"{what} {f.name.replace('_', ' ')}: {b:,} here, {a:,} in the paper"
-                           if isinstance(a, int) else f"{what} {f.name.replace('_', ' ')}: {b:g} here, {a:g} in the "
-                           f"paper" if isinstance(a, float) else f"{what} {f.name}: {b} here, {a} in the paper")
+                spec = "," if isinstance(a, int) else "g" if isinstance(a, float) else ""
+                out.append(f"{what} {f.name.replace('_', ' ')}: {b:{spec}} here, {a:{spec}} in the paper")
     return out
 
 
-def settings_markdown(n: int, mine_n: int | None, mine_preset: str, alpha: float = 1.01,
-                      mine_restarts: int = 1, mine_splits: Sequence[str] | None = None) -> str:
-    """What each estimator ran with, and for MINE whether the preset is the paper's and what differs."""
-    xt, ty = MINE_PRESETS[mine_preset]
-
-    def desc(s: MineSettings) -> str:
-        return (f"{s.layers} x {s.hidden} ReLU statistics network, Adam lr {s.lr:g}, {s.iterations:,} steps on batches "
-                f"of {s.batch_size:,}, moving-average rate {s.ema_rate:g}, reported value = last point of a "
-                f"{s.smoothing}-step moving average")
-    pool = "the whole test split of each probe set" if mine_n is None else f"up to {mine_n:,} probe images"
-    where = "every split" if mine_splits is None else ", ".join(f"`{k}`" for k in mine_splits)
-    text = [f"- **Renyi**: $\\alpha$ = {alpha}, {n:,} probe images per split, Gaussian kernels with width = median "
-            f"pairwise distance $\\times n^{{-1/(4+d)}}$ (per layer and epoch), delta kernel on labels; cost "
-            f"$O(n^3)$.",
-            f"- **MINE** (`{mine_preset}` settings) on {where}, {mine_restarts} restart"
-            f"{'s' if mine_restarts != 1 else ''} per checkpoint (restart r: statistics-network initialisation and "
-            f"batch draws from seed r), batches drawn from {pool}: I(X;T) with {desc(xt)}; I(T;Y) with {desc(ty)}."]
-    diffs = preset_differences(mine_preset)
-    if diffs:
-        text.append(f"- **Not the paper's MINE.** The `{mine_preset}` preset differs from the paper's `mine.py` "
-                    f"(I(X;T): {desc(PAPER_MINE_XT)}; I(T;Y): {desc(PAPER_MINE_TY)}) in: " + "; ".join(diffs)
-                    + ". Our MINE values are therefore lower bounds from short optimisations, not converged "
-                      "estimates.")
-    else:
-        text.append(f"- The `{mine_preset}` preset is the paper's `mine.py` setting.")
-    if mine_n is not None:
-        text.append(f"- MINE draws its batches from {mine_n:,} images of each test split; the paper's `mine.py` "
-                    f"draws them from the whole test split.")
-    return "\n".join(text)
-
-
 def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
-    """I(X;T) and I(T;Y) (bits, seed means, penultimate layer) of each estimator on ``split`` at its first epoch, at
-    the epoch of the seed-mean transfer peak on that split (the nearest epoch the estimator measured) and at its last
-    epoch, with the probe accuracy (%) there."""
+    """Seed-mean I(X;T) and I(T;Y) per estimator at the first, transfer-peak and last epochs of ``split``."""
     acc = table[table.target == split].groupby("epoch")[column].mean()
     peak = int(acc.idxmax())
     rows = []
@@ -368,9 +315,7 @@ GEOMETRY_SOURCE = "source_train"
 
 
 def geometry_set(run: Run, split: str, test_size: int | None = None) -> ImageSet:
-    """Images and labels the geometry of ``split`` is measured on: ``"source_train"`` = the run's whole source
-    training set, un-augmented (the images it fits); a target key = that target's test split (``test_size``: a
-    stratified subset, None keeps all)."""
+    """Where the geometry of ``split`` is measured: the un-augmented source training set, or a target's test split."""
     if split == GEOMETRY_SOURCE:
         return source_data(TrainConfig.from_dict(run.config))[0]
     if split not in TARGETS:
@@ -380,12 +325,7 @@ def geometry_set(run: Run, split: str, test_size: int | None = None) -> ImageSet
 
 def geometry_curve(run: Run, splits: Sequence[str], epochs: Sequence[int], *, test_size: int | None = None,
                    device=None, progress: bool = True) -> pd.DataFrame:
-    """NC1 (:func:`ctcbook.geometry.nc1`, dimensionless) and effective rank (:func:`ctcbook.geometry.effective_rank`,
-    1 .. feature width) of the penultimate features (eval mode) at each of ``epochs`` of ``run``, for each split of
-    ``splits`` (``"source_train"`` and/or target keys, see :func:`geometry_set`).
-
-    Cached per (run, split, test_size) in the run folder (JSON lines, one row per epoch, appended as computed, so an
-    interrupted pass resumes). Returns columns seed, split, epoch, nc1, eff_rank, n (images), seconds."""
+    """NC1 and effective rank of the penultimate features at each of ``epochs``, per split, cached in the run folder."""
     saved = set(run.saved_epochs())
     bad = [e for e in epochs if e not in saved]
     if bad:
@@ -428,13 +368,10 @@ def geometry_curves(runs: Sequence[Run], splits: Sequence[str], epochs: Sequence
 def null_baseline(run: Run, split: str, estimator: str, *, epoch: int | None = None, n: int | None = 1000,
                   mine_n: int | None = 2000, mine_preset: str = "cpu", restarts: int = 1, shuffles: int = 3,
                   alpha: float = 1.01, device=None) -> pd.DataFrame:
-    """What the estimator reads for *independent* pairs at the same n, d and settings as its measurements on
-    ``split`` (penultimate layer of ``epoch``, default the last): the rows of T permuted against X and Y.
+    """The estimator on independent pairs (rows of T permuted) at the n, d and settings it measured ``split`` with.
 
-    ``"renyi"``: :func:`ctcbook.estimators.renyi_null` on the Renyi probe set (``n`` images, ``shuffles`` random
-    pairings; one row, its mean and SD). ``"mine"``: :func:`mine_plane` with ``shuffle=True`` on the MINE probe set
-    (``mine_n``), one row per restart (the same restarts as the measurements). Cached in the run folder. Returns
-    columns seed, split, estimator, epoch, i_xt, i_ty (bits), and i_xt_sd / i_ty_sd (Renyi) or restart (MINE)."""
+    Renyi: :func:`ctcbook.estimators.renyi_null`, one row (mean and SD over ``shuffles``); MINE: one row per restart.
+    Cached in the run folder."""
     _check_split(split)
     _check_settings(estimator, n, alpha, mine_preset)
     epoch = run.saved_epochs()[-1] if epoch is None else epoch
@@ -471,8 +408,7 @@ def null_baseline(run: Run, split: str, estimator: str, *, epoch: int | None = N
 
 # ------------------------------------------------------------------------------------- the mechanism, tested
 def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
-    """One row per (seed, split, estimator, epoch, layer): the mean over MINE restarts (Renyi rows unchanged), with
-    ``restart_sd`` (SD over restarts; NaN with one) and ``restarts``."""
+    """The mean over MINE restarts per (seed, split, estimator, epoch, layer), with ``restart_sd`` and ``restarts``."""
     keys = ["seed", "split", "estimator", "epoch", "layer"]
     g = info.groupby(keys)
     return g.agg(i_xt=("i_xt", "mean"), i_ty=("i_ty", "mean"), i_xt_restart_sd=("i_xt", "std"),
@@ -480,8 +416,7 @@ def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
 
 
 def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str, column: str):
-    """seed -> (epochs, val_acc, test probe accuracy, I(X;T)) at the epochs both were measured (penultimate layer,
-    restart means), for seeds with at least 2 common epochs."""
+    """seed -> (epochs, val_acc, probe test accuracy, I(X;T)) at the epochs both were measured (>= 2 of them)."""
     g = restart_mean(info[(info.estimator == estimator) & (info.split == key) & (info.layer == PENULTIMATE)])
     t = table[table.target == key]
     out = {}
@@ -497,14 +432,9 @@ def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: s
 
 def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str], estimator: str = "renyi",
               column: str = "probe_acc") -> list[dict]:
-    """The paper's mechanism tested per target with :func:`ctcbook.stats.mechanism_verdict` (transfer's
-    validation-selected late drop and I(X;T)'s fall over the same epochs, intervals over seeds) and the late-phase
-    correlation of I(X;T) with probe accuracy (:func:`ctcbook.stats.bootstrap_correlation`, within-seed, bootstrap over
-    seeds; only seeds whose late phase has >= 2 measured epochs). Epochs: those at which both I(X;T) (of
-    ``estimator``, restart means) and chapter 1's probe were measured.
-
-    Returns one dict per target: target, estimator, seeds, epochs (common epochs of the first seed), mechanism
-    (:class:`ctcbook.stats.Mechanism`), correlation (:class:`ctcbook.stats.Correlation` or None), late_seeds."""
+    """Per target: :func:`ctcbook.stats.mechanism_verdict` (transfer's late drop and I(X;T)'s fall over the same
+    epochs) and the late-phase correlation of I(X;T) with probe accuracy (:func:`ctcbook.stats.bootstrap_correlation`,
+    seeds with >= 2 late epochs)."""
     out = []
     for key in targets:
         curves = _seed_curves(info, table, estimator, key, column)
@@ -559,9 +489,8 @@ def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------- geometry over the late phase
 def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str):
-    """Per seed with at least two epochs where the geometry of ``split`` (a target), the source training geometry
-    and chapter 1's probe (with ``val_acc``) were all measured: (seed, target geometry, source geometry, probe rows,
-    each indexed by epoch; the common epochs; the validation-selected transfer peak epoch among them)."""
+    """Per seed with >= 2 epochs where target geometry, source geometry and the probe were all measured: the rows,
+    the common epochs and the validation-selected transfer peak."""
     for seed, gt in geom[geom.split == split].groupby("seed"):
         t = table[(table.target == split) & (table.seed == seed) & table["val_acc"].notna()].set_index("epoch")
         gs = geom[(geom.split == GEOMETRY_SOURCE) & (geom.seed == seed)].set_index("epoch")
@@ -576,14 +505,8 @@ def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str, colum
 
 def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
                     column: str = "probe_acc") -> list[dict]:
-    """Per target: how NC1 and effective rank change over each seed's late phase, from the validation-selected
-    transfer peak epoch (:func:`ctcbook.stats.selected_drop` on chapter 1's val_acc, at the epochs geometry was
-    measured) to the last epoch. Quantities (per seed, then a t interval over seeds): NC1 of the target's test
-    features at the peak minus at the last epoch, the same for the source training features, and the effective rank
-    of the target's features at the peak minus at the last epoch (positive: collapse / fewer directions late).
-
-    Returns one dict per target: target, seeds, peak_epochs (seed -> epoch), and ``verdicts``: quantity name ->
-    :class:`ctcbook.stats.Verdict` (and ``intervals``, the same keys)."""
+    """Per target, NC1 (target test and source train features) and the target's effective rank at each seed's
+    validation-selected transfer peak minus at the last epoch, as verdicts over seeds (positive: collapse late)."""
     out = []
     for key in targets:
         per = {"nc1_target": {}, "nc1_source": {}, "rank_target": {}}
@@ -627,9 +550,7 @@ def geometry_markdown(changes: Sequence[dict]) -> str:
 
 
 def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
-    """Seed means of NC1 and effective rank of ``split`` (a target) and NC1 of the source training features at the
-    first epoch, each seed's validation-selected transfer peak, and the last epoch (human column names, the target
-    in the first column, so that the tables of several targets concatenate into one without empty cells)."""
+    """Seed means of the geometry of ``split`` (a target) at the first epoch, the transfer peak and the last epoch."""
     rows = []
     for _, g, gs, t, common, peak in _seeds_with_peaks(geom, table, split, column):
         for label, e in (("first epoch", common[0]), ("transfer peak (validation)", peak), ("last epoch", common[-1])):
@@ -647,8 +568,7 @@ def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str, column:
 
 
 def above_null(info: pd.DataFrame, nulls: pd.DataFrame, estimator: str, split: str) -> Interval | None:
-    """Per seed: the estimator's I(X;T) at the last epoch (restart mean) minus the null's mean I(X;T) on the same
-    split; t interval over seeds (None without both)."""
+    """The last-epoch I(X;T) minus its null's mean on ``split``, a t interval over seeds (None without both)."""
     m = restart_mean(info[(info.estimator == estimator) & (info.split == split) & (info.layer == PENULTIMATE)])
     nl = nulls[(nulls.estimator == estimator) & (nulls.split == split)]
     if m.empty or nl.empty:
@@ -657,27 +577,26 @@ def above_null(info: pd.DataFrame, nulls: pd.DataFrame, estimator: str, split: s
     return t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
 
 
-def findings_lines(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame, nulls: pd.DataFrame) -> str:
-    """The chapter's findings as a Markdown list, every sentence computed from the numbers: per estimator and
-    target whether the mechanism holds (both intervals), whether the target's features collapse after the transfer
-    peak (NC1), and whether each estimator's last-epoch I(X;T) lies above its shuffled-pairs null."""
+def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame,
+                      nulls: pd.DataFrame) -> str:
+    """The chapter's findings: the mechanism per estimator and target, collapse after the peak, I(X;T) above null."""
     lines = []
     for r in results:
         m = r["mechanism"]
         tv = verdict(m.transfer, quantity="late drop", decimals=2)
         cv = verdict(m.compression, quantity="fall of I(X;T)", unit="bits", decimals=3)
         reason = re.split(r" seeds?: ", m.text, maxsplit=1)[-1]      # the words after the two intervals
-        lines.append(f"- **{r['estimator']}, `{r['target']}`**: "
+        lines.append(f"**{r['estimator']}, `{r['target']}`**: "
                      f"{'the mechanism holds' if m.coincides else 'the mechanism is not confirmed'}: {reason} "
                      f"({tv.numbers}; {cv.numbers}).")
     for c in changes:
         v = c["verdicts"]["nc1_target"]
-        lines.append(f"- **Collapse on `{c['target']}`**: {_unitless(v.text)}.")
+        lines.append(f"**Collapse on `{c['target']}`**: {_unitless(v.text)}.")
     for est in sorted(nulls.estimator.unique()) if len(nulls) else []:
         for split in sorted(nulls[nulls.estimator == est].split.unique()):
             iv = above_null(info, nulls, est, split)
             if iv is not None:
                 v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
                             unit="bits", decimals=3, positive="above the null", negative="below the null")
-                lines.append(f"- {v.text}.")
-    return "\n".join(lines)
+                lines.append(f"{v.text}.")
+    return findings(lines)

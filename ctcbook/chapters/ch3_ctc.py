@@ -1,11 +1,7 @@
-"""Chapter 3's experiment: CTC against the cross-entropy baseline and the controls that separate its causes.
+"""Chapter 3: CTC against the cross-entropy baseline and the controls that separate its causes.
 
-The runs (:func:`chapter_configs`): the baseline (chapter 1's runs), CTC "emphasise transferability", the
-schedule-only control (cross-entropy with CTC's two-stage schedule: bitwise CTC with both loss weights 0, at the
-cost of a plain run), CTC "emphasise discriminability", and two stage ablations (stage-1 loss only: beta 0; stage-2
-loss only: alpha 0). Every comparison is paired by seed (:data:`COMPARISONS`, one rule: :mod:`ctcbook.stats`) on
-the seeds and probed epochs both methods share. Tables follow :func:`ctcbook.chapters.ch1_tradeoff.curves` with a
-``method`` column; accuracies in the curve tables are fractions, in the reports percent, differences in points.
+Every comparison (:data:`COMPARISONS`) is paired by seed on the seeds and probed epochs both methods share;
+accuracies in the curve tables are fractions, in the reports percent, differences in points.
 """
 from __future__ import annotations
 
@@ -15,7 +11,7 @@ import pandas as pd
 
 from .. import stats
 from ..config import CTCConfig, StageSchedule, TrainConfig
-from ..results import paired_rows, seed_measures
+from ..results import findings, paired_rows, seed_measures
 
 BASELINE, CTC, SCHEDULE = "baseline", "CTC", "schedule only"
 DISCRIM, STAGE1, STAGE2 = "CTC (discriminability)", "stage-1 loss only", "stage-2 loss only"
@@ -35,9 +31,7 @@ def ctc_config(base: TrainConfig, *, stage_two_epoch: int, weight_decay_coef: fl
 
 
 def schedule_only(config: TrainConfig) -> TrainConfig:
-    """The schedule-only control of a CTC config: cross-entropy with the same two-stage schedule (weight decay x coef
-    in stage 1, learning-rate restart in stage 2). Bitwise the same run as CTC with both weights 0
-    (``tests/test_ctc.py``), without the memories' and snapshot's cost."""
+    """Cross-entropy with CTC's two-stage schedule: bitwise CTC with both loss weights 0, at a plain run's cost."""
     if config.ctc is None:
         raise ValueError(f"schedule_only needs a CTC config, got objective {config.objective!r}")
     return config.replace(objective="ce", ctc=None)
@@ -55,9 +49,8 @@ def with_weights(config: TrainConfig, **fields) -> TrainConfig:
 
 def chapter_configs(base: TrainConfig, ctc: TrainConfig, *, seeds: Sequence[int], discrim: Mapping[str, float],
                     discrim_seeds: Sequence[int], ablation_seeds: Sequence[int]) -> dict[str, list[TrainConfig]]:
-    """Every run of the chapter, per method name: baseline, CTC and the schedule-only control on ``seeds``; CTC with
-    the ``discrim`` fields (alpha, beta, instance_t, nce_t) on ``discrim_seeds``; the stage ablations (beta 0;
-    alpha 0) on ``ablation_seeds``. ``base`` is a cross-entropy config, ``ctc`` :func:`ctc_config` of it."""
+    """Every run of the chapter per method: baseline, CTC and schedule only on ``seeds``, the ``discrim`` setting and
+    the stage ablations (beta 0; alpha 0) on their own seeds."""
     if ctc.ctc is None or base.objective != "ce":
         raise ValueError("chapter_configs needs a cross-entropy base and a CTC config")
     configs = {BASELINE: [base.replace(seed=s) for s in seeds], CTC: [ctc.replace(seed=s) for s in seeds],
@@ -75,9 +68,7 @@ def _probed_epochs(table: pd.DataFrame, method: str) -> set:
 def comparisons(table: pd.DataFrame, targets: Sequence[str], pairs: Iterable[tuple[str, str]] = COMPARISONS,
                 quantities: Sequence[str] = ("source_final", "final", "drop"), column: str = "probe_acc",
                 val_column: str | None = "val_acc") -> list[dict]:
-    """:func:`ctcbook.results.paired_rows` for each pair present in ``table``, each measured on the
-    probed epochs both methods share (a secondary run probed every 20 epochs is compared with its partner on those
-    epochs, so neither drop is measured on a finer grid than the other)."""
+    """:func:`ctcbook.results.paired_rows` for each pair in ``table``, on the probed epochs both methods share."""
     rows = []
     methods = set(table.method)
     for a, b in pairs:
@@ -125,10 +116,8 @@ def _said(row: dict) -> str:
 
 
 def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: str | None = None) -> str:
-    """The text of the closing "What this chapter found" box (MyST markdown; the notebook glues it into an
-    admonition), every sentence computed from ``rows`` (:func:`comparisons`) and, if given, the stage sentence of
-    :func:`stage_information_markdown`."""
-    lines = [headline_markdown(rows, targets)]
+    """The list under the headline in the closing box, from ``rows`` (:func:`comparisons`) and the stage sentence."""
+    lines = []
     for a, b, what in ((CTC, SCHEDULE, "the CTC losses on top of their schedule"),
                        (STAGE1, SCHEDULE, "the stage-1 loss alone"), (STAGE2, SCHEDULE, "the stage-2 loss alone"),
                        (DISCRIM, BASELINE, "the discriminability setting against the baseline")):
@@ -136,18 +125,14 @@ def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: 
         src = _find(rows, a, b, "source", "source_final")
         if bits:
             lead = f"source {_said(src)}; " if src is not None else ""
-            lines.append(f"- {what} ({a} − {b}): {lead}final transfer " + ", ".join(bits) + ".")
-    if stage_text:
-        lines.append(f"- {stage_text}")
-    return lines[0] + "\n\n" + "\n".join(lines[1:])
+            lines.append(f"{what} ({a} − {b}): {lead}final transfer " + ", ".join(bits) + ".")
+    return findings(lines + ([stage_text] if stage_text else []))
 
 
 # --- I(X;T) during training ----------------------------------------------------------------------------------------
 def stage_information(info: pd.DataFrame, methods: Sequence[str], switch_epoch: int, estimator: str = "renyi",
                       split: str = "source") -> list[dict]:
-    """How much I(X;T) moves in each stage, per method, and CTC − baseline paired: per seed the change over stage 1
-    (first measured epoch to the last measured epoch <= ``switch_epoch``) and over stage 2 (from there to the last
-    epoch), bits, each a 95% t interval over seeds. Rows: method (or "a − b"), stage, interval, sign."""
+    """The change of I(X;T) (bits) over each stage per method, and CTC − baseline paired, as intervals."""
     g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
     per = {}
     for (method, seed), e in g.groupby(["method", "seed"]):

@@ -1,9 +1,5 @@
-"""Chapter 4's frozen heads: every fusion head (and the metadata-only network) trained on a frozen backbone's
-pooled features plus encoded metadata, per seed; the Bayes reference, per-class accuracy, t-SNE maps.
-
-Features come from an end-to-end run (:func:`fusion_data_from_e2e`). Head training: AdamW, cosine decay per step to
-0, cross-entropy with label smoothing (:class:`HeadSettings`). Results (one row per method and seed), head weights
-and t-SNE maps are cached in the run folder, so a re-execution retrains nothing and an interrupted pass resumes.
+"""Chapter 4's frozen heads: every fusion head trained on a frozen backbone's features plus encoded metadata, per
+seed; the Bayes reference, per-class accuracy, t-SNE maps. Results, weights and maps are cached in the run folder.
 """
 from __future__ import annotations
 
@@ -44,14 +40,11 @@ def _key(obj, defaults: dict[str, Any]) -> dict[str, Any]:
 # --- settings ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HeadSettings:
-    """How every head is built and trained (one setting for all methods, so only the fusion differs).
+    """How every head is built and trained: one setting for all methods, so only the fusion differs.
 
-    Widths (see :class:`ctcbook.models.dynamic_mlp.DynamicMLPHead`): ``meta_width`` of the metadata network (paper:
-    256), ``embed_dim`` of its embedding e (paper: 256), ``reduced_dim`` d and ``hidden_dim`` h of the Dynamic MLP
-    blocks (paper: 256, 64), ``num_blocks`` N (paper: 2). Training: ``epochs``, ``batch_size``, AdamW ``lr`` and
-    ``weight_decay``, ``label_smoothing``, and ``smoothing`` = "torch" (default: eps / K to every
-    class, torch's ``label_smoothing``) or "public" (the public Dynamic MLP code: 1 - eps on the true class, eps /
-    (K - 1) on the others). ``mlp_concat`` gets the hidden width that matches dynamic_mlp_c's head parameters.
+    Widths as :class:`ctcbook.models.dynamic_mlp.DynamicMLPHead` (paper: 256, 256, 256, 64, 2 blocks); AdamW, cosine
+    per step. ``smoothing``: "torch" (eps / K to every class) or "public" (the public Dynamic MLP code: 1 - eps on the
+    true class, eps / (K - 1) on the others). ``mlp_concat`` gets the width that matches dynamic_mlp_c's parameters.
     """
 
     meta_width: int = 64
@@ -99,13 +92,8 @@ _HEAD_DEFAULTS = {"smoothing": "torch"}
 # --- data ---------------------------------------------------------------------------------------------------------
 @dataclass
 class FusionData:
-    """Frozen features, encoded metadata and labels of one backbone's train and test images.
-
-    ``train_x``/``test_x``: float32 (N, C) pooled features, standardised with the train split's ``mean``/``std``
-    (C,); ``train_m``/``test_m``: float32 (N, 6) encoded metadata (zeros where missing); ``train_y``/``test_y``:
-    int64 (N,); ``train_meta``/``test_meta``: the raw :class:`MetadataArrays` (degrees, days); ``class_names`` (K,);
-    ``simulator``: what drew the metadata; ``key``: the cache key of the features and metadata.
-    """
+    """One backbone's frozen features (standardised on the train split), encoded metadata (zeros where missing),
+    labels and raw metadata, train and test; ``key``: their cache key."""
 
     train_x: torch.Tensor
     train_m: torch.Tensor
@@ -132,12 +120,10 @@ class FusionData:
 
 def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_size: int = 1024, *,
                          heldout: int | None = None) -> FusionData:
-    """Frozen features of an end-to-end run (:mod:`ctcbook.fusion_train`, e.g. its ``image_only`` run, whose
-    backbone saw the images rendered with the metadata interaction) plus that run's own metadata draws; cached in
-    the run folder. Use this for frozen heads at ``interaction`` > 0.
+    """Frozen features and metadata draws of an end-to-end run (e.g. its ``image_only`` run), cached in the run folder.
 
-    ``heldout`` None: the heads train on the backbone's own training images. An integer n: on n train-split images
-    the backbone never saw, with their own metadata draw (:func:`ctcbook.fusion_train.heldout_split`)."""
+    ``heldout`` n: the heads train on n train-split images the backbone never saw
+    (:func:`ctcbook.fusion_train.heldout_split`); None: on the backbone's own training images."""
     from ..config import FusionTrainConfig
     from ..fusion_train import fusion_splits, heldout_split, load_fusion_net
 
@@ -171,11 +157,10 @@ def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_siz
 # --- training one head ----------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def one_thread():
-    """Run the block with one intra-op torch thread and one OpenMP/BLAS thread, then restore the counts.
+    """Run the block with one torch and one OpenMP/BLAS thread, then restore the counts.
 
-    The heads' matrices are too small for threads to pay on a CPU, and on this shared 2-core machine threaded runs
-    were several times slower (a head: 25-67 s threaded against 3-6 s on one thread; t-SNE of 1,000 points: 44 s
-    against 6 s)."""
+    Why: the heads' matrices are too small for threads to pay on a CPU; on a shared 2-core machine a head took
+    25-67 s threaded against 3-6 s on one thread."""
     from threadpoolctl import threadpool_limits
 
     threads = torch.get_num_threads()
@@ -208,9 +193,7 @@ def build_head(method: str, feature_dim: int, num_classes: int, settings: HeadSe
 
 def train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, num_classes: int,
                settings: HeadSettings = HeadSettings(), *, seed: int = 0) -> tuple[nn.Module, list[float]]:
-    """Train one head of ``method`` (any of :data:`TRAINED_METHODS`) on features x (N, C), metadata m (N, cin) and
-    labels y (N,), on their device (the CPU here: one intra-op thread). Returns (head in eval mode, mean training loss
-    per epoch in nats)."""
+    """Train one head of ``method`` on features, metadata and labels: (head in eval mode, mean loss per epoch)."""
     _check_method(method, TRAINED_METHODS)
     if x.ndim != 2 or m.ndim != 2 or y.ndim != 1 or not (len(x) == len(m) == len(y)) or len(y) == 0:
         raise ValueError(f"x (N, C), m (N, cin) and y (N,) must be non-empty with one N, got {tuple(x.shape)}, "
@@ -263,12 +246,8 @@ def predict(head: nn.Module, x: torch.Tensor, m: torch.Tensor, batch_size: int =
 
 # --- every method, every seed, cached -----------------------------------------------------------------------------
 class FusionExperiment:
-    """All heads of one backbone run, data and settings; results and weights cached in the run folder.
-
-    ``results(methods, seeds)`` trains what is missing and returns one row per (method, seed) with ``test_acc``
-    (top-1, fraction), ``train_seconds``, ``n_params`` and ``final_loss``; ``head(method, seed)`` loads a trained
-    head (geo_prior: combined from the cached image-only and metadata-only heads of that seed).
-    """
+    """All heads of one backbone run: ``results`` trains what is missing (one row per method and seed), ``head`` loads
+    one (geo_prior: combined from that seed's image-only and metadata-only heads)."""
 
     def __init__(self, run: Run, data: FusionData, settings: HeadSettings = HeadSettings()):
         self.run, self.data, self.settings = run, data, settings
@@ -344,12 +323,9 @@ class FusionExperiment:
 
 
 def bayes_ceiling(exp: FusionExperiment, seeds: Sequence[int], image_method: str = "image_only") -> pd.DataFrame:
-    """Top-1 (%) of the Bayes combination p(y | x) p(m | y) / p(y) per seed: the metadata term exact (the
-    simulator's :meth:`~ctcbook.data.metadata.MetadataSimulator.log_likelihood`), the image term the softmax of the
-    ``image_method`` head of that seed (``image_only``, or ``image_mlp``: a stronger image classifier). Bayes-optimal
-    only at ``interaction`` 0 (metadata independent of the image given the class), and only as far as that head's
-    probabilities are the true p(y | x) (accurate and calibrated); at interaction > 0 this is the best *additive*
-    combination, which the paper's claim says a nonlinear fusion can beat. Columns seed, test_acc (%)."""
+    """Top-1 (%) per seed of p(y | x) p(m | y) / p(y): the ``image_method`` head's softmax times the simulator's exact
+    metadata likelihood. Bayes-optimal only at interaction 0 and for a calibrated head; beyond it, the best
+    *additive* combination, which the paper says a nonlinear fusion can beat."""
     d = exp.data
     log_lik = d.simulator.log_likelihood(d.test_meta)
     prior = torch.bincount(d.train_y, minlength=d.num_classes).double().numpy()
@@ -379,9 +355,8 @@ def per_class_accuracy(exp: FusionExperiment, methods: Sequence[str], seeds: Seq
 # --- views for the chapter ------------------------------------------------------------------------------------------
 def tsne_points(exp: FusionExperiment, method: str, classes: Sequence[int], *, n: int = 1000, seed: int = 0,
                 perplexity: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
-    """2-D t-SNE (scikit-learn, PCA initialisation) of the features a head's classifier reads, for ``n`` test images
-    (stratified over ``classes``, drawn with ``seed``; the head of that seed). Returns (coords (n, 2) float, labels
-    (n,) int). Cached beside the head's weights, so a re-execution does not recompute it."""
+    """2-D t-SNE of the features a head's classifier reads for ``n`` test images of ``classes``: (coords, labels),
+    cached beside the head's weights."""
     from sklearn.manifold import TSNE
 
     d = exp.data
@@ -432,9 +407,7 @@ def probabilities_at(head: nn.Module, x: torch.Tensor, lat: Sequence[float], lon
 
 
 def pick_example(exp: FusionExperiment, seed: int, true_class: int, confused_with: int) -> int:
-    """Index of a test image of ``true_class`` whose image-only prediction puts ``confused_with`` first or second
-    (the most ambiguous such image: smallest gap between the two), for the explorer; falls back to the image of
-    ``true_class`` with the largest probability of ``confused_with``."""
+    """A test image of ``true_class`` that image only most nearly confuses with ``confused_with``, for the explorer."""
     d = exp.data
     p = predict(exp.head("image_only", seed), d.test_x, d.test_m)
     idx = (d.test_y == true_class).nonzero().flatten()
@@ -468,11 +441,8 @@ def _ci(iv: stats.Interval, decimals: int = 2) -> str:
 
 
 def summary_table(results: pd.DataFrame, labels: dict[str, str] = METHOD_LABELS) -> pd.DataFrame:
-    """The chapter's results table with human column names and no index: per method, the number of seeds, the mean
-    test top-1 (%) with its 95% Student-t interval over seeds, the gain over image only (points) as the mean of the
-    per-seed (paired) differences with its interval, and the head's trainable parameters (the geo prior's: those of
-    its two classifiers). Every method is trained on the same seeds and the same frozen backbone, so the gain is
-    paired by seed (:func:`ctcbook.stats.paired_interval`)."""
+    """Per method: seeds, mean test top-1 (%) with its 95% interval, the gain over image only paired by seed, and
+    the head's trainable parameters (human column names, no index)."""
     if results.empty:
         raise ValueError("results is empty")
     image = _per_seed(results, "image_only") if "image_only" in set(results.method) else None

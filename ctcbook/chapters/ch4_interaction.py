@@ -1,11 +1,8 @@
-"""Chapter 4's sweep over the image-metadata interaction level a, per seed s: end-to-end fusion networks, frozen
-heads and the Bayes reference.
+"""Chapter 4's sweep over the image-metadata interaction level: end-to-end fusion networks, frozen heads and the
+Bayes reference, per seed.
 
-End to end (:mod:`ctcbook.fusion_train`): one network per method, seed s sets the initialisation, batches, mixup and
-the metadata draw. Frozen: the ``image_only`` network of (a, s) is the backbone; its features of ``heldout`` images it
-never trained on train every head of :mod:`ctcbook.chapters.ch4_fusion`. Bayes reference: the strongest frozen
-image-only head times the simulator's exact metadata likelihood (the best *additive* combination). Results: one row
-per (mode, level, seed, method) with ``test_acc`` (fraction), all cached in the runs' folders.
+Frozen heads read the ``image_only`` network of (level, seed) on ``heldout`` images it never trained on. Results:
+one row per (mode, level, seed, method) with ``test_acc`` (fraction), cached in the runs' folders.
 """
 from __future__ import annotations
 
@@ -19,6 +16,7 @@ from tqdm import tqdm
 from .. import stats
 from ..dispatch import dispatch
 from ..config import FusionTrainConfig
+from ..results import findings
 from ..runs import Run, RunStore
 from . import ch4_fusion as ft
 
@@ -127,9 +125,7 @@ def gains(results: pd.DataFrame, mode: str, method: str, over: str) -> pd.DataFr
 
 
 def findings_markdown(results: pd.DataFrame) -> str:
-    """The chapter's findings list, computed from the per-seed ``results`` (frozen rows needed; end-to-end rows
-    used when present). Every comparison is paired by seed and judged by :func:`ctcbook.stats.verdict` on its 95%
-    Student-t interval ("inconclusive" when it contains 0)."""
+    """The findings from the per-seed ``results``, each comparison paired by seed and judged on its interval."""
     levels = sorted(results.level.unique())
     lo, hi = levels[0], levels[-1]
     frozen = results[results["mode"] == "frozen"]
@@ -138,7 +134,7 @@ def findings_markdown(results: pd.DataFrame) -> str:
     simple = [m for m in ("concat", "add", "multiply", "geo_prior") if m in set(frozen.method)]
     items = []
 
-    def diff(mode, a, m, o, quantity, pos, neg):
+    def diff(mode, a, m, o, quantity, pos="Dynamic MLP-C is better", neg="Dynamic MLP-C is worse"):
         return stats.verdict(stats.paired_interval(_accs(results, mode, a, m), _accs(results, mode, a, o)),
                              quantity=quantity, positive=pos, negative=neg).text
 
@@ -146,16 +142,14 @@ def findings_markdown(results: pd.DataFrame) -> str:
         best = max(simple, key=lambda m: np.mean(list(_accs(results, "frozen", lo, m).values())))
         items.append(f"At interaction {lo:g} (frozen heads): "
                      + diff("frozen", lo, "dynamic_mlp_c", best,
-                            f"Dynamic MLP-C minus the best simple fusion ({LABELS[best]})",
-                            "Dynamic MLP-C is better", "Dynamic MLP-C is worse") + ".")
+                            f"Dynamic MLP-C minus the best simple fusion ({LABELS[best]})") + ".")
     for mode in [m for m in MODES if m in set(results["mode"])]:
         have = set(results[results["mode"] == mode].method)
         if "mlp_concat" in have and "dynamic_mlp_c" in have:
             items.append(f"Against the MLP on [x; e] with as many parameters ({mode}): "
                          + "; ".join(f"at interaction {a:g}, "
                                      + diff(mode, a, "dynamic_mlp_c", "mlp_concat",
-                                            "Dynamic MLP-C minus the parameter-matched MLP",
-                                            "Dynamic MLP-C is better", "Dynamic MLP-C is worse")
+                                            "Dynamic MLP-C minus the parameter-matched MLP")
                                      for a in sorted({lo, hi})) + ".")
     if BAYES in set(frozen.method):
         head = "image-only MLP head" if "image_mlp" in set(frozen.method) else "linear image-only head"
@@ -168,8 +162,7 @@ def findings_markdown(results: pd.DataFrame) -> str:
         have = set(results[results["mode"] == mode].method)
         if "concat" in have and "dynamic_mlp_c" in have:
             items.append(f"At interaction {hi:g} ({mode}): "
-                         + diff(mode, hi, "dynamic_mlp_c", "concat", "Dynamic MLP-C minus concatenation",
-                                "Dynamic MLP-C is better", "Dynamic MLP-C is worse") + ".")
+                         + diff(mode, hi, "dynamic_mlp_c", "concat", "Dynamic MLP-C minus concatenation") + ".")
             g_lo = {s: v - _accs(results, mode, lo, "concat")[s]
                     for s, v in _accs(results, mode, lo, "dynamic_mlp_c").items()}
             g_hi = {s: v - _accs(results, mode, hi, "concat")[s]
@@ -185,7 +178,7 @@ def findings_markdown(results: pd.DataFrame) -> str:
                                                            _accs(results, "frozen", hi, "dynamic_mlp_c")),
                                      quantity="end to end minus frozen", positive="end to end is better",
                                      negative="end to end is worse").text + ".")
-    return "\n".join(f"- {i}" for i in items)
+    return findings(items)
 
 
 def per_class_gains(per_class: pd.DataFrame, method: str = "dynamic_mlp_c", over: str = "image_only") -> pd.Series:
@@ -220,9 +213,7 @@ def per_class(exps: dict[tuple[float, int], ft.FusionExperiment], level: float, 
 
 
 def paper_rows(results: pd.DataFrame) -> pd.DataFrame:
-    """The public code's iNat21-mini numbers (:data:`ctcbook.chapters.ch4_fusion.PAPER_INAT21_MINI`) beside ours:
-    image only and Dynamic MLP-C end to end (frozen where no end-to-end rows exist) at each interaction level, the
-    mean over seeds."""
+    """The public code's iNat21-mini numbers beside ours (image only and Dynamic MLP-C per level, seed means)."""
     rows = [{"setting": f"paper: iNat21 mini, {net}, end to end, 90 epochs", "image only (%)": a,
              "Dynamic MLP-C (%)": b, "gain (points)": round(b - a, 3)} for net, a, b in ft.PAPER_INAT21_MINI]
     mode = "end to end" if "end to end" in set(results["mode"]) else "frozen"

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..results import paired_rows
+from ..results import findings, paired_rows
 
 
 def claims_markdown(measures: pd.DataFrame, baseline: str, method: str, targets: Sequence[str]) -> str:
@@ -19,14 +19,14 @@ def claims_markdown(measures: pd.DataFrame, baseline: str, method: str, targets:
     if src is not None:
         status = {1: "held (higher source accuracy)", 0: "not contradicted: no cost distinguishable from noise",
                   -1: "did not hold here: it costs source accuracy"}[src["sign"]]
-        lines.append(f"- **Discriminative** (source accuracy kept): {status}. {src['text']}.")
+        lines.append(f"**Discriminative** (source accuracy kept): {status}. {src['text']}.")
     for key in targets:
         fin, drop = rows.get((key, "final")), rows.get((key, "drop"))
         if fin is not None:
             status = {1: "held", 0: "inconclusive", -1: "did not hold (transfer is lower)"}[fin["sign"]]
-            lines.append(f"- **Transferable** on `{key}` (final transfer gain): {status}. {fin['text']}.")
+            lines.append(f"**Transferable** on `{key}` (final transfer gain): {status}. {fin['text']}.")
         if drop is not None:
             status = {-1: "held (a smaller late drop)", 0: "inconclusive",
                       1: "did not hold (a larger late drop)"}[drop["sign"]]
-            lines.append(f"- **Late loss mitigated** on `{key}` (drop reduction): {status}. {drop['text']}.")
-    return "\n".join(lines)
+            lines.append(f"**Late loss mitigated** on `{key}` (drop reduction): {status}. {drop['text']}.")
+    return findings(lines)
