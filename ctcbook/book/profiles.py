@@ -41,7 +41,8 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
 }
 
 # Chapters 2 and 3 read chapter 1's runs: the same run parameters, without chapter 1's paper protocol and nproc.
-_RUN_DEFAULT = {k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed", "nproc")}
+_RUN_DEFAULT = {k: v for k, v in _TRADEOFF_DEFAULT.items()
+                if k not in ("paper_protocol", "paper_protocol_seed", "nproc")}
 
 # Chapter 2 adds the estimators' settings.
 _INFORMATION_DEFAULT: dict[str, Any] = {
@@ -166,8 +167,8 @@ _IMAGENET_RUN = {"source": "imagenet", "source_classes": None, "train_size": Non
                  "augment": "crop_flip", "epochs": 90, "batch_size": 256, "lr": 0.1, "weight_decay": 1e-4,
                  "seeds": [0], "targets": ["cifar10", "cifar100", "cinic10"], "probe_every": 10}
 # Chapter 3 on the GPU profiles: 128-d heads, 16,384 negatives (the paper's), one seed per control, the paper's probe.
-_CTC_GPU = {"embed_dim": 128, "nce_k": 16384, "discrim_seeds": [0], "ablation_seeds": [0], "paper_protocol": "paper_bn",
-            "renyi_n": 2000}
+_CTC_GPU = {"embed_dim": 128, "nce_k": 16384, "discrim_seeds": [0], "ablation_seeds": [0],
+            "paper_protocol": "paper_bn", "renyi_n": 2000}
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
@@ -247,7 +248,6 @@ for _profile in PROFILES.values():
 
 # --- end-to-end Dynamic MLP on real data: FusionTrainConfig fields per profile -----------------------------------
 # Read through e2e_config() (a user's script or a GPU box); the book's chapter 4 runs the simulated default above.
-_E2E_HEAD_PAPER = {"meta_width": 256, "embed_dim": 256, "reduced_dim": 256, "hidden_dim": 64, "num_blocks": 2}
 E2E_PROFILES: dict[str, dict[str, Any]] = {
     # The public code's recipe at full size (github ylingfeng/DynamicMLP, README and train.py): iNat21 (train_mini
     # for training, val for testing) in the official archive layout under $CTCBOOK_DATA/inat21 (annotation JSON +
@@ -258,7 +258,8 @@ E2E_PROFILES: dict[str, dict[str, Any]] = {
     # and flipped (the code uses RandomResizedCrop). One or several GPUs: ctcbook.launch.train(config, nproc=N).
     "inat21": {"dataset": "inat21", "inat_root": None, "inat_train_split": "train_mini", "inat_test_split": "val",
                "image_size": 224, "arch": "resnet50", "weights": None, "method": "dynamic_mlp_c",
-               "head": _E2E_HEAD_PAPER, "epochs": 90, "warmup_epochs": 2, "batch_size": 512, "lr": 0.04,
+               "head": {"meta_width": 256, "embed_dim": 256, "reduced_dim": 256, "hidden_dim": 64, "num_blocks": 2},
+               "epochs": 90, "warmup_epochs": 2, "batch_size": 512, "lr": 0.04,
                "momentum": 0.9, "weight_decay": 1e-4, "label_smoothing": 0.1, "mixup_alpha": 0.4,
                "augment": "crop_flip", "crop_padding": 16, "train_size": None, "seed": 0},
 }
