@@ -162,7 +162,7 @@ def test_each_cause_of_re_execution_is_named(monkeypatch, tmp_path):
     assert run_path.startswith(str(tmp_path / "runs"))
     assert _stale(out, x=2) == ["parameters changed: x 1 -> 2"]
     # library source
-    monkeypatch.setattr(freshness, "library_sha256", lambda package=None: "0" * 64)
+    monkeypatch.setattr(freshness, "library_sha256", lambda: "0" * 64)
     assert _stale(out) == ["library source (ctcbook/**/*.py) changed"]
     monkeypatch.undo()
     monkeypatch.setattr(runner, "NOTEBOOKS", tmp_path / "notebooks")
