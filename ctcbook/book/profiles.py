@@ -299,11 +299,9 @@ def ctc_config(p: dict[str, Any]):
     """The main CTC run of chapters 3 and 5: :func:`train_config` with CTC's schedule and losses."""
     from ..chapters.ch3_ctc import ctc_config as to_ctc
 
-    return to_ctc(train_config(p), stage_two_epoch=p["stage_two_epoch"], weight_decay_coef=p["weight_decay_coef"],
-                  lr_restart=p["lr_restart"], alpha=p["alpha"], beta=p["beta"], instance_dim=p["embed_dim"],
-                  instance_t=p["instance_t"], instance_m=p["instance_m"],
-                  train_instance_head=p["train_instance_head"], nce_dim=p["embed_dim"], nce_k=p["nce_k"],
-                  nce_t=p["nce_t"], nce_m=p["nce_m"], refill=p["refill"])
+    names = ("stage_two_epoch", "weight_decay_coef", "lr_restart", "alpha", "beta", "instance_t", "instance_m",
+             "train_instance_head", "nce_k", "nce_t", "nce_m", "refill")
+    return to_ctc(train_config(p), instance_dim=p["embed_dim"], nce_dim=p["embed_dim"], **{k: p[k] for k in names})
 
 
 def fusion_config(p: dict[str, Any]):
