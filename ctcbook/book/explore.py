@@ -63,7 +63,7 @@ class FrameCache:
         self.hits = self.misses = 0
 
     def images(self, run: Run, split: str):
-        """The ImageSet (test images, labels, class names) of ``split`` in ``run``'s input format (kept)."""
+        """``split``'s test images in ``run``'s input format (an ImageSet, kept)."""
         key = (run.name, split)
         if key not in self._images:
             self._images[key] = probe_set(run, split, self.n)
