@@ -47,6 +47,7 @@ def _targets() -> tuple[str, ...]:
 
 
 _POSITIVE = 1e-12  # "greater than zero" for learning rates and temperatures
+_INF = float("inf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +87,9 @@ class Spec:
             raise ValueError
         if self.kind == "float" and isinstance(value, str):
             value = float(value)  # YAML 1.1 reads 5e-4 (no dot) as a string; accept what Python reads as a number
-        if not isinstance(value, int if self.kind == "int" else (int, float)) or value != value or value in (
-                float("inf"), float("-inf")) or self.low is not None and value < self.low or self.high is not None and (
+        if not isinstance(value, int if self.kind == "int" else (int, float)) or value != value or abs(value) == _INF:
+            raise ValueError
+        if self.low is not None and value < self.low or self.high is not None and (
                 value >= self.high if self.high_open else value > self.high):
             raise ValueError
         return value
@@ -173,7 +175,7 @@ def _check(chapter: str, name: str, value: Any, spec: Spec | None) -> Any:
         return value
     items = list(value) if spec.many and isinstance(value, tuple) else value
     if spec.many and (not isinstance(items, list) or spec.nonempty and not items):
-        raise _bad(chapter, name, value, spec)
+        raise _bad(chapter, name, items, spec)
     try:
         return [spec.item(v) for v in items] if spec.many else spec.item(value)
     except ValueError:
