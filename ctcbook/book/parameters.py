@@ -157,21 +157,15 @@ SPECS: dict[str, Spec] = {
 }
 
 
-def _spec(name: str, default: Any) -> Spec | None:
-    """``name``'s spec; for a notebook outside the book, one of its default's type (None: anything goes)."""
-    kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(default))
-    return SPECS.get(name) or (Spec(kind, nullable=True) if kind else None)
-
-
 def _bad(chapter: str, name: str, value: Any, spec: Spec, why: str = "") -> ParameterError:
     got = f"{value!r} (a string)" if isinstance(value, str) and spec.kind not in ("str", "name") else repr(value)
     return ParameterError(f"parameter {name!r} of chapter {chapter} must be {spec.describe()}, got {got}"
                           + (f": {why}" if why else ""))
 
 
-def _check(chapter: str, name: str, value: Any, spec: Spec | None) -> Any:
+def _check(chapter: str, name: str, value: Any, spec: Spec) -> Any:
     """Type and range of one parameter (names are checked after every value: that imports the registries)."""
-    if spec is None or value is None and spec.nullable:
+    if value is None and spec.nullable:
         return value
     items = list(value) if spec.many and isinstance(value, tuple) else value
     if spec.many and (not isinstance(items, list) or spec.nonempty and not items):
@@ -182,8 +176,8 @@ def _check(chapter: str, name: str, value: Any, spec: Spec | None) -> Any:
         raise _bad(chapter, name, items, spec) from None
 
 
-def _check_names(chapter: str, name: str, value: Any, spec: Spec | None) -> None:
-    if spec is None or spec.choices is None or value is None:
+def _check_names(chapter: str, name: str, value: Any, spec: Spec) -> None:
+    if spec.choices is None or value is None:
         return
     allowed = spec.choices()
     bad = [v for v in (value if spec.many else [value]) if v not in allowed
@@ -219,13 +213,11 @@ def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
                                  f"got {p[name]}")
 
 
-def resolve(chapter: str, given: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every parameter of ``chapter`` (those of ``defaults``, default :data:`PARAMETER_DEFAULTS`) plus ``profile``:
-    ``given`` over the profile's values over the defaults, checked."""
-    if defaults is None:
-        if chapter not in PARAMETER_DEFAULTS:
-            raise ParameterError(f"chapter must be one of {sorted(PARAMETER_DEFAULTS)}, got {chapter!r}")
-        defaults = PARAMETER_DEFAULTS[chapter]
+def resolve(chapter: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter of ``chapter`` plus ``profile``: ``given`` over the profile's values over the defaults, checked."""
+    if chapter not in PARAMETER_DEFAULTS:
+        raise ParameterError(f"chapter must be one of {sorted(PARAMETER_DEFAULTS)}, got {chapter!r}")
+    defaults = PARAMETER_DEFAULTS[chapter]
     unknown = [n for n in given if n not in defaults and n != "profile"]
     if unknown:
         raise ParameterError(f"chapter {chapter} has no parameter {unknown[0]!r}; its parameters are "
@@ -234,10 +226,9 @@ def resolve(chapter: str, given: Mapping[str, Any], defaults: Mapping[str, Any] 
     if not isinstance(profile, str) or profile not in PROFILES:
         raise ParameterError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
     values = {**defaults, **PROFILES[profile].get(chapter, {}), **given}
-    specs = {name: _spec(name, default) for name, default in defaults.items()}
-    resolved = {name: _check(chapter, name, values[name], spec) for name, spec in specs.items()}
-    for name, spec in specs.items():
-        _check_names(chapter, name, resolved[name], spec)
+    resolved = {name: _check(chapter, name, values[name], SPECS[name]) for name in defaults}
+    for name, value in resolved.items():
+        _check_names(chapter, name, value, SPECS[name])
     _check_consistency(chapter, resolved)
     return {"profile": profile, **resolved}
 

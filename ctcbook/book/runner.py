@@ -35,26 +35,13 @@ def chapters() -> list[str]:
     return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def notebook_parameters(chapter: str) -> dict[str, Any]:
-    """Names and default values of the chapter notebook's parameters cell."""
-    import ast
-
-    import papermill
-
-    params = papermill.inspect_notebook(str(NOTEBOOKS / f"{chapter}.ipynb"))
-    return {name: ast.literal_eval(p["default"]) for name, p in params.items()}
-
-
 def resolve_parameters(chapter: str, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every parameter of ``chapter`` under ``profile`` with ``overrides``, checked as the notebook checks them."""
     if chapter not in chapters():
         raise ValueError(f"chapter must be one of {chapters()}, got {chapter!r}")
     if "profile" in (overrides or {}):
         raise parameters.ParameterError("set the profile with --profile, not -p profile")
-    defaults = None
-    if chapter not in parameters.PARAMETER_DEFAULTS:  # a notebook outside the book's profiles (tests)
-        defaults = {k: v for k, v in notebook_parameters(chapter).items() if k != "profile"}
-    return parameters.resolve(chapter, {**(overrides or {}), "profile": profile}, defaults)
+    return parameters.resolve(chapter, {**(overrides or {}), "profile": profile})
 
 
 def say(line: str) -> None:
