@@ -38,7 +38,8 @@ def library_sha256() -> str:
 
 def runs_state(run_paths: list[str]) -> dict[str, str | None]:
     """``{run folder: SHA-256 of its DONE marker, or None when the folder is missing or not finished}``."""
-    return {p: file_sha256(Path(p) / "DONE") if (Path(p) / "DONE").exists() else None for p in sorted(set(run_paths))}
+    done = {p: Path(p) / "DONE" for p in sorted(set(run_paths))}
+    return {p: file_sha256(d) if d.exists() else None for p, d in done.items()}
 
 
 def read_runs_used(log: Path) -> list[str]:
