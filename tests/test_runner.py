@@ -18,8 +18,11 @@ def no_execution(monkeypatch):
 
 
 def test_notebook_parameters_cells_set_only_the_profile():  # every default lives in ctcbook.book.profiles
+    import papermill
+
     for chapter in runner.chapters():
-        assert runner.notebook_parameters(chapter) == {"profile": "default"}
+        params = papermill.inspect_notebook(str(runner.NOTEBOOKS / f"{chapter}.ipynb"))
+        assert {name: p["default"] for name, p in params.items()} == {"profile": '"default"'}
 
 
 def test_unknown_profile_is_refused(no_execution):
@@ -61,6 +64,13 @@ def _chapter(tmp_path, monkeypatch, name: str, *sources: str):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, notebooks / f"{name}.ipynb")
     monkeypatch.setattr(runner, "NOTEBOOKS", notebooks)
+    _register(monkeypatch, name)
+
+
+def _register(monkeypatch, chapter: str) -> None:
+    """A test chapter with one parameter, x (default 1), under every profile."""
+    monkeypatch.setitem(parameters.PARAMETER_DEFAULTS, chapter, {"x": 1})
+    monkeypatch.setitem(parameters.SPECS, "x", parameters.Spec("int"))
 
 
 def test_stuck_cell_fails_the_chapter_after_the_cell_timeout(tmp_path, monkeypatch):
@@ -162,10 +172,11 @@ def test_each_cause_of_re_execution_is_named(monkeypatch, tmp_path):
     assert run_path.startswith(str(tmp_path / "runs"))
     assert _stale(out, x=2) == ["parameters changed: x 1 -> 2"]
     # library source
-    monkeypatch.setattr(freshness, "library_sha256", lambda package=None: "0" * 64)
+    monkeypatch.setattr(freshness, "library_sha256", lambda: "0" * 64)
     assert _stale(out) == ["library source (ctcbook/**/*.py) changed"]
     monkeypatch.undo()
     monkeypatch.setattr(runner, "NOTEBOOKS", tmp_path / "notebooks")
+    _register(monkeypatch, "06_fresh")
     # a run deleted or retrained
     done = tmp_path / "runs" / run_path.rsplit("/", 1)[1] / "DONE"
     saved = done.read_bytes()
@@ -190,6 +201,7 @@ def test_changed_parameter_re_executes_that_chapter_only(tmp_path, monkeypatch):
     _chapter(tmp_path, monkeypatch, "06_fresh", LIGHT_CELL)
     other = nbformat.read(tmp_path / "notebooks" / "06_fresh.ipynb", as_version=4)
     nbformat.write(other, tmp_path / "notebooks" / "07_other.ipynb")
+    _register(monkeypatch, "07_other")
     out = tmp_path / "out"
     runner.run_chapters(None, "smoke", output_dir=out, log=lambda *_: None)
     real = runner.resolve_parameters

@@ -6,7 +6,7 @@ import pytest
 import torch
 from fixture_writers import write_jpeg_tree
 
-from ctcbook.book.profiles import profile_parameters
+from ctcbook.book.profiles import PROFILES
 from ctcbook.config import TrainConfig
 from ctcbook.data import DataCorruptError, DataNotFoundError
 from ctcbook.data import stream
@@ -76,7 +76,7 @@ def test_corrupt_file_and_missing_split(tree, tmp_path, monkeypatch):
 def test_imagenet_profile_engine_path(tree, tmp_path):
     """The imagenet profile's run parameters through the engine, shrunk (a width-4 CIFAR ResNet, 2 epochs) on the
     stand-in tree: streamed, 224 px crops, ImageNet normalisation, one metrics row per epoch."""
-    p = profile_parameters("01_tradeoff", "imagenet")
+    p = PROFILES["imagenet"]["01_tradeoff"]
     assert (p["source"], p["arch"], p["source_classes"], p["train_size"]) == ("imagenet", "resnet50", None, None)
     config = TrainConfig(source=p["source"], source_classes=None, train_size=None, arch="cifar_resnet", depth=8,
                          width=4, stem_stride=2, epochs=2, batch_size=12, lr=0.05, weight_decay=p["weight_decay"])
@@ -92,7 +92,7 @@ def test_imagenet_without_data_stops_before_training(tmp_path, monkeypatch):
     """What `ctcbook run 01_tradeoff --profile imagenet` meets on a machine without ImageNet (the chapter's train
     cell fails with this one message; checked by hand through the CLI, see the GPU-box page)."""
     monkeypatch.setenv("CTCBOOK_DATA", str(tmp_path / "nothing"))
-    p = profile_parameters("01_tradeoff", "imagenet")
+    p = PROFILES["imagenet"]["01_tradeoff"]
     config = TrainConfig(**{k: p[k] for k in ("source", "source_classes", "train_size", "arch", "epochs",
                                               "batch_size", "lr", "weight_decay")})
     with pytest.raises(DataNotFoundError, match=r"(?s)dataset 'imagenet' not found.*nothing/imagenet/train.*"

@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
             from . import parameters, runner  # neither imports torch or papermill: bad requests are refused at once
 
             overrides = {name: parameters.parse_value(value) for name, value in args.parameter}
-
             kwargs = {"output_dir": args.output_dir} if args.output_dir else {}
             runner.run_chapters(args.chapters or None, args.profile, overrides, force=args.force, **kwargs)
         elif args.command == "book":
@@ -66,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             from ..train import train
             from ..runs import RunStore
 
-            # Under torchrun every rank runs this; rank 0 alone writes the run folder and prints its path. A config
-            # with "e2e_version" is an end-to-end fusion run (ctcbook.fusion_train), any other a source run.
+            # under torchrun every rank runs this; rank 0 alone writes the run folder and prints its path
             config = config_from_dict(json.loads(Path(args.config).read_text()))
             run_ = train(config, store=RunStore(args.runs), device=args.device, wait=not args.no_wait)
             rank = distributed.from_env()
@@ -98,23 +96,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_store(root: str | None) -> int:
-    """``ctcbook check``: verify every run of the store at ``root``; print what is damaged and how to re-create it.
-    Returns the exit status: 0 if all intact, 1 if anything is damaged."""
+    """``ctcbook check``: print every damaged file of the store at ``root``; exit status 1 if any."""
     from ..runs import RunStore
 
     store = RunStore(root)
     if not store.root.is_dir():
         raise FileNotFoundError(f"no run store at {store.root} (set --runs or $CTCBOOK_RUNS)")
     runs = list(store.runs())
-    bad = 0
-    for run_ in runs:
-        for err in run_.damaged_files():
-            bad += 1
-            print(f"DAMAGED {err}")
+    damaged = [err for run in runs for err in run.damaged_files()]
+    for err in damaged:
+        print(f"DAMAGED {err}")
     files = sum(len(r.saved_epochs()) for r in runs)
     print(f"ctcbook check: {len(runs)} runs, {files} checkpoints in {store.root}: "
-          + (f"{bad} damaged file(s)" if bad else "all intact"))
-    return 1 if bad else 0
+          + (f"{len(damaged)} damaged file(s)" if damaged else "all intact"))
+    return 1 if damaged else 0
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ class FrameCache:
         self.hits = self.misses = 0
 
     def images(self, run: Run, split: str):
-        """The ImageSet (test images, labels, class names) of ``split`` in ``run``'s input format (kept)."""
+        """``split``'s test images in ``run``'s input format (an ImageSet, kept)."""
         key = (run.name, split)
         if key not in self._images:
             self._images[key] = probe_set(run, split, self.n)
@@ -94,15 +94,13 @@ class FrameCache:
 
 def feature_frames(run: Run, target: str, epochs: list[int], *, n: int = 1000,
                    device: torch.device | str = "cpu", layer: str = PENULTIMATE) -> list[Frame]:
-    """PCA (2 components, :func:`project`) of ``n`` test images' ``layer`` features of ``target`` (``"source"`` or a
-    target key) at each epoch in ``epochs``, computed from the run's checkpoints (for the static slider)."""
+    """The frames of ``target`` (``"source"`` or a target key) at ``epochs``, for the static slider."""
     cache = FrameCache(n, device, maxsize=max(1, len(epochs)))
     return [cache.frame(run, target, e, layer) for e in epochs]
 
 
 def _seed_curve(table: pd.DataFrame, split: str, seed: int | None) -> pd.Series:
-    """Accuracy (%) per epoch of ``split`` (source test accuracy, or the target's linear probe), for one seed or
-    (seed None) the mean over seeds."""
+    """Accuracy (%) per epoch of ``split`` (source test, or the target's probe): one seed's, or (None) the mean."""
     col = "test_acc" if split == "source" else "probe_acc"
     g = table[table.target == split]
     if seed is not None:
@@ -111,9 +109,8 @@ def _seed_curve(table: pd.DataFrame, split: str, seed: int | None) -> pd.Series:
 
 
 def draw(fig, table: pd.DataFrame, frame: Frame, target: str, class_names, seed: int | None = None) -> None:
-    """Draw the epoch explorer at ``frame.epoch`` into ``fig`` (cleared first). Left: source test accuracy and
-    ``target``'s linear-probe accuracy per epoch (seed mean, and the chosen ``seed`` dashed), the epoch marked.
-    Right: the 2-D PCA of the target's features at that epoch, titled with the seed's probe accuracy there."""
+    """The epoch explorer at ``frame.epoch``: source and probe accuracy per epoch (seed mean, ``seed`` dashed) with the
+    epoch marked, beside the PCA of the target's features there."""
     fig.clear()
     ax_curve, ax_pca = fig.subplots(1, 2)
     epoch = frame.epoch
@@ -146,7 +143,7 @@ def _scatter(ax, frame: Frame, class_names) -> None:
 
 
 def _jshtml(draw_frame, n: int, figsize: tuple[float, float], dpi: int, interval: int = 600) -> str:
-    """HTML of matplotlib's JavaScript slider over ``n`` frames, frame i drawn by ``draw_frame(fig, i)``."""
+    """HTML of matplotlib's JavaScript slider over ``n`` frames drawn by ``draw_frame(fig, i)``."""
     fig = plt.figure(figsize=figsize, layout="constrained")
     anim = animation.FuncAnimation(fig, lambda i: draw_frame(fig, i), frames=n, interval=interval)
     fig.set_dpi(dpi)
@@ -156,7 +153,6 @@ def _jshtml(draw_frame, n: int, figsize: tuple[float, float], dpi: int, interval
 
 
 def _png(draw_view, figsize: tuple[float, float], dpi: int) -> bytes:
-    """PNG bytes of a figure drawn by ``draw_view(fig)``."""
     import io
 
     fig = plt.figure(figsize=figsize, layout="constrained")
@@ -229,8 +225,7 @@ def _nearest(options: list[int], value: int) -> int:
 
 def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: FrameCache | None = None,
                   n: int = 1000, device: torch.device | str = "cpu", dpi: int = 80):
-    """Target, seed and epoch controls over :func:`draw`, computed from ``runs``' checkpoints on demand (JupyterLab;
-    needs a kernel). Epochs offered: those with a probe of that target and seed in ``table``."""
+    """Target, seed and epoch controls over :func:`draw` (epochs: those ``table`` probed for that target and seed)."""
     import ipywidgets as widgets
 
     by_seed = {int(r.config["seed"]): r for r in runs}
@@ -266,20 +261,19 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
 
 
 def static_slider(draw_epoch, epochs: list[int], figsize: tuple[float, float], dpi: int = 72) -> str:
-    """HTML of a JavaScript slider over frames drawn by ``draw_epoch(fig, epoch)`` (fig cleared first by the
-    caller's function), one per epoch in ``epochs``; no kernel needed."""
+    """HTML of a JavaScript slider over frames drawn by ``draw_epoch(fig, epoch)``, one per epoch."""
     return _jshtml(lambda fig, i: draw_epoch(fig, epochs[i]), len(epochs), figsize, dpi)
 
 
 #: Size of the information-plane explorer (inches).
 INFO_FIGSIZE = (13.0, 3.4)
+_LAYERS = ("stage1", "stage2", "stage3", PENULTIMATE)  # in the network's order
 
 
 def information_draw(fig, info: pd.DataFrame, table: pd.DataFrame, frame: Frame, split: str, seed: int,
                      estimators: list[str], class_names) -> None:
-    """Information explorer at ``frame.epoch`` for ``split``, ``seed`` and ``frame.layer`` (fig cleared first): per
-    estimator the layer's information-plane trajectory with this epoch marked, every Renyi-measured layer at this
-    epoch, and the PCA of the layer's features titled with the accuracy and Renyi estimates (bits)."""
+    """The information explorer at ``frame.epoch`` and ``frame.layer``: per estimator the layer's information-plane
+    trajectory, every Renyi-measured layer at this epoch, and the PCA of the layer's features."""
     fig.clear()
     axes = fig.subplots(1, len(estimators) + 2)
     epoch, layer = frame.epoch, frame.layer
@@ -293,12 +287,9 @@ def information_draw(fig, info: pd.DataFrame, table: pd.DataFrame, frame: Frame,
         if epoch in g.index:
             ax.plot([g.i_xt[epoch]], [g.i_ty[epoch]], "o", color="tab:red", ms=9)
         ax.set_title(f"{split}, {layer}, {est}: epoch {epoch}", fontsize=8)
-        ax.set_xlabel("I(X;T) (bits)")
-        ax.set_ylabel("I(T;Y) (bits)")
-        ax.grid(alpha=0.3)
     ax = axes[-2]
     g = mine[mine.estimator == "renyi"]
-    order = [l for l in ("stage1", "stage2", "stage3", PENULTIMATE) if l in set(g.layer)]
+    order = [l for l in _LAYERS if l in set(g.layer)]
     allm = g.groupby(["layer", "epoch"])[["i_xt", "i_ty"]].mean()
     ax.scatter(allm.i_xt, allm.i_ty, s=6, color="lightgrey")
     if order and epoch in set(g.epoch):
@@ -308,9 +299,10 @@ def information_draw(fig, info: pd.DataFrame, table: pd.DataFrame, frame: Frame,
             ax.annotate(name, (row.i_xt, row.i_ty), fontsize=7, xytext=(3, 3), textcoords="offset points",
                         fontweight="bold" if name == layer else "normal")
     ax.set_title(f"{split}, renyi, layers at epoch {epoch}", fontsize=8)
-    ax.set_xlabel("I(X;T) (bits)")
-    ax.set_ylabel("I(T;Y) (bits)")
-    ax.grid(alpha=0.3)
+    for ax in axes[:-1]:
+        ax.set_xlabel("I(X;T) (bits)")
+        ax.set_ylabel("I(T;Y) (bits)")
+        ax.grid(alpha=0.3)
     _scatter(axes[-1], frame, class_names)
     acc = _seed_curve(table, split, seed).get(epoch, np.nan)
     r = allm.loc[(layer, epoch)] if (layer, epoch) in allm.index else None
@@ -327,9 +319,8 @@ def _info_epochs(info: pd.DataFrame, split: str, seed: int, layer: str) -> list[
 def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.DataFrame, estimators: list[str], *,
                               splits=None, cache: FrameCache | None = None, n: int = 1000,
                               device: torch.device | str = "cpu", dpi: int = 72):
-    """Split, seed, layer and epoch controls over :func:`information_draw`, features computed from ``runs``'
-    checkpoints on demand (JupyterLab; needs a kernel). Layers and epochs offered: those the Renyi estimator
-    measured for that split and seed."""
+    """Split, seed, layer and epoch controls over :func:`information_draw` (layers and epochs: those the Renyi
+    estimator measured for that split and seed)."""
     import ipywidgets as widgets
 
     by_seed = {int(r.config["seed"]): r for r in runs}
@@ -340,7 +331,7 @@ def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.Dat
 
     def layers_of(split, seed):
         have = set(info[(info.split == split) & (info.seed == seed) & (info.estimator == "renyi")].layer)
-        return [l for l in ("stage1", "stage2", "stage3", PENULTIMATE) if l in have]
+        return [l for l in _LAYERS if l in have]
 
     seed0 = sorted(by_seed)[0]
     layers = layers_of(splits[0], seed0)
@@ -381,14 +372,9 @@ FUSION_FIGSIZE = (10.5, 3.4)
 
 @dataclass
 class MetadataView:
-    """What the metadata explorer shows for one test image.
-
-    ``image``: uint8 (H, W) pixels; ``label``: its true class; ``x``: its standardised pooled features (C,);
-    ``head``: a trained metadata-aware head (e.g. Dynamic MLP C); ``p_image``: the image-only head's class
-    probabilities (K,); ``class_names`` (K,); ``centres``: (lat (K,), lon (K,), peak day (K,)) of the simulated
-    classes, degrees and day of year; ``head_name``: how the head is named in titles; ``methods``: more trained heads
-    by display name (e.g. every fusion method of the chapter), whose predictions get a panel of their own.
-    """
+    """What the metadata explorer shows for one test image: pixels (H, W), true class, standardised features (C,), a
+    metadata-aware head, the image-only head's probabilities (K,), class names, the classes' centres (lat, lon, peak
+    day; each (K,)), and ``methods``: more heads by display name, whose predictions get a panel of their own."""
 
     image: np.ndarray
     label: int
@@ -400,24 +386,19 @@ class MetadataView:
     head_name: str = "Dynamic MLP-C"
     methods: dict = field(default_factory=dict)
 
-    def probabilities(self, lat: float, lon: float, day: float) -> np.ndarray:
-        """The head's class probabilities (K,) with the image placed at (lat, lon) degrees on day ``day``."""
-        return self.probabilities_of(self.head, lat, lon, day)
-
-    def probabilities_of(self, head, lat: float, lon: float, day: float) -> np.ndarray:
-        """``head``'s class probabilities (K,) for this image at (lat, lon) degrees on day ``day``."""
+    def probabilities(self, lat: float, lon: float, day: float, head=None) -> np.ndarray:
+        """``head``'s (default: :attr:`head`'s) class probabilities (K,) for this image at (lat, lon) on ``day``."""
         from ..chapters.ch4_fusion import probabilities_at
 
-        return probabilities_at(head, self.x, [lat], [lon], [day])[0].numpy()
+        return probabilities_at(self.head if head is None else head, self.x, [lat], [lon], [day])[0].numpy()
 
     @property
     def figsize(self) -> tuple[float, float]:
-        """Inches: :data:`FUSION_FIGSIZE`, wider when there is a panel for :attr:`methods`."""
-        return (FUSION_FIGSIZE[0] + 4.0, FUSION_FIGSIZE[1]) if self.methods else FUSION_FIGSIZE
+            return (FUSION_FIGSIZE[0] + 4.0, FUSION_FIGSIZE[1]) if self.methods else FUSION_FIGSIZE
 
 
 def draw_metadata(fig, view: MetadataView, lat: float, lon: float, day: float) -> None:
-    """Draw the metadata explorer for one (lat, lon, day) into ``fig`` (cleared first)."""
+    """The metadata explorer for one (lat, lon, day)."""
     fig.clear()
     ratios = [0.6, 1.5, 1.6] + ([1.6] if view.methods else [])
     ax_img, ax_map, ax_p, *ax_methods = fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
@@ -453,10 +434,9 @@ def draw_metadata(fig, view: MetadataView, lat: float, lon: float, day: float) -
 
 
 def _draw_methods(ax, view: MetadataView, lat: float, lon: float, day: float) -> None:
-    """Each method's class probabilities (%) at this place and day as a heat map (rows: methods, columns: classes);
-    the predicted class of each method is boxed and named on the right."""
+    """Each method's class probabilities (%) here as a heat map, its prediction boxed and named on the right."""
     names = list(view.methods)
-    p = np.stack([view.probabilities_of(view.methods[m], lat, lon, day) for m in names]) * 100
+    p = np.stack([view.probabilities(lat, lon, day, view.methods[m]) for m in names]) * 100
     ax.imshow(p, cmap="Greens", vmin=0, vmax=100, aspect="auto")
     top = p.argmax(1)
     for i, k in enumerate(top):
@@ -483,13 +463,11 @@ def static_metadata_explorer(view: MetadataView, points, dpi: int = 72) -> str:
 
 
 def render_metadata_png(view: MetadataView, lat: float, lon: float, day: float, dpi: int = 80) -> bytes:
-    """PNG bytes of :func:`draw_metadata` for one (lat, lon, day)."""
     return _png(lambda fig: draw_metadata(fig, view, lat, lon, day), view.figsize, dpi)
 
 
 def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.0, day: float = 1.0, dpi: int = 80):
-    """Latitude, longitude and day-of-year sliders over an image of :func:`draw_metadata` (JupyterLab; needs a
-    kernel). Like :func:`live_explorer`, it replaces an Image widget's bytes and uses no Output widget."""
+    """Latitude, longitude and day-of-year sliders over :func:`draw_metadata`."""
     import ipywidgets as widgets
 
     controls = {"lat": widgets.FloatSlider(value=lat, min=-90, max=90, step=1, description="lat (deg)",

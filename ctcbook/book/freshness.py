@@ -27,24 +27,19 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def library_sha256(package: Path | None = None) -> str:
-    """Hex SHA-256 over the relative path and bytes of every ``*.py`` under ``package`` (default: ``ctcbook/``), in
-    sorted order."""
-    package = Path(package or PACKAGE)
+def library_sha256() -> str:
+    """Hex SHA-256 over the relative path and bytes of every ``ctcbook/**/*.py``, in sorted order."""
     digest = hashlib.sha256()
-    for path in sorted(Path(package).rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
 def runs_state(run_paths: list[str]) -> dict[str, str | None]:
     """``{run folder: SHA-256 of its DONE marker, or None when the folder is missing or not finished}``."""
-    state = {}
-    for p in sorted(set(run_paths)):
-        done = Path(p) / "DONE"
-        state[p] = file_sha256(done) if done.exists() else None
-    return state
+    done = {p: Path(p) / "DONE" for p in sorted(set(run_paths))}
+    return {p: file_sha256(d) if d.exists() else None for p, d in done.items()}
 
 
 def read_runs_used(log: Path) -> list[str]:
@@ -57,7 +52,6 @@ def read_runs_used(log: Path) -> list[str]:
 
 def execution_key(notebook: Path, parameters: dict[str, Any], run_paths: list[str],
                   executed: Path) -> dict[str, Any]:
-    """The key recorded after executing ``notebook`` into ``executed`` with ``parameters``."""
     return {"notebook_sha256": file_sha256(notebook), "parameters": parameters,
             "library_sha256": library_sha256(), "runs": runs_state(run_paths),
             "executed_sha256": file_sha256(executed)}
@@ -70,8 +64,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def stale_reasons(record_path: Path, notebook: Path, parameters: dict[str, Any], executed: Path) -> list[str]:
-    """Why the chapter executed into ``executed`` (record ``record_path``) must be executed again; ``[]`` when it
-    is up to date."""
+    """Why the chapter executed into ``executed`` must be executed again; ``[]`` when it is up to date."""
     if not Path(executed).exists():
         return [f"no executed notebook at {executed}"]
     try:

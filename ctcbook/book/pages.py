@@ -52,10 +52,8 @@ def beside_the_paper(nb) -> list:
 # --- tables on the page ----------------------------------------------------------------------------------------
 
 def table(df, precision: int = 2):
-    """``df`` as the page shows a table: no index column, floats to ``precision`` decimals, and a deterministic HTML
-    id (pandas' Styler draws a random one per table, which would make two executions of the same chapter differ and
-    nbval's reproduction check fail). The id is a hash of the table's columns and shape, so two tables on one page
-    do not share it."""
+    """``df`` as the page shows a table: no index, floats to ``precision`` decimals, and an HTML id hashed from its
+    columns and shape (pandas' Styler draws a random one, which would make two executions of a chapter differ)."""
     import hashlib
 
     key = f"{list(map(str, df.columns))}|{df.shape}|{precision}".encode()

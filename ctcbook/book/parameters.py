@@ -1,16 +1,16 @@
 """Chapter parameters: the profile's values with the caller's over them, every value checked before anything trains.
 
-Both ways of executing a chapter resolve through :func:`resolve`: ``ctcbook run`` before any kernel starts, then
-injects only ``profile`` and its ``-p`` overrides; papermill run directly injects what it is given, and the
-notebook's first cell after its parameters cell calls :func:`resolve_notebook`, which reads the names the parameters
-cell and papermill's injected cell assign. So both entry points give the same values and the same refusals: one
-:class:`ParameterError` naming the parameter, the bad value and what is allowed (unknown names included). Type and
-range checks import nothing heavy, so ``ctcbook run -p epochs -1`` is refused before torch is even imported.
+Both entry points resolve through :func:`resolve`: ``ctcbook run`` before any kernel starts (it then injects only
+``profile`` and its ``-p`` overrides), papermill run directly in the notebook's cell after its parameters cell
+(:func:`resolve_notebook`). So both give the same values and the same :class:`ParameterError`, naming the parameter,
+the bad value and what is allowed. Type and range checks import nothing heavy, so ``ctcbook run -p epochs -1`` is
+refused before torch is even imported.
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 from typing import Any, Callable, Mapping
 
 import yaml
@@ -28,11 +28,16 @@ def parse_value(text: str) -> Any:
 
 
 # --- what each parameter may be ----------------------------------------------------------------------------
+def _names(module: str, *registries: str) -> Callable[[], tuple[str, ...]]:
+    """The keys of ``registries`` in ``module``, imported only when a name is checked."""
+    return lambda: tuple(k for r in registries for k in getattr(importlib.import_module(module, __package__), r))
+
+
 def _datasets() -> tuple[str, ...]:
     from ..data import available_datasets
     from ..data.stream import STREAMED
 
-    return tuple(available_datasets()) + tuple(n for n in STREAMED if n not in available_datasets())
+    return tuple(dict.fromkeys([*available_datasets(), *STREAMED]))
 
 
 def _targets() -> tuple[str, ...]:
@@ -41,59 +46,16 @@ def _targets() -> tuple[str, ...]:
     return tuple(sorted(TARGETS))
 
 
-def _protocols() -> tuple[str, ...]:
-    from ..probes import PROTOCOLS
-
-    return tuple(PROTOCOLS)
-
-
-def _mine_presets() -> tuple[str, ...]:
-    from ..chapters.ch2_information import MINE_PRESETS
-
-    return tuple(MINE_PRESETS)
-
-
-def _augments() -> tuple[str, ...]:
-    from ..config import AUGMENTS
-
-    return tuple(AUGMENTS)
-
-
-def _archs() -> tuple[str, ...]:
-    from ..models.resnet import ARCHS
-
-    return tuple(ARCHS)
-
-
-def _backends() -> tuple[str, ...]:
-    from ..dispatch import BACKENDS
-
-    return tuple(BACKENDS)
-
-
-def _fusion_methods() -> tuple[str, ...]:
-    from ..models.fusion import EXTRA_METHODS, FUSION_METHODS
-
-    return tuple(FUSION_METHODS + EXTRA_METHODS)
-
-
-def _e2e_methods() -> tuple[str, ...]:
-    from ..config import E2E_METHODS
-
-    return tuple(E2E_METHODS)
-
-
 _POSITIVE = 1e-12  # "greater than zero" for learning rates and temperatures
+_INF = float("inf")
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """What one parameter may be.
-
-    kind: "int", "float", "bool", "str", "name" (one of ``choices()``), or a list of "int", "float" or "name".
-    low/high: inclusive bounds (``high_open``: high excluded) for numbers and list items; nullable: None allowed.
-    """
+    """What one parameter may be: a ``kind`` ("int", "float", "bool", "str", "name": one of ``choices()``) or a list
+    of them (``many``), within inclusive bounds (``high_open``: high excluded), None allowed if ``nullable``."""
     kind: str
+    many: bool = False
     low: float | None = None
     high: float | None = None
     high_open: bool = False
@@ -103,19 +65,34 @@ class Spec:
 
     def describe(self) -> str:
         """What is allowed, in words: "an integer >= 1", "a non-empty list of names from [...]"."""
-        is_list = self.kind.startswith("list of ")
-        item = self.kind.removeprefix("list of ")
         words = {"int": ("an integer", "integers"), "float": ("a number", "numbers"), "bool": ("true or false", ""),
-                 "str": ("a string", "strings"), "name": ("one of", "names from")}[item][is_list]
-        if item == "name":
+                 "str": ("a string", "strings"), "name": ("one of", "names from")}[self.kind][self.many]
+        if self.kind == "name":
             words += f" {list(self.choices())}"
         if self.low is not None and self.high is not None:
             words += f" in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
         elif self.low is not None:
             words += f" > 0" if self.low == _POSITIVE else f" >= {self.low:g}"
-        if is_list:
+        if self.many:
             words = f"a {'non-empty ' if self.nonempty else ''}list of {words}"
         return words + (", or null" if self.nullable else "")
+
+    def item(self, value: Any) -> Any:
+        """One value (or list item) as this spec takes it; ValueError when it is not acceptable."""
+        if self.kind in ("bool", "str", "name"):
+            if not isinstance(value, bool if self.kind == "bool" else str):
+                raise ValueError
+            return value
+        if isinstance(value, bool):
+            raise ValueError
+        if self.kind == "float" and isinstance(value, str):
+            value = float(value)  # YAML 1.1 reads 5e-4 (no dot) as a string; accept what Python reads as a number
+        if not isinstance(value, int if self.kind == "int" else (int, float)) or value != value or abs(value) == _INF:
+            raise ValueError
+        if self.low is not None and value < self.low or self.high is not None and (
+                value >= self.high if self.high_open else value > self.high):
+            raise ValueError
+        return value
 
 
 def _count(low=1, nullable=False) -> Spec:
@@ -126,129 +103,87 @@ def _num(low=0.0, high=None, high_open=False) -> Spec:
     return Spec("float", low=low, high=high, high_open=high_open)
 
 
+def _indices(nonempty=True) -> Spec:
+    return Spec("int", many=True, low=0, nonempty=nonempty)
+
+
 SPECS: dict[str, Spec] = {
     # the source run (chapters 1-5)
     "source": Spec("name", choices=_datasets),
-    "source_classes": Spec("list of int", low=0, nullable=True),
+    "source_classes": Spec("int", many=True, low=0, nullable=True),
     "train_size": _count(nullable=True),
-    "arch": Spec("name", choices=_archs),
+    "arch": Spec("name", choices=_names("..models.resnet", "ARCHS")),
     "depth": _count(), "width": _count(), "stem_stride": _count(),
     "epochs": _count(), "batch_size": _count(),
-    "augment": Spec("name", choices=_augments), "crop_padding": _count(0),
+    "augment": Spec("name", choices=_names("..config", "AUGMENTS")), "crop_padding": _count(0),
     "lr": _num(_POSITIVE), "weight_decay": _num(),
-    "seeds": Spec("list of int", low=0),
+    "seeds": _indices(),
     "backbone_seed": _count(0),
     # how runs are trained (ctcbook.dispatch; ctcbook.launch for nproc > 1)
-    "backend": Spec("name", choices=_backends), "workers": _count(nullable=True), "nproc": _count(),
+    "backend": Spec("name", choices=_names("..dispatch", "BACKENDS")), "workers": _count(nullable=True),
+    "nproc": _count(),
     # probes (chapters 1, 2, 3, 5)
-    "targets": Spec("list of name", choices=_targets),
+    "targets": Spec("name", many=True, choices=_targets),
     "target_train_size": _count(nullable=True), "target_test_size": _count(nullable=True),
     "probe_every": _count(),
-    "paper_protocol": Spec("name", choices=_protocols, nullable=True), "paper_protocol_seed": _count(0),
+    "paper_protocol": Spec("name", choices=_names("..probes", "PROTOCOLS"), nullable=True),
+    "paper_protocol_seed": _count(0),
     # information estimators (chapters 2, 3)
     "info_every": _count(), "renyi_n": _count(2),
-    "mine_seeds": Spec("list of int", low=0), "mine_every": _count(), "mine_restarts": _count(),
+    "mine_seeds": _indices(), "mine_every": _count(), "mine_restarts": _count(),
     "mine_n": _count(2, nullable=True),
-    "mine_preset": Spec("name", choices=_mine_presets),
-    "mine_splits": Spec("list of name", choices=lambda: ("source", *_targets()), nullable=True),
+    "mine_preset": Spec("name", choices=_names("..chapters.ch2_information", "MINE_PRESETS")),
+    "mine_splits": Spec("name", many=True, choices=lambda: ("source", *_targets()), nullable=True),
     # CTC (chapters 3, 5)
     "stage_two_epoch": _count(), "weight_decay_coef": _num(), "lr_restart": _num(),
     "alpha": _num(), "beta": _num(), "instance_t": _num(_POSITIVE), "instance_m": _num(0, 1, True),
     "nce_t": _num(_POSITIVE), "nce_m": _num(0, 1, True), "embed_dim": _count(), "nce_k": _count(),
     "refill": Spec("bool"), "train_instance_head": Spec("bool"),
     "discrim_alpha": _num(), "discrim_beta": _num(), "discrim_instance_t": _num(_POSITIVE),
-    "discrim_nce_t": _num(_POSITIVE), "discrim_seeds": Spec("list of int", low=0, nonempty=False),
-    "ablation_seeds": Spec("list of int", low=0, nonempty=False), "control_probe_every": _count(),
+    "discrim_nce_t": _num(_POSITIVE), "discrim_seeds": _indices(False),
+    "ablation_seeds": _indices(False), "control_probe_every": _count(),
     # fusion heads, end-to-end fusion networks and simulated metadata (chapter 4)
-    "methods": Spec("list of name", choices=_fusion_methods),
-    "e2e_methods": Spec("list of name", choices=_e2e_methods),
-    "interactions": Spec("list of float", low=0, high=1), "test_size": _count(nullable=True),
+    "methods": Spec("name", many=True, choices=_names("..models.fusion", "FUSION_METHODS", "EXTRA_METHODS")),
+    "e2e_methods": Spec("name", many=True, choices=_names("..config", "E2E_METHODS")),
+    "interactions": Spec("float", many=True, low=0, high=1), "test_size": _count(nullable=True),
     "heldout": _count(nullable=True), "warmup_epochs": _count(0), "mixup_alpha": _num(),
     "head_smoothing": Spec("name", choices=lambda: ("torch", "public")),
     "head_epochs": _count(), "head_batch_size": _count(), "head_lr": _num(_POSITIVE), "head_weight_decay": _num(),
     "label_smoothing": _num(0, 1, True), "meta_width": _count(), "reduced_dim": _count(), "hidden_dim": _count(),
     "num_blocks": _count(), "metadata_seed": _count(0), "location_spread": _num(_POSITIVE),
     "date_spread": _num(_POSITIVE), "background": _num(0, 1), "missing_fraction": _num(0, 1, True),
-    "confusable": Spec("list of int", low=0, nonempty=False), "tsne_points": _count(2),
-    "explorer_days": Spec("list of int", low=1, high=366), "inat_root": Spec("str"),
+    "confusable": _indices(False), "tsne_points": _count(2),
+    "explorer_days": Spec("int", many=True, low=1, high=366), "inat_root": Spec("str"),
 }
 
 
-def _type_name(value: Any) -> str:
-    return {str: "a string", bool: "a bool", list: "a list", type(None): "null"}.get(type(value),
-                                                                                 type(value).__name__)
-
-
 def _bad(chapter: str, name: str, value: Any, spec: Spec, why: str = "") -> ParameterError:
-    textual = spec.kind.removeprefix("list of ") in ("str", "name")
-    got = f"{value!r} ({_type_name(value)})" if isinstance(value, str) and not textual else repr(value)
+    got = f"{value!r} (a string)" if isinstance(value, str) and spec.kind not in ("str", "name") else repr(value)
     return ParameterError(f"parameter {name!r} of chapter {chapter} must be {spec.describe()}, got {got}"
                           + (f": {why}" if why else ""))
 
 
-def _check_scalar(chapter: str, name: str, value: Any, kind: str, spec: Spec, whole: Any) -> Any:
-    """``value`` converted to ``kind`` if acceptable; raises ParameterError otherwise (no name checks here)."""
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise _bad(chapter, name, whole, spec)
+def _check(chapter: str, name: str, value: Any, spec: Spec) -> Any:
+    """Type and range of one parameter (names are checked after every value: that imports the registries)."""
+    if value is None and spec.nullable:
         return value
-    if kind in ("str", "name"):
-        if not isinstance(value, str):
-            raise _bad(chapter, name, whole, spec)
-        return value
-    if isinstance(value, bool):
-        raise _bad(chapter, name, whole, spec)
-    if kind == "float" and isinstance(value, str):
-        try:  # YAML 1.1 reads 5e-4 (no dot) as a string; accept what Python reads as a finite number
-            value = float(value)
-        except ValueError:
-            raise _bad(chapter, name, whole, spec) from None
-    if kind == "int" and not isinstance(value, int) or kind == "float" and not isinstance(value, (int, float)):
-        raise _bad(chapter, name, whole, spec)
-    if kind == "float" and value != value or value in (float("inf"), float("-inf")):
-        raise _bad(chapter, name, whole, spec)
-    if spec.low is not None and value < spec.low or spec.high is not None and (
-            value >= spec.high if spec.high_open else value > spec.high):
-        raise _bad(chapter, name, whole, spec)
-    return value
+    items = list(value) if spec.many and isinstance(value, tuple) else value
+    if spec.many and (not isinstance(items, list) or spec.nonempty and not items):
+        raise _bad(chapter, name, items, spec)
+    try:
+        return [spec.item(v) for v in items] if spec.many else spec.item(value)
+    except ValueError:
+        raise _bad(chapter, name, items, spec) from None
 
 
-def spec_for(name: str, default: Any = None) -> Spec:
-    """:data:`SPECS` entry of ``name``; for a parameter not listed there (a notebook outside the book), a spec of
-    its default's type."""
-    if name in SPECS:
-        return SPECS[name]
-    kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(default))
-    return Spec(kind, nullable=True) if kind else Spec("any")
-
-
-def check_value(chapter: str, name: str, value: Any, default: Any = None) -> Any:
-    """Type and range of one parameter (no name lookups); returns the value, lists as lists."""
-    spec = spec_for(name, default)
-    if spec.kind == "any":
-        return value
-    if value is None:
-        if spec.nullable:
-            return None
-        raise _bad(chapter, name, value, spec)
-    if spec.kind.startswith("list of "):
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list) or spec.nonempty and not value:
-            raise _bad(chapter, name, value, spec)
-        return [_check_scalar(chapter, name, v, spec.kind[8:], spec, value) for v in value]
-    return _check_scalar(chapter, name, value, spec.kind, spec, value)
-
-
-def _check_names(chapter: str, name: str, value: Any) -> None:
-    spec = spec_for(name)
+def _check_names(chapter: str, name: str, value: Any, spec: Spec) -> None:
     if spec.choices is None or value is None:
         return
     allowed = spec.choices()
-    bad = [v for v in (value if isinstance(value, list) else [value]) if v not in allowed
-           and not (name == "targets" and isinstance(v, str) and v.startswith("folder:"))]  # a user's ImageFolder
+    bad = [v for v in (value if spec.many else [value]) if v not in allowed
+           and not (name == "targets" and v.startswith("folder:"))]  # a user's ImageFolder
     if bad:
-        raise _bad(chapter, name, value, spec, f"unknown {bad[0]!r}" if isinstance(value, list) else "")
+        raise _bad(chapter, name, value, spec, f"unknown {bad[0]!r}" if spec.many else "")
 
 
 def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
@@ -278,16 +213,11 @@ def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
                                  f"got {p[name]}")
 
 
-def resolve(chapter: str, given: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every parameter of ``chapter`` plus ``profile``: ``given`` over the profile's values over the defaults, checked.
-
-    ``defaults`` (default :data:`PARAMETER_DEFAULTS` of ``chapter``) name the chapter's parameters; raises
-    :class:`ParameterError` naming the parameter, the bad value and what is allowed.
-    """
-    if defaults is None:
-        if chapter not in PARAMETER_DEFAULTS:
-            raise ParameterError(f"chapter must be one of {sorted(PARAMETER_DEFAULTS)}, got {chapter!r}")
-        defaults = PARAMETER_DEFAULTS[chapter]
+def resolve(chapter: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter of ``chapter`` plus ``profile``: ``given`` over the profile's values over the defaults, checked."""
+    if chapter not in PARAMETER_DEFAULTS:
+        raise ParameterError(f"chapter must be one of {sorted(PARAMETER_DEFAULTS)}, got {chapter!r}")
+    defaults = PARAMETER_DEFAULTS[chapter]
     unknown = [n for n in given if n not in defaults and n != "profile"]
     if unknown:
         raise ParameterError(f"chapter {chapter} has no parameter {unknown[0]!r}; its parameters are "
@@ -296,15 +226,11 @@ def resolve(chapter: str, given: Mapping[str, Any], defaults: Mapping[str, Any] 
     if not isinstance(profile, str) or profile not in PROFILES:
         raise ParameterError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
     values = {**defaults, **PROFILES[profile].get(chapter, {}), **given}
-    resolved = {name: check_value(chapter, name, values[name], default) for name, default in defaults.items()}
-    for name, value in resolved.items():  # after all type/range checks: these import the registries
-        _check_names(chapter, name, value)
+    resolved = {name: _check(chapter, name, values[name], SPECS[name]) for name in defaults}
+    for name, value in resolved.items():
+        _check_names(chapter, name, value, SPECS[name])
     _check_consistency(chapter, resolved)
     return {"profile": profile, **resolved}
-
-
-#: The first line of the cell papermill injects after a notebook's parameters cell.
-INJECTED_HEADER = "# Parameters"
 
 
 def _assigned(source: str) -> list[str]:
@@ -318,7 +244,7 @@ def given_names(history: list[str]) -> list[str]:
     (``In``) as the cell after them sees it."""
     cells = list(history[:-1])  # the last input is the calling cell
     names = []
-    if cells and cells[-1].lstrip().startswith(INJECTED_HEADER + "\n"):
+    if cells and cells[-1].lstrip().startswith("# Parameters\n"):  # papermill's injected cell
         names = _assigned(cells.pop())
     if not cells or "profile" not in _assigned(cells[-1]):
         raise ParameterError("run the notebook's parameters cell (the one that sets profile) right before this one")
@@ -327,6 +253,5 @@ def given_names(history: list[str]) -> list[str]:
 
 
 def resolve_notebook(chapter: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """Every parameter, for the notebook's cell after its parameters: ``params = resolve_notebook(chapter, globals())``
-    (the values come from the kernel's globals, the names from :func:`given_names`)."""
+    """Every parameter, for the cell after the parameters cell: ``params = resolve_notebook(chapter, globals())``."""
     return resolve(chapter, {n: namespace[n] for n in given_names(namespace["In"])})

@@ -40,9 +40,13 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "workers": None,
 }
 
-# Chapter 2 reads chapter 1's runs (same run parameters) and adds the estimators' settings.
+# Chapters 2 and 3 read chapter 1's runs: the same run parameters, without chapter 1's paper protocol and nproc.
+_RUN_DEFAULT = {k: v for k, v in _TRADEOFF_DEFAULT.items()
+                if k not in ("paper_protocol", "paper_protocol_seed", "nproc")}
+
+# Chapter 2 adds the estimators' settings.
 _INFORMATION_DEFAULT: dict[str, Any] = {
-    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed", "nproc")},
+    **_RUN_DEFAULT,
     # the estimators and feature geometry at epochs 1, 10, ..., 80 (a subset of chapter 1's probed epochs): the book
     # budget of 60 minutes binds (chapter 1's appendix), and the late phase still has its own points
     "info_every": 10,
@@ -58,9 +62,9 @@ _INFORMATION_DEFAULT: dict[str, Any] = {
     "mine_splits": ["fmnist_5-9"],
 }
 
-# Chapter 3 trains CTC beside chapter 1's runs (same run parameters: its baseline runs are reused).
+# Chapter 3 trains CTC beside chapter 1's runs (its baseline runs are reused).
 _CTC_DEFAULT: dict[str, Any] = {
-    **{k: v for k, v in _TRADEOFF_DEFAULT.items() if k not in ("paper_protocol", "paper_protocol_seed", "nproc")},
+    **_RUN_DEFAULT,
     # the README's "emphasise transferability" setting (the main CTC runs, every seed); stage 2 starts after 2/3 of
     # the epochs, as 200 of the paper's 300
     "stage_two_epoch": 53,
@@ -150,13 +154,21 @@ _CHAPTER3_ONLY = ("discrim_alpha", "discrim_beta", "discrim_instance_t", "discri
                   "ablation_seeds", "control_probe_every", "info_every", "renyi_n")
 _TRANSFER_DEFAULT: dict[str, Any] = {k: v for k, v in _CTC_DEFAULT.items() if k not in _CHAPTER3_ONLY}
 
-# The `small` profile's source runs (the first default of the book).
-_SMALL = {"train_size": 8000, "width": 8, "epochs": 30, "augment": "crop_flip", "seeds": [0, 1, 2], "probe_every": 3}
-
-# The imagenet profile's run parameters, shared by chapters 1, 2, 3 and 5 (see the profile's comment below).
+# Each profile's run parameters, shared by chapters 1, 2, 3 and 5 (see the profiles' comments below).
+_SMOKE_RUN = {"train_size": 400, "epochs": 2, "seeds": [0, 1], "target_train_size": 300, "target_test_size": 300,
+              "probe_every": 1, "width": 4}
+_SMALL_RUN = {"train_size": 8000, "width": 8, "epochs": 30, "augment": "crop_flip", "seeds": [0, 1, 2],
+              "probe_every": 3}
+_CIFAR100_RUN = {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
+                 "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05, "augment": "crop_flip",
+                 "crop_padding": 4, "seeds": [0], "targets": ["cifar10", "cinic10"], "probe_every": 2,
+                 "backend": "local"}
 _IMAGENET_RUN = {"source": "imagenet", "source_classes": None, "train_size": None, "arch": "resnet50",
                  "augment": "crop_flip", "epochs": 90, "batch_size": 256, "lr": 0.1, "weight_decay": 1e-4,
                  "seeds": [0], "targets": ["cifar10", "cifar100", "cinic10"], "probe_every": 10}
+# Chapter 3 on the GPU profiles: 128-d heads, 16,384 negatives (the paper's), one seed per control, the paper's probe.
+_CTC_GPU = {"embed_dim": 128, "nce_k": 16384, "discrim_seeds": [0], "ablation_seeds": [0],
+            "paper_protocol": "paper_bn", "renyi_n": 2000}
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
@@ -165,57 +177,38 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                            "e2e_methods": ["image_only", "concat", "dynamic_mlp_c"],
                            "meta_width": 16, "embed_dim": 16, "reduced_dim": 16, "hidden_dim": 4,
                            "tsne_points": 120, "explorer_days": [1, 183]},
-        "01_tradeoff": {"train_size": 400, "epochs": 2, "seeds": [0, 1], "target_train_size": 300,
-                        "target_test_size": 300, "probe_every": 1, "width": 4},
-        "02_information": {"train_size": 400, "epochs": 2, "seeds": [0, 1], "target_train_size": 300,
-                           "target_test_size": 300, "probe_every": 1, "width": 4, "info_every": 1, "renyi_n": 100,
-                           "mine_seeds": [0, 1], "mine_every": 1, "mine_restarts": 2, "mine_n": 150,
-                           "mine_preset": "smoke"},
-        "03_ctc": {"train_size": 400, "epochs": 4, "stage_two_epoch": 2, "seeds": [0, 1], "width": 4,
-                   "target_train_size": 300, "target_test_size": 300, "probe_every": 2, "embed_dim": 16,
-                   "nce_k": 64, "discrim_seeds": [0], "ablation_seeds": [0], "control_probe_every": 2,
-                   "info_every": 2, "renyi_n": 100},
+        "01_tradeoff": _SMOKE_RUN,
+        "02_information": {**_SMOKE_RUN, "info_every": 1, "renyi_n": 100, "mine_seeds": [0, 1], "mine_every": 1,
+                           "mine_restarts": 2, "mine_n": 150, "mine_preset": "smoke"},
+        "03_ctc": {**_SMOKE_RUN, "epochs": 4, "stage_two_epoch": 2, "probe_every": 2, "embed_dim": 16, "nce_k": 64,
+                   "discrim_seeds": [0], "ablation_seeds": [0], "control_probe_every": 2, "info_every": 2,
+                   "renyi_n": 100},
     },
     "default": {
         "01_tradeoff": {},
         "04_dynamic_mlp": {},
         "03_ctc": {},
     },
-    # The book's first default: ResNet-8 width 8 on 8,000 images, crop (2 px) + flip, 30 epochs,
-    # 3 seeds. Its network classifies only about 94% of its own training images at the end: it never reaches the
-    # late phase the paper's claim is about. Kept for comparison.
+    # ResNet-8 width 8 on 8,000 images, crop + flip, 30 epochs, 3 seeds: its network classifies only about 94% of
+    # its own training images at the end, so it never reaches the late phase the paper's claim is about.
     "small": {
-        "01_tradeoff": _SMALL,
-        "02_information": {**_SMALL, "info_every": 3, "mine_seeds": [0], "mine_every": 6, "mine_restarts": 1},
-        "03_ctc": {**_SMALL, "stage_two_epoch": 20, "nce_k": 4096, "discrim_seeds": [0], "ablation_seeds": [0],
+        "01_tradeoff": _SMALL_RUN,
+        "02_information": {**_SMALL_RUN, "info_every": 3, "mine_seeds": [0], "mine_every": 6, "mine_restarts": 1},
+        "03_ctc": {**_SMALL_RUN, "stage_two_epoch": 20, "nce_k": 4096, "discrim_seeds": [0], "ablation_seeds": [0],
                    "control_probe_every": 10, "info_every": 6},
     },
     "cifar100": {
         # The paper's setting (public code README): CIFAR-100 source, SGD lr 0.05, momentum 0.9, wd 5e-4, batch 64,
         # 200 epochs, a checkpoint probed every 2 epochs. Its ResNeXt32-16x4d is replaced by a wide CIFAR ResNet-20.
-        "01_tradeoff": {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
-                        "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05, "augment": "crop_flip",
-                        "crop_padding": 4, "seeds": [0],
-                        "targets": ["cifar10", "cinic10"], "probe_every": 2, "paper_protocol": "paper_bn",
-                        "backend": "local"},
+        "01_tradeoff": {**_CIFAR100_RUN, "paper_protocol": "paper_bn"},
         # The paper's MINE settings (mine.py) on the penultimate layer, every 10th epoch, batches drawn from the
         # whole test split (mine_n None: 10,000 CIFAR-100 images), as mine.py does.
-        "02_information": {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20,
-                           "width": 64, "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05,
-                           "augment": "crop_flip", "crop_padding": 4, "seeds": [0], "mine_seeds": [0],
-                           "targets": ["cifar10", "cinic10"], "probe_every": 2, "info_every": 10, "renyi_n": 2000,
-                           "mine_every": 10, "mine_restarts": 1, "mine_n": None, "mine_preset": "paper",
-                           "mine_splits": None,
-                           "backend": "local"},
+        "02_information": {**_CIFAR100_RUN, "info_every": 10, "renyi_n": 2000, "mine_seeds": [0], "mine_every": 10,
+                           "mine_restarts": 1, "mine_n": None, "mine_preset": "paper", "mine_splits": None},
         # CTC as the README's "emphasise transferability" command: 300 epochs, stage 2 from epoch 200, 128-d heads,
         # 16,384 negatives; the baseline is vanilla training for the same 300 epochs.
-        "03_ctc": {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
-                   "stem_stride": 1, "epochs": 300, "batch_size": 64, "lr": 0.05, "augment": "crop_flip",
-                   "crop_padding": 4, "seeds": [0], "discrim_seeds": [0], "ablation_seeds": [0],
-                   "targets": ["cifar10", "cinic10"], "probe_every": 10, "stage_two_epoch": 200, "embed_dim": 128,
-                   "nce_k": 16384, "control_probe_every": 50, "paper_protocol": "paper_bn", "info_every": 20,
-                   "renyi_n": 2000,
-                   "backend": "local"},
+        "03_ctc": {**_CIFAR100_RUN, **_CTC_GPU, "epochs": 300, "probe_every": 10, "stage_two_epoch": 200,
+                   "control_probe_every": 50, "info_every": 20},
     },
     "imagenet": {
         # ImageNet-1k (an ImageFolder tree under $CTCBOOK_DATA/imagenet, streamed from disk: ctcbook.data.stream)
@@ -238,9 +231,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # streamed source's stage switch refills the memories from the training images read in evaluation
         # transforms (ctcbook.train). Memories: 1.28 M images x 3 x 128 floats = 2 GB on each GPU and in each
         # resume state.
-        "03_ctc": {**_IMAGENET_RUN, "stage_two_epoch": 60, "embed_dim": 128, "nce_k": 16384, "discrim_seeds": [0],
-                   "ablation_seeds": [0], "control_probe_every": 30, "paper_protocol": "paper_bn", "info_every": 30,
-                   "renyi_n": 2000},
+        "03_ctc": {**_IMAGENET_RUN, **_CTC_GPU, "stage_two_epoch": 60, "control_probe_every": 30, "info_every": 30},
     },
 }
 
@@ -257,7 +248,6 @@ for _profile in PROFILES.values():
 
 # --- end-to-end Dynamic MLP on real data: FusionTrainConfig fields per profile -----------------------------------
 # Read through e2e_config() (a user's script or a GPU box); the book's chapter 4 runs the simulated default above.
-_E2E_HEAD_PAPER = {"meta_width": 256, "embed_dim": 256, "reduced_dim": 256, "hidden_dim": 64, "num_blocks": 2}
 E2E_PROFILES: dict[str, dict[str, Any]] = {
     # The public code's recipe at full size (github ylingfeng/DynamicMLP, README and train.py): iNat21 (train_mini
     # for training, val for testing) in the official archive layout under $CTCBOOK_DATA/inat21 (annotation JSON +
@@ -268,7 +258,8 @@ E2E_PROFILES: dict[str, dict[str, Any]] = {
     # and flipped (the code uses RandomResizedCrop). One or several GPUs: ctcbook.launch.train(config, nproc=N).
     "inat21": {"dataset": "inat21", "inat_root": None, "inat_train_split": "train_mini", "inat_test_split": "val",
                "image_size": 224, "arch": "resnet50", "weights": None, "method": "dynamic_mlp_c",
-               "head": _E2E_HEAD_PAPER, "epochs": 90, "warmup_epochs": 2, "batch_size": 512, "lr": 0.04,
+               "head": {"meta_width": 256, "embed_dim": 256, "reduced_dim": 256, "hidden_dim": 64, "num_blocks": 2},
+               "epochs": 90, "warmup_epochs": 2, "batch_size": 512, "lr": 0.04,
                "momentum": 0.9, "weight_decay": 1e-4, "label_smoothing": 0.1, "mixup_alpha": 0.4,
                "augment": "crop_flip", "crop_padding": 16, "train_size": None, "seed": 0},
 }
@@ -292,13 +283,6 @@ def e2e_config(profile: str, **overrides: Any):
     return FusionTrainConfig(**values)
 
 
-def profile_parameters(chapter: str, profile: str) -> dict[str, Any]:
-    """The parameters of ``chapter`` that ``profile`` changes."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-    return dict(PROFILES[profile].get(chapter, {}))
-
-
 # --- typed configs from a chapter's resolved parameters (ctcbook.book.parameters.resolve) -------------------------
 _RUN_FIELDS = ("source", "source_classes", "train_size", "arch", "depth", "width", "stem_stride", "epochs",
                "batch_size", "lr", "weight_decay", "augment", "crop_padding")
@@ -315,11 +299,9 @@ def ctc_config(p: dict[str, Any]):
     """The main CTC run of chapters 3 and 5: :func:`train_config` with CTC's schedule and losses."""
     from ..chapters.ch3_ctc import ctc_config as to_ctc
 
-    return to_ctc(train_config(p), stage_two_epoch=p["stage_two_epoch"], weight_decay_coef=p["weight_decay_coef"],
-                  lr_restart=p["lr_restart"], alpha=p["alpha"], beta=p["beta"], instance_dim=p["embed_dim"],
-                  instance_t=p["instance_t"], instance_m=p["instance_m"],
-                  train_instance_head=p["train_instance_head"], nce_dim=p["embed_dim"], nce_k=p["nce_k"],
-                  nce_t=p["nce_t"], nce_m=p["nce_m"], refill=p["refill"])
+    names = ("stage_two_epoch", "weight_decay_coef", "lr_restart", "alpha", "beta", "instance_t", "instance_m",
+             "train_instance_head", "nce_k", "nce_t", "nce_m", "refill")
+    return to_ctc(train_config(p), instance_dim=p["embed_dim"], nce_dim=p["embed_dim"], **{k: p[k] for k in names})
 
 
 def fusion_config(p: dict[str, Any]):

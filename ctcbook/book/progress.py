@@ -1,12 +1,9 @@
 """What the terminal shows while papermill executes a chapter: chapter, cell, and the kernel's progress lines.
 
-papermill hands every stream output of the kernel (stdout and stderr, where tqdm writes its bars) to
-:meth:`ChapterProgress.write`, and nbclient calls :meth:`ChapterProgress.cell_started` before each cell. Each
-carriage-return or newline separated piece becomes one log line ``[ctcbook] 03_ctc cell 5/25 | <text>``, so a CI log
-gets whole lines, never thousands of ``\\r`` updates. The kernel inherits ``TQDM_MININTERVAL`` (see
-:data:`KERNEL_ENV`), so a training or probe bar prints at most one update per interval plus its final state: epochs
-done, seconds per epoch and time left are tqdm's own fields. A cell that prints nothing for
-``heartbeat_seconds`` gets a ``still running`` line, so a long cell is never silent for longer.
+Every piece of the kernel's stdout and stderr between carriage returns or newlines (tqdm's bars included) becomes one
+log line ``[ctcbook] 03_ctc cell 5/25 | <text>``, so a CI log gets whole lines, never thousands of ``\\r`` updates; the
+kernel's tqdm bars update at most every ``TQDM_MININTERVAL`` seconds, and a cell silent for ``heartbeat_seconds``
+gets a ``still running`` line.
 """
 from __future__ import annotations
 

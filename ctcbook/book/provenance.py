@@ -1,8 +1,7 @@
-"""Where a chapter's numbers come from: profile, data, device, seeds, versions, commit and wall time.
+"""Where a chapter's numbers come from: profile, data, device, seeds, versions, commit, wall time and parameters.
 
-The runner calls :func:`collect` after executing a chapter and :func:`stamp` to put a provenance box (a MyST
-admonition) right under the chapter's title in the executed notebook, so that no number in the book is without its
-origin. The same record is stored in ``<chapter>.run.json``.
+The runner :func:`collect`s the record after executing a chapter and :func:`stamp`s it as a box under the chapter's
+title, so that no number in the book is without its origin; the same record goes to ``<chapter>.run.json``.
 """
 from __future__ import annotations
 
@@ -31,15 +30,6 @@ def git_commit(repo: Path = REPO) -> str:
     return sha + ("+changes" if dirty else "")
 
 
-def device_description() -> str:
-    """The device chapters run on by default: the CUDA GPU's name, or the CPU with its core count."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"CUDA: {torch.cuda.get_device_name(0)}"
-    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-
-
 def collect(chapter: str, profile: str, parameters: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
     """The provenance record of one chapter execution."""
     import torch
@@ -48,21 +38,21 @@ def collect(chapter: str, profile: str, parameters: dict[str, Any], wall_seconds
     from .. import __version__
 
     data = {k: parameters[k] for k in ("source", "source_classes", "train_size", "targets") if k in parameters}
+    device = (f"CUDA: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
+              else f"CPU ({os.cpu_count()} cores, {platform.machine()})")
     return {
         "chapter": chapter, "profile": profile, "seeds": parameters.get("seeds"), "data": data,
         "data_location": os.environ.get("CTCBOOK_DATA", "default locations (see ctcbook.data)"),
-        "device": device_description(), "ctcbook": __version__, "torch": torch.__version__,
+        "device": device, "ctcbook": __version__, "torch": torch.__version__,
         "torchvision": torchvision.__version__, "python": platform.python_version(), "commit": git_commit(),
         "wall_seconds": round(wall_seconds, 1), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        # every parameter's value in this execution: the page's one list of them (the notebook sets only the profile)
-        "all_parameters": dict(parameters),
+        "all_parameters": dict(parameters),  # the page's one list of them: the notebook sets only the profile
     }
 
 
 def first_wall_seconds(previous_record: Path, parameters: dict[str, Any], seconds: float) -> float:
-    """The wall time of the first execution with these parameters: carried over from the previous record beside the
-    executed notebook when its parameters are the same (a re-execution from finished runs is much faster than the
-    execution that trained them), else ``seconds``."""
+    """The wall time of the first execution with these parameters (the previous record's, when its parameters are
+    the same: a re-execution from finished runs is much faster than the one that trained them), else ``seconds``."""
     import json
 
     try:
@@ -75,9 +65,9 @@ def first_wall_seconds(previous_record: Path, parameters: dict[str, Any], second
 
 
 def markdown(record: dict[str, Any]) -> str:
-    """The provenance box (MyST ``admonition``) for a record of :func:`collect`, followed (when the record has them)
-    by every parameter's value in a collapsed dropdown: the page's one full list of the parameters."""
+    """The provenance box (a MyST admonition) of a record, then every parameter's value in a collapsed dropdown."""
     data = ", ".join(f"{k} `{v}`" for k, v in record["data"].items()) or "see the parameters below"
+    parameters = record.get("all_parameters")
     minutes = record["wall_seconds"] / 60
     first = record.get("first_wall_seconds", record["wall_seconds"]) / 60
     timing = (f"Wall time of this execution: {minutes:.1f} min" if abs(first - minutes) < 0.05 else
@@ -91,14 +81,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"ctcbook {record['ctcbook']} at commit `{record['commit']}`, torch {record['torch']}, torchvision "
         f"{record['torchvision']}, Python {record['python']}. {timing} (finished {record['finished_at']}).",
         "```",
-    ] + _parameters_dropdown(record.get("all_parameters")))
-
-
-def _parameters_dropdown(parameters: dict[str, Any] | None) -> list[str]:
-    if not parameters:
-        return []
-    return ["", "````{admonition} All parameters of this execution", ":class: dropdown", "```python",
-            *(f"{name} = {value!r}" for name, value in parameters.items()), "```", "````"]
+    ] + (["", "````{admonition} All parameters of this execution", ":class: dropdown", "```python",
+          *(f"{name} = {value!r}" for name, value in parameters.items()), "```", "````"] if parameters else []))
 
 
 def stamp(notebook: Path, record: dict[str, Any]) -> None:

@@ -15,9 +15,7 @@ MARKER = ".ctcbook-published"
 
 
 def publish(dest: str | os.PathLike, html: str | os.PathLike = REPO / "_build" / "html") -> Path:
-    """Copy the built book ``html`` to ``dest``; return ``dest``. ``dest`` must not exist, be empty, or hold an
-    earlier publish (it is then replaced). Raises FileNotFoundError when no book was built and ValueError when
-    ``dest`` holds something else."""
+    """Copy the built book ``html`` to ``dest`` (new, empty, or an earlier publish, which is replaced)."""
     html, dest = Path(html).resolve(), Path(dest).resolve()
     if not (html / "index.html").is_file():
         raise FileNotFoundError(f"no built book at {html} (index.html missing): run `make book` or "

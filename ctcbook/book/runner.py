@@ -6,7 +6,6 @@ executed notebook is kept for inspection.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -36,27 +35,13 @@ def chapters() -> list[str]:
     return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def notebook_parameters(chapter: str) -> dict[str, Any]:
-    """Names and default values of the chapter notebook's parameters cell."""
-    import ast
-
-    import papermill
-
-    params = papermill.inspect_notebook(str(NOTEBOOKS / f"{chapter}.ipynb"))
-    return {name: ast.literal_eval(p["default"]) for name, p in params.items()}
-
-
 def resolve_parameters(chapter: str, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every parameter of ``chapter`` under ``profile`` with ``overrides``, checked
-    (:func:`ctcbook.book.parameters.resolve`, the same function the notebook's first cell calls)."""
+    """Every parameter of ``chapter`` under ``profile`` with ``overrides``, checked as the notebook checks them."""
     if chapter not in chapters():
         raise ValueError(f"chapter must be one of {chapters()}, got {chapter!r}")
     if "profile" in (overrides or {}):
         raise parameters.ParameterError("set the profile with --profile, not -p profile")
-    defaults = None
-    if chapter not in parameters.PARAMETER_DEFAULTS:  # a notebook outside the book's profiles (tests)
-        defaults = {k: v for k, v in notebook_parameters(chapter).items() if k != "profile"}
-    return parameters.resolve(chapter, {**(overrides or {}), "profile": profile}, defaults)
+    return parameters.resolve(chapter, {**(overrides or {}), "profile": profile})
 
 
 def say(line: str) -> None:
@@ -67,18 +52,10 @@ def say(line: str) -> None:
 def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any] | None = None, *,
                  output_dir: Path = EXECUTED, log=say, cell_timeout: int | None = None,
                  force: bool = False, heartbeat_seconds: float = 30.0) -> list[Path]:
-    """Execute chapters (default: all) in ``profile``; return the executed notebooks' paths.
-
-    Every request is checked before any kernel starts; papermill then injects the profile and ``overrides``, which
-    the notebook resolves again to the same values. A chapter up to date (:mod:`ctcbook.book.freshness`) is skipped
-    unless ``force``; ``cell_timeout`` (seconds, None: no limit) fails a cell that runs longer; ``log`` gets the
-    progress (:mod:`ctcbook.book.progress`, a silent cell every ``heartbeat_seconds``). Runs live in
-    ``$CTCBOOK_RUNS`` (default ``<repo>/runs``). Each executed notebook gets a provenance box
-    (:mod:`ctcbook.book.provenance`), and ``<chapter>.run.json`` beside it the record, parameters and up-to-date key.
-    """
+    """Execute chapters (default: all) in ``profile``, skipping those up to date unless ``force``; return the
+    executed notebooks. Each gets a provenance box, and ``<chapter>.run.json`` beside it its record and key."""
     names = names or chapters()
     plan = [(name, resolve_parameters(name, profile, overrides)) for name in names]  # refuse before running
-    injected = {"profile": profile, **(overrides or {})}  # the notebook resolves them as above
     os.environ.setdefault("CTCBOOK_RUNS", str(REPO / "runs"))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +71,8 @@ def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any
         why = "forced" if force else "; ".join(reasons)
         log(f"[ctcbook] executing {name} (profile {profile}) -> {out} [{why}]")
         start = time.perf_counter()
-        runs_used = _execute(name, injected, out, log, cell_timeout, heartbeat_seconds)
+        runs_used = _execute(name, {"profile": profile, **(overrides or {})}, out, log, cell_timeout,
+                             heartbeat_seconds)
         seconds = time.perf_counter() - start
         record = provenance.collect(name, profile, params, seconds)
         record["first_wall_seconds"] = provenance.first_wall_seconds(record_path, params, seconds)
@@ -114,6 +92,7 @@ def _execute(name: str, params: dict[str, Any], out: Path, log, cell_timeout: in
     """Execute one chapter with papermill, streaming its progress; return the run folders it opened."""
     import logging
     import tempfile
+    from unittest import mock
 
     import nbformat
     import papermill
@@ -124,12 +103,11 @@ def _execute(name: str, params: dict[str, Any], out: Path, log, cell_timeout: in
     n_cells = len(nbformat.read(str(source), as_version=4).cells) + 1  # + papermill's injected cell
     fd, used_log = tempfile.mkstemp(prefix=f"ctcbook-{name}-runs-", suffix=".txt")
     os.close(fd)
-    saved = {k: os.environ.get(k) for k in (*progress.KERNEL_ENV, "CTCBOOK_RUNS_USED")}
-    os.environ.update({**progress.KERNEL_ENV, "CTCBOOK_RUNS_USED": used_log})  # inherited by the kernel
+    kernel_env = mock.patch.dict(os.environ, {**progress.KERNEL_ENV, "CTCBOOK_RUNS_USED": used_log})
     # the parameters cell sets only the profile, so papermill calls every other name unknown; the notebook checks them
     logging.getLogger("papermill").addFilter(_known_parameters)
     try:
-        with progress.ChapterProgress(name, n_cells, log, heartbeat_seconds) as stream:
+        with kernel_env, progress.ChapterProgress(name, n_cells, log, heartbeat_seconds) as stream:
             papermill.execute_notebook(str(source), str(out), parameters=params, kernel_name="python3",
                                        cwd=str(REPO), progress_bar=False, execution_timeout=cell_timeout,
                                        stdout_file=stream, stderr_file=stream, on_cell_start=stream.cell_started)
@@ -143,11 +121,6 @@ def _execute(name: str, params: dict[str, Any], out: Path, log, cell_timeout: in
                                  f"The partly executed notebook is kept at {out}") from None
     finally:
         logging.getLogger("papermill").removeFilter(_known_parameters)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         Path(used_log).unlink(missing_ok=True)
 
 
@@ -157,12 +130,10 @@ def _known_parameters(record) -> bool:
 
 def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO,
                chapters_dir: Path | None = None) -> Path:
-    """Build the HTML book from ``book/`` into ``<path_output>/_build/html``; return that folder.
+    """Build the HTML book from the executed chapters into ``<path_output>/_build/html``; return that folder.
 
-    Executed chapters come from ``book/chapters`` (default) or from ``chapters_dir`` (e.g. a smoke-profile run for
-    the browser test), in which case ``book/`` is copied into ``<path_output>/book`` with those chapters, so the
-    published chapters in ``book/chapters`` are left alone. Notebooks are not executed here
-    (``execute_notebooks: off``): run :func:`run_chapters` first.
+    The chapters come from ``book/chapters``, or from ``chapters_dir`` (e.g. a smoke run for the browser test) in a
+    copy of ``book/`` under ``path_output``, which leaves the published chapters alone.
     """
     import shutil
 

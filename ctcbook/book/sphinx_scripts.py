@@ -18,17 +18,16 @@ def _key(script) -> tuple:
     return filename, tuple(sorted((k, str(v)) for k, v in attributes.items()))
 
 
+def _first_of_each(scripts: list, key) -> list:
+    """``scripts`` without those whose ``key`` an earlier one has."""
+    seen = set()
+    return [s for s in scripts if not (key(s) in seen or seen.add(key(s)))]
+
+
 def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     scripts = context.get("script_files")
-    if not scripts:
-        return
-    seen, kept = set(), []
-    for script in scripts:
-        key = _key(script)
-        if key not in seen:
-            seen.add(key)
-            kept.append(script)
-    scripts[:] = kept
+    if scripts:
+        scripts[:] = _first_of_each(scripts, _key)
 
 
 #: Scripts that must come before others on a page: require.js defines ``define``, which the ipywidgets embed bundle
@@ -47,12 +46,7 @@ def widget_scripts_in_order(app, pagename, templatename, context, doctree) -> No
     scripts = context.get("script_files")
     if not scripts:
         return
-    seen, kept = set(), []
-    for script in scripts:
-        key = _name(script) if _name(script).endswith(".js") else _key(script)
-        if key not in seen:
-            seen.add(key)
-            kept.append(script)
+    kept = _first_of_each(scripts, lambda s: _name(s) if _name(s).endswith(".js") else _key(s))
     first = [s for s in kept if _name(s) in _FIRST]
     rest = [s for s in kept if _name(s) not in _FIRST]
     embed = [i for i, s in enumerate(rest) if _name(s) == "embed-amd.js"]
@@ -62,6 +56,7 @@ def widget_scripts_in_order(app, pagename, templatename, context, doctree) -> No
 
 
 def setup(app):
-    app.connect("html-page-context", dedupe_scripts, priority=100)  # early: a theme handler that returns a value would stop later ones
+    # early: a theme handler that returns a value would stop later ones
+    app.connect("html-page-context", dedupe_scripts, priority=100)
     app.connect("html-page-context", widget_scripts_in_order, priority=600)  # after MyST-NB's (500)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
