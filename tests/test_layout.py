@@ -61,3 +61,25 @@ def test_the_layer_check_sees_upward_imports():
 def test_no_near_homonyms_side_by_side():
     top = {p.stem for p in PACKAGE.glob("*.py")}
     assert not {"info", "information", "ctc_report", "evaluate"} & top
+
+
+def _chapter_of(module: str) -> str:
+    return module.split(".")[-1].split("_")[0]  # ch4_fusion and ch4_interaction are one chapter's modules
+
+
+def _cross_chapter(path: Path, source: str | None = None) -> list[str]:
+    me = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return [f"{me} imports {imported}" for imported in _imports(path, source)
+            if _layer(imported) == "chapters" and imported != "ctcbook.chapters"
+            and _chapter_of(imported) != _chapter_of(me)]
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "chapters").glob("ch*.py")), ids=lambda p: p.name)
+def test_no_chapter_imports_another_chapter(path):
+    # what two chapters share belongs to a building block (targets, results, estimators)
+    assert _cross_chapter(path) == []
+
+
+def test_the_chapter_check_sees_a_chapter_importing_another():
+    assert _cross_chapter(PACKAGE / "chapters" / "ch3_ctc.py", "from .ch5_transfer import method_table\n")
+    assert not _cross_chapter(PACKAGE / "chapters" / "ch4_interaction.py", "from . import ch4_fusion as ft\n")
