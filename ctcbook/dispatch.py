@@ -46,8 +46,7 @@ POLL_SECONDS = 1.0
 
 
 class DispatchError(RuntimeError):
-    """Some runs of a dispatch did not finish; the message names each and why. Their finished epochs are saved:
-    dispatching again resumes them."""
+    """Some runs of a dispatch did not finish (the message names each and why); dispatching again resumes them."""
 
 
 def _stderr(message: str) -> None:
