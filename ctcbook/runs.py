@@ -337,17 +337,13 @@ class Run:
     def damaged_files(self) -> list[DamagedFileError]:
         """Every checkpoint and resume state that fails its SHA-256 or cannot be read (``ctcbook check``)."""
         found = []
-        for epoch in self.saved_epochs():
+        files = [(self.checkpoint_path(e), e, True) for e in self.saved_epochs()]
+        files += [(p, None, False) for p in (self.state_path, self.prev_state_path) if p.exists()]
+        for path, epoch, weights_only in files:
             try:
-                self._load_verified(self.checkpoint_path(epoch), epoch, weights_only=True)
+                self._load_verified(path, epoch, weights_only=weights_only)
             except DamagedFileError as err:
                 found.append(err)
-        for path in (self.state_path, self.prev_state_path):
-            if path.exists():
-                try:
-                    self._load_verified(path, None, weights_only=False)
-                except DamagedFileError as err:
-                    found.append(err)
         return found
 
     # --- the one writer ------------------------------------------------------------------------------------
