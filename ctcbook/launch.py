@@ -26,9 +26,9 @@ def torchrun_command(config_file: Path, runs: Path, nproc: int, device: str | No
 
 
 def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: RunStore | None = None,
-          device: str | None = None, progress: bool = True, out=None) -> Run:
+          device: str | None = None, progress: bool = True) -> Run:
     """Train (or reuse, or resume) ``config`` on ``nproc`` local processes (CUDA devices, or gloo with
-    ``device="cpu"``) and return its run; the output goes to ``out`` (default stdout) line by line."""
+    ``device="cpu"``) and return its run, streaming the output to stdout line by line."""
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"nproc must be an integer >= 1, got {nproc!r}")
     store = store or RunStore()
@@ -40,7 +40,6 @@ def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: Run
     finished = store.open(config.to_dict(), prefix=config.run_prefix)
     if finished.done:  # reused without starting any process
         return finished
-    out = out or sys.stdout
     store.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store.root, prefix=".launch-") as tmp:
         config_file = Path(tmp) / "config.json"
@@ -53,8 +52,8 @@ def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: Run
         tail: list[str] = []
         for line in proc.stdout:  # tqdm's carriage returns pass through: the bar updates in place
             if progress or not line.startswith(config.run_prefix):
-                out.write(line)
-                out.flush()
+                sys.stdout.write(line)
+                sys.stdout.flush()
             tail = (tail + [line])[-60:]
         if proc.wait() != 0:
             raise RuntimeError(f"torchrun with {nproc} processes failed (exit code {proc.returncode}); the end of its "

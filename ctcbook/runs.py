@@ -42,7 +42,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import filelock
 import torch
@@ -309,9 +309,9 @@ class Run:
                     raise _write_error(dst, err) from err
         save_verified(state, self.state_path, state.get("epoch"))
 
-    def load_state(self, log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    def load_state(self) -> dict[str, Any] | None:
         """The latest intact resume state or None; a damaged ``state.pt`` falls back to ``state.prev.pt`` with a
-        warning (``log``); none intact raises :class:`DamagedFileError`."""
+        warning; none intact raises :class:`DamagedFileError`."""
         damaged = []
         for path in (self.state_path, self.prev_state_path):
             if not path.exists():
@@ -326,7 +326,7 @@ class Run:
                 at = f" (epoch {bad.epoch})" if bad.epoch is not None else ""
                 msg = (f"run {self.name}: {bad.path.name}{at} is damaged ({bad.problem}); resuming from "
                        f"{path.name} (epoch {state['epoch']}) instead, one more epoch to re-train")
-                (log or (lambda m: warnings.warn(m, stacklevel=3)))(msg)
+                warnings.warn(msg, stacklevel=2)
             return state
         if damaged:
             raise damaged[-1] if len(damaged) == 1 else DamagedFileError(
@@ -355,7 +355,7 @@ class Run:
             return None
 
     @contextlib.contextmanager
-    def writer(self, *, wait: bool = True, log: Callable[[str], None] = print) -> Iterator["Run"]:
+    def writer(self, *, wait: bool = True) -> Iterator["Run"]:
         """Hold this run's exclusive writer lock for the ``with`` block; if another process holds it, say who and
         wait (or raise :class:`RunLockedError` without ``wait``). The caller re-checks :attr:`done` after."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -369,7 +369,7 @@ class Run:
             if not wait:
                 raise RunLockedError(f"run {self.name} is being trained by {who}; wait for it or run again "
                                      f"without --no-wait to wait") from None
-            log(f"[ctcbook] run {self.name} is being trained by {who}; waiting for it to finish")
+            print(f"[ctcbook] run {self.name} is being trained by {who}; waiting for it to finish")
             lock.acquire(timeout=-1)
         try:
             atomic_write_json(self.path / "writer.json", {
