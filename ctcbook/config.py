@@ -1,15 +1,10 @@
-"""Run configs.
+"""Run configs: everything that changes a training run's numbers; the hash of ``to_dict()`` names its folder.
 
-:class:`TrainConfig` (a source run) and :class:`FusionTrainConfig` (an end-to-end fusion run) hold everything that
-changes a training run's numbers; the hash of ``to_dict()`` names the run's folder (see :mod:`ctcbook.runs`). Where data lives (``root``, ``$CTCBOOK_DATA``) and which device runs it are not part of
-it: the same config gives the same run on a laptop and on a GPU box (up to floating-point differences).
-
-The chapters' named profiles (notebook parameter values) live in :mod:`ctcbook.book.profiles`.
+Where data lives and which device trains are not part of them: the same config gives the same run anywhere.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,9 +18,8 @@ OBJECTIVES = ("ce", "ctc")
 
 @dataclass(frozen=True)
 class StageSchedule:
-    """CTC's two-stage schedule (public code ``train_ctc.py``): stage 1 is epochs 1..``stage_two_epoch`` with weight
-    decay x ``weight_decay_coef`` and the learning rate cosine-decayed from lr to 0; stage 2 is the remaining epochs
-    with the plain weight decay and the learning rate restarted at ``lr_restart`` x lr, cosine-decayed to 0."""
+    """CTC's two stages (``train_ctc.py``): epochs 1..``stage_two_epoch`` with weight decay x ``weight_decay_coef``
+    and lr cosine to 0; then the plain weight decay and lr restarted at ``lr_restart`` x lr, cosine to 0."""
 
     stage_two_epoch: int
     weight_decay_coef: float = 2.0
@@ -35,7 +29,7 @@ class StageSchedule:
         checks = [("stage_two_epoch", 1 <= self.stage_two_epoch < epochs, f"an epoch in 1..{epochs - 1}"),
                   ("weight_decay_coef", self.weight_decay_coef >= 0, "a number >= 0"),
                   ("lr_restart", self.lr_restart > 0, "a number > 0")]
-        _raise_first("StageSchedule", checks, self)
+        _check(self, checks)
 
 
 @dataclass(frozen=True)
@@ -70,13 +64,18 @@ class CTCConfig:
                   ("instance_m", 0 <= self.instance_m <= 1, "a number in [0, 1]"),
                   ("nce_dim", self.nce_dim >= 1, "an integer >= 1"), ("nce_k", self.nce_k >= 1, "an integer >= 1"),
                   ("nce_t", self.nce_t > 0, "a number > 0"), ("nce_m", 0 <= self.nce_m <= 1, "a number in [0, 1]")]
-        _raise_first("CTCConfig", checks, self)
+        _check(self, checks)
 
 
-def _raise_first(cls: str, checks, obj) -> None:
+def _check(obj, checks) -> None:
+    """Refuse the first failed (field, ok, what is allowed) check, naming the field and its value."""
     for name, ok, allowed in checks:
         if not ok:
-            raise ValueError(f"{cls}.{name} must be {allowed}, got {getattr(obj, name)!r}")
+            raise ValueError(f"{type(obj).__name__}.{name} must be {allowed}, got {getattr(obj, name)!r}")
+
+
+def _int(v, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
 class _Config:
@@ -100,34 +99,15 @@ class _Config:
             raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; allowed: {sorted(names)}")
         return cls(**{k: v for k, v in d.items() if k not in cls._constants})
 
-    @classmethod
-    def from_file(cls, path: str | Path):
-        """Read a JSON file of the config's fields (missing fields take their defaults)."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
 class TrainConfig(_Config):
-    """One supervised training run.
-
-    Data: ``source`` dataset name (see :func:`ctcbook.data.available_datasets`), ``source_classes`` the classes kept
-    (relabelled 0..k-1 in that order; None keeps all), ``train_size`` a stratified subset of the train split (None
-    keeps all; drawn with seed 0 so every training seed sees the same images). The test split keeps all images of
-    the kept classes.
-    Model: ``arch`` with ``depth``/``width``/``stem_stride`` for the CIFAR-style ResNet.
-    Optimisation: SGD with Nesterov off, ``lr`` for ``batch_size``, ``momentum``, ``weight_decay``; ``schedule``
-    cosine (per step, to 0 at the end) or step (x ``gamma`` at each epoch in ``milestones``).
-    ``augment``: random crop with ``crop_padding`` pixels of zero padding and/or horizontal flip ("flip": flip only),
-    on the device.
-    ``objective`` "ce" (cross-entropy) or "ctc" (cross-entropy plus the CTC losses of ``ctc``, a :class:`CTCConfig`);
-    ``schedule`` "two_stage" takes its stages from ``stages`` (a :class:`StageSchedule`; "ctc" requires it).
-    ``warmup_epochs``: the learning rate rises linearly from lr / W to lr over the first W = warmup_epochs x
-    steps-per-epoch optimiser steps, then follows ``schedule`` (torchvision's ``--lr-warmup-epochs`` with a linear
-    warm-up; see :func:`ctcbook.train.lr_factor`).
-    """
+    """One source run: ``source_classes`` relabelled 0..k-1 (None: all), ``train_size`` a stratified subset drawn
+    with seed 0 (None: all); SGD with ``schedule`` cosine, step (x ``gamma`` after each of ``milestones``) or
+    two_stage (``stages``; objective "ctc" needs it and ``ctc``); ``warmup_epochs``: :func:`ctcbook.train.lr_factor`."""
 
     source: str = "fashion_mnist"
     source_classes: tuple[int, ...] | None = (0, 1, 2, 3, 4)
@@ -185,12 +165,12 @@ class TrainConfig(_Config):
              "a CTCConfig when objective is 'ctc' and None otherwise"),
             ("schedule", self.objective != "ctc" or self.schedule == "two_stage",
              "'two_stage' when objective is 'ctc'"),
-            ("warmup_epochs", isinstance(self.warmup_epochs, int) and not isinstance(self.warmup_epochs, bool)
-             and 0 <= self.warmup_epochs < (self.stages.stage_two_epoch if self.stages is not None
-                                            and 1 <= self.stages.stage_two_epoch < self.epochs else self.epochs),
+            ("warmup_epochs", _int(self.warmup_epochs, 0) and self.warmup_epochs < (
+                self.stages.stage_two_epoch if self.stages and 1 <= self.stages.stage_two_epoch < self.epochs
+                else self.epochs),
              "an integer >= 0 and below epochs (below stages.stage_two_epoch for 'two_stage')"),
         ]
-        _raise_first("TrainConfig", checks, self)
+        _check(self, checks)
         if self.stages is not None:
             self.stages.check(self.epochs)
         if self.ctc is not None:
@@ -210,20 +190,12 @@ E2E_METHODS = ("image_only", "concat", "add", "multiply", "dynamic_mlp_a", "dyna
 
 @dataclass(frozen=True)
 class FusionTrainConfig(_Config):
-    """One end-to-end run: an image backbone trained with a fusion head on images plus location/date metadata.
+    """One end-to-end run: a backbone trained with a fusion head on images plus location/date metadata.
 
-    Data: ``dataset`` "simulated" (``source`` image set with ``source_classes``, ``train_size`` stratified train
-    images, ``test_size`` stratified test images (None: all), and simulated metadata from ``metadata``:
-    MetadataSimulator arguments plus ``draw_seed``, whose train and test draws use sample seeds 2 draw_seed and
-    2 draw_seed + 1) or "inat21" (``inat_root`` folder of the official layout, ``inat_train_split``/
-    ``inat_test_split`` json names, images resized to ``image_size`` px, RGB).
-    Model: ``arch`` (cifar_resnet: ``depth``, ``width``, ``stem_stride``), ``weights`` (a local state-dict file for
-    the backbone; never downloaded), ``method`` (:data:`E2E_METHODS`), ``head`` widths (meta_width, embed_dim,
-    reduced_dim, hidden_dim, num_blocks; mlp_concat gets the hidden width that matches dynamic_mlp_c's parameters).
-    Recipe: ``epochs``, ``warmup_epochs`` (then a cosine to 0), ``batch_size``, ``lr``, ``momentum``,
-    ``weight_decay``, ``label_smoothing``, ``mixup_alpha``, ``augment`` (:data:`AUGMENTS`), ``crop_padding``; ``seed``.
-    ``test_every``: epochs between two evaluations on the test split (the last epoch is always evaluated; rows of
-    the other epochs carry no ``test_acc``), to spare the test pass where only the final accuracy is used.
+    ``dataset`` "simulated" (``metadata``: MetadataSimulator arguments plus ``draw_seed``; train and test draw with
+    sample seeds 2 draw_seed and 2 draw_seed + 1) or "inat21" (the official layout under ``inat_root``). ``weights``:
+    a local state-dict file for the backbone (never downloaded). ``test_every``: epochs between test passes (the
+    last epoch is always tested; other rows carry no ``test_acc``).
     """
 
     dataset: str = "simulated"
@@ -287,7 +259,7 @@ class FusionTrainConfig(_Config):
             ("inat_root", self.dataset != "inat21" or isinstance(self.inat_root, str),
              "a folder path (str) when dataset is 'inat21'"),
         ]
-        _raise_first("FusionTrainConfig", checks, self)
+        _check(self, checks)
         known = {"seed", "location_spread", "date_spread", "background", "missing_fraction", "interaction",
                  "groups", "draw_seed"}
         if set(self.metadata) - known:
@@ -307,10 +279,6 @@ class FusionTrainConfig(_Config):
     def simulator(self, num_classes: int, class_names=None) -> MetadataSimulator:
         return MetadataSimulator(num_classes, class_names=class_names,
                                  **{k: v for k, v in self.metadata.items() if k != "draw_seed"})
-
-
-def _int(v, low: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
 def config_from_dict(fields: dict[str, Any]) -> TrainConfig | FusionTrainConfig:

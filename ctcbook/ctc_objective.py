@@ -1,17 +1,10 @@
 """Contrastive temporal coding (CTC): the heads, memories and frozen snapshot that the training engine drives.
 
-One :class:`CTCObjective` per run. The engine calls :meth:`CTCObjective.loss` every step (the auxiliary loss to add
-to the cross-entropy), :meth:`CTCObjective.update_memories` after that step's backward pass (the memories move only
-after the gradient has been computed with their old values, as in the public code), :meth:`CTCObjective.switch`
-after the last stage-1 epoch, and saves
-:meth:`CTCObjective.state` with every resume point. Stage 1 (epochs 1..S): ``alpha`` x instance discrimination of
-the penultimate features, projected to ``instance_dim`` and L2-normalised, against a memory with one slot per
-training image (:func:`ctcbook.losses.instance_discrimination_loss`). At the switch the network is copied and frozen
-(the snapshot) and, if ``refill``, both stage-2 memories are filled with the snapshot's embeddings of the (not
-augmented) training images. Stage 2 (epochs S+1..E): ``beta`` x the NCE contrastive loss between the network's and
-the snapshot's features of the same image through two heads, each scored against the other side's memory with
-``nce_k`` negatives from images of other classes, in both directions (:func:`ctcbook.losses.nce_loss`).
-Memories live on the model's device: (N, instance_dim) + 2 x (N, nce_dim) float32.
+Stage 1 (epochs 1..S): ``alpha`` x instance discrimination of the projected, L2-normalised features against a memory
+with one slot per training image. At the switch the network is copied and frozen (the snapshot) and, with ``refill``,
+both stage-2 memories take the snapshot's embeddings of the un-augmented training images. Stage 2: ``beta`` x the NCE
+loss between the network's and the snapshot's features of the same image through two heads, each scored against the
+other side's memory with ``nce_k`` negatives from other classes, in both directions (:mod:`ctcbook.losses`).
 """
 from __future__ import annotations
 
@@ -30,8 +23,7 @@ _SEED_OFFSET = 7_919  # keeps the negatives' random stream apart from the batche
 
 
 def random_memory(n: int, dim: int, generator: torch.Generator, device) -> torch.Tensor:
-    """(n, dim) initial memory, uniform in +-sqrt(3 / dim) per coordinate (the public code's initialisation;
-    each slot has norm close to 1)."""
+    """(n, dim) initial memory, uniform in +-sqrt(3 / dim) (the public code's; each slot has norm close to 1)."""
     bound = math.sqrt(3 / dim)
     return (torch.rand(n, dim, generator=generator, device=device) * 2 - 1) * bound
 
@@ -51,7 +43,6 @@ class OtherClassSampler:
             raise ValueError("CTC's stage-2 negatives need at least two classes in the training set")
 
     def __call__(self, index: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """(B,) indices and labels -> (B, 1 + K) candidate indices."""
         others = self.n - self.count[labels]
         u = torch.rand(len(index), self.k, generator=generator, device=index.device)
         pos = torch.minimum(u.mul_(others[:, None]).long(), others[:, None] - 1)
@@ -61,18 +52,9 @@ class OtherClassSampler:
 
 
 class CTCObjective(nn.Module):
-    """Heads and memories of one CTC run.
-
-    Args:
-        config: the loss settings.
-        feature_dim: D of the backbone's penultimate features.
-        labels: (N,) int64 labels of the training set (on the training device).
-        stage_two_epoch: S, the last epoch of stage 1.
-        seed: the run's seed (memories and negatives draw from their own generators).
-    Trainable parameters: ``instance_head`` (only if ``config.train_instance_head``), ``head`` and
-    ``snapshot_head`` (stage 2). Buffers: ``instance_memory`` (N, instance_dim), ``memory`` and ``snapshot_memory``
-    (N, nce_dim), ``log_z`` (2,), NaN until set at the first stage-2 step.
-    """
+    """Heads and memories of one CTC run: :meth:`loss` every step, :meth:`update_memories` after its backward pass
+    (memories move after the gradient used their old values, as in the public code), :meth:`switch` after the last
+    stage-1 epoch, :meth:`state` with every resume point. ``log_z`` is NaN until the first stage-2 step sets it."""
 
     def __init__(self, config: CTCConfig, feature_dim: int, labels: torch.Tensor, stage_two_epoch: int, seed: int):
         super().__init__()
@@ -113,12 +95,7 @@ class CTCObjective(nn.Module):
 
     def loss(self, epoch: int, features: torch.Tensor, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
              generator: torch.Generator, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weighted auxiliary loss, unweighted loss) for one batch; its memory updates wait for
-        :meth:`update_memories`.
-
-        ``features`` (B, D) of the network being trained; ``x`` (B, C, H, W) the batch (the snapshot's input in
-        stage 2); ``y`` (B,) labels; ``index`` (B,) indices in the training set.
-        """
+        """(weighted auxiliary loss, unweighted loss) of one batch (``x`` is the snapshot's input in stage 2)."""
         if self.stage(epoch) == 1:
             raw = self.stage_one(features, index)
             return self.config.alpha * raw, raw.detach()
@@ -138,12 +115,8 @@ class CTCObjective(nn.Module):
 
     def stage_two(self, features: torch.Tensor, snap_features: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                   generator: torch.Generator) -> torch.Tensor:
-        """Both directions of the NCE loss between the network (v1) and its snapshot (v2), then the memory updates.
-
-        v1 is scored against the snapshot's memory and v2 against the network's memory, each with the same
-        1 + K candidates (own index first). ``snap_features`` carry no gradient; ``snapshot_head`` still learns.
-        Queues the momentum updates of both memories (the network's with v1, the snapshot's with v2).
-        """
+        """Both directions of the NCE loss between the network (v1, against the snapshot's memory) and its snapshot
+        (v2, against the network's), with the same 1 + K candidates; queues both memories' updates."""
         c = self.config
         v1 = F.normalize(self.head(features.float()), dim=1)
         v2 = F.normalize(self.snapshot_head(snap_features.detach()), dim=1)
@@ -169,17 +142,11 @@ class CTCObjective(nn.Module):
     def switch(self, model: nn.Module, images, *, batch_size: int = 1024, amp: bool = False,
                memory_format: torch.memory_format = torch.contiguous_format,
                reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        """End of stage 1: copy and freeze ``model`` as the snapshot (eval mode); if ``refill``, fill both stage-2
-        memories with the snapshot's embeddings of the un-augmented training images through the network's and the
-        snapshot's heads.
+        """End of stage 1: copy and freeze ``model`` as the snapshot; with ``refill``, fill both stage-2 memories
+        with its embeddings of the un-augmented training images.
 
-        ``images`` is either the uint8 (N, C, H, W) training images in training order (held in memory), or, for a
-        streamed source, an iterable of ``(x, index)`` batches: float (B, C, H, W) in [0, 1] on the memories' device
-        (evaluation transforms) and their (B,) training-set indices. Under DDP each rank passes its share of the
-        indices and ``reduce`` (a sum over ranks, :func:`ctcbook.distributed.all_sum`): each rank writes its
-        embeddings into zeroed copies of the memories, the sum puts every slot on every rank, so the memories stay
-        identical on all ranks. Raises RuntimeError when the batches (over all ranks) do not cover every index
-        exactly once.
+        ``images``: the uint8 training images in memory, or (streamed) ``(x, index)`` batches of this rank's share;
+        then each rank fills zeroed copies and ``reduce`` (a sum over ranks) puts every slot on every rank.
         """
         self._pending = []
         self._set_snapshot(freeze(copy.deepcopy(model)))
@@ -207,7 +174,6 @@ class CTCObjective(nn.Module):
 
     def _refill(self, x: torch.Tensor, index: torch.Tensor, memory: torch.Tensor, snapshot_memory: torch.Tensor,
                 amp: bool) -> None:
-        """Set the slots ``index`` of both memories to the snapshot's embedding of the batch ``x``."""
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             f, _ = self.snapshot(x)
         f = f.float()
@@ -222,8 +188,7 @@ class CTCObjective(nn.Module):
                 {k: v.detach().cpu() for k, v in self.snapshot.state_dict().items()}}
 
     def load_state(self, state: dict, model: nn.Module) -> None:
-        """Restore :meth:`state`; ``model`` (any network of the run's architecture) is the template of the
-        snapshot."""
+        """Restore :meth:`state`; ``model`` is the template of the snapshot."""
         self.load_state_dict(state["module"])
         if state["snapshot"] is None:
             self._set_snapshot(None)
@@ -233,17 +198,13 @@ class CTCObjective(nn.Module):
             self._set_snapshot(freeze(snap))
 
     def _set_snapshot(self, snapshot: nn.Module | None) -> None:
-        """Keep the snapshot out of this module's submodules: its weights are saved apart (:meth:`state`) and never
-        reach an optimiser through :meth:`parameters`."""
+        """Keep the snapshot out of the submodules: saved apart, never given to an optimiser."""
         object.__setattr__(self, "snapshot", snapshot)
 
 
 def freeze(model: nn.Module) -> nn.Module:
-    """``model`` in eval mode with every parameter's requires_grad off."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
 
-
-__all__ = ["CTCObjective", "OtherClassSampler", "freeze", "random_memory"]

@@ -1,37 +1,22 @@
-"""Train many independent runs at once: the run dispatcher.
+"""Train many independent runs at once: ``dispatch(configs, backend=...)`` returns every config's finished run.
 
-``dispatch(configs, backend=...)`` returns the finished :class:`~ctcbook.runs.Run` of every config, in the order of
-``configs``. Every run (a :class:`~ctcbook.config.TrainConfig` or a :class:`~ctcbook.config.FusionTrainConfig`)
-goes through :func:`ctcbook.train.train`, so finished runs are reused, interrupted runs resume from their last complete
-epoch, and two dispatchers asking for the same run never train it twice (that is the run lock's job inside
-``train()``; the dispatcher adds no lock of its own). A config listed twice is trained once.
-
-Backends:
+Every run goes through :func:`ctcbook.train.train`, so finished runs are reused, interrupted ones resume, and two
+dispatchers never train the same run twice (the run lock's job). A config listed twice is trained once. Backends:
 
 ``serial``
-    one run after the other in this process, with ``train()``'s progress bar.
+    one run after the other in this process.
 ``local``
-    one worker process per slot, started with the ``spawn`` method (never ``fork``: torch's threads and CUDA do not
-    survive it), fed by a :class:`concurrent.futures.ProcessPoolExecutor`. On CUDA a slot is one visible GPU
-    (default: one worker per GPU; each worker sees only its own through ``CUDA_VISIBLE_DEVICES``; ``workers`` larger
-    than the GPU count shares GPUs round-robin). On the CPU ``workers`` must be given (default 1) and each worker
-    gets ``cores // workers`` intra-op threads (``torch.set_num_threads``), so the workers do not oversubscribe the
-    cores. With one worker there is nothing to parallelise and the runs train in this process, as ``serial``.
+    one ``spawn``-ed worker process per slot (never ``fork``: torch's threads and CUDA do not survive it). On CUDA a
+    slot is one visible GPU (default: one worker per GPU, round-robin beyond); on the CPU ``workers`` (default 1)
+    each get ``cores // workers`` threads. One worker trains in this process, as ``serial``.
 ``slurm``
-    one job per missing run through `submitit <https://github.com/facebookincubator/submitit>`_, the scheduler
-    interface of FAIR's research code (hydra's launcher and many papers' code use it). Chosen over hand-written
-    ``sbatch`` scripts because it pickles the call, collects results and exceptions, and requeues a job that hits
-    its time limit or is pre-empted (:class:`TrainJob` is checkpointable; ``train()`` then resumes from the last
-    epoch). ``workers`` caps the jobs running at once (``slurm_array_parallelism``). Executor settings come from the
-    ``slurm`` argument or, when it is None, the JSON object in ``$CTCBOOK_SLURM``: any
-    ``submitit.AutoExecutor.update_parameters`` argument (``slurm_partition``, ``gpus_per_node``, ``timeout_min``,
-    ...) plus ``cluster`` (``"slurm"``, or ``"local"``/``"debug"`` to run the same code path without a cluster, as
-    the tests do) and ``folder`` (submitit's logs; default ``<runs>/.submitit``). The run store must be on a file
-    system the compute nodes share.
+    one job per missing run through submitit (FAIR's scheduler interface: it pickles the call, collects results and
+    errors, and requeues a pre-empted job, which then resumes). ``workers`` caps the jobs running at once. Settings
+    come from ``slurm`` or the JSON object in ``$CTCBOOK_SLURM``: submitit's ``update_parameters`` arguments plus
+    ``cluster`` ("local"/"debug" runs the same path without a cluster) and ``folder`` (logs). The run store must be
+    on a file system the nodes share.
 
-Progress: ``serial`` shows ``train()``'s bar; ``local`` and ``slurm`` print one line per finished epoch of every
-run, read from the runs' ``metrics.jsonl`` (the same way for a worker process and a cluster node), to stderr by
-default (CI logs keep it; the book's ``remove-stderr`` cells hide it).
+``local`` and ``slurm`` print one line per finished epoch of every run, read from its ``metrics.jsonl``, to stderr.
 """
 from __future__ import annotations
 
@@ -52,10 +37,8 @@ from . import launch
 from .runs import Run, RunStore
 from .train import default_device, train
 
-#: The configs dispatch trains.
 Config = TrainConfig | FusionTrainConfig
 
-#: The backends :func:`dispatch` accepts.
 BACKENDS = ("serial", "local", "slurm")
 
 #: Seconds between two looks at the runs' metrics (progress lines) while workers or jobs train.
@@ -63,8 +46,7 @@ POLL_SECONDS = 1.0
 
 
 class DispatchError(RuntimeError):
-    """Some runs of a dispatch did not finish; the message names each and why. Their finished epochs are saved:
-    dispatching again resumes them."""
+    """Some runs of a dispatch did not finish (the message names each and why); dispatching again resumes them."""
 
 
 def _stderr(message: str) -> None:
@@ -72,26 +54,17 @@ def _stderr(message: str) -> None:
 
 
 def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def visible_gpus() -> list[str]:
-    """Ids of the GPUs this process sees, as ``CUDA_VISIBLE_DEVICES`` names them (empty without CUDA)."""
+    """Ids of the GPUs this process sees, as ``CUDA_VISIBLE_DEVICES`` names them."""
     if not torch.cuda.is_available():
         return []
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [i.strip() for i in listed.split(",") if i.strip()] if listed else []
     return ids[:torch.cuda.device_count()] if ids else [str(i) for i in range(torch.cuda.device_count())]
-
-
-def check_options(backend: str, workers: int | None) -> None:
-    """Raise ValueError naming the parameter, its bad value and what is allowed."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be a positive integer or None (one per visible GPU; 1 on the CPU), "
-                         f"got {workers!r}")
 
 
 def worker_slots(device: torch.device, workers: int | None) -> list[str | None]:
@@ -109,30 +82,18 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
              threads: int | None = None, slurm: dict[str, Any] | None = None,
              on_epoch_end: Callable[[int, Any, Run], None] | None = None,
              log: Callable[[str], None] = _stderr, nproc: int = 1) -> list[Run]:
-    """Train the missing runs of ``configs`` (in parallel for ``local`` and ``slurm``) and return all runs, in order.
+    """Train the missing runs of ``configs`` and return all runs, in order.
 
-    Args:
-        configs: what to train; a config listed twice is trained once and its run returned at both places.
-        backend: ``"serial"``, ``"local"`` or ``"slurm"`` (see the module docstring).
-        workers: ``local``: worker processes (default one per visible GPU; 1 on the CPU); ``slurm``: jobs running at
-            once (default: the scheduler's limit).
-        store: the run store (default ``$CTCBOOK_RUNS`` or ``./runs``); ``slurm`` jobs must be able to reach it.
-        device: ``serial`` and ``local``: default CUDA if available, else CPU (``slurm`` jobs use their node's).
-        progress: ``train()``'s bar (``serial``) or one line per finished epoch (``local``, ``slurm``).
-        threads: intra-op threads of each ``local`` CPU worker (default ``cores // workers``) or ``slurm`` job
-            (default torch's); ``serial`` leaves this process's setting alone.
-        slurm: submitit executor settings (default: ``$CTCBOOK_SLURM``, a JSON object), see the module docstring.
-        on_epoch_end: passed to ``train()`` (it runs inside the worker or job: it must be picklable).
-        log: where progress lines and worker failures are written (default stderr).
-        nproc: processes (GPUs) per run. More than 1 trains each missing run over ``nproc`` devices with torchrun
-            (:func:`ctcbook.launch.train`, DDP), one run after another: only with ``backend="serial"``.
-
-    Raises:
-        DispatchError: ``local`` and ``slurm``: naming every run that did not finish (a failed run, a killed
-            worker, a failed job), after the other runs have finished. ``serial`` raises ``train()``'s own error at
-            once, as before.
+    ``threads``: intra-op threads of each ``local`` CPU worker or ``slurm`` job; ``on_epoch_end`` runs inside the
+    worker or job (it must pickle); ``nproc`` > 1 trains each run over that many devices with torchrun, one run after
+    another (``serial`` only). ``local`` and ``slurm`` raise :class:`DispatchError` naming every run that did not
+    finish, after the others have; ``serial`` raises ``train()``'s error at once.
     """
-    check_options(backend, workers)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None (one per visible GPU; 1 on the CPU), "
+                         f"got {workers!r}")
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"nproc must be an int >= 1 (processes per run), got {nproc!r}")
     if nproc > 1 and backend != "serial":
@@ -212,7 +173,7 @@ def _run_local(missing: Sequence[Config], store: RunStore, device: torch.device,
     try:
         futures = {pool.submit(_train_in_worker, c.to_dict(), str(store.root), device.type, on_epoch_end): c
                    for c in missing}
-        errors = _wait(futures, watch, describe_worker_death)
+        errors = _wait(futures, watch)
     except BaseException:  # an interrupted notebook cell: stop the workers now (their runs resume next time)
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
@@ -231,8 +192,7 @@ def describe_worker_death(error: BaseException) -> str:
 
 # --- slurm (or any submitit cluster) -----------------------------------------------------------------------------
 class TrainJob(submitit.helpers.Checkpointable):
-    """One cluster job: ``train()`` one config. Requeued with the same arguments on a time-out or pre-emption;
-    ``train()`` then resumes from the run's last complete epoch."""
+    """One cluster job: ``train()`` one config; requeued on a time-out or pre-emption, it resumes."""
 
     def __call__(self, config: dict[str, Any], root: str, threads: int | None = None,
                  on_epoch_end: Callable | None = None) -> str:
@@ -296,8 +256,7 @@ def _run_slurm(missing: Sequence[Config], store: RunStore, workers: int | None, 
 
 
 # --- shared: waiting, progress lines, errors ----------------------------------------------------------------------
-def _wait(futures: dict[cf.Future, Config], watch: "_Progress",
-          describe: Callable[[BaseException], str]) -> dict[str, str]:
+def _wait(futures: dict[cf.Future, Config], watch: "_Progress") -> dict[str, str]:
     """Wait for every future, printing progress; returns {run name: why it failed} for the ones that failed."""
     errors: dict[str, str] = {}
     pending = set(futures)
@@ -307,7 +266,7 @@ def _wait(futures: dict[cf.Future, Config], watch: "_Progress",
         for future in done:
             if future.exception() is not None:
                 config = futures[future]
-                errors[watch.name(config)] = describe(future.exception())
+                errors[watch.name(config)] = describe_worker_death(future.exception())
     return errors
 
 

@@ -1,17 +1,9 @@
-"""Data-parallel training under ``torchrun``: the process group, each rank's share of a batch, and the collectives
-the training engine needs.
+"""Data-parallel training under ``torchrun``: the process group, each rank's share of a batch, the collectives.
 
-``torchrun --nproc_per_node=N -m ctcbook train --config FILE`` starts N copies of the engine with ``RANK``,
-``LOCAL_RANK`` and ``WORLD_SIZE`` in their environment (multi-node through torchrun's c10d rendezvous adds
-``--nnodes``/``--rdzv-endpoint``). :func:`setup` reads them and initialises the process group: NCCL on CUDA, gloo on
-the CPU (how CI tests this path). Without those variables, or with ``WORLD_SIZE=1``, nothing is initialised and
-every helper here is the identity, so the single-process engine runs exactly as before.
-
-Conventions, as in torchvision's ``references/classification``: the config's ``batch_size`` is the *global* batch;
-each rank trains on ``batch_size / world_size`` images of it and DDP averages the gradients, so one optimiser step
-sees the same images and the same mean gradient whatever the world size (up to floating-point order). BatchNorm
-statistics are per rank (torchvision's default; ``SyncBatchNorm`` runs on GPUs only, so the CPU could not test it):
-with N ranks BatchNorm normalises over ``batch_size / N`` images, the one way the numbers depend on N.
+Without torchrun's ``RANK``/``WORLD_SIZE`` (or with ``WORLD_SIZE=1``) nothing is initialised and every helper is the
+identity. As in torchvision's references, ``batch_size`` is the *global* batch: each rank trains on
+``batch_size / world_size`` images of it and DDP averages the gradients. BatchNorm statistics are per rank
+(``SyncBatchNorm`` runs on GPUs only, so the CPU could not test it): the one way the numbers depend on the world size.
 """
 from __future__ import annotations
 
@@ -46,8 +38,7 @@ SINGLE = Dist()
 
 
 def from_env(environ: dict[str, str] | None = None) -> Dist:
-    """The :class:`Dist` that torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` describe (single process without
-    them). Raises ValueError naming the variable when a value is not a valid rank."""
+    """The :class:`Dist` that torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` describe (single process without)."""
     env = os.environ if environ is None else environ
     if "WORLD_SIZE" not in env:
         return SINGLE
@@ -65,12 +56,8 @@ def from_env(environ: dict[str, str] | None = None) -> Dist:
 
 
 def setup(device: torch.device | str | None = None) -> tuple[Dist, torch.device | None]:
-    """Join the process group torchrun describes (if any) and return (this rank, its device).
-
-    ``device`` None picks ``cuda:LOCAL_RANK`` when CUDA is available under torchrun (returns None for a single process:
-    the caller's default applies). The backend is NCCL for CUDA devices and gloo otherwise. Calling it again in an
-    initialised process reuses the group.
-    """
+    """Join torchrun's process group, if any (NCCL on CUDA, gloo otherwise), and return (this rank, its device:
+    ``cuda:LOCAL_RANK`` by default under torchrun, None for a single process without ``device``)."""
     d = from_env()
     if not d.active:
         return d, (torch.device(device) if device is not None else None)
@@ -118,7 +105,7 @@ def barrier(d: Dist) -> None:
 
 
 def broadcast_object(obj: Any, d: Dist) -> Any:
-    """Rank 0's ``obj`` on every rank (pickled; e.g. the resume state, so other nodes need no shared disk)."""
+    """Rank 0's ``obj`` on every rank (pickled: other nodes need no shared disk)."""
     if not d.active:
         return obj
     box = [obj if d.main else None]
@@ -153,8 +140,7 @@ def average_gradients(params, d: Dist) -> None:
 
 
 def broadcast_buffers(model: torch.nn.Module, d: Dist) -> None:
-    """Copy rank 0's buffers (BatchNorm running statistics, which each rank updates from its own share of the
-    batch) to every rank, so evaluation and the saved checkpoint agree on all ranks."""
+    """Copy rank 0's buffers (BatchNorm statistics) to every rank, so evaluation and checkpoint agree."""
     if not d.active:
         return
     for b in model.buffers():
@@ -162,6 +148,6 @@ def broadcast_buffers(model: torch.nn.Module, d: Dist) -> None:
 
 
 def cleanup(d: Dist) -> None:
-    """Leave the process group (torchrun workers call this before exiting)."""
+    """Leave the process group."""
     if d.active and dist.is_initialized():
         dist.destroy_process_group()

@@ -1,18 +1,10 @@
-"""End-to-end training of an image backbone with a fusion head on images plus location/date metadata.
+"""End-to-end training of an image backbone with a fusion head on images plus metadata: the task of a
+:class:`~ctcbook.config.FusionTrainConfig` (Dynamic MLP's recipe, github ylingfeng/DynamicMLP ``train.py``).
 
-The task :func:`ctcbook.train.train` runs for a :class:`~ctcbook.config.FusionTrainConfig` (Dynamic MLP's recipe,
-the public code github ylingfeng/DynamicMLP, ``train.py``): the model is :class:`FusionNet` (backbone features plus
-encoded metadata into a head of :mod:`ctcbook.models.fusion`); label smoothing as that code computes it
-(:func:`smoothed_targets`); mixup with one lambda ~ Beta(alpha, alpha) per batch applied to the images AND the
-encoded metadata with the same permutation, the loss mixing the two smoothed targets with the same lambda. The data
-are simulated metadata (:class:`ctcbook.data.metadata.MetadataSimulator`, its image-metadata ``interaction``
-rendered into the images) on an embedded image set, or iNaturalist 2021 in the official archive layout (images
-decoded from their JPEG files each epoch).
-
-Randomness: backbone and head initialisation from ``seed``; batch order, crops, flips, mixup lambdas and
-permutations from generators seeded by (seed, epoch) and drawn before any image is read (:func:`epoch_plan`);
-dropout from the global generator reseeded at every epoch. So a resumed run equals an uninterrupted one bit for bit
-on the CPU.
+Label smoothing as that code computes it; mixup with one lambda ~ Beta(alpha, alpha) per batch applied to the images
+and the metadata with the same permutation. Everything random about an epoch's batches is drawn from generators
+seeded by (seed, epoch) before any image is read (:func:`epoch_plan`), so a resumed run equals an uninterrupted one
+and every rank draws the same plan.
 """
 from __future__ import annotations
 
@@ -35,11 +27,8 @@ from .runs import Run
 
 # --- the recipe's pieces ----------------------------------------------------------------------------------------
 def smoothed_targets(y: torch.Tensor, num_classes: int, epsilon: float) -> torch.Tensor:
-    """Label smoothing as the public Dynamic MLP code computes it: (N,) int labels -> (N, K) float targets with
-    1 - epsilon on the true class and epsilon / (K - 1) on each of the others (rows sum to 1). Note that
-    ``torch.nn.functional.cross_entropy(label_smoothing=eps)`` differs: it spreads eps / K over all K classes."""
-    if not 0.0 <= epsilon < 1.0:
-        raise ValueError(f"epsilon must lie in [0, 1), got {epsilon!r}")
+    """(N, K) targets: 1 - epsilon on the true class, epsilon / (K - 1) on each other one (the public code's; not
+    ``F.cross_entropy(label_smoothing=)``, which spreads epsilon / K over all K)."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
     t = torch.full((len(y), num_classes), epsilon / (num_classes - 1), device=y.device)
@@ -47,13 +36,12 @@ def smoothed_targets(y: torch.Tensor, num_classes: int, epsilon: float) -> torch
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of -sum_k targets_k log softmax(logits)_k, in nats. logits, targets (N, K)."""
+    """Mean over the batch of -sum_k targets_k log softmax(logits)_k, in nats."""
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
 def mixup_draw(n: int, alpha: float, rng: np.random.Generator) -> tuple[float, torch.Tensor]:
-    """A batch of ``n``'s mixup: (lam ~ Beta(alpha, alpha), partner permutation (n,)), drawn from ``rng`` in that
-    order; alpha 0 draws nothing and gives (1.0, the identity)."""
+    """(lam ~ Beta(alpha, alpha), partner permutation), drawn in that order; alpha 0 draws nothing."""
     if alpha <= 0:
         return 1.0, torch.arange(n)
     return float(rng.beta(alpha, alpha)), torch.from_numpy(rng.permutation(n))
@@ -62,9 +50,8 @@ def mixup_draw(n: int, alpha: float, rng: np.random.Generator) -> tuple[float, t
 # --- data ---------------------------------------------------------------------------------------------------------
 @dataclass
 class FusionSplit:
-    """One split: ``images`` uint8 (N, C, H, W) in memory, or ``paths`` (N,) of image files decoded on the fly;
-    ``meta`` float32 (N, cin) encoded metadata (zeros where missing); ``labels`` int64 (N,); ``raw`` the
-    :class:`MetadataArrays` (degrees, days)."""
+    """One split: uint8 ``images`` in memory or image files at ``paths``; ``meta`` the encoded metadata, ``raw`` as
+    drawn (degrees, days)."""
 
     labels: torch.Tensor
     meta: torch.Tensor
@@ -76,11 +63,13 @@ class FusionSplit:
         return len(self.labels)
 
 
-def _simulated_split(config: FusionTrainConfig, split: str):
+def _source(config: FusionTrainConfig, split: str):
     ds = load_dataset(config.source, split)
-    if config.source_classes is not None:
-        ds = select_classes(ds, config.source_classes)
-    ds = subsample(ds, config.train_size if split == "train" else config.test_size, seed=0)
+    return ds if config.source_classes is None else select_classes(ds, config.source_classes)
+
+
+def _simulated_split(config: FusionTrainConfig, split: str):
+    ds = subsample(_source(config, split), config.train_size if split == "train" else config.test_size, seed=0)
     sample_seed = 2 * int(config.metadata.get("draw_seed", 0)) + (split != "train")
     return _with_metadata(config, ds, sample_seed), ds.classes
 
@@ -91,21 +80,15 @@ HELDOUT_DRAW = 1_000_000
 
 
 def heldout_split(config: FusionTrainConfig, n: int, seed: int = 1) -> tuple[FusionSplit, tuple[str, ...]]:
-    """``n`` images of the train split that the run of ``config`` did not train on (stratified, drawn with
-    ``seed``; compared by content), with their own metadata draw (sample seed :data:`HELDOUT_DRAW` + draw_seed)
-    rendered as the training images are: for heads trained on frozen features of images the backbone never saw."""
+    """``n`` train-split images the run of ``config`` did not train on, with their own metadata draw."""
     if config.dataset != "simulated":
         raise ValueError(f"heldout_split needs dataset 'simulated', got {config.dataset!r}")
-    full = load_dataset(config.source, "train")
-    if config.source_classes is not None:
-        full = select_classes(full, config.source_classes)
-    used = subsample(full, config.train_size, seed=0)
-    ds = unseen_subset(full, used, n, seed)
+    full = _source(config, "train")
+    ds = unseen_subset(full, subsample(full, config.train_size, seed=0), n, seed)
     return _with_metadata(config, ds, HELDOUT_DRAW + int(config.metadata.get("draw_seed", 0))), ds.classes
 
 
 def _with_metadata(config: FusionTrainConfig, ds, sample_seed: int) -> FusionSplit:
-    """Images of ``ds`` with a metadata draw of ``sample_seed``, rendered with the interaction."""
     sim = config.simulator(ds.num_classes, ds.classes)
     y = ds.labels.numpy()
     raw = sim.sample(y, sample_seed)
@@ -132,24 +115,8 @@ def fusion_splits(config: FusionTrainConfig) -> tuple[FusionSplit, FusionSplit, 
     return train, test, classes
 
 
-def _decode(paths, size: int) -> torch.Tensor:
-    """JPEG/PNG files -> uint8 (N, 3, size, size) (RGB, resized with PIL's bilinear filter)."""
-    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    for i, p in enumerate(paths):
-        out[i] = _decode_one(p, size)
-    return out
-
-
-def _decode_one(path, size: int) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
-
-
 class _ImageFiles(torch.utils.data.Dataset):
-    """Image ``paths`` decoded one by one in DataLoader workers: item i -> uint8 (3, size, size)."""
+    """Image files: item i -> uint8 (3, size, size), RGB, resized with PIL's bilinear filter."""
 
     def __init__(self, paths, size: int):
         self.paths, self.size = paths, size
@@ -158,39 +125,37 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return _decode_one(self.paths[i], self.size)
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            arr = np.asarray(im.convert("RGB").resize((self.size, self.size), Image.BILINEAR))
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
 def image_batches(split: FusionSplit, index_batches: list[torch.Tensor], size: int, workers: int = 0
                   ) -> Iterator[torch.Tensor]:
-    """uint8 (B, C, H, W) images of ``split`` for each index batch, in order. Images in memory are indexed; image
-    files are decoded in this process (``workers`` 0) or by a DataLoader over ``workers`` spawned processes, which
-    decode the next batches while the model trains on this one. The images are the same either way."""
+    """uint8 images of ``split`` for each index batch, in order; files are decoded here (``workers`` 0) or by spawned
+    DataLoader processes that read ahead, with the same images either way."""
     if split.images is not None:
         for idx in index_batches:
             yield split.images[idx.cpu()]
         return
+    files = _ImageFiles(split.paths, size)
     if workers == 0:
         for idx in index_batches:
-            yield _decode(split.paths[idx.cpu().numpy()], size)
+            yield torch.stack([files[i] for i in idx.tolist()])
         return
-    loader = torch.utils.data.DataLoader(_ImageFiles(split.paths, size),
+    loader = torch.utils.data.DataLoader(files,
                                          batch_sampler=[idx.cpu().tolist() for idx in index_batches],
                                          num_workers=workers, multiprocessing_context="spawn",
                                          pin_memory=torch.cuda.is_available())
     yield from loader
 
 
-def _batch_images(split: FusionSplit, idx: torch.Tensor, size: int) -> torch.Tensor:
-    return next(image_batches(split, [idx], size))
-
-
 @dataclass
 class BatchPlan:
-    """Everything random about one global batch of B images, drawn before any image is read, so that every rank
-    of a multi-process run draws the same and decodes only what it needs: ``index`` (B,) images of the split;
-    ``dy``/``dx`` (B,) crop offsets or None; ``flip`` (B,) bool or None; the mixup ``lam`` and partner ``perm`` (B,)
-    (positions in the batch)."""
+    """Everything random about one global batch: images ``index``, crop offsets, flips, mixup ``lam`` and partner
+    ``perm`` (positions in the batch)."""
 
     index: torch.Tensor
     dy: torch.Tensor | None
@@ -201,10 +166,8 @@ class BatchPlan:
 
 
 def epoch_plan(n: int, config: FusionTrainConfig, epoch: int) -> list[BatchPlan]:
-    """The epoch's batches (the last partial batch dropped): the order, crops and flips from a torch generator
-    seeded by (seed, epoch), drawn in the order the single-process loop always drew them (the permutation, then per
-    batch the crop rows, crop columns and flips); the mixup lambda ~ Beta(alpha, alpha) and permutation of each batch
-    from a numpy generator seeded by [seed, epoch] (:func:`mixup_draw`)."""
+    """The epoch's full batches: order, then per batch crop rows, columns and flips from a torch generator; mixup
+    from a numpy generator; both seeded by (seed, epoch)."""
     gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     mix_rng = np.random.default_rng([config.seed, epoch])
     order = torch.randperm(n, generator=gen)
@@ -222,7 +185,7 @@ def epoch_plan(n: int, config: FusionTrainConfig, epoch: int) -> list[BatchPlan]
 
 
 def _augment(x: torch.Tensor, plan: BatchPlan, rows: torch.Tensor, padding: int) -> torch.Tensor:
-    """Apply the plan's crops and flips of batch positions ``rows`` to x (len(rows), C, H, W) float."""
+    """The plan's crops and flips of batch positions ``rows`` applied to x."""
     if plan.dy is not None:
         x = crop_at(x, padding, plan.dy[rows], plan.dx[rows])
     if plan.flip is not None:
@@ -239,10 +202,8 @@ def rank_positions(batch_size: int, d: distributed.Dist) -> torch.Tensor:
 def mixed_batches(split: FusionSplit, config: FusionTrainConfig, plans: list[BatchPlan], positions: torch.Tensor,
                   device: torch.device, workers: int = 0
                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]]:
-    """This rank's share of each planned batch, augmented and mixed: (x (n, C, H, W) float in [0, 1], m (n, cin),
-    y (n,), y of the mixup partners (n,), lam) for the batch ``positions`` (n,). Only the images of those positions
-    and of their mixup partners are read (decoded by ``workers`` processes for image files); one process with all
-    positions gets the loader's crops and flips followed by mixup (``tests/fusion_reference.py`` checks it)."""
+    """(x, m, y, partner y, lam) of this rank's ``positions`` in each planned batch, augmented and mixed; only those
+    images and their mixup partners are read (``tests/fusion_reference.py`` is the one-process oracle)."""
     need = [torch.unique(torch.cat([positions, p.perm[positions]])) for p in plans]   # sorted batch positions
     reads = image_batches(split, [p.index[u] for p, u in zip(plans, need)], config.image_size, workers)
     for plan, rows, images in zip(plans, need, reads):
@@ -258,9 +219,7 @@ def mixed_batches(split: FusionSplit, config: FusionTrainConfig, plans: list[Bat
 
 # --- the model ----------------------------------------------------------------------------------------------------
 class FusionNet(nn.Module):
-    """Backbone (images in [0, 1] -> pooled features (N, C), with its input normalisation) + fusion head.
-
-    ``forward(x, m)``: x (N, ch, H, W) float, m (N, cin) -> (features (N, C), logits (N, K))."""
+    """Backbone (with its input normalisation) + fusion head: ``forward(x, m)`` -> (features, logits)."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
@@ -272,7 +231,7 @@ class FusionNet(nn.Module):
 
 
 def head_kwargs(config: FusionTrainConfig, feature_dim: int, num_classes: int, cin: int) -> dict[str, Any]:
-    """Constructor arguments of the head of ``config.method`` (see :class:`FusionTrainConfig`)."""
+    """Constructor arguments of the head of ``config.method`` (mlp_concat: as many parameters as dynamic_mlp_c)."""
     h, method = config.head, config.method
     if method == "image_only":
         return {}
@@ -305,8 +264,7 @@ def build_fusion_net(config: FusionTrainConfig, num_classes: int, in_channels: i
 
 
 def load_backbone_weights(backbone: nn.Module, path: str) -> None:
-    """Load a local state dict (e.g. torchvision's ImageNet ResNet-50 file) into ``backbone``; the classifier's
-    ``fc.*`` keys are skipped (the fusion head replaces it). Raises ValueError naming missing or unexpected keys."""
+    """Load a local state dict (e.g. torchvision's ResNet-50) into ``backbone``, skipping the classifier ``fc.*``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
@@ -322,8 +280,8 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> None:
 
 # --- the task ----------------------------------------------------------------------------------------------------
 class FusionTask:
-    """What :func:`ctcbook.train.train` needs for an end-to-end run: data, model, planned and mixed batches, the
-    smoothed soft-target loss, the test split every ``test_every`` epochs (and at the last)."""
+    """An end-to-end run: planned and mixed batches, the smoothed soft-target loss, the test split every
+    ``test_every`` epochs and at the last."""
 
     def __init__(self, config: FusionTrainConfig, d: distributed.Dist, device: torch.device, amp: bool,
                  workers: int | None, batch_size: int):
@@ -338,7 +296,7 @@ class FusionTask:
         if len(self.train) < config.batch_size:
             raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train)} training images")
         self.steps_per_epoch = len(self.train) // config.batch_size
-        sample = _batch_images(self.train, torch.arange(min(len(self.train), 256)), config.image_size)
+        sample = next(image_batches(self.train, [torch.arange(min(len(self.train), 256))], config.image_size))
         flat = sample.float().div(255).transpose(0, 1).reshape(sample.shape[1], -1)
         self.model_args = {"num_classes": len(classes), "in_channels": int(sample.shape[1]),
                            "mean": flat.mean(1).tolist(), "std": flat.std(1).clamp_min(1e-3).tolist(),
@@ -386,7 +344,7 @@ class FusionTask:
 
 def eval_batches(split: FusionSplit, config: FusionTrainConfig, device: torch.device, workers: int = 0,
                  d: distributed.Dist = distributed.SINGLE, batch_size: int = 512) -> Iterator:
-    """((images in [0, 1], metadata), labels) batches of every world_size-th image of ``split``, not augmented."""
+    """((images, metadata), labels) batches of every world_size-th image of ``split``, not augmented."""
     mine = torch.arange(d.rank, len(split), d.world_size)
     index_batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
     for idx, images in zip(index_batches, image_batches(split, index_batches, config.image_size, workers)):

@@ -1,9 +1,6 @@
-"""One call from a notebook cell for a run on one or several devices.
-
-``launch.train(config, nproc=8)`` starts ``torchrun --standalone --nproc_per_node=8 -m ctcbook train`` as a
-subprocess, streams its output (rank 0's progress bar and any error) into the notebook as it comes, and returns the
-finished :class:`~ctcbook.runs.Run`. With ``nproc`` 1 it trains in this process with :func:`ctcbook.train.train`. Several nodes are started with ``torchrun`` directly (see the GPU-box page), not from a
-notebook.
+"""One call from a notebook cell for a run on one or several devices: ``launch.train(config, nproc=8)`` runs
+``torchrun --standalone --nproc_per_node=8 -m ctcbook train``, streams its output into the notebook and returns the
+finished :class:`~ctcbook.runs.Run`; ``nproc`` 1 trains in this process. Several nodes start torchrun directly.
 """
 from __future__ import annotations
 
@@ -29,18 +26,9 @@ def torchrun_command(config_file: Path, runs: Path, nproc: int, device: str | No
 
 
 def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: RunStore | None = None,
-          device: str | None = None, progress: bool = True, out=None) -> Run:
-    """Train (or reuse, or resume) ``config`` (a source run, or an end-to-end fusion run) on ``nproc`` processes and
-    return its run.
-
-    Args:
-        nproc: processes (GPUs) on this machine; 1 trains in this process. More than one needs that many CUDA
-            devices, or ``device="cpu"`` (gloo; slow, for tests).
-        store: the run store (default ``$CTCBOOK_RUNS`` or ``./runs``); the subprocesses use the same folder.
-        device: "cpu" or None (one CUDA device per process when available).
-        out: where the subprocess's output goes, line by line (default this process's stdout, i.e. the notebook).
-    Raises ValueError for a bad ``nproc``, RuntimeError with the end of the output when torchrun fails.
-    """
+          device: str | None = None, progress: bool = True) -> Run:
+    """Train (or reuse, or resume) ``config`` on ``nproc`` local processes (CUDA devices, or gloo with
+    ``device="cpu"``) and return its run, streaming the output to stdout line by line."""
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"nproc must be an integer >= 1, got {nproc!r}")
     store = store or RunStore()
@@ -52,7 +40,6 @@ def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: Run
     finished = store.open(config.to_dict(), prefix=config.run_prefix)
     if finished.done:  # reused without starting any process
         return finished
-    out = out or sys.stdout
     store.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store.root, prefix=".launch-") as tmp:
         config_file = Path(tmp) / "config.json"
@@ -65,13 +52,10 @@ def train(config: TrainConfig | FusionTrainConfig, *, nproc: int = 1, store: Run
         tail: list[str] = []
         for line in proc.stdout:  # tqdm's carriage returns pass through: the bar updates in place
             if progress or not line.startswith(config.run_prefix):
-                out.write(line)
-                out.flush()
+                sys.stdout.write(line)
+                sys.stdout.flush()
             tail = (tail + [line])[-60:]
         if proc.wait() != 0:
             raise RuntimeError(f"torchrun with {nproc} processes failed (exit code {proc.returncode}); the end of its "
                                "output:\n" + "".join(tail))
     return store.open(config.to_dict(), prefix=config.run_prefix)
-
-
-__all__ = ["torchrun_command", "train"]

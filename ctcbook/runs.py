@@ -23,9 +23,8 @@ Guarantees:
   details (pid, host, start time) go to ``writer.json``, a separate file because a waiter opens the lock file too.
   Readers (probes, chapters reading finished runs) take no lock: they read only files that were renamed into place.
 * **Verified files.** Checkpoints and resume states carry a SHA-256 sidecar written after the file; a load checks
-  it and raises :class:`DamagedFileError` naming the run, file and epoch. A file without a sidecar (run folders
-  written before sidecars existed, or a crash between file and sidecar) loads unverified. Sidecars are not part
-  of the run hash, so existing run folders keep their names.
+  it and raises :class:`DamagedFileError` naming the run, file and epoch. A file without a sidecar (older folders,
+  or a crash between file and sidecar) loads unverified.
 * **Evaluation caches** (``evals/*.jsonl``): :func:`append_jsonl` with ``unique=`` takes a lock on the cache file
   around read-check-append, so two processes computing the same evaluation leave one row per key.
 """
@@ -43,18 +42,13 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import filelock
 import torch
 
 #: Bump when a code change alters the numbers a run produces; it is part of every run's hash.
 CODE_VERSION = 1
-
-
-def default_root() -> Path:
-    """``$CTCBOOK_RUNS`` if set, else ``./runs`` under the current directory."""
-    return Path(os.environ.get("CTCBOOK_RUNS", "runs")).resolve()
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -64,8 +58,7 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 class StoreWriteError(OSError):
-    """A file of the run store could not be written (disk full, read-only folder...). Files written before it are
-    intact; the message names the folder and what to do."""
+    """A file of the run store could not be written (disk full, read-only folder...); earlier files are intact."""
 
 
 def _write_error(path: Path, err: OSError) -> StoreWriteError:
@@ -79,10 +72,8 @@ def _write_error(path: Path, err: OSError) -> StoreWriteError:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename.
-
-    Raises :class:`StoreWriteError` (an ``OSError``) naming the folder if the write fails; ``path`` then keeps its
-    previous content and no temporary file is left behind."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename; on failure raise
+    :class:`StoreWriteError`, leaving ``path`` as it was and no temporary file."""
     path = Path(path)
     tmp = None
     try:
@@ -106,10 +97,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
+def _torch_bytes(obj: Any) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    atomic_write_bytes(path, _torch_bytes(obj))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -127,15 +122,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def append_jsonl(path: Path, row: dict[str, Any], *, unique: Sequence[str] | None = None,
                  complete: Sequence[str] = ()) -> bool:
-    """Append one JSON line and fsync it; return whether it was appended.
+    """Append one JSON line and fsync it; return whether it was appended (a failed write is truncated away).
 
-    A crash can tear only the last line, which :func:`read_jsonl` skips; a failed write (disk full) is undone by
-    truncating the file back to its old length and raises :class:`StoreWriteError`.
-
-    ``unique``: key fields (e.g. ``("epoch",)``). The row is appended only if no row with the same values is there
-    yet, checked under an exclusive lock on ``<path>.lock``, so two processes appending the same evaluation at once
-    leave one row per key (the first one written wins). ``complete``: fields an existing row must have to count
-    (a row written before a column existed does not block the complete row that upgrades it).
+    ``unique``: key fields; the row is appended only if no row with the same values (and every ``complete`` field)
+    is there yet, checked under a lock on ``<path>.lock``, so concurrent writers leave one row per key.
     """
     path = Path(path)
     lock = filelock.FileLock(f"{path}.lock") if unique else contextlib.nullcontext()
@@ -163,7 +153,6 @@ def append_jsonl(path: Path, row: dict[str, Any], *, unique: Sequence[str] | Non
 
 
 def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -172,15 +161,12 @@ def file_sha256(path: Path) -> str:
 
 
 def checksum_path(path: Path) -> Path:
-    """The SHA-256 sidecar of ``path``: ``<path>.sha256``."""
     return Path(f"{path}.sha256")
 
 
 def save_verified(obj: Any, path: Path, epoch: int) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically, then its sidecar ``{"sha256", "bytes", "epoch"}``."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    data = buf.getvalue()
+    data = _torch_bytes(obj)
     atomic_write_bytes(path, data)
     atomic_write_json(checksum_path(path), {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                                             "epoch": epoch})
@@ -191,8 +177,7 @@ class RunFailedError(RuntimeError):
 
 
 class DamagedFileError(RuntimeError):
-    """A checkpoint or resume state does not match its SHA-256 or cannot be read. The message names the run, the
-    file, the epoch and the command that re-creates it."""
+    """A checkpoint or resume state fails its SHA-256 or cannot be read; the message says how to re-create it."""
 
     def __init__(self, run: "Run", path: Path, epoch: int | None, problem: str):
         self.run, self.path, self.epoch, self.problem = run, Path(path), epoch, problem
@@ -301,7 +286,7 @@ class Run:
                                                       f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
     def recreate_command(self) -> str:
-        """Shell command that re-trains this run from scratch, keeping the damaged folder aside."""
+        """Shell command that re-trains this run, keeping the damaged folder aside."""
         return (f"mv {self.path} {self.path}.damaged && ctcbook train --config {self.path}.damaged/config.json "
                 f"--runs {self.path.parent}")
 
@@ -314,8 +299,7 @@ class Run:
         return self.path / "state.prev.pt"
 
     def save_state(self, state: dict[str, Any]) -> None:
-        """Save the resume point ``state`` (with its ``"epoch"``) as ``state.pt``, keeping the one before it as
-        ``state.prev.pt`` (file and sidecar moved by rename, so one of the two is always complete)."""
+        """Save the resume point ``state`` as ``state.pt``, the one before it renamed to ``state.prev.pt``."""
         for src in (self.state_path, checksum_path(self.state_path)):
             if src.exists():
                 dst = self.prev_state_path if src == self.state_path else checksum_path(self.prev_state_path)
@@ -325,13 +309,9 @@ class Run:
                     raise _write_error(dst, err) from err
         save_verified(state, self.state_path, state.get("epoch"))
 
-    def load_state(self, log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
-        """The latest intact resume state, or None if the run has none.
-
-        A damaged ``state.pt`` (checksum mismatch, cut off, unreadable) falls back to ``state.prev.pt`` with a
-        warning (``log``, default :func:`warnings.warn`); one more epoch is re-trained. If no state is intact, raises
-        :class:`DamagedFileError`.
-        """
+    def load_state(self) -> dict[str, Any] | None:
+        """The latest intact resume state or None; a damaged ``state.pt`` falls back to ``state.prev.pt`` with a
+        warning; none intact raises :class:`DamagedFileError`."""
         damaged = []
         for path in (self.state_path, self.prev_state_path):
             if not path.exists():
@@ -346,7 +326,7 @@ class Run:
                 at = f" (epoch {bad.epoch})" if bad.epoch is not None else ""
                 msg = (f"run {self.name}: {bad.path.name}{at} is damaged ({bad.problem}); resuming from "
                        f"{path.name} (epoch {state['epoch']}) instead, one more epoch to re-train")
-                (log or (lambda m: warnings.warn(m, stacklevel=3)))(msg)
+                warnings.warn(msg, stacklevel=2)
             return state
         if damaged:
             raise damaged[-1] if len(damaged) == 1 else DamagedFileError(
@@ -357,24 +337,16 @@ class Run:
     def damaged_files(self) -> list[DamagedFileError]:
         """Every checkpoint and resume state that fails its SHA-256 or cannot be read (``ctcbook check``)."""
         found = []
-        for epoch in self.saved_epochs():
+        files = [(self.checkpoint_path(e), e, True) for e in self.saved_epochs()]
+        files += [(p, None, False) for p in (self.state_path, self.prev_state_path) if p.exists()]
+        for path, epoch, weights_only in files:
             try:
-                self._load_verified(self.checkpoint_path(epoch), epoch, weights_only=True)
+                self._load_verified(path, epoch, weights_only=weights_only)
             except DamagedFileError as err:
                 found.append(err)
-        for path in (self.state_path, self.prev_state_path):
-            if path.exists():
-                try:
-                    self._load_verified(path, None, weights_only=False)
-                except DamagedFileError as err:
-                    found.append(err)
         return found
 
     # --- the one writer ------------------------------------------------------------------------------------
-    @property
-    def lock_path(self) -> Path:
-        return self.path / "writer.lock"
-
     def holder(self) -> dict[str, Any] | None:
         """Who holds (or last held) the writer lock: ``{"pid", "host", "started"}``, if known."""
         try:
@@ -383,15 +355,11 @@ class Run:
             return None
 
     @contextlib.contextmanager
-    def writer(self, *, wait: bool = True, log: Callable[[str], None] = print) -> Iterator["Run"]:
-        """Hold the exclusive writer lock of this run for the ``with`` block.
-
-        If another process holds it: with ``wait`` (default) print who (pid, host, start time) and block until it
-        is released (the holder finished, failed or died: the OS drops the lock of a dead process); without
-        ``wait`` raise :class:`RunLockedError` at once. The caller re-checks :attr:`done` after acquiring.
-        """
+    def writer(self, *, wait: bool = True) -> Iterator["Run"]:
+        """Hold this run's exclusive writer lock for the ``with`` block; if another process holds it, say who and
+        wait (or raise :class:`RunLockedError` without ``wait``). The caller re-checks :attr:`done` after."""
         self.path.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(self.lock_path)
+        lock = filelock.FileLock(self.path / "writer.lock")
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
@@ -401,7 +369,7 @@ class Run:
             if not wait:
                 raise RunLockedError(f"run {self.name} is being trained by {who}; wait for it or run again "
                                      f"without --no-wait to wait") from None
-            log(f"[ctcbook] run {self.name} is being trained by {who}; waiting for it to finish")
+            print(f"[ctcbook] run {self.name} is being trained by {who}; waiting for it to finish")
             lock.acquire(timeout=-1)
         try:
             atomic_write_json(self.path / "writer.json", {
@@ -421,7 +389,7 @@ class RunStore:
     """A folder of runs. ``RunStore().open(config)`` returns the run for that config, creating its folder."""
 
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = Path(root).resolve() if root is not None else default_root()
+        self.root = Path(root if root is not None else os.environ.get("CTCBOOK_RUNS", "runs")).resolve()
 
     def open(self, config: dict[str, Any], prefix: str = "run") -> Run:
         path = self.root / f"{prefix}-{config_hash(config)}"

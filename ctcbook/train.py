@@ -1,15 +1,9 @@
 """The training engine: one plain loop over epochs for every run in the book.
 
-``train(config)`` returns the finished :class:`~ctcbook.runs.Run` for ``config``: reused if already done, resumed
-from its last complete epoch if interrupted, trained from scratch otherwise. After every epoch it writes the model
-weights, appends a metrics row and saves the full training state, in that order; a run whose loss becomes NaN or inf
-is marked FAILED with the epoch and step and raises :class:`~ctcbook.runs.RunFailedError`.
-A task object supplies what differs between runs (data, model, batches, loss, evaluation sets): :class:`SourceTask`
-for a :class:`~ctcbook.config.TrainConfig` (cross-entropy, or cross-entropy plus the losses of contrastive temporal
-coding, :mod:`ctcbook.ctc_objective`, with its stage switch, snapshot and memories saved with every resume point) and
-:class:`~ctcbook.fusion_train.FusionTask` for a :class:`~ctcbook.config.FusionTrainConfig`.
-On CUDA it trains in bfloat16 autocast (source runs with channels-last tensors); on the CPU in float32, contiguous
-(see :func:`memory_format`).
+``train(config)`` returns the finished :class:`~ctcbook.runs.Run` of ``config``: reused if done, resumed from its last
+complete epoch if interrupted, trained from scratch otherwise. A task object supplies what differs between runs:
+:class:`SourceTask` for a :class:`~ctcbook.config.TrainConfig` (cross-entropy, plus CTC's losses for objective "ctc")
+and :class:`~ctcbook.fusion_train.FusionTask` for a :class:`~ctcbook.config.FusionTrainConfig`.
 """
 from __future__ import annotations
 
@@ -35,7 +29,6 @@ from .runs import Run, RunFailedError, RunStore, atomic_write_json, config_hash
 
 
 def default_device() -> torch.device:
-    """CUDA if available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -61,7 +54,7 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 
 def model_for(config: TrainConfig, model_args: dict) -> Classifier:
-    """Build the model of ``config`` with data-dependent ``model_args`` (num_classes, in_channels, mean, std)."""
+    """The model of ``config`` with the data-dependent ``model_args`` of ``model.json``."""
     return build_model(config.arch, model_args["num_classes"], in_channels=model_args["in_channels"],
                        mean=model_args["mean"], std=model_args["std"], depth=config.depth, width=config.width,
                        stem_stride=config.stem_stride)
@@ -80,20 +73,13 @@ CLEAN_TRAIN_IMAGES = 10_000
 
 
 def clean_train_set(train_set: ImageSet) -> ImageSet:
-    """The un-augmented training images behind ``clean_train_acc``/``clean_train_loss``: all of ``train_set`` when it
-    has at most :data:`CLEAN_TRAIN_IMAGES`, else a fixed stratified subset of that many (seed 0)."""
+    """The un-augmented training images of ``clean_train_acc``: at most :data:`CLEAN_TRAIN_IMAGES`, stratified."""
     return subsample(train_set, CLEAN_TRAIN_IMAGES, seed=0)
 
 
 def lr_factor(config: TrainConfig | FusionTrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based): cosine to 0, step decay, or two stages
-    (cosine from 1 to 0 over stage 1, then cosine from ``lr_restart`` to 0 over stage 2); end-to-end runs: cosine.
-
-    With ``config.warmup_epochs`` = E > 0 the first W = E x ``steps_per_epoch`` steps rise linearly,
-    (step + 1) / W: lr / W at step 0, lr at step W - 1 (torchvision's ``--lr-warmup-method linear``, starting from
-    1 / W). The cosine then runs from 1 at step W to 0 at the end (for "two_stage": to 0 at the switch, stage 2
-    unchanged); step decay keeps its milestones.
-    """
+    """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based): a linear warm-up (step + 1) / W over the
+    first W steps, then cosine to 0, step decay, or two stages (cosine to 0 at the switch, then from ``lr_restart``)."""
     warm = config.warmup_epochs * steps_per_epoch
     if step < warm:
         return (step + 1) / warm
@@ -110,16 +96,14 @@ def lr_factor(config: TrainConfig | FusionTrainConfig, step: int, steps_per_epoc
 
 
 def weight_decay_at(config: TrainConfig, epoch: int) -> float:
-    """Weight decay in force during ``epoch`` (1-based): x ``weight_decay_coef`` in stage 1 of a two-stage
-    schedule, else ``config.weight_decay``."""
+    """Weight decay during ``epoch`` (1-based): x ``weight_decay_coef`` in stage 1 of a two-stage schedule."""
     if config.stages is not None and epoch <= config.stages.stage_two_epoch:
         return config.weight_decay * config.stages.weight_decay_coef
     return config.weight_decay
 
 
 def build_objective(config: TrainConfig, model: Classifier, labels: torch.Tensor) -> CTCObjective | None:
-    """The extra state of ``config.objective``: None for "ce", a :class:`~ctcbook.ctc_objective.CTCObjective` for
-    "ctc"."""
+    """None for objective "ce", a :class:`~ctcbook.ctc_objective.CTCObjective` for "ctc"."""
     if config.objective == "ce":
         return None
     return CTCObjective(config.ctc, model.feature_dim, labels, config.stages.stage_two_epoch, config.seed)
@@ -130,8 +114,7 @@ class DataMismatchError(ValueError):
 
 
 def stream_data(config: TrainConfig) -> tuple[stream.StreamFolder, stream.StreamFolder]:
-    """The (train, test) streamed image folders of a config whose source is too large to keep in memory
-    (:func:`ctcbook.data.stream.is_streamed`), with torchvision's training and evaluation transforms."""
+    """The (train, test) folders of a streamed source, with torchvision's training and evaluation transforms."""
     if config.source_classes is not None or config.train_size is not None:
         raise ValueError(f"source_classes and train_size must be None for the streamed dataset {config.source!r} "
                          f"(it is read from disk as it is), got {config.source_classes!r} and {config.train_size!r}")
@@ -149,8 +132,7 @@ def stream_data(config: TrainConfig) -> tuple[stream.StreamFolder, stream.Stream
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable, *, amp: bool = False,
              d: distributed.Dist = distributed.SINGLE) -> tuple[float, float]:
-    """(top-1 accuracy in [0, 1], mean cross-entropy in nats) of ``model`` in eval mode over ``batches`` of
-    (model inputs, labels) on its device; under torchrun each rank passes its share and the sums are added."""
+    """(top-1 accuracy, mean cross-entropy in nats) over ``batches`` of (inputs, labels), summed over ranks."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=next(model.parameters()).device)
@@ -166,23 +148,22 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, amp: bool = False,
 
 
 def tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> Iterable:
-    """((images in [0, 1],), labels) batches of uint8 images already on the model's device, for :func:`evaluate`."""
+    """:func:`evaluate`'s batches of uint8 images already on the model's device."""
     for i in range(0, len(labels), batch_size):
         x = images[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format(images.device))
         yield (x,), labels[i:i + batch_size]
 
 
 def loader_batches(loader, device: torch.device) -> Iterable:
-    """((images in [0, 1],), labels) batches of a streamed DataLoader, moved to ``device``, for :func:`evaluate`."""
+    """:func:`evaluate`'s batches of a streamed DataLoader."""
     for x, y, _ in loader:
         x = x.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=memory_format(device))
         yield (x,), y.to(device, non_blocking=True)
 
 
 class SourceTask:
-    """What :func:`train` needs for a source run: images in memory (every rank draws the whole global batch and
-    keeps its share) or streamed from disk (each rank reads its own share), cross-entropy plus CTC's losses for
-    ``objective`` "ctc", and the test split and the un-augmented training images as evaluation sets."""
+    """A source run: images in memory (every rank draws the global batch and keeps its share) or streamed from disk
+    (each rank reads its own share); evaluated on the test split and the un-augmented training images."""
 
     loss_device = None  # the training device
 
@@ -206,8 +187,7 @@ class SourceTask:
         return model_for(self.config, self.model_args).to(self.device).to(memory_format=memory_format(self.device))
 
     def prepare(self, model: Classifier) -> None:
-        """Training batches, the CTC objective, the evaluation sets; after the model (the objective's heads draw
-        their initial weights from the global generator after the model's)."""
+        """Batches, CTC objective, evaluation sets; after the model (CTC's heads draw from the global generator)."""
         config, d, device, fmt = self.config, self.d, self.device, memory_format(self.device)
         if self.streamed:
             self.batches = stream.StreamBatches(self.train_set, batch_size=self.batch_size, rank=d.rank,
@@ -239,7 +219,6 @@ class SourceTask:
             self.clean_eval = tuple(t[d.rank::d.world_size].to(device) for t in (clean.images, clean.labels))
 
     def _loader(self, dataset):
-        """This rank's share of a streamed evaluation set."""
         return stream.eval_loader(dataset, batch_size=max(self.batch_size, 64), rank=self.d.rank,
                                   world_size=self.d.world_size, device=self.device, workers=self.workers)
 
@@ -277,7 +256,6 @@ class SourceTask:
         return {"train_acc": correct.item() / (self.steps_per_epoch * self.config.batch_size)}
 
     def eval_sets(self, epoch: int) -> dict[str, Iterable]:
-        """The test split and, for the fit of the training set itself, its images without augmentation."""
         if self.streamed:
             return {"test": loader_batches(self.test_eval, self.device),
                     "clean_train": loader_batches(self.clean_eval, self.device)}
@@ -310,34 +288,21 @@ def train(config: TrainConfig | FusionTrainConfig, *, store: RunStore | None = N
           device: torch.device | str | None = None, progress: bool = True,
           on_epoch_end: Callable[[int, torch.nn.Module, Run], None] | None = None, amp: bool | None = None,
           workers: int | None = None, wait: bool = True) -> Run:
-    """Train (or reuse, or resume) the run of ``config`` (a source run or an end-to-end fusion run) and return it.
+    """Train (or reuse, or resume) the run of ``config`` and return it.
 
-    Only one process trains a run: this takes the run's writer lock (:meth:`~ctcbook.runs.Run.writer`). If another
-    process holds it, it says who and waits, then reuses the run that process finished (or resumes it, if that
-    process died); with ``wait=False`` it raises :class:`~ctcbook.runs.RunLockedError` at once. A finished run is
-    returned without taking the lock.
-
-    Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) every rank calls this: the model is wrapped in
-    DistributedDataParallel, each rank trains on ``batch_size / world_size`` images of every global batch and only
-    rank 0 writes the run folder (see :mod:`ctcbook.distributed`). The run's hash does not depend on the world size.
-
-    Args:
-        config: what to train.
-        store: where runs live (default :class:`RunStore` at ``$CTCBOOK_RUNS`` or ``./runs``).
-        device: default CUDA if available (``cuda:LOCAL_RANK`` under torchrun), else CPU.
-        progress: show a progress bar over epochs (rank 0 only).
-        on_epoch_end: called on rank 0 as ``f(epoch, model, run)`` after each epoch has been saved.
-        amp: bfloat16 autocast; default on for CUDA, off elsewhere (the CPU supports it too, which lets CI run the
-            GPU's mixed-precision code path).
-        workers: DataLoader worker processes per rank reading or decoding image files (default
-            :func:`ctcbook.distributed.default_workers`; 0 for an end-to-end run's images in memory); it does not
-            change the numbers.
-        wait: wait for another process training the same run (True) or refuse at once (False).
+    Only one process trains a run: it holds the run's writer lock; another process asking for the same run waits
+    and then reuses (or resumes) it, or with ``wait=False`` raises :class:`~ctcbook.runs.RunLockedError`. Under
+    torchrun every rank calls this, each trains on its share of every global batch (DDP) and rank 0 writes.
+    ``amp``: bfloat16 autocast (default on CUDA only); ``workers``: image-reading processes per rank (no effect on
+    the numbers); ``on_epoch_end(epoch, model, run)`` runs on rank 0 after each saved epoch.
     """
     d, rank_device = distributed.setup(device)
     store = store or RunStore()
     batch_size = distributed.per_rank_batch(config.batch_size, d)
-    run = _open_run(store, config, d)
+    if d.main:
+        run = store.open(config.to_dict(), prefix=config.run_prefix)
+    else:  # the other ranks only name the folder and never write to it
+        run = Run(store.root / f"{config.run_prefix}-{config_hash(config.to_dict())}", config.to_dict())
     distributed.barrier(d)
     if distributed.broadcast_object(run.done, d):
         return run
@@ -356,17 +321,9 @@ def train(config: TrainConfig | FusionTrainConfig, *, store: RunStore | None = N
         return _fit(run, config, task, d, progress=progress, on_epoch_end=on_epoch_end)
 
 
-def _open_run(store: RunStore, config: TrainConfig | FusionTrainConfig, d: distributed.Dist) -> Run:
-    """Rank 0 opens (creates) the run folder; the other ranks only name it and never write to it."""
-    if d.main:
-        return store.open(config.to_dict(), prefix=config.run_prefix)
-    return Run(store.root / f"{config.run_prefix}-{config_hash(config.to_dict())}", config.to_dict())
-
-
 def _fit(run: Run, config, task, d: distributed.Dist, *, progress: bool,
          on_epoch_end: Callable[[int, torch.nn.Module, Run], None] | None) -> Run:
-    """Train ``run`` from its last saved epoch to the end, holding its writer lock (rank 0). ``task``: a
-    :class:`SourceTask` or a :class:`~ctcbook.fusion_train.FusionTask` (the same attributes and methods)."""
+    """Train ``run`` from its last saved epoch to the end: checkpoint, metrics row, resume state after each epoch."""
     device = task.device
     if d.main and not (run.path / "model.json").exists():
         atomic_write_json(run.path / "model.json", task.model_args)
@@ -414,8 +371,7 @@ def _fit(run: Run, config, task, d: distributed.Dist, *, progress: bool,
 
 
 def _resume(run: Run, task, model, optimizer, scheduler, d: distributed.Dist) -> int:
-    """Load the run's resume state, if any (rank 0 reads it, falling back to ``state.prev.pt`` with a warning if
-    ``state.pt`` is damaged), drop metrics rows past it and return its epoch (0: none)."""
+    """Load the run's resume state, if any, drop metrics rows past it and return its epoch (0: none)."""
     state = distributed.broadcast_object(run.load_state() if d.main else None, d)
     start = 0
     if state is not None:
@@ -431,8 +387,7 @@ def _resume(run: Run, task, model, optimizer, scheduler, d: distributed.Dist) ->
 
 def _train_epoch(run: Run, config, task, net, optimizer, scheduler, epoch: int, d: distributed.Dist
                  ) -> torch.Tensor:
-    """One epoch's optimiser steps; returns each step's loss over the global batch. A non-finite loss marks the run
-    FAILED and raises :class:`~ctcbook.runs.RunFailedError`."""
+    """One epoch's steps; returns each step's loss. A non-finite loss marks the run FAILED and raises."""
     net.train()
     for group in optimizer.param_groups:
         group["weight_decay"] = weight_decay_at(config, epoch)

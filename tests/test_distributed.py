@@ -148,7 +148,7 @@ def test_killed_rank_resumes_to_the_same_result(two_process_run, tmp_path):
 
 
 CTC_WORKER = """
-import sys, torch
+import json, sys, torch
 import ctcbook.train as engine
 from ctcbook.config import TrainConfig
 from ctcbook.runs import RunStore
@@ -157,7 +157,7 @@ from ctcbook import distributed
 made = []
 build = engine.build_objective
 engine.build_objective = lambda *a: made.append(build(*a)) or made[-1]
-config = TrainConfig.from_file(sys.argv[1])
+config = TrainConfig.from_dict(json.loads(open(sys.argv[1]).read()))
 run = engine.train(config, store=RunStore("runs"), device="cpu", progress=False)
 d = distributed.from_env()
 torch.save({k: v for k, v in made[0].state_dict().items()}, f"objective{d.rank}.pt")

@@ -108,7 +108,7 @@ def test_refill_refuses_batches_that_miss_images():
 
 
 WORKER = """
-import sys, torch
+import json, sys, torch
 import ctcbook.train as engine
 from ctcbook.book.parameters import resolve
 from ctcbook.chapters.ch3_ctc import ctc_config
@@ -128,7 +128,7 @@ def switch_and_keep(self, *a, **k):
 
 
 engine.CTCObjective.switch = switch_and_keep
-run = engine.train(TrainConfig.from_file(sys.argv[1]), store=RunStore("runs"), device="cpu", progress=False,
+run = engine.train(TrainConfig.from_dict(json.loads(open(sys.argv[1]).read())), store=RunStore("runs"), device="cpu", progress=False,
                    workers=0)
 d = distributed.from_env()
 torch.save({"final": made[0].state_dict(), "switch": at_switch[0]}, f"objective{d.rank}.pt")

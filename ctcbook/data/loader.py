@@ -1,8 +1,7 @@
 """Device-resident batches for small-image datasets (the airbench way: no DataLoader, no worker processes).
 
-The whole uint8 image tensor lives on the training device; each batch is indexed, converted to float in [0, 1]
-and augmented there. Randomness comes from a generator seeded by (seed, epoch), so an epoch's batches and crops are
-the same whether the run was interrupted before it or not.
+The uint8 images live on the training device; each batch is indexed, converted to float in [0, 1] and augmented
+there, with a generator seeded by (seed, epoch), so a resumed run draws the same batches.
 """
 from __future__ import annotations
 
@@ -23,8 +22,7 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
 
 
 def crop_at(x: torch.Tensor, padding: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-    """Zero-pad (N, C, H, W) by ``padding`` pixels and crop the H x W window of image i at row ``dy[i]``, column
-    ``dx[i]`` of the padded image (offsets in [0, 2 padding]; ``padding`` offsets each is the uncropped image)."""
+    """Zero-pad (N, C, H, W) by ``padding`` pixels and crop image i's H x W window at (``dy[i]``, ``dx[i]``)."""
     n, c, h, w = x.shape
     padded = F.pad(x, (padding,) * 4)
     rows = (dy.to(x.device)[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
@@ -45,35 +43,19 @@ def flip_where(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 
 
 class DeviceBatches:
-    """Shuffled, augmented mini-batches of an in-memory image set.
-
-    Args:
-        images: uint8 (N, C, H, W); moved to ``device`` once.
-        labels: int64 (N,).
-        batch_size: images per batch; the last, smaller batch is dropped when ``drop_last``.
-        augment: "crop_flip", "crop", "flip" or "none".
-        crop_padding: pixels of zero padding for the random crop.
-        seed: base seed; epoch e uses seed * 100_003 + e.
-        memory_format: layout of the yielded batches (channels-last on CUDA, see :func:`ctcbook.train.memory_format`).
-    Iterating :meth:`epoch` yields ``(x, y, index)``: float images (B, C, H, W) in [0, 1], labels (B,), and each
-    image's index in the set (B,), which per-image memories need.
-    """
+    """Shuffled, augmented full mini-batches of uint8 images: :meth:`epoch` yields ``(x, y, index)``, the index
+    in the set for per-image memories."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, device: torch.device,
-                 augment: str = "crop_flip", crop_padding: int = 2, seed: int = 0, drop_last: bool = True,
+                 augment: str = "crop_flip", crop_padding: int = 2, seed: int = 0,
                  memory_format: torch.memory_format = torch.contiguous_format):
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        if augment not in ("crop_flip", "crop", "flip", "none"):
-            raise ValueError(f"augment must be one of ('crop_flip', 'crop', 'flip', 'none'), got {augment!r}")
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size, self.device, self.augment = batch_size, torch.device(device), augment
-        self.crop_padding, self.seed, self.drop_last, self.memory_format = crop_padding, seed, drop_last, memory_format
+        self.crop_padding, self.seed, self.memory_format = crop_padding, seed, memory_format
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.labels) // self.batch_size
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + epoch)

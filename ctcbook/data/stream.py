@@ -1,27 +1,12 @@
 """Streaming image folders: data that does not fit in memory, read from disk by DataLoader worker processes.
 
-An ImageFolder tree in the ImageNet layout (``train/<wnid>/*.JPEG``, ``val/<wnid>/*.JPEG``; classes are the
-sub-folders sorted by name, as torchvision's ImageFolder numbers them) is decoded with PIL in ``workers`` processes,
-transformed with torchvision's standard recipes (``references/classification/presets.py``):
-
-* training: RandomResizedCrop(224) (scale 0.08..1, ratio 3/4..4/3, bilinear) and a horizontal flip with p = 1/2;
-* evaluation: Resize(256) (shorter side, bilinear) and CenterCrop(224).
-
-Batches leave the workers as uint8 (B, 3, 224, 224) (a quarter of float32's bytes over PCIe, pinned on CUDA) and
-become float in [0, 1] on the device; the model normalises (its mean/std are ImageNet's).
-
-Reproducibility: each image's random crop and flip are drawn from a generator seeded by (run seed, epoch, image
-index), not from a worker's stream, so an epoch's augmentations do not depend on the number of workers, on
-persistent workers, on the world size, or on whether the run was resumed. The epoch's order comes from
-:class:`~torch.utils.data.distributed.DistributedSampler` (``set_epoch`` each epoch; one replica without torchrun),
-which gives each rank every ``world_size``-th image of one shared permutation.
-
-An unreadable or corrupt image stops training with :class:`~ctcbook.data.DataCorruptError` naming the file (through
-a worker process it arrives as a RuntimeError carrying the same message).
-
-A user's own ImageFolder as a transfer target: ``folder:<name>`` names ``$CTCBOOK_DATA/<name>/{train,test or val}/
-<class>/*`` (:func:`load_user_folder` reads a split into memory at the source's format; :func:`user_target` gives
-the fields of its target spec).
+An ImageFolder tree in the ImageNet layout (classes: the sub-folders sorted by name) is decoded with PIL in worker
+processes and transformed with torchvision's presets (training: RandomResizedCrop(224) and a flip; evaluation:
+Resize(256), CenterCrop(224)). Batches leave the workers as uint8 and become float in [0, 1] on the device.
+Each image's crop and flip are seeded by (run seed, epoch, image index), so an epoch's augmentations depend neither on
+the workers, nor on the world size, nor on a resume; the order comes from a DistributedSampler.
+A user's own ImageFolder ``folder:<name>`` (``$CTCBOOK_DATA/<name>/{train,test or val}/<class>/*``) can be a transfer
+target (:func:`load_user_folder`, :func:`user_target`).
 """
 from __future__ import annotations
 
@@ -30,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from .images import ImageSet, stratified_indices, to_format
@@ -53,17 +38,13 @@ STREAMED: dict[str, tuple[tuple[str, ...], dict[str, str], str]] = {
 
 
 def is_streamed(name: str) -> bool:
-    """True for datasets the engine streams from disk (too large to keep on the device); False for the in-memory
-    ones of :func:`ctcbook.data.load_dataset`."""
+    """True for datasets the engine streams from disk rather than keeping them in memory."""
     return name in STREAMED
 
 
 def find_split(name: str, split: str) -> Path:
-    """The folder of ``split`` ("train" or "test") of streamed dataset ``name`` under ``$CTCBOOK_DATA``.
-
-    Raises DataNotFoundError naming the dataset, every folder tried and how to get it (also when the dataset is
-    there but this split's folder is missing).
-    """
+    """The folder of ``split`` of streamed dataset ``name`` under ``$CTCBOOK_DATA``; DataNotFoundError names every
+    folder tried and how to get it."""
     if name not in STREAMED:
         raise ValueError(f"name must be one of the streamed datasets {tuple(STREAMED)}, got {name!r}")
     folders, splits, how = STREAMED[name]
@@ -94,13 +75,8 @@ def eval_transform(size: int = CROP, resize: int = RESIZE):
 
 
 class StreamFolder(Dataset):
-    """The images of ``folder/<class>/*.{jpg,jpeg,png}`` (any case), read on demand as RGB.
-
-    Items: ``ds[i]`` or ``ds[(epoch, i)]`` -> (uint8 (3, H, W) image after ``transform``, label, i). With an epoch,
-    the transform's randomness is seeded by (``seed``, epoch, i) (see the module docstring).
-    Raises DataCorruptError at construction for a folder without class sub-folders or a class without images, and
-    when an item's file cannot be decoded (naming the file).
-    """
+    """The images of ``folder/<class>/*.{jpg,jpeg,png}``, read on demand as RGB: ``ds[i]`` or ``ds[(epoch, i)]`` ->
+    (uint8 image after ``transform``, label, i), with an epoch the transform seeded by (``seed``, epoch, i)."""
 
     def __init__(self, folder: Path, transform, *, seed: int = 0, dataset: str = "imagefolder"):
         self.folder, self.transform, self.seed, self.dataset = Path(folder), transform, seed, dataset
@@ -163,27 +139,9 @@ class _EpochSampler(Sampler):
         return len(self.sampler)
 
 
-def _loader_kwargs(device: torch.device, workers: int) -> dict:
-    kw = {"num_workers": workers, "pin_memory": device.type == "cuda"}
-    if workers > 0:
-        kw.update(persistent_workers=True, prefetch_factor=4)
-    return kw
-
-
 class StreamBatches:
-    """Training batches of a :class:`StreamFolder`: the streaming counterpart of
-    :class:`ctcbook.data.loader.DeviceBatches`.
-
-    Args:
-        dataset: a StreamFolder with the training transform.
-        batch_size: images per step on this rank (the global batch / world size).
-        rank, world_size: this process's share (DistributedSampler; the tail that does not fill a global batch is
-            dropped, as DeviceBatches does).
-        seed: the run seed (the sampler's permutation is seeded by seed + epoch).
-        device: where batches go; workers: DataLoader worker processes (0: in this process).
-        memory_format: layout of the yielded batches.
-    :meth:`epoch` yields ``(x, y, index)``: float (B, 3, 224, 224) in [0, 1] on ``device``, labels (B,), indices (B,).
-    """
+    """This rank's training batches of a :class:`StreamFolder` (``batch_size``: per rank; the tail dropped), as
+    :class:`ctcbook.data.loader.DeviceBatches` yields them: ``(x, y, index)`` on ``device``."""
 
     def __init__(self, dataset: StreamFolder, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
                  device: torch.device | str = "cpu", workers: int = 0,
@@ -192,8 +150,9 @@ class StreamBatches:
         self.labels = dataset.targets
         self.sampler = _EpochSampler(DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                                         seed=seed, drop_last=True))
+        more = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=True,
-                                 **_loader_kwargs(self.device, workers))
+                                 num_workers=workers, pin_memory=self.device.type == "cuda", **more)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -208,12 +167,9 @@ class StreamBatches:
 
 def eval_loader(dataset: StreamFolder, *, batch_size: int, rank: int = 0, world_size: int = 1,
                 device: torch.device | str = "cpu", workers: int = 0) -> DataLoader:
-    """This rank's share of an evaluation set (every ``world_size``-th image from ``rank``, no padding, so the
-    ranks' sums add up to the whole set exactly once), in order, without persistent workers."""
-    from torch.utils.data import Subset
-
-    kw = {"num_workers": workers, "pin_memory": torch.device(device).type == "cuda"}
-    return DataLoader(Subset(dataset, range(rank, len(dataset), world_size)), batch_size=batch_size, **kw)
+    """This rank's share of an evaluation set: every ``world_size``-th image from ``rank``, no padding, in order."""
+    return DataLoader(Subset(dataset, range(rank, len(dataset), world_size)), batch_size=batch_size,
+                      num_workers=workers, pin_memory=torch.device(device).type == "cuda")
 
 
 # --- a user's ImageFolder as a transfer target --------------------------------------------------------------
@@ -228,10 +184,8 @@ def is_user_folder(name: str) -> bool:
 
 
 def user_folder_split(name: str, split: str) -> Path:
-    """The folder of ``split`` ("train", or "test": ``test/`` else ``val/``) of the user's ImageFolder ``name``
-    (``folder:<name>`` or the bare ``<name>``) under ``$CTCBOOK_DATA``. Raises ValueError for a bad name or split,
-    DataNotFoundError naming every folder tried."""
-    bare = name[len(USER_PREFIX):] if is_user_folder(name) else name
+    """The folder of ``split`` ("train", or "test": ``test/`` else ``val/``) of the user's ImageFolder ``name``."""
+    bare = name.removeprefix(USER_PREFIX)
     if not bare or bare in (".", "..") or "/" in bare or os.sep in bare:
         raise ValueError(f"name of a user ImageFolder must be 'folder:<a folder name under $CTCBOOK_DATA>', "
                          f"got {name!r}")
@@ -250,19 +204,11 @@ def user_folder_split(name: str, split: str) -> Path:
 
 def load_user_folder(name: str, split: str, *, channels: int, size: int, cap: int | None = None,
                      seed: int = 0) -> ImageSet:
-    """Split ``split`` of the user's ImageFolder ``name`` in memory at a source's format: uint8 (N, ``channels``,
-    ``size``, ``size``).
-
-    Each image is decoded as RGB, resized (shorter side to ``round(size * 256 / 224)``, bilinear with antialiasing)
-    and centre-cropped to ``size`` (the evaluation transform of :func:`eval_transform`, scaled to the format), then
-    turned grey by ITU-R 601 luma when ``channels`` is 1 (:func:`ctcbook.data.to_format`). ``cap`` keeps a
-    stratified subset of that many images (seed ``seed``) chosen *before* decoding; it is the subset
-    :func:`ctcbook.data.subsample` would pick from the whole split. Classes are the train split's class folders;
-    a test split with other class folders raises DataCorruptError, an unreadable image DataCorruptError naming it.
-    """
+    """Split ``split`` of the user's ImageFolder in memory at a source's format (the evaluation transform scaled to
+    ``size``, then :func:`ctcbook.data.to_format`); ``cap``: the stratified subset, chosen before decoding."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be an int >= 1, got {size!r}")
-    bare = USER_PREFIX + (name[len(USER_PREFIX):] if is_user_folder(name) else name)
+    bare = USER_PREFIX + name.removeprefix(USER_PREFIX)
     folder = StreamFolder(user_folder_split(name, split), eval_transform(size, round(size * RESIZE / CROP)),
                           dataset=bare)
     if split != "train":
@@ -275,8 +221,7 @@ def load_user_folder(name: str, split: str, *, channels: int, size: int, cap: in
 
 
 def _in_memory(folder: StreamFolder, cap: int | None, seed: int) -> ImageSet:
-    """The items of ``folder`` (its transform applied) as one uint8 ImageSet; ``cap``: a stratified subset of that
-    many, chosen with ``seed`` before decoding."""
+    """The items of ``folder`` as one uint8 ImageSet; ``cap``: a stratified subset, chosen before decoding."""
     keep = range(len(folder)) if cap is None else stratified_indices(folder.targets, folder.num_classes, cap,
                                                                      seed).tolist()
     workers = min(8, os.cpu_count() or 1) if len(keep) > 256 else 1
@@ -289,22 +234,14 @@ def _in_memory(folder: StreamFolder, cap: int | None, seed: int) -> ImageSet:
 
 
 def load_streamed(name: str, split: str, *, cap: int | None, seed: int = 0) -> ImageSet:
-    """A stratified ``cap`` of split ``split`` ("train" or "test") of the streamed dataset ``name`` in memory, in
-    evaluation transforms (resize 256, centre crop 224: uint8 (cap, 3, 224, 224)), for the estimators that need
-    images in memory (e.g. chapter 2's X). ``cap`` None reads the whole split: 150 KB an image."""
+    """A stratified ``cap`` of a streamed split in memory, in evaluation transforms (None: all, 150 KB an image)."""
     return _in_memory(StreamFolder(find_split(name, split), eval_transform(), dataset=name), cap, seed)
 
 
 def user_target(name: str) -> dict:
-    """The fields of a transfer-target spec for the user's ImageFolder ``folder:<name>`` (for chapter 1's
-    ``TargetSpec(**user_target(name))``): dataset, a description naming the folder, the splits."""
+    """The fields of the transfer-target spec of the user's ImageFolder ``folder:<name>``."""
     train = user_folder_split(name, "train")
-    bare = name[len(USER_PREFIX):] if is_user_folder(name) else name
+    bare = name.removeprefix(USER_PREFIX)
     return {"dataset": USER_PREFIX + bare, "train_split": "train", "test_split": "test",
             "description": f"the user's ImageFolder {train.parent} (train/ and {user_folder_split(name, 'test').name}"
                            f"/, resized and centre-cropped to the source's format)"}
-
-
-__all__ = ["CROP", "IMAGENET_MEAN", "IMAGENET_STD", "RESIZE", "STREAMED", "StreamBatches", "StreamFolder",
-           "USER_PREFIX", "eval_loader", "eval_transform", "find_split", "is_streamed", "is_user_folder",
-           "load_streamed", "load_user_folder", "train_transform", "user_folder_split", "user_target"]
