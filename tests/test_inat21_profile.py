@@ -1,4 +1,4 @@
-"""The `inat21` end-to-end profile (issue 14, point 6) on small real JPEG files in the official archive layout."""
+"""The `inat21` end-to-end profile on small real JPEG files in the official archive layout."""
 import json
 
 import numpy as np
