@@ -107,17 +107,13 @@ class StatisticsNetwork(nn.Module):
         return self.net(xt)
 
 
-def _log_mean_exp(v: Tensor) -> Tensor:
-    return torch.logsumexp(v.reshape(-1), 0) - math.log(v.numel())
-
-
 def mine_step_loss(t_joint: Tensor, t_marginal: Tensor, log_ma: Tensor,
                    ema_rate: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
     """One MINE step as the paper code's ``learn_mine``: ``(loss, bound, log m')``.
 
     m' = (1 - r) m + r E_Q[e^T] is the moving average (no gradient, carried in log space); loss = -(E_P[T] -
     E_Q[e^T] / m') has the bias-corrected gradient; bound is the Donsker-Varadhan bound E_P[T] - log E_Q[e^T] (nats)."""
-    lme = _log_mean_exp(t_marginal)                                    # log E_Q[e^T]
+    lme = torch.logsumexp(t_marginal.reshape(-1), 0) - math.log(t_marginal.numel())  # log E_Q[e^T], stable
     bound = t_joint.mean() - lme
     keep = math.log1p(-ema_rate) if ema_rate < 1 else -math.inf
     new_log_ma = torch.logaddexp(log_ma + keep, lme.detach() + math.log(ema_rate))
