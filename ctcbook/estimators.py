@@ -1,12 +1,11 @@
-"""Information-bottleneck estimators, every result in **bits**: MINE, the matrix-based Renyi alpha-entropy, InfoNCE.
+"""Information-bottleneck estimators, every result in **bits**: MINE and the matrix-based Renyi alpha-entropy.
 
 * :func:`mine` -- Mutual Information Neural Estimation (Belghazi et al., ICML 2018) as the trade-off paper's public
   code runs it (github DTennant/dt-tradeoff, ``mine.py``); :data:`PAPER_MINE_XT` and :data:`PAPER_MINE_TY` hold
   that code's settings for I(X;T) and I(T;Y).
-* :func:`renyi_mutual_information` -- matrix-based Renyi alpha-entropy (Giraldo, Rao and Principe 2014):
-  Gaussian-kernel Gram matrices, unit trace, S = log2(sum(eig^alpha)) / (1 - alpha), joint entropy from the
-  Hadamard product, I = S(X) + S(T) - S(X,T). Cost O(n^3) time and O(n^2) memory in the number of points n.
-* :func:`infonce_bound_bits` -- the InfoNCE lower bound log N - L.
+* :func:`renyi_entropy` -- matrix-based Renyi alpha-entropy (Giraldo, Rao and Principe 2014): Gaussian-kernel
+  Gram matrices, unit trace, S = log2(sum(eig^alpha)) / (1 - alpha), joint entropy from the Hadamard product,
+  I = S(X) + S(T) - S(X,T). Cost O(n^3) time and O(n^2) memory in the number of points n.
 * :func:`activations` -- what they are estimated on: a network's normalised input X and its layers' outputs T.
 """
 from __future__ import annotations
@@ -25,11 +24,9 @@ from .models import CifarResNet, Classifier
 LN2 = math.log(2.0)
 
 __all__ = [
-    "MineSettings", "MineResult", "PAPER_MINE_XT", "PAPER_MINE_TY", "StatisticsNetwork", "dv_bound", "mine_step_loss",
-    "mine",
-    "smoothed_estimate", "one_hot", "gaussian_gram", "kernel_width", "label_gram", "renyi_entropy",
-    "renyi_joint_entropy", "renyi_mutual_information", "infonce_bound_bits", "PENULTIMATE", "stage_modules",
-    "layer_names", "activations",
+    "MineSettings", "MineResult", "PAPER_MINE_XT", "PAPER_MINE_TY", "StatisticsNetwork", "mine_step_loss", "mine",
+    "smoothed_estimate", "one_hot", "gaussian_gram", "kernel_width", "label_gram", "renyi_entropy", "RenyiNull",
+    "renyi_null", "PENULTIMATE", "stage_modules", "layer_names", "activations",
 ]
 
 
@@ -110,24 +107,13 @@ class StatisticsNetwork(nn.Module):
         return self.net(xt)
 
 
-def _log_mean_exp(v: Tensor) -> Tensor:
-    return torch.logsumexp(v.reshape(-1), 0) - math.log(v.numel())
-
-
-def dv_bound(t_joint: Tensor, t_marginal: Tensor) -> Tensor:
-    """Donsker-Varadhan lower bound E_P[T] - log E_Q[e^T] in **nats** (as a stable log-sum-exp)."""
-    if t_joint.numel() == 0 or t_marginal.numel() == 0:
-        raise ValueError("t_joint and t_marginal must be non-empty")
-    return t_joint.mean() - _log_mean_exp(t_marginal)
-
-
 def mine_step_loss(t_joint: Tensor, t_marginal: Tensor, log_ma: Tensor,
                    ema_rate: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
     """One MINE step as the paper code's ``learn_mine``: ``(loss, bound, log m')``.
 
     m' = (1 - r) m + r E_Q[e^T] is the moving average (no gradient, carried in log space); loss = -(E_P[T] -
-    E_Q[e^T] / m') has the bias-corrected gradient; bound is :func:`dv_bound` (nats)."""
-    lme = _log_mean_exp(t_marginal)                                    # log E_Q[e^T]
+    E_Q[e^T] / m') has the bias-corrected gradient; bound is the Donsker-Varadhan bound E_P[T] - log E_Q[e^T] (nats)."""
+    lme = torch.logsumexp(t_marginal.reshape(-1), 0) - math.log(t_marginal.numel())  # log E_Q[e^T], stable
     bound = t_joint.mean() - lme
     keep = math.log1p(-ema_rate) if ema_rate < 1 else -math.inf
     new_log_ma = torch.logaddexp(log_ma + keep, lme.detach() + math.log(ema_rate))
@@ -162,14 +148,6 @@ def one_hot(labels: Tensor, num_classes: int) -> Tensor:
     return torch.nn.functional.one_hot(labels.long(), num_classes).float()
 
 
-def _check_pairs(x: Tensor, t: Tensor) -> None:
-    for name, v in (("x", x), ("t", t)):
-        if v.ndim != 2 or not v.is_floating_point():
-            raise ValueError(f"{name} must be a float tensor (N, D), got {v.dtype} {tuple(v.shape)}")
-    if len(x) != len(t):
-        raise ValueError(f"x and t must hold the same number of samples, got {len(x)} and {len(t)}")
-
-
 def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device=None,
          progress: bool = False) -> MineResult:
     """I(X;T) in **bits** by MINE as the paper code's ``mine.py`` runs it; row i of ``x`` pairs with row i of ``t``.
@@ -179,7 +157,11 @@ def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device
     one Adam step on :func:`mine_step_loss`. Non-finite steps are skipped and not recorded; the code also resets m to
     0 there, we keep it. The network and the batch indices are seeded on the CPU, so runs repeat on any device. The
     estimate is :func:`smoothed_estimate` of the per-step curve."""
-    _check_pairs(x, t)
+    for name, v in (("x", x), ("t", t)):
+        if v.ndim != 2 or not v.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor (N, D), got {v.dtype} {tuple(v.shape)}")
+    if len(x) != len(t):
+        raise ValueError(f"x and t must hold the same number of samples, got {len(x)} and {len(t)}")
     n = len(x)
     s = settings
     if s.batch_size > n:
@@ -288,18 +270,14 @@ def label_gram(labels: Tensor) -> Tensor:
     return (labels[:, None] == labels[None, :]).double()
 
 
-def _check_alpha(alpha: float) -> float:
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-    return float(alpha)
-
-
 def renyi_entropy(gram: Tensor, alpha: float = 1.01, *, unit_diagonal: bool = False) -> float:
     """Matrix-based Renyi alpha-entropy in **bits** of a PSD Gram matrix: log2(sum lambda^alpha) / (1 - alpha).
 
     lambda: the eigenvalues of K / tr(K) (after K_ij / sqrt(K_ii K_jj) with ``unit_diagonal``); alpha = 1 gives the
     von Neumann limit. In [0, log2 n]."""
-    alpha = _check_alpha(alpha)
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    alpha = float(alpha)
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] < 1:
         raise ValueError(f"gram must be a square matrix (n, n), got {tuple(gram.shape)}")
     k = gram.double()
@@ -318,34 +296,6 @@ def renyi_entropy(gram: Tensor, alpha: float = 1.01, *, unit_diagonal: bool = Fa
         lam = lam[lam > 0]
         return float(-(lam * lam.log2()).sum())
     return float(torch.log2((lam ** alpha).sum()) / (1.0 - alpha))
-
-
-def renyi_joint_entropy(*grams: Tensor, alpha: float = 1.01) -> float:
-    """Joint matrix-based Renyi entropy in bits: :func:`renyi_entropy` of the Hadamard product of the Gram matrices."""
-    if not grams:
-        raise ValueError("renyi_joint_entropy needs at least one Gram matrix")
-    shape = grams[0].shape
-    prod = grams[0].double()
-    for g in grams[1:]:
-        if g.shape != shape:
-            raise ValueError(f"all Gram matrices must have the same shape, got {tuple(shape)} and {tuple(g.shape)}")
-        prod = prod * g.double().to(prod.device)
-    return renyi_entropy(prod, alpha)
-
-
-def renyi_mutual_information(x: Tensor, t: Tensor, *, alpha: float = 1.01, sigma_x: float | None = None,
-                             sigma_t: float | None = None, t_is_labels: bool = False) -> float:
-    """Matrix-based Renyi I(X;T) = S(X) + S(T) - S(X,T) in **bits**, O(n^3): keep n in the low thousands.
-
-    ``t`` may be integer labels (``t_is_labels``: delta kernel); kernel widths default to :func:`kernel_width`."""
-    kx = gaussian_gram(x, sigma_x if sigma_x is not None else kernel_width(x))
-    if len(t) != len(x):
-        raise ValueError(f"x and t must hold the same number of points, got {len(x)} and {len(t)}")
-    if t_is_labels:
-        kt = label_gram(t).to(kx.device)
-    else:
-        kt = gaussian_gram(t, sigma_t if sigma_t is not None else kernel_width(t)).to(kx.device)
-    return renyi_entropy(kx, alpha) + renyi_entropy(kt, alpha) - renyi_joint_entropy(kx, kt, alpha=alpha)
 
 
 @dataclass(frozen=True)
@@ -381,17 +331,6 @@ def renyi_null(x: Tensor, t: Tensor, labels: Tensor, *, alpha: float = 1.01, shu
         ity.append(ht + hy - renyi_entropy(kp * ky, alpha))
     sd = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan)
     return RenyiNull(float(np.mean(ixt)), sd(ixt), float(np.mean(ity)), sd(ity), len(xd), shuffles)
-
-
-# ------------------------------------------------------------------------------------------------ InfoNCE
-def infonce_bound_bits(loss_nats: float, num_candidates: int) -> float:
-    """InfoNCE lower bound (ln N - L) / ln 2 in bits, N the candidates per query (at most log2 N)."""
-    if not (isinstance(num_candidates, int) and num_candidates >= 1):
-        raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
-    loss = float(loss_nats)
-    if not (math.isfinite(loss) and loss >= 0):
-        raise ValueError(f"loss_nats must be a finite number >= 0, got {loss_nats!r}")
-    return (math.log(num_candidates) - loss) / LN2
 
 
 # ---------------------------------------------------------------------------------------- X and T of a network

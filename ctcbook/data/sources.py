@@ -127,17 +127,13 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _fashion_dirs(root) -> list[Path]:
-    out = [Path(root), Path(root) / "fashion-mnist", Path(root) / "FashionMNIST" / "raw"] if root is not None else []
-    if (base := _data_dir()) is not None:
-        out += [base / "fashion-mnist", base / "FashionMNIST" / "raw"]
-    return out + [Path(p) for p in FASHION_SYSTEM_DIRS]
-
-
 def load_fashion_mnist(split: str, root=None) -> ImageSet:
     """Fashion-MNIST from its idx files: (N, 1, 28, 28) uint8, 60,000 train / 10,000 test, 10 classes."""
     stem = {"train": "train", "test": "t10k"}[split]
-    tried = _fashion_dirs(root)
+    tried = [Path(root), Path(root) / "fashion-mnist", Path(root) / "FashionMNIST" / "raw"] if root is not None else []
+    if (base := _data_dir()) is not None:
+        tried += [base / "fashion-mnist", base / "FashionMNIST" / "raw"]
+    tried += [Path(p) for p in FASHION_SYSTEM_DIRS]
     notes = []
     for folder in tried:
         images = _find_idx(folder, f"{stem}-images-idx3-ubyte")
