@@ -142,10 +142,12 @@ def _scatter(ax, frame: Frame, class_names) -> None:
     ax.legend(fontsize=6, markerscale=2, loc="best")
 
 
-def _jshtml(draw_frame, n: int, figsize: tuple[float, float], dpi: int, interval: int = 600) -> str:
-    """HTML of matplotlib's JavaScript slider over ``n`` frames drawn by ``draw_frame(fig, i)``."""
+def static_slider(draw_frame, frames: list, figsize: tuple[float, float], dpi: int = 72, interval: int = 600) -> str:
+    """HTML of matplotlib's JavaScript slider over ``frames``, each drawn by ``draw_frame(fig, frame)`` (no kernel)."""
+    if not frames:
+        raise ValueError("frames must hold at least one frame (a Frame, an epoch or (lat, lon, day) points), got none")
     fig = plt.figure(figsize=figsize, layout="constrained")
-    anim = animation.FuncAnimation(fig, lambda i: draw_frame(fig, i), frames=n, interval=interval)
+    anim = animation.FuncAnimation(fig, lambda i: draw_frame(fig, frames[i]), frames=len(frames), interval=interval)
     fig.set_dpi(dpi)
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
@@ -161,12 +163,6 @@ def _png(draw_view, figsize: tuple[float, float], dpi: int) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
-
-
-def static_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_names, seed: int | None = None,
-                    dpi: int = 72) -> str:
-    """HTML of a JavaScript epoch slider over pre-rendered frames of :func:`draw` (no kernel needed)."""
-    return _jshtml(lambda fig, i: draw(fig, table, frames[i], target, class_names, seed), len(frames), FIGSIZE, dpi)
 
 
 def _dropdown(description: str, options, value=None):
@@ -258,11 +254,6 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
     box = _live(controls, render, on_change)
     box.cache = cache
     return box
-
-
-def static_slider(draw_epoch, epochs: list[int], figsize: tuple[float, float], dpi: int = 72) -> str:
-    """HTML of a JavaScript slider over frames drawn by ``draw_epoch(fig, epoch)``, one per epoch."""
-    return _jshtml(lambda fig, i: draw_epoch(fig, epochs[i]), len(epochs), figsize, dpi)
 
 
 #: Size of the information-plane explorer (inches).
@@ -394,7 +385,7 @@ class MetadataView:
 
     @property
     def figsize(self) -> tuple[float, float]:
-            return (FUSION_FIGSIZE[0] + 4.0, FUSION_FIGSIZE[1]) if self.methods else FUSION_FIGSIZE
+        return (FUSION_FIGSIZE[0] + 4.0, FUSION_FIGSIZE[1]) if self.methods else FUSION_FIGSIZE
 
 
 def draw_metadata(fig, view: MetadataView, lat: float, lon: float, day: float) -> None:
@@ -454,18 +445,6 @@ def metadata_grid(view: MetadataView, classes, days) -> list[tuple[float, float,
     return [(float(c_lat[k]), float(c_lon[k]), float(d)) for k in classes for d in days]
 
 
-def static_metadata_explorer(view: MetadataView, points, dpi: int = 72) -> str:
-    """HTML of a JavaScript slider over pre-rendered (lat, lon, day) frames (no kernel needed)."""
-    if not points:
-        raise ValueError("points must hold at least one (lat, lon, day) triple")
-    return _jshtml(lambda fig, i: draw_metadata(fig, view, *points[i]), len(points), view.figsize, dpi,
-                   interval=900)
-
-
-def render_metadata_png(view: MetadataView, lat: float, lon: float, day: float, dpi: int = 80) -> bytes:
-    return _png(lambda fig: draw_metadata(fig, view, lat, lon, day), view.figsize, dpi)
-
-
 def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.0, day: float = 1.0, dpi: int = 80):
     """Latitude, longitude and day-of-year sliders over :func:`draw_metadata`."""
     import ipywidgets as widgets
@@ -476,4 +455,5 @@ def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.
                                            continuous_update=False),
                 "day": widgets.IntSlider(value=int(day), min=1, max=365, description="day of year",
                                          continuous_update=False)}
-    return _live(controls, lambda v: render_metadata_png(view, v["lat"], v["lon"], v["day"], dpi))
+    return _live(controls, lambda v: _png(lambda fig: draw_metadata(fig, view, v["lat"], v["lon"], v["day"]),
+                                          view.figsize, dpi))

@@ -283,12 +283,12 @@ def protocol_markdown(comparison: pd.DataFrame) -> str:
                  "the two curves rank the epochs partly alike") if math.isfinite(rho) else "too few epochs to compare shapes"
         same = ("at the same epoch" if ours_peak == paper_peak
                 else f"at epochs {ours_peak} (ours) and {paper_peak} (paper's)")
-        lines.append(f"- `{r['target']}`: the paper's protocol as run here ({r['paper probe: SGD steps']} SGD steps, "
+        lines.append(f"`{r['target']}`: the paper's protocol as run here ({r['paper probe: SGD steps']} SGD steps, "
                      f"{r['paper probe: epochs']} epochs) minus ours: {gap:+.2f} points "
                      f"on average over {r['probed epochs']} probed epochs, of which picking its best test epoch adds "
                      f"{r['best-test selection gain (points)']:.2f}; rank correlation {_rho(rho)}: {shape}; they peak "
                      f"{same}.")
-    return "\n".join(lines)
+    return results.findings(lines)
 
 
 # --- the closing box ---------------------------------------------------------------------------------------------

@@ -467,8 +467,8 @@ def correlation_text(corr: Correlation | None, late_seeds: int, seeds: int) -> s
 
 def mechanism_markdown(results: Sequence[dict]) -> str:
     """One bullet per (estimator, target): the mechanism verdict's sentence and the late-phase correlation."""
-    return "\n".join(f"- **{r['estimator']}, `{r['target']}`** ({r['seeds']} seeds): {r['mechanism'].text}; "
-                     f"{correlation_text(r['correlation'], r['late_seeds'], r['seeds'])}." for r in results)
+    return findings(f"**{r['estimator']}, `{r['target']}`** ({r['seeds']} seeds): {r['mechanism'].text}; "
+                    f"{correlation_text(r['correlation'], r['late_seeds'], r['seeds'])}." for r in results)
 
 
 def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
@@ -543,10 +543,10 @@ def geometry_markdown(changes: Sequence[dict]) -> str:
     lines = []
     for c in changes:
         peaks = sorted(set(c["peak_epochs"].values()))
-        lines.append(f"- **`{c['target']}`** ({c['seeds']} seeds; validation-selected transfer peaks at epoch"
+        lines.append(f"**`{c['target']}`** ({c['seeds']} seeds; validation-selected transfer peaks at epoch"
                      f"{'s' if len(peaks) > 1 else ''} {', '.join(map(str, peaks))}): "
                      + "; ".join(_unitless(v.text) for v in c["verdicts"].values()) + ".")
-    return "\n".join(lines)
+    return findings(lines)
 
 
 def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
