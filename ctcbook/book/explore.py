@@ -210,9 +210,11 @@ def _live(controls: dict, render, on_change=None):
     return box
 
 
-def _epochs_of(table: pd.DataFrame, split: str, seed: int) -> list[int]:
-    g = table[(table.target == split) & (table.seed == seed)]
-    return sorted(int(e) for e in g.epoch.unique())
+def _epochs(frame: pd.DataFrame, **where) -> list[int]:
+    """The epochs of the rows of ``frame`` whose columns hold the values in ``where``."""
+    for column, value in where.items():
+        frame = frame[frame[column] == value]
+    return sorted(int(e) for e in frame.epoch.unique())
 
 
 def _nearest(options: list[int], value: int) -> int:
@@ -232,7 +234,7 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
         raise ValueError("targets must hold at least one target key")
     cache = cache or FrameCache(n, device)
     seed0 = sorted(by_seed)[0]
-    epochs = _epochs_of(table, targets[0], seed0)
+    epochs = _epochs(table, target=targets[0], seed=seed0)
     if not epochs:
         raise ValueError(f"table has no probe of target {targets[0]!r} for seed {seed0}")
     controls = {"target": _dropdown("target", targets), "seed": _dropdown("seed", sorted(by_seed)),
@@ -242,7 +244,7 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
     def on_change(name):
         if name in ("target", "seed"):
             ep = controls["epoch"]
-            options = _epochs_of(table, controls["target"].value, controls["seed"].value)
+            options = _epochs(table, target=controls["target"].value, seed=controls["seed"].value)
             ep.options, ep.value = options, _nearest(options, ep.value)
 
     def render(v):
@@ -302,11 +304,6 @@ def information_draw(fig, info: pd.DataFrame, table: pd.DataFrame, frame: Frame,
     axes[-1].set_title(f"seed {seed}, epoch {epoch}: {what} {acc:.1f}%\n{measures}", fontsize=8)
 
 
-def _info_epochs(info: pd.DataFrame, split: str, seed: int, layer: str) -> list[int]:
-    g = info[(info.split == split) & (info.seed == seed) & (info.layer == layer) & (info.estimator == "renyi")]
-    return sorted(int(e) for e in g.epoch.unique())
-
-
 def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.DataFrame, estimators: list[str], *,
                               splits=None, cache: FrameCache | None = None, n: int = 1000,
                               device: torch.device | str = "cpu", dpi: int = 72):
@@ -328,7 +325,7 @@ def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.Dat
     layers = layers_of(splits[0], seed0)
     if not layers:
         raise ValueError(f"info has no Renyi estimate for split {splits[0]!r} and seed {seed0}")
-    epochs = _info_epochs(info, splits[0], seed0, layers[-1])
+    epochs = _epochs(info, split=splits[0], seed=seed0, layer=layers[-1], estimator="renyi")
     controls = {"split": _dropdown("split", splits), "seed": _dropdown("seed", sorted(by_seed)),
                 "layer": _dropdown("layer", layers, layers[-1]),
                 "epoch": widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
@@ -341,7 +338,8 @@ def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.Dat
             keep = c["layer"].value if c["layer"].value in options else options[-1]
             c["layer"].options, c["layer"].value = options, keep
         if name in ("split", "seed", "layer"):
-            options = _info_epochs(info, c["split"].value, c["seed"].value, c["layer"].value)
+            options = _epochs(info, split=c["split"].value, seed=c["seed"].value, layer=c["layer"].value,
+                              estimator="renyi")
             c["epoch"].options, c["epoch"].value = options, _nearest(options, c["epoch"].value)
 
     def render(v):

@@ -211,8 +211,9 @@ def information_geometry_figure(info: pd.DataFrame, geom: pd.DataFrame, table: p
         a[1].set_yscale("log")
         _t_band(a[2], geom[geom.split == split], "eff_rank", TARGET_COLORS[2], "effective rank, target features")
         _t_band(a[3], table[table.target == split], "probe_acc", TARGET_COLORS[3], "linear-probe accuracy", 100)
-        for ax, ylabel, title in zip(a, ("I(X;T) (bits)", "NC1 (dimensionless)", "effective rank", "top-1 accuracy (%)"),
-                                     (f"I(X;T), {estimator}", "within-class collapse", "effective rank", "transfer")):
+        ylabels = ("I(X;T) (bits)", "NC1 (dimensionless)", "effective rank", "top-1 accuracy (%)")
+        titles = (f"I(X;T), {estimator}", "within-class collapse", "effective rank", "transfer")
+        for ax, ylabel, title in zip(a, ylabels, titles):
             _axes(ax, "training epoch", ylabel)
             ax.set_title(f"{split}: {title}", fontsize=9)
     _legend_below(fig, axes.flatten())
