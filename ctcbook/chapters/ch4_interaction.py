@@ -184,16 +184,10 @@ def findings_markdown(results: pd.DataFrame) -> str:
     return findings(items)
 
 
-def per_class_gains(per_class: pd.DataFrame, method: str = "dynamic_mlp_c", over: str = "image_only") -> pd.Series:
-    """Per class (the rows of :func:`ctcbook.chapters.ch4_fusion.per_class_accuracy`): ``method`` minus ``over``
-    in points, largest first."""
-    return (per_class[method] - per_class[over]).sort_values(ascending=False)
-
-
 def per_class_sentence(per_class: pd.DataFrame, confusable: Sequence[str], method: str = "dynamic_mlp_c") -> str:
     """What the per-class table says about where the gain comes from, computed (not assumed): the three classes
     that gain most and the mean gain of the confusable classes against the others."""
-    g = per_class_gains(per_class, method)
+    g = (per_class[method] - per_class["image_only"]).sort_values(ascending=False)   # points, largest first
     top = ", ".join(f"{name} ({v:+.1f})" for name, v in g.head(3).items())
     conf = [c for c in g.index if c in set(confusable)]
     rest = [c for c in g.index if c not in set(confusable)]
