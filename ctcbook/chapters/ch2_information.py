@@ -255,13 +255,6 @@ def information_curves(runs: Sequence[Run], splits: Sequence[str] = ("source",),
 
 
 # --------------------------------------------------------------------------------------------------- summaries
-def seed_mean(info: pd.DataFrame, estimator: str, split: str, layer: str = PENULTIMATE) -> pd.DataFrame:
-    """Seed-mean ``i_xt`` and ``i_ty`` per epoch (columns epoch, i_xt, i_ty, seeds) of one curve."""
-    g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == layer)]
-    return g.groupby("epoch").agg(i_xt=("i_xt", "mean"), i_ty=("i_ty", "mean"), seeds=("seed", "nunique")) \
-        .reset_index()
-
-
 def cost_table(info: pd.DataFrame) -> pd.DataFrame:
     """Seconds per checkpoint (mean over epochs and seeds, summed over layers) per estimator and split."""
     per_ckpt = info.groupby(["estimator", "split", "seed", "epoch"]).agg(seconds=("seconds", "sum"), n=("n", "first"),
@@ -291,7 +284,8 @@ def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: st
     peak = int(acc.idxmax())
     rows = []
     for est in sorted(info.estimator.unique()):
-        m = seed_mean(info, est, split)
+        m = info[(info.estimator == est) & (info.split == split) & (info.layer == PENULTIMATE)]
+        m = m.groupby("epoch")[["i_xt", "i_ty"]].mean().reset_index()   # over seeds (and MINE restarts)
         if m.empty:
             continue
         epochs = m.epoch.to_numpy()
