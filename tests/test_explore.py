@@ -145,4 +145,4 @@ def test_metadata_explorer_sliders_redraw_and_each_method_gets_a_row(tmp_path):
         p = view.probabilities(sim.centre_lat[k], sim.centre_lon[k], sim.peak_day[k], methods["metadata_only"])
         assert p.argmax() == k
     plain = explore.MetadataView(view.image, 0, view.x, view.head, p_img, d.class_names, view.centres)
-    assert explore.render_metadata_png(plain, 0, 0, 1, DPI) != explore.render_metadata_png(view, 0, 0, 1, DPI)
+    assert _png(explore.live_metadata_explorer(plain, dpi=DPI)) != _png(explore.live_metadata_explorer(view, dpi=DPI))

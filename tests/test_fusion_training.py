@@ -194,8 +194,8 @@ def test_metadata_explorer_renders_one_frame_per_point(tmp_path):
                                 d.class_names, (sim.centre_lat, sim.centre_lon, sim.peak_day))
     points = explore.metadata_grid(view, [0, 1], [1, 200])
     assert points[1] == (pytest.approx(sim.centre_lat[0]), pytest.approx(sim.centre_lon[0]), 200.0)
-    html = explore.static_metadata_explorer(view, points, dpi=30)
+    draw = lambda fig, point: explore.draw_metadata(fig, view, *point)
+    html = explore.static_slider(draw, points, view.figsize, dpi=30)
     assert html.count("data:image/png;base64") == len(points) == 4
-    assert explore.render_metadata_png(view, *points[0], dpi=30)[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="points"):
-        explore.static_metadata_explorer(view, [])
+        explore.static_slider(draw, [], view.figsize)

@@ -142,10 +142,12 @@ def _scatter(ax, frame: Frame, class_names) -> None:
     ax.legend(fontsize=6, markerscale=2, loc="best")
 
 
-def _jshtml(draw_frame, n: int, figsize: tuple[float, float], dpi: int, interval: int = 600) -> str:
-    """HTML of matplotlib's JavaScript slider over ``n`` frames drawn by ``draw_frame(fig, i)``."""
+def static_slider(draw_frame, frames: list, figsize: tuple[float, float], dpi: int = 72, interval: int = 600) -> str:
+    """HTML of matplotlib's JavaScript slider over ``frames``, each drawn by ``draw_frame(fig, frame)`` (no kernel)."""
+    if not frames:
+        raise ValueError("frames must hold at least one frame (a Frame, an epoch or (lat, lon, day) points), got none")
     fig = plt.figure(figsize=figsize, layout="constrained")
-    anim = animation.FuncAnimation(fig, lambda i: draw_frame(fig, i), frames=n, interval=interval)
+    anim = animation.FuncAnimation(fig, lambda i: draw_frame(fig, frames[i]), frames=len(frames), interval=interval)
     fig.set_dpi(dpi)
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
@@ -161,12 +163,6 @@ def _png(draw_view, figsize: tuple[float, float], dpi: int) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
-
-
-def static_explorer(table: pd.DataFrame, frames: list[Frame], target: str, class_names, seed: int | None = None,
-                    dpi: int = 72) -> str:
-    """HTML of a JavaScript epoch slider over pre-rendered frames of :func:`draw` (no kernel needed)."""
-    return _jshtml(lambda fig, i: draw(fig, table, frames[i], target, class_names, seed), len(frames), FIGSIZE, dpi)
 
 
 def _dropdown(description: str, options, value=None):
@@ -214,9 +210,11 @@ def _live(controls: dict, render, on_change=None):
     return box
 
 
-def _epochs_of(table: pd.DataFrame, split: str, seed: int) -> list[int]:
-    g = table[(table.target == split) & (table.seed == seed)]
-    return sorted(int(e) for e in g.epoch.unique())
+def _epochs(frame: pd.DataFrame, **where) -> list[int]:
+    """The epochs of the rows of ``frame`` whose columns hold the values in ``where``."""
+    for column, value in where.items():
+        frame = frame[frame[column] == value]
+    return sorted(int(e) for e in frame.epoch.unique())
 
 
 def _nearest(options: list[int], value: int) -> int:
@@ -236,7 +234,7 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
         raise ValueError("targets must hold at least one target key")
     cache = cache or FrameCache(n, device)
     seed0 = sorted(by_seed)[0]
-    epochs = _epochs_of(table, targets[0], seed0)
+    epochs = _epochs(table, target=targets[0], seed=seed0)
     if not epochs:
         raise ValueError(f"table has no probe of target {targets[0]!r} for seed {seed0}")
     controls = {"target": _dropdown("target", targets), "seed": _dropdown("seed", sorted(by_seed)),
@@ -246,7 +244,7 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
     def on_change(name):
         if name in ("target", "seed"):
             ep = controls["epoch"]
-            options = _epochs_of(table, controls["target"].value, controls["seed"].value)
+            options = _epochs(table, target=controls["target"].value, seed=controls["seed"].value)
             ep.options, ep.value = options, _nearest(options, ep.value)
 
     def render(v):
@@ -258,11 +256,6 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
     box = _live(controls, render, on_change)
     box.cache = cache
     return box
-
-
-def static_slider(draw_epoch, epochs: list[int], figsize: tuple[float, float], dpi: int = 72) -> str:
-    """HTML of a JavaScript slider over frames drawn by ``draw_epoch(fig, epoch)``, one per epoch."""
-    return _jshtml(lambda fig, i: draw_epoch(fig, epochs[i]), len(epochs), figsize, dpi)
 
 
 #: Size of the information-plane explorer (inches).
@@ -311,11 +304,6 @@ def information_draw(fig, info: pd.DataFrame, table: pd.DataFrame, frame: Frame,
     axes[-1].set_title(f"seed {seed}, epoch {epoch}: {what} {acc:.1f}%\n{measures}", fontsize=8)
 
 
-def _info_epochs(info: pd.DataFrame, split: str, seed: int, layer: str) -> list[int]:
-    g = info[(info.split == split) & (info.seed == seed) & (info.layer == layer) & (info.estimator == "renyi")]
-    return sorted(int(e) for e in g.epoch.unique())
-
-
 def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.DataFrame, estimators: list[str], *,
                               splits=None, cache: FrameCache | None = None, n: int = 1000,
                               device: torch.device | str = "cpu", dpi: int = 72):
@@ -337,7 +325,7 @@ def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.Dat
     layers = layers_of(splits[0], seed0)
     if not layers:
         raise ValueError(f"info has no Renyi estimate for split {splits[0]!r} and seed {seed0}")
-    epochs = _info_epochs(info, splits[0], seed0, layers[-1])
+    epochs = _epochs(info, split=splits[0], seed=seed0, layer=layers[-1], estimator="renyi")
     controls = {"split": _dropdown("split", splits), "seed": _dropdown("seed", sorted(by_seed)),
                 "layer": _dropdown("layer", layers, layers[-1]),
                 "epoch": widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
@@ -350,7 +338,8 @@ def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.Dat
             keep = c["layer"].value if c["layer"].value in options else options[-1]
             c["layer"].options, c["layer"].value = options, keep
         if name in ("split", "seed", "layer"):
-            options = _info_epochs(info, c["split"].value, c["seed"].value, c["layer"].value)
+            options = _epochs(info, split=c["split"].value, seed=c["seed"].value, layer=c["layer"].value,
+                              estimator="renyi")
             c["epoch"].options, c["epoch"].value = options, _nearest(options, c["epoch"].value)
 
     def render(v):
@@ -394,7 +383,7 @@ class MetadataView:
 
     @property
     def figsize(self) -> tuple[float, float]:
-            return (FUSION_FIGSIZE[0] + 4.0, FUSION_FIGSIZE[1]) if self.methods else FUSION_FIGSIZE
+        return (FUSION_FIGSIZE[0] + 4.0, FUSION_FIGSIZE[1]) if self.methods else FUSION_FIGSIZE
 
 
 def draw_metadata(fig, view: MetadataView, lat: float, lon: float, day: float) -> None:
@@ -454,18 +443,6 @@ def metadata_grid(view: MetadataView, classes, days) -> list[tuple[float, float,
     return [(float(c_lat[k]), float(c_lon[k]), float(d)) for k in classes for d in days]
 
 
-def static_metadata_explorer(view: MetadataView, points, dpi: int = 72) -> str:
-    """HTML of a JavaScript slider over pre-rendered (lat, lon, day) frames (no kernel needed)."""
-    if not points:
-        raise ValueError("points must hold at least one (lat, lon, day) triple")
-    return _jshtml(lambda fig, i: draw_metadata(fig, view, *points[i]), len(points), view.figsize, dpi,
-                   interval=900)
-
-
-def render_metadata_png(view: MetadataView, lat: float, lon: float, day: float, dpi: int = 80) -> bytes:
-    return _png(lambda fig: draw_metadata(fig, view, lat, lon, day), view.figsize, dpi)
-
-
 def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.0, day: float = 1.0, dpi: int = 80):
     """Latitude, longitude and day-of-year sliders over :func:`draw_metadata`."""
     import ipywidgets as widgets
@@ -476,4 +453,5 @@ def live_metadata_explorer(view: MetadataView, lat: float = 0.0, lon: float = 0.
                                            continuous_update=False),
                 "day": widgets.IntSlider(value=int(day), min=1, max=365, description="day of year",
                                          continuous_update=False)}
-    return _live(controls, lambda v: render_metadata_png(view, v["lat"], v["lon"], v["day"], dpi))
+    return _live(controls, lambda v: _png(lambda fig: draw_metadata(fig, view, v["lat"], v["lon"], v["day"]),
+                                          view.figsize, dpi))

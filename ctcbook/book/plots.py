@@ -55,9 +55,7 @@ def tradeoff_figure(table: pd.DataFrame, targets: Sequence[str], peak_epochs: di
                        label="peak epoch of a seed (chosen on validation)" if j == 0 else None)
         ax.set_title(f"transferability: {titles.get(key, key)}", wrap=True)
     for ax in axes:
-        ax.set_xlabel("training epoch")
-        ax.set_ylabel("top-1 accuracy (%)")
-        ax.grid(alpha=0.3)
+        _axes(ax, "training epoch", "top-1 accuracy (%)")
     _legend_below(fig, axes)
     return fig
 
@@ -72,9 +70,7 @@ def protocol_figure(ours: pd.DataFrame, paper: pd.DataFrame, targets: Sequence[s
         ax.plot(b.epoch, 100 * b.paper_best, "-s", ms=3, label="the paper's protocol as run here: best test epoch")
         ax.plot(b.epoch, 100 * b.paper_final, ":", label="the paper's protocol as run here: its last epoch")
         ax.set_title(key)
-        ax.set_xlabel("training epoch")
-        ax.set_ylabel("probe top-1 accuracy (%)")
-        ax.grid(alpha=0.3)
+        _axes(ax, "training epoch", "probe top-1 accuracy (%)")
     _legend_below(fig, list(grid[0]))
     return fig
 
@@ -117,15 +113,21 @@ def _null_line(ax, nulls: pd.DataFrame | None, estimator: str, split: str, colum
         span(m - sd, m + sd, color="grey", alpha=0.15, lw=0)
 
 
-def _legend_below(fig: Figure, axes) -> None:
-    """One legend for the figure, below the panels (never over the data)."""
-    handles, labels = {}, {}
+def _axes(ax, xlabel: str, ylabel: str) -> None:
+    """Label both axes (quantity and unit) and draw a light grid."""
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+
+
+def _legend_below(fig: Figure, axes, ncol: int = 4, fontsize: int = 8, frameon: bool = False) -> None:
+    """One legend for the figure, below the panels (never over the data), in at most ``ncol`` columns."""
+    handles = {}
     for ax in axes:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(4, len(handles)),
-                   fontsize=8, frameon=False)
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(ncol, len(handles)),
+                   fontsize=fontsize, frameon=frameon)
 
 
 def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimators: Sequence[str],
@@ -154,9 +156,7 @@ def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimato
             _null_line(ax, nulls, est, split, "i_ty")
             _null_line(ax, nulls, est, split, "i_xt", vertical=True)
             ax.set_title(f"{split}: {est}", fontsize=9)
-            ax.set_xlabel("I(X;T) (bits)")
-            ax.set_ylabel("I(T;Y) (bits)")
-            ax.grid(alpha=0.3)
+            _axes(ax, "I(X;T) (bits)", "I(T;Y) (bits)")
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="training epoch", shrink=0.8)
     _legend_below(fig, axes.flatten())
     return fig
@@ -206,22 +206,16 @@ def information_geometry_figure(info: pd.DataFrame, geom: pd.DataFrame, table: p
         g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
         _t_band(a[0], g, "i_xt", TARGET_COLORS[0], f"I(X;T), {estimator}")
         _null_line(a[0], nulls, estimator, split, "i_xt")
-        a[0].set_ylabel("I(X;T) (bits)")
-        a[0].set_title(f"{split}: I(X;T), {estimator}", fontsize=9)
         _t_band(a[1], geom[geom.split == split], "nc1", TARGET_COLORS[1], "NC1, target test features")
         _t_band(a[1], geom[geom.split == GEOMETRY_SOURCE], "nc1", SOURCE_COLOR, "NC1, source training features")
         a[1].set_yscale("log")
-        a[1].set_ylabel("NC1 (dimensionless)")
-        a[1].set_title(f"{split}: within-class collapse", fontsize=9)
         _t_band(a[2], geom[geom.split == split], "eff_rank", TARGET_COLORS[2], "effective rank, target features")
-        a[2].set_ylabel("effective rank")
-        a[2].set_title(f"{split}: effective rank", fontsize=9)
         _t_band(a[3], table[table.target == split], "probe_acc", TARGET_COLORS[3], "linear-probe accuracy", 100)
-        a[3].set_ylabel("top-1 accuracy (%)")
-        a[3].set_title(f"{split}: transfer", fontsize=9)
-        for ax in a:
-            ax.set_xlabel("training epoch")
-            ax.grid(alpha=0.3)
+        ylabels = ("I(X;T) (bits)", "NC1 (dimensionless)", "effective rank", "top-1 accuracy (%)")
+        titles = (f"I(X;T), {estimator}", "within-class collapse", "effective rank", "transfer")
+        for ax, ylabel, title in zip(a, ylabels, titles):
+            _axes(ax, "training epoch", ylabel)
+            ax.set_title(f"{split}: {title}", fontsize=9)
     _legend_below(fig, axes.flatten())
     return fig
 
@@ -238,10 +232,8 @@ def mine_convergence_figure(info: pd.DataFrame, split: str, seed: int, epoch: in
             ax.plot([(k + 0.5) * steps / len(c) for k in range(len(c))], c, lw=1.0, color=TARGET_COLORS[i % 10],
                     label=f"restart {row.restart}")
             ax.axhline(getattr(row, col.replace("curve", "i")), color=TARGET_COLORS[i % 10], ls=":", lw=0.8)
-        ax.set_xlabel("optimisation step")
-        ax.set_ylabel(f"DV bound on {name} (bits)")
+        _axes(ax, "optimisation step", f"DV bound on {name} (bits)")
         ax.set_title(f"{split}, seed {seed}, epoch {epoch}: {name}", fontsize=9)
-        ax.grid(alpha=0.3)
     _legend_below(fig, axes)
     return fig
 
@@ -256,10 +248,8 @@ def information_layers_figure(info: pd.DataFrame, split: str = "source", estimat
         for ax, col in zip(axes, ("i_xt", "i_ty")):
             ax.plot(m.index, m[col], "-o", ms=3, color=plt.get_cmap("plasma")(i / max(1, len(layers))), label=layer)
     for ax, name in zip(axes, ("I(X;T)", "I(T;Y)")):
-        ax.set_xlabel("training epoch")
-        ax.set_ylabel(f"{name} (bits)")
+        _axes(ax, "training epoch", f"{name} (bits)")
         ax.set_title(f"{split}: {name} per layer, {estimator}", fontsize=9)
-        ax.grid(alpha=0.3)
     _legend_below(fig, axes)
     return fig
 
@@ -288,9 +278,7 @@ def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch
         ax.set_title(f"transferability: {key} (linear probe)")
     for ax in axes:
         _switch(ax, switch_epoch)
-        ax.set_xlabel("training epoch")
-        ax.set_ylabel("top-1 accuracy (%)")
-        ax.grid(alpha=0.3)
+        _axes(ax, "training epoch", "top-1 accuracy (%)")
     _legend_below(fig, [axes[0]])
     return fig
 
@@ -309,9 +297,7 @@ def information_methods_figure(info: dict[str, pd.DataFrame], methods: Sequence[
         for ax, name in zip(axes, ("I(X;T) (bits)", "I(T;Y) (bits)")):
             _switch(ax, switch_epoch)
             ax.set_title(f"{name.split(' ')[0]} of the penultimate features, {split} test split", fontsize=9)
-            ax.set_xlabel("training epoch")
-            ax.set_ylabel(name)
-            ax.grid(alpha=0.3)
+            _axes(ax, "training epoch", name)
     _legend_below(fig, [grid[0][0]])
     return fig
 
@@ -319,12 +305,6 @@ def information_methods_figure(info: dict[str, pd.DataFrame], methods: Sequence[
 def close(fig: Figure) -> None:
     """Free a figure after it has been displayed or saved."""
     plt.close(fig)
-
-
-__all__ = ["tradeoff_figure", "protocol_figure", "information_plane_figure", "information_epochs_figure",
-           "information_geometry_figure", "mine_convergence_figure",
-           "information_layers_figure", "method_comparison_figure", "information_methods_figure",
-           "close", "matplotlib"]
 
 
 # --- chapter 4: Dynamic MLP --------------------------------------------------------------------------------------
@@ -347,16 +327,12 @@ def simulated_metadata_figure(meta, labels, class_names: Sequence[str], simulato
         ax_day.hist(day[sel], bins=np.arange(1, 367, 14), histtype="step", color=c, lw=1.3)
     ax_map.set_xlim(-180, 180)
     ax_map.set_ylim(-90, 90)
-    ax_map.set_xlabel("longitude (degrees)")
-    ax_map.set_ylabel("latitude (degrees)")
+    _axes(ax_map, "longitude (degrees)", "latitude (degrees)")
     ax_map.set_title(f"simulated locations of {len(labels)} train images (x: class centres)", fontsize=9)
     # the legend below both panels, off the data
     fig.legend(*ax_map.get_legend_handles_labels(), fontsize=7, markerscale=3, ncol=5, loc="outside lower center")
-    ax_map.grid(alpha=0.3)
-    ax_day.set_xlabel("day of year (1 = 1 January)")
-    ax_day.set_ylabel("images per 14-day bin")
+    _axes(ax_day, "day of year (1 = 1 January)", "images per 14-day bin")
     ax_day.set_title("simulated dates, per class", fontsize=9)
-    ax_day.grid(alpha=0.3)
     return fig
 
 
@@ -378,9 +354,6 @@ def tsne_figure(panels: dict, class_names: Sequence[str]) -> Figure:
     # one legend for all panels (the same classes), right of them, off the data
     fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, markerscale=3, loc="outside right center")
     return fig
-
-
-__all__ += ["simulated_metadata_figure", "tsne_figure"]
 
 
 def interaction_pictures_figure(images, class_names: Sequence[str], latitudes: Sequence[float],
@@ -433,18 +406,9 @@ def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, p
             ax_gain.fill_between(frame.level, frame["low"], frame["high"], color=c, alpha=0.15, lw=0)
         ax_gain.axhline(0, color="black", lw=0.8)
         ax_gain.set_title(f"{mode}: gain over image only (95% t CI, paired by seed)", fontsize=9)
-        ax_gain.set_ylabel("gain (percentage points)")
-        ax_gain.set_xlabel("image-metadata interaction a (0 = independent given the class)")
-        ax_gain.grid(alpha=0.3)
-    names: dict = {}
-    for ax in axes.flatten():
-        for h, n in zip(*ax.get_legend_handles_labels()):
-            names.setdefault(n, h)
-    fig.legend(list(names.values()), list(names), fontsize=7, ncol=3, loc="outside lower center")
+        _axes(ax_gain, "image-metadata interaction a (0 = independent given the class)", "gain (percentage points)")
+    _legend_below(fig, axes.flatten(), ncol=3, fontsize=7, frameon=True)
     return fig
-
-
-__all__ += ["interaction_pictures_figure", "interaction_sweep_figure", "tradeoff_picture"]
 
 
 def tradeoff_picture(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc") -> Figure:
@@ -461,11 +425,7 @@ def tradeoff_picture(table: pd.DataFrame, targets: Sequence[str], column: str = 
             x, y = 100 * src.loc[both], 100 * tgt.loc[both]
             ax.plot(x, y, "-o", ms=3, color=TARGET_COLORS[i % 10], label=method)
             ax.plot([x.iloc[-1]], [y.iloc[-1]], "s", ms=7, color=TARGET_COLORS[i % 10])
-        ax.set_xlabel("source test accuracy (%)")
-        ax.set_ylabel(f"{PROBE_NAMES.get(column, column)} accuracy on {key} (%)")
+        _axes(ax, "source test accuracy (%)", f"{PROBE_NAMES.get(column, column)} accuracy on {key} (%)")
         ax.set_title(key)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
+    _legend_below(fig, [axes[0][0]], ncol=len(table.method.unique()), frameon=True)
     return fig

@@ -34,11 +34,9 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
                    device: torch.device | str | None = None, progress: bool = True) -> pd.DataFrame:
     """Probe accuracy (fractions) of each target at each probed epoch of ``run``, one row per (epoch, target).
 
-    ``protocol="lbfgs"`` gives ``probe_acc``, ``probe_reg``, ``val_acc`` (the chosen probe's accuracy on the held-out
-    part of the target's train split: a curve's peak is chosen on it) and ``knn_acc``; ``"paper"`` and ``"paper_bn"``
-    give ``paper_best`` (the paper's number, the best test epoch), ``paper_final``, ``paper_steps`` and
-    ``paper_epochs``. Every newly probed row also records its wall ``seconds``.
-    """
+    ``"lbfgs"``: probe_acc, probe_reg, knn_acc and val_acc (the chosen probe on held-out target-train images, where
+    peaks are chosen); ``"paper"``, ``"paper_bn"``: paper_best (the paper's number: its best test epoch),
+    paper_final, paper_steps, paper_epochs. New rows also record their wall ``seconds``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     for key in targets:
@@ -283,12 +281,12 @@ def protocol_markdown(comparison: pd.DataFrame) -> str:
                  "the two curves rank the epochs partly alike") if math.isfinite(rho) else "too few epochs to compare shapes"
         same = ("at the same epoch" if ours_peak == paper_peak
                 else f"at epochs {ours_peak} (ours) and {paper_peak} (paper's)")
-        lines.append(f"- `{r['target']}`: the paper's protocol as run here ({r['paper probe: SGD steps']} SGD steps, "
+        lines.append(f"`{r['target']}`: the paper's protocol as run here ({r['paper probe: SGD steps']} SGD steps, "
                      f"{r['paper probe: epochs']} epochs) minus ours: {gap:+.2f} points "
                      f"on average over {r['probed epochs']} probed epochs, of which picking its best test epoch adds "
                      f"{r['best-test selection gain (points)']:.2f}; rank correlation {_rho(rho)}: {shape}; they peak "
                      f"{same}.")
-    return "\n".join(lines)
+    return results.findings(lines)
 
 
 # --- the closing box ---------------------------------------------------------------------------------------------

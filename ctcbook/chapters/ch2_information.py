@@ -45,23 +45,18 @@ ESTIMATORS = ("renyi", "mine")
 #: of 8e-5 / 1e-5) so that so few steps move at all, and a 100-step smoothing window instead of 500. The
 #: known-answer tests (tests/test_estimators.py) show settings of this size recover the mutual information of correlated
 #: Gaussians.
-CPU_MINE_XT = MineSettings(hidden=64, layers=3, lr=1e-3, iterations=500, batch_size=256, smoothing=100)
-CPU_MINE_TY = MineSettings(hidden=64, layers=3, lr=1e-3, iterations=500, batch_size=256, smoothing=100)
+CPU_MINE = MineSettings(hidden=64, layers=3, lr=1e-3, iterations=500, batch_size=256, smoothing=100)
 #: Named MINE settings: ``"cpu"`` for the embedded default, ``"paper"`` for GPU profiles.
 #: ``"smoke"``: a few steps of a tiny network, only to exercise the code path in CI (its values mean nothing).
 SMOKE_MINE = MineSettings(hidden=16, layers=2, lr=1e-3, iterations=30, batch_size=64, smoothing=10)
-MINE_PRESETS: dict[str, tuple[MineSettings, MineSettings]] = {"cpu": (CPU_MINE_XT, CPU_MINE_TY),
+MINE_PRESETS: dict[str, tuple[MineSettings, MineSettings]] = {"cpu": (CPU_MINE, CPU_MINE),
                                                               "paper": (PAPER_MINE_XT, PAPER_MINE_TY),
                                                               "smoke": (SMOKE_MINE, SMOKE_MINE)}
 
 
-def splits_allowed() -> tuple[str, ...]:
-    return ("source", *TARGETS)
-
-
 def _check_split(split: str) -> None:
-    if split not in splits_allowed():
-        raise ValueError(f"split must be one of {splits_allowed()}, got {split!r}")
+    if split not in ("source", *TARGETS):
+        raise ValueError(f"split must be one of {('source', *TARGETS)}, got {split!r}")
 
 
 def probe_set(run: Run, split: str, n: int | None) -> ImageSet:
@@ -255,19 +250,11 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
 
 def information_curves(runs: Sequence[Run], splits: Sequence[str] = ("source",), **kwargs) -> pd.DataFrame:
     """:func:`information_curve` of several runs (e.g. seeds), concatenated."""
-    frames = [information_curve(run, splits, **kwargs) for run in runs]
-    return pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else \
-        pd.DataFrame()
+    frames = [f for run in runs if len(f := information_curve(run, splits, **kwargs))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 # --------------------------------------------------------------------------------------------------- summaries
-def seed_mean(info: pd.DataFrame, estimator: str, split: str, layer: str = PENULTIMATE) -> pd.DataFrame:
-    """Seed-mean ``i_xt`` and ``i_ty`` per epoch (columns epoch, i_xt, i_ty, seeds) of one curve."""
-    g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == layer)]
-    return g.groupby("epoch").agg(i_xt=("i_xt", "mean"), i_ty=("i_ty", "mean"), seeds=("seed", "nunique")) \
-        .reset_index()
-
-
 def cost_table(info: pd.DataFrame) -> pd.DataFrame:
     """Seconds per checkpoint (mean over epochs and seeds, summed over layers) per estimator and split."""
     per_ckpt = info.groupby(["estimator", "split", "seed", "epoch"]).agg(seconds=("seconds", "sum"), n=("n", "first"),
@@ -297,7 +284,8 @@ def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: st
     peak = int(acc.idxmax())
     rows = []
     for est in sorted(info.estimator.unique()):
-        m = seed_mean(info, est, split)
+        m = info[(info.estimator == est) & (info.split == split) & (info.layer == PENULTIMATE)]
+        m = m.groupby("epoch")[["i_xt", "i_ty"]].mean().reset_index()   # over seeds (and MINE restarts)
         if m.empty:
             continue
         epochs = m.epoch.to_numpy()
@@ -314,12 +302,10 @@ def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: st
 GEOMETRY_SOURCE = "source_train"
 
 
-def geometry_set(run: Run, split: str, test_size: int | None = None) -> ImageSet:
+def _geometry_set(run: Run, split: str, test_size: int | None) -> ImageSet:
     """Where the geometry of ``split`` is measured: the un-augmented source training set, or a target's test split."""
     if split == GEOMETRY_SOURCE:
         return source_data(TrainConfig.from_dict(run.config))[0]
-    if split not in TARGETS:
-        raise ValueError(f"split must be {GEOMETRY_SOURCE!r} or one of {sorted(TARGETS)}, got {split!r}")
     return run_target(run, split, None, test_size)[1]
 
 
@@ -345,7 +331,7 @@ def geometry_curve(run: Run, splits: Sequence[str], epochs: Sequence[int], *, te
             if epoch in done[split]:
                 continue
             if split not in sets:
-                sets[split] = geometry_set(run, split, test_size)
+                sets[split] = _geometry_set(run, split, test_size)
             images = sets[split]
             start = time.perf_counter()
             feats = activations(model, images.images, [PENULTIMATE], device=device)[1][PENULTIMATE]
@@ -408,11 +394,9 @@ def null_baseline(run: Run, split: str, estimator: str, *, epoch: int | None = N
 
 # ------------------------------------------------------------------------------------- the mechanism, tested
 def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
-    """The mean over MINE restarts per (seed, split, estimator, epoch, layer), with ``restart_sd`` and ``restarts``."""
+    """The mean ``i_xt`` and ``i_ty`` over MINE restarts per (seed, split, estimator, epoch, layer)."""
     keys = ["seed", "split", "estimator", "epoch", "layer"]
-    g = info.groupby(keys)
-    return g.agg(i_xt=("i_xt", "mean"), i_ty=("i_ty", "mean"), i_xt_restart_sd=("i_xt", "std"),
-                 i_ty_restart_sd=("i_ty", "std"), restarts=("i_xt", "size")).reset_index()
+    return info.groupby(keys)[["i_xt", "i_ty"]].mean().reset_index()
 
 
 def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str, column: str):
@@ -467,8 +451,8 @@ def correlation_text(corr: Correlation | None, late_seeds: int, seeds: int) -> s
 
 def mechanism_markdown(results: Sequence[dict]) -> str:
     """One bullet per (estimator, target): the mechanism verdict's sentence and the late-phase correlation."""
-    return "\n".join(f"- **{r['estimator']}, `{r['target']}`** ({r['seeds']} seeds): {r['mechanism'].text}; "
-                     f"{correlation_text(r['correlation'], r['late_seeds'], r['seeds'])}." for r in results)
+    return findings(f"**{r['estimator']}, `{r['target']}`** ({r['seeds']} seeds): {r['mechanism'].text}; "
+                    f"{correlation_text(r['correlation'], r['late_seeds'], r['seeds'])}." for r in results)
 
 
 def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
@@ -543,10 +527,10 @@ def geometry_markdown(changes: Sequence[dict]) -> str:
     lines = []
     for c in changes:
         peaks = sorted(set(c["peak_epochs"].values()))
-        lines.append(f"- **`{c['target']}`** ({c['seeds']} seeds; validation-selected transfer peaks at epoch"
+        lines.append(f"**`{c['target']}`** ({c['seeds']} seeds; validation-selected transfer peaks at epoch"
                      f"{'s' if len(peaks) > 1 else ''} {', '.join(map(str, peaks))}): "
                      + "; ".join(_unitless(v.text) for v in c["verdicts"].values()) + ".")
-    return "\n".join(lines)
+    return findings(lines)
 
 
 def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:

@@ -198,41 +198,34 @@ def train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, n
     if x.ndim != 2 or m.ndim != 2 or y.ndim != 1 or not (len(x) == len(m) == len(y)) or len(y) == 0:
         raise ValueError(f"x (N, C), m (N, cin) and y (N,) must be non-empty with one N, got {tuple(x.shape)}, "
                          f"{tuple(m.shape)}, {tuple(y.shape)}")
-    if x.device.type != "cpu":
-        return _train_head(method, x, m, y, num_classes, settings, seed)
-    with one_thread():
-        return _train_head(method, x, m, y, num_classes, settings, seed)
-
-
-def _train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, num_classes: int,
-                settings: HeadSettings, seed: int) -> tuple[nn.Module, list[float]]:
-    torch.manual_seed(seed)
-    head = build_head(method, x.shape[1], num_classes, settings, m.shape[1])
-    n, bs = len(y), min(settings.batch_size, len(y))
-    steps = settings.epochs * math.ceil(n / bs)
-    opt = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    head.train()
-    for _ in range(settings.epochs):
-        order, total = torch.randperm(n, generator=gen), 0.0
-        for i in range(0, n, bs):
-            idx = order[i:i + bs]
-            if settings.smoothing == "torch":
-                loss = F.cross_entropy(head(x[idx], m[idx]), y[idx], label_smoothing=settings.label_smoothing)
-            else:
-                loss = soft_cross_entropy(head(x[idx], m[idx]),
-                                          smoothed_targets(y[idx], num_classes, settings.label_smoothing))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        losses.append(total / n)
-        if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"{method} head, seed {seed}: training loss became {losses[-1]}")
-    return head.eval(), losses
+    with one_thread() if x.device.type == "cpu" else contextlib.nullcontext():   # one thread: see one_thread
+        torch.manual_seed(seed)
+        head = build_head(method, x.shape[1], num_classes, settings, m.shape[1])
+        n, bs = len(y), min(settings.batch_size, len(y))
+        steps = settings.epochs * math.ceil(n / bs)
+        opt = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+        gen = torch.Generator().manual_seed(seed)
+        losses = []
+        head.train()
+        for _ in range(settings.epochs):
+            order, total = torch.randperm(n, generator=gen), 0.0
+            for i in range(0, n, bs):
+                idx = order[i:i + bs]
+                if settings.smoothing == "torch":
+                    loss = F.cross_entropy(head(x[idx], m[idx]), y[idx], label_smoothing=settings.label_smoothing)
+                else:
+                    loss = soft_cross_entropy(head(x[idx], m[idx]),
+                                              smoothed_targets(y[idx], num_classes, settings.label_smoothing))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+            losses.append(total / n)
+            if not math.isfinite(losses[-1]):
+                raise FloatingPointError(f"{method} head, seed {seed}: training loss became {losses[-1]}")
+        return head.eval(), losses
 
 
 @torch.no_grad()
@@ -429,6 +422,8 @@ METHOD_LABELS = {"image_only": "image only", "metadata_only": "metadata only", "
                  "add": "addition", "multiply": "multiplication", "geo_prior": "geo prior (product)",
                  "dynamic_mlp_a": "Dynamic MLP-A", "dynamic_mlp_b": "Dynamic MLP-B", "dynamic_mlp_c": "Dynamic MLP-C",
                  "mlp_concat": "MLP on [x; e] (parameter-matched)", "image_mlp": "image only, MLP (parameter-matched)"}
+
+
 def _per_seed(results: pd.DataFrame, method: str) -> dict[int, float]:
     """seed -> test top-1 (%) of ``method``."""
     rows = results[results.method == method]

@@ -95,6 +95,11 @@ def _accs(results: pd.DataFrame, mode: str, level: float, method: str) -> dict[i
     return {int(s): float(v) * 100 for s, v in zip(rows.seed, rows.test_acc)}
 
 
+def _mean(results: pd.DataFrame, mode: str, level: float, method: str) -> float:
+    """Seed-mean top-1 (%) of one cell."""
+    return np.mean(list(_accs(results, mode, level, method).values()))
+
+
 def sweep_table(results: pd.DataFrame, labels: dict[str, str] = LABELS) -> pd.DataFrame:
     """Top-1 (%) per (mode, method) row and interaction level column: "mean ± std (n)" over seeds (std ddof 1)."""
     levels = sorted(results.level.unique())
@@ -139,7 +144,7 @@ def findings_markdown(results: pd.DataFrame) -> str:
                              quantity=quantity, positive=pos, negative=neg).text
 
     if simple:
-        best = max(simple, key=lambda m: np.mean(list(_accs(results, "frozen", lo, m).values())))
+        best = max(simple, key=lambda m: _mean(results, "frozen", lo, m))
         items.append(f"At interaction {lo:g} (frozen heads): "
                      + diff("frozen", lo, "dynamic_mlp_c", best,
                             f"Dynamic MLP-C minus the best simple fusion ({LABELS[best]})") + ".")
@@ -154,8 +159,8 @@ def findings_markdown(results: pd.DataFrame) -> str:
     if BAYES in set(frozen.method):
         head = "image-only MLP head" if "image_mlp" in set(frozen.method) else "linear image-only head"
         items.append(f"At interaction {lo:g}, the Bayes reference ({head} x exact metadata likelihood) "
-                     f"reaches {np.mean(list(_accs(results, 'frozen', lo, BAYES).values())):.2f}% and Dynamic MLP-C "
-                     f"{np.mean(list(_accs(results, 'frozen', lo, 'dynamic_mlp_c').values())):.2f}%: "
+                     f"reaches {_mean(results, 'frozen', lo, BAYES):.2f}% and Dynamic MLP-C "
+                     f"{_mean(results, 'frozen', lo, 'dynamic_mlp_c'):.2f}%: "
                      + diff("frozen", lo, "dynamic_mlp_c", BAYES, "Dynamic MLP-C minus the Bayes reference",
                             "Dynamic MLP-C is above it", "Dynamic MLP-C is below it") + ".")
     for mode in [m for m in MODES if m in set(results["mode"])]:
@@ -163,12 +168,10 @@ def findings_markdown(results: pd.DataFrame) -> str:
         if "concat" in have and "dynamic_mlp_c" in have:
             items.append(f"At interaction {hi:g} ({mode}): "
                          + diff(mode, hi, "dynamic_mlp_c", "concat", "Dynamic MLP-C minus concatenation") + ".")
-            g_lo = {s: v - _accs(results, mode, lo, "concat")[s]
-                    for s, v in _accs(results, mode, lo, "dynamic_mlp_c").items()}
-            g_hi = {s: v - _accs(results, mode, hi, "concat")[s]
-                    for s, v in _accs(results, mode, hi, "dynamic_mlp_c").items()}
+            lead = {a: {s: v - _accs(results, mode, a, "concat")[s]
+                        for s, v in _accs(results, mode, a, "dynamic_mlp_c").items()} for a in (lo, hi)}
             items.append(f"Does Dynamic MLP-C's lead over concatenation grow with the interaction ({mode})? "
-                         + stats.verdict(stats.paired_interval(g_hi, g_lo),
+                         + stats.verdict(stats.paired_interval(lead[hi], lead[lo]),
                                          quantity=f"its lead at {hi:g} minus its lead at {lo:g}",
                                          positive="it grows", negative="it shrinks").text + ".")
     e2e = results[results["mode"] == "end to end"]
@@ -181,16 +184,10 @@ def findings_markdown(results: pd.DataFrame) -> str:
     return findings(items)
 
 
-def per_class_gains(per_class: pd.DataFrame, method: str = "dynamic_mlp_c", over: str = "image_only") -> pd.Series:
-    """Per class (the rows of :func:`ctcbook.chapters.ch4_fusion.per_class_accuracy`): ``method`` minus ``over``
-    in points, largest first."""
-    return (per_class[method] - per_class[over]).sort_values(ascending=False)
-
-
 def per_class_sentence(per_class: pd.DataFrame, confusable: Sequence[str], method: str = "dynamic_mlp_c") -> str:
     """What the per-class table says about where the gain comes from, computed (not assumed): the three classes
     that gain most and the mean gain of the confusable classes against the others."""
-    g = per_class_gains(per_class, method)
+    g = (per_class[method] - per_class["image_only"]).sort_values(ascending=False)   # points, largest first
     top = ", ".join(f"{name} ({v:+.1f})" for name, v in g.head(3).items())
     conf = [c for c in g.index if c in set(confusable)]
     rest = [c for c in g.index if c not in set(confusable)]
@@ -218,8 +215,7 @@ def paper_rows(results: pd.DataFrame) -> pd.DataFrame:
              "Dynamic MLP-C (%)": b, "gain (points)": round(b - a, 3)} for net, a, b in ft.PAPER_INAT21_MINI]
     mode = "end to end" if "end to end" in set(results["mode"]) else "frozen"
     for a in sorted(results.level.unique()):
-        img = np.mean(list(_accs(results, mode, a, "image_only").values()))
-        c = np.mean(list(_accs(results, mode, a, "dynamic_mlp_c").values()))
+        img, c = _mean(results, mode, a, "image_only"), _mean(results, mode, a, "dynamic_mlp_c")
         rows.append({"setting": f"ours: Fashion-MNIST + simulated metadata, interaction {a:g}, {mode}",
                      "image only (%)": round(img, 2), "Dynamic MLP-C (%)": round(c, 2),
                      "gain (points)": round(c - img, 2)})

@@ -9,9 +9,8 @@ from ..results import findings, paired_rows
 
 
 def claims_markdown(measures: pd.DataFrame, baseline: str, method: str, targets: Sequence[str]) -> str:
-    """Which of the abstract's claims ("discriminative and transferable representations", the incompatibility
-    mitigated) held here: ``method``'s source-accuracy cost, its final transfer gain and its late-drop reduction
-    against ``baseline``, each a paired difference with its 95% interval and verdict, as a Markdown list."""
+    """Which of the abstract's claims held here: ``method`` against ``baseline`` on source accuracy, final transfer
+    and late drop, each a paired difference with its 95% interval and verdict (a Markdown list)."""
     rows = {(r["target"], r["quantity"]): r
             for r in paired_rows(measures, method, baseline, targets, ("source_final", "final", "drop"))}
     lines = []
