@@ -98,12 +98,23 @@ def test_a_value_equal_to_the_default_is_kept_under_any_profile():
 
 def test_names_come_from_the_parameters_and_injected_cells_only():
     kernel = {**_kernel("01_tradeoff", {"epochs": 3}), "base": object()}  # a later cell's variable
-    assert parameters.given_names(kernel["In"]) == ["profile", "epochs"]
+    assert parameters.given_names(kernel) == ["profile", "epochs"]
     kernel["In"] = [*kernel["In"][:-1], "base = 1", "resolve_notebook(...)"]  # the check cell run again alone
     with pytest.raises(ParameterError, match="run the notebook's parameters cell"):
         resolve_notebook("01_tradeoff", kernel)
     with_paths = _kernel("01_tradeoff", {"epochs": 3, "PAPERMILL_INPUT_PATH": "in.ipynb"})  # papermill --inject-paths
     assert resolve_notebook("01_tradeoff", with_paths)["epochs"] == 3
+
+
+def test_without_history_the_names_are_the_fresh_kernels_public_data():
+    # nbval executes with no input history: In holds only ""
+    kernel = {**_kernel("01_tradeoff", {"epochs": 3}), "In": [""], "Out": {}, "_": None, "get_ipython": print,
+              "resolve_notebook": resolve_notebook, "parameters": parameters}
+    assert parameters.given_names(kernel) == ["profile", "epochs"]
+    assert resolve_notebook("01_tradeoff", kernel)["epochs"] == 3
+    kernel["nonexistent_param"] = 3
+    with pytest.raises(ParameterError, match="nonexistent_param"):
+        resolve_notebook("01_tradeoff", kernel)
 
 
 def test_runner_refuses_with_the_same_checks(monkeypatch):

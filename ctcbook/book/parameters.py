@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import types
 from typing import Any, Callable, Mapping
 
 import yaml
@@ -239,19 +240,28 @@ def _assigned(source: str) -> list[str]:
             for t in (s.targets if isinstance(s, ast.Assign) else [s.target]) if isinstance(t, ast.Name)]
 
 
-def given_names(history: list[str]) -> list[str]:
+_KERNEL_NAMES = {"In", "Out", "exit", "quit", "open", "get_ipython"}
+
+
+def given_names(namespace: Mapping[str, Any]) -> list[str]:
     """The names the parameters cell and papermill's injected cell assign, read from the kernel's input history
-    (``In``) as the cell after them sees it."""
-    cells = list(history[:-1])  # the last input is the calling cell
-    names = []
-    if cells and cells[-1].lstrip().startswith("# Parameters\n"):  # papermill's injected cell
-        names = _assigned(cells.pop())
-    if not cells or "profile" not in _assigned(cells[-1]):
-        raise ParameterError("run the notebook's parameters cell (the one that sets profile) right before this one")
+    (``In``) as the cell after them sees it. An executor that keeps no history (nbval) runs a fresh kernel top-down,
+    where those names are the kernel's only public data globals."""
+    cells = list(namespace.get("In") or [])[:-1]  # the last input is the calling cell
+    if not cells:
+        names = [n for n, v in namespace.items() if not n.startswith("_") and n not in _KERNEL_NAMES
+                 and not callable(v) and not isinstance(v, types.ModuleType)]
+    else:
+        names = []
+        if cells[-1].lstrip().startswith("# Parameters\n"):  # papermill's injected cell
+            names = _assigned(cells.pop())
+        if not cells or "profile" not in _assigned(cells[-1]):
+            raise ParameterError("run the notebook's parameters cell (the one that sets profile) right before this one")
+        names = _assigned(cells[-1]) + names
     # papermill --inject-paths adds PAPERMILL_INPUT_PATH and the like: not chapter parameters
-    return [n for n in dict.fromkeys(_assigned(cells[-1]) + names) if not n.startswith("PAPERMILL_")]
+    return [n for n in dict.fromkeys(names) if not n.startswith("PAPERMILL_")]
 
 
 def resolve_notebook(chapter: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
     """Every parameter, for the cell after the parameters cell: ``params = resolve_notebook(chapter, globals())``."""
-    return resolve(chapter, {n: namespace[n] for n in given_names(namespace["In"])})
+    return resolve(chapter, {n: namespace[n] for n in given_names(namespace)})
