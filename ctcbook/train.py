@@ -1,9 +1,7 @@
-"""The training engine: one plain loop over epochs for every run in the book.
+"""The training engine: one plain epoch loop for every run in the book.
 
-``train(config)`` returns the finished :class:`~ctcbook.runs.Run` of ``config``: reused if done, resumed from its last
-complete epoch if interrupted, trained from scratch otherwise. A task object supplies what differs between runs:
-:class:`SourceTask` for a :class:`~ctcbook.config.TrainConfig` (cross-entropy, plus CTC's losses for objective "ctc")
-and :class:`~ctcbook.fusion_train.FusionTask` for a :class:`~ctcbook.config.FusionTrainConfig`.
+``train(config)`` returns the finished run of ``config``: reused if done, resumed from its last complete epoch, or
+trained. :class:`SourceTask` (a ``TrainConfig``) or ``FusionTask`` (a ``FusionTrainConfig``) supplies what differs.
 """
 from __future__ import annotations
 
@@ -162,8 +160,7 @@ def loader_batches(loader, device: torch.device) -> Iterable:
 
 
 class SourceTask:
-    """A source run: images in memory (every rank draws the global batch and keeps its share) or streamed from disk
-    (each rank reads its own share); evaluated on the test split and the un-augmented training images."""
+    """A source run, in memory (each rank keeps its share of the global batch) or streamed (each reads its share)."""
 
     loss_device = None  # the training device
 
@@ -290,11 +287,9 @@ def train(config: TrainConfig | FusionTrainConfig, *, store: RunStore | None = N
           workers: int | None = None, wait: bool = True) -> Run:
     """Train (or reuse, or resume) the run of ``config`` and return it.
 
-    Only one process trains a run: it holds the run's writer lock; another process asking for the same run waits
-    and then reuses (or resumes) it, or with ``wait=False`` raises :class:`~ctcbook.runs.RunLockedError`. Under
-    torchrun every rank calls this, each trains on its share of every global batch (DDP) and rank 0 writes.
-    ``amp``: bfloat16 autocast (default on CUDA only); ``workers``: image-reading processes per rank (no effect on
-    the numbers); ``on_epoch_end(epoch, model, run)`` runs on rank 0 after each saved epoch.
+    One process trains a run, holding its writer lock; another waits, then reuses or resumes it (``wait=False``:
+    raises ``RunLockedError``). Under torchrun every rank calls this (DDP) and rank 0 writes. ``amp``: bfloat16
+    autocast (default: CUDA only); ``workers``: image readers per rank; ``on_epoch_end`` runs on rank 0 per saved epoch.
     """
     d, rank_device = distributed.setup(device)
     store = store or RunStore()
@@ -306,8 +301,7 @@ def train(config: TrainConfig | FusionTrainConfig, *, store: RunStore | None = N
     distributed.barrier(d)
     if distributed.broadcast_object(run.done, d):
         return run
-    # Only rank 0 takes the writer lock: the other ranks of the same job never write, and would wait for it forever
-    # (they wait for rank 0 in the broadcast below instead).
+    # Only rank 0 locks: the other ranks never write and would wait forever; they wait in the broadcast below.
     with run.writer(wait=wait) if d.main else contextlib.nullcontext():
         done, failure = distributed.broadcast_object((run.done, run.failure), d)
         if done:  # finished by the process we waited for
