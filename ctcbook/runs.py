@@ -15,18 +15,15 @@ Layout of a run folder ``<root>/<prefix>-<hash>/``::
 
 Guarantees:
 
-* **Atomic files.** Every file is written to a temporary name in the same folder and renamed into place, so a crash
-  (or a full disk: the write fails, the temporary file is removed) never leaves a half-written file under a real
-  name. A failed write raises :class:`StoreWriteError` naming the folder; the epochs before it stay intact.
-* **One writer.** :meth:`Run.writer` takes an exclusive OS lock on ``writer.lock`` (the ``filelock`` package,
-  ``flock`` on Unix). The kernel drops it when its process dies, so a crashed holder never blocks anyone. Holder
-  details (pid, host, start time) go to ``writer.json``, a separate file because a waiter opens the lock file too.
-  Readers (probes, chapters reading finished runs) take no lock: they read only files that were renamed into place.
-* **Verified files.** Checkpoints and resume states carry a SHA-256 sidecar written after the file; a load checks
-  it and raises :class:`DamagedFileError` naming the run, file and epoch. A file without a sidecar (older folders,
-  or a crash between file and sidecar) loads unverified.
-* **Evaluation caches** (``evals/*.jsonl``): :func:`append_jsonl` with ``unique=`` takes a lock on the cache file
-  around read-check-append, so two processes computing the same evaluation leave one row per key.
+* **Atomic files.** Every file is written to a temporary name in its folder and renamed into place, so a crash or
+  a full disk never leaves a half-written file under a real name; a failed write raises :class:`StoreWriteError`.
+* **One writer.** :meth:`Run.writer` holds an exclusive ``flock`` on ``writer.lock``; the kernel drops it when its
+  process dies, so a crashed holder blocks no one. ``writer.json`` names the holder (a waiter opens the lock file
+  too). Readers take no lock: they read only files that were renamed into place.
+* **Verified files.** Checkpoints and resume states carry a SHA-256 sidecar written after the file; a load checks it
+  and raises :class:`DamagedFileError` naming run, file and epoch. A file without a sidecar loads unverified.
+* **Evaluation caches** (``evals/*.jsonl``): :func:`append_jsonl` with ``unique=`` locks the cache file around
+  read-check-append, so two processes computing the same evaluation leave one row per key.
 """
 from __future__ import annotations
 
@@ -72,8 +69,7 @@ def _write_error(path: Path, err: OSError) -> StoreWriteError:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename; on failure raise
-    :class:`StoreWriteError`, leaving ``path`` as it was and no temporary file."""
+    """Write ``data`` to ``path`` via a temporary file and an atomic rename; a failure leaves ``path`` as it was."""
     path = Path(path)
     tmp = None
     try:
@@ -124,9 +120,8 @@ def append_jsonl(path: Path, row: dict[str, Any], *, unique: Sequence[str] | Non
                  complete: Sequence[str] = ()) -> bool:
     """Append one JSON line and fsync it; return whether it was appended (a failed write is truncated away).
 
-    ``unique``: key fields; the row is appended only if no row with the same values (and every ``complete`` field)
-    is there yet, checked under a lock on ``<path>.lock``, so concurrent writers leave one row per key.
-    """
+    With ``unique`` (key fields), append only if no row has the same values and every ``complete`` field, checked
+    under a lock on ``<path>.lock``."""
     path = Path(path)
     lock = filelock.FileLock(f"{path}.lock") if unique else contextlib.nullcontext()
     try:
@@ -310,8 +305,7 @@ class Run:
         save_verified(state, self.state_path, state.get("epoch"))
 
     def load_state(self) -> dict[str, Any] | None:
-        """The latest intact resume state or None; a damaged ``state.pt`` falls back to ``state.prev.pt`` with a
-        warning; none intact raises :class:`DamagedFileError`."""
+        """The latest intact resume state or None: a damaged ``state.pt`` falls back to ``state.prev.pt`` (warning)."""
         damaged = []
         for path in (self.state_path, self.prev_state_path):
             if not path.exists():
@@ -356,8 +350,8 @@ class Run:
 
     @contextlib.contextmanager
     def writer(self, *, wait: bool = True) -> Iterator["Run"]:
-        """Hold this run's exclusive writer lock for the ``with`` block; if another process holds it, say who and
-        wait (or raise :class:`RunLockedError` without ``wait``). The caller re-checks :attr:`done` after."""
+        """Hold this run's writer lock for the ``with`` block, waiting for (or, without ``wait``, raising on) another
+        holder. The caller re-checks :attr:`done` after."""
         self.path.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(self.path / "writer.lock")
         try:
