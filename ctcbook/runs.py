@@ -305,7 +305,8 @@ class Run:
         save_verified(state, self.state_path, state.get("epoch"))
 
     def load_state(self) -> dict[str, Any] | None:
-        """The latest intact resume state or None: a damaged ``state.pt`` falls back to ``state.prev.pt`` (warning)."""
+        """The latest intact resume state or None; a damaged ``state.pt`` falls back to ``state.prev.pt`` (warning),
+        none intact raises :class:`DamagedFileError`."""
         damaged = []
         for path in (self.state_path, self.prev_state_path):
             if not path.exists():
