@@ -1,7 +1,7 @@
 """Train many independent runs at once: ``dispatch(configs, backend=...)`` returns every config's finished run.
 
-Every run goes through :func:`ctcbook.train.train`, so finished runs are reused, interrupted ones resume, and two
-dispatchers never train the same run twice (the run lock's job). A config listed twice is trained once. Backends:
+Every run goes through :func:`ctcbook.train.train`: finished runs are reused, interrupted ones resume, the run lock
+keeps two dispatchers off the same run, and a config listed twice is trained once. Backends:
 
 ``serial``
     one run after the other in this process.
@@ -10,13 +10,11 @@ dispatchers never train the same run twice (the run lock's job). A config listed
     slot is one visible GPU (default: one worker per GPU, round-robin beyond); on the CPU ``workers`` (default 1)
     each get ``cores // workers`` threads. One worker trains in this process, as ``serial``.
 ``slurm``
-    one job per missing run through submitit (FAIR's scheduler interface: it pickles the call, collects results and
-    errors, and requeues a pre-empted job, which then resumes). ``workers`` caps the jobs running at once. Settings
-    come from ``slurm`` or the JSON object in ``$CTCBOOK_SLURM``: submitit's ``update_parameters`` arguments plus
-    ``cluster`` ("local"/"debug" runs the same path without a cluster) and ``folder`` (logs). The run store must be
-    on a file system the nodes share.
+    one job per missing run through submitit (a pre-empted job is requeued and resumes); ``workers`` caps the jobs
+    running at once. Settings: ``slurm`` or the JSON object in ``$CTCBOOK_SLURM``, submitit's ``update_parameters``
+    plus ``cluster`` ("local"/"debug": no cluster) and ``folder`` (logs). The run store must be on a shared disk.
 
-``local`` and ``slurm`` print one line per finished epoch of every run, read from its ``metrics.jsonl``, to stderr.
+``local`` and ``slurm`` print each run's finished epochs (from its ``metrics.jsonl``) to stderr.
 """
 from __future__ import annotations
 
@@ -124,9 +122,8 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
         for config in missing:
             train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
         return runs
-    # local: a worker's thread count follows from the workers asked for, not from how many runs are still missing,
-    # so a run gives the same numbers (CPU results depend on the thread count) whether it trains in a pool of
-    # workers or alone after an interrupted dispatch.
+    # local: threads follow from the workers asked for, not the runs still missing, so a run's CPU numbers (which
+    # depend on the thread count) are the same in a pool or alone after an interrupted dispatch.
     all_slots = worker_slots(device, workers)
     per_worker = threads or max(1, available_cores() // len(all_slots))
     slots = all_slots[:len(missing)]

@@ -1,10 +1,9 @@
 """End-to-end training of an image backbone with a fusion head on images plus metadata: the task of a
 :class:`~ctcbook.config.FusionTrainConfig` (Dynamic MLP's recipe, github ylingfeng/DynamicMLP ``train.py``).
 
-Label smoothing as that code computes it; mixup with one lambda ~ Beta(alpha, alpha) per batch applied to the images
-and the metadata with the same permutation. Everything random about an epoch's batches is drawn from generators
-seeded by (seed, epoch) before any image is read (:func:`epoch_plan`), so a resumed run equals an uninterrupted one
-and every rank draws the same plan.
+Label smoothing as that code computes it; mixup with one lambda ~ Beta(alpha, alpha) per batch on images and metadata
+alike. An epoch's randomness is drawn from (seed, epoch) before any image is read (:func:`epoch_plan`), so a resumed
+run equals an uninterrupted one and every rank draws the same plan.
 """
 from __future__ import annotations
 
@@ -134,8 +133,7 @@ class _ImageFiles(torch.utils.data.Dataset):
 
 def image_batches(split: FusionSplit, index_batches: list[torch.Tensor], size: int, workers: int = 0
                   ) -> Iterator[torch.Tensor]:
-    """uint8 images of ``split`` for each index batch, in order; files are decoded here (``workers`` 0) or by spawned
-    DataLoader processes that read ahead, with the same images either way."""
+    """uint8 images of ``split`` per index batch, decoded here (``workers`` 0) or by read-ahead DataLoader workers."""
     if split.images is not None:
         for idx in index_batches:
             yield split.images[idx.cpu()]
@@ -280,8 +278,7 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> None:
 
 # --- the task ----------------------------------------------------------------------------------------------------
 class FusionTask:
-    """An end-to-end run: planned and mixed batches, the smoothed soft-target loss, the test split every
-    ``test_every`` epochs and at the last."""
+    """An end-to-end run: planned, mixed batches, the smoothed soft-target loss, tests every ``test_every`` epochs."""
 
     def __init__(self, config: FusionTrainConfig, d: distributed.Dist, device: torch.device, amp: bool,
                  workers: int | None, batch_size: int):
@@ -301,8 +298,7 @@ class FusionTask:
         self.model_args = {"num_classes": len(classes), "in_channels": int(sample.shape[1]),
                            "mean": flat.mean(1).tolist(), "std": flat.std(1).clamp_min(1e-3).tolist(),
                            "cin": int(self.train.meta.shape[1])}
-        # Step losses are kept on the CPU, as this loop always kept them: their float32 mean (train_loss) could
-        # round differently on a GPU.
+        # Step losses stay on the CPU: their float32 mean (train_loss) could round differently on a GPU.
         self.loss_device = torch.device("cpu")
 
     def build_model(self) -> FusionNet:
