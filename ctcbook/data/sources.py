@@ -201,8 +201,7 @@ def _digits28() -> tuple[torch.Tensor, np.ndarray]:
 
     d = load_digits()  # images float64 (1797, 8, 8) values 0..16
     x = torch.from_numpy(d.images * (255.0 / 16.0)).float().unsqueeze(1)  # (1797, 1, 8, 8), values 0..255
-    # Plain bilinear, not to_format's antialiased resize: when enlarging they differ only by float rounding (one
-    # grey level in 77 of 1.4 M pixels), and this keeps the pixels of existing runs.
+    # Plain bilinear, not to_format's antialiased resize: enlarging, they differ by float rounding; this keeps runs.
     x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8), d.target.astype(np.int64)
 
@@ -322,9 +321,8 @@ def _visible(entries: Iterable[Path]) -> list[Path]:
 
 
 def read_image_folder(folder: Path, dataset: str, *, force_rgb: bool = False) -> ImageSet:
-    """Every image of ``folder/<class>/*.{png,jpg,jpeg}`` in memory as uint8 (N, C, H, W), classes and files sorted
-    by name as torchvision's ImageFolder; for small-image trees such as CINIC-10, not ImageNet-sized ones. All
-    images must share one size and channel count (grey C = 1, colour C = 3; ``force_rgb``: all RGB)."""
+    """Every image of ``folder/<class>/*.{png,jpg,jpeg}`` in memory as uint8 (N, C, H, W), sorted as ImageFolder
+    sorts; for small images (CINIC-10). All share one size and channel count (``force_rgb``: all RGB)."""
     classes = [p.name for p in _visible(folder.iterdir()) if p.is_dir()]
     if not classes:
         raise DataCorruptError(dataset, folder, "no class sub-folders")
