@@ -76,9 +76,8 @@ class CTCObjective(nn.Module):
         self.sampler = OtherClassSampler(labels, config.nce_k)
         self._set_snapshot(None)
         self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]] = []
-        # Under DDP each rank sees its share of the batch: memory updates and CRD's normaliser use every rank's
-        # (index, embedding) gathered in rank order (the engine sets this to ctcbook.distributed.all_gather), so
-        # the memories stay identical on all ranks and equal to one process's with the same global batch.
+        # Under DDP, memory updates and CRD's normaliser use every rank's (index, embedding) gathered in rank order
+        # (the engine sets distributed.all_gather), so memories match one process's with the same global batch.
         self.gather = lambda t: t
 
     # --- what the engine calls ------------------------------------------------------------------------------

@@ -67,9 +67,8 @@ def setup(device: torch.device | str | None = None) -> tuple[Dist, torch.device 
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        # The store's keys are prefixed with torchrun's restart count: after a restart (--max-restarts) the
-        # workers would otherwise read the dead workers' addresses left in the shared store and fail to connect
-        # (seen with gloo here; pytorch/pytorch#167288 reports the same with NCCL).
+        # Keys prefixed with torchrun's restart count: after a restart, workers would otherwise read the dead
+        # workers' addresses left in the shared store and fail to connect (gloo; pytorch/pytorch#167288: NCCL).
         store, _, _ = next(dist.rendezvous("env://"))
         store = dist.PrefixStore(f"ctcbook/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=d.rank,

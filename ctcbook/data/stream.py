@@ -1,12 +1,10 @@
 """Streaming image folders: data that does not fit in memory, read from disk by DataLoader worker processes.
 
-An ImageFolder tree in the ImageNet layout (classes: the sub-folders sorted by name) is decoded with PIL in worker
-processes and transformed with torchvision's presets (training: RandomResizedCrop(224) and a flip; evaluation:
-Resize(256), CenterCrop(224)). Batches leave the workers as uint8 and become float in [0, 1] on the device.
-Each image's crop and flip are seeded by (run seed, epoch, image index), so an epoch's augmentations depend neither on
-the workers, nor on the world size, nor on a resume; the order comes from a DistributedSampler.
-A user's own ImageFolder ``folder:<name>`` (``$CTCBOOK_DATA/<name>/{train,test or val}/<class>/*``) can be a transfer
-target (:func:`load_user_folder`, :func:`user_target`).
+An ImageFolder tree (ImageNet layout, classes sorted by name) is decoded with PIL in the workers with torchvision's
+presets (train: RandomResizedCrop(224), flip; eval: Resize(256), CenterCrop(224)); uint8 batches become float in
+[0, 1] on the device. Each image's crop and flip are seeded by (run seed, epoch, image index), so augmentations
+depend neither on the workers, the world size nor a resume; the order comes from a DistributedSampler. A user's own
+ImageFolder ``folder:<name>`` (``$CTCBOOK_DATA/<name>/{train,test or val}/<class>/*``) can be a transfer target.
 """
 from __future__ import annotations
 

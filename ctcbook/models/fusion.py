@@ -1,16 +1,15 @@
 """Baseline fusion heads beside Dynamic MLP, on pooled image features x (N, C) and encoded metadata m (N, cin).
 
-Every head has ``forward(x, m) -> logits (N, K)`` and ``forward_features(x, m)``. The public Dynamic MLP code has
-only the image-only model and Dynamic MLP; the other heads are ours, from the paper's description, on the same
-metadata network (:class:`MetadataNet`) so that only the fusion differs. ``geo_prior`` SIMPLIFIES Mac Aodha et al.
-2019: its metadata classifier is a plain softmax trained with cross-entropy (theirs: presence-only per-class sigmoids,
-divided by the class prior, which changes nothing on balanced classes). ``mlp_concat`` has as many parameters as a
-Dynamic MLP head (:func:`matched_mlp_hidden`), so a gain over it is not one of size alone; ``image_mlp`` is an
-image-only head of that size (:func:`matched_image_mlp_hidden`), the image term of chapter 4's Bayes reference.
+Every head has ``forward(x, m) -> logits (N, K)`` and ``forward_features(x, m)``. The public Dynamic MLP code has only
+the image-only model and Dynamic MLP; the other heads are ours, from the paper, on the same :class:`MetadataNet` so
+only the fusion differs. ``geo_prior`` SIMPLIFIES Mac Aodha et al. 2019: a plain softmax metadata classifier trained
+with cross-entropy (theirs: presence-only per-class sigmoids over the class prior, the same on balanced classes).
+``mlp_concat`` matches a Dynamic MLP head's parameter count (:func:`matched_mlp_hidden`), so a gain over it is not
+one of size; ``image_mlp``, an image-only head of that size, is the image term of chapter 4's Bayes reference.
 
-Zeroed metadata is not neutral: a zero *input* (a missing value's encoding) passes the metadata network's biases, so
-every such row gets e0 = MetadataNet(0). Only a zero branch *output* turns ``add`` and ``concat`` into image-only
-heads (``multiply`` then gives constant logits); Dynamic MLP has no neutral embedding.
+Zeroed metadata is not neutral: a zero *input* (a missing value) passes the metadata network's biases, giving
+e0 = MetadataNet(0). Only a zero branch *output* makes ``add`` and ``concat`` image-only (``multiply``: constant
+logits); Dynamic MLP has no neutral embedding.
 """
 from __future__ import annotations
 
