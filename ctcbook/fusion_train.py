@@ -49,8 +49,7 @@ def mixup_draw(n: int, alpha: float, rng: np.random.Generator) -> tuple[float, t
 # --- data ---------------------------------------------------------------------------------------------------------
 @dataclass
 class FusionSplit:
-    """One split: uint8 ``images`` in memory or image files at ``paths``; ``meta`` the encoded metadata, ``raw`` as
-    drawn (degrees, days)."""
+    """One split: uint8 ``images`` or files at ``paths``; ``meta`` encoded metadata, ``raw`` it in degrees and days."""
 
     labels: torch.Tensor
     meta: torch.Tensor
@@ -152,8 +151,7 @@ def image_batches(split: FusionSplit, index_batches: list[torch.Tensor], size: i
 
 @dataclass
 class BatchPlan:
-    """Everything random about one global batch: images ``index``, crop offsets, flips, mixup ``lam`` and partner
-    ``perm`` (positions in the batch)."""
+    """Everything random about one global batch: images, crop offsets, flips, mixup ``lam`` and partner positions."""
 
     index: torch.Tensor
     dy: torch.Tensor | None
@@ -164,8 +162,7 @@ class BatchPlan:
 
 
 def epoch_plan(n: int, config: FusionTrainConfig, epoch: int) -> list[BatchPlan]:
-    """The epoch's full batches: order, then per batch crop rows, columns and flips from a torch generator; mixup
-    from a numpy generator; both seeded by (seed, epoch)."""
+    """The epoch's full batches: order, crops and flips from a torch generator, mixup from numpy, seeded by (seed, epoch)."""
     gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     mix_rng = np.random.default_rng([config.seed, epoch])
     order = torch.randperm(n, generator=gen)
@@ -201,7 +198,7 @@ def mixed_batches(split: FusionSplit, config: FusionTrainConfig, plans: list[Bat
                   device: torch.device, workers: int = 0
                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]]:
     """(x, m, y, partner y, lam) of this rank's ``positions`` in each planned batch, augmented and mixed; only those
-    images and their mixup partners are read (``tests/fusion_reference.py`` is the one-process oracle)."""
+    images and their mixup partners are read."""
     need = [torch.unique(torch.cat([positions, p.perm[positions]])) for p in plans]   # sorted batch positions
     reads = image_batches(split, [p.index[u] for p, u in zip(plans, need)], config.image_size, workers)
     for plan, rows, images in zip(plans, need, reads):
