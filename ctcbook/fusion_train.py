@@ -162,7 +162,7 @@ class BatchPlan:
 
 
 def epoch_plan(n: int, config: FusionTrainConfig, epoch: int) -> list[BatchPlan]:
-    """The epoch's full batches: order, crops and flips from a torch generator, mixup from numpy, seeded by (seed, epoch)."""
+    """The epoch's full batches: order, crops, flips (torch) and mixup (numpy generator), seeded by (seed, epoch)."""
     gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     mix_rng = np.random.default_rng([config.seed, epoch])
     order = torch.randperm(n, generator=gen)
