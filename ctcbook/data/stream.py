@@ -41,8 +41,7 @@ def is_streamed(name: str) -> bool:
 
 
 def find_split(name: str, split: str) -> Path:
-    """The folder of ``split`` of streamed dataset ``name`` under ``$CTCBOOK_DATA``; DataNotFoundError names every
-    folder tried and how to get it."""
+    """The folder of ``split`` of streamed dataset ``name`` under ``$CTCBOOK_DATA`` (else DataNotFoundError)."""
     if name not in STREAMED:
         raise ValueError(f"name must be one of the streamed datasets {tuple(STREAMED)}, got {name!r}")
     folders, splits, how = STREAMED[name]
@@ -138,8 +137,7 @@ class _EpochSampler(Sampler):
 
 
 class StreamBatches:
-    """This rank's training batches of a :class:`StreamFolder` (``batch_size``: per rank; the tail dropped), as
-    :class:`ctcbook.data.loader.DeviceBatches` yields them: ``(x, y, index)`` on ``device``."""
+    """This rank's training batches (``batch_size`` per rank, tail dropped) as ``(x, y, index)`` on ``device``."""
 
     def __init__(self, dataset: StreamFolder, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
                  device: torch.device | str = "cpu", workers: int = 0,
