@@ -19,7 +19,7 @@ LUMA_601 = (0.299, 0.587, 0.114)
 class ImageSet:
     """uint8 images (N, C, H, W) and int64 labels on the CPU, class names, and a ``name`` each operation extends.
 
-    Equality is identity (``eq=False``): comparing tensors field by field has no single truth value."""
+    Equality is identity: comparing tensors field by field has no single truth value."""
 
     name: str
     images: torch.Tensor
@@ -103,8 +103,7 @@ def stratified_indices(labels: torch.Tensor, num_classes: int, n: int, seed: int
 
 
 def subsample(ds: ImageSet, n: int | None, seed: int) -> ImageSet:
-    """A stratified subset of ``n`` images (:func:`stratified_indices`), image order kept; ``ds`` itself for ``n``
-    None or >= len(ds)."""
+    """A stratified subset of ``n`` images, image order kept; ``ds`` itself for ``n`` None or >= len(ds)."""
     if n is None:
         return ds
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:

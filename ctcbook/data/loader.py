@@ -43,8 +43,7 @@ def flip_where(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 
 
 class DeviceBatches:
-    """Shuffled, augmented full mini-batches of uint8 images: :meth:`epoch` yields ``(x, y, index)``, the index
-    in the set for per-image memories."""
+    """Shuffled, augmented full mini-batches: :meth:`epoch` yields ``(x, y, index)``, index for per-image memories."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, device: torch.device,
                  augment: str = "crop_flip", crop_padding: int = 2, seed: int = 0,

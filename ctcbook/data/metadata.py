@@ -268,8 +268,7 @@ class MetadataSimulator:
         return np.sin(2 * np.pi * 3.0 * (u * np.cos(theta) + v * np.sin(theta)))
 
     def render(self, images, labels, latent: MetadataArrays):
-        """uint8 images (N, C, H, W) with the interaction pattern at the ``latent`` metadata; the input itself with
-        ``interaction`` 0."""
+        """uint8 images with the interaction pattern at the ``latent`` metadata (``interaction`` 0: the input)."""
         if self.interaction == 0.0:
             return images
         import torch
