@@ -142,11 +142,8 @@ class CTCObjective(nn.Module):
                memory_format: torch.memory_format = torch.contiguous_format,
                reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """End of stage 1: copy and freeze ``model`` as the snapshot; with ``refill``, fill both stage-2 memories
-        with its embeddings of the un-augmented training images.
-
-        ``images``: the uint8 training images in memory, or (streamed) ``(x, index)`` batches of this rank's share;
-        then each rank fills zeroed copies and ``reduce`` (a sum over ranks) puts every slot on every rank.
-        """
+        with its embeddings of the un-augmented training ``images`` (uint8 in memory, or streamed ``(x, index)``
+        batches of this rank's share: each rank fills zeroed copies and ``reduce``, a sum over ranks, joins them)."""
         self._pending = []
         self._set_snapshot(freeze(copy.deepcopy(model)))
         if not self.config.refill:
