@@ -56,7 +56,8 @@ def from_env(environ: dict[str, str] | None = None) -> Dist:
 
 
 def setup(device: torch.device | str | None = None) -> tuple[Dist, torch.device | None]:
-    """Join torchrun's process group, if any (NCCL on CUDA, else gloo); return (this rank, its device or None)."""
+    """Join torchrun's process group, if any (NCCL on CUDA, gloo otherwise), and return (this rank, its device:
+    ``cuda:LOCAL_RANK`` by default under torchrun, None for a single process without ``device``)."""
     d = from_env()
     if not d.active:
         return d, (torch.device(device) if device is not None else None)
