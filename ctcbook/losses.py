@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 
 def info_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """InfoNCE of column ``positive`` (B,) among tempered ``logits`` (B, M), as logsumexp - logit: finite at any size."""
+    """InfoNCE of column ``positive`` (B,) among tempered ``logits`` (B, M); logsumexp - logit stays finite."""
     if logits.ndim != 2 or positive.shape != logits.shape[:1]:
         raise ValueError(f"info_nce needs logits (B, M) and positive (B,), got {tuple(logits.shape)} and "
                          f"{tuple(positive.shape)}")
@@ -23,7 +23,7 @@ def info_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
 
 def instance_discrimination_loss(z: torch.Tensor, memory: torch.Tensor, index: torch.Tensor,
                                  temperature: float) -> torch.Tensor:
-    """Stage 1 of CTC: N-way InfoNCE of ``z`` (B, D) against the constant ``memory`` (N, D), positive = own ``index``."""
+    """Stage 1 of CTC: N-way InfoNCE of ``z`` (B, D) against the constant ``memory`` (N, D); ``index`` positive."""
     _check_temperature(temperature)
     return info_nce(z.float() @ memory.detach().t() / temperature, index)
 
