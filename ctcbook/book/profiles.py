@@ -227,7 +227,7 @@ for _profile in PROFILES.values():
 E2E_PROFILES: dict[str, dict[str, Any]] = {
     # The public code's recipe at full size (ylingfeng/DynamicMLP README and train.py) on iNat21 in its official
     # layout under $CTCBOOK_DATA/inat21; `weights` is a local file, never downloaded. One difference: resize to 224
-    # then pad-crop and flip, where the code uses RandomResizedCrop. Several GPUs: ctcbook.launch.train(config, nproc=N).
+    # then pad-crop and flip, where the code uses RandomResizedCrop. GPUs: ctcbook.launch.train(config, nproc=N).
     "inat21": {"dataset": "inat21", "inat_root": None, "inat_train_split": "train_mini", "inat_test_split": "val",
                "image_size": 224, "arch": "resnet50", "weights": None, "method": "dynamic_mlp_c",
                "head": {"meta_width": 256, "embed_dim": 256, "reduced_dim": 256, "hidden_dim": 64, "num_blocks": 2},
@@ -238,7 +238,8 @@ E2E_PROFILES: dict[str, dict[str, Any]] = {
 
 
 def e2e_config(profile: str, **overrides: Any):
-    """The FusionTrainConfig of an end-to-end profile with ``overrides``; inat_root None: ``$CTCBOOK_DATA/inat21``."""
+    """The FusionTrainConfig of an end-to-end profile with ``overrides``; inat_root None: $CTCBOOK_DATA/inat21
+    (else ./data/inat21)."""
     import os
     from pathlib import Path
 
