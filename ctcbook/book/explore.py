@@ -38,9 +38,7 @@ class Frame:
 
 
 def project(feats: torch.Tensor) -> tuple[np.ndarray, float]:
-    """PCA of features (n, D) onto 2 components: (coords (n, 2), fraction of variance held).
-
-    Each component's largest-magnitude coordinate is made positive, so the static slider and the live widget agree."""
+    """PCA onto 2 components: (coords, variance fraction); signs fixed so the static slider and live widget agree."""
     feats = feats.double()
     feats = feats - feats.mean(0)
     u, s, v = torch.linalg.svd(feats, full_matrices=False)
