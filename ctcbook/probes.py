@@ -345,7 +345,7 @@ def paper_probe_bn(model: nn.Module, train_images: torch.Tensor, train_labels: t
                    momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 512, seed: int = 0,
                    steps: int | None = None, device=None) -> PaperProbeResult:
     """``transfer.py`` as written: only a new head is optimised, but in train mode, so BatchNorm re-estimates its
-    statistics on the target; the best eval-mode test epoch. ``model`` and the global random state are left unchanged."""
+    statistics on the target; the best eval-mode test epoch. ``model`` and the global random state are unchanged."""
     for attr in ("backbone", "head", "feature_dim"):
         if not hasattr(model, attr):
             raise ValueError(f"model must have a {attr!r} attribute (a ctcbook Classifier), got {type(model).__name__}")
