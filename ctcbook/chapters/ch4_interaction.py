@@ -30,7 +30,7 @@ Key = tuple[float, int, str]
 
 def sweep_configs(base: FusionTrainConfig, levels: Sequence[float], seeds: Sequence[int],
                   methods: Sequence[str]) -> dict[Key, FusionTrainConfig]:
-    """{(level, seed, method): ``base`` with that method and seed, metadata ``interaction`` = level, ``draw_seed`` = seed}."""
+    """{(level, seed, method): ``base`` with that method and seed, metadata interaction = level, draw_seed = seed}."""
     if not levels or not seeds or not methods:
         raise ValueError(f"levels, seeds and methods must be non-empty, got {list(levels)!r}, {list(seeds)!r}, "
                          f"{list(methods)!r}")
