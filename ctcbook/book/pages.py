@@ -35,7 +35,7 @@ def chapter_profiles(chapter: str) -> list[str]:
 
 
 def beside_the_paper(nb) -> list:
-    """The cells of a notebook's "Beside the paper(s)" section, to the next level-1 or 2 heading (ValueError if none)."""
+    """The cells of the "Beside the paper(s)" section, up to the next level-1 or 2 heading (ValueError if none)."""
     start = None
     for i, cell in enumerate(nb.cells):
         first = cell.source.lstrip().splitlines()[0] if cell.cell_type == "markdown" and cell.source.strip() else ""
