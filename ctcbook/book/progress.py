@@ -12,8 +12,7 @@ import threading
 import time
 from typing import Callable
 
-#: Environment for the kernel (tqdm reads ``TQDM_*`` variables as defaults of its arguments): one bar update every
-#: 20 s at most (plus the final state).
+#: Kernel environment (tqdm reads ``TQDM_*`` as its defaults): a bar updates at most every 20 s, plus its final state.
 KERNEL_ENV = {"TQDM_MININTERVAL": "20"}
 
 _PIECES = re.compile(r"[\r\n]+")

@@ -23,8 +23,7 @@ from ..train import default_device, load_model
 #: Bump when the probing code changes its numbers; part of every cached evaluation's key.
 PROBE_VERSION = 1
 
-#: Columns a cached row of each protocol must hold; a row lacking one is probed again and the appended row
-#: supersedes it (probing is deterministic: the same numbers plus the missing column).
+#: Columns a cached row of each protocol must hold; a row lacking one is probed again and superseded (deterministic).
 ROW_COLUMNS = {"lbfgs": ("probe_acc", "probe_reg", "knn_acc", "val_acc"), "paper": ("paper_best", "paper_final"),
                "paper_bn": ("paper_best", "paper_final")}
 
@@ -86,8 +85,7 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
 
 
 def curves(runs: Iterable[Run], targets: Sequence[str], **probe_kwargs) -> pd.DataFrame:
-    """Long table of every run's curves: columns seed, epoch, target (``"source"`` for the source test split),
-    accuracy columns. Source rows carry ``test_acc`` for every epoch; target rows the probe columns."""
+    """Long table of every run's curves: ``"source"`` rows carry ``test_acc`` at every epoch, target rows the probes."""
     frames = []
     for run in runs:
         seed = run.config["seed"]
@@ -227,8 +225,7 @@ class FitCheck:
 
 
 def fit_reached(runs: Iterable[Run], threshold: float = FIT_THRESHOLD) -> FitCheck:
-    """Has the source model fitted its training set: is the seed mean of ``clean_train_acc`` (eval mode,
-    un-augmented training images) over the final quarter of the epochs >= ``threshold``?"""
+    """Has the source model fitted its training set: final-quarter seed mean of ``clean_train_acc`` >= ``threshold``?"""
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}")
     per_seed, per_min, spans = {}, {}, set()
