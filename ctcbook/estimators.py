@@ -122,10 +122,8 @@ def mine_step_loss(t_joint: Tensor, t_marginal: Tensor, log_ma: Tensor,
 
 
 def smoothed_estimate(curve: np.ndarray, window: int) -> float:
-    """The paper code's reported value, the last point of ``ma(curve, window)``: the mean of ``curve[-window - 1:-1]``.
-
-    The code's moving average leaves the final step out; with ``window`` steps or fewer (where the code fails) the
-    whole curve's mean."""
+    """The paper code's reported value, the last point of ``ma(curve, window)``: the mean of ``curve[-window - 1:-1]``
+    (its moving average leaves the final step out); with ``window`` steps or fewer, where the code fails, the mean."""
     curve = np.asarray(curve, dtype=np.float64)
     if curve.size == 0:
         raise ValueError("curve is empty: no finite step was recorded")
@@ -242,10 +240,8 @@ def gaussian_gram(x: Tensor, sigma: float) -> Tensor:
 
 
 def kernel_width(x: Tensor, gamma: float | None = None) -> float:
-    """Kernel width sigma = gamma * n^(-1/(4 + d)) (Yu et al.'s Silverman-style rule).
-
-    ``gamma`` None: the median pairwise distance (the mean if that is 0; sigma 1.0 if all points coincide), so
-    scaling x by c scales sigma by c and the Gram matrix is unchanged."""
+    """Kernel width sigma = gamma * n^(-1/(4 + d)) (Yu et al.'s Silverman-style rule); ``gamma`` None: the median
+    pairwise distance (else the mean; sigma 1 if all points coincide), so the Gram matrix is scale-invariant."""
     xd = _as_points(x, "x")
     n, d = xd.shape
     if gamma is None:
@@ -271,10 +267,8 @@ def label_gram(labels: Tensor) -> Tensor:
 
 
 def renyi_entropy(gram: Tensor, alpha: float = 1.01, *, unit_diagonal: bool = False) -> float:
-    """Matrix-based Renyi alpha-entropy in **bits** of a PSD Gram matrix: log2(sum lambda^alpha) / (1 - alpha).
-
-    lambda: the eigenvalues of K / tr(K) (after K_ij / sqrt(K_ii K_jj) with ``unit_diagonal``); alpha = 1 gives the
-    von Neumann limit. In [0, log2 n]."""
+    """Matrix-based Renyi alpha-entropy in **bits**, in [0, log2 n]: log2(sum lambda^alpha) / (1 - alpha), lambda the
+    eigenvalues of K / tr(K) (after K_ij / sqrt(K_ii K_jj) with ``unit_diagonal``); alpha = 1: von Neumann."""
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     alpha = float(alpha)

@@ -359,9 +359,8 @@ FUSION_FIGSIZE = (10.5, 3.4)
 
 @dataclass
 class MetadataView:
-    """What the metadata explorer shows for one test image: pixels (H, W), true class, standardised features (C,), a
-    metadata-aware head, the image-only head's probabilities (K,), class names, the classes' centres (lat, lon, peak
-    day; each (K,)), and ``methods``: more heads by display name, whose predictions get a panel of their own."""
+    """What the metadata explorer shows for one test image: ``x`` its standardised features (C,), ``centres`` the
+    classes' (lat, lon, peak day), ``methods`` more heads by display name, each with a panel of its own."""
 
     image: np.ndarray
     label: int
