@@ -33,8 +33,8 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
                    device: torch.device | str | None = None, progress: bool = True) -> pd.DataFrame:
     """Probe accuracy (fractions) of each target at each probed epoch of ``run``, one row per (epoch, target).
 
-    ``"lbfgs"`` adds val_acc (held-out target-train images: where peaks are chosen); ``"paper"`` and ``"paper_bn"``
-    paper_best, the paper's number (its best test epoch)."""
+    Columns: ``"lbfgs"`` probe_acc, probe_reg, knn_acc, val_acc (held-out target-train images: where peaks are chosen);
+    ``"paper"``/``"paper_bn"`` paper_best (its best test epoch), paper_final, paper_steps, paper_epochs; ``seconds``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     for key in targets:
