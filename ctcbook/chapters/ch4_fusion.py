@@ -40,12 +40,10 @@ def _key(obj, defaults: dict[str, Any]) -> dict[str, Any]:
 # --- settings ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HeadSettings:
-    """How every head is built and trained: one setting for all methods, so only the fusion differs.
-
-    Widths as :class:`ctcbook.models.dynamic_mlp.DynamicMLPHead` (paper: 256, 256, 256, 64, 2 blocks); AdamW, cosine
-    per step. ``smoothing``: "torch" (eps / K to every class) or "public" (the public Dynamic MLP code: 1 - eps on the
-    true class, eps / (K - 1) on the others). ``mlp_concat`` gets the width that matches dynamic_mlp_c's parameters.
-    """
+    """How every head is built and trained (AdamW, cosine per step): one setting for all methods, so only the fusion
+    differs. Widths as DynamicMLPHead (paper: 256, 256, 256, 64, 2 blocks). ``smoothing``: "torch" (eps / K to every
+    class) or "public" (the public Dynamic MLP code: 1 - eps on the true class, eps / (K - 1) on the others).
+    ``mlp_concat`` gets the width that matches dynamic_mlp_c's parameters."""
 
     meta_width: int = 64
     embed_dim: int = 64
