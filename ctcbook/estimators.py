@@ -150,11 +150,9 @@ def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device
          progress: bool = False) -> MineResult:
     """I(X;T) in **bits** by MINE as the paper code's ``mine.py`` runs it; row i of ``x`` pairs with row i of ``t``.
 
-    The inputs are used as given (``mine.py`` neither normalises nor standardises; pass labels as ``one_hot``). Each
-    step draws a joint batch and a product-of-marginals batch (``settings.marginal``), records the DV bound and takes
-    one Adam step on :func:`mine_step_loss`. Non-finite steps are skipped and not recorded; the code also resets m to
-    0 there, we keep it. The network and the batch indices are seeded on the CPU, so runs repeat on any device. The
-    estimate is :func:`smoothed_estimate` of the per-step curve."""
+    Inputs are used as given, as ``mine.py`` does (labels: ``one_hot``); one Adam step on :func:`mine_step_loss` per
+    batch pair (``settings.marginal``). Non-finite steps are skipped (the code also resets m to 0; we keep it). Seeded
+    on the CPU, so runs repeat on any device; the estimate is :func:`smoothed_estimate` of the per-step DV bounds."""
     for name, v in (("x", x), ("t", t)):
         if v.ndim != 2 or not v.is_floating_point():
             raise ValueError(f"{name} must be a float tensor (N, D), got {v.dtype} {tuple(v.shape)}")
