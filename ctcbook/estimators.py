@@ -35,11 +35,9 @@ __all__ = [
 class MineSettings:
     """Settings of :func:`mine`; the defaults are the paper code's I(X;T) settings.
 
-    ``ema_rate``: rate of the moving average of E_Q[e^T] behind the gradient's bias correction; ``smoothing``: window
-    of the moving average whose last point is reported; ``seed``: network initialisation and batch draws;
-    ``marginal``: ``"resample"`` (the paper code: x and t of the product-of-marginals batch from two fresh draws) or
-    ``"shuffle"`` (t of the joint batch permuted). ``batch_size`` must not exceed the number of samples (drawn
-    without replacement)."""
+    ``ema_rate``: of the moving average of E_Q[e^T] behind the bias-corrected gradient; ``smoothing``: window of the
+    reported moving average; ``marginal``: ``"resample"`` (the paper code: x and t from two fresh draws) or
+    ``"shuffle"`` (t of the joint batch permuted). ``batch_size`` <= the number of samples (drawn without replacement)."""
 
     hidden: int = 1024
     layers: int = 3
