@@ -37,7 +37,8 @@ class MineSettings:
 
     ``ema_rate``: of the moving average of E_Q[e^T] behind the bias-corrected gradient; ``smoothing``: window of the
     reported moving average; ``marginal``: ``"resample"`` (the paper code: x and t from two fresh draws) or
-    ``"shuffle"`` (t of the joint batch permuted). ``batch_size`` <= the number of samples (drawn without replacement)."""
+    ``"shuffle"`` (t of the joint batch permuted). ``batch_size`` <= the number of samples (drawn without
+    replacement)."""
 
     hidden: int = 1024
     layers: int = 3
