@@ -1,8 +1,7 @@
 """Execute chapter notebooks with papermill and build the book with Jupyter Book 1.x.
 
-Everything that can be wrong with a request (unknown chapter, profile or parameter, a value of the wrong type) is
-refused before any notebook runs. A chapter whose cell raises is reported by chapter and cell, and its partly
-executed notebook is kept for inspection.
+A bad request (unknown chapter, profile or parameter, a value of the wrong type) is refused before any notebook runs;
+a failing chapter is reported by chapter and cell, its partly executed notebook kept for inspection.
 """
 from __future__ import annotations
 
