@@ -1,7 +1,8 @@
 """What the terminal shows while papermill executes a chapter: chapter, cell, and the kernel's progress lines.
 
 Each piece of kernel output between ``\\r`` or newlines becomes one line ``[ctcbook] 03_ctc cell 5/25 | <text>``, so a
-CI log gets whole lines, never thousands of tqdm updates; a cell silent for ``heartbeat_seconds`` gets ``still running``.
+CI log gets whole lines, never thousands of tqdm updates; a cell silent for ``heartbeat_seconds`` gets a
+``still running`` line.
 """
 from __future__ import annotations
 
