@@ -142,10 +142,8 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
                       progress: bool = True) -> pd.DataFrame:
     """I(X;T) and I(T;Y) (bits) at each probed epoch of ``run``, per split and estimator, cached in the run folder.
 
-    Renyi reads ``layers`` (default: every layer on ``"source"``, the penultimate on targets) on ``n`` images; MINE
-    reads the penultimate layer, drawing batches from ``mine_n`` images (None: the whole test split, as ``mine.py``),
-    ``mine_restarts`` times (restart r: the preset's seed + r). One row per (split, estimator, epoch, layer[,
-    restart])."""
+    Renyi reads ``layers`` (default: all on ``"source"``, the penultimate on targets) on ``n`` images; MINE the
+    penultimate, batches from ``mine_n`` images (None: the whole test split, as ``mine.py``), once per restart."""
     for split in splits:
         _check_split(split)
     for estimator in estimators:
@@ -409,9 +407,8 @@ def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: s
 
 def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str], estimator: str = "renyi",
               column: str = "probe_acc") -> list[dict]:
-    """Per target: :func:`ctcbook.stats.mechanism_verdict` (transfer's late drop and I(X;T)'s fall over the same
-    epochs) and the late-phase correlation of I(X;T) with probe accuracy (:func:`ctcbook.stats.bootstrap_correlation`,
-    seeds with >= 2 late epochs)."""
+    """Per target: :func:`ctcbook.stats.mechanism_verdict` and the late-phase correlation of I(X;T) with probe
+    accuracy (:func:`ctcbook.stats.bootstrap_correlation`, seeds with >= 2 late epochs)."""
     out = []
     for key in targets:
         curves = _seed_curves(info, table, estimator, key, column)
