@@ -35,11 +35,10 @@ __all__ = [
 class MineSettings:
     """Settings of :func:`mine`; the defaults are the paper code's I(X;T) settings.
 
-    ``ema_rate``: rate of the moving average of E_Q[e^T] behind the gradient's bias correction; ``smoothing``: window
-    of the moving average whose last point is reported; ``seed``: network initialisation and batch draws;
-    ``marginal``: ``"resample"`` (the paper code: x and t of the product-of-marginals batch from two fresh draws) or
-    ``"shuffle"`` (t of the joint batch permuted). ``batch_size`` must not exceed the number of samples (drawn
-    without replacement)."""
+    ``ema_rate``: of the moving average of E_Q[e^T] behind the bias-corrected gradient; ``smoothing``: window of the
+    reported moving average; ``marginal``: ``"resample"`` (the paper code: x and t from two fresh draws) or
+    ``"shuffle"`` (t of the joint batch permuted). ``batch_size`` <= the number of samples (drawn without
+    replacement)."""
 
     hidden: int = 1024
     layers: int = 3
@@ -122,10 +121,8 @@ def mine_step_loss(t_joint: Tensor, t_marginal: Tensor, log_ma: Tensor,
 
 
 def smoothed_estimate(curve: np.ndarray, window: int) -> float:
-    """The paper code's reported value, the last point of ``ma(curve, window)``: the mean of ``curve[-window - 1:-1]``.
-
-    The code's moving average leaves the final step out; with ``window`` steps or fewer (where the code fails) the
-    whole curve's mean."""
+    """The paper code's reported value, the last point of ``ma(curve, window)``: the mean of ``curve[-window - 1:-1]``
+    (its moving average leaves the final step out); with ``window`` steps or fewer, where the code fails, the mean."""
     curve = np.asarray(curve, dtype=np.float64)
     if curve.size == 0:
         raise ValueError("curve is empty: no finite step was recorded")
@@ -152,11 +149,9 @@ def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device
          progress: bool = False) -> MineResult:
     """I(X;T) in **bits** by MINE as the paper code's ``mine.py`` runs it; row i of ``x`` pairs with row i of ``t``.
 
-    The inputs are used as given (``mine.py`` neither normalises nor standardises; pass labels as ``one_hot``). Each
-    step draws a joint batch and a product-of-marginals batch (``settings.marginal``), records the DV bound and takes
-    one Adam step on :func:`mine_step_loss`. Non-finite steps are skipped and not recorded; the code also resets m to
-    0 there, we keep it. The network and the batch indices are seeded on the CPU, so runs repeat on any device. The
-    estimate is :func:`smoothed_estimate` of the per-step curve."""
+    Inputs are used as given, as ``mine.py`` does (labels: ``one_hot``); one Adam step on :func:`mine_step_loss` per
+    batch pair (``settings.marginal``). Non-finite steps are skipped (the code also resets m to 0; we keep it). Seeded
+    on the CPU, so runs repeat on any device; the estimate is :func:`smoothed_estimate` of the per-step DV bounds."""
     for name, v in (("x", x), ("t", t)):
         if v.ndim != 2 or not v.is_floating_point():
             raise ValueError(f"{name} must be a float tensor (N, D), got {v.dtype} {tuple(v.shape)}")
@@ -242,10 +237,8 @@ def gaussian_gram(x: Tensor, sigma: float) -> Tensor:
 
 
 def kernel_width(x: Tensor, gamma: float | None = None) -> float:
-    """Kernel width sigma = gamma * n^(-1/(4 + d)) (Yu et al.'s Silverman-style rule).
-
-    ``gamma`` None: the median pairwise distance (the mean if that is 0; sigma 1.0 if all points coincide), so
-    scaling x by c scales sigma by c and the Gram matrix is unchanged."""
+    """Kernel width sigma = gamma * n^(-1/(4 + d)) (Yu et al.'s Silverman-style rule); ``gamma`` None: the median
+    pairwise distance (else the mean; sigma 1 if all points coincide), so the Gram matrix is scale-invariant."""
     xd = _as_points(x, "x")
     n, d = xd.shape
     if gamma is None:
@@ -271,10 +264,8 @@ def label_gram(labels: Tensor) -> Tensor:
 
 
 def renyi_entropy(gram: Tensor, alpha: float = 1.01, *, unit_diagonal: bool = False) -> float:
-    """Matrix-based Renyi alpha-entropy in **bits** of a PSD Gram matrix: log2(sum lambda^alpha) / (1 - alpha).
-
-    lambda: the eigenvalues of K / tr(K) (after K_ij / sqrt(K_ii K_jj) with ``unit_diagonal``); alpha = 1 gives the
-    von Neumann limit. In [0, log2 n]."""
+    """Matrix-based Renyi alpha-entropy in **bits**, in [0, log2 n]: log2(sum lambda^alpha) / (1 - alpha), lambda the
+    eigenvalues of K / tr(K) (after K_ij / sqrt(K_ii K_jj) with ``unit_diagonal``); alpha = 1: von Neumann."""
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     alpha = float(alpha)

@@ -13,9 +13,7 @@ import torch.nn.functional as F
 
 
 def info_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """InfoNCE: cross-entropy of picking column ``positive`` (B,) among the (B, M) tempered ``logits``, mean in nats.
-
-    Computed as logsumexp(logits) - logits[positive], which stays finite for logits of any size."""
+    """InfoNCE of column ``positive`` (B,) among tempered ``logits`` (B, M); logsumexp - logit stays finite."""
     if logits.ndim != 2 or positive.shape != logits.shape[:1]:
         raise ValueError(f"info_nce needs logits (B, M) and positive (B,), got {tuple(logits.shape)} and "
                          f"{tuple(positive.shape)}")
@@ -25,16 +23,14 @@ def info_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
 
 def instance_discrimination_loss(z: torch.Tensor, memory: torch.Tensor, index: torch.Tensor,
                                  temperature: float) -> torch.Tensor:
-    """Stage 1 of CTC: N-way InfoNCE of each embedding ``z`` (B, D) against the constant ``memory`` (N, D), its own
-    slot ``index`` being the positive."""
+    """Stage 1 of CTC: N-way InfoNCE of ``z`` (B, D) against the constant ``memory`` (N, D); ``index`` positive."""
     _check_temperature(temperature)
     return info_nce(z.float() @ memory.detach().t() / temperature, index)
 
 
 @torch.no_grad()
 def momentum_update(memory: torch.Tensor, index: torch.Tensor, z: torch.Tensor, momentum: float) -> None:
-    """In place: ``memory[index] = normalise(momentum * memory[index] + (1 - momentum) * z)``; ``index`` must not
-    repeat within one call."""
+    """In place: ``memory[index] = normalise(momentum * memory[index] + (1 - momentum) * z)``; ``index`` unique."""
     if not 0 <= momentum <= 1:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     mixed = memory.index_select(0, index).mul(momentum).add_(z.detach().to(memory.dtype), alpha=1 - momentum)
@@ -42,13 +38,12 @@ def momentum_update(memory: torch.Tensor, index: torch.Tensor, z: torch.Tensor, 
 
 
 def log_normaliser(scores: torch.Tensor, n_data: int) -> torch.Tensor:
-    """log Z for the NCE form, Z = N * mean(exp(scores)), from a batch of scores (B, K+1) already divided by the
-    temperature (CRD's one-time estimate at the first batch), computed without overflow. Returns a 0-d tensor."""
+    """0-d log Z, Z = N * mean(exp(scores)) of tempered scores (B, K+1): CRD's one-time first-batch estimate."""
     return torch.logsumexp(scores.float().flatten(), 0) - math.log(scores.numel()) + math.log(n_data)
 
 
 def nce_loss(scores: torch.Tensor, log_z: torch.Tensor | float, n_data: int) -> torch.Tensor:
-    """The NCE form of the contrastive loss (Tian et al. 2020, CRD eq. 18), mean over the batch, in nats.
+    """The NCE form of the contrastive loss (Tian et al. 2020, CRD eq. 18), mean over the batch.
 
     ``scores`` (B, 1 + K): column 0 the positive, 1..K the negatives; P = exp(score) / Z, uniform noise P_n = 1 / N.
     Loss = -[log h(pos) + sum_k log(1 - h(neg_k))] with h = P / (P + K P_n), written with softplus in log space."""

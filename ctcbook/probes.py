@@ -276,10 +276,8 @@ def paper_probe_steps(train_sizes: Iterable[int], epochs: int = 30, batch_size: 
 
 
 def paper_probe_epochs(n_train: int, batch_size: int = 512, steps: int | None = None, epochs: int = 30) -> int:
-    """Epochs of the paper's probe on ``n_train`` images: ``epochs``, or the fewest giving ``steps`` SGD steps.
-
-    Why: at batch 512 and 30 epochs a 900-image target gets 60 steps and a 5,000-image one 300, so a difference
-    between targets would measure the steps the layer got, not the features."""
+    """Epochs of the paper's probe on ``n_train`` images: ``epochs``, or the fewest giving ``steps`` SGD steps, so that
+    targets of different sizes compare features, not the number of steps the layer got."""
     _check_int("n_train", n_train, 1)
     _check_int("batch_size", batch_size, 1)
     _check_int("epochs", epochs, 1)
@@ -346,11 +344,8 @@ def paper_probe_bn(model: nn.Module, train_images: torch.Tensor, train_labels: t
                    test_images: torch.Tensor, test_labels: torch.Tensor, *, epochs: int = 30, lr: float = 0.4,
                    momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 512, seed: int = 0,
                    steps: int | None = None, device=None) -> PaperProbeResult:
-    """``transfer.py`` as written: only a new head is optimised, but the network trains in train mode, so BatchNorm
-    re-estimates its running statistics on the target; the best eval-mode test epoch is reported.
-
-    ``model`` (a :class:`ctcbook.models.Classifier`) and the global random state are left unchanged; ``steps`` as in
-    :func:`paper_probe`."""
+    """``transfer.py`` as written: only a new head is optimised, but in train mode, so BatchNorm re-estimates its
+    statistics on the target; the best eval-mode test epoch. ``model`` and the global random state are unchanged."""
     for attr in ("backbone", "head", "feature_dim"):
         if not hasattr(model, attr):
             raise ValueError(f"model must have a {attr!r} attribute (a ctcbook Classifier), got {type(model).__name__}")

@@ -19,9 +19,8 @@ QUANTITIES = {
     "naive_drop": "max-of-test drop (naive, points)",
 }
 
-#: A late drop needs an epoch between the first and the last probed one to peak at: a run probed at fewer epochs
-#: (chapter 3's secondary runs when the budget thins them to their first and last epochs) has no late-drop or
-#: max-of-test-drop measure, and the pages print "not measured" there.
+#: A late drop needs an epoch between the first and last probed to peak at: runs probed at fewer (chapter 3's thinned
+#: secondary runs) have no drop measures, and the pages print "not measured".
 LATE_DROP_MIN_EPOCHS = 3
 NOT_MEASURED = "not measured"
 
@@ -35,10 +34,8 @@ def method_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 def seed_measures(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc",
                   val_column: str | None = "val_acc", epochs: Sequence[int] | None = None) -> pd.DataFrame:
-    """One row per (method, seed, target, quantity) of :data:`QUANTITIES` with its ``value``.
-
-    Without ``val_column`` the validation-selected quantities are left out, with fewer than
-    :data:`LATE_DROP_MIN_EPOCHS` probed epochs the drops; ``epochs`` keeps only those probed epochs."""
+    """One ``value`` per (method, seed, target, quantity); without ``val_column`` no validation-selected quantities,
+    with fewer than :data:`LATE_DROP_MIN_EPOCHS` probed epochs no drops; ``epochs`` keeps only those epochs."""
     if column not in table:
         raise ValueError(f"column must be a column of the curve table, got {column!r}")
     if epochs is not None:
@@ -72,8 +69,7 @@ def _per_seed(measures: pd.DataFrame, method: str, target: str, quantity: str) -
 
 
 def interval_table(measures: pd.DataFrame, quantities: Sequence[str] = tuple(QUANTITIES)) -> pd.DataFrame:
-    """Per method, target and quantity: mean over seeds with its 95% Student-t interval. Columns: method, target,
-    quantity (key of :data:`QUANTITIES`), mean, low, high, seeds."""
+    """Per method, target and quantity (key of :data:`QUANTITIES`): mean over seeds with its 95% Student-t interval."""
     rows = []
     for (method, target, quantity), g in measures.groupby(["method", "target", "quantity"], sort=False):
         if quantity not in quantities:

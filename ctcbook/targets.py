@@ -12,8 +12,7 @@ from .runs import Run
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """A transfer target: ``dataset`` with its ``train_split``/``test_split``, optionally only ``classes``
-    (relabelled 0..k-1), and a stratified subset of ``train_size`` train images (None: all)."""
+    """A transfer target; ``classes`` are relabelled 0..k-1, ``train_size`` is a stratified subset (None: all)."""
 
     dataset: str
     description: str
@@ -47,11 +46,8 @@ def check_target(key: str) -> TargetSpec:
 
 def load_target(key: str, channels: int, size: int, train_size: int | None = None,
                 test_size: int | None = None) -> tuple[ImageSet, ImageSet]:
-    """(train, test) image sets of target ``key`` in the source format (``channels`` x ``size`` x ``size``).
-
-    ``train_size``/``test_size`` cap the splits further (stratified, seed 0); None keeps the spec's own size.
-    Cached per process and data location (``$CTCBOOK_DATA``).
-    """
+    """(train, test) of target ``key`` at ``channels`` x ``size`` x ``size``, each split optionally capped further
+    (stratified, seed 0); cached per process and ``$CTCBOOK_DATA``."""
     check_target(key)
     return _load_target(key, channels, size, train_size, test_size, os.environ.get("CTCBOOK_DATA"))
 

@@ -38,9 +38,7 @@ class Frame:
 
 
 def project(feats: torch.Tensor) -> tuple[np.ndarray, float]:
-    """PCA of features (n, D) onto 2 components: (coords (n, 2), fraction of variance held).
-
-    Each component's largest-magnitude coordinate is made positive, so the static slider and the live widget agree."""
+    """PCA onto 2 components: (coords, variance fraction); signs fixed so the static slider and live widget agree."""
     feats = feats.double()
     feats = feats - feats.mean(0)
     u, s, v = torch.linalg.svd(feats, full_matrices=False)
@@ -361,9 +359,8 @@ FUSION_FIGSIZE = (10.5, 3.4)
 
 @dataclass
 class MetadataView:
-    """What the metadata explorer shows for one test image: pixels (H, W), true class, standardised features (C,), a
-    metadata-aware head, the image-only head's probabilities (K,), class names, the classes' centres (lat, lon, peak
-    day; each (K,)), and ``methods``: more heads by display name, whose predictions get a panel of their own."""
+    """What the metadata explorer shows for one test image: ``x`` its standardised features (C,), ``centres`` the
+    classes' (lat, lon, peak day), ``methods`` more heads by display name, each with a panel of its own."""
 
     image: np.ndarray
     label: int

@@ -35,8 +35,7 @@ def chapter_profiles(chapter: str) -> list[str]:
 
 
 def beside_the_paper(nb) -> list:
-    """The cells of a notebook's "Beside the paper(s)" section: from that ``##`` heading to the next heading of level
-    1 or 2 (or the end). Raises ValueError when the notebook has no such section."""
+    """The cells of the "Beside the paper(s)" section, up to the next level-1 or 2 heading (ValueError if none)."""
     start = None
     for i, cell in enumerate(nb.cells):
         first = cell.source.lstrip().splitlines()[0] if cell.cell_type == "markdown" and cell.source.strip() else ""

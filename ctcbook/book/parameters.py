@@ -1,10 +1,8 @@
 """Chapter parameters: the profile's values with the caller's over them, every value checked before anything trains.
 
-Both entry points resolve through :func:`resolve`: ``ctcbook run`` before any kernel starts (it then injects only
-``profile`` and its ``-p`` overrides), papermill run directly in the notebook's cell after its parameters cell
-(:func:`resolve_notebook`). So both give the same values and the same :class:`ParameterError`, naming the parameter,
-the bad value and what is allowed. Type and range checks import nothing heavy, so ``ctcbook run -p epochs -1`` is
-refused before torch is even imported.
+``ctcbook run`` (before any kernel starts) and papermill run directly (:func:`resolve_notebook`, in the cell after
+the parameters cell) both go through :func:`resolve`: the same values and the same :class:`ParameterError`. The checks
+import nothing heavy, so ``ctcbook run -p epochs -1`` is refused before torch is imported.
 """
 from __future__ import annotations
 

@@ -33,10 +33,8 @@ def _panel_grid(n: int) -> tuple[Figure, list]:
 
 def tradeoff_figure(table: pd.DataFrame, targets: Sequence[str], peak_epochs: dict[str, list[int]] | None = None,
                     titles: dict[str, str] | None = None) -> Figure:
-    """Source test accuracy and each target's transfer accuracy against epoch (seed means, min-max bands).
-
-    ``peak_epochs``: target -> the per-seed validation-selected peaks, ticks on the panel's top edge; the clean
-    training accuracy, when logged, is dashed in the source panel."""
+    """Source and each target's transfer accuracy against epoch (seed means, min-max bands); ``peak_epochs``' per-seed
+    validation-selected peaks tick the top edge; the clean training accuracy, when logged, is dashed."""
     titles, peak_epochs = titles or {}, peak_epochs or {}
     fig, axes = _panel_grid(len(targets) + 1)
     ax = axes[0]

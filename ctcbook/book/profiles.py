@@ -10,8 +10,7 @@ from typing import Any
 _TRADEOFF_DEFAULT: dict[str, Any] = {
     "source": "fashion_mnist",
     "source_classes": [0, 1, 2, 3, 4],
-    # chosen by the rule of chapter 1's appendix "How the default was chosen" (fit first, then cost, then closeness
-    # to the paper's recipe); never by the transfer curves. The old default is the `small` profile.
+    # chosen by chapter 1's appendix rule (fit, then cost, then closeness to the paper); never by the transfer curves
     "train_size": 2000,
     "arch": "cifar_resnet",
     "depth": 8,
@@ -28,14 +27,12 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "targets": ["fmnist_5-9", "mnist5k", "digits"],
     "target_train_size": None,
     "target_test_size": None,
-    # epochs 1, 10, ..., 80: the grid every chapter's drop is measured on (chapter 3's CTC runs and controls are
-    # probed on it too), so a drop of the same runs has one value in the whole book; probing costs ~2.4 s a checkpoint
+    # epochs 1, 10, ..., 80: the one grid every chapter's drop is measured on, so a run's drop has one value in the book
     "probe_every": 10,
     "paper_protocol": "paper",
     "paper_protocol_seed": 0,
     "nproc": 1,
-    # how the chapter's independent runs are trained (ctcbook.dispatch): serial here; the GPU profiles use "local"
-    # (one worker per visible GPU unless workers says otherwise); "slurm" submits one job per run
+    # ctcbook.dispatch: "serial"; "local" (GPU profiles: a worker per visible GPU); "slurm" (a job per run)
     "backend": "serial",
     "workers": None,
 }
@@ -47,8 +44,7 @@ _RUN_DEFAULT = {k: v for k, v in _TRADEOFF_DEFAULT.items()
 # Chapter 2 adds the estimators' settings.
 _INFORMATION_DEFAULT: dict[str, Any] = {
     **_RUN_DEFAULT,
-    # the estimators and feature geometry at epochs 1, 10, ..., 80 (a subset of chapter 1's probed epochs): the book
-    # budget of 60 minutes binds (chapter 1's appendix), and the late phase still has its own points
+    # estimators and geometry at chapter 1's probed epochs 1, 10, ..., 80: the book's 60-minute budget binds
     "info_every": 10,
     "renyi_n": 1000,
     "mine_seeds": [0, 1, 2, 3, 4],
@@ -56,17 +52,14 @@ _INFORMATION_DEFAULT: dict[str, Any] = {
     "mine_restarts": 3,
     "mine_n": 2000,
     "mine_preset": "cpu",
-    # MINE costs about 6 s per fit here (busy 2-core CPU): 5 seeds x 5 epochs (1, 20, ..., 80) x 3 restarts = 75
-    # fits per split, so the default runs MINE on the first target only (the one the mechanism is tested on); None:
-    # every split
+    # ~6 s a MINE fit x 75 fits per split: only the target the mechanism is tested on (None: every split)
     "mine_splits": ["fmnist_5-9"],
 }
 
 # Chapter 3 trains CTC beside chapter 1's runs (its baseline runs are reused).
 _CTC_DEFAULT: dict[str, Any] = {
     **_RUN_DEFAULT,
-    # the README's "emphasise transferability" setting (the main CTC runs, every seed); stage 2 starts after 2/3 of
-    # the epochs, as 200 of the paper's 300
+    # the README's "emphasise transferability" setting; stage 2 after 2/3 of the epochs, as 200 of the paper's 300
     "stage_two_epoch": 53,
     "weight_decay_coef": 2.0,
     "lr_restart": 0.1,
@@ -87,8 +80,7 @@ _CTC_DEFAULT: dict[str, Any] = {
     "discrim_instance_t": 0.5,
     "discrim_nce_t": 0.4,
     "discrim_seeds": [0, 1, 2],
-    # stage ablations (stage-1 loss only: beta 0; stage-2 loss only: alpha 0) on ablation_seeds; the schedule-only
-    # control (both weights 0) runs on every seed
+    # stage ablations (beta 0; alpha 0) on ablation_seeds; the schedule-only control (both 0) on every seed
     "ablation_seeds": [0, 1, 2],
     # probed epochs of the secondary runs (discriminability setting, ablations): 1, every control_probe_every, last
     "control_probe_every": 80,
@@ -98,13 +90,11 @@ _CTC_DEFAULT: dict[str, Any] = {
     "renyi_n": 1000,
 }
 
-# Chapter 4 (see ctcbook.chapters.ch4_interaction): at each image-metadata interaction level and seed, end-to-end
-# fusion networks on 2,000 Fashion-MNIST images (all ten classes) with simulated location/date, the public code's
-# recipe scaled down; the image-only network is also the frozen backbone of every fusion head, trained on 2,000
-# held-out train-split images. Sizes and epochs were fixed by cost (the chapter within about 8 minutes of the book's
-# 60 here), the recipe by the public code (SGD 0.9, wd 1e-4, one warm-up epoch then cosine, smoothing 0.1 as the
-# code computes it, mixup 0.4 on images and metadata); no flips or crops, because a mirrored or shifted stripe
-# pattern is the pattern of another season (the simulated images are not mirror- or shift-invariant).
+# Chapter 4 (ctcbook.chapters.ch4_interaction): fusion networks on 2,000 Fashion-MNIST images with simulated
+# location/date per interaction level and seed; the image-only network is also every fusion head's frozen backbone.
+# Sizes by cost (~8 of the book's 60 minutes), the recipe by the public code (SGD 0.9, wd 1e-4, one warm-up epoch then
+# cosine, smoothing 0.1 as the code computes it, mixup 0.4). No flips or crops: a mirrored or shifted stripe pattern
+# is another season's pattern.
 _DYNAMIC_MLP_DEFAULT: dict[str, Any] = {
     "source": "fashion_mnist",
     "train_size": 2000,
@@ -189,8 +179,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "04_dynamic_mlp": {},
         "03_ctc": {},
     },
-    # ResNet-8 width 8 on 8,000 images, crop + flip, 30 epochs, 3 seeds: its network classifies only about 94% of
-    # its own training images at the end, so it never reaches the late phase the paper's claim is about.
+    # Fits only ~94% of its training images, so it never reaches the late phase the paper's claim is about.
     "small": {
         "01_tradeoff": _SMALL_RUN,
         "02_information": {**_SMALL_RUN, "info_every": 3, "mine_seeds": [0], "mine_every": 6, "mine_restarts": 1},
@@ -198,39 +187,26 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    "control_probe_every": 10, "info_every": 6},
     },
     "cifar100": {
-        # The paper's setting (public code README): CIFAR-100 source, SGD lr 0.05, momentum 0.9, wd 5e-4, batch 64,
-        # 200 epochs, a checkpoint probed every 2 epochs. Its ResNeXt32-16x4d is replaced by a wide CIFAR ResNet-20.
+        # The paper's setting (public code README), with a wide CIFAR ResNet-20 for its ResNeXt32-16x4d.
         "01_tradeoff": {**_CIFAR100_RUN, "paper_protocol": "paper_bn"},
-        # The paper's MINE settings (mine.py) on the penultimate layer, every 10th epoch, batches drawn from the
-        # whole test split (mine_n None: 10,000 CIFAR-100 images), as mine.py does.
+        # The paper's MINE settings (mine.py), batches from the whole test split as mine.py does (mine_n None).
         "02_information": {**_CIFAR100_RUN, "info_every": 10, "renyi_n": 2000, "mine_seeds": [0], "mine_every": 10,
                            "mine_restarts": 1, "mine_n": None, "mine_preset": "paper", "mine_splits": None},
-        # CTC as the README's "emphasise transferability" command: 300 epochs, stage 2 from epoch 200, 128-d heads,
-        # 16,384 negatives; the baseline is vanilla training for the same 300 epochs.
+        # CTC as the README's "emphasise transferability" command; the baseline trains the same 300 epochs.
         "03_ctc": {**_CIFAR100_RUN, **_CTC_GPU, "epochs": 300, "probe_every": 10, "stage_two_epoch": 200,
                    "control_probe_every": 50, "info_every": 20},
     },
     "imagenet": {
-        # ImageNet-1k (an ImageFolder tree under $CTCBOOK_DATA/imagenet, streamed from disk: ctcbook.data.stream)
-        # with torchvision's ResNet-50 and the usual recipe (torchvision references/classification; Goyal et al.
-        # 2017): SGD momentum 0.9, global batch 256 with lr 0.1 (scale lr linearly with the batch: lr = 0.1 x B / 256),
-        # weight decay 1e-4, 90 epochs, cosine decay per step to 0 (the engine's schedule; torchvision's classic
-        # recipe uses steps at 30/60, its newer ones cosine), no warm-up (at batch 256 the recipe needs none),
-        # RandomResizedCrop 224 + flip, evaluation at resize 256 / centre crop 224. A checkpoint probed every 10
-        # epochs on CIFAR-10, CIFAR-100 and CINIC-10 (upsampled to 224 px) with the paper's protocol (paper_bn).
-        # Several GPUs: torchrun (see the GPU-box page); batch_size stays the global batch.
+        # ImageNet-1k streamed from $CTCBOOK_DATA/imagenet (ctcbook.data.stream), ResNet-50 with torchvision's
+        # references/classification recipe (Goyal et al. 2017): lr = 0.1 x B / 256, no warm-up at batch 256, cosine
+        # per step to 0 (torchvision's classic recipe steps at 30/60). batch_size is the global batch under torchrun.
         "01_tradeoff": {**_IMAGENET_RUN, "paper_protocol": "paper_bn"},
-        # Chapter 2 on chapter 1's imagenet runs (the same run parameters, so they are reused): the paper's MINE
-        # settings (mine.py) every 30 epochs; X is a stratified 10,000 of the 50,000 validation images (mine_n:
-        # 10,000 x 3 x 224 x 224 uint8 = 1.5 GB in memory, where the whole split would take 7.5 GB).
+        # The paper's MINE settings (mine.py); X is a stratified 10,000 validation images (1.5 GB; all: 7.5 GB).
         "02_information": {**_IMAGENET_RUN, "info_every": 30, "renyi_n": 2000, "mine_seeds": [0], "mine_every": 30,
                            "mine_restarts": 1, "mine_n": 10000, "mine_preset": "paper",
                            "mine_splits": None},
-        # Chapter 3 (and 5): CTC beside chapter 1's baseline, the same 90-epoch recipe; stage 2 from epoch 60 (2/3 of
-        # the epochs, as 200 of the paper's 300), 128-d heads, 16,384 negatives, the paper's probe (paper_bn). The
-        # streamed source's stage switch refills the memories from the training images read in evaluation
-        # transforms (ctcbook.train). Memories: 1.28 M images x 3 x 128 floats = 2 GB on each GPU and in each
-        # resume state.
+        # Stage 2 from epoch 60 (2/3, as 200 of the paper's 300); the switch refills the memories from training
+        # images in evaluation transforms (ctcbook.train). Memories: 2 GB on each GPU and in each resume state.
         "03_ctc": {**_IMAGENET_RUN, **_CTC_GPU, "stage_two_epoch": 60, "control_probe_every": 30, "info_every": 30},
     },
 }
@@ -249,13 +225,9 @@ for _profile in PROFILES.values():
 # --- end-to-end Dynamic MLP on real data: FusionTrainConfig fields per profile -----------------------------------
 # Read through e2e_config() (a user's script or a GPU box); the book's chapter 4 runs the simulated default above.
 E2E_PROFILES: dict[str, dict[str, Any]] = {
-    # The public code's recipe at full size (github ylingfeng/DynamicMLP, README and train.py): iNat21 (train_mini
-    # for training, val for testing) in the official archive layout under $CTCBOOK_DATA/inat21 (annotation JSON +
-    # image tree), ResNet-50 (ImageNet weights from a local file given as `weights`; never downloaded), Dynamic
-    # MLP-C with mlp_d 256, mlp_h 64, mlp_n 2, 224 px, batch 512 with lr 0.04, 2 warm-up epochs then cosine, 90
-    # epochs, SGD momentum 0.9, weight decay 1e-4, label smoothing 0.1, mixup alpha 0.4 on images and metadata, AMP
-    # (bfloat16 autocast, on by default on CUDA). Differences: images are resized to 224 px and then padded-cropped
-    # and flipped (the code uses RandomResizedCrop). One or several GPUs: ctcbook.launch.train(config, nproc=N).
+    # The public code's recipe at full size (ylingfeng/DynamicMLP README and train.py) on iNat21 in its official
+    # layout under $CTCBOOK_DATA/inat21; `weights` is a local file, never downloaded. One difference: resize to 224
+    # then pad-crop and flip, where the code uses RandomResizedCrop. GPUs: ctcbook.launch.train(config, nproc=N).
     "inat21": {"dataset": "inat21", "inat_root": None, "inat_train_split": "train_mini", "inat_test_split": "val",
                "image_size": 224, "arch": "resnet50", "weights": None, "method": "dynamic_mlp_c",
                "head": {"meta_width": 256, "embed_dim": 256, "reduced_dim": 256, "hidden_dim": 64, "num_blocks": 2},
@@ -266,9 +238,8 @@ E2E_PROFILES: dict[str, dict[str, Any]] = {
 
 
 def e2e_config(profile: str, **overrides: Any):
-    """The :class:`ctcbook.config.FusionTrainConfig` of an end-to-end profile, with ``overrides`` (e.g.
-    ``weights="/data/resnet50.pth"``, ``epochs=1``). For ``inat21`` an ``inat_root`` of None becomes
-    ``$CTCBOOK_DATA/inat21`` (else ``./data/inat21``)."""
+    """The FusionTrainConfig of an end-to-end profile with ``overrides``; inat_root None: $CTCBOOK_DATA/inat21
+    (else ./data/inat21)."""
     import os
     from pathlib import Path
 

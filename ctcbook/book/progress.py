@@ -1,9 +1,8 @@
 """What the terminal shows while papermill executes a chapter: chapter, cell, and the kernel's progress lines.
 
-Every piece of the kernel's stdout and stderr between carriage returns or newlines (tqdm's bars included) becomes one
-log line ``[ctcbook] 03_ctc cell 5/25 | <text>``, so a CI log gets whole lines, never thousands of ``\\r`` updates; the
-kernel's tqdm bars update at most every ``TQDM_MININTERVAL`` seconds, and a cell silent for ``heartbeat_seconds``
-gets a ``still running`` line.
+Each piece of kernel output between ``\\r`` or newlines becomes one line ``[ctcbook] 03_ctc cell 5/25 | <text>``, so a
+CI log gets whole lines, never thousands of tqdm updates; a cell silent for ``heartbeat_seconds`` gets a
+``still running`` line.
 """
 from __future__ import annotations
 
@@ -12,8 +11,7 @@ import threading
 import time
 from typing import Callable
 
-#: Environment for the kernel (tqdm reads ``TQDM_*`` variables as defaults of its arguments): one bar update every
-#: 20 s at most (plus the final state).
+#: Kernel environment (tqdm reads ``TQDM_*`` as its defaults): a bar updates at most every 20 s, plus its final state.
 KERNEL_ENV = {"TQDM_MININTERVAL": "20"}
 
 _PIECES = re.compile(r"[\r\n]+")

@@ -18,8 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def git_commit(repo: Path = REPO) -> str:
-    """The checkout's commit (12 hex digits), with ``+changes`` when tracked files differ from it; ``unknown``
-    outside a git checkout."""
+    """The checkout's commit (12 hex digits, ``+changes`` when tracked files differ); ``unknown`` outside git."""
     try:
         sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                              text=True, check=True).stdout.strip()

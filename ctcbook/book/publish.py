@@ -1,8 +1,7 @@
-"""Copy a built book to a folder any static web host can serve (GitHub Pages, an S3 bucket, ``python -m
-http.server``).
+"""Copy a built book to a folder any static web host can serve.
 
-The copy is made beside the destination and renamed into place, so an interrupted publish never leaves half a book
-under the destination's name. A ``.nojekyll`` file is added (GitHub Pages would otherwise hide ``_static/``).
+Copied beside the destination and renamed into place, so an interrupted publish never leaves half a book; a
+``.nojekyll`` file keeps GitHub Pages from hiding ``_static/``.
 """
 from __future__ import annotations
 

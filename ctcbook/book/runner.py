@@ -1,8 +1,7 @@
 """Execute chapter notebooks with papermill and build the book with Jupyter Book 1.x.
 
-Everything that can be wrong with a request (unknown chapter, profile or parameter, a value of the wrong type) is
-refused before any notebook runs. A chapter whose cell raises is reported by chapter and cell, and its partly
-executed notebook is kept for inspection.
+A bad request (unknown chapter, profile or parameter, a value of the wrong type) is refused before any notebook runs;
+a failing chapter is reported by chapter and cell, its partly executed notebook kept for inspection.
 """
 from __future__ import annotations
 
@@ -130,11 +129,8 @@ def _known_parameters(record) -> bool:
 
 def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO,
                chapters_dir: Path | None = None) -> Path:
-    """Build the HTML book from the executed chapters into ``<path_output>/_build/html``; return that folder.
-
-    The chapters come from ``book/chapters``, or from ``chapters_dir`` (e.g. a smoke run for the browser test) in a
-    copy of ``book/`` under ``path_output``, which leaves the published chapters alone.
-    """
+    """Build the HTML book into ``<path_output>/_build/html`` and return it; ``chapters_dir`` (e.g. a smoke run) is
+    built in a copy of ``book/`` under ``path_output``, leaving the published chapters alone."""
     import shutil
 
     source = REPO / "book"

@@ -1,9 +1,8 @@
 """A Sphinx extension for the book build: drop repeated ``<script>`` entries from each page.
 
-With Jupyter Book 1.x here, sphinx-thebe registers its inline configuration script twice, and the second
-``const THEBE_JS_URL = ...`` raises "Identifier 'THEBE_JS_URL' has already been declared" in the browser (found by
-``tests/test_browser.py``). Keeping the first of identical script entries (same file, same inline body, same
-attributes) removes the error without changing anything else. Enabled in ``_config.yml`` (``extra_extensions``).
+With Jupyter Book 1.x, sphinx-thebe registers its inline script twice and the second ``const THEBE_JS_URL`` raises
+"already been declared" in the browser; keeping the first of identical entries fixes only that. Enabled in
+``_config.yml`` (``extra_extensions``).
 """
 from __future__ import annotations
 
@@ -40,9 +39,8 @@ def _name(script) -> str:
 
 
 def widget_scripts_in_order(app, pagename, templatename, context, doctree) -> None:
-    """Late pass: MyST-NB adds the widget scripts during this same event (after :func:`dedupe_scripts` ran), and with
-    Jupyter Book 1.x here a page got embed-amd.js before require.js and each twice ("define is not defined" in the
-    browser). Keep one entry per JavaScript file and put require.js just before the embed bundle."""
+    """Late pass, after MyST-NB adds the widget scripts (embed-amd.js before require.js, each twice: "define is not
+    defined"): one entry per JavaScript file, require.js just before the embed bundle."""
     scripts = context.get("script_files")
     if not scripts:
         return

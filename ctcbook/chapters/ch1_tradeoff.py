@@ -23,8 +23,7 @@ from ..train import default_device, load_model
 #: Bump when the probing code changes its numbers; part of every cached evaluation's key.
 PROBE_VERSION = 1
 
-#: Columns a cached row of each protocol must hold; a row lacking one is probed again and the appended row
-#: supersedes it (probing is deterministic: the same numbers plus the missing column).
+#: Columns a cached row of each protocol must hold; a row lacking one is probed again and superseded (deterministic).
 ROW_COLUMNS = {"lbfgs": ("probe_acc", "probe_reg", "knn_acc", "val_acc"), "paper": ("paper_best", "paper_final"),
                "paper_bn": ("paper_best", "paper_final")}
 
@@ -34,9 +33,8 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
                    device: torch.device | str | None = None, progress: bool = True) -> pd.DataFrame:
     """Probe accuracy (fractions) of each target at each probed epoch of ``run``, one row per (epoch, target).
 
-    ``"lbfgs"``: probe_acc, probe_reg, knn_acc and val_acc (the chosen probe on held-out target-train images, where
-    peaks are chosen); ``"paper"``, ``"paper_bn"``: paper_best (the paper's number: its best test epoch),
-    paper_final, paper_steps, paper_epochs. New rows also record their wall ``seconds``."""
+    Columns: ``"lbfgs"`` probe_acc, probe_reg, knn_acc, val_acc (held-out target-train images: where peaks are chosen);
+    ``"paper"``/``"paper_bn"`` paper_best (its best test epoch), paper_final, paper_steps, paper_epochs; ``seconds``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     for key in targets:
@@ -86,8 +84,7 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
 
 
 def curves(runs: Iterable[Run], targets: Sequence[str], **probe_kwargs) -> pd.DataFrame:
-    """Long table of every run's curves: columns seed, epoch, target (``"source"`` for the source test split),
-    accuracy columns. Source rows carry ``test_acc`` for every epoch; target rows the probe columns."""
+    """Long table of every run's curves: ``"source"`` rows carry ``test_acc`` at every epoch, target rows the probes."""
     frames = []
     for run in runs:
         seed = run.config["seed"]
@@ -227,8 +224,7 @@ class FitCheck:
 
 
 def fit_reached(runs: Iterable[Run], threshold: float = FIT_THRESHOLD) -> FitCheck:
-    """Has the source model fitted its training set: is the seed mean of ``clean_train_acc`` (eval mode,
-    un-augmented training images) over the final quarter of the epochs >= ``threshold``?"""
+    """Has the source model fitted its training set: final-quarter seed mean of ``clean_train_acc`` >= ``threshold``?"""
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}")
     per_seed, per_min, spans = {}, {}, set()

@@ -39,15 +39,11 @@ NULL_VERSION = 1
 TRACE_POINTS = 250
 ESTIMATORS = ("renyi", "mine")
 
-#: MINE shrunk for a 2-core CPU (the ``default`` profile): the paper's statistics network keeps its depth (3 hidden
-#: ReLU layers) but has 64 units instead of 1024, and runs 500 steps on batches of 256 drawn from up to 2,000 probe
-#: images instead of 1e4 (I(X;T)) / 2e4 (I(T;Y)) steps on batches of 5,000, with a larger learning rate (1e-3 instead
-#: of 8e-5 / 1e-5) so that so few steps move at all, and a 100-step smoothing window instead of 500. The
-#: known-answer tests (tests/test_estimators.py) show settings of this size recover the mutual information of correlated
-#: Gaussians.
+#: MINE shrunk for a 2-core CPU: the paper's depth (3 hidden layers) at 64 units instead of 1024, 500 steps of batch 256
+#: instead of 1e4 / 2e4 of 5,000, lr 1e-3 (not 8e-5 / 1e-5) so so few steps move. tests/test_estimators.py shows
+#: settings of this size recover the MI of correlated Gaussians.
 CPU_MINE = MineSettings(hidden=64, layers=3, lr=1e-3, iterations=500, batch_size=256, smoothing=100)
-#: Named MINE settings: ``"cpu"`` for the embedded default, ``"paper"`` for GPU profiles.
-#: ``"smoke"``: a few steps of a tiny network, only to exercise the code path in CI (its values mean nothing).
+#: Named MINE settings: ``"cpu"`` (default), ``"paper"`` (GPU profiles), ``"smoke"`` (CI only: its values mean nothing).
 SMOKE_MINE = MineSettings(hidden=16, layers=2, lr=1e-3, iterations=30, batch_size=64, smoothing=10)
 MINE_PRESETS: dict[str, tuple[MineSettings, MineSettings]] = {"cpu": (CPU_MINE, CPU_MINE),
                                                               "paper": (PAPER_MINE_XT, PAPER_MINE_TY),
@@ -112,10 +108,8 @@ def _thin(curve, points: int = TRACE_POINTS) -> list[float]:
 
 def mine_plane(x: Tensor, t: Tensor, labels: Tensor, num_classes: int, settings_xt: MineSettings,
                settings_ty: MineSettings, *, device=None, restart: int = 0, shuffle: bool = False) -> dict:
-    """MINE's I(X;T) and I(T;Y) in bits for one layer's T, with the per-step curves thinned.
-
-    The batch size is lowered to N on small probe sets; ``restart`` is added to the settings' seed; ``shuffle``
-    estimates on independent pairs (the rows of T permuted), the null baseline."""
+    """MINE's I(X;T) and I(T;Y) in bits for one layer's T, curves thinned; batch capped at N, seed + ``restart``;
+    ``shuffle``: the null (rows of T permuted)."""
     batch = min(settings_xt.batch_size, settings_ty.batch_size, len(x))
     settings_xt = dataclasses.replace(settings_xt, batch_size=min(settings_xt.batch_size, batch),
                                       seed=settings_xt.seed + restart)
@@ -148,10 +142,8 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
                       progress: bool = True) -> pd.DataFrame:
     """I(X;T) and I(T;Y) (bits) at each probed epoch of ``run``, per split and estimator, cached in the run folder.
 
-    Renyi reads ``layers`` (default: every layer on ``"source"``, the penultimate on targets) on ``n`` images; MINE
-    reads the penultimate layer, drawing batches from ``mine_n`` images (None: the whole test split, as ``mine.py``),
-    ``mine_restarts`` times (restart r: the preset's seed + r). One row per (split, estimator, epoch, layer[,
-    restart])."""
+    Renyi reads ``layers`` (default: all on ``"source"``, the penultimate on targets) on ``n`` images; MINE the
+    penultimate, batches from ``mine_n`` images (None: the whole test split, as ``mine.py``), once per restart."""
     for split in splits:
         _check_split(split)
     for estimator in estimators:
@@ -354,10 +346,9 @@ def geometry_curves(runs: Sequence[Run], splits: Sequence[str], epochs: Sequence
 def null_baseline(run: Run, split: str, estimator: str, *, epoch: int | None = None, n: int | None = 1000,
                   mine_n: int | None = 2000, mine_preset: str = "cpu", restarts: int = 1, shuffles: int = 3,
                   alpha: float = 1.01, device=None) -> pd.DataFrame:
-    """The estimator on independent pairs (rows of T permuted) at the n, d and settings it measured ``split`` with.
+    """The estimator on independent pairs (rows of T permuted) at the settings it measured ``split`` with, cached.
 
-    Renyi: :func:`ctcbook.estimators.renyi_null`, one row (mean and SD over ``shuffles``); MINE: one row per restart.
-    Cached in the run folder."""
+    Renyi: one row (mean and SD over ``shuffles``); MINE: one row per restart."""
     _check_split(split)
     _check_settings(estimator, n, alpha, mine_preset)
     epoch = run.saved_epochs()[-1] if epoch is None else epoch
@@ -416,9 +407,8 @@ def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: s
 
 def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str], estimator: str = "renyi",
               column: str = "probe_acc") -> list[dict]:
-    """Per target: :func:`ctcbook.stats.mechanism_verdict` (transfer's late drop and I(X;T)'s fall over the same
-    epochs) and the late-phase correlation of I(X;T) with probe accuracy (:func:`ctcbook.stats.bootstrap_correlation`,
-    seeds with >= 2 late epochs)."""
+    """Per target: :func:`ctcbook.stats.mechanism_verdict` and the late-phase correlation of I(X;T) with probe
+    accuracy (:func:`ctcbook.stats.bootstrap_correlation`, seeds with >= 2 late epochs)."""
     out = []
     for key in targets:
         curves = _seed_curves(info, table, estimator, key, column)

@@ -23,8 +23,7 @@ COMPARISONS = ((CTC, BASELINE), (CTC, SCHEDULE), (SCHEDULE, BASELINE), (DISCRIM,
 
 def ctc_config(base: TrainConfig, *, stage_two_epoch: int, weight_decay_coef: float, lr_restart: float,
                **ctc_fields) -> TrainConfig:
-    """``base`` (a cross-entropy config) turned into CTC: two-stage schedule, CTC losses (fields of
-    :class:`~ctcbook.config.CTCConfig`); everything else (data, model, lr, epochs, seed) unchanged."""
+    """The cross-entropy config ``base`` turned into CTC (schedule and losses of CTCConfig), all else unchanged."""
     return base.replace(objective="ctc", schedule="two_stage",
                         stages=StageSchedule(stage_two_epoch, weight_decay_coef, lr_restart),
                         ctc=CTCConfig(**ctc_fields))

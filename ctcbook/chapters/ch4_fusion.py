@@ -40,12 +40,10 @@ def _key(obj, defaults: dict[str, Any]) -> dict[str, Any]:
 # --- settings ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HeadSettings:
-    """How every head is built and trained: one setting for all methods, so only the fusion differs.
-
-    Widths as :class:`ctcbook.models.dynamic_mlp.DynamicMLPHead` (paper: 256, 256, 256, 64, 2 blocks); AdamW, cosine
-    per step. ``smoothing``: "torch" (eps / K to every class) or "public" (the public Dynamic MLP code: 1 - eps on the
-    true class, eps / (K - 1) on the others). ``mlp_concat`` gets the width that matches dynamic_mlp_c's parameters.
-    """
+    """How every head is built and trained (AdamW, cosine per step): one setting for all methods, so only the fusion
+    differs. Widths as DynamicMLPHead (paper: 256, 256, 256, 64, 2 blocks). ``smoothing``: "torch" (eps / K to every
+    class) or "public" (the public Dynamic MLP code: 1 - eps on the true class, eps / (K - 1) on the others).
+    ``mlp_concat`` gets the width that matches dynamic_mlp_c's parameters."""
 
     meta_width: int = 64
     embed_dim: int = 64
@@ -120,10 +118,8 @@ class FusionData:
 
 def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_size: int = 1024, *,
                          heldout: int | None = None) -> FusionData:
-    """Frozen features and metadata draws of an end-to-end run (e.g. its ``image_only`` run), cached in the run folder.
-
-    ``heldout`` n: the heads train on n train-split images the backbone never saw
-    (:func:`ctcbook.fusion_train.heldout_split`); None: on the backbone's own training images."""
+    """Frozen features and metadata draws of an end-to-end run, cached in the run folder; ``heldout`` n: the heads
+    train on n train-split images the backbone never saw (None: on its own training images)."""
     from ..config import FusionTrainConfig
     from ..fusion_train import fusion_splits, heldout_split, load_fusion_net
 
@@ -157,10 +153,8 @@ def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_siz
 # --- training one head ----------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def one_thread():
-    """Run the block with one torch and one OpenMP/BLAS thread, then restore the counts.
-
-    Why: the heads' matrices are too small for threads to pay on a CPU; on a shared 2-core machine a head took
-    25-67 s threaded against 3-6 s on one thread."""
+    """Run the block on one torch and one OpenMP/BLAS thread: the heads' matrices are too small for threads to pay
+    (on a shared 2-core CPU a head took 25-67 s threaded, 3-6 s on one)."""
     from threadpoolctl import threadpool_limits
 
     threads = torch.get_num_threads()

@@ -1,8 +1,6 @@
 """Chapter 4's sweep over the image-metadata interaction level: end-to-end fusion networks, frozen heads and the
-Bayes reference, per seed.
-
-Frozen heads read the ``image_only`` network of (level, seed) on ``heldout`` images it never trained on. Results:
-one row per (mode, level, seed, method) with ``test_acc`` (fraction), cached in the runs' folders.
+Bayes reference, per seed. Frozen heads read the (level, seed) ``image_only`` network on ``heldout`` images it never
+trained on; results are cached in the runs' folders.
 """
 from __future__ import annotations
 
@@ -32,8 +30,7 @@ Key = tuple[float, int, str]
 
 def sweep_configs(base: FusionTrainConfig, levels: Sequence[float], seeds: Sequence[int],
                   methods: Sequence[str]) -> dict[Key, FusionTrainConfig]:
-    """{(level, seed, method): config}: ``base`` with that method, ``seed`` and the metadata's ``interaction`` =
-    level and ``draw_seed`` = seed."""
+    """{(level, seed, method): ``base`` with that method and seed, metadata interaction = level, draw_seed = seed}."""
     if not levels or not seeds or not methods:
         raise ValueError(f"levels, seeds and methods must be non-empty, got {list(levels)!r}, {list(seeds)!r}, "
                          f"{list(methods)!r}")
