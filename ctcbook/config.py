@@ -29,7 +29,7 @@ class StageSchedule:
         checks = [("stage_two_epoch", 1 <= self.stage_two_epoch < epochs, f"an epoch in 1..{epochs - 1}"),
                   ("weight_decay_coef", self.weight_decay_coef >= 0, "a number >= 0"),
                   ("lr_restart", self.lr_restart > 0, "a number > 0")]
-        _check(self, checks)
+        check_fields(self, checks)
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,18 @@ class CTCConfig:
                   ("instance_m", 0 <= self.instance_m <= 1, "a number in [0, 1]"),
                   ("nce_dim", self.nce_dim >= 1, "an integer >= 1"), ("nce_k", self.nce_k >= 1, "an integer >= 1"),
                   ("nce_t", self.nce_t > 0, "a number > 0"), ("nce_m", 0 <= self.nce_m <= 1, "a number in [0, 1]")]
-        _check(self, checks)
+        check_fields(self, checks)
 
 
-def _check(obj, checks) -> None:
+def check_fields(obj, checks) -> None:
     """Refuse the first failed (field, ok, what is allowed) check, naming the field and its value."""
     for name, ok, allowed in checks:
         if not ok:
             raise ValueError(f"{type(obj).__name__}.{name} must be {allowed}, got {getattr(obj, name)!r}")
 
 
-def _int(v, low: int) -> bool:
+def is_int(v, low: int) -> bool:
+    """An int (not a bool) of at least ``low``."""
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
@@ -165,12 +166,12 @@ class TrainConfig(_Config):
              "a CTCConfig when objective is 'ctc' and None otherwise"),
             ("schedule", self.objective != "ctc" or self.schedule == "two_stage",
              "'two_stage' when objective is 'ctc'"),
-            ("warmup_epochs", _int(self.warmup_epochs, 0) and self.warmup_epochs < (
+            ("warmup_epochs", is_int(self.warmup_epochs, 0) and self.warmup_epochs < (
                 self.stages.stage_two_epoch if self.stages and 1 <= self.stages.stage_two_epoch < self.epochs
                 else self.epochs),
              "an integer >= 0 and below epochs (below stages.stage_two_epoch for 'two_stage')"),
         ]
-        _check(self, checks)
+        check_fields(self, checks)
         if self.stages is not None:
             self.stages.check(self.epochs)
         if self.ctc is not None:
@@ -242,10 +243,10 @@ class FusionTrainConfig(_Config):
         checks = [
             ("dataset", self.dataset in ("simulated", "inat21"), "'simulated' or 'inat21'"),
             ("method", self.method in E2E_METHODS, f"one of {E2E_METHODS}"),
-            ("epochs", _int(self.epochs, 1), "an integer >= 1"),
-            ("warmup_epochs", _int(self.warmup_epochs, 0) and self.warmup_epochs < self.epochs,
+            ("epochs", is_int(self.epochs, 1), "an integer >= 1"),
+            ("warmup_epochs", is_int(self.warmup_epochs, 0) and self.warmup_epochs < self.epochs,
              "an integer >= 0 and below epochs"),
-            ("batch_size", _int(self.batch_size, 2), "an integer >= 2"),
+            ("batch_size", is_int(self.batch_size, 2), "an integer >= 2"),
             ("lr", isinstance(self.lr, (int, float)) and self.lr > 0, "a number > 0"),
             ("momentum", isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1, "a number in [0, 1)"),
             ("weight_decay", isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "a number >= 0"),
@@ -253,13 +254,13 @@ class FusionTrainConfig(_Config):
              "a number in [0, 1)"),
             ("mixup_alpha", isinstance(self.mixup_alpha, (int, float)) and self.mixup_alpha >= 0, "a number >= 0"),
             ("augment", self.augment in AUGMENTS, f"one of {AUGMENTS}"),
-            ("image_size", _int(self.image_size, 8), "an integer >= 8"),
-            ("seed", _int(self.seed, 0), "an integer >= 0"),
-            ("test_every", _int(self.test_every, 1), "an integer >= 1"),
+            ("image_size", is_int(self.image_size, 8), "an integer >= 8"),
+            ("seed", is_int(self.seed, 0), "an integer >= 0"),
+            ("test_every", is_int(self.test_every, 1), "an integer >= 1"),
             ("inat_root", self.dataset != "inat21" or isinstance(self.inat_root, str),
              "a folder path (str) when dataset is 'inat21'"),
         ]
-        _check(self, checks)
+        check_fields(self, checks)
         known = {"seed", "location_spread", "date_spread", "background", "missing_fraction", "interaction",
                  "groups", "draw_seed"}
         if set(self.metadata) - known:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..config import check_fields, is_int
 from ..data.metadata import MetadataArrays, MetadataSimulator, bayes_posterior
 from ..fusion_train import smoothed_targets, soft_cross_entropy
 from ..models.dynamic_mlp import encode_metadata
@@ -58,17 +59,14 @@ class HeadSettings:
     smoothing: str = "torch"
 
     def __post_init__(self):
-        if self.smoothing not in ("torch", "public"):
-            raise ValueError(f"HeadSettings.smoothing must be 'torch' or 'public', got {self.smoothing!r}")
-        for name in ("meta_width", "embed_dim", "reduced_dim", "hidden_dim", "num_blocks", "epochs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"HeadSettings.{name} must be an integer >= 1, got {v!r}")
-        for name, ok, allowed in (("lr", self.lr > 0, "a number > 0"),
-                                  ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
-                                  ("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)")):
-            if not (isinstance(getattr(self, name), (int, float)) and ok):
-                raise ValueError(f"HeadSettings.{name} must be {allowed}, got {getattr(self, name)!r}")
+        ints = ("meta_width", "embed_dim", "reduced_dim", "hidden_dim", "num_blocks", "epochs", "batch_size")
+        check_fields(self, [
+            ("smoothing", self.smoothing in ("torch", "public"), "'torch' or 'public'"),
+            *((name, is_int(getattr(self, name), 1), "an integer >= 1") for name in ints),
+            ("lr", isinstance(self.lr, (int, float)) and self.lr > 0, "a number > 0"),
+            ("weight_decay", isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "a number >= 0"),
+            ("label_smoothing", isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
+             "a number in [0, 1)")])
 
     def head_kwargs(self, method: str) -> dict[str, Any]:
         """Constructor arguments of :func:`build_fusion_head` for ``method``."""
