@@ -6,6 +6,7 @@ controls over an Image (JupyterLab), which compute any saved epoch from its chec
 """
 from __future__ import annotations
 
+import io
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -153,8 +154,6 @@ def static_slider(draw_frame, frames: list, figsize: tuple[float, float], dpi: i
 
 
 def _png(draw_view, figsize: tuple[float, float], dpi: int) -> bytes:
-    import io
-
     fig = plt.figure(figsize=figsize, layout="constrained")
     draw_view(fig)
     buf = io.BytesIO()
@@ -173,11 +172,9 @@ def _dropdown(description: str, options, value=None):
 def _live(controls: dict, render, on_change=None):
     """VBox of ``controls`` (name -> widget) over an Image of ``render(values) -> PNG bytes`` and a status line.
 
-    Every change of a control redraws: the Image's bytes are replaced (no ``Output`` widget or ``clear_output``,
-    which hung headless executions: nbclient waited for a reply the kernel had already sent); a drawing that fails
-    puts ``error: ...`` in the status line and raises. ``on_change(name)``
-    runs first and may update other controls (e.g. the epochs a seed has). The box's ``controls`` attribute holds
-    the widgets by name, ``image`` the Image widget."""
+    Every change redraws, after ``on_change(name)`` (which may update other controls). The Image's bytes are
+    replaced: an ``Output`` widget with ``clear_output`` hung headless executions (nbclient waited for a reply the
+    kernel had already sent)."""
     import ipywidgets as widgets
 
     image = widgets.Image(format="png")
@@ -222,22 +219,17 @@ def _nearest(options: list[int], value: int) -> int:
 def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: FrameCache | None = None,
                   n: int = 1000, device: torch.device | str = "cpu", dpi: int = 80):
     """Target, seed and epoch controls over :func:`draw` (epochs: those ``table`` probed for that target and seed)."""
-    import ipywidgets as widgets
-
     by_seed = {int(r.config["seed"]): r for r in runs}
     if not by_seed:
         raise ValueError("runs must hold at least one run")
     targets = list(targets)
     if not targets:
         raise ValueError("targets must hold at least one target key")
-    cache = cache or FrameCache(n, device)
     seed0 = sorted(by_seed)[0]
     epochs = _epochs(table, target=targets[0], seed=seed0)
     if not epochs:
         raise ValueError(f"table has no probe of target {targets[0]!r} for seed {seed0}")
-    controls = {"target": _dropdown("target", targets), "seed": _dropdown("seed", sorted(by_seed)),
-                "epoch": widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
-                                                 continuous_update=False)}
+    controls = {"target": _dropdown("target", targets), "seed": _dropdown("seed", sorted(by_seed))}
 
     def on_change(name):
         if name in ("target", "seed"):
@@ -245,11 +237,27 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
             options = _epochs(table, target=controls["target"].value, seed=controls["seed"].value)
             ep.options, ep.value = options, _nearest(options, ep.value)
 
+    def view(fig, v, frame, classes):
+        draw(fig, table, frame, v["target"], classes, v["seed"])
+
+    return _live_frames(by_seed, controls, epochs, on_change, "target", view, FIGSIZE, dpi,
+                        cache or FrameCache(n, device))
+
+
+def _live_frames(by_seed: dict, controls: dict, epochs: list[int], on_change, split: str, view, figsize, dpi: int,
+                 cache: FrameCache):
+    """:func:`_live` over ``controls`` plus an epoch slider, drawing ``view(fig, values, frame, class_names)`` of the
+    frame of the chosen seed's run at the ``split`` control's value (and the ``layer`` control's, if any)."""
+    import ipywidgets as widgets
+
+    controls["epoch"] = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
+                                                continuous_update=False)
+
     def render(v):
         run = by_seed[v["seed"]]
-        frame = cache.frame(run, v["target"], v["epoch"])
-        classes = cache.images(run, v["target"]).classes
-        return _png(lambda fig: draw(fig, table, frame, v["target"], classes, v["seed"]), FIGSIZE, dpi)
+        frame = cache.frame(run, v[split], v["epoch"], v.get("layer", PENULTIMATE))
+        classes = cache.images(run, v[split]).classes
+        return _png(lambda fig: view(fig, v, frame, classes), figsize, dpi)
 
     box = _live(controls, render, on_change)
     box.cache = cache
@@ -307,13 +315,10 @@ def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.Dat
                               device: torch.device | str = "cpu", dpi: int = 72):
     """Split, seed, layer and epoch controls over :func:`information_draw` (layers and epochs: those the Renyi
     estimator measured for that split and seed)."""
-    import ipywidgets as widgets
-
     by_seed = {int(r.config["seed"]): r for r in runs}
     splits = list(splits) if splits is not None else sorted(set(info.split), key=lambda s: (s != "source", s))
     if not by_seed or not splits:
         raise ValueError(f"runs and splits must be non-empty, got {len(by_seed)} runs and splits {splits!r}")
-    cache = cache or FrameCache(n, device)
 
     def layers_of(split, seed):
         have = set(info[(info.split == split) & (info.seed == seed) & (info.estimator == "renyi")].layer)
@@ -325,9 +330,7 @@ def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.Dat
         raise ValueError(f"info has no Renyi estimate for split {splits[0]!r} and seed {seed0}")
     epochs = _epochs(info, split=splits[0], seed=seed0, layer=layers[-1], estimator="renyi")
     controls = {"split": _dropdown("split", splits), "seed": _dropdown("seed", sorted(by_seed)),
-                "layer": _dropdown("layer", layers, layers[-1]),
-                "epoch": widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
-                                                 continuous_update=False)}
+                "layer": _dropdown("layer", layers, layers[-1])}
 
     def on_change(name):
         c = controls
@@ -340,16 +343,11 @@ def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.Dat
                               estimator="renyi")
             c["epoch"].options, c["epoch"].value = options, _nearest(options, c["epoch"].value)
 
-    def render(v):
-        run = by_seed[v["seed"]]
-        frame = cache.frame(run, v["split"], v["epoch"], v["layer"])
-        classes = cache.images(run, v["split"]).classes
-        return _png(lambda fig: information_draw(fig, info, table, frame, v["split"], v["seed"], estimators,
-                                                 classes), INFO_FIGSIZE, dpi)
+    def view(fig, v, frame, classes):
+        information_draw(fig, info, table, frame, v["split"], v["seed"], estimators, classes)
 
-    box = _live(controls, render, on_change)
-    box.cache = cache
-    return box
+    return _live_frames(by_seed, controls, epochs, on_change, "split", view, INFO_FIGSIZE, dpi,
+                        cache or FrameCache(n, device))
 
 
 # --- chapter 4: where and when an image was taken ---------------------------------------------------------------
