@@ -31,10 +31,8 @@ ROW_COLUMNS = {"lbfgs": ("probe_acc", "probe_reg", "knn_acc", "val_acc"), "paper
 def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol: str = "lbfgs",
                    target_train_size: int | None = None, target_test_size: int | None = None,
                    device: torch.device | str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Probe accuracy (fractions) of each target at each probed epoch of ``run``, one row per (epoch, target).
-
-    Columns: ``"lbfgs"`` probe_acc, probe_reg, knn_acc, val_acc (held-out target-train images: where peaks are chosen);
-    ``"paper"``/``"paper_bn"`` paper_best (its best test epoch), paper_final, paper_steps, paper_epochs; ``seconds``."""
+    """Probe accuracy (fractions) of each target at each probed epoch of ``run``, one row per (epoch, target), with
+    the columns of ``ROW_COLUMNS[protocol]`` (val_acc: held-out target-train images, where peaks are chosen)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     for key in targets:
@@ -132,25 +130,23 @@ def late_drops(table: pd.DataFrame, column: str = "probe_acc",
     return out
 
 
-def _capital(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
 def source_accuracy(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary]) -> dict[str, dict]:
-    """Source test accuracy (points) over each target's late phase, intervals over seeds: at the ``first``, ``peak``
-    and ``last`` epochs and the paired gains ``rise`` (last - first) and ``late_rise`` (last - peak)."""
+    """Per target, source test accuracy (points, intervals over seeds) at its ``first``, ``peak`` and ``last`` probed
+    epochs, and the paired gains ``rise`` (last - first) and ``late_rise`` (last - peak)."""
     src = table[table.target == "source"].set_index(["seed", "epoch"])["test_acc"] * 100
     out = {}
     for target, d in drops.items():
-        probed = table[(table.target == target)]
-        first_epoch = {s: int(g.epoch.min()) for s, g in probed.groupby("seed")}
-        last_epoch = {s: int(g.epoch.max()) for s, g in probed.groupby("seed")}
-        first = {s: float(src.loc[(s, first_epoch[s])]) for s in d.per_seed}
+        span = table[table.target == target].groupby("seed").epoch.agg(["min", "max"])
+        first = {s: float(src.loc[(s, int(span.loc[s, "min"]))]) for s in d.per_seed}
         peak = {s: float(src.loc[(s, d.per_seed[s].peak_epoch)]) for s in d.per_seed}
-        last = {s: float(src.loc[(s, last_epoch[s])]) for s in d.per_seed}
+        last = {s: float(src.loc[(s, int(span.loc[s, "max"]))]) for s in d.per_seed}
         out[target] = {"first": stats.t_interval(first), "peak": stats.t_interval(peak), "last": stats.t_interval(last),
                        "rise": stats.paired_interval(last, first), "late_rise": stats.paired_interval(last, peak)}
     return out
+
+
+def _peaks(d: stats.DropSummary) -> str:
+    return ", ".join(str(d.per_seed[s].peak_epoch) for s in sorted(d.per_seed))
 
 
 def drop_table(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary],
@@ -163,8 +159,7 @@ def drop_table(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary],
             "target": target,
             "late drop (points)": round(sel.mean, 2), "late drop, 95% CI": stats.brackets(sel),
             "max-of-test drop, naive (points)": round(naive.mean, 2), "max-of-test drop, 95% CI": stats.brackets(naive),
-            "peak epoch per seed (chosen on validation)": ", ".join(str(d.per_seed[s].peak_epoch)
-                                                                    for s in sorted(d.per_seed)),
+            "peak epoch per seed (chosen on validation)": _peaks(d),
             "source accuracy, first epoch (%)": f"{src['first'].mean:.2f} {stats.brackets(src['first'])}",
             "source accuracy, peak epoch (%)": f"{src['peak'].mean:.2f} {stats.brackets(src['peak'])}",
             "source accuracy, last epoch (%)": f"{src['last'].mean:.2f} {stats.brackets(src['last'])}",
@@ -173,8 +168,7 @@ def drop_table(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary],
 
 
 def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict]) -> str:
-    """One paragraph per target: :func:`ctcbook.stats.drop_verdict`'s sentence on the validation-selected late drop,
-    the naive max-of-test drop beside it, the peak epochs, and what source accuracy did over the same epochs."""
+    """Per target, a paragraph on the validation-selected late drop, the naive one, the peaks and source accuracy."""
     paragraphs = []
     for target, d in drops.items():
         sel, naive, src = d.selected.scaled(100), d.naive.scaled(100), source[target]
@@ -185,8 +179,7 @@ def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, d
             f"**{target}**: {stats.drop_verdict(sel, target=target).text}. The naive max-of-test drop (largest test "
             f"accuracy minus the last, >= 0 by construction) is {naive.mean:.2f} points, 95% CI {stats.brackets(naive)}: "
             f"choosing the peak on the test curve adds {naive.mean - sel.mean:.2f} points. Peak epochs per seed "
-            f"(chosen on validation accuracy): {', '.join(str(d.per_seed[s].peak_epoch) for s in sorted(d.per_seed))}."
-            f" {late.text}.")
+            f"(chosen on validation accuracy): {_peaks(d)}. {late.text}.")
     return "\n\n".join(paragraphs)
 
 
@@ -196,8 +189,8 @@ FIT_THRESHOLD = 0.99
 
 
 def final_quarter(rows: Sequence[Mapping], column: str = "clean_train_acc") -> dict:
-    """``column`` over the final quarter of a run's metrics ``rows`` (the last max(1, n // 4) epochs): ``mean``,
-    ``min``, ``last`` (fractions) and ``first_epoch`` (the quarter's first epoch)."""
+    """``mean``, ``min``, ``last`` (fractions) of ``column`` over the last max(1, n // 4) ``rows``, and their
+    ``first_epoch``."""
     if not rows:
         raise ValueError("rows must hold at least one metrics row, got none")
     missing = [r.get("epoch") for r in rows if column not in r]
@@ -211,8 +204,7 @@ def final_quarter(rows: Sequence[Mapping], column: str = "clean_train_acc") -> d
 
 @dataclass(frozen=True)
 class FitCheck:
-    """The fit criterion over seeds: per-seed final-quarter means (and minima) of ``clean_train_acc``, their interval
-    (points) and ``reached``: the seed mean >= ``threshold``."""
+    """Per-seed final-quarter means (and minima) of ``clean_train_acc``, their interval (points), ``reached``."""
 
     per_seed: dict
     per_seed_min: dict
@@ -242,8 +234,7 @@ def fit_reached(runs: Iterable[Run], threshold: float = FIT_THRESHOLD) -> FitChe
 # --- the paper's probe as run here -------------------------------------------------------------------------------
 
 def protocol_comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Per target, the paper's protocol (one seed) against our probe: level gap, rank correlation of the curves, the
-    two peak epochs (ours chosen on validation, the paper's on test) and the paper probe's steps and epochs."""
+    """Per target, the paper's protocol (one seed) against our probe: level gap, rank correlation, peak epochs."""
     from scipy.stats import spearmanr
 
     merged = ours.merge(paper, on=["target", "epoch"], suffixes=("", "_paper")).sort_values("epoch")
@@ -269,9 +260,8 @@ def protocol_markdown(comparison: pd.DataFrame) -> str:
     """The protocol comparison in words (computed from :func:`protocol_comparison`)."""
     lines = []
     for r in comparison.to_dict("records"):
-        rho, gap, ours_peak = r["rank correlation of the curves"], r["paper's minus ours (points)"], \
-            r["our peak epoch (validation)"]
-        paper_peak = r["paper's peak epoch (best test)"]
+        rho, gap = r["rank correlation of the curves"], r["paper's minus ours (points)"]
+        ours_peak, paper_peak = r["our peak epoch (validation)"], r["paper's peak epoch (best test)"]
         shape = ("the two curves rank the epochs alike" if rho >= 0.7 else
                  "the two curves rank the epochs differently" if rho < 0.3 else
                  "the two curves rank the epochs partly alike") if math.isfinite(rho) else "too few epochs to compare shapes"
@@ -294,7 +284,9 @@ def findings_markdown(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sou
               "The source model did NOT fit its training set") +
              f" (clean training accuracy over the final quarter {fit.interval.mean:.2f}%, 95% CI {stats.brackets(fit.interval)}, "
              f"criterion {100 * fit.threshold:.0f}%)."]
-    items += [f"{_capital(stats.drop_verdict(d.selected.scaled(100), target=t).text)}." for t, d in drops.items()]
+    for t, d in drops.items():
+        text = stats.drop_verdict(d.selected.scaled(100), target=t).text
+        items.append(f"{text[:1].upper()}{text[1:]}.")
     rise = stats.verdict(next(iter(source.values()))["rise"],
                          quantity="Source test accuracy gain from the first to the last epoch",
                          positive="discriminability rose", negative="discriminability fell")

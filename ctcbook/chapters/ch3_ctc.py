@@ -48,8 +48,7 @@ def with_weights(config: TrainConfig, **fields) -> TrainConfig:
 
 def chapter_configs(base: TrainConfig, ctc: TrainConfig, *, seeds: Sequence[int], discrim: Mapping[str, float],
                     discrim_seeds: Sequence[int], ablation_seeds: Sequence[int]) -> dict[str, list[TrainConfig]]:
-    """Every run of the chapter per method: baseline, CTC and schedule only on ``seeds``, the ``discrim`` setting and
-    the stage ablations (beta 0; alpha 0) on their own seeds."""
+    """Every run of the chapter per method (methods with no seeds left out)."""
     if ctc.ctc is None or base.objective != "ce":
         raise ValueError("chapter_configs needs a cross-entropy base and a CTC config")
     configs = {BASELINE: [base.replace(seed=s) for s in seeds], CTC: [ctc.replace(seed=s) for s in seeds],
@@ -86,8 +85,7 @@ def _find(rows: Sequence[dict], a: str, b: str, target: str, quantity: str) -> d
 
 
 def headline_markdown(rows: Sequence[dict], targets: Sequence[str]) -> str:
-    """The chapter's headline: CTC's source-accuracy cost against the baseline with its interval, then per target
-    what CTC did to the late drop and to final transfer, and how much of it the schedule alone explains."""
+    """CTC's source-accuracy cost against the baseline, then per target its late drop and final transfer."""
     src = _find(rows, CTC, BASELINE, "source", "source_final")
     if src is None:
         return "CTC and the baseline share no seed: nothing to compare."
@@ -110,12 +108,11 @@ def headline_markdown(rows: Sequence[dict], targets: Sequence[str]) -> str:
 
 def _said(row: dict) -> str:
     iv = row["interval"]
-    word = {1: "", -1: "", 0: ", inconclusive"}[row["sign"]]
-    return f"{iv.mean:+.2f} points, 95% CI {stats.brackets(iv)}{word}"
+    return f"{iv.mean:+.2f} points, 95% CI {stats.brackets(iv)}" + (", inconclusive" if row["sign"] == 0 else "")
 
 
 def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: str | None = None) -> str:
-    """The list under the headline in the closing box, from ``rows`` (:func:`comparisons`) and the stage sentence."""
+    """The closing box's list, from ``rows`` (:func:`comparisons`) and the stage sentence."""
     lines = []
     for a, b, what in ((CTC, SCHEDULE, "the CTC losses on top of their schedule"),
                        (STAGE1, SCHEDULE, "the stage-1 loss alone"), (STAGE2, SCHEDULE, "the stage-2 loss alone"),
@@ -141,22 +138,16 @@ def stage_information(info: pd.DataFrame, methods: Sequence[str], switch_epoch: 
             continue
         first, mid, last = e.i_xt.iloc[0], before.i_xt.iloc[-1], e.i_xt.iloc[-1]
         per.setdefault(method, {})[seed] = {"stage 1": mid - first, "stage 2": last - mid}
-    rows = []
-    for method in methods:
-        for stage in ("stage 1", "stage 2"):
-            if method in per:
-                iv = stats.t_interval({s: v[stage] for s, v in per[method].items()})
-                rows.append({"method": method, "stage": stage, "interval": iv,
-                             "sign": stats.verdict(iv, quantity="", unit="bits").sign})
+    intervals = [(m, stage, stats.t_interval({s: v[stage] for s, v in per[m].items()}))
+                 for m in methods if m in per for stage in ("stage 1", "stage 2")]
     if len(methods) >= 2 and methods[0] in per and methods[1] in per:
         a, b = methods[1], methods[0]
         common = sorted(set(per[a]) & set(per[b]))
-        for stage in ("stage 1", "stage 2"):
-            if common:
-                iv = stats.paired_interval({s: per[a][s][stage] for s in common}, {s: per[b][s][stage] for s in common})
-                rows.append({"method": f"{a} − {b}", "stage": stage, "interval": iv,
-                             "sign": stats.verdict(iv, quantity="", unit="bits").sign})
-    return rows
+        intervals += [(f"{a} − {b}", stage, stats.paired_interval({s: per[a][s][stage] for s in common},
+                                                                   {s: per[b][s][stage] for s in common}))
+                      for stage in ("stage 1", "stage 2") if common]
+    return [{"method": m, "stage": stage, "interval": iv, "sign": stats.verdict(iv, quantity="", unit="bits").sign}
+            for m, stage, iv in intervals]
 
 
 def stage_table(rows: Sequence[dict]) -> pd.DataFrame:
@@ -169,8 +160,7 @@ def stage_table(rows: Sequence[dict]) -> pd.DataFrame:
 
 
 def stage_information_markdown(rows: Sequence[dict], a: str = CTC, b: str = BASELINE) -> str:
-    """Which stage moves I(X;T) apart between ``a`` and ``b``: the stages whose paired difference of the change is
-    distinguishable from 0, in words, with the intervals."""
+    """Which stages move I(X;T) differently for ``a`` than for ``b`` (paired interval excludes 0), in words."""
     diff = [r for r in rows if r["method"] == f"{a} − {b}"]
     if not diff:
         return f"I(X;T): {a} and {b} share no seed measured on both sides of the switch."
@@ -183,5 +173,3 @@ def stage_information_markdown(rows: Sequence[dict], a: str = CTC, b: str = BASE
     said = " and ".join(f"{r['stage']} ({'raises' if r['sign'] > 0 else 'lowers'} it)" for r in moved)
     return (f"I(X;T) on the source test split: {said} for {a} relative to {b} ({a} − {b}, change over each stage: "
             f"{numbers}).")
-
-

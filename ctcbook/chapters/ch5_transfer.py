@@ -9,8 +9,7 @@ from ..results import findings, paired_rows
 
 
 def claims_markdown(measures: pd.DataFrame, baseline: str, method: str, targets: Sequence[str]) -> str:
-    """Which of the abstract's claims held here: ``method`` against ``baseline`` on source accuracy, final transfer
-    and late drop, each a paired difference with its 95% interval and verdict (a Markdown list)."""
+    """Which of the abstract's claims held: ``method`` - ``baseline`` paired on source accuracy, transfer, drop."""
     rows = {(r["target"], r["quantity"]): r
             for r in paired_rows(measures, method, baseline, targets, ("source_final", "final", "drop"))}
     lines = []
