@@ -186,9 +186,10 @@ def _check_names(chapter: str, name: str, value: Any, spec: Spec) -> None:
 
 
 def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
-    if "stage_two_epoch" in p and not p["stage_two_epoch"] < p["epochs"]:
-        raise ParameterError(f"parameter 'stage_two_epoch' of chapter {chapter} must be below epochs "
-                             f"({p['epochs']}) so that stage 2 of CTC has epochs, got {p['stage_two_epoch']}")
+    for name, why in (("stage_two_epoch", " so that stage 2 of CTC has epochs"), ("warmup_epochs", "")):
+        if name in p and not p[name] < p["epochs"]:
+            raise ParameterError(f"parameter {name!r} of chapter {chapter} must be below epochs ({p['epochs']})"
+                                 f"{why}, got {p[name]}")
     for name in ("mine_seeds", "discrim_seeds", "ablation_seeds"):  # compared with the same seeds' baseline
         if name in p and not set(p[name]) <= set(p["seeds"]):
             raise ParameterError(f"parameter {name!r} of chapter {chapter} must be a subset of seeds "
@@ -196,9 +197,6 @@ def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
     if p.get("mine_splits") is not None and not set(p["mine_splits"]) <= {"source", *p.get("targets", [])}:
         raise ParameterError(f"parameter 'mine_splits' of chapter {chapter} must be None or a subset of "
                              f"['source', *targets] = {['source', *p.get('targets', [])]}, got {p['mine_splits']}")
-    if "warmup_epochs" in p and not p["warmup_epochs"] < p["epochs"]:
-        raise ParameterError(f"parameter 'warmup_epochs' of chapter {chapter} must be below epochs "
-                             f"({p['epochs']}), got {p['warmup_epochs']}")
     if "e2e_methods" in p and "image_only" not in p["e2e_methods"]:
         raise ParameterError(f"parameter 'e2e_methods' of chapter {chapter} must include 'image_only' (the frozen "
                              f"heads' backbone), got {p['e2e_methods']}")
@@ -242,9 +240,8 @@ _KERNEL_NAMES = {"In", "Out", "exit", "quit", "open", "get_ipython"}
 
 
 def given_names(namespace: Mapping[str, Any]) -> list[str]:
-    """The names the parameters cell and papermill's injected cell assign, read from the kernel's input history
-    (``In``) as the cell after them sees it. An executor that keeps no history (nbval) runs a fresh kernel top-down,
-    where those names are the kernel's only public data globals."""
+    """The names the parameters cell and papermill's injected cell assign, from the kernel's input history ``In``;
+    without one (nbval runs a fresh kernel top-down) the kernel's public data globals."""
     cells = list(namespace.get("In") or [])[:-1]  # the last input is the calling cell
     if not cells:
         names = [n for n, v in namespace.items() if not n.startswith("_") and n not in _KERNEL_NAMES

@@ -174,11 +174,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    "discrim_seeds": [0], "ablation_seeds": [0], "control_probe_every": 2, "info_every": 2,
                    "renyi_n": 100},
     },
-    "default": {
-        "01_tradeoff": {},
-        "04_dynamic_mlp": {},
-        "03_ctc": {},
-    },
+    "default": {"01_tradeoff": {}, "04_dynamic_mlp": {}, "03_ctc": {}},
     # Fits only ~94% of its training images, so it never reaches the late phase the paper's claim is about.
     "small": {
         "01_tradeoff": _SMALL_RUN,
@@ -283,9 +279,7 @@ def fusion_config(p: dict[str, Any]):
                 "background": p["background"], "missing_fraction": p["missing_fraction"], "interaction": 0.0,
                 "groups": [list(p["confusable"])] if p["confusable"] else None, "draw_seed": 0}
     head = {k: p[k] for k in ("meta_width", "embed_dim", "reduced_dim", "hidden_dim", "num_blocks")}
-    return FusionTrainConfig(dataset="simulated", source=p["source"], train_size=p["train_size"],
-                             test_size=p["test_size"], metadata=metadata, depth=p["depth"], width=p["width"],
-                             stem_stride=p["stem_stride"], head=head, epochs=p["epochs"],
-                             warmup_epochs=p["warmup_epochs"], batch_size=p["batch_size"], lr=p["lr"],
-                             weight_decay=p["weight_decay"], label_smoothing=p["label_smoothing"],
-                             mixup_alpha=p["mixup_alpha"], augment=p["augment"], test_every=p["epochs"])
+    names = ("source", "train_size", "test_size", "depth", "width", "stem_stride", "epochs", "warmup_epochs",
+             "batch_size", "lr", "weight_decay", "label_smoothing", "mixup_alpha", "augment")
+    return FusionTrainConfig(dataset="simulated", metadata=metadata, head=head, test_every=p["epochs"],
+                             **{k: p[k] for k in names})
