@@ -5,10 +5,13 @@ cell out of the page but not the downloadable notebook); the one cell they canno
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import nbformat
+
+from .profiles import PARAMETER_DEFAULTS, PROFILES
 
 
 def hide_injected_parameters(path: Path) -> None:
@@ -24,11 +27,8 @@ def hide_injected_parameters(path: Path) -> None:
 
 
 # --- what the book's front matter says about the chapters, computed from the chapters -------------------------
-
 def chapter_profiles(chapter: str) -> list[str]:
     """The profiles ``chapter`` (e.g. ``"04_dynamic_mlp"``) runs under: ``default`` and every profile that lists it."""
-    from .profiles import PARAMETER_DEFAULTS, PROFILES
-
     if chapter not in PARAMETER_DEFAULTS:
         raise ValueError(f"chapter must be one of {sorted(PARAMETER_DEFAULTS)}, got {chapter!r}")
     return ["default"] + sorted(p for p, chapters in PROFILES.items() if p != "default" and chapter in chapters)
@@ -49,12 +49,9 @@ def beside_the_paper(nb) -> list:
 
 
 # --- tables on the page ----------------------------------------------------------------------------------------
-
 def table(df, precision: int = 2):
     """``df`` as the page shows a table: no index, floats to ``precision`` decimals, and an HTML id hashed from its
     columns and shape (pandas' Styler draws a random one, which would make two executions of a chapter differ)."""
-    import hashlib
-
     key = f"{list(map(str, df.columns))}|{df.shape}|{precision}".encode()
     return (df.style.hide(axis="index").format(precision=precision)
             .set_uuid(hashlib.sha256(key).hexdigest()[:10]))

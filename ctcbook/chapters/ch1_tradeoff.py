@@ -113,7 +113,6 @@ def describe_setting(config, seeds: Sequence[int], targets: Sequence[str], devic
 
 
 # --- the late drop, one rule (ctcbook.stats) ---------------------------------------------------------------------
-
 def late_drops(table: pd.DataFrame, column: str = "probe_acc",
                val_column: str = "val_acc") -> dict[str, stats.DropSummary]:
     """Per target, :func:`ctcbook.stats.late_drop` of the curves in ``table`` (peak chosen on ``val_column``)."""
@@ -184,7 +183,6 @@ def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, d
 
 
 # --- how far training got: the clean fit ------------------------------------------------------------------------
-
 FIT_THRESHOLD = 0.99
 
 
@@ -232,7 +230,6 @@ def fit_reached(runs: Iterable[Run], threshold: float = FIT_THRESHOLD) -> FitChe
 
 
 # --- the paper's probe as run here -------------------------------------------------------------------------------
-
 def protocol_comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """Per target, the paper's protocol (one seed) against our probe: level gap, rank correlation, peak epochs."""
     from scipy.stats import spearmanr
@@ -276,7 +273,6 @@ def protocol_markdown(comparison: pd.DataFrame) -> str:
 
 
 # --- the closing box ---------------------------------------------------------------------------------------------
-
 def findings_markdown(fit: FitCheck, drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
                      comparison: pd.DataFrame | None = None) -> str:
     """The "What this chapter found" list, every statement computed from the numbers."""
