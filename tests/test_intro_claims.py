@@ -15,13 +15,33 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ctcbook.book import pages
-from ctcbook.book.profiles import PARAMETER_DEFAULTS
+from ctcbook.book.profiles import PARAMETER_DEFAULTS, PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
 INTRO = ROOT / "book" / "intro.md"
 GPU_BOX = ROOT / "book" / "gpu_box.md"
 CHAPTERS = sorted(PARAMETER_DEFAULTS)
+
+
+def chapter_profiles(chapter: str) -> list[str]:
+    """The profiles ``chapter`` (e.g. ``"04_dynamic_mlp"``) runs under: ``default`` and every profile that lists it."""
+    if chapter not in PARAMETER_DEFAULTS:
+        raise ValueError(f"chapter must be one of {sorted(PARAMETER_DEFAULTS)}, got {chapter!r}")
+    return ["default"] + sorted(p for p, chapters in PROFILES.items() if p != "default" and chapter in chapters)
+
+
+def beside_the_paper(nb) -> list:
+    """The cells of the "Beside the paper(s)" section, up to the next level-1 or 2 heading (ValueError if none)."""
+    start = None
+    for i, cell in enumerate(nb.cells):
+        first = cell.source.lstrip().splitlines()[0] if cell.cell_type == "markdown" and cell.source.strip() else ""
+        if start is None and first.lower().startswith("## beside the paper"):
+            start = i
+        elif start is not None and (first.startswith("# ") or first.startswith("## ")):
+            return nb.cells[start:i]
+    if start is None:
+        raise ValueError("the notebook has no '## Beside the paper' section")
+    return nb.cells[start:]
 
 
 # A paper's accuracy quoted in prose: a number with decimals and a percent sign (e.g. "67.924%").
@@ -64,7 +84,7 @@ def quotes_paper_numbers(path: Path) -> bool:
     the section's prose quotes an accuracy with decimals ("67.924%"), or its code shows a ``PAPER_*`` constant of the
     library (directly, or through a library function that reads one)."""
     nb = nbformat.read(str(path), as_version=4)
-    cells = pages.beside_the_paper(nb)
+    cells = beside_the_paper(nb)
     if any(c.cell_type == "markdown" and re.search(QUOTED, c.source) for c in cells):
         return True
     ns = _imports(nb)
@@ -102,7 +122,7 @@ def test_intro_states_each_chapters_profiles_and_quoted_numbers_as_they_are():
     assert sorted(claims) == CHAPTERS
     for chapter in CHAPTERS:
         profiles, quotes = claims[chapter]
-        assert sorted(profiles) == sorted(pages.chapter_profiles(chapter)), chapter
+        assert sorted(profiles) == sorted(chapter_profiles(chapter)), chapter
         assert quotes == quotes_paper_numbers(ROOT / "notebooks" / f"{chapter}.ipynb"), (
             f"the intro says {chapter} {'quotes' if quotes else 'does not quote'} a paper's numbers; its 'Beside "
             f"the paper' section says otherwise")
@@ -166,7 +186,7 @@ def test_gpu_box_commands_name_profiles_the_chapters_have():
     commands = re.findall(r"ctcbook run (\w+) --profile (\w+)", GPU_BOX.read_text())
     assert len(commands) >= 5
     for chapter, profile in commands:
-        assert profile in pages.chapter_profiles(chapter), f"gpu_box.md runs {chapter} under {profile!r}"
+        assert profile in chapter_profiles(chapter), f"gpu_box.md runs {chapter} under {profile!r}"
 
 
 # --- the readers of the notebooks, on constructed notebooks --------------------------------------------------
@@ -207,6 +227,6 @@ def test_quoted_numbers_through_a_library_function_that_reads_a_paper_constant(t
 
 
 def test_chapter_profiles_refuses_an_unknown_chapter():
-    assert pages.chapter_profiles("04_dynamic_mlp")[0] == "default"
+    assert chapter_profiles("04_dynamic_mlp")[0] == "default"
     with pytest.raises(ValueError, match="06_nothing"):
-        pages.chapter_profiles("06_nothing")
+        chapter_profiles("06_nothing")
