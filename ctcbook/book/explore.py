@@ -1,8 +1,7 @@
 """Explorers: pick a saved epoch (or, in chapter 4, a place and a day) and see what the model does there.
 
-Each explorer has one drawing function (:func:`draw`, :func:`information_draw`, :func:`draw_metadata`) behind two
-front ends: pre-rendered frames under matplotlib's JavaScript slider (the HTML book, no kernel) and live ipywidgets
-controls over an Image (JupyterLab), which compute any saved epoch from its checkpoint (:class:`FrameCache`).
+Each drawing function (:func:`draw`, :func:`information_draw`, :func:`draw_metadata`) has two front ends: frames under
+matplotlib's JavaScript slider (the HTML book) and live ipywidgets controls (JupyterLab, :class:`FrameCache`).
 """
 from __future__ import annotations
 
@@ -108,23 +107,20 @@ def _seed_curve(table: pd.DataFrame, split: str, seed: int | None) -> pd.Series:
 
 
 def draw(fig, table: pd.DataFrame, frame: Frame, target: str, class_names, seed: int | None = None) -> None:
-    """The epoch explorer at ``frame.epoch``: source and probe accuracy per epoch (seed mean, ``seed`` dashed) with the
-    epoch marked, beside the PCA of the target's features there."""
+    """Source and probe accuracy per epoch (seed mean, ``seed`` dashed), ``frame.epoch`` marked, beside its PCA."""
     fig.clear()
     ax_curve, ax_pca = fig.subplots(1, 2)
     epoch = frame.epoch
     src, tgt = _seed_curve(table, "source", None), _seed_curve(table, target, None)
     ax_curve.plot(src.index, src.values, color="black", label="source test (seed mean)")
     ax_curve.plot(tgt.index, tgt.values, color="tab:blue", label=f"{target} linear probe (seed mean)")
-    acc = tgt.get(epoch, np.nan)
-    who = "seed mean"
+    acc, who = tgt.get(epoch, np.nan), "seed mean"
     if seed is not None:
         mine = _seed_curve(table, target, seed)
         ax_curve.plot(mine.index, mine.values, "--", color="tab:blue", lw=1, label=f"{target} probe, seed {seed}")
         acc, who = mine.get(epoch, np.nan), f"seed {seed}"
     ax_curve.axvline(epoch, color="tab:red", lw=1.2)
-    ax_curve.set_xlabel("training epoch")
-    ax_curve.set_ylabel("top-1 accuracy (%)")
+    ax_curve.set(xlabel="training epoch", ylabel="top-1 accuracy (%)")
     ax_curve.legend(fontsize=7, loc="lower right")
     ax_curve.grid(alpha=0.3)
     _scatter(ax_pca, frame, class_names)
@@ -136,8 +132,7 @@ def _scatter(ax, frame: Frame, class_names) -> None:
     for k, name in enumerate(class_names):
         pts = frame.coords[frame.labels == k]
         ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, label=name)
-    ax.set_xlabel(f"PC 1 of {frame.layer} features (a.u.)")
-    ax.set_ylabel("PC 2 (a.u.)")
+    ax.set(xlabel=f"PC 1 of {frame.layer} features (a.u.)", ylabel="PC 2 (a.u.)")
     ax.legend(fontsize=6, markerscale=2, loc="best")
 
 
@@ -206,7 +201,6 @@ def _live(controls: dict, render, on_change=None):
 
 
 def _epochs(frame: pd.DataFrame, **where) -> list[int]:
-    """The epochs of the rows of ``frame`` whose columns hold the values in ``where``."""
     for column, value in where.items():
         frame = frame[frame[column] == value]
     return sorted(int(e) for e in frame.epoch.unique())
@@ -246,8 +240,7 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
 
 def _live_frames(by_seed: dict, controls: dict, epochs: list[int], on_change, split: str, view, figsize, dpi: int,
                  cache: FrameCache):
-    """:func:`_live` over ``controls`` plus an epoch slider, drawing ``view(fig, values, frame, class_names)`` of the
-    frame of the chosen seed's run at the ``split`` control's value (and the ``layer`` control's, if any)."""
+    """:func:`_live` over ``controls`` and an epoch slider: ``view(fig, values, frame, class_names)`` of the frame."""
     import ipywidgets as widgets
 
     controls["epoch"] = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
@@ -271,8 +264,7 @@ _LAYERS = ("stage1", "stage2", "stage3", PENULTIMATE)  # in the network's order
 
 def information_draw(fig, info: pd.DataFrame, table: pd.DataFrame, frame: Frame, split: str, seed: int,
                      estimators: list[str], class_names) -> None:
-    """The information explorer at ``frame.epoch`` and ``frame.layer``: per estimator the layer's information-plane
-    trajectory, every Renyi-measured layer at this epoch, and the PCA of the layer's features."""
+    """Per estimator the layer's information-plane path, every Renyi-measured layer at the epoch, and the PCA."""
     fig.clear()
     axes = fig.subplots(1, len(estimators) + 2)
     epoch, layer = frame.epoch, frame.layer
@@ -299,8 +291,7 @@ def information_draw(fig, info: pd.DataFrame, table: pd.DataFrame, frame: Frame,
                         fontweight="bold" if name == layer else "normal")
     ax.set_title(f"{split}, renyi, layers at epoch {epoch}", fontsize=8)
     for ax in axes[:-1]:
-        ax.set_xlabel("I(X;T) (bits)")
-        ax.set_ylabel("I(T;Y) (bits)")
+        ax.set(xlabel="I(X;T) (bits)", ylabel="I(T;Y) (bits)")
         ax.grid(alpha=0.3)
     _scatter(axes[-1], frame, class_names)
     acc = _seed_curve(table, split, seed).get(epoch, np.nan)
@@ -313,8 +304,7 @@ def information_draw(fig, info: pd.DataFrame, table: pd.DataFrame, frame: Frame,
 def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.DataFrame, estimators: list[str], *,
                               splits=None, cache: FrameCache | None = None, n: int = 1000,
                               device: torch.device | str = "cpu", dpi: int = 72):
-    """Split, seed, layer and epoch controls over :func:`information_draw` (layers and epochs: those the Renyi
-    estimator measured for that split and seed)."""
+    """Split, seed, layer and epoch controls over :func:`information_draw` (those the Renyi estimator measured)."""
     by_seed = {int(r.config["seed"]): r for r in runs}
     splits = list(splits) if splits is not None else sorted(set(info.split), key=lambda s: (s != "source", s))
     if not by_seed or not splits:
@@ -396,10 +386,7 @@ def draw_metadata(fig, view: MetadataView, lat: float, lon: float, day: float) -
         ax_map.annotate(f"{name} (d{int(c_day[k])})", (c_lon[k], c_lat[k]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")
     ax_map.plot(lon, lat, "o", ms=11, mfc="none", mec="red", mew=2)
-    ax_map.set_xlim(-180, 180)
-    ax_map.set_ylim(-90, 90)
-    ax_map.set_xlabel("longitude (degrees)")
-    ax_map.set_ylabel("latitude (degrees)")
+    ax_map.set(xlim=(-180, 180), ylim=(-90, 90), xlabel="longitude (degrees)", ylabel="latitude (degrees)")
     ax_map.set_title(f"red ring: ({lat:.0f}, {lon:.0f}) deg, day {int(day)}; x: class centres (peak day)",
                      fontsize=7)
     ax_map.grid(alpha=0.3)
@@ -409,8 +396,7 @@ def draw_metadata(fig, view: MetadataView, lat: float, lon: float, day: float) -
     ax_p.barh(k + 0.2, p, height=0.4, color="tab:green", label=f"{view.head_name} at this place and day")
     ax_p.set_yticks(k, view.class_names, fontsize=7)
     ax_p.invert_yaxis()
-    ax_p.set_xlim(0, 100)
-    ax_p.set_xlabel("predicted class probability (%)")
+    ax_p.set(xlim=(0, 100), xlabel="predicted class probability (%)")
     ax_p.legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)  # above the bars
     ax_p.grid(alpha=0.3, axis="x")
     if ax_methods:
