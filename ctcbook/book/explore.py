@@ -220,31 +220,40 @@ def live_explorer(runs: list[Run], table: pd.DataFrame, targets, *, cache: Frame
     if not targets:
         raise ValueError("targets must hold at least one target key")
     seed0 = sorted(by_seed)[0]
-    epochs = _epochs(table, target=targets[0], seed=seed0)
-    if not epochs:
+    if not _epochs(table, target=targets[0], seed=seed0):
         raise ValueError(f"table has no probe of target {targets[0]!r} for seed {seed0}")
     controls = {"target": _dropdown("target", targets), "seed": _dropdown("seed", sorted(by_seed))}
-
-    def on_change(name):
-        if name in ("target", "seed"):
-            ep = controls["epoch"]
-            options = _epochs(table, target=controls["target"].value, seed=controls["seed"].value)
-            ep.options, ep.value = options, _nearest(options, ep.value)
+    epochs = {"epoch": lambda v: _epochs(table, target=v["target"], seed=v["seed"])}
 
     def view(fig, v, frame, classes):
         draw(fig, table, frame, v["target"], classes, v["seed"])
 
-    return _live_frames(by_seed, controls, epochs, on_change, "target", view, FIGSIZE, dpi,
-                        cache or FrameCache(n, device))
+    return _live_frames(by_seed, controls, epochs, "target", view, FIGSIZE, dpi, cache or FrameCache(n, device))
 
 
-def _live_frames(by_seed: dict, controls: dict, epochs: list[int], on_change, split: str, view, figsize, dpi: int,
+def _live_frames(by_seed: dict, controls: dict, choices: dict, split: str, view, figsize, dpi: int,
                  cache: FrameCache):
-    """:func:`_live` over ``controls`` and an epoch slider: ``view(fig, values, frame, class_names)`` of the frame."""
+    """:func:`_live` over ``controls`` and one more control per ``choices`` (name -> its options given the values
+    before it: a "layer" dropdown, the "epoch" slider), whose options follow every change of a control before it;
+    ``view(fig, values, frame, class_names)`` draws the frame."""
     import ipywidgets as widgets
 
-    controls["epoch"] = widgets.SelectionSlider(options=epochs, value=epochs[-1], description="epoch",
-                                                continuous_update=False)
+    def options(name):
+        return choices[name]({k: w.value for k, w in controls.items()})
+
+    for name in choices:
+        first = options(name)
+        controls[name] = (_dropdown(name, first, first[-1]) if name != "epoch" else
+                          widgets.SelectionSlider(options=first, value=first[-1], description="epoch",
+                                                  continuous_update=False))
+
+    def on_change(changed):
+        names = list(controls)
+        for name in names[names.index(changed) + 1:]:
+            if name in choices:  # keep the value if still there, else the nearest epoch or the last layer
+                w, now = controls[name], options(name)
+                w.options, w.value = now, (_nearest(now, w.value) if name == "epoch" else
+                                           w.value if w.value in now else now[-1])
 
     def render(v):
         run = by_seed[v["seed"]]
@@ -315,29 +324,16 @@ def live_information_explorer(runs: list[Run], info: pd.DataFrame, table: pd.Dat
         return [l for l in _LAYERS if l in have]
 
     seed0 = sorted(by_seed)[0]
-    layers = layers_of(splits[0], seed0)
-    if not layers:
+    if not layers_of(splits[0], seed0):
         raise ValueError(f"info has no Renyi estimate for split {splits[0]!r} and seed {seed0}")
-    epochs = _epochs(info, split=splits[0], seed=seed0, layer=layers[-1], estimator="renyi")
-    controls = {"split": _dropdown("split", splits), "seed": _dropdown("seed", sorted(by_seed)),
-                "layer": _dropdown("layer", layers, layers[-1])}
-
-    def on_change(name):
-        c = controls
-        if name in ("split", "seed"):
-            options = layers_of(c["split"].value, c["seed"].value)
-            keep = c["layer"].value if c["layer"].value in options else options[-1]
-            c["layer"].options, c["layer"].value = options, keep
-        if name in ("split", "seed", "layer"):
-            options = _epochs(info, split=c["split"].value, seed=c["seed"].value, layer=c["layer"].value,
-                              estimator="renyi")
-            c["epoch"].options, c["epoch"].value = options, _nearest(options, c["epoch"].value)
+    controls = {"split": _dropdown("split", splits), "seed": _dropdown("seed", sorted(by_seed))}
+    choices = {"layer": lambda v: layers_of(v["split"], v["seed"]),
+               "epoch": lambda v: _epochs(info, split=v["split"], seed=v["seed"], layer=v["layer"], estimator="renyi")}
 
     def view(fig, v, frame, classes):
         information_draw(fig, info, table, frame, v["split"], v["seed"], estimators, classes)
 
-    return _live_frames(by_seed, controls, epochs, on_change, "split", view, INFO_FIGSIZE, dpi,
-                        cache or FrameCache(n, device))
+    return _live_frames(by_seed, controls, choices, "split", view, INFO_FIGSIZE, dpi, cache or FrameCache(n, device))
 
 
 # --- chapter 4: where and when an image was taken ---------------------------------------------------------------
