@@ -48,7 +48,7 @@ def test_table_and_text_name_the_quantities_and_follow_the_interval():
     table = _table()
     drops = tradeoff.late_drops(table)
     source = tradeoff.source_accuracy(table, drops)
-    shown = tradeoff.drop_table(table, drops, source)
+    shown = tradeoff.drop_table(drops, source)
     assert list(shown.index) == [0] and "late drop (points)" in shown and "max-of-test drop, naive (points)" in shown
     assert shown.loc[0, "late drop (points)"] == pytest.approx(6.0)
     assert shown.loc[0, "peak epoch per seed (chosen on validation)"] == "10, 10, 10"

@@ -113,18 +113,17 @@ def describe_setting(config, seeds: Sequence[int], targets: Sequence[str], devic
 
 
 # --- the late drop, one rule (ctcbook.stats) ---------------------------------------------------------------------
-def late_drops(table: pd.DataFrame, column: str = "probe_acc",
-               val_column: str = "val_acc") -> dict[str, stats.DropSummary]:
-    """Per target, :func:`ctcbook.stats.late_drop` of the curves in ``table`` (peak chosen on ``val_column``)."""
+def late_drops(table: pd.DataFrame) -> dict[str, stats.DropSummary]:
+    """Per target, :func:`ctcbook.stats.late_drop` of the probe curves in ``table`` (peak chosen on ``val_acc``)."""
     out = {}
     for target, g in table[table.target != "source"].groupby("target", sort=False):
-        if g[val_column].isna().any():
-            raise ValueError(f"target {target!r}: every probed epoch needs {val_column!r} (probe again: rows cached "
+        if g.val_acc.isna().any():
+            raise ValueError(f"target {target!r}: every probed epoch needs 'val_acc' (probe again: rows cached "
                              f"before it existed are upgraded by transfer_curve)")
         curves_ = {}
         for seed, gs in g.groupby("seed"):
             gs = gs.sort_values("epoch")
-            curves_[seed] = (gs.epoch.to_numpy(), gs[val_column].to_numpy(), gs[column].to_numpy())
+            curves_[seed] = (gs.epoch.to_numpy(), gs.val_acc.to_numpy(), gs.probe_acc.to_numpy())
         out[target] = stats.late_drop(curves_)
     return out
 
@@ -148,8 +147,7 @@ def _peaks(d: stats.DropSummary) -> str:
     return ", ".join(str(d.per_seed[s].peak_epoch) for s in sorted(d.per_seed))
 
 
-def drop_table(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary],
-               source: Mapping[str, dict]) -> pd.DataFrame:
+def drop_table(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict]) -> pd.DataFrame:
     """One row per target: the late and naive drops with their intervals, peak epochs and source accuracy."""
     rows = []
     for target, d in drops.items():
@@ -159,10 +157,8 @@ def drop_table(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary],
             "late drop (points)": round(sel.mean, 2), "late drop, 95% CI": stats.brackets(sel),
             "max-of-test drop, naive (points)": round(naive.mean, 2), "max-of-test drop, 95% CI": stats.brackets(naive),
             "peak epoch per seed (chosen on validation)": _peaks(d),
-            "source accuracy, first epoch (%)": f"{src['first'].mean:.2f} {stats.brackets(src['first'])}",
-            "source accuracy, peak epoch (%)": f"{src['peak'].mean:.2f} {stats.brackets(src['peak'])}",
-            "source accuracy, last epoch (%)": f"{src['last'].mean:.2f} {stats.brackets(src['last'])}",
-        })
+            **{f"source accuracy, {k} epoch (%)": f"{src[k].mean:.2f} {stats.brackets(src[k])}"
+               for k in ("first", "peak", "last")}})
     return pd.DataFrame(rows)
 
 

@@ -126,10 +126,9 @@ def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: 
 
 
 # --- I(X;T) during training ----------------------------------------------------------------------------------------
-def stage_information(info: pd.DataFrame, methods: Sequence[str], switch_epoch: int, estimator: str = "renyi",
-                      split: str = "source") -> list[dict]:
-    """The change of I(X;T) (bits) over each stage per method, and CTC − baseline paired, as intervals."""
-    g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
+def stage_information(info: pd.DataFrame, methods: Sequence[str], switch_epoch: int) -> list[dict]:
+    """The change of the source test split's Renyi I(X;T) (bits) over each stage per method, and CTC − baseline."""
+    g = info[(info.estimator == "renyi") & (info.split == "source") & (info.layer == "penultimate")]
     per = {}
     for (method, seed), e in g.groupby(["method", "seed"]):
         e = e.sort_values("epoch")
