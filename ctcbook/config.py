@@ -67,11 +67,16 @@ class CTCConfig:
         check_fields(self, checks)
 
 
+def check(name: str, value, ok: bool, allowed: str) -> None:
+    """Refuse ``value`` unless ``ok``: "<name> must be <allowed>, got <value>"."""
+    if not ok:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
 def check_fields(obj, checks) -> None:
     """Refuse the first failed (field, ok, what is allowed) check, naming the field and its value."""
     for name, ok, allowed in checks:
-        if not ok:
-            raise ValueError(f"{type(obj).__name__}.{name} must be {allowed}, got {getattr(obj, name)!r}")
+        check(f"{type(obj).__name__}.{name}", getattr(obj, name), ok, allowed)
 
 
 def is_int(v, low: int) -> bool:

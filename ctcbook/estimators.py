@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .config import check, check_fields, is_int
 from .models import CifarResNet, Classifier
 
 LN2 = math.log(2.0)
@@ -51,16 +52,11 @@ class MineSettings:
     marginal: str = "resample"
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "iterations", "batch_size", "smoothing"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 < self.ema_rate <= 1:
-            raise ValueError(f"ema_rate must be in (0, 1], got {self.ema_rate!r}")
-        if self.marginal not in ("resample", "shuffle"):
-            raise ValueError(f"marginal must be 'resample' or 'shuffle', got {self.marginal!r}")
+        check_fields(self, [*((name, is_int(getattr(self, name), 1), "an integer >= 1")
+                              for name in ("hidden", "layers", "iterations", "batch_size", "smoothing")),
+                            ("lr", self.lr > 0, "a number > 0"),
+                            ("ema_rate", 0 < self.ema_rate <= 1, "a number in (0, 1]"),
+                            ("marginal", self.marginal in ("resample", "shuffle"), "'resample' or 'shuffle'")])
 
     def describe(self) -> str:
         """The settings as the pages print them."""
@@ -304,8 +300,7 @@ class RenyiNull:
 def renyi_null(x: Tensor, t: Tensor, labels: Tensor, *, alpha: float = 1.01, shuffles: int = 5,
                seed: int = 0) -> RenyiNull:
     """The Renyi estimates with the rows of ``t`` permuted, which keeps each marginal and destroys the dependence."""
-    if isinstance(shuffles, bool) or not isinstance(shuffles, int) or shuffles < 1:
-        raise ValueError(f"shuffles must be an integer >= 1, got {shuffles!r}")
+    check("shuffles", shuffles, is_int(shuffles, 1), "an integer >= 1")
     xd, td = _as_points(x, "x"), _as_points(t, "t")
     if not (len(xd) == len(td) == len(labels)):
         raise ValueError(f"x, t and labels must hold the same number of points, got {len(xd)}, {len(td)}, "
@@ -347,9 +342,7 @@ def activations(model: Classifier, images: Tensor, layers: Sequence[str], *, bat
                 device=None) -> tuple[Tensor, dict[str, Tensor]]:
     """(X, {layer: T}) of uint8 ``images`` in eval mode: the normalised input and layer outputs, flat, on the CPU."""
     allowed = layer_names(model)
-    bad = [name for name in layers if name not in allowed]
-    if bad:
-        raise ValueError(f"layers must be a subset of {allowed}, got {list(layers)}")
+    check("layers", list(layers), set(layers) <= set(allowed), f"a subset of {allowed}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     stages = stage_modules(model)
     caught: dict[str, list[Tensor]] = {name: [] for name in layers}

@@ -1,20 +1,11 @@
 """The book's inference over seeds: one rule for every chapter.
 
-Every comparison in the book is over *seeds* (independent training runs): a quantity is measured once per seed and
-the seeds' values are summarised by their mean and a 95% Student-t interval (:func:`t_interval`, exact quantiles from
-:func:`scipy.stats.t.ppf`). Comparisons of two methods trained with the same seeds are *paired*: the per-seed
-differences (:func:`paired_differences`) are summarised the same way.
-
-The **late drop** of a transfer curve is defined once here (:func:`selected_drop`): the peak epoch is chosen on the
-*validation* accuracy (a held-out part of the target's train split), and the drop is the *test* accuracy at that
-epoch minus the test accuracy at the last epoch, so that the choice of the peak does not see the test noise it is
-measured with. :func:`naive_drop` (largest test accuracy minus the last) is kept only to show how much choosing the
-peak on the test curve inflates it: it is >= 0 by construction.
-
-:func:`verdict` turns an interval into words that follow it ("1.20 points, 95% CI [0.40, 2.00]"; "inconclusive" when
-the interval, as printed, contains 0); :func:`mechanism_verdict` checks the paper's mechanism (transfer falls after
-its peak *and* I(X;T) falls over the same epochs, sign and timing); :func:`bootstrap_correlation` gives a
-within-seed correlation with a bootstrap-over-seeds interval.
+A quantity is measured once per seed (independent training run) and summarised by its mean and a 95% Student-t
+interval (:func:`t_interval`); methods trained with the same seeds are compared on per-seed differences
+(:func:`paired_interval`). The late drop (:func:`selected_drop`) picks the peak epoch on *validation* accuracy and
+measures it on *test*, so the choice does not see the noise it is measured with; :func:`naive_drop` (max of test
+minus last, >= 0 by construction) only shows how much choosing on test inflates it. :func:`verdict` words follow the
+interval as printed; :func:`mechanism_verdict` checks the paper's mechanism (sign and timing).
 """
 from __future__ import annotations
 
@@ -40,10 +31,6 @@ class Interval:
     n: int
     sd: float
     level: float = LEVEL
-
-    @property
-    def half_width(self) -> float:
-        return self.high - self.mean
 
     def scaled(self, factor: float) -> "Interval":
         """The same interval in other units (e.g. x100: accuracy fractions to points)."""
