@@ -141,8 +141,7 @@ def one_hot(labels: Tensor, num_classes: int) -> Tensor:
     return torch.nn.functional.one_hot(labels.long(), num_classes).float()
 
 
-def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device=None,
-         progress: bool = False) -> MineResult:
+def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device=None) -> MineResult:
     """I(X;T) in **bits** by MINE as the paper code's ``mine.py`` runs it; row i of ``x`` pairs with row i of ``t``.
 
     Inputs are used as given, as ``mine.py`` does (labels: ``one_hot``); one Adam step on :func:`mine_step_loss` per
@@ -173,14 +172,10 @@ def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device
     log_ma = torch.zeros((), device=dev)                   # log of the moving average of E_Q[e^T]; starts at 1
     curve: list[Tensor] = []
 
-    steps = range(s.iterations)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc="MINE", leave=False)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     start = time.perf_counter()
-    for _ in steps:
+    for _ in range(s.iterations):
         j = torch.randperm(n, generator=gen)[:s.batch_size].to(dev)
         if s.marginal == "resample":
             mx = torch.randperm(n, generator=gen)[:s.batch_size].to(dev)
@@ -232,24 +227,19 @@ def gaussian_gram(x: Tensor, sigma: float) -> Tensor:
     return torch.exp(-_sq_dists(xd) / (2.0 * float(sigma) ** 2))
 
 
-def kernel_width(x: Tensor, gamma: float | None = None) -> float:
-    """Kernel width sigma = gamma * n^(-1/(4 + d)) (Yu et al.'s Silverman-style rule); ``gamma`` None: the median
-    pairwise distance (else the mean; sigma 1 if all points coincide), so the Gram matrix is scale-invariant."""
+def kernel_width(x: Tensor) -> float:
+    """Kernel width sigma = gamma * n^(-1/(4 + d)) (Yu et al.'s Silverman-style rule), gamma the median pairwise
+    distance (else the mean; sigma 1 if all points coincide), so the Gram matrix is scale-invariant."""
     xd = _as_points(x, "x")
     n, d = xd.shape
-    if gamma is None:
-        if n < 2:
-            return 1.0
-        iu = torch.triu_indices(n, n, offset=1, device=xd.device)
-        dist = _sq_dists(xd)[iu[0], iu[1]].sqrt()
-        gamma = float(dist.median())
-        if gamma <= 0:
-            gamma = float(dist.mean())
-        if gamma <= 0:
-            return 1.0
-    elif not (math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a finite number > 0 or None, got {gamma!r}")
-    return float(gamma) * n ** (-1.0 / (4 + d))
+    if n < 2:
+        return 1.0
+    iu = torch.triu_indices(n, n, offset=1, device=xd.device)
+    dist = _sq_dists(xd)[iu[0], iu[1]].sqrt()
+    gamma = float(dist.median())
+    if gamma <= 0:
+        gamma = float(dist.mean())
+    return gamma * n ** (-1.0 / (4 + d)) if gamma > 0 else 1.0
 
 
 def label_gram(labels: Tensor) -> Tensor:
@@ -259,21 +249,15 @@ def label_gram(labels: Tensor) -> Tensor:
     return (labels[:, None] == labels[None, :]).double()
 
 
-def renyi_entropy(gram: Tensor, alpha: float = 1.01, *, unit_diagonal: bool = False) -> float:
+def renyi_entropy(gram: Tensor, alpha: float = 1.01) -> float:
     """Matrix-based Renyi alpha-entropy in **bits**, in [0, log2 n]: log2(sum lambda^alpha) / (1 - alpha), lambda the
-    eigenvalues of K / tr(K) (after K_ij / sqrt(K_ii K_jj) with ``unit_diagonal``); alpha = 1: von Neumann."""
+    eigenvalues of K / tr(K); alpha = 1: von Neumann."""
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     alpha = float(alpha)
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] < 1:
         raise ValueError(f"gram must be a square matrix (n, n), got {tuple(gram.shape)}")
     k = gram.double()
-    if unit_diagonal:
-        dg = k.diagonal()
-        if bool((dg <= 0).any()):
-            raise ValueError("gram must have a positive diagonal for unit_diagonal=True")
-        s = dg.rsqrt()
-        k = k * s[:, None] * s[None, :]
     tr = k.trace()
     if not bool(tr > 0):
         raise ValueError(f"gram must have a positive trace, got {float(tr)}")

@@ -22,7 +22,6 @@ LEVEL = 0.95
 @dataclass(frozen=True)
 class Interval:
     """Mean of ``n`` per-seed values with a two-sided Student-t interval [``low``, ``high``]; ``sd`` has ddof 1.
-
     With one seed the interval is (-inf, inf): one run says nothing about run-to-run spread."""
 
     mean: float
@@ -171,10 +170,8 @@ def brackets(iv: Interval, decimals: int = 2) -> str:
 
 def verdict(iv: Interval, *, quantity: str, unit: str = "points", decimals: int = 2, positive: str = "positive",
             negative: str = "negative") -> Verdict:
-    """Words that follow the interval: "<quantity>: X <unit>, 95% CI [a, b] over n seeds: <positive|negative>".
-
-    Decided on the interval *as printed* (rounded outwards), so the words never disagree with the numbers a reader
-    sees: a bound that prints as 0.00 counts as containing 0."""
+    """Words that follow the interval: "<quantity>: X <unit>, 95% CI [a, b] over n seeds: <positive|negative>",
+    decided on the interval *as printed* (rounded outwards): a bound that prints as 0.00 counts as containing 0."""
     if decimals < 0:
         raise ValueError(f"decimals must be >= 0, got {decimals}")
     low, high = _printed(iv, decimals)
@@ -211,10 +208,8 @@ class Mechanism:
 def mechanism_verdict(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float], Sequence[float]]],
                       *, target: str, transfer_scale: float = 100.0, transfer_unit: str = "points",
                       info_unit: str = "bits", level: float = LEVEL, decimals: int = 2) -> Mechanism:
-    """Does I(X;T) fall over the epochs in which transfer falls? ``curves``: seed -> (epochs, val, test, ixt).
-
-    Per seed the late phase runs from transfer's validation-selected peak to the last epoch (timing); over it,
-    transfer's drop and I(X;T)'s fall are measured (sign)."""
+    """Does I(X;T) fall over the epochs in which transfer falls? ``curves``: seed -> (epochs, val, test, ixt); per
+    seed, transfer's drop and I(X;T)'s fall from transfer's validation-selected peak to the last epoch."""
     drops, falls, peaks, last = {}, {}, {}, {}
     for s, (epochs, val, test, ixt) in curves.items():
         e, v, t, i = _curve(epochs, ("val", val), ("test", test), ("ixt", ixt))
