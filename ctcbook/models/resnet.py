@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import check
+
 
 class Classifier(nn.Module):
     """A backbone (normalised images -> features (N, D)) plus a linear head; normalises by per-channel mean, std."""
@@ -61,14 +63,10 @@ class CifarResNet(nn.Module):
 
     def __init__(self, depth: int = 20, width: int = 16, in_channels: int = 3, stem_stride: int = 1):
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-        if stem_stride not in (1, 2):
-            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+        check("depth", depth, depth >= 8 and (depth - 2) % 6 == 0, "6n + 2 with n >= 1 (8, 14, 20, 32, ...)")
+        check("width", width, width >= 1, ">= 1")
+        check("in_channels", in_channels, in_channels >= 1, ">= 1")
+        check("stem_stride", stem_stride, stem_stride in (1, 2), "1 or 2")
         n = (depth - 2) // 6
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU())
@@ -93,8 +91,7 @@ ARCHS = ("cifar_resnet", "resnet18", "resnet50")
 def build_model(arch: str, num_classes: int, *, in_channels: int, mean: Sequence[float], std: Sequence[float],
                 depth: int = 20, width: int = 16, stem_stride: int = 1) -> Classifier:
     """Build a :class:`Classifier` by name. ``depth``/``width``/``stem_stride`` apply to ``cifar_resnet`` only."""
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    check("num_classes", num_classes, num_classes >= 2, ">= 2")
     if arch == "cifar_resnet":
         backbone = CifarResNet(depth=depth, width=width, in_channels=in_channels, stem_stride=stem_stride)
         dim = backbone.out_dim
