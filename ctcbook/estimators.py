@@ -104,10 +104,9 @@ class StatisticsNetwork(nn.Module):
 
 def mine_step_loss(t_joint: Tensor, t_marginal: Tensor, log_ma: Tensor,
                    ema_rate: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
-    """One MINE step as the paper code's ``learn_mine``: ``(loss, bound, log m')``.
-
-    m' = (1 - r) m + r E_Q[e^T] is the moving average (no gradient, carried in log space); loss = -(E_P[T] -
-    E_Q[e^T] / m') has the bias-corrected gradient; bound is the Donsker-Varadhan bound E_P[T] - log E_Q[e^T] (nats)."""
+    """One MINE step as the paper code's ``learn_mine``: ``(loss, bound, log m')``; m' = (1 - r) m + r E_Q[e^T] is
+    the moving average (no gradient, carried in log space); loss = -(E_P[T] - E_Q[e^T] / m') has the bias-corrected
+    gradient; bound is the Donsker-Varadhan bound E_P[T] - log E_Q[e^T] (nats)."""
     lme = torch.logsumexp(t_marginal.reshape(-1), 0) - math.log(t_marginal.numel())  # log E_Q[e^T], stable
     bound = t_joint.mean() - lme
     keep = math.log1p(-ema_rate) if ema_rate < 1 else -math.inf
@@ -160,8 +159,7 @@ def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device
     if x.device != t.device and device is None:
         raise ValueError(f"x and t are on different devices ({x.device}, {t.device}); pass device=")
     dev = torch.device(device) if device is not None else x.device
-    x = x.to(dev, torch.float32)
-    t = t.to(dev, torch.float32)
+    x, t = x.to(dev, torch.float32), t.to(dev, torch.float32)
 
     gen = torch.Generator().manual_seed(s.seed)
     with torch.random.fork_rng(devices=[]):
@@ -181,8 +179,7 @@ def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device
             mx = torch.randperm(n, generator=gen)[:s.batch_size].to(dev)
             mt = torch.randperm(n, generator=gen)[:s.batch_size].to(dev)
         else:
-            mx = j
-            mt = j[torch.randperm(s.batch_size, generator=gen).to(dev)]
+            mx, mt = j, j[torch.randperm(s.batch_size, generator=gen).to(dev)]
         out = net(torch.cat([torch.cat([x[j], t[j]], 1), torch.cat([x[mx], t[mt]], 1)]))  # one pass, 2B rows
         t_joint, t_marg = out[:s.batch_size], out[s.batch_size:]
         loss, bound, new_log_ma = mine_step_loss(t_joint, t_marg, log_ma, s.ema_rate)

@@ -136,8 +136,7 @@ def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tupl
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, reg: float, *, max_iter: int = 200,
-                 init: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 tolerance_grad: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+                 init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression, full batch L-BFGS: minimises mean CE + reg / 2 ||W||^2 (bias unpenalised).
 
     That is scikit-learn's ``LogisticRegression(C=1 / (reg * N))`` objective up to a factor. The gradient is analytic
@@ -153,7 +152,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, reg: float,
         b = init[1].detach().reshape(k, 1).clone()
     xt = x.T.contiguous()
     onehot_t = F.one_hot(y, k).T.to(x.dtype).contiguous()  # (K, N)
-    opt = torch.optim.LBFGS([wt, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=tolerance_grad,
+    opt = torch.optim.LBFGS([wt, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-5,
                             tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
     @torch.no_grad()
@@ -182,8 +181,7 @@ class ProbeResult:
 
     @property
     def chosen_val_accuracy(self) -> float:
-        """Held-out accuracy of the chosen strength, on the *train* split's held-out part (never the test split): the
-        book chooses a transfer curve's peak epoch on it (:mod:`ctcbook.stats`)."""
+        """Accuracy of the chosen strength on the *train* split's held-out part: what peak epochs are chosen on."""
         return self.val_accuracy[self.reg]
 
 
@@ -280,8 +278,7 @@ def paper_probe_epochs(n_train: int, batch_size: int = 512, steps: int | None = 
     if steps is None:
         return epochs
     _check_int("steps", steps, 1)
-    per_epoch = math.ceil(n_train / batch_size)
-    return math.ceil(steps / per_epoch)
+    return math.ceil(steps / math.ceil(n_train / batch_size))
 
 
 def _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed) -> None:
