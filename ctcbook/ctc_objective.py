@@ -146,15 +146,19 @@ class CTCObjective(nn.Module):
         self._set_snapshot(copy.deepcopy(model).eval().requires_grad_(False))
         if not self.config.refill:
             return
-        if isinstance(images, torch.Tensor):
-            for i in range(0, self.n, batch_size):
-                x = images[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format)
-                self._refill(x, torch.arange(i, i + len(x), device=x.device), self.memory, self.snapshot_memory, amp)
-            return
+        if isinstance(images, torch.Tensor):  # in memory: all of them, on every rank
+            images = ((x.float().div_(255).contiguous(memory_format=memory_format),
+                       torch.arange(k * batch_size, k * batch_size + len(x), device=x.device))
+                      for k, x in enumerate(images.split(batch_size)))
         memory, snapshot_memory = torch.zeros_like(self.memory), torch.zeros_like(self.snapshot_memory)
         seen = torch.zeros(self.n, device=self.memory.device)
         for x, index in images:
-            self._refill(x, index, memory, snapshot_memory, amp)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+                f, _ = self.snapshot(x)
+            f = f.float()
+            # momentum 0: the slot becomes the embedding
+            momentum_update(memory, index, F.normalize(self.head(f), dim=1), 0.0)
+            momentum_update(snapshot_memory, index, F.normalize(self.snapshot_head(f), dim=1), 0.0)
             seen.index_add_(0, index, torch.ones(len(index), device=seen.device))
         if reduce is not None:
             memory, snapshot_memory, seen = reduce(memory), reduce(snapshot_memory), reduce(seen)
@@ -165,14 +169,6 @@ class CTCObjective(nn.Module):
                                "training set, each index on exactly one rank)")
         self.memory.copy_(memory)
         self.snapshot_memory.copy_(snapshot_memory)
-
-    def _refill(self, x: torch.Tensor, index: torch.Tensor, memory: torch.Tensor, snapshot_memory: torch.Tensor,
-                amp: bool) -> None:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            f, _ = self.snapshot(x)
-        f = f.float()
-        momentum_update(memory, index, F.normalize(self.head(f), dim=1), 0.0)
-        momentum_update(snapshot_memory, index, F.normalize(self.snapshot_head(f), dim=1), 0.0)
 
     # --- resume ---------------------------------------------------------------------------------------------
     def state(self) -> dict:
