@@ -1,12 +1,8 @@
-"""Information-bottleneck estimators, every result in **bits**: MINE and the matrix-based Renyi alpha-entropy.
+"""Information-bottleneck estimators, every result in **bits**, and what they are estimated on (:func:`activations`).
 
-* :func:`mine` -- Mutual Information Neural Estimation (Belghazi et al., ICML 2018) as the trade-off paper's public
-  code runs it (github DTennant/dt-tradeoff, ``mine.py``); :data:`PAPER_MINE_XT` and :data:`PAPER_MINE_TY` hold
-  that code's settings for I(X;T) and I(T;Y).
-* :func:`renyi_entropy` -- matrix-based Renyi alpha-entropy (Giraldo, Rao and Principe 2014): Gaussian-kernel
-  Gram matrices, unit trace, S = log2(sum(eig^alpha)) / (1 - alpha), joint entropy from the Hadamard product,
-  I = S(X) + S(T) - S(X,T). Cost O(n^3) time and O(n^2) memory in the number of points n.
-* :func:`activations` -- what they are estimated on: a network's normalised input X and its layers' outputs T.
+:func:`mine`: MINE (Belghazi et al. 2018) as the trade-off paper's code (DTennant/dt-tradeoff ``mine.py``) runs it.
+:func:`renyi_entropy`: the matrix-based Renyi alpha-entropy (Giraldo, Rao and Principe 2014) of a Gram matrix;
+I = S(X) + S(T) - S(X,T), the joint from the Hadamard product; O(n^3) time, O(n^2) memory in n points.
 """
 from __future__ import annotations
 
@@ -25,7 +21,7 @@ from .models import CifarResNet, Classifier
 LN2 = math.log(2.0)
 
 __all__ = [
-    "MineSettings", "MineResult", "PAPER_MINE_XT", "PAPER_MINE_TY", "StatisticsNetwork", "mine_step_loss", "mine",
+    "MineSettings", "MineResult", "PAPER_MINE_XT", "PAPER_MINE_TY", "statistics_network", "mine_step_loss", "mine",
     "smoothed_estimate", "one_hot", "gaussian_gram", "kernel_width", "label_gram", "renyi_entropy", "RenyiNull",
     "renyi_null", "PENULTIMATE", "stage_modules", "layer_names", "activations",
 ]
@@ -80,26 +76,17 @@ class MineResult:
     seconds: float
 
 
-class StatisticsNetwork(nn.Module):
+def statistics_network(input_size: int, hidden: int = 1024, layers: int = 3) -> nn.Sequential:
     """T(x, t): an MLP on [x; t] -> 1; hidden weights ~ N(0, 0.02^2) and biases 0 as in the paper code."""
-
-    def __init__(self, input_size: int, hidden: int = 1024, layers: int = 3) -> None:
-        super().__init__()
-        if input_size < 1 or hidden < 1 or layers < 1:
-            raise ValueError(f"input_size, hidden and layers must be >= 1, got {input_size}, {hidden}, {layers}")
-        mods: list[nn.Module] = []
-        width = input_size
-        for _ in range(layers):
-            lin = nn.Linear(width, hidden)
-            nn.init.normal_(lin.weight, std=0.02)
-            nn.init.zeros_(lin.bias)
-            mods += [lin, nn.ReLU()]
-            width = hidden
-        mods.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*mods)
-
-    def forward(self, xt: Tensor) -> Tensor:
-        return self.net(xt)
+    if input_size < 1 or hidden < 1 or layers < 1:
+        raise ValueError(f"input_size, hidden and layers must be >= 1, got {input_size}, {hidden}, {layers}")
+    mods: list[nn.Module] = []
+    for width in [input_size] + [hidden] * (layers - 1):
+        lin = nn.Linear(width, hidden)
+        nn.init.normal_(lin.weight, std=0.02)
+        nn.init.zeros_(lin.bias)
+        mods += [lin, nn.ReLU()]
+    return nn.Sequential(*mods, nn.Linear(hidden, 1))
 
 
 def mine_step_loss(t_joint: Tensor, t_marginal: Tensor, log_ma: Tensor,
@@ -164,7 +151,7 @@ def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device
     gen = torch.Generator().manual_seed(s.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
-        net = StatisticsNetwork(x.shape[1] + t.shape[1], s.hidden, s.layers)
+        net = statistics_network(x.shape[1] + t.shape[1], s.hidden, s.layers)
     net = net.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=s.lr)
     log_ma = torch.zeros((), device=dev)                   # log of the moving average of E_Q[e^T]; starts at 1

@@ -1,8 +1,7 @@
-"""Contrastive losses of the CTC method (Cui et al. 2022), written from the method, in log space.
+"""Contrastive losses of the CTC method (Cui et al. 2022), in log space, in nats, averaged over the batch.
 
-Shapes: B anchors in a batch, D embedding dimensions, N images in the training set (memory slots), K negatives per
-anchor. Scores are dot products of unit vectors divided by a temperature; losses are in nats, averaged over the
-batch. Nothing here keeps state: the memories are plain tensors owned by :mod:`ctcbook.ctc_objective`.
+B anchors, D embedding dimensions, N memory slots (training images), K negatives per anchor; scores are dot products
+of unit vectors over a temperature. Stateless: the memories belong to :mod:`ctcbook.ctc_objective`.
 """
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
 """Evaluation of frozen representations: feature extraction, linear probes and weighted kNN.
 
-Images uint8 (N, C, H, W), features float (N, D), labels int64 (N,), accuracies top-1 fractions. The probes run on
-precomputed features on their device:
-
-* :func:`linear_probe`, the book's protocol: L-BFGS logistic regression, L2 strength chosen on held-out train images.
-* :func:`knn_accuracy`, weighted kNN on cosine similarity (Wu et al. 2018), a second signal with no fitting.
-* :func:`paper_probe` / :func:`paper_probe_bn`, the paper's ``transfer.py``: SGD on a new linear layer, best test
-  epoch reported.
+Images uint8 (N, C, H, W), features float (N, D), labels int64 (N,), accuracies top-1 fractions. The book's probe is
+:func:`linear_probe` (L-BFGS, L2 strength chosen on held-out train images), :func:`knn_accuracy` a second signal with
+no fitting, :func:`paper_probe` / :func:`paper_probe_bn` the paper's ``transfer.py`` (SGD, best test epoch).
 """
 from __future__ import annotations
 

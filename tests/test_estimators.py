@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ctcbook.estimators import (
-    PAPER_MINE_TY, PAPER_MINE_XT, MineSettings, StatisticsNetwork, gaussian_gram, kernel_width, label_gram, mine,
+    PAPER_MINE_TY, PAPER_MINE_XT, MineSettings, statistics_network, gaussian_gram, kernel_width, label_gram, mine,
     mine_step_loss, one_hot, renyi_entropy, smoothed_estimate,
 )
 from renyi_reference import renyi_joint_entropy, renyi_mutual_information
@@ -148,7 +148,7 @@ def test_mine_settings_network_and_errors():
     assert (PAPER_MINE_XT.lr, PAPER_MINE_XT.iterations, PAPER_MINE_XT.hidden, PAPER_MINE_XT.layers) == (8e-5, 10_000, 1024, 3)
     assert (PAPER_MINE_TY.lr, PAPER_MINE_TY.iterations, PAPER_MINE_TY.batch_size) == (1e-5, 20_000, 5000)
     assert (PAPER_MINE_XT.ema_rate, PAPER_MINE_XT.smoothing) == (0.01, 500)
-    net = StatisticsNetwork(10, hidden=16, layers=3)
+    net = statistics_network(10, hidden=16, layers=3)
     assert sum(isinstance(m, torch.nn.Linear) for m in net.modules()) == 4
     assert net(torch.zeros(5, 10)).shape == (5, 1)
     with pytest.raises(ValueError, match="marginal"):

@@ -1,8 +1,7 @@
-"""Image classifiers that return penultimate features and logits.
+"""Image classifiers: float images (N, C, H, W) in [0, 1] -> ``(features (N, D), logits (N, K))``.
 
-Every model here maps float images in [0, 1], shape (N, C, H, W), to ``(features, logits)``: features (N, D) are
-the pooled penultimate representation that the transfer probes read, logits (N, K) feed the cross-entropy. Input
-normalisation (per-channel mean and std of the source data) lives inside the model, so a checkpoint carries it.
+The features are the pooled penultimate layer the probes read; input normalisation (the source's per-channel mean
+and std) lives inside the model, so a checkpoint carries it.
 """
 from __future__ import annotations
 
