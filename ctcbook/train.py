@@ -17,9 +17,8 @@ from tqdm import tqdm
 from . import distributed
 from .config import FusionTrainConfig, TrainConfig
 from .ctc_objective import CTCObjective
-from .data import ImageSet, load_dataset, select_classes, subsample
+from .data import ImageSet, load_dataset, select_classes, stream, subsample
 from .data.images import stratified_indices
-from .data import stream
 from .data.loader import DeviceBatches
 from .fusion_train import FusionTask
 from .models import Classifier, build_model
