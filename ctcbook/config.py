@@ -42,8 +42,7 @@ class CTCConfig:
     optimiser). Stage 2: ``beta`` [-b] x the NCE contrastive loss between the network and its frozen stage-1
     snapshot, heads of ``nce_dim`` [contrast_feat_dim], ``nce_k`` negatives [nce_k] drawn from images of other
     classes (mode ``exact``), temperature ``nce_t``, memory momentum ``nce_m``; ``refill`` [update_memory_bank]
-    fills both stage-2 memories with the snapshot's embeddings at the switch.
-    """
+    fills both stage-2 memories with the snapshot's embeddings at the switch."""
 
     alpha: float = 0.5
     beta: float = 1.0
@@ -202,8 +201,7 @@ class FusionTrainConfig(_Config):
     ``dataset`` "simulated" (``metadata``: MetadataSimulator arguments plus ``draw_seed``; train and test draw with
     sample seeds 2 draw_seed and 2 draw_seed + 1) or "inat21" (the official layout under ``inat_root``). ``weights``:
     a local state-dict file for the backbone (never downloaded). ``test_every``: epochs between test passes (the
-    last epoch is always tested; other rows carry no ``test_acc``).
-    """
+    last epoch is always tested; other rows carry no ``test_acc``)."""
 
     dataset: str = "simulated"
     source: str = "fashion_mnist"
