@@ -37,15 +37,6 @@ class Interval:
                         self.level)
 
 
-def _values(values, name: str) -> np.ndarray:
-    x = np.asarray(list(values.values()) if isinstance(values, Mapping) else values, dtype=float).ravel()
-    if x.size == 0:
-        raise ValueError(f"{name} must hold at least one value (one per seed), got none")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} must be finite numbers, got {x.tolist()}")
-    return x
-
-
 def t_quantile(level: float, n: int) -> float:
     """The two-sided Student-t quantile t_{(1+level)/2, n-1} for ``n`` values."""
     if not 0 < level < 1:
@@ -57,9 +48,12 @@ def t_quantile(level: float, n: int) -> float:
 
 def t_interval(values: Sequence[float] | Mapping[object, float], level: float = LEVEL) -> Interval:
     """Mean and Student-t interval over per-seed ``values`` (a sequence, or a mapping seed -> value)."""
-    x = _values(values, "values")
-    n = len(x)
-    mean = float(x.mean())
+    x = np.asarray(list(values.values()) if isinstance(values, Mapping) else values, dtype=float).ravel()
+    if x.size == 0:
+        raise ValueError("values must hold at least one value (one per seed), got none")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"values must be finite numbers, got {x.tolist()}")
+    n, mean = len(x), float(x.mean())
     if n == 1:
         if not 0 < level < 1:
             raise ValueError(f"level must lie in (0, 1), got {level!r}")
