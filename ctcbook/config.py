@@ -42,8 +42,7 @@ class CTCConfig:
     optimiser). Stage 2: ``beta`` [-b] x the NCE contrastive loss between the network and its frozen stage-1
     snapshot, heads of ``nce_dim`` [contrast_feat_dim], ``nce_k`` negatives [nce_k] drawn from images of other
     classes (mode ``exact``), temperature ``nce_t``, memory momentum ``nce_m``; ``refill`` [update_memory_bank]
-    fills both stage-2 memories with the snapshot's embeddings at the switch.
-    """
+    fills both stage-2 memories with the snapshot's embeddings at the switch."""
 
     alpha: float = 0.5
     beta: float = 1.0
@@ -67,11 +66,23 @@ class CTCConfig:
         check_fields(self, checks)
 
 
+def check(name: str, value, ok: bool, allowed: str) -> None:
+    """Refuse ``value`` unless ``ok``: "<name> must be <allowed>, got <value>"."""
+    if not ok:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
 def check_fields(obj, checks) -> None:
     """Refuse the first failed (field, ok, what is allowed) check, naming the field and its value."""
     for name, ok, allowed in checks:
-        if not ok:
-            raise ValueError(f"{type(obj).__name__}.{name} must be {allowed}, got {getattr(obj, name)!r}")
+        check(f"{type(obj).__name__}.{name}", getattr(obj, name), ok, allowed)
+
+
+def _check_known(names, cls, what: str) -> None:
+    """Refuse ``names`` that are not fields of the dataclass ``cls``, listing the allowed ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    if set(names) - known:
+        raise ValueError(f"unknown {what} field(s) {sorted(set(names) - known)}; allowed: {sorted(known)}")
 
 
 def is_int(v, low: int) -> bool:
@@ -94,10 +105,7 @@ class _Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names - set(cls._constants))
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; allowed: {sorted(names)}")
+        _check_known(set(d) - set(cls._constants), cls, cls.__name__)
         return cls(**{k: v for k, v in d.items() if k not in cls._constants})
 
     def replace(self, **changes: Any):
@@ -137,16 +145,12 @@ class TrainConfig(_Config):
 
     def __post_init__(self):
         for name in ("source_classes", "milestones"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         for name, cls in (("stages", StageSchedule), ("ctc", CTCConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
-                known = {f.name for f in dataclasses.fields(cls)}
-                if set(value) - known:
-                    raise ValueError(f"unknown TrainConfig.{name} field(s) {sorted(set(value) - known)}; "
-                                     f"allowed: {sorted(known)}")
+                _check_known(value, cls, f"TrainConfig.{name}")
                 object.__setattr__(self, name, cls(**value))
         checks = [
             ("epochs", self.epochs >= 1, "an integer >= 1"),
@@ -187,6 +191,7 @@ E2E_VERSION = 1
 #: Heads that train end to end with one loss (geo_prior and metadata_only do not fit this loop).
 E2E_METHODS = ("image_only", "concat", "add", "multiply", "dynamic_mlp_a", "dynamic_mlp_b", "dynamic_mlp_c",
                "mlp_concat")
+HEAD_KEYS = ("meta_width", "embed_dim", "reduced_dim", "hidden_dim", "num_blocks")
 
 
 @dataclass(frozen=True)
@@ -196,8 +201,7 @@ class FusionTrainConfig(_Config):
     ``dataset`` "simulated" (``metadata``: MetadataSimulator arguments plus ``draw_seed``; train and test draw with
     sample seeds 2 draw_seed and 2 draw_seed + 1) or "inat21" (the official layout under ``inat_root``). ``weights``:
     a local state-dict file for the backbone (never downloaded). ``test_every``: epochs between test passes (the
-    last epoch is always tested; other rows carry no ``test_acc``).
-    """
+    last epoch is always tested; other rows carry no ``test_acc``)."""
 
     dataset: str = "simulated"
     source: str = "fashion_mnist"
@@ -259,6 +263,8 @@ class FusionTrainConfig(_Config):
             ("test_every", is_int(self.test_every, 1), "an integer >= 1"),
             ("inat_root", self.dataset != "inat21" or isinstance(self.inat_root, str),
              "a folder path (str) when dataset is 'inat21'"),
+            ("head", set(self.head) == set(HEAD_KEYS), f"a dict with exactly the keys {sorted(HEAD_KEYS)}"),
+            ("weights", self.weights is None or Path(self.weights).is_file(), "an existing local file (no download)"),
         ]
         check_fields(self, checks)
         known = {"seed", "location_spread", "date_spread", "background", "missing_fraction", "interaction",
@@ -266,12 +272,6 @@ class FusionTrainConfig(_Config):
         if set(self.metadata) - known:
             raise ValueError(f"FusionTrainConfig.metadata has unknown keys {sorted(set(self.metadata) - known)}; "
                              f"allowed: {sorted(known)}")
-        hk = {"meta_width", "embed_dim", "reduced_dim", "hidden_dim", "num_blocks"}
-        if set(self.head) != hk:
-            raise ValueError(f"FusionTrainConfig.head must have exactly the keys {sorted(hk)}, got {sorted(self.head)}")
-        if self.weights is not None and not Path(self.weights).is_file():
-            raise ValueError(f"FusionTrainConfig.weights must be an existing local file (no download), got "
-                             f"{self.weights!r}")
 
     @property
     def run_prefix(self) -> str:

@@ -33,13 +33,11 @@ class OtherClassSampler:
     (the public code's ``mode="exact"`` negatives) and puts the anchor's own index in column 0."""
 
     def __init__(self, labels: torch.Tensor, k: int):
-        self.k = k
+        self.k, self.n = k, len(labels)
         self.order = torch.argsort(labels, stable=True)
-        counts = torch.bincount(labels)
-        self.count = counts
-        self.start = torch.cumsum(counts, 0) - counts
-        self.n = len(labels)
-        if int((self.n - counts[labels]).min()) < 1:
+        self.count = torch.bincount(labels)
+        self.start = torch.cumsum(self.count, 0) - self.count
+        if int((self.n - self.count[labels]).min()) < 1:
             raise ValueError("CTC's stage-2 negatives need at least two classes in the training set")
 
     def __call__(self, index: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -145,18 +143,22 @@ class CTCObjective(nn.Module):
         with its embeddings of the un-augmented training ``images`` (uint8 in memory, or streamed ``(x, index)``
         batches of this rank's share: each rank fills zeroed copies and ``reduce``, a sum over ranks, joins them)."""
         self._pending = []
-        self._set_snapshot(freeze(copy.deepcopy(model)))
+        self._set_snapshot(copy.deepcopy(model).eval().requires_grad_(False))
         if not self.config.refill:
             return
-        if isinstance(images, torch.Tensor):
-            for i in range(0, self.n, batch_size):
-                x = images[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format)
-                self._refill(x, torch.arange(i, i + len(x), device=x.device), self.memory, self.snapshot_memory, amp)
-            return
+        if isinstance(images, torch.Tensor):  # in memory: all of them, on every rank
+            images = ((x.float().div_(255).contiguous(memory_format=memory_format),
+                       torch.arange(k * batch_size, k * batch_size + len(x), device=x.device))
+                      for k, x in enumerate(images.split(batch_size)))
         memory, snapshot_memory = torch.zeros_like(self.memory), torch.zeros_like(self.snapshot_memory)
         seen = torch.zeros(self.n, device=self.memory.device)
         for x, index in images:
-            self._refill(x, index, memory, snapshot_memory, amp)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+                f, _ = self.snapshot(x)
+            f = f.float()
+            # momentum 0: the slot becomes the embedding
+            momentum_update(memory, index, F.normalize(self.head(f), dim=1), 0.0)
+            momentum_update(snapshot_memory, index, F.normalize(self.snapshot_head(f), dim=1), 0.0)
             seen.index_add_(0, index, torch.ones(len(index), device=seen.device))
         if reduce is not None:
             memory, snapshot_memory, seen = reduce(memory), reduce(snapshot_memory), reduce(seen)
@@ -168,20 +170,11 @@ class CTCObjective(nn.Module):
         self.memory.copy_(memory)
         self.snapshot_memory.copy_(snapshot_memory)
 
-    def _refill(self, x: torch.Tensor, index: torch.Tensor, memory: torch.Tensor, snapshot_memory: torch.Tensor,
-                amp: bool) -> None:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            f, _ = self.snapshot(x)
-        f = f.float()
-        momentum_update(memory, index, F.normalize(self.head(f), dim=1), 0.0)
-        momentum_update(snapshot_memory, index, F.normalize(self.snapshot_head(f), dim=1), 0.0)
-
     # --- resume ---------------------------------------------------------------------------------------------
     def state(self) -> dict:
         """Heads, memories, normalisers and the snapshot's weights (None before the switch), on the CPU."""
-        return {"module": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-                "snapshot": None if self.snapshot is None else
-                {k: v.detach().cpu() for k, v in self.snapshot.state_dict().items()}}
+        cpu = (lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()})
+        return {"module": cpu(self), "snapshot": None if self.snapshot is None else cpu(self.snapshot)}
 
     def load_state(self, state: dict, model: nn.Module) -> None:
         """Restore :meth:`state`; ``model`` is the template of the snapshot."""
@@ -191,16 +184,9 @@ class CTCObjective(nn.Module):
         else:
             snap = copy.deepcopy(model)
             snap.load_state_dict(state["snapshot"])
-            self._set_snapshot(freeze(snap))
+            self._set_snapshot(snap.eval().requires_grad_(False))
 
     def _set_snapshot(self, snapshot: nn.Module | None) -> None:
         """Keep the snapshot out of the submodules: saved apart, never given to an optimiser."""
         object.__setattr__(self, "snapshot", snapshot)
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 

@@ -1,12 +1,8 @@
-"""Information-bottleneck estimators, every result in **bits**: MINE and the matrix-based Renyi alpha-entropy.
+"""Information-bottleneck estimators, every result in **bits**, and what they are estimated on (:func:`activations`).
 
-* :func:`mine` -- Mutual Information Neural Estimation (Belghazi et al., ICML 2018) as the trade-off paper's public
-  code runs it (github DTennant/dt-tradeoff, ``mine.py``); :data:`PAPER_MINE_XT` and :data:`PAPER_MINE_TY` hold
-  that code's settings for I(X;T) and I(T;Y).
-* :func:`renyi_entropy` -- matrix-based Renyi alpha-entropy (Giraldo, Rao and Principe 2014): Gaussian-kernel
-  Gram matrices, unit trace, S = log2(sum(eig^alpha)) / (1 - alpha), joint entropy from the Hadamard product,
-  I = S(X) + S(T) - S(X,T). Cost O(n^3) time and O(n^2) memory in the number of points n.
-* :func:`activations` -- what they are estimated on: a network's normalised input X and its layers' outputs T.
+:func:`mine`: MINE (Belghazi et al. 2018) as the trade-off paper's code (DTennant/dt-tradeoff ``mine.py``) runs it.
+:func:`renyi_entropy`: the matrix-based Renyi alpha-entropy (Giraldo, Rao and Principe 2014) of a Gram matrix;
+I = S(X) + S(T) - S(X,T), the joint from the Hadamard product; O(n^3) time, O(n^2) memory in n points.
 """
 from __future__ import annotations
 
@@ -19,12 +15,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .config import check, check_fields, is_int
 from .models import CifarResNet, Classifier
 
 LN2 = math.log(2.0)
 
 __all__ = [
-    "MineSettings", "MineResult", "PAPER_MINE_XT", "PAPER_MINE_TY", "StatisticsNetwork", "mine_step_loss", "mine",
+    "MineSettings", "MineResult", "PAPER_MINE_XT", "PAPER_MINE_TY", "statistics_network", "mine_step_loss", "mine",
     "smoothed_estimate", "one_hot", "gaussian_gram", "kernel_width", "label_gram", "renyi_entropy", "RenyiNull",
     "renyi_null", "PENULTIMATE", "stage_modules", "layer_names", "activations",
 ]
@@ -51,16 +48,11 @@ class MineSettings:
     marginal: str = "resample"
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "layers", "iterations", "batch_size", "smoothing"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 < self.ema_rate <= 1:
-            raise ValueError(f"ema_rate must be in (0, 1], got {self.ema_rate!r}")
-        if self.marginal not in ("resample", "shuffle"):
-            raise ValueError(f"marginal must be 'resample' or 'shuffle', got {self.marginal!r}")
+        check_fields(self, [*((name, is_int(getattr(self, name), 1), "an integer >= 1")
+                              for name in ("hidden", "layers", "iterations", "batch_size", "smoothing")),
+                            ("lr", self.lr > 0, "a number > 0"),
+                            ("ema_rate", 0 < self.ema_rate <= 1, "a number in (0, 1]"),
+                            ("marginal", self.marginal in ("resample", "shuffle"), "'resample' or 'shuffle'")])
 
     def describe(self) -> str:
         """The settings as the pages print them."""
@@ -84,34 +76,24 @@ class MineResult:
     seconds: float
 
 
-class StatisticsNetwork(nn.Module):
+def statistics_network(input_size: int, hidden: int = 1024, layers: int = 3) -> nn.Sequential:
     """T(x, t): an MLP on [x; t] -> 1; hidden weights ~ N(0, 0.02^2) and biases 0 as in the paper code."""
-
-    def __init__(self, input_size: int, hidden: int = 1024, layers: int = 3) -> None:
-        super().__init__()
-        if input_size < 1 or hidden < 1 or layers < 1:
-            raise ValueError(f"input_size, hidden and layers must be >= 1, got {input_size}, {hidden}, {layers}")
-        mods: list[nn.Module] = []
-        width = input_size
-        for _ in range(layers):
-            lin = nn.Linear(width, hidden)
-            nn.init.normal_(lin.weight, std=0.02)
-            nn.init.zeros_(lin.bias)
-            mods += [lin, nn.ReLU()]
-            width = hidden
-        mods.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*mods)
-
-    def forward(self, xt: Tensor) -> Tensor:
-        return self.net(xt)
+    if input_size < 1 or hidden < 1 or layers < 1:
+        raise ValueError(f"input_size, hidden and layers must be >= 1, got {input_size}, {hidden}, {layers}")
+    mods: list[nn.Module] = []
+    for width in [input_size] + [hidden] * (layers - 1):
+        lin = nn.Linear(width, hidden)
+        nn.init.normal_(lin.weight, std=0.02)
+        nn.init.zeros_(lin.bias)
+        mods += [lin, nn.ReLU()]
+    return nn.Sequential(*mods, nn.Linear(hidden, 1))
 
 
 def mine_step_loss(t_joint: Tensor, t_marginal: Tensor, log_ma: Tensor,
                    ema_rate: float = 0.01) -> tuple[Tensor, Tensor, Tensor]:
-    """One MINE step as the paper code's ``learn_mine``: ``(loss, bound, log m')``.
-
-    m' = (1 - r) m + r E_Q[e^T] is the moving average (no gradient, carried in log space); loss = -(E_P[T] -
-    E_Q[e^T] / m') has the bias-corrected gradient; bound is the Donsker-Varadhan bound E_P[T] - log E_Q[e^T] (nats)."""
+    """One MINE step as the paper code's ``learn_mine``: ``(loss, bound, log m')``; m' = (1 - r) m + r E_Q[e^T] is
+    the moving average (no gradient, carried in log space); loss = -(E_P[T] - E_Q[e^T] / m') has the bias-corrected
+    gradient; bound is the Donsker-Varadhan bound E_P[T] - log E_Q[e^T] (nats)."""
     lme = torch.logsumexp(t_marginal.reshape(-1), 0) - math.log(t_marginal.numel())  # log E_Q[e^T], stable
     bound = t_joint.mean() - lme
     keep = math.log1p(-ema_rate) if ema_rate < 1 else -math.inf
@@ -145,8 +127,7 @@ def one_hot(labels: Tensor, num_classes: int) -> Tensor:
     return torch.nn.functional.one_hot(labels.long(), num_classes).float()
 
 
-def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device=None,
-         progress: bool = False) -> MineResult:
+def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device=None) -> MineResult:
     """I(X;T) in **bits** by MINE as the paper code's ``mine.py`` runs it; row i of ``x`` pairs with row i of ``t``.
 
     Inputs are used as given, as ``mine.py`` does (labels: ``one_hot``); one Adam step on :func:`mine_step_loss` per
@@ -165,33 +146,27 @@ def mine(x: Tensor, t: Tensor, settings: MineSettings = PAPER_MINE_XT, *, device
     if x.device != t.device and device is None:
         raise ValueError(f"x and t are on different devices ({x.device}, {t.device}); pass device=")
     dev = torch.device(device) if device is not None else x.device
-    x = x.to(dev, torch.float32)
-    t = t.to(dev, torch.float32)
+    x, t = x.to(dev, torch.float32), t.to(dev, torch.float32)
 
     gen = torch.Generator().manual_seed(s.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
-        net = StatisticsNetwork(x.shape[1] + t.shape[1], s.hidden, s.layers)
+        net = statistics_network(x.shape[1] + t.shape[1], s.hidden, s.layers)
     net = net.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=s.lr)
     log_ma = torch.zeros((), device=dev)                   # log of the moving average of E_Q[e^T]; starts at 1
     curve: list[Tensor] = []
 
-    steps = range(s.iterations)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc="MINE", leave=False)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     start = time.perf_counter()
-    for _ in steps:
+    for _ in range(s.iterations):
         j = torch.randperm(n, generator=gen)[:s.batch_size].to(dev)
         if s.marginal == "resample":
             mx = torch.randperm(n, generator=gen)[:s.batch_size].to(dev)
             mt = torch.randperm(n, generator=gen)[:s.batch_size].to(dev)
         else:
-            mx = j
-            mt = j[torch.randperm(s.batch_size, generator=gen).to(dev)]
+            mx, mt = j, j[torch.randperm(s.batch_size, generator=gen).to(dev)]
         out = net(torch.cat([torch.cat([x[j], t[j]], 1), torch.cat([x[mx], t[mt]], 1)]))  # one pass, 2B rows
         t_joint, t_marg = out[:s.batch_size], out[s.batch_size:]
         loss, bound, new_log_ma = mine_step_loss(t_joint, t_marg, log_ma, s.ema_rate)
@@ -236,24 +211,19 @@ def gaussian_gram(x: Tensor, sigma: float) -> Tensor:
     return torch.exp(-_sq_dists(xd) / (2.0 * float(sigma) ** 2))
 
 
-def kernel_width(x: Tensor, gamma: float | None = None) -> float:
-    """Kernel width sigma = gamma * n^(-1/(4 + d)) (Yu et al.'s Silverman-style rule); ``gamma`` None: the median
-    pairwise distance (else the mean; sigma 1 if all points coincide), so the Gram matrix is scale-invariant."""
+def kernel_width(x: Tensor) -> float:
+    """Kernel width sigma = gamma * n^(-1/(4 + d)) (Yu et al.'s Silverman-style rule), gamma the median pairwise
+    distance (else the mean; sigma 1 if all points coincide), so the Gram matrix is scale-invariant."""
     xd = _as_points(x, "x")
     n, d = xd.shape
-    if gamma is None:
-        if n < 2:
-            return 1.0
-        iu = torch.triu_indices(n, n, offset=1, device=xd.device)
-        dist = _sq_dists(xd)[iu[0], iu[1]].sqrt()
-        gamma = float(dist.median())
-        if gamma <= 0:
-            gamma = float(dist.mean())
-        if gamma <= 0:
-            return 1.0
-    elif not (math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a finite number > 0 or None, got {gamma!r}")
-    return float(gamma) * n ** (-1.0 / (4 + d))
+    if n < 2:
+        return 1.0
+    iu = torch.triu_indices(n, n, offset=1, device=xd.device)
+    dist = _sq_dists(xd)[iu[0], iu[1]].sqrt()
+    gamma = float(dist.median())
+    if gamma <= 0:
+        gamma = float(dist.mean())
+    return gamma * n ** (-1.0 / (4 + d)) if gamma > 0 else 1.0
 
 
 def label_gram(labels: Tensor) -> Tensor:
@@ -263,21 +233,15 @@ def label_gram(labels: Tensor) -> Tensor:
     return (labels[:, None] == labels[None, :]).double()
 
 
-def renyi_entropy(gram: Tensor, alpha: float = 1.01, *, unit_diagonal: bool = False) -> float:
+def renyi_entropy(gram: Tensor, alpha: float = 1.01) -> float:
     """Matrix-based Renyi alpha-entropy in **bits**, in [0, log2 n]: log2(sum lambda^alpha) / (1 - alpha), lambda the
-    eigenvalues of K / tr(K) (after K_ij / sqrt(K_ii K_jj) with ``unit_diagonal``); alpha = 1: von Neumann."""
+    eigenvalues of K / tr(K); alpha = 1: von Neumann."""
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     alpha = float(alpha)
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] < 1:
         raise ValueError(f"gram must be a square matrix (n, n), got {tuple(gram.shape)}")
     k = gram.double()
-    if unit_diagonal:
-        dg = k.diagonal()
-        if bool((dg <= 0).any()):
-            raise ValueError("gram must have a positive diagonal for unit_diagonal=True")
-        s = dg.rsqrt()
-        k = k * s[:, None] * s[None, :]
     tr = k.trace()
     if not bool(tr > 0):
         raise ValueError(f"gram must have a positive trace, got {float(tr)}")
@@ -304,8 +268,7 @@ class RenyiNull:
 def renyi_null(x: Tensor, t: Tensor, labels: Tensor, *, alpha: float = 1.01, shuffles: int = 5,
                seed: int = 0) -> RenyiNull:
     """The Renyi estimates with the rows of ``t`` permuted, which keeps each marginal and destroys the dependence."""
-    if isinstance(shuffles, bool) or not isinstance(shuffles, int) or shuffles < 1:
-        raise ValueError(f"shuffles must be an integer >= 1, got {shuffles!r}")
+    check("shuffles", shuffles, is_int(shuffles, 1), "an integer >= 1")
     xd, td = _as_points(x, "x"), _as_points(t, "t")
     if not (len(xd) == len(td) == len(labels)):
         raise ValueError(f"x, t and labels must hold the same number of points, got {len(xd)}, {len(td)}, "
@@ -347,9 +310,7 @@ def activations(model: Classifier, images: Tensor, layers: Sequence[str], *, bat
                 device=None) -> tuple[Tensor, dict[str, Tensor]]:
     """(X, {layer: T}) of uint8 ``images`` in eval mode: the normalised input and layer outputs, flat, on the CPU."""
     allowed = layer_names(model)
-    bad = [name for name in layers if name not in allowed]
-    if bad:
-        raise ValueError(f"layers must be a subset of {allowed}, got {list(layers)}")
+    check("layers", list(layers), set(layers) <= set(allowed), f"a subset of {allowed}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     stages = stage_modules(model)
     caught: dict[str, list[Tensor]] = {name: [] for name in layers}

@@ -2,10 +2,7 @@
 
 NC1 (Papyan, Han and Donoho 2020) = tr(Sigma_W Sigma_B^+) / K with Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i -
 mu_{y_i})^T, Sigma_B = (1/K) sum_k (mu_k - mu_G)(mu_k - mu_G)^T and ^+ the pseudo-inverse: dimensionless, 0 when
-every feature sits on its class mean.
-
-Effective rank (Roy and Vetterli 2007): exp of the entropy (nats) of the normalised singular values of the centred
-features, from 1 (one direction) to min(N, D).
+every feature sits on its class mean. Effective rank: Roy and Vetterli 2007.
 """
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ import torch
 
 
 def _as_float64(features, labels=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    h = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+    h = torch.as_tensor(features if isinstance(features, torch.Tensor) else np.asarray(features))
     h = h.detach().to("cpu", torch.float64)
     if h.ndim != 2 or h.shape[0] < 2:
         raise ValueError(f"features must be (N, D) with N >= 2, got shape {tuple(h.shape)}")

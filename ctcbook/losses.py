@@ -1,8 +1,7 @@
-"""Contrastive losses of the CTC method (Cui et al. 2022), written from the method, in log space.
+"""Contrastive losses of the CTC method (Cui et al. 2022), in log space, in nats, averaged over the batch.
 
-Shapes: B anchors in a batch, D embedding dimensions, N images in the training set (memory slots), K negatives per
-anchor. Scores are dot products of unit vectors divided by a temperature; losses are in nats, averaged over the
-batch. Nothing here keeps state: the memories are plain tensors owned by :mod:`ctcbook.ctc_objective`.
+B anchors, D embedding dimensions, N memory slots (training images), K negatives per anchor; scores are dot products
+of unit vectors over a temperature. Stateless: the memories belong to :mod:`ctcbook.ctc_objective`.
 """
 from __future__ import annotations
 
@@ -43,10 +42,9 @@ def log_normaliser(scores: torch.Tensor, n_data: int) -> torch.Tensor:
 
 
 def nce_loss(scores: torch.Tensor, log_z: torch.Tensor | float, n_data: int) -> torch.Tensor:
-    """The NCE form of the contrastive loss (Tian et al. 2020, CRD eq. 18), mean over the batch.
-
-    ``scores`` (B, 1 + K): column 0 the positive, 1..K the negatives; P = exp(score) / Z, uniform noise P_n = 1 / N.
-    Loss = -[log h(pos) + sum_k log(1 - h(neg_k))] with h = P / (P + K P_n), written with softplus in log space."""
+    """The NCE form of the contrastive loss (Tian et al. 2020, CRD eq. 18), mean over the batch: ``scores`` (B, 1 + K)
+    with the positive in column 0, P = exp(score) / Z, uniform noise P_n = 1 / N, h = P / (P + K P_n) and
+    loss = -[log h(pos) + sum_k log(1 - h(neg_k))], written with softplus in log space."""
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError(f"nce_loss needs scores (B, 1 + K) with K >= 1, got {tuple(scores.shape)}")
     k = scores.shape[1] - 1
@@ -59,10 +57,8 @@ def nce_loss(scores: torch.Tensor, log_z: torch.Tensor | float, n_data: int) -> 
 
 def pair_scores(anchor: torch.Tensor, memory: torch.Tensor, candidates: torch.Tensor,
                 temperature: float) -> torch.Tensor:
-    """(B, 1 + K) dot products / temperature of each anchor (B, D) with its ``candidates`` memory slots.
-
-    The (B, N) product with the whole memory, then gathered: CRD's numbers without materialising the (B, 1 + K, D)
-    keys, which is what makes K = 16,384 affordable on a CPU."""
+    """(B, 1 + K) dot products / temperature of each anchor (B, D) with its ``candidates`` memory slots: the (B, N)
+    product with the whole memory, then gathered, so the (B, 1 + K, D) keys (K = 16,384) are never materialised."""
     _check_temperature(temperature)
     return (anchor.float() @ memory.detach().t()).gather(1, candidates) / temperature
 

@@ -1,16 +1,13 @@
 """Evaluation of frozen representations: feature extraction, linear probes and weighted kNN.
 
-Images uint8 (N, C, H, W), features float (N, D), labels int64 (N,), accuracies top-1 fractions. The probes run on
-precomputed features on their device:
-
-* :func:`linear_probe`, the book's protocol: L-BFGS logistic regression, L2 strength chosen on held-out train images.
-* :func:`knn_accuracy`, weighted kNN on cosine similarity (Wu et al. 2018), a second signal with no fitting.
-* :func:`paper_probe` / :func:`paper_probe_bn`, the paper's ``transfer.py``: SGD on a new linear layer, best test
-  epoch reported.
+Images uint8 (N, C, H, W), features float (N, D), labels int64 (N,), accuracies top-1 fractions. The book's probe is
+:func:`linear_probe` (L-BFGS, L2 strength chosen on held-out train images), :func:`knn_accuracy` a second signal with
+no fitting, :func:`paper_probe` / :func:`paper_probe_bn` the paper's ``transfer.py`` (SGD, best test epoch).
 """
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .config import check, is_int
 
 __all__ = ["extract_features", "accuracy", "stratified_holdout", "fit_logistic", "ProbeResult", "linear_probe",
            "knn_accuracy", "PaperProbeResult", "paper_probe", "paper_probe_bn", "paper_probe_steps", "PROTOCOLS"]
@@ -28,40 +27,33 @@ PROTOCOLS = ("lbfgs", "paper", "paper_bn")
 
 # ----------------------------------------------------------------------------------------------------- validation
 def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    check(name, value, is_int(value, minimum), f"an integer >= {minimum}")
 
 
-def _check_number(name: str, value, *, low: float, low_open: bool, high: float | None = None,
-                  high_open: bool = True) -> None:
-    """``value`` must be a finite real in the interval (low or [low, high) or high])."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low)
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+def _check_number(name: str, value, ok, allowed: str) -> None:
+    """``value`` must be a finite real for which ``ok(value)`` holds."""
+    real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    check(name, value, real and ok(value), f"a finite number {allowed}")
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+def _described(x) -> str:
+    return f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def _check_features(name: str, x) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point() or len(x) == 0:
-        got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a non-empty float tensor of shape (N, D), got {got}")
+        raise ValueError(f"{name} must be a non-empty float tensor of shape (N, D), got {_described(x)}")
+
+
+def _check_images(name: str, x) -> None:
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4 or len(x) == 0:
+        raise ValueError(f"{name} must be a non-empty uint8 tensor of shape (N, C, H, W), got {_described(x)}")
 
 
 def _check_labels(name: str, y, n: int, x_name: str) -> None:
     if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != (n,):
-        got = f"{y.dtype} of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"{name} must be an int64 tensor of shape ({n},) (one label per row of {x_name}), got {got}")
+        raise ValueError(f"{name} must be an int64 tensor of shape ({n},) (one label per row of {x_name}), got "
+                         f"{_described(y)}")
     if int(y.min()) < 0:
         raise ValueError(f"{name} must hold class indices >= 0, got minimum {int(y.min())}")
 
@@ -81,15 +73,17 @@ def _num_classes(*labels: torch.Tensor) -> int:
     return max(int(y.max()) for y in labels) + 1
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    return next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
+
+
 # -------------------------------------------------------------------------------------------- features, accuracy
 @torch.no_grad()
 def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1024, device=None,
                      with_logits: bool = False):
     """Penultimate features (float32, CPU) of uint8 images in eval mode (and the logits with ``with_logits``); the
     model's train/eval flags are restored afterwards, even on an error."""
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0:
-        got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
-        raise ValueError(f"images must be a non-empty uint8 tensor of shape (N, C, H, W), got {got}")
+    _check_images("images", images)
     _check_int("batch_size", batch_size, 1)
     device = torch.device(device) if device is not None else _model_device(model)
     modes = [(m, m.training) for m in model.modules()]
@@ -113,12 +107,10 @@ def extract_features(model: nn.Module, images: torch.Tensor, *, batch_size: int 
 def accuracy(logits_or_pred: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in [0, 1] from logits (N, K) or predicted class indices (N,) against labels (N,)."""
     if not isinstance(logits_or_pred, torch.Tensor) or logits_or_pred.ndim not in (1, 2):
-        raise ValueError("logits_or_pred must be a tensor of logits (N, K) or predictions (N,), got "
-                         f"{getattr(logits_or_pred, 'shape', type(logits_or_pred))}")
+        raise ValueError(f"logits_or_pred must be logits (N, K) or predictions (N,), got {_described(logits_or_pred)}")
     pred = logits_or_pred.argmax(1) if logits_or_pred.ndim == 2 else logits_or_pred
     if not isinstance(labels, torch.Tensor) or labels.shape != pred.shape or len(labels) == 0:
-        raise ValueError(f"labels must be a non-empty tensor of shape {tuple(pred.shape)} (one per prediction), got "
-                         f"{getattr(labels, 'shape', type(labels))}")
+        raise ValueError(f"labels must be a non-empty tensor of shape {tuple(pred.shape)}, got {_described(labels)}")
     return (pred == labels.to(pred.device)).float().mean().item()
 
 
@@ -126,7 +118,7 @@ def accuracy(logits_or_pred: torch.Tensor, labels: torch.Tensor) -> float:
 def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices 0..N-1 into (fit, held-out), holding out ``fraction`` of each class (at least one image of each
     class that has two or more, never all of a class). Deterministic for ``seed``; sorted int64 CPU tensors."""
-    _check_number("fraction", fraction, low=0, low_open=True, high=1)
+    _check_number("fraction", fraction, lambda v: 0 < v < 1, "in (0, 1)")
     labels = labels.cpu()
     gen = torch.Generator().manual_seed(seed)
     fit, held = [], []
@@ -140,8 +132,7 @@ def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tupl
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, reg: float, *, max_iter: int = 200,
-                 init: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 tolerance_grad: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+                 init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression, full batch L-BFGS: minimises mean CE + reg / 2 ||W||^2 (bias unpenalised).
 
     That is scikit-learn's ``LogisticRegression(C=1 / (reg * N))`` objective up to a factor. The gradient is analytic
@@ -157,7 +148,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, reg: float,
         b = init[1].detach().reshape(k, 1).clone()
     xt = x.T.contiguous()
     onehot_t = F.one_hot(y, k).T.to(x.dtype).contiguous()  # (K, N)
-    opt = torch.optim.LBFGS([wt, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=tolerance_grad,
+    opt = torch.optim.LBFGS([wt, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-5,
                             tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
     @torch.no_grad()
@@ -186,8 +177,7 @@ class ProbeResult:
 
     @property
     def chosen_val_accuracy(self) -> float:
-        """Held-out accuracy of the chosen strength, on the *train* split's held-out part (never the test split): the
-        book chooses a transfer curve's peak epoch on it (:mod:`ctcbook.stats`)."""
+        """Accuracy of the chosen strength on the *train* split's held-out part: what peak epochs are chosen on."""
         return self.val_accuracy[self.reg]
 
 
@@ -203,8 +193,8 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     if isinstance(reg_grid, (int, float)) or len(reg_grid) == 0:
         raise ValueError(f"reg_grid must be a non-empty sequence of positive numbers, got {reg_grid!r}")
     for r in reg_grid:
-        _check_number("every value of reg_grid", r, low=0, low_open=True)
-    _check_number("val_fraction", val_fraction, low=0, low_open=True, high=1)
+        _check_number("every value of reg_grid", r, lambda v: v > 0, "> 0")
+    _check_number("val_fraction", val_fraction, lambda v: 0 < v < 1, "in (0, 1)")
     _check_int("seed", seed, 0)
     _check_int("max_iter", max_iter, 1)
     device = torch.device(device) if device is not None else train_x.device
@@ -241,7 +231,7 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     _check_int("k", k, 1)
     if k > len(train_x):
         raise ValueError(f"k must be at most the number of train points ({len(train_x)}), got {k}")
-    _check_number("temperature", temperature, low=0, low_open=True)
+    _check_number("temperature", temperature, lambda v: v > 0, "> 0")
     _check_int("batch_size", batch_size, 1)
     device = train_x.device
     ntr = F.normalize(train_x.float(), dim=1)
@@ -284,15 +274,14 @@ def paper_probe_epochs(n_train: int, batch_size: int = 512, steps: int | None = 
     if steps is None:
         return epochs
     _check_int("steps", steps, 1)
-    per_epoch = math.ceil(n_train / batch_size)
-    return math.ceil(steps / per_epoch)
+    return math.ceil(steps / math.ceil(n_train / batch_size))
 
 
 def _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed) -> None:
     _check_int("epochs", epochs, 1)
-    _check_number("lr", lr, low=0, low_open=True)
-    _check_number("momentum", momentum, low=0, low_open=False, high=1)
-    _check_number("weight_decay", weight_decay, low=0, low_open=False)
+    _check_number("lr", lr, lambda v: v > 0, "> 0")
+    _check_number("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+    _check_number("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
     _check_int("batch_size", batch_size, 1)
     _check_int("seed", seed, 0)
 
@@ -300,6 +289,27 @@ def _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed) -> None:
 def _cosine_lr(lr: float, epoch: int, epochs: int) -> float:
     """CosineAnnealingLR(T_max=epochs, eta_min=0) stepped once per epoch: the lr used during ``epoch`` (0-based)."""
     return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+
+
+def _sgd_probe(head: nn.Module, batch_loss, test_accuracy, n: int, *, epochs: int, lr: float, momentum: float,
+               weight_decay: float, batch_size: int, seed: int) -> PaperProbeResult:
+    """SGD on ``head`` over ``n`` training images in seeded random batches (``batch_loss(indices)``), cosine lr per
+    epoch, ``test_accuracy()`` after each epoch."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    curve = []
+    for epoch in range(epochs):
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(lr, epoch, epochs)
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            loss = batch_loss(order[i:i + batch_size])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            curve.append(test_accuracy())
+    return PaperProbeResult(max(curve), curve[-1], curve, epochs * math.ceil(n / batch_size))
 
 
 def paper_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
@@ -313,31 +323,21 @@ def paper_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
     ``steps``: see :func:`paper_probe_epochs`."""
     _check_split(train_x, train_y, test_x, test_y)
     _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed)
-    epochs = paper_probe_epochs(len(train_x), batch_size, steps, epochs)
     device = torch.device(device) if device is not None else train_x.device
-    classes = _num_classes(train_y, test_y)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        layer = nn.Linear(train_x.shape[1], classes)
+        layer = nn.Linear(train_x.shape[1], _num_classes(train_y, test_y))
     layer = layer.to(device)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(layer.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     xtr, ytr = train_x.to(device, torch.float32), train_y.to(device)
     xte, yte = test_x.to(device, torch.float32), test_y.to(device)
-    curve = []
-    for epoch in range(epochs):
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(lr, epoch, epochs)
-        order = torch.randperm(len(xtr), generator=gen).to(device)
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(layer(xtr[idx]), ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            curve.append(accuracy(layer(xte), yte))
-    return PaperProbeResult(max(curve), curve[-1], curve, epochs * math.ceil(len(xtr) / batch_size))
+
+    def batch_loss(idx):
+        idx = idx.to(device)
+        return F.cross_entropy(layer(xtr[idx]), ytr[idx])
+
+    return _sgd_probe(layer, batch_loss, lambda: accuracy(layer(xte), yte), len(xtr), lr=lr, momentum=momentum,
+                      epochs=paper_probe_epochs(len(xtr), batch_size, steps, epochs), weight_decay=weight_decay,
+                      batch_size=batch_size, seed=seed)
 
 
 def paper_probe_bn(model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
@@ -349,38 +349,26 @@ def paper_probe_bn(model: nn.Module, train_images: torch.Tensor, train_labels: t
     for attr in ("backbone", "head", "feature_dim"):
         if not hasattr(model, attr):
             raise ValueError(f"model must have a {attr!r} attribute (a ctcbook Classifier), got {type(model).__name__}")
-    for name, images, labels_name, labels in (("train_images", train_images, "train_labels", train_labels),
-                                              ("test_images", test_images, "test_labels", test_labels)):
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or not len(images):
-            raise ValueError(f"{name} must be a non-empty uint8 tensor (N, C, H, W), got "
-                             f"{getattr(images, 'dtype', type(images))} {tuple(getattr(images, 'shape', ()))}")
-        _check_labels(labels_name, labels, len(images), name)
+    for split, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):
+        _check_images(f"{split}_images", images)
+        _check_labels(f"{split}_labels", labels, len(images), f"{split}_images")
     _check_sgd(epochs, lr, momentum, weight_decay, batch_size, seed)
-    epochs = paper_probe_epochs(len(train_labels), batch_size, steps, epochs)
     device = torch.device(device) if device is not None else _model_device(model)
-    classes = _num_classes(train_labels, test_labels)
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
         net = copy.deepcopy(model).to(device)
-        net.head = nn.Linear(net.feature_dim, classes).to(device)
-        for p in net.backbone.parameters():
-            p.requires_grad_(False)
-        opt = torch.optim.SGD(net.head.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-        curve = []
-        for epoch in range(epochs):
-            for group in opt.param_groups:
-                group["lr"] = _cosine_lr(lr, epoch, epochs)
-            net.train()
-            order = torch.randperm(len(train_labels), generator=gen)
-            for i in range(0, len(order), batch_size):
-                idx = order[i:i + batch_size]
-                _, logits = net(train_images[idx].to(device).float().div_(255))
-                loss = F.cross_entropy(logits, train_labels[idx].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            _, test_logits = extract_features(net, test_images, device=device, with_logits=True)
-            curve.append(accuracy(test_logits, test_labels))
-    return PaperProbeResult(max(curve), curve[-1], curve, epochs * math.ceil(len(train_labels) / batch_size))
+        net.head = nn.Linear(net.feature_dim, _num_classes(train_labels, test_labels)).to(device)
+        net.backbone.requires_grad_(False)
+        net.train()  # extract_features restores train mode after each test pass
+
+        def batch_loss(idx):
+            _, logits = net(train_images[idx].to(device).float().div_(255))
+            return F.cross_entropy(logits, train_labels[idx].to(device))
+
+        def test_accuracy():
+            return accuracy(extract_features(net, test_images, device=device, with_logits=True)[1], test_labels)
+
+        return _sgd_probe(net.head, batch_loss, test_accuracy, len(train_labels), lr=lr, momentum=momentum,
+                          epochs=paper_probe_epochs(len(train_labels), batch_size, steps, epochs),
+                          weight_decay=weight_decay, batch_size=batch_size, seed=seed)

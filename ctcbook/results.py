@@ -99,12 +99,8 @@ def shown_intervals(intervals: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
         columns={m: f"{m}: mean [95% CI]" for m in methods})
 
 
-_WORDS = {"source_final": ("higher source accuracy", "lower source accuracy"),
-          "final": ("higher final transfer", "lower final transfer"),
-          "selected": ("higher transfer at the selected epoch", "lower transfer at the selected epoch"),
-          "best": ("higher best probed transfer", "lower best probed transfer"),
-          "drop": ("larger late drop", "smaller late drop"),
-          "naive_drop": ("larger naive drop", "smaller naive drop")}
+_WORDS = {"source_final": "source accuracy", "final": "final transfer", "selected": "transfer at the selected epoch",
+          "best": "best probed transfer", "drop": "late drop", "naive_drop": "naive drop"}
 
 
 def paired_rows(measures: pd.DataFrame, a: str, b: str, targets: Sequence[str],
@@ -120,10 +116,11 @@ def paired_rows(measures: pd.DataFrame, a: str, b: str, targets: Sequence[str],
             if not common:
                 continue
             iv = stats.paired_interval({s: va[s] for s in common}, {s: vb[s] for s in common})
-            pos, neg = _WORDS[quantity]
+            more, less = ("larger", "smaller") if quantity.endswith("drop") else ("higher", "lower")
             v = stats.verdict(iv, quantity=f"{a} − {b}, {QUANTITIES[quantity].split(' (')[0]}"
                               + ("" if target == "source" else f" on {target}"), decimals=decimals,
-                              positive=f"{a} has the {pos}", negative=f"{a} has the {neg}")
+                              positive=f"{a} has the {more} {_WORDS[quantity]}",
+                              negative=f"{a} has the {less} {_WORDS[quantity]}")
             rows.append({"comparison": f"{a} − {b}", "a": a, "b": b, "target": target, "quantity": quantity,
                          "interval": iv, "seeds": common, "sign": v.sign, "text": v.text})
     return rows

@@ -1,20 +1,11 @@
 """The book's inference over seeds: one rule for every chapter.
 
-Every comparison in the book is over *seeds* (independent training runs): a quantity is measured once per seed and
-the seeds' values are summarised by their mean and a 95% Student-t interval (:func:`t_interval`, exact quantiles from
-:func:`scipy.stats.t.ppf`). Comparisons of two methods trained with the same seeds are *paired*: the per-seed
-differences (:func:`paired_differences`) are summarised the same way.
-
-The **late drop** of a transfer curve is defined once here (:func:`selected_drop`): the peak epoch is chosen on the
-*validation* accuracy (a held-out part of the target's train split), and the drop is the *test* accuracy at that
-epoch minus the test accuracy at the last epoch, so that the choice of the peak does not see the test noise it is
-measured with. :func:`naive_drop` (largest test accuracy minus the last) is kept only to show how much choosing the
-peak on the test curve inflates it: it is >= 0 by construction.
-
-:func:`verdict` turns an interval into words that follow it ("1.20 points, 95% CI [0.40, 2.00]"; "inconclusive" when
-the interval, as printed, contains 0); :func:`mechanism_verdict` checks the paper's mechanism (transfer falls after
-its peak *and* I(X;T) falls over the same epochs, sign and timing); :func:`bootstrap_correlation` gives a
-within-seed correlation with a bootstrap-over-seeds interval.
+A quantity is measured once per seed (independent training run) and summarised by its mean and a 95% Student-t
+interval (:func:`t_interval`); methods trained with the same seeds are compared on per-seed differences
+(:func:`paired_interval`). The late drop (:func:`selected_drop`) picks the peak epoch on *validation* accuracy and
+measures it on *test*, so the choice does not see the noise it is measured with; :func:`naive_drop` (max of test
+minus last, >= 0 by construction) only shows how much choosing on test inflates it. :func:`verdict` words follow the
+interval as printed; :func:`mechanism_verdict` checks the paper's mechanism (sign and timing).
 """
 from __future__ import annotations
 
@@ -31,7 +22,6 @@ LEVEL = 0.95
 @dataclass(frozen=True)
 class Interval:
     """Mean of ``n`` per-seed values with a two-sided Student-t interval [``low``, ``high``]; ``sd`` has ddof 1.
-
     With one seed the interval is (-inf, inf): one run says nothing about run-to-run spread."""
 
     mean: float
@@ -41,23 +31,10 @@ class Interval:
     sd: float
     level: float = LEVEL
 
-    @property
-    def half_width(self) -> float:
-        return self.high - self.mean
-
     def scaled(self, factor: float) -> "Interval":
         """The same interval in other units (e.g. x100: accuracy fractions to points)."""
         return Interval(self.mean * factor, self.low * factor, self.high * factor, self.n, self.sd * abs(factor),
                         self.level)
-
-
-def _values(values, name: str) -> np.ndarray:
-    x = np.asarray(list(values.values()) if isinstance(values, Mapping) else values, dtype=float).ravel()
-    if x.size == 0:
-        raise ValueError(f"{name} must hold at least one value (one per seed), got none")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} must be finite numbers, got {x.tolist()}")
-    return x
 
 
 def t_quantile(level: float, n: int) -> float:
@@ -71,9 +48,12 @@ def t_quantile(level: float, n: int) -> float:
 
 def t_interval(values: Sequence[float] | Mapping[object, float], level: float = LEVEL) -> Interval:
     """Mean and Student-t interval over per-seed ``values`` (a sequence, or a mapping seed -> value)."""
-    x = _values(values, "values")
-    n = len(x)
-    mean = float(x.mean())
+    x = np.asarray(list(values.values()) if isinstance(values, Mapping) else values, dtype=float).ravel()
+    if x.size == 0:
+        raise ValueError("values must hold at least one value (one per seed), got none")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"values must be finite numbers, got {x.tolist()}")
+    n, mean = len(x), float(x.mean())
     if n == 1:
         if not 0 < level < 1:
             raise ValueError(f"level must lie in (0, 1), got {level!r}")
@@ -184,10 +164,8 @@ def brackets(iv: Interval, decimals: int = 2) -> str:
 
 def verdict(iv: Interval, *, quantity: str, unit: str = "points", decimals: int = 2, positive: str = "positive",
             negative: str = "negative") -> Verdict:
-    """Words that follow the interval: "<quantity>: X <unit>, 95% CI [a, b] over n seeds: <positive|negative>".
-
-    Decided on the interval *as printed* (rounded outwards), so the words never disagree with the numbers a reader
-    sees: a bound that prints as 0.00 counts as containing 0."""
+    """Words that follow the interval: "<quantity>: X <unit>, 95% CI [a, b] over n seeds: <positive|negative>",
+    decided on the interval *as printed* (rounded outwards): a bound that prints as 0.00 counts as containing 0."""
     if decimals < 0:
         raise ValueError(f"decimals must be >= 0, got {decimals}")
     low, high = _printed(iv, decimals)
@@ -224,10 +202,8 @@ class Mechanism:
 def mechanism_verdict(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float], Sequence[float]]],
                       *, target: str, transfer_scale: float = 100.0, transfer_unit: str = "points",
                       info_unit: str = "bits", level: float = LEVEL, decimals: int = 2) -> Mechanism:
-    """Does I(X;T) fall over the epochs in which transfer falls? ``curves``: seed -> (epochs, val, test, ixt).
-
-    Per seed the late phase runs from transfer's validation-selected peak to the last epoch (timing); over it,
-    transfer's drop and I(X;T)'s fall are measured (sign)."""
+    """Does I(X;T) fall over the epochs in which transfer falls? ``curves``: seed -> (epochs, val, test, ixt); per
+    seed, transfer's drop and I(X;T)'s fall from transfer's validation-selected peak to the last epoch."""
     drops, falls, peaks, last = {}, {}, {}, {}
     for s, (epochs, val, test, ixt) in curves.items():
         e, v, t, i = _curve(epochs, ("val", val), ("test", test), ("ixt", ixt))

@@ -17,9 +17,8 @@ from tqdm import tqdm
 from . import distributed
 from .config import FusionTrainConfig, TrainConfig
 from .ctc_objective import CTCObjective
-from .data import ImageSet, load_dataset, select_classes, subsample
+from .data import ImageSet, load_dataset, select_classes, stream, subsample
 from .data.images import stratified_indices
-from .data import stream
 from .data.loader import DeviceBatches
 from .fusion_train import FusionTask
 from .models import Classifier, build_model
@@ -107,10 +106,6 @@ def build_objective(config: TrainConfig, model: Classifier, labels: torch.Tensor
     return CTCObjective(config.ctc, model.feature_dim, labels, config.stages.stage_two_epoch, config.seed)
 
 
-class DataMismatchError(ValueError):
-    """The splits of a streamed dataset do not share one list of classes."""
-
-
 def stream_data(config: TrainConfig) -> tuple[stream.StreamFolder, stream.StreamFolder]:
     """The (train, test) folders of a streamed source, with torchvision's training and evaluation transforms."""
     if config.source_classes is not None or config.train_size is not None:
@@ -121,7 +116,7 @@ def stream_data(config: TrainConfig) -> tuple[stream.StreamFolder, stream.Stream
     test_set = stream.StreamFolder(stream.find_split(config.source, "test"), stream.eval_transform(),
                                    dataset=config.source)
     if test_set.classes != train_set.classes:
-        raise DataMismatchError(f"dataset {config.source!r}: the test split's class folders ({len(test_set.classes)} "
+        raise ValueError(f"dataset {config.source!r}: the test split's class folders ({len(test_set.classes)} "
                                 f"under {test_set.folder}) differ from the train split's ({len(train_set.classes)} "
                                 f"under {train_set.folder})")
     return train_set, test_set
@@ -285,12 +280,10 @@ def train(config: TrainConfig | FusionTrainConfig, *, store: RunStore | None = N
           device: torch.device | str | None = None, progress: bool = True,
           on_epoch_end: Callable[[int, torch.nn.Module, Run], None] | None = None, amp: bool | None = None,
           workers: int | None = None, wait: bool = True) -> Run:
-    """Train (or reuse, or resume) the run of ``config`` and return it.
-
-    One process trains a run, holding its writer lock; another waits, then reuses or resumes it (``wait=False``:
-    raises ``RunLockedError``). Under torchrun every rank calls this (DDP) and rank 0 writes. ``amp``: bfloat16
-    autocast (default: CUDA only); ``workers``: image readers per rank; ``on_epoch_end`` runs on rank 0 per saved epoch.
-    """
+    """Train (or reuse, or resume) the run of ``config`` and return it. One process trains a run, holding its writer
+    lock; another waits, then reuses or resumes it (``wait=False``: raises ``RunLockedError``). Under torchrun every
+    rank calls this (DDP) and rank 0 writes. ``amp``: bfloat16 autocast (default: CUDA only); ``workers``: image
+    readers per rank; ``on_epoch_end`` runs on rank 0 per saved epoch."""
     d, rank_device = distributed.setup(device)
     store = store or RunStore()
     batch_size = distributed.per_rank_batch(config.batch_size, d)

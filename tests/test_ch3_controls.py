@@ -55,7 +55,7 @@ def test_paired_differences_use_the_student_t_interval_over_seeds():
     diffs = [94.0 - 95.0, 94.5 - 95.1, 93.8 - 95.2, 94.2 - 95.3, 94.0 - 95.4]
     sem = pd.Series(diffs).std(ddof=1) / 5 ** 0.5
     assert src["interval"].mean == pytest.approx(sum(diffs) / 5)
-    assert src["interval"].half_width == pytest.approx(st.t.ppf(0.975, 4) * sem)
+    assert src["interval"].high - src["interval"].mean == pytest.approx(st.t.ppf(0.975, 4) * sem)
     assert src["sign"] == -1 and src["seeds"] == [0, 1, 2, 3, 4]
     drop = next(r for r in rows if r["quantity"] == "drop")
     # baseline drops 2..6 points, CTC 1 point: CTC − baseline = -1, -2, ..., -5

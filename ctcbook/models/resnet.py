@@ -1,8 +1,7 @@
-"""Image classifiers that return penultimate features and logits.
+"""Image classifiers: float images (N, C, H, W) in [0, 1] -> ``(features (N, D), logits (N, K))``.
 
-Every model here maps float images in [0, 1], shape (N, C, H, W), to ``(features, logits)``: features (N, D) are
-the pooled penultimate representation that the transfer probes read, logits (N, K) feed the cross-entropy. Input
-normalisation (per-channel mean and std of the source data) lives inside the model, so a checkpoint carries it.
+The features are the pooled penultimate layer the probes read; input normalisation (the source's per-channel mean
+and std) lives inside the model, so a checkpoint carries it.
 """
 from __future__ import annotations
 
@@ -11,6 +10,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..config import check
 
 
 class Classifier(nn.Module):
@@ -61,14 +62,10 @@ class CifarResNet(nn.Module):
 
     def __init__(self, depth: int = 20, width: int = 16, in_channels: int = 3, stem_stride: int = 1):
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-        if stem_stride not in (1, 2):
-            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+        check("depth", depth, depth >= 8 and (depth - 2) % 6 == 0, "6n + 2 with n >= 1 (8, 14, 20, 32, ...)")
+        check("width", width, width >= 1, ">= 1")
+        check("in_channels", in_channels, in_channels >= 1, ">= 1")
+        check("stem_stride", stem_stride, stem_stride in (1, 2), "1 or 2")
         n = (depth - 2) // 6
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU())
@@ -93,8 +90,7 @@ ARCHS = ("cifar_resnet", "resnet18", "resnet50")
 def build_model(arch: str, num_classes: int, *, in_channels: int, mean: Sequence[float], std: Sequence[float],
                 depth: int = 20, width: int = 16, stem_stride: int = 1) -> Classifier:
     """Build a :class:`Classifier` by name. ``depth``/``width``/``stem_stride`` apply to ``cifar_resnet`` only."""
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    check("num_classes", num_classes, num_classes >= 2, ">= 2")
     if arch == "cifar_resnet":
         backbone = CifarResNet(depth=depth, width=width, in_channels=in_channels, stem_stride=stem_stride)
         dim = backbone.out_dim
