@@ -119,7 +119,7 @@ def test_geometry_curve_matches_the_features_and_is_cached(run, monkeypatch):
 def test_renyi_null_baseline_is_the_estimator_on_shuffled_pairs(run, monkeypatch):
     nl = inf.null_baseline(run, "source", "renyi", n=80, shuffles=2)
     assert len(nl) == 1 and nl.epoch.iloc[0] == 3
-    images = inf.probe_set(run, "source", 80)
+    images = inf.estimator_sample(run, "source", 80)
     x, ts = activations(load_model(run, 3), images.images, [PENULTIMATE])
     direct = renyi_null(x, ts[PENULTIMATE], images.labels, shuffles=2)
     assert nl.i_xt.iloc[0] == pytest.approx(direct.i_xt) and nl.i_ty.iloc[0] == pytest.approx(direct.i_ty)

@@ -1,6 +1,6 @@
 """Chapter 2: I(X;T) and I(T;Y) of saved checkpoints (bits), their nulls, the features' geometry, the mechanism.
 
-X is the normalised input, T a layer's output, Y the labels, from a fixed stratified probe set of a test split
+X is the normalised input, T a layer's output, Y the labels, from a fixed stratified sample of a test split
 (``"source"`` or a target). Each (run, split, settings) has a JSON-lines cache in ``evals/``, appended as computed,
 so a re-execution recomputes nothing and an interrupted pass resumes.
 """
@@ -38,6 +38,8 @@ NULL_VERSION = 1
 #: Points kept of each MINE convergence curve in the cache.
 TRACE_POINTS = 250
 ESTIMATORS = ("renyi", "mine")
+#: Where the geometry of the source is measured: its un-augmented training set (targets: their test splits).
+GEOMETRY_SOURCE = "source_train"
 
 #: MINE shrunk for a 2-core CPU: the paper's depth (3 hidden layers) at 64 units instead of 1024, 500 steps of batch 256
 #: instead of 1e4 / 2e4 of 5,000, lr 1e-3 (not 8e-5 / 1e-5) so so few steps move. tests/test_estimators.py shows
@@ -55,7 +57,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {('source', *TARGETS)}, got {split!r}")
 
 
-def probe_set(run: Run, split: str, n: int | None) -> ImageSet:
+def estimator_sample(run: Run, split: str, n: int | None) -> ImageSet:
     """The images and labels of ``split`` the estimates use: ``n`` stratified test images (seed 0; None: all)."""
     _check_split(split)
     if split == "source":
@@ -78,10 +80,9 @@ class RenyiReference:
 
 
 def renyi_reference(x: Tensor, labels: Tensor, *, alpha: float = 1.01, device=None) -> RenyiReference:
-    """:class:`RenyiReference` of the probe inputs x (float (n, D)) and labels (n,)."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    x = x.to(dev)
-    kx, ky = gaussian_gram(x, kernel_width(x)), label_gram(labels.to(dev))
+    """:class:`RenyiReference` of the inputs x (float (n, D)) and labels (n,)."""
+    x = x.to(device or "cpu")
+    kx, ky = gaussian_gram(x, kernel_width(x)), label_gram(labels.to(x.device))
     return RenyiReference(kx, ky, renyi_entropy(kx, alpha), renyi_entropy(ky, alpha), alpha)
 
 
@@ -101,9 +102,7 @@ def renyi_plane(ref: RenyiReference, ts: dict[str, Tensor]) -> dict[str, dict[st
 def _thin(curve, points: int = TRACE_POINTS) -> list[float]:
     """A per-step curve as at most ``points`` bin means (a convergence curve's shape at a bounded size)."""
     c = np.asarray(curve, dtype=float)
-    if c.size <= points:
-        return [round(float(v), 5) for v in c]
-    return [round(float(b.mean()), 5) for b in np.array_split(c, points)]
+    return [round(float(b.mean()), 5) for b in (np.array_split(c, points) if c.size > points else c)]
 
 
 def mine_plane(x: Tensor, t: Tensor, labels: Tensor, num_classes: int, settings_xt: MineSettings,
@@ -111,10 +110,8 @@ def mine_plane(x: Tensor, t: Tensor, labels: Tensor, num_classes: int, settings_
     """MINE's I(X;T) and I(T;Y) in bits for one layer's T, curves thinned; batch capped at N, seed + ``restart``;
     ``shuffle``: the null (rows of T permuted)."""
     batch = min(settings_xt.batch_size, settings_ty.batch_size, len(x))
-    settings_xt = dataclasses.replace(settings_xt, batch_size=min(settings_xt.batch_size, batch),
-                                      seed=settings_xt.seed + restart)
-    settings_ty = dataclasses.replace(settings_ty, batch_size=min(settings_ty.batch_size, batch),
-                                      seed=settings_ty.seed + restart)
+    settings_xt, settings_ty = (dataclasses.replace(s, batch_size=min(s.batch_size, batch), seed=s.seed + restart)
+                                for s in (settings_xt, settings_ty))
     if shuffle:
         t = t[torch.randperm(len(t), generator=torch.Generator().manual_seed(1000 + restart))]
     xt = mine(x, t, settings_xt, device=device)
@@ -135,6 +132,14 @@ def _check_settings(estimator: str, n: int | None, alpha: float, mine_preset: st
         raise ValueError(f"mine_preset must be one of {sorted(MINE_PRESETS)}, got {mine_preset!r}")
 
 
+def _checked_epochs(run: Run, epochs: Sequence[int]) -> list[int]:
+    saved = set(run.saved_epochs())
+    bad = [e for e in epochs if e not in saved]
+    if bad:
+        raise ValueError(f"epochs {bad} have no checkpoint in {run.name}; saved: {sorted(saved)}")
+    return list(epochs)
+
+
 def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimators: Sequence[str] = ("renyi",),
                       every: int = 1, epochs: Sequence[int] | None = None, layers: Sequence[str] | None = None,
                       n: int | None = None, mine_n: int | None = 2000, alpha: float = 1.01,
@@ -150,90 +155,70 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
         _check_settings(estimator, n, alpha, mine_preset)
     if isinstance(mine_restarts, bool) or not isinstance(mine_restarts, int) or mine_restarts < 1:
         raise ValueError(f"mine_restarts must be an int >= 1, got {mine_restarts!r}")
-    saved = set(run.saved_epochs())
     if epochs is None:
-        epochs = probe_epochs(run.config["epochs"], every)
-    else:
-        bad = [e for e in epochs if e not in saved]
-        if bad:
-            raise ValueError(f"epochs {bad} have no checkpoint in {run.name}; saved: {sorted(saved)}")
-    epochs = [e for e in epochs if e in saved]
+        epochs = [e for e in probe_epochs(run.config["epochs"], every) if e in set(run.saved_epochs())]
+    epochs = _checked_epochs(run, epochs)
     device = torch.device(device) if device is not None else default_device()
-
-    jobs = []   # (split, estimator, layers, n, cache path)
+    xt, ty = MINE_PRESETS[mine_preset]
+    all_layers = layer_names(load_model(run, epochs[0], "cpu")) if epochs else [PENULTIMATE]
+    jobs = []   # (split, estimator, layers, n, restarts, cache path, done (epoch, layer, restart))
     for split in splits:
         for estimator in estimators:
             if estimator == "renyi":
-                use_n = n if n is not None else 1000
-                names = list(layers) if layers is not None else None
+                use_n, restarts = (n if n is not None else 1000), 1
+                wanted = list(layers) if layers is not None else all_layers if split == "source" else [PENULTIMATE]
                 spec = {"split": split, "estimator": "renyi", "n": use_n, "alpha": alpha, "version": INFO_VERSION}
             else:
-                use_n, names = mine_n, [PENULTIMATE]
-                xt, ty = MINE_PRESETS[mine_preset]
+                use_n, restarts, wanted = mine_n, mine_restarts, [PENULTIMATE]
                 spec = {"split": split, "estimator": "mine", "n": use_n, "xt": dataclasses.asdict(xt),
                         "ty": dataclasses.asdict(ty), "version": MINE_VERSION}
-            jobs.append((split, estimator, names, use_n, spec))
+            if not set(wanted) <= set(all_layers):
+                raise ValueError(f"layers must be a subset of {all_layers}, got {list(wanted)}")
+            path = run.eval_path("information", spec)
+            done = {(r["epoch"], r["layer"], r.get("restart", 0)) for r in read_jsonl(path)}
+            jobs.append((split, estimator, wanted, use_n, restarts, path, done))
 
-    all_layers = layer_names(load_model(run, epochs[0], "cpu")) if epochs else [PENULTIMATE]
-    todo = []
-    for split, estimator, names, use_n, spec in jobs:
-        wanted = names if names is not None else (all_layers if split == "source" else [PENULTIMATE])
-        bad = [lay for lay in wanted if lay not in all_layers]
-        if bad:
-            raise ValueError(f"layers must be a subset of {all_layers}, got {list(wanted)}")
-        path = run.eval_path("information", spec)
-        if estimator == "renyi":
-            done = {(r["epoch"], r["layer"]) for r in read_jsonl(path)}
-        else:   # a checkpoint counts as done when all its restarts are
-            rows = read_jsonl(path)
-            done = {(r["epoch"], r["layer"]) for r in rows
-                    if all(any(q["epoch"] == r["epoch"] and q.get("restart") == k for q in rows)
-                           for k in range(mine_restarts))}
-        todo.append((split, estimator, wanted, use_n, path, done))
-    pending = [e for e in epochs if any((e, lay) not in done for _, _, wanted, _, _, done in todo for lay in wanted)]
+    def missing(job, epoch: int) -> list[str]:
+        _, _, wanted, _, restarts, _, done = job
+        return [lay for lay in wanted if any((epoch, lay, k) not in done for k in range(restarts))]
+
+    pending = [e for e in epochs if any(missing(job, e) for job in jobs)]
     sets: dict[tuple[str, int | None], ImageSet] = {}
     refs: dict[tuple[str, int | None], RenyiReference] = {}
     for epoch in tqdm(pending, desc=f"information {run.name}", disable=not progress or not pending, unit="epoch"):
         model = load_model(run, epoch, device)
-        for split, estimator, wanted, use_n, path, done in todo:
-            missing = [lay for lay in wanted if (epoch, lay) not in done]
-            if not missing:
+        for job in jobs:
+            split, estimator, _, use_n, restarts, path, done = job
+            names = missing(job, epoch)
+            if not names:
                 continue
             key = (split, use_n)
             if key not in sets:
-                sets[key] = probe_set(run, split, use_n)
+                sets[key] = estimator_sample(run, split, use_n)
             images = sets[key]
             start = time.perf_counter()
-            x, ts = activations(model, images.images, missing, device=device)
+            x, ts = activations(model, images.images, names, device=device)
             if estimator == "renyi":
                 if key not in refs:
                     refs[key] = renyi_reference(x, images.labels, alpha=alpha, device=device)
                 res = renyi_plane(refs[key], ts)
-                per_layer = (time.perf_counter() - start) / len(missing)
-                for lay in missing:
+                per_layer = (time.perf_counter() - start) / len(names)
+                for lay in names:
                     append_jsonl(path, {"epoch": epoch, "layer": lay, "n": len(images), "seconds": per_layer,
                                         **res[lay]}, unique=("epoch", "layer"))
-                    done.add((epoch, lay))
-            else:
-                xt, ty = MINE_PRESETS[mine_preset]
-                have = {r.get("restart") for r in read_jsonl(path) if r["epoch"] == epoch}
-                for k in range(mine_restarts):
-                    if k in have:
-                        continue
-                    start = time.perf_counter()
-                    res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device,
-                                     restart=k)
-                    append_jsonl(path, {"epoch": epoch, "layer": PENULTIMATE, "restart": k, "n": len(images),
-                                        "seconds": time.perf_counter() - start, **res},
-                                 unique=("epoch", "layer", "restart"))
-                done.add((epoch, PENULTIMATE))
-    frames = []
-    for split, estimator, wanted, use_n, path, done in todo:
-        for r in read_jsonl(path):
-            if r["epoch"] in epochs and r["layer"] in wanted and (estimator == "renyi" or
-                                                                  r.get("restart", -1) < mine_restarts):
-                frames.append({"seed": run.config["seed"], "split": split, "estimator": estimator, "restart": 0, **r})
-    table = pd.DataFrame(frames)
+                continue
+            for k in range(restarts):
+                if (epoch, PENULTIMATE, k) in done:
+                    continue
+                start = time.perf_counter()
+                res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device,
+                                 restart=k)
+                append_jsonl(path, {"epoch": epoch, "layer": PENULTIMATE, "restart": k, "n": len(images),
+                                    "seconds": time.perf_counter() - start, **res}, unique=("epoch", "layer", "restart"))
+    rows = [{"seed": run.config["seed"], "split": split, "estimator": estimator, "restart": 0, **r}
+            for split, estimator, wanted, _, restarts, path, _ in jobs for r in read_jsonl(path)
+            if r["epoch"] in epochs and r["layer"] in wanted and r.get("restart", 0) < restarts]
+    table = pd.DataFrame(rows)
     if len(table):
         table = table.drop_duplicates(["split", "estimator", "epoch", "layer", "restart"], keep="last")
         table = table.sort_values(["split", "estimator", "layer", "epoch", "restart"]).reset_index(drop=True)
@@ -270,67 +255,54 @@ def preset_differences(preset: str) -> list[str]:
     return out
 
 
+def _penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame:
+    return info[(info.estimator == estimator) & (info.split == split) & (info.layer == PENULTIMATE)]
+
+
 def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
     """Seed-mean I(X;T) and I(T;Y) per estimator at the first, transfer-peak and last epochs of ``split``."""
     acc = table[table.target == split].groupby("epoch")[column].mean()
     peak = int(acc.idxmax())
     rows = []
     for est in sorted(info.estimator.unique()):
-        m = info[(info.estimator == est) & (info.split == split) & (info.layer == PENULTIMATE)]
-        m = m.groupby("epoch")[["i_xt", "i_ty"]].mean().reset_index()   # over seeds (and MINE restarts)
+        m = _penultimate(info, est, split).groupby("epoch")[["i_xt", "i_ty"]].mean()   # over seeds and restarts
         if m.empty:
             continue
-        epochs = m.epoch.to_numpy()
+        epochs = m.index.to_numpy()
         picks = {"first": int(epochs.min()), "transfer peak": int(epochs[np.argmin(np.abs(epochs - peak))]),
                  "final": int(epochs.max())}
         for label, e in picks.items():
-            r = m[m.epoch == e].iloc[0]
-            rows.append({"estimator": est, "split": split, "point": label, "epoch": e, "i_xt": float(r.i_xt),
-                         "i_ty": float(r.i_ty), "probe_acc": 100 * float(acc.get(e, np.nan))})
+            rows.append({"estimator": est, "split": split, "point": label, "epoch": e, "i_xt": float(m.i_xt[e]),
+                         "i_ty": float(m.i_ty[e]), "probe_acc": 100 * float(acc.get(e, np.nan))})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------ feature geometry
-GEOMETRY_SOURCE = "source_train"
-
-
-def _geometry_set(run: Run, split: str, test_size: int | None) -> ImageSet:
-    """Where the geometry of ``split`` is measured: the un-augmented source training set, or a target's test split."""
-    if split == GEOMETRY_SOURCE:
-        return source_data(TrainConfig.from_dict(run.config))[0]
-    return run_target(run, split, None, test_size)[1]
-
-
 def geometry_curve(run: Run, splits: Sequence[str], epochs: Sequence[int], *, test_size: int | None = None,
                    device=None, progress: bool = True) -> pd.DataFrame:
     """NC1 and effective rank of the penultimate features at each of ``epochs``, per split, cached in the run folder."""
-    saved = set(run.saved_epochs())
-    bad = [e for e in epochs if e not in saved]
-    if bad:
-        raise ValueError(f"epochs {bad} have no checkpoint in {run.name}; saved: {sorted(saved)}")
-    device = torch.device(device) if device is not None else default_device()
-    paths = {split: run.eval_path("geometry", {"split": split, "test_size": None if split == GEOMETRY_SOURCE
-                                               else test_size, "version": GEOMETRY_VERSION}) for split in splits}
+    epochs = _checked_epochs(run, epochs)
     for split in splits:   # validate every split before any work
         if split != GEOMETRY_SOURCE and split not in TARGETS:
             raise ValueError(f"split must be {GEOMETRY_SOURCE!r} or one of {sorted(TARGETS)}, got {split!r}")
+    device = torch.device(device) if device is not None else default_device()
+    paths = {split: run.eval_path("geometry", {"split": split, "test_size": None if split == GEOMETRY_SOURCE
+                                               else test_size, "version": GEOMETRY_VERSION}) for split in splits}
     done = {split: {r["epoch"] for r in read_jsonl(path)} for split, path in paths.items()}
     pending = [e for e in epochs if any(e not in done[s] for s in splits)]
     sets: dict[str, ImageSet] = {}
     for epoch in tqdm(pending, desc=f"geometry {run.name}", disable=not progress or not pending, unit="epoch"):
         model = load_model(run, epoch, device)
-        for split in splits:
-            if epoch in done[split]:
-                continue
+        for split in (s for s in splits if epoch not in done[s]):
             if split not in sets:
-                sets[split] = _geometry_set(run, split, test_size)
+                sets[split] = (source_data(TrainConfig.from_dict(run.config))[0] if split == GEOMETRY_SOURCE
+                               else run_target(run, split, None, test_size)[1])
             images = sets[split]
             start = time.perf_counter()
             feats = activations(model, images.images, [PENULTIMATE], device=device)[1][PENULTIMATE]
             append_jsonl(paths[split], {"epoch": epoch, "nc1": nc1(feats, images.labels),
                                         "eff_rank": effective_rank(feats), "n": len(images),
                                         "seconds": time.perf_counter() - start}, unique=("epoch",))
-            done[split].add(epoch)
     rows = [{"seed": run.config["seed"], "split": split, **r} for split, path in paths.items()
             for r in read_jsonl(path) if r["epoch"] in set(epochs)]
     out = pd.DataFrame(rows)
@@ -352,24 +324,22 @@ def null_baseline(run: Run, split: str, estimator: str, *, epoch: int | None = N
     _check_split(split)
     _check_settings(estimator, n, alpha, mine_preset)
     epoch = run.saved_epochs()[-1] if epoch is None else epoch
+    xt, ty = MINE_PRESETS[mine_preset]
     if estimator == "renyi":
         spec = {"split": split, "estimator": "renyi", "n": n, "alpha": alpha, "shuffles": shuffles, "epoch": epoch,
                 "version": NULL_VERSION}
         keys = [0]
     else:
-        xt, ty = MINE_PRESETS[mine_preset]
         spec = {"split": split, "estimator": "mine", "n": mine_n, "xt": dataclasses.asdict(xt),
                 "ty": dataclasses.asdict(ty), "epoch": epoch, "version": NULL_VERSION}
         keys = list(range(restarts))
     path = run.eval_path("information_null", spec)
-    have = {r["restart"] for r in read_jsonl(path)}
-    if any(k not in have for k in keys):
+    todo = [k for k in keys if k not in {r["restart"] for r in read_jsonl(path)}]
+    if todo:
         device = torch.device(device) if device is not None else default_device()
-        images = probe_set(run, split, n if estimator == "renyi" else mine_n)
+        images = estimator_sample(run, split, n if estimator == "renyi" else mine_n)
         x, ts = activations(load_model(run, epoch, device), images.images, [PENULTIMATE], device=device)
-        for k in keys:
-            if k in have:
-                continue
+        for k in todo:
             if estimator == "renyi":
                 res = renyi_null(x, ts[PENULTIMATE], images.labels, alpha=alpha, shuffles=shuffles)
                 row = {"i_xt": res.i_xt, "i_ty": res.i_ty, "i_xt_sd": res.i_xt_sd, "i_ty_sd": res.i_ty_sd}
@@ -392,7 +362,7 @@ def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
 
 def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str, column: str):
     """seed -> (epochs, val_acc, probe test accuracy, I(X;T)) at the epochs both were measured (>= 2 of them)."""
-    g = restart_mean(info[(info.estimator == estimator) & (info.split == key) & (info.layer == PENULTIMATE)])
+    g = restart_mean(_penultimate(info, estimator, key))
     t = table[table.target == key]
     out = {}
     for seed, gi in g.groupby("seed"):
