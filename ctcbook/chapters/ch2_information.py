@@ -23,8 +23,7 @@ from ..data import ImageSet, stream, subsample
 from ..estimators import (PENULTIMATE, MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, activations, gaussian_gram,
                           kernel_width, label_gram, layer_names, mine, one_hot, renyi_entropy, renyi_null)
 from ..geometry import effective_rank, nc1
-from ..stats import (Correlation, Interval, bootstrap_correlation, mechanism_verdict, selected_drop, t_interval,
-                     verdict)
+from ..stats import Correlation, bootstrap_correlation, mechanism_verdict, selected_drop, t_interval, verdict
 from ..runs import Run, append_jsonl, read_jsonl
 from ..targets import TARGETS, probe_epochs, run_target
 from ..train import default_device, load_model, source_data
@@ -38,6 +37,8 @@ NULL_VERSION = 1
 #: Points kept of each MINE convergence curve in the cache.
 TRACE_POINTS = 250
 ESTIMATORS = ("renyi", "mine")
+#: The Renyi order (the estimators' default), part of the cache keys.
+ALPHA = 1.01
 #: Where the geometry of the source is measured: its un-augmented training set (targets: their test splits).
 GEOMETRY_SOURCE = "source_train"
 
@@ -76,14 +77,13 @@ class RenyiReference:
     ky: Tensor
     h_x: float
     h_y: float
-    alpha: float
 
 
-def renyi_reference(x: Tensor, labels: Tensor, *, alpha: float = 1.01, device=None) -> RenyiReference:
+def renyi_reference(x: Tensor, labels: Tensor, *, device=None) -> RenyiReference:
     """:class:`RenyiReference` of the inputs x (float (n, D)) and labels (n,)."""
     x = x.to(device or "cpu")
     kx, ky = gaussian_gram(x, kernel_width(x)), label_gram(labels.to(x.device))
-    return RenyiReference(kx, ky, renyi_entropy(kx, alpha), renyi_entropy(ky, alpha), alpha)
+    return RenyiReference(kx, ky, renyi_entropy(kx), renyi_entropy(ky))
 
 
 def renyi_plane(ref: RenyiReference, ts: dict[str, Tensor]) -> dict[str, dict[str, float]]:
@@ -92,9 +92,9 @@ def renyi_plane(ref: RenyiReference, ts: dict[str, Tensor]) -> dict[str, dict[st
     for name, t in ts.items():
         t = t.to(ref.kx.device)
         kt = gaussian_gram(t, kernel_width(t))
-        st = renyi_entropy(kt, ref.alpha)
-        out[name] = {"i_xt": ref.h_x + st - renyi_entropy(ref.kx * kt, ref.alpha),
-                     "i_ty": st + ref.h_y - renyi_entropy(kt * ref.ky, ref.alpha),
+        st = renyi_entropy(kt)
+        out[name] = {"i_xt": ref.h_x + st - renyi_entropy(ref.kx * kt),
+                     "i_ty": st + ref.h_y - renyi_entropy(kt * ref.ky),
                      "h_t": st, "h_x": ref.h_x, "h_y": ref.h_y}
     return out
 
@@ -121,13 +121,11 @@ def mine_plane(x: Tensor, t: Tensor, labels: Tensor, num_classes: int, settings_
             "steps_ty": len(ty.curve)}
 
 
-def _check_settings(estimator: str, n: int | None, alpha: float, mine_preset: str) -> None:
+def _check_settings(estimator: str, n: int | None, mine_preset: str) -> None:
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
         raise ValueError(f"n must be None or an int >= 2, got {n!r}")
-    if not (isinstance(alpha, (int, float)) and alpha > 0 and math.isfinite(alpha)):
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     if mine_preset not in MINE_PRESETS:
         raise ValueError(f"mine_preset must be one of {sorted(MINE_PRESETS)}, got {mine_preset!r}")
 
@@ -142,9 +140,8 @@ def _checked_epochs(run: Run, epochs: Sequence[int]) -> list[int]:
 
 def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimators: Sequence[str] = ("renyi",),
                       every: int = 1, epochs: Sequence[int] | None = None, layers: Sequence[str] | None = None,
-                      n: int | None = None, mine_n: int | None = 2000, alpha: float = 1.01,
-                      mine_preset: str = "cpu", mine_restarts: int = 1, device=None,
-                      progress: bool = True) -> pd.DataFrame:
+                      n: int | None = None, mine_n: int | None = 2000, mine_preset: str = "cpu",
+                      mine_restarts: int = 1, device=None, progress: bool = True) -> pd.DataFrame:
     """I(X;T) and I(T;Y) (bits) at each probed epoch of ``run``, per split and estimator, cached in the run folder.
 
     Renyi reads ``layers`` (default: all on ``"source"``, the penultimate on targets) on ``n`` images; MINE the
@@ -152,7 +149,7 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
     for split in splits:
         _check_split(split)
     for estimator in estimators:
-        _check_settings(estimator, n, alpha, mine_preset)
+        _check_settings(estimator, n, mine_preset)
     if isinstance(mine_restarts, bool) or not isinstance(mine_restarts, int) or mine_restarts < 1:
         raise ValueError(f"mine_restarts must be an int >= 1, got {mine_restarts!r}")
     if epochs is None:
@@ -167,7 +164,7 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
             if estimator == "renyi":
                 use_n, restarts = (n if n is not None else 1000), 1
                 wanted = list(layers) if layers is not None else all_layers if split == "source" else [PENULTIMATE]
-                spec = {"split": split, "estimator": "renyi", "n": use_n, "alpha": alpha, "version": INFO_VERSION}
+                spec = {"split": split, "estimator": "renyi", "n": use_n, "alpha": ALPHA, "version": INFO_VERSION}
             else:
                 use_n, restarts, wanted = mine_n, mine_restarts, [PENULTIMATE]
                 spec = {"split": split, "estimator": "mine", "n": use_n, "xt": dataclasses.asdict(xt),
@@ -200,7 +197,7 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
             x, ts = activations(model, images.images, names, device=device)
             if estimator == "renyi":
                 if key not in refs:
-                    refs[key] = renyi_reference(x, images.labels, alpha=alpha, device=device)
+                    refs[key] = renyi_reference(x, images.labels, device=device)
                 res = renyi_plane(refs[key], ts)
                 per_layer = (time.perf_counter() - start) / len(names)
                 for lay in names:
@@ -213,8 +210,9 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
                 start = time.perf_counter()
                 res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device,
                                  restart=k)
-                append_jsonl(path, {"epoch": epoch, "layer": PENULTIMATE, "restart": k, "n": len(images),
-                                    "seconds": time.perf_counter() - start, **res}, unique=("epoch", "layer", "restart"))
+                row = {"epoch": epoch, "layer": PENULTIMATE, "restart": k, "n": len(images),
+                       "seconds": time.perf_counter() - start, **res}
+                append_jsonl(path, row, unique=("epoch", "layer", "restart"))
     rows = [{"seed": run.config["seed"], "split": split, "estimator": estimator, "restart": 0, **r}
             for split, estimator, wanted, _, restarts, path, _ in jobs for r in read_jsonl(path)
             if r["epoch"] in epochs and r["layer"] in wanted and r.get("restart", 0) < restarts]
@@ -259,9 +257,9 @@ def _penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame
     return info[(info.estimator == estimator) & (info.split == split) & (info.layer == PENULTIMATE)]
 
 
-def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
+def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str) -> pd.DataFrame:
     """Seed-mean I(X;T) and I(T;Y) per estimator at the first, transfer-peak and last epochs of ``split``."""
-    acc = table[table.target == split].groupby("epoch")[column].mean()
+    acc = table[table.target == split].groupby("epoch").probe_acc.mean()
     peak = int(acc.idxmax())
     rows = []
     for est in sorted(info.estimator.unique()):
@@ -315,18 +313,18 @@ def geometry_curves(runs: Sequence[Run], splits: Sequence[str], epochs: Sequence
 
 
 # ---------------------------------------------------------------------------------------------- null baselines
-def null_baseline(run: Run, split: str, estimator: str, *, epoch: int | None = None, n: int | None = 1000,
-                  mine_n: int | None = 2000, mine_preset: str = "cpu", restarts: int = 1, shuffles: int = 3,
-                  alpha: float = 1.01, device=None) -> pd.DataFrame:
-    """The estimator on independent pairs (rows of T permuted) at the settings it measured ``split`` with, cached.
+def null_baseline(run: Run, split: str, estimator: str, *, n: int | None = 1000, mine_n: int | None = 2000,
+                  mine_preset: str = "cpu", restarts: int = 1, shuffles: int = 3, device=None) -> pd.DataFrame:
+    """The estimator on independent pairs (rows of T permuted) at the last epoch, at the settings it measured
+    ``split`` with, cached.
 
     Renyi: one row (mean and SD over ``shuffles``); MINE: one row per restart."""
     _check_split(split)
-    _check_settings(estimator, n, alpha, mine_preset)
-    epoch = run.saved_epochs()[-1] if epoch is None else epoch
+    _check_settings(estimator, n, mine_preset)
+    epoch = run.saved_epochs()[-1]
     xt, ty = MINE_PRESETS[mine_preset]
     if estimator == "renyi":
-        spec = {"split": split, "estimator": "renyi", "n": n, "alpha": alpha, "shuffles": shuffles, "epoch": epoch,
+        spec = {"split": split, "estimator": "renyi", "n": n, "alpha": ALPHA, "shuffles": shuffles, "epoch": epoch,
                 "version": NULL_VERSION}
         keys = [0]
     else:
@@ -341,7 +339,7 @@ def null_baseline(run: Run, split: str, estimator: str, *, epoch: int | None = N
         x, ts = activations(load_model(run, epoch, device), images.images, [PENULTIMATE], device=device)
         for k in todo:
             if estimator == "renyi":
-                res = renyi_null(x, ts[PENULTIMATE], images.labels, alpha=alpha, shuffles=shuffles)
+                res = renyi_null(x, ts[PENULTIMATE], images.labels, shuffles=shuffles)
                 row = {"i_xt": res.i_xt, "i_ty": res.i_ty, "i_xt_sd": res.i_xt_sd, "i_ty_sd": res.i_ty_sd}
             else:
                 res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device,
@@ -360,7 +358,7 @@ def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
     return info.groupby(keys)[["i_xt", "i_ty"]].mean().reset_index()
 
 
-def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str, column: str):
+def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str):
     """seed -> (epochs, val_acc, probe test accuracy, I(X;T)) at the epochs both were measured (>= 2 of them)."""
     g = restart_mean(_penultimate(info, estimator, key))
     t = table[table.target == key]
@@ -371,17 +369,17 @@ def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: s
         common = sorted(set(gi.index) & set(ti.index))
         if len(common) >= 2:
             out[int(seed)] = (common, ti.loc[common, "val_acc"].to_numpy(float),
-                              ti.loc[common, column].to_numpy(float), gi.loc[common, "i_xt"].to_numpy(float))
+                              ti.loc[common, "probe_acc"].to_numpy(float), gi.loc[common, "i_xt"].to_numpy(float))
     return out
 
 
-def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str], estimator: str = "renyi",
-              column: str = "probe_acc") -> list[dict]:
+def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
+              estimator: str = "renyi") -> list[dict]:
     """Per target: :func:`ctcbook.stats.mechanism_verdict` and the late-phase correlation of I(X;T) with probe
     accuracy (:func:`ctcbook.stats.bootstrap_correlation`, seeds with >= 2 late epochs)."""
     out = []
     for key in targets:
-        curves = _seed_curves(info, table, estimator, key, column)
+        curves = _seed_curves(info, table, estimator, key)
         if not curves:
             continue
         mech = mechanism_verdict(curves, target=f"`{key}`")
@@ -415,24 +413,27 @@ def mechanism_markdown(results: Sequence[dict]) -> str:
                     f"{correlation_text(r['correlation'], r['late_seeds'], r['seeds'])}." for r in results)
 
 
+def _signed(mean: float, low: float, high: float, decimals: int) -> str:
+    return f"{mean:+.{decimals}f} [{low:+.{decimals}f}, {high:+.{decimals}f}]"
+
+
 def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
     """The mechanism results as a table with human column names (points, bits)."""
     rows = []
     for r in results:
         m, c = r["mechanism"], r["correlation"]
         rows.append({"estimator": r["estimator"], "target": r["target"], "seeds": r["seeds"],
-                     "late drop of transfer (points)": f"{m.transfer.mean:+.2f} [{m.transfer.low:+.2f}, "
-                                                       f"{m.transfer.high:+.2f}]",
-                     "fall of I(X;T), same epochs (bits)": f"{m.compression.mean:+.3f} [{m.compression.low:+.3f}, "
-                                                           f"{m.compression.high:+.3f}]",
+                     "late drop of transfer (points)": _signed(m.transfer.mean, m.transfer.low, m.transfer.high, 2),
+                     "fall of I(X;T), same epochs (bits)": _signed(m.compression.mean, m.compression.low,
+                                                                   m.compression.high, 3),
                      "late-phase r [bootstrap CI]": "n/a" if c is None else
-                     (f"{c.r:+.2f} [{c.low:+.2f}, {c.high:+.2f}]" if math.isfinite(c.low) else f"{c.r:+.2f}"),
+                     _signed(c.r, c.low, c.high, 2) if math.isfinite(c.low) else f"{c.r:+.2f}",
                      "coincides": "yes" if m.coincides else "no"})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------- geometry over the late phase
-def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str):
+def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str):
     """Per seed with >= 2 epochs where target geometry, source geometry and the probe were all measured: the rows,
     the common epochs and the validation-selected transfer peak."""
     for seed, gt in geom[geom.split == split].groupby("seed"):
@@ -443,19 +444,18 @@ def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str, colum
         if len(common) < 2:
             continue
         peak = selected_drop(common, t.loc[common, "val_acc"].to_numpy(float),
-                             t.loc[common, column].to_numpy(float)).peak_epoch
+                             t.loc[common, "probe_acc"].to_numpy(float)).peak_epoch
         yield seed, gt, gs, t, common, peak
 
 
-def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
-                    column: str = "probe_acc") -> list[dict]:
+def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str]) -> list[dict]:
     """Per target, NC1 (target test and source train features) and the target's effective rank at each seed's
     validation-selected transfer peak minus at the last epoch, as verdicts over seeds (positive: collapse late)."""
     out = []
     for key in targets:
         per = {"nc1_target": {}, "nc1_source": {}, "rank_target": {}}
         peaks = {}
-        for seed, gt, gs, _, common, p in _seeds_with_peaks(geom, table, key, column):
+        for seed, gt, gs, _, common, p in _seeds_with_peaks(geom, table, key):
             last = common[-1]
             peaks[int(seed)] = p
             per["nc1_target"][int(seed)] = float(gt.nc1[p] - gt.nc1[last])
@@ -463,10 +463,9 @@ def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[s
             per["rank_target"][int(seed)] = float(gt.eff_rank[p] - gt.eff_rank[last])
         if not peaks:
             continue
-        names = {"nc1_target": (f"NC1 of `{key}` test features, transfer peak minus last epoch",
-                                "they collapse further after the peak", "they spread out after the peak"),
-                 "nc1_source": ("NC1 of the source training features over the same epochs",
-                                "they collapse further after the peak", "they spread out after the peak"),
+        collapse = ("they collapse further after the peak", "they spread out after the peak")
+        names = {"nc1_target": (f"NC1 of `{key}` test features, transfer peak minus last epoch", *collapse),
+                 "nc1_source": ("NC1 of the source training features over the same epochs", *collapse),
                  "rank_target": (f"effective rank of `{key}` features, transfer peak minus last epoch",
                                  "fewer directions are used after the peak", "more directions are used after the peak")}
         ivs = {k: t_interval(v) for k, v in per.items()}
@@ -493,32 +492,19 @@ def geometry_markdown(changes: Sequence[dict]) -> str:
     return findings(lines)
 
 
-def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
+def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str) -> pd.DataFrame:
     """Seed means of the geometry of ``split`` (a target) at the first epoch, the transfer peak and the last epoch."""
     rows = []
-    for _, g, gs, t, common, peak in _seeds_with_peaks(geom, table, split, column):
+    for _, g, gs, t, common, peak in _seeds_with_peaks(geom, table, split):
         for label, e in (("first epoch", common[0]), ("transfer peak (validation)", peak), ("last epoch", common[-1])):
-            rows.append({"point": label, "epoch": e, "nc1": g.nc1[e], "rank": g.eff_rank[e], "src": gs.nc1[e],
-                         "acc": 100 * t.loc[e, column]})
+            rows.append({"point": label, "epoch (seed mean)": e, "NC1, target test features": g.nc1[e],
+                         "effective rank, target test features": g.eff_rank[e],
+                         "NC1, source train features": gs.nc1[e], "probe accuracy (%)": 100 * t.probe_acc[e]})
     if not rows:
         return pd.DataFrame()
-    df = pd.DataFrame(rows)
-    out = df.groupby("point", sort=False).agg(epoch=("epoch", "mean"), nc1=("nc1", "mean"), rank=("rank", "mean"),
-                                              src=("src", "mean"), acc=("acc", "mean")).reset_index()
+    out = pd.DataFrame(rows).groupby("point", sort=False).mean().reset_index()
     out.insert(0, "target", split)
-    return out.rename(columns={"point": "point", "epoch": "epoch (seed mean)", "nc1": "NC1, target test features",
-                               "rank": "effective rank, target test features", "src": "NC1, source train features",
-                               "acc": "probe accuracy (%)"}).round(3)
-
-
-def above_null(info: pd.DataFrame, nulls: pd.DataFrame, estimator: str, split: str) -> Interval | None:
-    """The last-epoch I(X;T) minus its null's mean on ``split``, a t interval over seeds (None without both)."""
-    m = restart_mean(info[(info.estimator == estimator) & (info.split == split) & (info.layer == PENULTIMATE)])
-    nl = nulls[(nulls.estimator == estimator) & (nulls.split == split)]
-    if m.empty or nl.empty:
-        return None
-    last = m[m.epoch == m.epoch.max()]
-    return t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
+    return out.round(3)
 
 
 def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame,
@@ -536,11 +522,13 @@ def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd
     for c in changes:
         v = c["verdicts"]["nc1_target"]
         lines.append(f"**Collapse on `{c['target']}`**: {_unitless(v.text)}.")
-    for est in sorted(nulls.estimator.unique()) if len(nulls) else []:
-        for split in sorted(nulls[nulls.estimator == est].split.unique()):
-            iv = above_null(info, nulls, est, split)
-            if iv is not None:
-                v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
-                            unit="bits", decimals=3, positive="above the null", negative="below the null")
-                lines.append(f"{v.text}.")
+    for (est, split), nl in nulls.groupby(["estimator", "split"]) if len(nulls) else []:
+        m = restart_mean(_penultimate(info, est, split))
+        if m.empty:
+            continue
+        last = m[m.epoch == m.epoch.max()]     # the last-epoch I(X;T) minus the null's mean, over seeds
+        iv = t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
+        v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
+                    unit="bits", decimals=3, positive="above the null", negative="below the null")
+        lines.append(f"{v.text}.")
     return findings(lines)
