@@ -20,8 +20,7 @@ PROBE_NAMES = {"probe_acc": "linear probe", "knn_acc": "kNN (k=20)"}
 
 def _band(ax, g: pd.DataFrame, column: str, color, label: str | None = None, scale: float = 1.0,
           style: str = "-o", spread: str = "t") -> None:
-    """Seed mean of ``column`` (x ``scale``) against epoch with a band over seeds: the 95% t interval, or min to max
-    (``spread="range"``); an epoch with one seed gives no band."""
+    """Seed mean of ``column`` (x ``scale``) against epoch, banded by the 95% t interval or min-max (``"range"``)."""
     per = g.groupby(["epoch", "seed"])[column].mean() * scale
     if per.empty:
         return
@@ -126,8 +125,7 @@ def _penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame
 
 def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimators: Sequence[str],
                              nulls: pd.DataFrame | None = None) -> Figure:
-    """The penultimate layer's information plane, I(X;T) against I(T;Y) (bits, seed means, coloured by epoch): one
-    row per estimator, one column per split; dashed grey, the shuffled-pairs null."""
+    """The penultimate layer's information plane (seed means, coloured by epoch) per estimator (rows) and split."""
     epochs = sorted(info.epoch.unique())
     norm = matplotlib.colors.Normalize(min(epochs), max(epochs))
     cmap = plt.get_cmap("viridis")
@@ -158,8 +156,7 @@ def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimato
 
 def information_epochs_figure(info: pd.DataFrame, table: pd.DataFrame, splits: Sequence[str],
                               estimators: Sequence[str], nulls: pd.DataFrame | None = None) -> Figure:
-    """Per split: I(X;T) of the penultimate layer against epoch per estimator with its null (dashed), beside
-    chapter 1's accuracy on that split; seed means with 95% t bands."""
+    """Per split: each estimator's penultimate I(X;T) and its null against epoch, beside chapter 1's accuracy."""
     fig, axes = plt.subplots(len(splits), len(estimators) + 1, figsize=(3.2 * (len(estimators) + 1),
                                                                          2.5 * len(splits) + 0.4),
                              layout="constrained", squeeze=False)
@@ -244,8 +241,7 @@ def _switch(ax, switch_epoch: int | None) -> None:
 
 def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch_epoch: int | None = None,
                              column: str = "probe_acc", methods: Sequence[str] | None = None) -> Figure:
-    """Source and each target's probe accuracy (%) against epoch, one line per method (seed mean, 95% t band); a
-    dotted line at ``switch_epoch``."""
+    """Source and each target's probe accuracy (%) against epoch, one line per method (seed mean, 95% t band)."""
     fig, axes = _panel_grid(len(targets) + 1)
     methods = list(methods) if methods is not None else list(table.method.unique())
     for i, method in enumerate(methods):

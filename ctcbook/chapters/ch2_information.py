@@ -107,8 +107,7 @@ def _thin(curve, points: int = TRACE_POINTS) -> list[float]:
 
 def mine_plane(x: Tensor, t: Tensor, labels: Tensor, num_classes: int, settings_xt: MineSettings,
                settings_ty: MineSettings, *, device=None, restart: int = 0, shuffle: bool = False) -> dict:
-    """MINE's I(X;T) and I(T;Y) in bits for one layer's T, curves thinned; batch capped at N, seed + ``restart``;
-    ``shuffle``: the null (rows of T permuted)."""
+    """MINE's I(X;T) and I(T;Y) (bits) of one layer's T, seed + ``restart``; ``shuffle``: the null (T permuted)."""
     batch = min(settings_xt.batch_size, settings_ty.batch_size, len(x))
     settings_xt, settings_ty = (dataclasses.replace(s, batch_size=min(s.batch_size, batch), seed=s.seed + restart)
                                 for s in (settings_xt, settings_ty))
@@ -375,8 +374,7 @@ def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: s
 
 def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
               estimator: str = "renyi") -> list[dict]:
-    """Per target: :func:`ctcbook.stats.mechanism_verdict` and the late-phase correlation of I(X;T) with probe
-    accuracy (:func:`ctcbook.stats.bootstrap_correlation`, seeds with >= 2 late epochs)."""
+    """Per target: the mechanism verdict and the late-phase correlation of I(X;T) with probe accuracy."""
     out = []
     for key in targets:
         curves = _seed_curves(info, table, estimator, key)
@@ -407,12 +405,6 @@ def correlation_text(corr: Correlation | None, late_seeds: int, seeds: int) -> s
             f"{late_seeds} of {seeds} seeds; the paper's account predicts r > 0")
 
 
-def mechanism_markdown(results: Sequence[dict]) -> str:
-    """One bullet per (estimator, target): the mechanism verdict's sentence and the late-phase correlation."""
-    return findings(f"**{r['estimator']}, `{r['target']}`** ({r['seeds']} seeds): {r['mechanism'].text}; "
-                    f"{correlation_text(r['correlation'], r['late_seeds'], r['seeds'])}." for r in results)
-
-
 def _signed(mean: float, low: float, high: float, decimals: int) -> str:
     return f"{mean:+.{decimals}f} [{low:+.{decimals}f}, {high:+.{decimals}f}]"
 
@@ -434,8 +426,7 @@ def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------- geometry over the late phase
 def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str):
-    """Per seed with >= 2 epochs where target geometry, source geometry and the probe were all measured: the rows,
-    the common epochs and the validation-selected transfer peak."""
+    """Per seed with >= 2 epochs of target and source geometry and probe: rows, those epochs, the validation peak."""
     for seed, gt in geom[geom.split == split].groupby("seed"):
         t = table[(table.target == split) & (table.seed == seed) & table["val_acc"].notna()].set_index("epoch")
         gs = geom[(geom.split == GEOMETRY_SOURCE) & (geom.seed == seed)].set_index("epoch")
@@ -449,8 +440,7 @@ def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str):
 
 
 def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str]) -> list[dict]:
-    """Per target, NC1 (target test and source train features) and the target's effective rank at each seed's
-    validation-selected transfer peak minus at the last epoch, as verdicts over seeds (positive: collapse late)."""
+    """Per target: NC1 and effective rank at each seed's validation-selected transfer peak minus at the last epoch."""
     out = []
     for key in targets:
         per = {"nc1_target": {}, "nc1_source": {}, "rank_target": {}}
