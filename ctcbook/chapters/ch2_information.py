@@ -69,33 +69,23 @@ def estimator_sample(run: Run, split: str, n: int | None) -> ImageSet:
     return run_target(run, split, None, n)[1]
 
 
-@dataclasses.dataclass
-class RenyiReference:
+def renyi_reference(x: Tensor, labels: Tensor, *, device=None) -> tuple[Tensor, Tensor, float, float]:
     """The epoch-independent parts of the Renyi estimates: the Gram matrices of X and Y and their entropies (bits)."""
-
-    kx: Tensor
-    ky: Tensor
-    h_x: float
-    h_y: float
-
-
-def renyi_reference(x: Tensor, labels: Tensor, *, device=None) -> RenyiReference:
-    """:class:`RenyiReference` of the inputs x (float (n, D)) and labels (n,)."""
     x = x.to(device or "cpu")
     kx, ky = gaussian_gram(x, kernel_width(x)), label_gram(labels.to(x.device))
-    return RenyiReference(kx, ky, renyi_entropy(kx), renyi_entropy(ky))
+    return kx, ky, renyi_entropy(kx), renyi_entropy(ky)
 
 
-def renyi_plane(ref: RenyiReference, ts: dict[str, Tensor]) -> dict[str, dict[str, float]]:
-    """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T (three n x n eigen-decompositions)."""
+def renyi_plane(ref: tuple[Tensor, Tensor, float, float], ts: dict[str, Tensor]) -> dict[str, dict[str, float]]:
+    """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T, given :func:`renyi_reference`."""
+    kx, ky, h_x, h_y = ref
     out = {}
     for name, t in ts.items():
-        t = t.to(ref.kx.device)
+        t = t.to(kx.device)
         kt = gaussian_gram(t, kernel_width(t))
         st = renyi_entropy(kt)
-        out[name] = {"i_xt": ref.h_x + st - renyi_entropy(ref.kx * kt),
-                     "i_ty": st + ref.h_y - renyi_entropy(kt * ref.ky),
-                     "h_t": st, "h_x": ref.h_x, "h_y": ref.h_y}
+        out[name] = {"i_xt": h_x + st - renyi_entropy(kx * kt), "i_ty": st + h_y - renyi_entropy(kt * ky),
+                     "h_t": st, "h_x": h_x, "h_y": h_y}
     return out
 
 
@@ -180,7 +170,7 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
 
     pending = [e for e in epochs if any(missing(job, e) for job in jobs)]
     sets: dict[tuple[str, int | None], ImageSet] = {}
-    refs: dict[tuple[str, int | None], RenyiReference] = {}
+    refs: dict[tuple[str, int | None], tuple] = {}
     for epoch in tqdm(pending, desc=f"information {run.name}", disable=not progress or not pending, unit="epoch"):
         model = load_model(run, epoch, device)
         for job in jobs:
@@ -239,8 +229,7 @@ def cost_table(info: pd.DataFrame) -> pd.DataFrame:
 
 def preset_differences(preset: str) -> list[str]:
     """One phrase per field where the MINE ``preset`` differs from the paper's ``mine.py`` settings."""
-    if preset not in MINE_PRESETS:
-        raise ValueError(f"mine_preset must be one of {sorted(MINE_PRESETS)}, got {preset!r}")
+    _check_settings("mine", None, preset)
     out = []
     for what, ours, paper in (("I(X;T)", MINE_PRESETS[preset][0], PAPER_MINE_XT),
                               ("I(T;Y)", MINE_PRESETS[preset][1], PAPER_MINE_TY)):
