@@ -36,10 +36,15 @@ def _band(ax, g: pd.DataFrame, column: str, color, label: str | None = None, sca
                         stats["max"].where(several, stats["mean"]), color=color, alpha=0.2, lw=0)
 
 
+def _subplots(rows: int, cols: int, width: float, height: float, **kw) -> tuple[Figure, np.ndarray]:
+    """``rows`` x ``cols`` panels (axes always 2-D) on a ``width`` x ``height`` inch figure, constrained layout."""
+    return plt.subplots(rows, cols, figsize=(width, height), layout="constrained", squeeze=False, **kw)
+
+
 def _panel_grid(n: int) -> tuple[Figure, list]:
     """A two-column grid of ``n`` panels (4.5 x 3.3 in each); unused cells are removed. Returns (fig, the n axes)."""
     rows = -(-n // 2)
-    fig, grid = plt.subplots(rows, 2, figsize=(9.0, 3.3 * rows), constrained_layout=True, squeeze=False)
+    fig, grid = _subplots(rows, 2, 9.0, 3.3 * rows)
     axes = grid.flatten()
     for ax in axes[n:]:
         ax.remove()
@@ -75,8 +80,7 @@ def tradeoff_figure(table: pd.DataFrame, targets: Sequence[str], peak_epochs: di
 
 def protocol_figure(ours: pd.DataFrame, paper: pd.DataFrame, targets: Sequence[str]) -> Figure:
     """Our probe against the paper's protocol as run here (``paper`` or ``paper_bn`` rows), one panel per target."""
-    fig, grid = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.4), layout="constrained",
-                             squeeze=False)
+    fig, grid = _subplots(1, len(targets), 3.6 * len(targets), 3.4)
     for ax, key in zip(grid[0], targets):
         a, b = ours[ours.target == key], paper[paper.target == key]
         ax.plot(a.epoch, 100 * a.probe_acc, "-o", ms=3, label="ours: L-BFGS, regularisation chosen on held-out train")
@@ -129,8 +133,7 @@ def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimato
     epochs = sorted(info.epoch.unique())
     norm = matplotlib.colors.Normalize(min(epochs), max(epochs))
     cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(len(estimators), len(splits), figsize=(2.9 * len(splits) + 0.8, 2.8 * len(estimators)),
-                             layout="constrained", squeeze=False)
+    fig, axes = _subplots(len(estimators), len(splits), 2.9 * len(splits) + 0.8, 2.8 * len(estimators))
     for r, est in enumerate(estimators):
         for c, split in enumerate(splits):
             ax = axes[r][c]
@@ -157,9 +160,7 @@ def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimato
 def information_epochs_figure(info: pd.DataFrame, table: pd.DataFrame, splits: Sequence[str],
                               estimators: Sequence[str], nulls: pd.DataFrame | None = None) -> Figure:
     """Per split: each estimator's penultimate I(X;T) and its null against epoch, beside chapter 1's accuracy."""
-    fig, axes = plt.subplots(len(splits), len(estimators) + 1, figsize=(3.2 * (len(estimators) + 1),
-                                                                         2.5 * len(splits) + 0.4),
-                             layout="constrained", squeeze=False)
+    fig, axes = _subplots(len(splits), len(estimators) + 1, 3.2 * (len(estimators) + 1), 2.5 * len(splits) + 0.4)
     for r, split in enumerate(splits):
         for c, est in enumerate(estimators):
             g = _penultimate(info, est, split)
@@ -183,8 +184,7 @@ def information_geometry_figure(info: pd.DataFrame, geom: pd.DataFrame, table: p
                                 splits: Sequence[str], estimator: str = "renyi",
                                 nulls: pd.DataFrame | None = None) -> Figure:
     """Per target: Renyi I(X;T), NC1 (target and source features), effective rank and probe accuracy against epoch."""
-    fig, axes = plt.subplots(len(splits), 4, figsize=(13.0, 2.5 * len(splits) + 0.4), layout="constrained",
-                             squeeze=False)
+    fig, axes = _subplots(len(splits), 4, 13.0, 2.5 * len(splits) + 0.4)
     for r, split in enumerate(splits):
         a = axes[r]
         _band(a[0], _penultimate(info, estimator, split), "i_xt", TARGET_COLORS[0], f"I(X;T), {estimator}")
@@ -208,12 +208,11 @@ def mine_convergence_figure(info: pd.DataFrame, split: str, seed: int, epoch: in
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), layout="constrained")
     for ax, col, name in zip(axes, ("curve_xt", "curve_ty"), ("I(X;T)", "I(T;Y)")):
         for i, row in enumerate(g.sort_values("restart").itertuples()):
-            c = getattr(row, col)
-            steps = getattr(row, col.replace("curve", "steps"), None)
-            steps = len(c) if steps is None or steps != steps else steps
-            ax.plot([(k + 0.5) * steps / len(c) for k in range(len(c))], c, lw=1.0, color=TARGET_COLORS[i % 10],
+            c, steps, color = getattr(row, col), getattr(row, col.replace("curve", "steps")), TARGET_COLORS[i % 10]
+            # the cache keeps bin means of the per-step curve: each is drawn at its bin's centre step
+            ax.plot([(k + 0.5) * steps / len(c) for k in range(len(c))], c, lw=1.0, color=color,
                     label=f"restart {row.restart}")
-            ax.axhline(getattr(row, col.replace("curve", "i")), color=TARGET_COLORS[i % 10], ls=":", lw=0.8)
+            ax.axhline(getattr(row, col.replace("curve", "i")), color=color, ls=":", lw=0.8)
         _axes(ax, "optimisation step", f"DV bound on {name} (bits)", f"{split}, seed {seed}, epoch {epoch}: {name}")
     _legend_below(fig, axes)
     return fig
@@ -262,8 +261,7 @@ def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch
 def information_methods_figure(info: dict[str, pd.DataFrame], methods: Sequence[str],
                                switch_epoch: int | None = None) -> Figure:
     """I(X;T) and I(T;Y) of the penultimate layer against epoch, one row per split, one line per method."""
-    fig, grid = plt.subplots(len(info), 2, figsize=(9.0, 3.0 * len(info) + 0.4), constrained_layout=True,
-                             squeeze=False)
+    fig, grid = _subplots(len(info), 2, 9.0, 3.0 * len(info) + 0.4)
     for axes, (split, rows) in zip(grid, info.items()):
         for i, method in enumerate(methods):
             g = rows[rows.method == method]
@@ -308,8 +306,7 @@ def simulated_metadata_figure(meta, labels, class_names: Sequence[str], simulato
 
 def tsne_figure(panels: dict, class_names: Sequence[str]) -> Figure:
     """Side-by-side t-SNE maps: ``panels`` maps a title to (coords (n, 2), labels (n,)); colours are classes."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.0), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = _subplots(1, len(panels), 4.4 * len(panels), 4.0)
     for ax, (title, (coords, labels)) in zip(axes[0], panels.items()):
         labels = np.asarray(labels)
         for k in sorted(set(labels.tolist())):
@@ -327,8 +324,7 @@ def interaction_pictures_figure(images, class_names: Sequence[str], latitudes: S
                                 days: Sequence[float], level: float) -> Figure:
     """The same image of each class rendered at several (latitude, day) pairs: rows are classes."""
     rows, cols = len(images), len(days)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols + 0.8, 1.3 * rows + 0.6), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = _subplots(rows, cols, 1.25 * cols + 0.8, 1.3 * rows + 0.6)
     for r, (k, pics) in enumerate(images.items()):
         for c in range(cols):
             ax = axes[r][c]
@@ -348,8 +344,7 @@ def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, p
     """Per mode: test top-1 (%) against the interaction level (seed mean, min-max bar; ``reference`` dashed) above
     each method's paired gain over image only (95% t interval)."""
     modes = [m for m in ("frozen", "end to end") if m in set(results["mode"])]
-    fig, axes = plt.subplots(2, len(modes), figsize=(4.9 * len(modes), 6.6), constrained_layout=True,
-                             squeeze=False, sharex=True)
+    fig, axes = _subplots(2, len(modes), 4.9 * len(modes), 6.6, sharex=True)
     colors = dict(zip(list(labels), list(TARGET_COLORS) * 2))
     for col, mode in enumerate(modes):
         ax, ax_gain = axes[0][col], axes[1][col]
@@ -377,8 +372,7 @@ def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, p
 
 def tradeoff_picture(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc") -> Figure:
     """Transfer accuracy against source test accuracy over training, one panel per target, one curve per method."""
-    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.6), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = _subplots(1, len(targets), 3.6 * len(targets), 3.6)
     for ax, key in zip(axes[0], targets):
         for i, (method, m) in enumerate(table.groupby("method", sort=False)):
             src = m[m.target == "source"].groupby("epoch").test_acc.mean()
