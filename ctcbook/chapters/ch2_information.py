@@ -448,27 +448,13 @@ def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[s
                  "rank_target": (f"effective rank of `{key}` features, transfer peak minus last epoch",
                                  "fewer directions are used after the peak", "more directions are used after the peak")}
         ivs = {k: t_interval(v) for k, v in per.items()}
-        verdicts = {k: verdict(ivs[k], quantity=names[k][0], unit="", decimals=3, positive=names[k][1],
-                               negative=names[k][2]) for k in per}
+        verdicts = {}
+        for k, (quantity, positive, negative) in names.items():
+            v = verdict(ivs[k], quantity=quantity, unit="", decimals=3, positive=positive, negative=negative)
+            verdicts[k] = dataclasses.replace(v, text=v.text.replace(" , ", ", "))   # no space for the empty unit
         out.append({"target": key, "seeds": len(peaks), "peak_epochs": peaks, "intervals": ivs,
                     "verdicts": verdicts})
     return out
-
-
-def _unitless(text: str) -> str:
-    """A verdict sentence of a dimensionless quantity (``unit=""``) without the space left for the unit."""
-    return text.replace(" , ", ", ")
-
-
-def geometry_markdown(changes: Sequence[dict]) -> str:
-    """The late-phase geometry changes in words, one bullet per target."""
-    lines = []
-    for c in changes:
-        peaks = sorted(set(c["peak_epochs"].values()))
-        lines.append(f"**`{c['target']}`** ({c['seeds']} seeds; validation-selected transfer peaks at epoch"
-                     f"{'s' if len(peaks) > 1 else ''} {', '.join(map(str, peaks))}): "
-                     + "; ".join(_unitless(v.text) for v in c["verdicts"].values()) + ".")
-    return findings(lines)
 
 
 def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -500,7 +486,7 @@ def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd
                      f"({tv.numbers}; {cv.numbers}).")
     for c in changes:
         v = c["verdicts"]["nc1_target"]
-        lines.append(f"**Collapse on `{c['target']}`**: {_unitless(v.text)}.")
+        lines.append(f"**Collapse on `{c['target']}`**: {v.text}.")
     for (est, split), nl in nulls.groupby(["estimator", "split"]) if len(nulls) else []:
         m = restart_mean(_penultimate(info, est, split))
         if m.empty:
