@@ -303,10 +303,8 @@ def geometry_curves(runs: Sequence[Run], splits: Sequence[str], epochs: Sequence
 # ---------------------------------------------------------------------------------------------- null baselines
 def null_baseline(run: Run, split: str, estimator: str, *, n: int | None = 1000, mine_n: int | None = 2000,
                   mine_preset: str = "cpu", restarts: int = 1, shuffles: int = 3, device=None) -> pd.DataFrame:
-    """The estimator on independent pairs (rows of T permuted) at the last epoch, at the settings it measured
-    ``split`` with, cached.
-
-    Renyi: one row (mean and SD over ``shuffles``); MINE: one row per restart."""
+    """The estimator on independent pairs (T's rows permuted) at the last epoch with ``split``'s settings, cached:
+    Renyi one row (mean and SD over ``shuffles``), MINE one per restart."""
     _check_split(split)
     _check_settings(estimator, n, mine_preset)
     epoch = run.saved_epochs()[-1]
