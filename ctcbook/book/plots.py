@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..chapters.ch2_information import GEOMETRY_SOURCE
+from ..chapters.ch2_information import GEOMETRY_SOURCE, penultimate
 from ..stats import t_interval
 
 SOURCE_COLOR = "black"
@@ -123,10 +123,6 @@ def _legend_below(fig: Figure, axes, ncol: int = 4, fontsize: int = 8, frameon: 
                    fontsize=fontsize, frameon=frameon)
 
 
-def _penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame:
-    return info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
-
-
 def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimators: Sequence[str],
                              nulls: pd.DataFrame | None = None) -> Figure:
     """The penultimate layer's information plane (seed means, coloured by epoch) per estimator (rows) and split."""
@@ -137,7 +133,7 @@ def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimato
     for r, est in enumerate(estimators):
         for c, split in enumerate(splits):
             ax = axes[r][c]
-            per_seed = _penultimate(info, est, split).groupby(["seed", "epoch"])[["i_xt", "i_ty"]].mean()  # restarts
+            per_seed = penultimate(info, est, split).groupby(["seed", "epoch"])[["i_xt", "i_ty"]].mean()  # restarts
             if per_seed.empty:
                 ax.set_axis_off()
                 continue
@@ -163,7 +159,7 @@ def information_epochs_figure(info: pd.DataFrame, table: pd.DataFrame, splits: S
     fig, axes = _subplots(len(splits), len(estimators) + 1, 3.2 * (len(estimators) + 1), 2.5 * len(splits) + 0.4)
     for r, split in enumerate(splits):
         for c, est in enumerate(estimators):
-            g = _penultimate(info, est, split)
+            g = penultimate(info, est, split)
             _band(axes[r][c], g, "i_xt", TARGET_COLORS[c], f"I(X;T), {est}")
             _null_line(axes[r][c], nulls if len(g) else None, est, split, "i_xt")
             _axes(axes[r][c], "training epoch", "I(X;T) (bits)", f"{split}: I(X;T), {est}")
@@ -187,7 +183,7 @@ def information_geometry_figure(info: pd.DataFrame, geom: pd.DataFrame, table: p
     fig, axes = _subplots(len(splits), 4, 13.0, 2.5 * len(splits) + 0.4)
     for r, split in enumerate(splits):
         a = axes[r]
-        _band(a[0], _penultimate(info, estimator, split), "i_xt", TARGET_COLORS[0], f"I(X;T), {estimator}")
+        _band(a[0], penultimate(info, estimator, split), "i_xt", TARGET_COLORS[0], f"I(X;T), {estimator}")
         _null_line(a[0], nulls, estimator, split, "i_xt")
         _band(a[1], geom[geom.split == split], "nc1", TARGET_COLORS[1], "NC1, target test features")
         _band(a[1], geom[geom.split == GEOMETRY_SOURCE], "nc1", SOURCE_COLOR, "NC1, source training features")

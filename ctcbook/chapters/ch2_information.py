@@ -241,7 +241,8 @@ def preset_differences(preset: str) -> list[str]:
     return out
 
 
-def _penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame:
+def penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame:
+    """The rows of ``info`` of ``estimator`` on ``split``'s penultimate layer."""
     return info[(info.estimator == estimator) & (info.split == split) & (info.layer == PENULTIMATE)]
 
 
@@ -251,7 +252,7 @@ def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str) -> pd.Data
     peak = int(acc.idxmax())
     rows = []
     for est in sorted(info.estimator.unique()):
-        m = _penultimate(info, est, split).groupby("epoch")[["i_xt", "i_ty"]].mean()   # over seeds and restarts
+        m = penultimate(info, est, split).groupby("epoch")[["i_xt", "i_ty"]].mean()   # over seeds and restarts
         if m.empty:
             continue
         epochs = m.index.to_numpy()
@@ -346,7 +347,7 @@ def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
 
 def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str):
     """seed -> (epochs, val_acc, probe test accuracy, I(X;T)) at the epochs both were measured (>= 2 of them)."""
-    g = restart_mean(_penultimate(info, estimator, key))
+    g = restart_mean(penultimate(info, estimator, key))
     t = table[table.target == key]
     out = {}
     for seed, gi in g.groupby("seed"):
@@ -486,7 +487,7 @@ def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd
         v = c["verdicts"]["nc1_target"]
         lines.append(f"**Collapse on `{c['target']}`**: {v.text}.")
     for (est, split), nl in nulls.groupby(["estimator", "split"]) if len(nulls) else []:
-        m = restart_mean(_penultimate(info, est, split))
+        m = restart_mean(penultimate(info, est, split))
         if m.empty:
             continue
         last = m[m.epoch == m.epoch.max()]     # the last-epoch I(X;T) minus the null's mean, over seeds
