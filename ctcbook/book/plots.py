@@ -201,7 +201,7 @@ def information_geometry_figure(info: pd.DataFrame, geom: pd.DataFrame, table: p
 def mine_convergence_figure(info: pd.DataFrame, split: str, seed: int, epoch: int) -> Figure:
     """MINE's running DV estimate (bits) against optimisation step for every restart at one checkpoint."""
     g = info[(info.estimator == "mine") & (info.split == split) & (info.seed == seed) & (info.epoch == epoch)]
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), layout="constrained")
+    fig, (axes,) = _subplots(1, 2, 8.5, 3.2)
     for ax, col, name in zip(axes, ("curve_xt", "curve_ty"), ("I(X;T)", "I(T;Y)")):
         for i, row in enumerate(g.sort_values("restart").itertuples()):
             c, steps, color = getattr(row, col), getattr(row, col.replace("curve", "steps")), TARGET_COLORS[i % 10]
@@ -218,7 +218,7 @@ def information_layers_figure(info: pd.DataFrame, split: str = "source", estimat
     """I(X;T) and I(T;Y) (bits, seed means) of every analysed layer against epoch, one line per layer."""
     g = info[(info.estimator == estimator) & (info.split == split)]
     layers = [l for l in ("stage1", "stage2", "stage3", "penultimate") if l in set(g.layer)]
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3), layout="constrained")
+    fig, (axes,) = _subplots(1, 2, 8.5, 3.3)
     for i, layer in enumerate(layers):
         m = g[g.layer == layer].groupby("epoch")[["i_xt", "i_ty"]].mean()
         for ax, col in zip(axes, ("i_xt", "i_ty")):
@@ -266,8 +266,7 @@ def information_methods_figure(info: dict[str, pd.DataFrame], methods: Sequence[
             _band(axes[1], g, "i_ty", color, method)
         for ax, name in zip(axes, ("I(X;T) (bits)", "I(T;Y) (bits)")):
             _switch(ax, switch_epoch)
-            _axes(ax, "training epoch", name,
-                  f"{name.split(' ')[0]} of the penultimate features, {split} test split")
+            _axes(ax, "training epoch", name, f"{name.split(' ')[0]} of the penultimate features, {split} test split")
     _legend_below(fig, [grid[0][0]])
     return fig
 
@@ -282,8 +281,7 @@ def simulated_metadata_figure(meta, labels, class_names: Sequence[str], simulato
     """The first ``n`` images' simulated locations by class (centres as crosses) and day-of-year per class."""
     labels = np.asarray(labels)[:n]
     lat, lon, day = meta.latitude[:n], meta.longitude[:n], meta.day_of_year[:n]
-    fig, (ax_map, ax_day) = plt.subplots(1, 2, figsize=(10.0, 3.6), constrained_layout=True,
-                                         gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, ((ax_map, ax_day),) = _subplots(1, 2, 10.0, 3.6, gridspec_kw={"width_ratios": [1.6, 1]})
     for k, name in enumerate(class_names):
         sel, c = labels == k, TARGET_COLORS[k % len(TARGET_COLORS)]
         ax_map.scatter(lon[sel], lat[sel], s=3, alpha=0.5, color=c, label=name)
