@@ -48,9 +48,8 @@ GEOMETRY_SOURCE = "source_train"
 CPU_MINE = MineSettings(hidden=64, layers=3, lr=1e-3, iterations=500, batch_size=256, smoothing=100)
 #: Named MINE settings: ``"cpu"`` (default), ``"paper"`` (GPU profiles), ``"smoke"`` (CI only: its values mean nothing).
 SMOKE_MINE = MineSettings(hidden=16, layers=2, lr=1e-3, iterations=30, batch_size=64, smoothing=10)
-MINE_PRESETS: dict[str, tuple[MineSettings, MineSettings]] = {"cpu": (CPU_MINE, CPU_MINE),
-                                                              "paper": (PAPER_MINE_XT, PAPER_MINE_TY),
-                                                              "smoke": (SMOKE_MINE, SMOKE_MINE)}
+MINE_PRESETS: dict[str, tuple[MineSettings, MineSettings]] = {
+    "cpu": (CPU_MINE, CPU_MINE), "paper": (PAPER_MINE_XT, PAPER_MINE_TY), "smoke": (SMOKE_MINE, SMOKE_MINE)}
 
 
 def _check_split(split: str) -> None:
