@@ -56,7 +56,7 @@ def test_mechanism_coincides_only_with_the_right_sign_and_timing():
     assert m.transfer.mean == pytest.approx(9.0, abs=0.6) and m.compression.mean == pytest.approx(0.4, abs=0.03)
     assert r["epochs"] == list(EPOCHS) and r["late_seeds"] == 5
     assert r["correlation"].r > 0.9 and r["correlation"].low > 0
-    assert "coincides" in inf.mechanism_markdown([r]) and "bootstrap CI" in inf.mechanism_markdown([r])
+    assert "bootstrap CI" in inf.correlation_text(r["correlation"], r["late_seeds"], r["seeds"])
     assert inf.mechanism_table([r]).iloc[0]["coincides"] == "yes"
 
     info, table = _frames("rises")
@@ -119,7 +119,7 @@ def test_geometry_curve_matches_the_features_and_is_cached(run, monkeypatch):
 def test_renyi_null_baseline_is_the_estimator_on_shuffled_pairs(run, monkeypatch):
     nl = inf.null_baseline(run, "source", "renyi", n=80, shuffles=2)
     assert len(nl) == 1 and nl.epoch.iloc[0] == 3
-    images = inf.probe_set(run, "source", 80)
+    images = inf.estimator_sample(run, "source", 80)
     x, ts = activations(load_model(run, 3), images.images, [PENULTIMATE])
     direct = renyi_null(x, ts[PENULTIMATE], images.labels, shuffles=2)
     assert nl.i_xt.iloc[0] == pytest.approx(direct.i_xt) and nl.i_ty.iloc[0] == pytest.approx(direct.i_ty)

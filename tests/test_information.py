@@ -25,7 +25,7 @@ def run(tmp_path_factory):
 
 def test_activations_give_the_normalised_input_and_each_layer(run):
     model = load_model(run, 2)
-    images = inf.probe_set(run, "source", 40).images
+    images = inf.estimator_sample(run, "source", 40).images
     x, ts = estimators.activations(model, images, estimators.layer_names(model), batch_size=16)
     assert estimators.layer_names(model) == ["stage1", "stage2", "stage3", "penultimate"]
     assert x.shape == (40, 28 * 28)

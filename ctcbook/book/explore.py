@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from matplotlib import animation
 
-from ..chapters.ch2_information import probe_set
+from ..chapters.ch2_information import estimator_sample
 from ..estimators import PENULTIMATE, activations
 from ..runs import Run
 from ..train import load_model
@@ -64,7 +64,7 @@ class FrameCache:
         """``split``'s test images in ``run``'s input format (an ImageSet, kept)."""
         key = (run.name, split)
         if key not in self._images:
-            self._images[key] = probe_set(run, split, self.n)
+            self._images[key] = estimator_sample(run, split, self.n)
         return self._images[key]
 
     def frame(self, run: Run, split: str, epoch: int, layer: str = PENULTIMATE) -> Frame:

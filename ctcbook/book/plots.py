@@ -5,26 +5,46 @@ from typing import Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..chapters.ch2_information import GEOMETRY_SOURCE, penultimate
+from ..stats import t_interval
+
 SOURCE_COLOR = "black"
 TARGET_COLORS = plt.get_cmap("tab10").colors
+METHOD_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 PROBE_NAMES = {"probe_acc": "linear probe", "knn_acc": "kNN (k=20)"}
 
 
-def _band(ax, g: pd.DataFrame, column: str, color, label: str, style: str = "-") -> None:
-    """Seed mean of ``column`` (x100, percent) against epoch, with a min-max band over seeds."""
-    stats = g.groupby("epoch")[column].agg(["mean", "min", "max"]) * 100
-    ax.plot(stats.index, stats["mean"], style, color=color, label=label, lw=1.6)
-    if g["seed"].nunique() > 1:
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.18, lw=0)
+def _band(ax, g: pd.DataFrame, column: str, color, label: str | None = None, scale: float = 1.0,
+          style: str = "-o", spread: str = "t") -> None:
+    """Seed mean of ``column`` (x ``scale``) against epoch, banded by the 95% t interval or min-max (``"range"``)."""
+    per = g.groupby(["epoch", "seed"])[column].mean() * scale
+    if per.empty:
+        return
+    by_epoch = per.groupby(level="epoch")
+    stats = by_epoch.agg(["mean", "min", "max", "count"])
+    if spread == "t":
+        intervals = [t_interval(v.to_numpy()) for _, v in by_epoch]
+        stats["min"], stats["max"] = [iv.low for iv in intervals], [iv.high for iv in intervals]
+    several = stats["count"] > 1
+    ax.plot(stats.index, stats["mean"], style, ms=3, color=color, label=label, lw=1.4)
+    if several.any():
+        ax.fill_between(stats.index, stats["min"].where(several, stats["mean"]),
+                        stats["max"].where(several, stats["mean"]), color=color, alpha=0.2, lw=0)
+
+
+def _subplots(rows: int, cols: int, width: float, height: float, **kw) -> tuple[Figure, np.ndarray]:
+    """``rows`` x ``cols`` panels (axes always 2-D) on a ``width`` x ``height`` inch figure, constrained layout."""
+    return plt.subplots(rows, cols, figsize=(width, height), layout="constrained", squeeze=False, **kw)
 
 
 def _panel_grid(n: int) -> tuple[Figure, list]:
     """A two-column grid of ``n`` panels (4.5 x 3.3 in each); unused cells are removed. Returns (fig, the n axes)."""
     rows = -(-n // 2)
-    fig, grid = plt.subplots(rows, 2, figsize=(9.0, 3.3 * rows), constrained_layout=True, squeeze=False)
+    fig, grid = _subplots(rows, 2, 9.0, 3.3 * rows)
     axes = grid.flatten()
     for ax in axes[n:]:
         ax.remove()
@@ -39,15 +59,15 @@ def tradeoff_figure(table: pd.DataFrame, targets: Sequence[str], peak_epochs: di
     fig, axes = _panel_grid(len(targets) + 1)
     ax = axes[0]
     src = table[table.target == "source"]
-    _band(ax, src, "test_acc", SOURCE_COLOR, "source test accuracy")
+    _band(ax, src, "test_acc", SOURCE_COLOR, "source test accuracy", 100, "-", "range")
     if "clean_train_acc" in src and src.clean_train_acc.notna().all():
-        _band(ax, src, "clean_train_acc", "grey", "source clean training accuracy", style="--")
+        _band(ax, src, "clean_train_acc", "grey", "source clean training accuracy", 100, "--", "range")
     ax.set_title("discriminability (source)")
     for i, key in enumerate(targets):
         ax, g = axes[i + 1], table[table.target == key]
         color = TARGET_COLORS[i % len(TARGET_COLORS)]
-        _band(ax, g, "probe_acc", color, "linear probe (test)")
-        _band(ax, g, "knn_acc", color, "kNN, k = 20 (test)", style="--")
+        _band(ax, g, "probe_acc", color, "linear probe (test)", 100, "-", "range")
+        _band(ax, g, "knn_acc", color, "kNN, k = 20 (test)", 100, "--", "range")
         for j, epoch in enumerate(peak_epochs.get(key, [])):
             ax.axvline(epoch, ymin=0.93, ymax=1.0, color="grey", lw=1.2,
                        label="peak epoch of a seed (chosen on validation)" if j == 0 else None)
@@ -60,8 +80,7 @@ def tradeoff_figure(table: pd.DataFrame, targets: Sequence[str], peak_epochs: di
 
 def protocol_figure(ours: pd.DataFrame, paper: pd.DataFrame, targets: Sequence[str]) -> Figure:
     """Our probe against the paper's protocol as run here (``paper`` or ``paper_bn`` rows), one panel per target."""
-    fig, grid = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.4), layout="constrained",
-                             squeeze=False)
+    fig, grid = _subplots(1, len(targets), 3.6 * len(targets), 3.4)
     for ax, key in zip(grid[0], targets):
         a, b = ours[ours.target == key], paper[paper.target == key]
         ax.plot(a.epoch, 100 * a.probe_acc, "-o", ms=3, label="ours: L-BFGS, regularisation chosen on held-out train")
@@ -73,36 +92,10 @@ def protocol_figure(ours: pd.DataFrame, paper: pd.DataFrame, targets: Sequence[s
     return fig
 
 
-def _info_mean(info: pd.DataFrame, estimator: str, split: str, layer: str = "penultimate") -> pd.DataFrame:
-    g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == layer)]
-    g = g.groupby(["seed", "epoch"])[["i_xt", "i_ty"]].mean().reset_index()      # mean over MINE restarts
-    return g.groupby("epoch")[["i_xt", "i_ty"]].agg(["mean", "min", "max"])
-
-
-def _t_band(ax, g: pd.DataFrame, column: str, color, label: str | None = None, scale: float = 1.0,
-            style: str = "-o") -> None:
-    """Seed mean of ``column`` (x ``scale``) against epoch with its 95% t band; one seed gives no band there."""
-    from ..stats import t_interval
-
-    per = g.groupby(["epoch", "seed"])[column].mean().reset_index()
-    rows = []
-    for e, d in per.groupby("epoch"):
-        iv = t_interval(d[column].to_numpy(dtype=float) * scale)
-        rows.append((e, iv.mean, iv.low if iv.n > 1 else iv.mean, iv.high if iv.n > 1 else iv.mean, iv.n))
-    if not rows:
-        return
-    e, m, lo, hi, n = map(list, zip(*rows))
-    ax.plot(e, m, style, ms=3, color=color, label=label, lw=1.4)
-    if max(n) > 1:
-        ax.fill_between(e, lo, hi, color=color, alpha=0.2, lw=0)
-
-
 def _null_line(ax, nulls: pd.DataFrame | None, estimator: str, split: str, column: str, vertical: bool = False):
     """The estimator's shuffled-pairs null on ``split`` (mean, and +- 1 SD band over fits when there are several)."""
-    if nulls is None or not len(nulls):
-        return
-    g = nulls[(nulls.estimator == estimator) & (nulls.split == split)]
-    if g.empty:
+    g = nulls[(nulls.estimator == estimator) & (nulls.split == split)] if nulls is not None and len(nulls) else []
+    if not len(g):
         return
     m, sd = float(g[column].mean()), float(g[column].std()) if len(g) > 1 else 0.0
     line, span = (ax.axvline, ax.axvspan) if vertical else (ax.axhline, ax.axhspan)
@@ -111,10 +104,12 @@ def _null_line(ax, nulls: pd.DataFrame | None, estimator: str, split: str, colum
         span(m - sd, m + sd, color="grey", alpha=0.15, lw=0)
 
 
-def _axes(ax, xlabel: str, ylabel: str) -> None:
-    """Label both axes (quantity and unit) and draw a light grid."""
+def _axes(ax, xlabel: str, ylabel: str, title: str | None = None) -> None:
+    """Label both axes (quantity and unit), draw a light grid and set a small ``title``."""
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
 
 
 def _legend_below(fig: Figure, axes, ncol: int = 4, fontsize: int = 8, frameon: bool = False) -> None:
@@ -130,21 +125,20 @@ def _legend_below(fig: Figure, axes, ncol: int = 4, fontsize: int = 8, frameon: 
 
 def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimators: Sequence[str],
                              nulls: pd.DataFrame | None = None) -> Figure:
-    """The penultimate layer's information plane, I(X;T) against I(T;Y) (bits, seed means, coloured by epoch): one
-    row per estimator, one column per split; dashed grey, the shuffled-pairs null."""
+    """The penultimate layer's information plane (seed means, coloured by epoch) per estimator (rows) and split."""
     epochs = sorted(info.epoch.unique())
     norm = matplotlib.colors.Normalize(min(epochs), max(epochs))
     cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(len(estimators), len(splits), figsize=(2.9 * len(splits) + 0.8, 2.8 * len(estimators)),
-                             layout="constrained", squeeze=False)
+    fig, axes = _subplots(len(estimators), len(splits), 2.9 * len(splits) + 0.8, 2.8 * len(estimators))
     for r, est in enumerate(estimators):
         for c, split in enumerate(splits):
             ax = axes[r][c]
-            m = _info_mean(info, est, split)
-            if m.empty:
+            per_seed = penultimate(info, est, split).groupby(["seed", "epoch"])[["i_xt", "i_ty"]].mean()  # restarts
+            if per_seed.empty:
                 ax.set_axis_off()
                 continue
-            x, y = m[("i_xt", "mean")], m[("i_ty", "mean")]
+            m = per_seed.groupby("epoch").mean()
+            x, y = m["i_xt"], m["i_ty"]
             ax.plot(x, y, "-", color="grey", lw=0.8, zorder=1)
             ax.scatter(x, y, c=[cmap(norm(e)) for e in m.index], s=22, zorder=2, edgecolors="none")
             ax.annotate(f"{m.index[0]}", (x.iloc[0], y.iloc[0]), fontsize=7, xytext=(3, 3),
@@ -153,8 +147,7 @@ def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimato
                         textcoords="offset points")
             _null_line(ax, nulls, est, split, "i_ty")
             _null_line(ax, nulls, est, split, "i_xt", vertical=True)
-            ax.set_title(f"{split}: {est}", fontsize=9)
-            _axes(ax, "I(X;T) (bits)", "I(T;Y) (bits)")
+            _axes(ax, "I(X;T) (bits)", "I(T;Y) (bits)", f"{split}: {est}")
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="training epoch", shrink=0.8)
     _legend_below(fig, axes.flatten())
     return fig
@@ -162,31 +155,23 @@ def information_plane_figure(info: pd.DataFrame, splits: Sequence[str], estimato
 
 def information_epochs_figure(info: pd.DataFrame, table: pd.DataFrame, splits: Sequence[str],
                               estimators: Sequence[str], nulls: pd.DataFrame | None = None) -> Figure:
-    """Per split: I(X;T) of the penultimate layer against epoch per estimator with its null (dashed), beside
-    chapter 1's accuracy on that split; seed means with 95% t bands."""
-    fig, axes = plt.subplots(len(splits), len(estimators) + 1, figsize=(3.2 * (len(estimators) + 1),
-                                                                         2.5 * len(splits) + 0.4),
-                             layout="constrained", squeeze=False)
+    """Per split: each estimator's penultimate I(X;T) and its null against epoch, beside chapter 1's accuracy."""
+    fig, axes = _subplots(len(splits), len(estimators) + 1, 3.2 * (len(estimators) + 1), 2.5 * len(splits) + 0.4)
     for r, split in enumerate(splits):
         for c, est in enumerate(estimators):
-            ax = axes[r][c]
-            g = info[(info.estimator == est) & (info.split == split) & (info.layer == "penultimate")]
-            if len(g):
-                _t_band(ax, g, "i_xt", TARGET_COLORS[c], f"I(X;T), {est}")
-                _null_line(ax, nulls, est, split, "i_xt")
-            ax.set_title(f"{split}: I(X;T), {est}", fontsize=9)
-            ax.set_ylabel("I(X;T) (bits)")
-        ax = axes[r][-1]
+            g = penultimate(info, est, split)
+            _band(axes[r][c], g, "i_xt", TARGET_COLORS[c], f"I(X;T), {est}")
+            _null_line(axes[r][c], nulls if len(g) else None, est, split, "i_xt")
+            _axes(axes[r][c], "training epoch", "I(X;T) (bits)", f"{split}: I(X;T), {est}")
         if split == "source":
-            _t_band(ax, table[table.target == "source"], "test_acc", SOURCE_COLOR, "source test accuracy", 100, "-")
-            ax.set_title("source test accuracy", fontsize=9)
+            _band(axes[r][-1], table[table.target == "source"], "test_acc", SOURCE_COLOR, "source test accuracy", 100,
+                  "-")
+            title = "source test accuracy"
         else:
-            _t_band(ax, table[table.target == split], "probe_acc", TARGET_COLORS[3], "linear-probe accuracy", 100)
-            ax.set_title(f"{split}: linear-probe accuracy", fontsize=9)
-        ax.set_ylabel("top-1 accuracy (%)")
-        for ax in axes[r]:
-            ax.set_xlabel("training epoch")
-            ax.grid(alpha=0.3)
+            _band(axes[r][-1], table[table.target == split], "probe_acc", TARGET_COLORS[3], "linear-probe accuracy",
+                  100)
+            title = f"{split}: linear-probe accuracy"
+        _axes(axes[r][-1], "training epoch", "top-1 accuracy (%)", title)
     _legend_below(fig, axes.flatten())
     return fig
 
@@ -195,25 +180,20 @@ def information_geometry_figure(info: pd.DataFrame, geom: pd.DataFrame, table: p
                                 splits: Sequence[str], estimator: str = "renyi",
                                 nulls: pd.DataFrame | None = None) -> Figure:
     """Per target: Renyi I(X;T), NC1 (target and source features), effective rank and probe accuracy against epoch."""
-    from ..chapters.ch2_information import GEOMETRY_SOURCE
-
-    fig, axes = plt.subplots(len(splits), 4, figsize=(13.0, 2.5 * len(splits) + 0.4), layout="constrained",
-                             squeeze=False)
+    fig, axes = _subplots(len(splits), 4, 13.0, 2.5 * len(splits) + 0.4)
     for r, split in enumerate(splits):
         a = axes[r]
-        g = info[(info.estimator == estimator) & (info.split == split) & (info.layer == "penultimate")]
-        _t_band(a[0], g, "i_xt", TARGET_COLORS[0], f"I(X;T), {estimator}")
+        _band(a[0], penultimate(info, estimator, split), "i_xt", TARGET_COLORS[0], f"I(X;T), {estimator}")
         _null_line(a[0], nulls, estimator, split, "i_xt")
-        _t_band(a[1], geom[geom.split == split], "nc1", TARGET_COLORS[1], "NC1, target test features")
-        _t_band(a[1], geom[geom.split == GEOMETRY_SOURCE], "nc1", SOURCE_COLOR, "NC1, source training features")
+        _band(a[1], geom[geom.split == split], "nc1", TARGET_COLORS[1], "NC1, target test features")
+        _band(a[1], geom[geom.split == GEOMETRY_SOURCE], "nc1", SOURCE_COLOR, "NC1, source training features")
         a[1].set_yscale("log")
-        _t_band(a[2], geom[geom.split == split], "eff_rank", TARGET_COLORS[2], "effective rank, target features")
-        _t_band(a[3], table[table.target == split], "probe_acc", TARGET_COLORS[3], "linear-probe accuracy", 100)
+        _band(a[2], geom[geom.split == split], "eff_rank", TARGET_COLORS[2], "effective rank, target features")
+        _band(a[3], table[table.target == split], "probe_acc", TARGET_COLORS[3], "linear-probe accuracy", 100)
         ylabels = ("I(X;T) (bits)", "NC1 (dimensionless)", "effective rank", "top-1 accuracy (%)")
         titles = (f"I(X;T), {estimator}", "within-class collapse", "effective rank", "transfer")
         for ax, ylabel, title in zip(a, ylabels, titles):
-            _axes(ax, "training epoch", ylabel)
-            ax.set_title(f"{split}: {title}", fontsize=9)
+            _axes(ax, "training epoch", ylabel, f"{split}: {title}")
     _legend_below(fig, axes.flatten())
     return fig
 
@@ -221,17 +201,15 @@ def information_geometry_figure(info: pd.DataFrame, geom: pd.DataFrame, table: p
 def mine_convergence_figure(info: pd.DataFrame, split: str, seed: int, epoch: int) -> Figure:
     """MINE's running DV estimate (bits) against optimisation step for every restart at one checkpoint."""
     g = info[(info.estimator == "mine") & (info.split == split) & (info.seed == seed) & (info.epoch == epoch)]
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), layout="constrained")
+    fig, (axes,) = _subplots(1, 2, 8.5, 3.2)
     for ax, col, name in zip(axes, ("curve_xt", "curve_ty"), ("I(X;T)", "I(T;Y)")):
         for i, row in enumerate(g.sort_values("restart").itertuples()):
-            c = getattr(row, col)
-            steps = getattr(row, col.replace("curve", "steps"), None)
-            steps = len(c) if steps is None or steps != steps else steps
-            ax.plot([(k + 0.5) * steps / len(c) for k in range(len(c))], c, lw=1.0, color=TARGET_COLORS[i % 10],
+            c, steps, color = getattr(row, col), getattr(row, col.replace("curve", "steps")), TARGET_COLORS[i % 10]
+            # the cache keeps bin means of the per-step curve: each is drawn at its bin's centre step
+            ax.plot([(k + 0.5) * steps / len(c) for k in range(len(c))], c, lw=1.0, color=color,
                     label=f"restart {row.restart}")
-            ax.axhline(getattr(row, col.replace("curve", "i")), color=TARGET_COLORS[i % 10], ls=":", lw=0.8)
-        _axes(ax, "optimisation step", f"DV bound on {name} (bits)")
-        ax.set_title(f"{split}, seed {seed}, epoch {epoch}: {name}", fontsize=9)
+            ax.axhline(getattr(row, col.replace("curve", "i")), color=color, ls=":", lw=0.8)
+        _axes(ax, "optimisation step", f"DV bound on {name} (bits)", f"{split}, seed {seed}, epoch {epoch}: {name}")
     _legend_below(fig, axes)
     return fig
 
@@ -240,19 +218,15 @@ def information_layers_figure(info: pd.DataFrame, split: str = "source", estimat
     """I(X;T) and I(T;Y) (bits, seed means) of every analysed layer against epoch, one line per layer."""
     g = info[(info.estimator == estimator) & (info.split == split)]
     layers = [l for l in ("stage1", "stage2", "stage3", "penultimate") if l in set(g.layer)]
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3), layout="constrained")
+    fig, (axes,) = _subplots(1, 2, 8.5, 3.3)
     for i, layer in enumerate(layers):
         m = g[g.layer == layer].groupby("epoch")[["i_xt", "i_ty"]].mean()
         for ax, col in zip(axes, ("i_xt", "i_ty")):
             ax.plot(m.index, m[col], "-o", ms=3, color=plt.get_cmap("plasma")(i / max(1, len(layers))), label=layer)
     for ax, name in zip(axes, ("I(X;T)", "I(T;Y)")):
-        _axes(ax, "training epoch", f"{name} (bits)")
-        ax.set_title(f"{split}: {name} per layer, {estimator}", fontsize=9)
+        _axes(ax, "training epoch", f"{name} (bits)", f"{split}: {name} per layer, {estimator}")
     _legend_below(fig, axes)
     return fig
-
-
-METHOD_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 
 
 def _switch(ax, switch_epoch: int | None) -> None:
@@ -262,15 +236,14 @@ def _switch(ax, switch_epoch: int | None) -> None:
 
 def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch_epoch: int | None = None,
                              column: str = "probe_acc", methods: Sequence[str] | None = None) -> Figure:
-    """Source and each target's probe accuracy (%) against epoch, one line per method (seed mean, 95% t band); a
-    dotted line at ``switch_epoch``."""
+    """Source and each target's probe accuracy (%) against epoch, one line per method (seed mean, 95% t band)."""
     fig, axes = _panel_grid(len(targets) + 1)
     methods = list(methods) if methods is not None else list(table.method.unique())
     for i, method in enumerate(methods):
         g, color = table[table.method == method], METHOD_COLORS[i % len(METHOD_COLORS)]
-        _t_band(axes[0], g[g.target == "source"], "test_acc", color, method, scale=100.0)
+        _band(axes[0], g[g.target == "source"], "test_acc", color, method, scale=100.0)
         for ax, key in zip(axes[1:], targets):
-            _t_band(ax, g[g.target == key], column, color, method, scale=100.0)
+            _band(ax, g[g.target == key], column, color, method, scale=100.0)
     axes[0].set_title("discriminability: source test accuracy")
     for ax, key in zip(axes[1:], targets):
         ax.set_title(f"transferability: {key} (linear probe)")
@@ -284,18 +257,16 @@ def method_comparison_figure(table: pd.DataFrame, targets: Sequence[str], switch
 def information_methods_figure(info: dict[str, pd.DataFrame], methods: Sequence[str],
                                switch_epoch: int | None = None) -> Figure:
     """I(X;T) and I(T;Y) of the penultimate layer against epoch, one row per split, one line per method."""
-    fig, grid = plt.subplots(len(info), 2, figsize=(9.0, 3.0 * len(info) + 0.4), constrained_layout=True,
-                             squeeze=False)
+    fig, grid = _subplots(len(info), 2, 9.0, 3.0 * len(info) + 0.4)
     for axes, (split, rows) in zip(grid, info.items()):
         for i, method in enumerate(methods):
             g = rows[rows.method == method]
             color = METHOD_COLORS[i % len(METHOD_COLORS)]
-            _t_band(axes[0], g, "i_xt", color, method)
-            _t_band(axes[1], g, "i_ty", color, method)
+            _band(axes[0], g, "i_xt", color, method)
+            _band(axes[1], g, "i_ty", color, method)
         for ax, name in zip(axes, ("I(X;T) (bits)", "I(T;Y) (bits)")):
             _switch(ax, switch_epoch)
-            ax.set_title(f"{name.split(' ')[0]} of the penultimate features, {split} test split", fontsize=9)
-            _axes(ax, "training epoch", name)
+            _axes(ax, "training epoch", name, f"{name.split(' ')[0]} of the penultimate features, {split} test split")
     _legend_below(fig, [grid[0][0]])
     return fig
 
@@ -307,48 +278,37 @@ def close(fig: Figure) -> None:
 
 # --- chapter 4: Dynamic MLP --------------------------------------------------------------------------------------
 def simulated_metadata_figure(meta, labels, class_names: Sequence[str], simulator=None, n: int = 2000) -> Figure:
-    """Simulated metadata of the first ``n`` images: locations coloured by class (centres as crosses), and the
-    day-of-year distribution per class."""
-    import numpy as np
-
+    """The first ``n`` images' simulated locations by class (centres as crosses) and day-of-year per class."""
     labels = np.asarray(labels)[:n]
     lat, lon, day = meta.latitude[:n], meta.longitude[:n], meta.day_of_year[:n]
-    fig, (ax_map, ax_day) = plt.subplots(1, 2, figsize=(10.0, 3.6), constrained_layout=True,
-                                         gridspec_kw={"width_ratios": [1.6, 1]})
-    colors = plt.get_cmap("tab10").colors
+    fig, ((ax_map, ax_day),) = _subplots(1, 2, 10.0, 3.6, gridspec_kw={"width_ratios": [1.6, 1]})
     for k, name in enumerate(class_names):
-        sel = labels == k
-        c = colors[k % len(colors)]
+        sel, c = labels == k, TARGET_COLORS[k % len(TARGET_COLORS)]
         ax_map.scatter(lon[sel], lat[sel], s=3, alpha=0.5, color=c, label=name)
         if simulator is not None:
             ax_map.plot(simulator.centre_lon[k], simulator.centre_lat[k], "x", color=c, ms=9, mew=2.5)
         ax_day.hist(day[sel], bins=np.arange(1, 367, 14), histtype="step", color=c, lw=1.3)
     ax_map.set_xlim(-180, 180)
     ax_map.set_ylim(-90, 90)
-    _axes(ax_map, "longitude (degrees)", "latitude (degrees)")
-    ax_map.set_title(f"simulated locations of {len(labels)} train images (x: class centres)", fontsize=9)
+    _axes(ax_map, "longitude (degrees)", "latitude (degrees)",
+          f"simulated locations of {len(labels)} train images (x: class centres)")
     # the legend below both panels, off the data
     fig.legend(*ax_map.get_legend_handles_labels(), fontsize=7, markerscale=3, ncol=5, loc="outside lower center")
-    _axes(ax_day, "day of year (1 = 1 January)", "images per 14-day bin")
-    ax_day.set_title("simulated dates, per class", fontsize=9)
+    _axes(ax_day, "day of year (1 = 1 January)", "images per 14-day bin", "simulated dates, per class")
     return fig
 
 
 def tsne_figure(panels: dict, class_names: Sequence[str]) -> Figure:
     """Side-by-side t-SNE maps: ``panels`` maps a title to (coords (n, 2), labels (n,)); colours are classes."""
-    import numpy as np
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.0), constrained_layout=True,
-                             squeeze=False)
-    colors = plt.get_cmap("tab10").colors
+    fig, axes = _subplots(1, len(panels), 4.4 * len(panels), 4.0)
     for ax, (title, (coords, labels)) in zip(axes[0], panels.items()):
         labels = np.asarray(labels)
         for k in sorted(set(labels.tolist())):
             pts = coords[labels == k]
-            ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, color=colors[k % len(colors)], label=class_names[k])
+            ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, color=TARGET_COLORS[k % len(TARGET_COLORS)],
+                       label=class_names[k])
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("t-SNE 1 (a.u.)")
-        ax.set_ylabel("t-SNE 2 (a.u.)")
+        ax.set(xlabel="t-SNE 1 (a.u.)", ylabel="t-SNE 2 (a.u.)")
     # one legend for all panels (the same classes), right of them, off the data
     fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, markerscale=3, loc="outside right center")
     return fig
@@ -358,14 +318,12 @@ def interaction_pictures_figure(images, class_names: Sequence[str], latitudes: S
                                 days: Sequence[float], level: float) -> Figure:
     """The same image of each class rendered at several (latitude, day) pairs: rows are classes."""
     rows, cols = len(images), len(days)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols + 0.8, 1.3 * rows + 0.6), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = _subplots(rows, cols, 1.25 * cols + 0.8, 1.3 * rows + 0.6)
     for r, (k, pics) in enumerate(images.items()):
         for c in range(cols):
             ax = axes[r][c]
             ax.imshow(pics[c].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if r == 0:
                 ax.set_title(f"lat {latitudes[c]:+.0f} deg\nday {days[c]:.0f}", fontsize=7)
             if c == 0:
@@ -377,12 +335,11 @@ def interaction_pictures_figure(images, class_names: Sequence[str], latitudes: S
 
 def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, pd.DataFrame]],
                              labels: dict[str, str], reference: str | None = None) -> Figure:
-    """Top: test top-1 (%) against the interaction level per mode (seed mean, min-max bar; ``reference`` dashed).
-    Bottom: each method's gain over image only (paired, 95% t interval) on its own scale."""
+    """Per mode: test top-1 (%) against the interaction level (seed mean, min-max bar; ``reference`` dashed) above
+    each method's paired gain over image only (95% t interval)."""
     modes = [m for m in ("frozen", "end to end") if m in set(results["mode"])]
-    fig, axes = plt.subplots(2, len(modes), figsize=(4.9 * len(modes), 6.6), constrained_layout=True,
-                             squeeze=False, sharex=True)
-    colors = dict(zip(list(labels), list(plt.get_cmap("tab10").colors) * 2))
+    fig, axes = _subplots(2, len(modes), 4.9 * len(modes), 6.6, sharex=True)
+    colors = dict(zip(list(labels), list(TARGET_COLORS) * 2))
     for col, mode in enumerate(modes):
         ax, ax_gain = axes[0][col], axes[1][col]
         sub = results[results["mode"] == mode]
@@ -393,9 +350,7 @@ def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, p
             ax.plot(g.index, g["mean"], label=labels.get(method, method), **style)
             if method != reference:
                 ax.vlines(g.index, g["min"], g["max"], color=style["color"], lw=1, alpha=0.6)
-        ax.set_title(f"{mode}: top-1 (mean, min-max over seeds)", fontsize=9)
-        ax.set_ylabel("test top-1 (%)")
-        ax.grid(alpha=0.3)
+        _axes(ax, "", "test top-1 (%)", f"{mode}: top-1 (mean, min-max over seeds)")
         for method, frame in gains.get(mode, {}).items():
             if frame.empty:
                 continue
@@ -403,16 +358,15 @@ def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, p
             ax_gain.plot(frame.level, frame["mean"], "-o", ms=3.5, lw=1.4, color=c, label=labels.get(method, method))
             ax_gain.fill_between(frame.level, frame["low"], frame["high"], color=c, alpha=0.15, lw=0)
         ax_gain.axhline(0, color="black", lw=0.8)
-        ax_gain.set_title(f"{mode}: gain over image only (95% t CI, paired by seed)", fontsize=9)
-        _axes(ax_gain, "image-metadata interaction a (0 = independent given the class)", "gain (percentage points)")
+        _axes(ax_gain, "image-metadata interaction a (0 = independent given the class)", "gain (percentage points)",
+              f"{mode}: gain over image only (95% t CI, paired by seed)")
     _legend_below(fig, axes.flatten(), ncol=3, fontsize=7, frameon=True)
     return fig
 
 
 def tradeoff_picture(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc") -> Figure:
     """Transfer accuracy against source test accuracy over training, one panel per target, one curve per method."""
-    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.6), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = _subplots(1, len(targets), 3.6 * len(targets), 3.6)
     for ax, key in zip(axes[0], targets):
         for i, (method, m) in enumerate(table.groupby("method", sort=False)):
             src = m[m.target == "source"].groupby("epoch").test_acc.mean()

@@ -1,6 +1,6 @@
 """Chapter 2: I(X;T) and I(T;Y) of saved checkpoints (bits), their nulls, the features' geometry, the mechanism.
 
-X is the normalised input, T a layer's output, Y the labels, from a fixed stratified probe set of a test split
+X is the normalised input, T a layer's output, Y the labels, from a fixed stratified sample of a test split
 (``"source"`` or a target). Each (run, split, settings) has a JSON-lines cache in ``evals/``, appended as computed,
 so a re-execution recomputes nothing and an interrupted pass resumes.
 """
@@ -23,8 +23,7 @@ from ..data import ImageSet, stream, subsample
 from ..estimators import (PENULTIMATE, MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, activations, gaussian_gram,
                           kernel_width, label_gram, layer_names, mine, one_hot, renyi_entropy, renyi_null)
 from ..geometry import effective_rank, nc1
-from ..stats import (Correlation, Interval, bootstrap_correlation, mechanism_verdict, selected_drop, t_interval,
-                     verdict)
+from ..stats import Correlation, bootstrap_correlation, mechanism_verdict, selected_drop, t_interval, verdict
 from ..runs import Run, append_jsonl, read_jsonl
 from ..targets import TARGETS, probe_epochs, run_target
 from ..train import default_device, load_model, source_data
@@ -38,6 +37,10 @@ NULL_VERSION = 1
 #: Points kept of each MINE convergence curve in the cache.
 TRACE_POINTS = 250
 ESTIMATORS = ("renyi", "mine")
+#: The Renyi order (the estimators' default), part of the cache keys.
+ALPHA = 1.01
+#: Where the geometry of the source is measured: its un-augmented training set (targets: their test splits).
+GEOMETRY_SOURCE = "source_train"
 
 #: MINE shrunk for a 2-core CPU: the paper's depth (3 hidden layers) at 64 units instead of 1024, 500 steps of batch 256
 #: instead of 1e4 / 2e4 of 5,000, lr 1e-3 (not 8e-5 / 1e-5) so so few steps move. tests/test_estimators.py shows
@@ -45,9 +48,8 @@ ESTIMATORS = ("renyi", "mine")
 CPU_MINE = MineSettings(hidden=64, layers=3, lr=1e-3, iterations=500, batch_size=256, smoothing=100)
 #: Named MINE settings: ``"cpu"`` (default), ``"paper"`` (GPU profiles), ``"smoke"`` (CI only: its values mean nothing).
 SMOKE_MINE = MineSettings(hidden=16, layers=2, lr=1e-3, iterations=30, batch_size=64, smoothing=10)
-MINE_PRESETS: dict[str, tuple[MineSettings, MineSettings]] = {"cpu": (CPU_MINE, CPU_MINE),
-                                                              "paper": (PAPER_MINE_XT, PAPER_MINE_TY),
-                                                              "smoke": (SMOKE_MINE, SMOKE_MINE)}
+MINE_PRESETS: dict[str, tuple[MineSettings, MineSettings]] = {
+    "cpu": (CPU_MINE, CPU_MINE), "paper": (PAPER_MINE_XT, PAPER_MINE_TY), "smoke": (SMOKE_MINE, SMOKE_MINE)}
 
 
 def _check_split(split: str) -> None:
@@ -55,7 +57,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {('source', *TARGETS)}, got {split!r}")
 
 
-def probe_set(run: Run, split: str, n: int | None) -> ImageSet:
+def estimator_sample(run: Run, split: str, n: int | None) -> ImageSet:
     """The images and labels of ``split`` the estimates use: ``n`` stratified test images (seed 0; None: all)."""
     _check_split(split)
     if split == "source":
@@ -66,55 +68,38 @@ def probe_set(run: Run, split: str, n: int | None) -> ImageSet:
     return run_target(run, split, None, n)[1]
 
 
-@dataclasses.dataclass
-class RenyiReference:
+def renyi_reference(x: Tensor, labels: Tensor, *, device=None) -> tuple[Tensor, Tensor, float, float]:
     """The epoch-independent parts of the Renyi estimates: the Gram matrices of X and Y and their entropies (bits)."""
-
-    kx: Tensor
-    ky: Tensor
-    h_x: float
-    h_y: float
-    alpha: float
+    x = x.to(device or "cpu")
+    kx, ky = gaussian_gram(x, kernel_width(x)), label_gram(labels.to(x.device))
+    return kx, ky, renyi_entropy(kx), renyi_entropy(ky)
 
 
-def renyi_reference(x: Tensor, labels: Tensor, *, alpha: float = 1.01, device=None) -> RenyiReference:
-    """:class:`RenyiReference` of the probe inputs x (float (n, D)) and labels (n,)."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    x = x.to(dev)
-    kx, ky = gaussian_gram(x, kernel_width(x)), label_gram(labels.to(dev))
-    return RenyiReference(kx, ky, renyi_entropy(kx, alpha), renyi_entropy(ky, alpha), alpha)
-
-
-def renyi_plane(ref: RenyiReference, ts: dict[str, Tensor]) -> dict[str, dict[str, float]]:
-    """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T (three n x n eigen-decompositions)."""
+def renyi_plane(ref: tuple[Tensor, Tensor, float, float], ts: dict[str, Tensor]) -> dict[str, dict[str, float]]:
+    """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T, given :func:`renyi_reference`."""
+    kx, ky, h_x, h_y = ref
     out = {}
     for name, t in ts.items():
-        t = t.to(ref.kx.device)
+        t = t.to(kx.device)
         kt = gaussian_gram(t, kernel_width(t))
-        st = renyi_entropy(kt, ref.alpha)
-        out[name] = {"i_xt": ref.h_x + st - renyi_entropy(ref.kx * kt, ref.alpha),
-                     "i_ty": st + ref.h_y - renyi_entropy(kt * ref.ky, ref.alpha),
-                     "h_t": st, "h_x": ref.h_x, "h_y": ref.h_y}
+        st = renyi_entropy(kt)
+        out[name] = {"i_xt": h_x + st - renyi_entropy(kx * kt), "i_ty": st + h_y - renyi_entropy(kt * ky),
+                     "h_t": st, "h_x": h_x, "h_y": h_y}
     return out
 
 
 def _thin(curve, points: int = TRACE_POINTS) -> list[float]:
     """A per-step curve as at most ``points`` bin means (a convergence curve's shape at a bounded size)."""
     c = np.asarray(curve, dtype=float)
-    if c.size <= points:
-        return [round(float(v), 5) for v in c]
-    return [round(float(b.mean()), 5) for b in np.array_split(c, points)]
+    return [round(float(b.mean()), 5) for b in (np.array_split(c, points) if c.size > points else c)]
 
 
 def mine_plane(x: Tensor, t: Tensor, labels: Tensor, num_classes: int, settings_xt: MineSettings,
                settings_ty: MineSettings, *, device=None, restart: int = 0, shuffle: bool = False) -> dict:
-    """MINE's I(X;T) and I(T;Y) in bits for one layer's T, curves thinned; batch capped at N, seed + ``restart``;
-    ``shuffle``: the null (rows of T permuted)."""
+    """MINE's I(X;T) and I(T;Y) (bits) of one layer's T, seed + ``restart``; ``shuffle``: the null (T permuted)."""
     batch = min(settings_xt.batch_size, settings_ty.batch_size, len(x))
-    settings_xt = dataclasses.replace(settings_xt, batch_size=min(settings_xt.batch_size, batch),
-                                      seed=settings_xt.seed + restart)
-    settings_ty = dataclasses.replace(settings_ty, batch_size=min(settings_ty.batch_size, batch),
-                                      seed=settings_ty.seed + restart)
+    settings_xt, settings_ty = (dataclasses.replace(s, batch_size=min(s.batch_size, batch), seed=s.seed + restart)
+                                for s in (settings_xt, settings_ty))
     if shuffle:
         t = t[torch.randperm(len(t), generator=torch.Generator().manual_seed(1000 + restart))]
     xt = mine(x, t, settings_xt, device=device)
@@ -124,22 +109,27 @@ def mine_plane(x: Tensor, t: Tensor, labels: Tensor, num_classes: int, settings_
             "steps_ty": len(ty.curve)}
 
 
-def _check_settings(estimator: str, n: int | None, alpha: float, mine_preset: str) -> None:
+def _check_settings(estimator: str, n: int | None, mine_preset: str) -> None:
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
         raise ValueError(f"n must be None or an int >= 2, got {n!r}")
-    if not (isinstance(alpha, (int, float)) and alpha > 0 and math.isfinite(alpha)):
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     if mine_preset not in MINE_PRESETS:
         raise ValueError(f"mine_preset must be one of {sorted(MINE_PRESETS)}, got {mine_preset!r}")
 
 
+def _checked_epochs(run: Run, epochs: Sequence[int]) -> list[int]:
+    saved = set(run.saved_epochs())
+    bad = [e for e in epochs if e not in saved]
+    if bad:
+        raise ValueError(f"epochs {bad} have no checkpoint in {run.name}; saved: {sorted(saved)}")
+    return list(epochs)
+
+
 def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimators: Sequence[str] = ("renyi",),
                       every: int = 1, epochs: Sequence[int] | None = None, layers: Sequence[str] | None = None,
-                      n: int | None = None, mine_n: int | None = 2000, alpha: float = 1.01,
-                      mine_preset: str = "cpu", mine_restarts: int = 1, device=None,
-                      progress: bool = True) -> pd.DataFrame:
+                      n: int | None = None, mine_n: int | None = 2000, mine_preset: str = "cpu",
+                      mine_restarts: int = 1, device=None, progress: bool = True) -> pd.DataFrame:
     """I(X;T) and I(T;Y) (bits) at each probed epoch of ``run``, per split and estimator, cached in the run folder.
 
     Renyi reads ``layers`` (default: all on ``"source"``, the penultimate on targets) on ``n`` images; MINE the
@@ -147,93 +137,74 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
     for split in splits:
         _check_split(split)
     for estimator in estimators:
-        _check_settings(estimator, n, alpha, mine_preset)
+        _check_settings(estimator, n, mine_preset)
     if isinstance(mine_restarts, bool) or not isinstance(mine_restarts, int) or mine_restarts < 1:
         raise ValueError(f"mine_restarts must be an int >= 1, got {mine_restarts!r}")
-    saved = set(run.saved_epochs())
     if epochs is None:
-        epochs = probe_epochs(run.config["epochs"], every)
-    else:
-        bad = [e for e in epochs if e not in saved]
-        if bad:
-            raise ValueError(f"epochs {bad} have no checkpoint in {run.name}; saved: {sorted(saved)}")
-    epochs = [e for e in epochs if e in saved]
+        epochs = [e for e in probe_epochs(run.config["epochs"], every) if e in set(run.saved_epochs())]
+    epochs = _checked_epochs(run, epochs)
     device = torch.device(device) if device is not None else default_device()
-
-    jobs = []   # (split, estimator, layers, n, cache path)
+    xt, ty = MINE_PRESETS[mine_preset]
+    all_layers = layer_names(load_model(run, epochs[0], "cpu")) if epochs else [PENULTIMATE]
+    jobs = []   # (split, estimator, layers, n, restarts, cache path, done (epoch, layer, restart))
     for split in splits:
         for estimator in estimators:
             if estimator == "renyi":
-                use_n = n if n is not None else 1000
-                names = list(layers) if layers is not None else None
-                spec = {"split": split, "estimator": "renyi", "n": use_n, "alpha": alpha, "version": INFO_VERSION}
+                use_n, restarts = (n if n is not None else 1000), 1
+                wanted = list(layers) if layers is not None else all_layers if split == "source" else [PENULTIMATE]
+                spec = {"split": split, "estimator": "renyi", "n": use_n, "alpha": ALPHA, "version": INFO_VERSION}
             else:
-                use_n, names = mine_n, [PENULTIMATE]
-                xt, ty = MINE_PRESETS[mine_preset]
+                use_n, restarts, wanted = mine_n, mine_restarts, [PENULTIMATE]
                 spec = {"split": split, "estimator": "mine", "n": use_n, "xt": dataclasses.asdict(xt),
                         "ty": dataclasses.asdict(ty), "version": MINE_VERSION}
-            jobs.append((split, estimator, names, use_n, spec))
+            if not set(wanted) <= set(all_layers):
+                raise ValueError(f"layers must be a subset of {all_layers}, got {list(wanted)}")
+            path = run.eval_path("information", spec)
+            done = {(r["epoch"], r["layer"], r.get("restart", 0)) for r in read_jsonl(path)}
+            jobs.append((split, estimator, wanted, use_n, restarts, path, done))
 
-    all_layers = layer_names(load_model(run, epochs[0], "cpu")) if epochs else [PENULTIMATE]
-    todo = []
-    for split, estimator, names, use_n, spec in jobs:
-        wanted = names if names is not None else (all_layers if split == "source" else [PENULTIMATE])
-        bad = [lay for lay in wanted if lay not in all_layers]
-        if bad:
-            raise ValueError(f"layers must be a subset of {all_layers}, got {list(wanted)}")
-        path = run.eval_path("information", spec)
-        if estimator == "renyi":
-            done = {(r["epoch"], r["layer"]) for r in read_jsonl(path)}
-        else:   # a checkpoint counts as done when all its restarts are
-            rows = read_jsonl(path)
-            done = {(r["epoch"], r["layer"]) for r in rows
-                    if all(any(q["epoch"] == r["epoch"] and q.get("restart") == k for q in rows)
-                           for k in range(mine_restarts))}
-        todo.append((split, estimator, wanted, use_n, path, done))
-    pending = [e for e in epochs if any((e, lay) not in done for _, _, wanted, _, _, done in todo for lay in wanted)]
+    def missing(job, epoch: int) -> list[str]:
+        _, _, wanted, _, restarts, _, done = job
+        return [lay for lay in wanted if any((epoch, lay, k) not in done for k in range(restarts))]
+
+    pending = [e for e in epochs if any(missing(job, e) for job in jobs)]
     sets: dict[tuple[str, int | None], ImageSet] = {}
-    refs: dict[tuple[str, int | None], RenyiReference] = {}
+    refs: dict[tuple[str, int | None], tuple] = {}
     for epoch in tqdm(pending, desc=f"information {run.name}", disable=not progress or not pending, unit="epoch"):
         model = load_model(run, epoch, device)
-        for split, estimator, wanted, use_n, path, done in todo:
-            missing = [lay for lay in wanted if (epoch, lay) not in done]
-            if not missing:
+        for job in jobs:
+            split, estimator, _, use_n, restarts, path, done = job
+            names = missing(job, epoch)
+            if not names:
                 continue
             key = (split, use_n)
             if key not in sets:
-                sets[key] = probe_set(run, split, use_n)
+                sets[key] = estimator_sample(run, split, use_n)
             images = sets[key]
             start = time.perf_counter()
-            x, ts = activations(model, images.images, missing, device=device)
+            x, ts = activations(model, images.images, names, device=device)
             if estimator == "renyi":
                 if key not in refs:
-                    refs[key] = renyi_reference(x, images.labels, alpha=alpha, device=device)
+                    refs[key] = renyi_reference(x, images.labels, device=device)
                 res = renyi_plane(refs[key], ts)
-                per_layer = (time.perf_counter() - start) / len(missing)
-                for lay in missing:
+                per_layer = (time.perf_counter() - start) / len(names)
+                for lay in names:
                     append_jsonl(path, {"epoch": epoch, "layer": lay, "n": len(images), "seconds": per_layer,
                                         **res[lay]}, unique=("epoch", "layer"))
-                    done.add((epoch, lay))
-            else:
-                xt, ty = MINE_PRESETS[mine_preset]
-                have = {r.get("restart") for r in read_jsonl(path) if r["epoch"] == epoch}
-                for k in range(mine_restarts):
-                    if k in have:
-                        continue
-                    start = time.perf_counter()
-                    res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device,
-                                     restart=k)
-                    append_jsonl(path, {"epoch": epoch, "layer": PENULTIMATE, "restart": k, "n": len(images),
-                                        "seconds": time.perf_counter() - start, **res},
-                                 unique=("epoch", "layer", "restart"))
-                done.add((epoch, PENULTIMATE))
-    frames = []
-    for split, estimator, wanted, use_n, path, done in todo:
-        for r in read_jsonl(path):
-            if r["epoch"] in epochs and r["layer"] in wanted and (estimator == "renyi" or
-                                                                  r.get("restart", -1) < mine_restarts):
-                frames.append({"seed": run.config["seed"], "split": split, "estimator": estimator, "restart": 0, **r})
-    table = pd.DataFrame(frames)
+                continue
+            for k in range(restarts):
+                if (epoch, PENULTIMATE, k) in done:
+                    continue
+                start = time.perf_counter()
+                res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device,
+                                 restart=k)
+                row = {"epoch": epoch, "layer": PENULTIMATE, "restart": k, "n": len(images),
+                       "seconds": time.perf_counter() - start, **res}
+                append_jsonl(path, row, unique=("epoch", "layer", "restart"))
+    rows = [{"seed": run.config["seed"], "split": split, "estimator": estimator, "restart": 0, **r}
+            for split, estimator, wanted, _, restarts, path, _ in jobs for r in read_jsonl(path)
+            if r["epoch"] in epochs and r["layer"] in wanted and r.get("restart", 0) < restarts]
+    table = pd.DataFrame(rows)
     if len(table):
         table = table.drop_duplicates(["split", "estimator", "epoch", "layer", "restart"], keep="last")
         table = table.sort_values(["split", "estimator", "layer", "epoch", "restart"]).reset_index(drop=True)
@@ -257,8 +228,7 @@ def cost_table(info: pd.DataFrame) -> pd.DataFrame:
 
 def preset_differences(preset: str) -> list[str]:
     """One phrase per field where the MINE ``preset`` differs from the paper's ``mine.py`` settings."""
-    if preset not in MINE_PRESETS:
-        raise ValueError(f"mine_preset must be one of {sorted(MINE_PRESETS)}, got {preset!r}")
+    _check_settings("mine", None, preset)
     out = []
     for what, ours, paper in (("I(X;T)", MINE_PRESETS[preset][0], PAPER_MINE_XT),
                               ("I(T;Y)", MINE_PRESETS[preset][1], PAPER_MINE_TY)):
@@ -270,67 +240,55 @@ def preset_differences(preset: str) -> list[str]:
     return out
 
 
-def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
+def penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame:
+    """The rows of ``info`` of ``estimator`` on ``split``'s penultimate layer."""
+    return info[(info.estimator == estimator) & (info.split == split) & (info.layer == PENULTIMATE)]
+
+
+def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str) -> pd.DataFrame:
     """Seed-mean I(X;T) and I(T;Y) per estimator at the first, transfer-peak and last epochs of ``split``."""
-    acc = table[table.target == split].groupby("epoch")[column].mean()
+    acc = table[table.target == split].groupby("epoch").probe_acc.mean()
     peak = int(acc.idxmax())
     rows = []
     for est in sorted(info.estimator.unique()):
-        m = info[(info.estimator == est) & (info.split == split) & (info.layer == PENULTIMATE)]
-        m = m.groupby("epoch")[["i_xt", "i_ty"]].mean().reset_index()   # over seeds (and MINE restarts)
+        m = penultimate(info, est, split).groupby("epoch")[["i_xt", "i_ty"]].mean()   # over seeds and restarts
         if m.empty:
             continue
-        epochs = m.epoch.to_numpy()
+        epochs = m.index.to_numpy()
         picks = {"first": int(epochs.min()), "transfer peak": int(epochs[np.argmin(np.abs(epochs - peak))]),
                  "final": int(epochs.max())}
         for label, e in picks.items():
-            r = m[m.epoch == e].iloc[0]
-            rows.append({"estimator": est, "split": split, "point": label, "epoch": e, "i_xt": float(r.i_xt),
-                         "i_ty": float(r.i_ty), "probe_acc": 100 * float(acc.get(e, np.nan))})
+            rows.append({"estimator": est, "split": split, "point": label, "epoch": e, "i_xt": float(m.i_xt[e]),
+                         "i_ty": float(m.i_ty[e]), "probe_acc": 100 * float(acc.get(e, np.nan))})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------ feature geometry
-GEOMETRY_SOURCE = "source_train"
-
-
-def _geometry_set(run: Run, split: str, test_size: int | None) -> ImageSet:
-    """Where the geometry of ``split`` is measured: the un-augmented source training set, or a target's test split."""
-    if split == GEOMETRY_SOURCE:
-        return source_data(TrainConfig.from_dict(run.config))[0]
-    return run_target(run, split, None, test_size)[1]
-
-
 def geometry_curve(run: Run, splits: Sequence[str], epochs: Sequence[int], *, test_size: int | None = None,
                    device=None, progress: bool = True) -> pd.DataFrame:
     """NC1 and effective rank of the penultimate features at each of ``epochs``, per split, cached in the run folder."""
-    saved = set(run.saved_epochs())
-    bad = [e for e in epochs if e not in saved]
-    if bad:
-        raise ValueError(f"epochs {bad} have no checkpoint in {run.name}; saved: {sorted(saved)}")
-    device = torch.device(device) if device is not None else default_device()
-    paths = {split: run.eval_path("geometry", {"split": split, "test_size": None if split == GEOMETRY_SOURCE
-                                               else test_size, "version": GEOMETRY_VERSION}) for split in splits}
+    epochs = _checked_epochs(run, epochs)
     for split in splits:   # validate every split before any work
         if split != GEOMETRY_SOURCE and split not in TARGETS:
             raise ValueError(f"split must be {GEOMETRY_SOURCE!r} or one of {sorted(TARGETS)}, got {split!r}")
+    device = torch.device(device) if device is not None else default_device()
+    paths = {split: run.eval_path("geometry", {"split": split, "test_size": None if split == GEOMETRY_SOURCE
+                                               else test_size, "version": GEOMETRY_VERSION}) for split in splits}
     done = {split: {r["epoch"] for r in read_jsonl(path)} for split, path in paths.items()}
     pending = [e for e in epochs if any(e not in done[s] for s in splits)]
     sets: dict[str, ImageSet] = {}
     for epoch in tqdm(pending, desc=f"geometry {run.name}", disable=not progress or not pending, unit="epoch"):
         model = load_model(run, epoch, device)
-        for split in splits:
-            if epoch in done[split]:
-                continue
+        for split in (s for s in splits if epoch not in done[s]):
             if split not in sets:
-                sets[split] = _geometry_set(run, split, test_size)
+                sets[split] = (source_data(TrainConfig.from_dict(run.config))[0] if split == GEOMETRY_SOURCE
+                               else run_target(run, split, None, test_size)[1])
             images = sets[split]
             start = time.perf_counter()
             feats = activations(model, images.images, [PENULTIMATE], device=device)[1][PENULTIMATE]
             append_jsonl(paths[split], {"epoch": epoch, "nc1": nc1(feats, images.labels),
                                         "eff_rank": effective_rank(feats), "n": len(images),
                                         "seconds": time.perf_counter() - start}, unique=("epoch",))
-            done[split].add(epoch)
     rows = [{"seed": run.config["seed"], "split": split, **r} for split, path in paths.items()
             for r in read_jsonl(path) if r["epoch"] in set(epochs)]
     out = pd.DataFrame(rows)
@@ -343,35 +301,31 @@ def geometry_curves(runs: Sequence[Run], splits: Sequence[str], epochs: Sequence
 
 
 # ---------------------------------------------------------------------------------------------- null baselines
-def null_baseline(run: Run, split: str, estimator: str, *, epoch: int | None = None, n: int | None = 1000,
-                  mine_n: int | None = 2000, mine_preset: str = "cpu", restarts: int = 1, shuffles: int = 3,
-                  alpha: float = 1.01, device=None) -> pd.DataFrame:
-    """The estimator on independent pairs (rows of T permuted) at the settings it measured ``split`` with, cached.
-
-    Renyi: one row (mean and SD over ``shuffles``); MINE: one row per restart."""
+def null_baseline(run: Run, split: str, estimator: str, *, n: int | None = 1000, mine_n: int | None = 2000,
+                  mine_preset: str = "cpu", restarts: int = 1, shuffles: int = 3, device=None) -> pd.DataFrame:
+    """The estimator on independent pairs (T's rows permuted) at the last epoch with ``split``'s settings, cached:
+    Renyi one row (mean and SD over ``shuffles``), MINE one per restart."""
     _check_split(split)
-    _check_settings(estimator, n, alpha, mine_preset)
-    epoch = run.saved_epochs()[-1] if epoch is None else epoch
+    _check_settings(estimator, n, mine_preset)
+    epoch = run.saved_epochs()[-1]
+    xt, ty = MINE_PRESETS[mine_preset]
     if estimator == "renyi":
-        spec = {"split": split, "estimator": "renyi", "n": n, "alpha": alpha, "shuffles": shuffles, "epoch": epoch,
+        spec = {"split": split, "estimator": "renyi", "n": n, "alpha": ALPHA, "shuffles": shuffles, "epoch": epoch,
                 "version": NULL_VERSION}
         keys = [0]
     else:
-        xt, ty = MINE_PRESETS[mine_preset]
         spec = {"split": split, "estimator": "mine", "n": mine_n, "xt": dataclasses.asdict(xt),
                 "ty": dataclasses.asdict(ty), "epoch": epoch, "version": NULL_VERSION}
         keys = list(range(restarts))
     path = run.eval_path("information_null", spec)
-    have = {r["restart"] for r in read_jsonl(path)}
-    if any(k not in have for k in keys):
+    todo = [k for k in keys if k not in {r["restart"] for r in read_jsonl(path)}]
+    if todo:
         device = torch.device(device) if device is not None else default_device()
-        images = probe_set(run, split, n if estimator == "renyi" else mine_n)
+        images = estimator_sample(run, split, n if estimator == "renyi" else mine_n)
         x, ts = activations(load_model(run, epoch, device), images.images, [PENULTIMATE], device=device)
-        for k in keys:
-            if k in have:
-                continue
+        for k in todo:
             if estimator == "renyi":
-                res = renyi_null(x, ts[PENULTIMATE], images.labels, alpha=alpha, shuffles=shuffles)
+                res = renyi_null(x, ts[PENULTIMATE], images.labels, shuffles=shuffles)
                 row = {"i_xt": res.i_xt, "i_ty": res.i_ty, "i_xt_sd": res.i_xt_sd, "i_ty_sd": res.i_ty_sd}
             else:
                 res = mine_plane(x, ts[PENULTIMATE], images.labels, len(images.classes), xt, ty, device=device,
@@ -390,9 +344,9 @@ def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
     return info.groupby(keys)[["i_xt", "i_ty"]].mean().reset_index()
 
 
-def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str, column: str):
+def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str):
     """seed -> (epochs, val_acc, probe test accuracy, I(X;T)) at the epochs both were measured (>= 2 of them)."""
-    g = restart_mean(info[(info.estimator == estimator) & (info.split == key) & (info.layer == PENULTIMATE)])
+    g = restart_mean(penultimate(info, estimator, key))
     t = table[table.target == key]
     out = {}
     for seed, gi in g.groupby("seed"):
@@ -401,17 +355,16 @@ def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: s
         common = sorted(set(gi.index) & set(ti.index))
         if len(common) >= 2:
             out[int(seed)] = (common, ti.loc[common, "val_acc"].to_numpy(float),
-                              ti.loc[common, column].to_numpy(float), gi.loc[common, "i_xt"].to_numpy(float))
+                              ti.loc[common, "probe_acc"].to_numpy(float), gi.loc[common, "i_xt"].to_numpy(float))
     return out
 
 
-def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str], estimator: str = "renyi",
-              column: str = "probe_acc") -> list[dict]:
-    """Per target: :func:`ctcbook.stats.mechanism_verdict` and the late-phase correlation of I(X;T) with probe
-    accuracy (:func:`ctcbook.stats.bootstrap_correlation`, seeds with >= 2 late epochs)."""
+def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
+              estimator: str = "renyi") -> list[dict]:
+    """Per target: the mechanism verdict and the late-phase correlation of I(X;T) with probe accuracy."""
     out = []
     for key in targets:
-        curves = _seed_curves(info, table, estimator, key, column)
+        curves = _seed_curves(info, table, estimator, key)
         if not curves:
             continue
         mech = mechanism_verdict(curves, target=f"`{key}`")
@@ -439,10 +392,8 @@ def correlation_text(corr: Correlation | None, late_seeds: int, seeds: int) -> s
             f"{late_seeds} of {seeds} seeds; the paper's account predicts r > 0")
 
 
-def mechanism_markdown(results: Sequence[dict]) -> str:
-    """One bullet per (estimator, target): the mechanism verdict's sentence and the late-phase correlation."""
-    return findings(f"**{r['estimator']}, `{r['target']}`** ({r['seeds']} seeds): {r['mechanism'].text}; "
-                    f"{correlation_text(r['correlation'], r['late_seeds'], r['seeds'])}." for r in results)
+def _signed(mean: float, low: float, high: float, decimals: int) -> str:
+    return f"{mean:+.{decimals}f} [{low:+.{decimals}f}, {high:+.{decimals}f}]"
 
 
 def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
@@ -451,20 +402,18 @@ def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
     for r in results:
         m, c = r["mechanism"], r["correlation"]
         rows.append({"estimator": r["estimator"], "target": r["target"], "seeds": r["seeds"],
-                     "late drop of transfer (points)": f"{m.transfer.mean:+.2f} [{m.transfer.low:+.2f}, "
-                                                       f"{m.transfer.high:+.2f}]",
-                     "fall of I(X;T), same epochs (bits)": f"{m.compression.mean:+.3f} [{m.compression.low:+.3f}, "
-                                                           f"{m.compression.high:+.3f}]",
+                     "late drop of transfer (points)": _signed(m.transfer.mean, m.transfer.low, m.transfer.high, 2),
+                     "fall of I(X;T), same epochs (bits)": _signed(m.compression.mean, m.compression.low,
+                                                                   m.compression.high, 3),
                      "late-phase r [bootstrap CI]": "n/a" if c is None else
-                     (f"{c.r:+.2f} [{c.low:+.2f}, {c.high:+.2f}]" if math.isfinite(c.low) else f"{c.r:+.2f}"),
+                     _signed(c.r, c.low, c.high, 2) if math.isfinite(c.low) else f"{c.r:+.2f}",
                      "coincides": "yes" if m.coincides else "no"})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------- geometry over the late phase
-def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str):
-    """Per seed with >= 2 epochs where target geometry, source geometry and the probe were all measured: the rows,
-    the common epochs and the validation-selected transfer peak."""
+def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str):
+    """Per seed with >= 2 epochs of target and source geometry and probe: rows, those epochs, the validation peak."""
     for seed, gt in geom[geom.split == split].groupby("seed"):
         t = table[(table.target == split) & (table.seed == seed) & table["val_acc"].notna()].set_index("epoch")
         gs = geom[(geom.split == GEOMETRY_SOURCE) & (geom.seed == seed)].set_index("epoch")
@@ -473,19 +422,17 @@ def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str, colum
         if len(common) < 2:
             continue
         peak = selected_drop(common, t.loc[common, "val_acc"].to_numpy(float),
-                             t.loc[common, column].to_numpy(float)).peak_epoch
+                             t.loc[common, "probe_acc"].to_numpy(float)).peak_epoch
         yield seed, gt, gs, t, common, peak
 
 
-def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
-                    column: str = "probe_acc") -> list[dict]:
-    """Per target, NC1 (target test and source train features) and the target's effective rank at each seed's
-    validation-selected transfer peak minus at the last epoch, as verdicts over seeds (positive: collapse late)."""
+def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str]) -> list[dict]:
+    """Per target: NC1 and effective rank at each seed's validation-selected transfer peak minus at the last epoch."""
     out = []
     for key in targets:
         per = {"nc1_target": {}, "nc1_source": {}, "rank_target": {}}
         peaks = {}
-        for seed, gt, gs, _, common, p in _seeds_with_peaks(geom, table, key, column):
+        for seed, gt, gs, _, common, p in _seeds_with_peaks(geom, table, key):
             last = common[-1]
             peaks[int(seed)] = p
             per["nc1_target"][int(seed)] = float(gt.nc1[p] - gt.nc1[last])
@@ -493,62 +440,34 @@ def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[s
             per["rank_target"][int(seed)] = float(gt.eff_rank[p] - gt.eff_rank[last])
         if not peaks:
             continue
-        names = {"nc1_target": (f"NC1 of `{key}` test features, transfer peak minus last epoch",
-                                "they collapse further after the peak", "they spread out after the peak"),
-                 "nc1_source": ("NC1 of the source training features over the same epochs",
-                                "they collapse further after the peak", "they spread out after the peak"),
+        collapse = ("they collapse further after the peak", "they spread out after the peak")
+        names = {"nc1_target": (f"NC1 of `{key}` test features, transfer peak minus last epoch", *collapse),
+                 "nc1_source": ("NC1 of the source training features over the same epochs", *collapse),
                  "rank_target": (f"effective rank of `{key}` features, transfer peak minus last epoch",
                                  "fewer directions are used after the peak", "more directions are used after the peak")}
         ivs = {k: t_interval(v) for k, v in per.items()}
-        verdicts = {k: verdict(ivs[k], quantity=names[k][0], unit="", decimals=3, positive=names[k][1],
-                               negative=names[k][2]) for k in per}
+        verdicts = {}
+        for k, (quantity, positive, negative) in names.items():
+            v = verdict(ivs[k], quantity=quantity, unit="", decimals=3, positive=positive, negative=negative)
+            verdicts[k] = dataclasses.replace(v, text=v.text.replace(" , ", ", "))   # no space for the empty unit
         out.append({"target": key, "seeds": len(peaks), "peak_epochs": peaks, "intervals": ivs,
                     "verdicts": verdicts})
     return out
 
 
-def _unitless(text: str) -> str:
-    """A verdict sentence of a dimensionless quantity (``unit=""``) without the space left for the unit."""
-    return text.replace(" , ", ", ")
-
-
-def geometry_markdown(changes: Sequence[dict]) -> str:
-    """The late-phase geometry changes in words, one bullet per target."""
-    lines = []
-    for c in changes:
-        peaks = sorted(set(c["peak_epochs"].values()))
-        lines.append(f"**`{c['target']}`** ({c['seeds']} seeds; validation-selected transfer peaks at epoch"
-                     f"{'s' if len(peaks) > 1 else ''} {', '.join(map(str, peaks))}): "
-                     + "; ".join(_unitless(v.text) for v in c["verdicts"].values()) + ".")
-    return findings(lines)
-
-
-def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str, column: str = "probe_acc") -> pd.DataFrame:
+def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str) -> pd.DataFrame:
     """Seed means of the geometry of ``split`` (a target) at the first epoch, the transfer peak and the last epoch."""
     rows = []
-    for _, g, gs, t, common, peak in _seeds_with_peaks(geom, table, split, column):
+    for _, g, gs, t, common, peak in _seeds_with_peaks(geom, table, split):
         for label, e in (("first epoch", common[0]), ("transfer peak (validation)", peak), ("last epoch", common[-1])):
-            rows.append({"point": label, "epoch": e, "nc1": g.nc1[e], "rank": g.eff_rank[e], "src": gs.nc1[e],
-                         "acc": 100 * t.loc[e, column]})
+            rows.append({"point": label, "epoch (seed mean)": e, "NC1, target test features": g.nc1[e],
+                         "effective rank, target test features": g.eff_rank[e],
+                         "NC1, source train features": gs.nc1[e], "probe accuracy (%)": 100 * t.probe_acc[e]})
     if not rows:
         return pd.DataFrame()
-    df = pd.DataFrame(rows)
-    out = df.groupby("point", sort=False).agg(epoch=("epoch", "mean"), nc1=("nc1", "mean"), rank=("rank", "mean"),
-                                              src=("src", "mean"), acc=("acc", "mean")).reset_index()
+    out = pd.DataFrame(rows).groupby("point", sort=False).mean().reset_index()
     out.insert(0, "target", split)
-    return out.rename(columns={"point": "point", "epoch": "epoch (seed mean)", "nc1": "NC1, target test features",
-                               "rank": "effective rank, target test features", "src": "NC1, source train features",
-                               "acc": "probe accuracy (%)"}).round(3)
-
-
-def above_null(info: pd.DataFrame, nulls: pd.DataFrame, estimator: str, split: str) -> Interval | None:
-    """The last-epoch I(X;T) minus its null's mean on ``split``, a t interval over seeds (None without both)."""
-    m = restart_mean(info[(info.estimator == estimator) & (info.split == split) & (info.layer == PENULTIMATE)])
-    nl = nulls[(nulls.estimator == estimator) & (nulls.split == split)]
-    if m.empty or nl.empty:
-        return None
-    last = m[m.epoch == m.epoch.max()]
-    return t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
+    return out.round(3)
 
 
 def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame,
@@ -565,12 +484,14 @@ def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd
                      f"({tv.numbers}; {cv.numbers}).")
     for c in changes:
         v = c["verdicts"]["nc1_target"]
-        lines.append(f"**Collapse on `{c['target']}`**: {_unitless(v.text)}.")
-    for est in sorted(nulls.estimator.unique()) if len(nulls) else []:
-        for split in sorted(nulls[nulls.estimator == est].split.unique()):
-            iv = above_null(info, nulls, est, split)
-            if iv is not None:
-                v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
-                            unit="bits", decimals=3, positive="above the null", negative="below the null")
-                lines.append(f"{v.text}.")
+        lines.append(f"**Collapse on `{c['target']}`**: {v.text}.")
+    for (est, split), nl in nulls.groupby(["estimator", "split"]) if len(nulls) else []:
+        m = restart_mean(penultimate(info, est, split))
+        if m.empty:
+            continue
+        last = m[m.epoch == m.epoch.max()]     # the last-epoch I(X;T) minus the null's mean, over seeds
+        iv = t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
+        v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
+                    unit="bits", decimals=3, positive="above the null", negative="below the null")
+        lines.append(f"{v.text}.")
     return findings(lines)
