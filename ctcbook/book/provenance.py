@@ -5,6 +5,7 @@ title, so that no number in the book is without its origin; the same record goes
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -52,15 +53,12 @@ def collect(chapter: str, profile: str, parameters: dict[str, Any], wall_seconds
 def first_wall_seconds(previous_record: Path, parameters: dict[str, Any], seconds: float) -> float:
     """The wall time of the first execution with these parameters (the previous record's, when its parameters are
     the same: a re-execution from finished runs is much faster than the one that trained them), else ``seconds``."""
-    import json
-
     try:
         old = json.loads(Path(previous_record).read_text())
     except (OSError, ValueError):
-        return round(seconds, 1)
-    if old.get("parameters") == parameters and "first_wall_seconds" in old:
-        return old["first_wall_seconds"]
-    return round(seconds, 1)
+        old = {}
+    same = old.get("parameters") == parameters and "first_wall_seconds" in old
+    return old["first_wall_seconds"] if same else round(seconds, 1)
 
 
 def markdown(record: dict[str, Any]) -> str:
