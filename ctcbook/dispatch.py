@@ -75,11 +75,10 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
              log: Callable[[str], None] = _stderr, nproc: int = 1) -> list[Run]:
     """Train the missing runs of ``configs`` and return all runs, in order.
 
-    ``threads``: intra-op threads of each ``local`` CPU worker or ``slurm`` job; ``on_epoch_end`` runs inside the
-    worker or job (it must pickle); ``nproc`` > 1 trains each run over that many devices with torchrun, one run after
-    another (``serial`` only). ``local`` and ``slurm`` raise :class:`DispatchError` naming every run that did not
-    finish, after the others have; ``serial`` raises ``train()``'s error at once.
-    """
+    ``threads``: intra-op threads of each ``local`` CPU worker or ``slurm`` job; ``on_epoch_end`` runs in the worker or
+    job (it must pickle); ``nproc`` > 1: each run over that many devices with torchrun (``serial`` only). ``local`` and
+    ``slurm`` raise :class:`DispatchError` naming every run that did not finish, after the others have; ``serial``
+    raises ``train()``'s error at once."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):

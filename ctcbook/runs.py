@@ -361,8 +361,7 @@ class RunStore:
         path = self.root / f"{prefix}-{config_hash(config)}"
         config_file = path / "config.json"
         if config_file.exists():
-            stored = json.loads(config_file.read_text())
-            if stored != config:
+            if json.loads(config_file.read_text()) != config:
                 raise RuntimeError(f"{config_file} holds a different config than its hash says; delete {path}")
         else:
             atomic_write_json(config_file, config)

@@ -18,16 +18,13 @@ import nbformat
 REPO = Path(__file__).resolve().parents[2]
 
 
-def git_commit(repo: Path = REPO) -> str:
+def git_commit() -> str:
     """The checkout's commit (12 hex digits, ``+changes`` when tracked files differ); ``unknown`` outside git."""
     try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty=+changes", "--abbrev=12",
+                               "--exclude=*"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return sha + ("+changes" if dirty else "")
 
 
 def collect(chapter: str, profile: str, parameters: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
