@@ -136,9 +136,7 @@ def append_jsonl(path: Path, row: dict[str, Any], *, unique: Sequence[str] | Non
                     with contextlib.suppress(OSError):
                         f.truncate(size)
                     raise
-    except OSError as err:
-        if isinstance(err, StoreWriteError):
-            raise
+    except OSError as err:  # nothing in the block raises a StoreWriteError itself
         raise _write_error(path, err) from err
     return True
 

@@ -133,8 +133,7 @@ def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO,
     source = REPO / "book"
     if chapters_dir is not None:
         source = Path(path_output) / "book"
-        if source.exists():
-            shutil.rmtree(source)
+        shutil.rmtree(source, ignore_errors=True)
         shutil.copytree(REPO / "book", source, ignore=shutil.ignore_patterns("chapters"))
         (source / "chapters").mkdir()
         for c in chapters():
