@@ -56,20 +56,13 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def visible_gpus() -> list[str]:
-    """Ids of the GPUs this process sees, as ``CUDA_VISIBLE_DEVICES`` names them."""
-    if not torch.cuda.is_available():
-        return []
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = [i.strip() for i in listed.split(",") if i.strip()] if listed else []
-    return ids[:torch.cuda.device_count()] if ids else [str(i) for i in range(torch.cuda.device_count())]
-
-
 def worker_slots(device: torch.device, workers: int | None) -> list[str | None]:
-    """One entry per local worker: the GPU id it is pinned to on CUDA, None on the CPU."""
+    """One entry per local worker: the GPU it is pinned to on CUDA (as ``CUDA_VISIBLE_DEVICES`` names it), or None."""
     if device.type != "cuda":
         return [None] * (workers or 1)
-    gpus = visible_gpus()
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = [i.strip() for i in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if i.strip()]
+    gpus = listed[:count] if listed else [str(i) for i in range(count)]
     if not gpus:
         raise ValueError(f"device {device} was asked for but torch sees no CUDA GPU")
     return [gpus[i % len(gpus)] for i in range(workers or len(gpus))]
@@ -82,11 +75,10 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
              log: Callable[[str], None] = _stderr, nproc: int = 1) -> list[Run]:
     """Train the missing runs of ``configs`` and return all runs, in order.
 
-    ``threads``: intra-op threads of each ``local`` CPU worker or ``slurm`` job; ``on_epoch_end`` runs inside the
-    worker or job (it must pickle); ``nproc`` > 1 trains each run over that many devices with torchrun, one run after
-    another (``serial`` only). ``local`` and ``slurm`` raise :class:`DispatchError` naming every run that did not
-    finish, after the others have; ``serial`` raises ``train()``'s error at once.
-    """
+    ``threads``: intra-op threads of each ``local`` CPU worker or ``slurm`` job; ``on_epoch_end`` runs in the worker or
+    job (it must pickle); ``nproc`` > 1: each run over that many devices with torchrun (``serial`` only). ``local`` and
+    ``slurm`` raise :class:`DispatchError` naming every run that did not finish, after the others have; ``serial``
+    raises ``train()``'s error at once."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -118,26 +110,22 @@ def dispatch(configs: Iterable[Config], *, backend: str = "serial", workers: int
                          progress=progress)
         return runs
     device = torch.device(device) if device is not None else default_device()
-    if backend == "serial":
+    before = torch.get_num_threads()
+    if backend == "local":
+        # threads follow from the workers asked for, not the runs still missing, so a run's CPU numbers (which
+        # depend on the thread count) are the same in a pool or alone after an interrupted dispatch.
+        slots = worker_slots(device, workers)
+        per_worker = threads or max(1, available_cores() // len(slots))
+        if len(missing) > 1 and len(slots) > 1:
+            _run_local(missing, store, device, slots[:len(missing)], per_worker, on_epoch_end, progress, log)
+            return runs
+        if device.type == "cpu":  # one worker trains in this process
+            torch.set_num_threads(per_worker)
+    try:
         for config in missing:
             train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
-        return runs
-    # local: threads follow from the workers asked for, not the runs still missing, so a run's CPU numbers (which
-    # depend on the thread count) are the same in a pool or alone after an interrupted dispatch.
-    all_slots = worker_slots(device, workers)
-    per_worker = threads or max(1, available_cores() // len(all_slots))
-    slots = all_slots[:len(missing)]
-    if len(slots) <= 1:
-        before = torch.get_num_threads()
-        if device.type == "cpu":
-            torch.set_num_threads(per_worker)
-        try:
-            for config in missing:
-                train(config, store=store, device=device, progress=progress, on_epoch_end=on_epoch_end)
-        finally:
-            torch.set_num_threads(before)
-        return runs
-    _run_local(missing, store, device, slots, per_worker, on_epoch_end, progress, log)
+    finally:
+        torch.set_num_threads(before)
     return runs
 
 
@@ -150,9 +138,9 @@ def _init_worker(slots: Any, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_in_worker(config: dict[str, Any], root: str, device_type: str,
-                     on_epoch_end: Callable | None) -> str:
-    run = train(config_from_dict(config), store=RunStore(root), device=torch.device(device_type), progress=False,
+def _train_dict(config: dict[str, Any], root: str, device: str | None, on_epoch_end: Callable | None) -> str:
+    """Train a config sent to a worker process or cluster job as a dict; return its run folder."""
+    run = train(config_from_dict(config), store=RunStore(root), device=device, progress=False,
                 on_epoch_end=on_epoch_end)
     return str(run.path)
 
@@ -167,10 +155,22 @@ def _run_local(missing: Sequence[Config], store: RunStore, device: torch.device,
     watch = _Progress(missing, store, log if progress else None)
     log(f"[dispatch] {len(missing)} run(s) on {len(slots)} local workers ({where})")
     pool = cf.ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_init_worker, initargs=(queue, threads))
+    errors: dict[str, str] = {}
     try:
-        futures = {pool.submit(_train_in_worker, c.to_dict(), str(store.root), device.type, on_epoch_end): c
-                   for c in missing}
-        errors = _wait(futures, watch)
+        futures = {pool.submit(_train_dict, c.to_dict(), str(store.root), device.type, on_epoch_end): run.name
+                   for c, run in zip(missing, watch.runs)}
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
+            watch.poll()
+            for future in done:
+                err = future.exception()
+                if isinstance(err, cf.process.BrokenProcessPool):
+                    errors[futures[future]] = ("a worker process died (killed, or out of memory) while this run "
+                                               "was queued or training; its finished epochs are saved and the next "
+                                               "dispatch resumes it")
+                elif err is not None:
+                    errors[futures[future]] = f"{type(err).__name__}: {err}"
     except BaseException:  # an interrupted notebook cell: stop the workers now (their runs resume next time)
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
@@ -178,13 +178,6 @@ def _run_local(missing: Sequence[Config], store: RunStore, device: torch.device,
         raise
     pool.shutdown()
     _raise_errors(errors, store, len(missing))
-
-
-def describe_worker_death(error: BaseException) -> str:
-    if isinstance(error, cf.process.BrokenProcessPool):
-        return ("a worker process died (killed, or out of memory) while this run was queued or training; "
-                "its finished epochs are saved and the next dispatch resumes it")
-    return f"{type(error).__name__}: {error}"
 
 
 # --- slurm (or any submitit cluster) -----------------------------------------------------------------------------
@@ -195,21 +188,18 @@ class TrainJob(submitit.helpers.Checkpointable):
                  on_epoch_end: Callable | None = None) -> str:
         if threads is not None:
             torch.set_num_threads(threads)
-        run = train(config_from_dict(config), store=RunStore(root), progress=False, on_epoch_end=on_epoch_end)
-        return str(run.path)
+        return _train_dict(config, root, None, on_epoch_end)
 
 
 def slurm_settings(slurm: dict[str, Any] | None) -> dict[str, Any]:
     """The executor settings: ``slurm`` or the JSON object in ``$CTCBOOK_SLURM`` (empty when neither is set)."""
+    if slurm is not None and not isinstance(slurm, dict):
+        raise ValueError(f"slurm must be a dict of submitit executor settings, got {slurm!r}")
     if slurm is not None:
-        if not isinstance(slurm, dict):
-            raise ValueError(f"slurm must be a dict of submitit executor settings, got {slurm!r}")
         return dict(slurm)
     text = os.environ.get("CTCBOOK_SLURM", "").strip()
-    if not text:
-        return {}
     try:
-        value = json.loads(text)
+        value = json.loads(text) if text else {}
     except json.JSONDecodeError as err:
         raise ValueError(f"$CTCBOOK_SLURM must be a JSON object of submitit settings, got {text!r}: {err}") from None
     if not isinstance(value, dict):
@@ -244,29 +234,15 @@ def _run_slurm(missing: Sequence[Config], store: RunStore, workers: int | None, 
         for job in jobs:
             job.cancel(check=False)
         raise
-    for config, job in zip(missing, jobs):
+    for run, job in zip(watch.runs, jobs):
         try:
             job.result()
         except Exception as err:  # submitit's FailedJobError carries the job's stderr tail
-            errors[store.open(config.to_dict(), prefix=config.run_prefix).name] = f"job {job.job_id}: {err}"
+            errors[run.name] = f"job {job.job_id}: {err}"
     _raise_errors(errors, store, n)
 
 
-# --- shared: waiting, progress lines, errors ----------------------------------------------------------------------
-def _wait(futures: dict[cf.Future, Config], watch: "_Progress") -> dict[str, str]:
-    """Wait for every future, printing progress; returns {run name: why it failed} for the ones that failed."""
-    errors: dict[str, str] = {}
-    pending = set(futures)
-    while pending:
-        done, pending = cf.wait(pending, timeout=POLL_SECONDS, return_when=cf.FIRST_COMPLETED)
-        watch.poll()
-        for future in done:
-            if future.exception() is not None:
-                config = futures[future]
-                errors[watch.name(config)] = describe_worker_death(future.exception())
-    return errors
-
-
+# --- shared: progress lines, errors -------------------------------------------------------------------------------
 def _raise_errors(errors: dict[str, str], store: RunStore, total: int) -> None:
     if errors:
         lines = "\n".join(f"  {name}: {why}" for name, why in errors.items())
@@ -283,9 +259,6 @@ class _Progress:
         self.seen = {r.name: max((row["epoch"] for row in r.metrics()), default=0) for r in self.runs}
         self.finished: set[str] = set()
         self.log = log
-
-    def name(self, config: Config) -> str:
-        return self.runs[[r.config for r in self.runs].index(config.to_dict())].name
 
     def poll(self) -> None:
         if self.log is None:

@@ -130,12 +130,9 @@ def all_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
 
 def average_gradients(params, d: Dist) -> None:
     """Average the gradients of ``params`` (those outside the DDP-wrapped model, e.g. CTC's heads) over ranks."""
-    if not d.active:
-        return
     for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(d.world_size)
+        if d.active and p.grad is not None:
+            all_sum(p.grad, d).div_(d.world_size)
 
 
 def broadcast_buffers(model: torch.nn.Module, d: Dist) -> None:

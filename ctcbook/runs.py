@@ -93,14 +93,12 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _torch_bytes(obj: Any) -> bytes:
+def atomic_torch_save(obj: Any, path: Path) -> bytes:
+    """``torch.save`` ``obj`` to ``path`` atomically; returns the bytes written."""
     buf = io.BytesIO()
     torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
     return buf.getvalue()
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_write_bytes(path, _torch_bytes(obj))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -118,10 +116,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def append_jsonl(path: Path, row: dict[str, Any], *, unique: Sequence[str] | None = None,
                  complete: Sequence[str] = ()) -> bool:
-    """Append one JSON line and fsync it; return whether it was appended (a failed write is truncated away).
-
-    With ``unique`` (key fields), append only if no row has the same values and every ``complete`` field, checked
-    under a lock on ``<path>.lock``."""
+    """Append one JSON line and fsync it (a failed write is truncated away); with ``unique`` (key fields), under a lock
+    on ``<path>.lock``, not if a row has the same values and every ``complete`` field. Returns whether it appended."""
     path = Path(path)
     lock = filelock.FileLock(f"{path}.lock") if unique else contextlib.nullcontext()
     try:
@@ -140,19 +136,9 @@ def append_jsonl(path: Path, row: dict[str, Any], *, unique: Sequence[str] | Non
                     with contextlib.suppress(OSError):
                         f.truncate(size)
                     raise
-    except OSError as err:
-        if isinstance(err, StoreWriteError):
-            raise
+    except OSError as err:  # nothing in the block raises a StoreWriteError itself
         raise _write_error(path, err) from err
     return True
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checksum_path(path: Path) -> Path:
@@ -161,8 +147,7 @@ def checksum_path(path: Path) -> Path:
 
 def save_verified(obj: Any, path: Path, epoch: int) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically, then its sidecar ``{"sha256", "bytes", "epoch"}``."""
-    data = _torch_bytes(obj)
-    atomic_write_bytes(path, data)
+    data = atomic_torch_save(obj, path)
     atomic_write_json(checksum_path(path), {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                                             "epoch": epoch})
 
@@ -191,6 +176,9 @@ class Run:
     def __init__(self, path: Path, config: dict[str, Any]):
         self.path = Path(path)
         self.config = config
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.state_path = self.path / "state.pt"
+        self.prev_state_path = self.path / "state.prev.pt"
 
     def __repr__(self) -> str:
         return f"Run({self.path.name}, done={self.done})"
@@ -216,10 +204,6 @@ class Run:
         atomic_write_json(self.path / "FAILED", {"epoch": epoch, "step": step, "reason": reason})
 
     # --- metrics -------------------------------------------------------------------------------------------
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
-
     def metrics(self) -> list[dict[str, Any]]:
         """Per-epoch rows (``epoch`` 1-based), in order."""
         return read_jsonl(self.metrics_path)
@@ -255,25 +239,21 @@ class Run:
             raise FileNotFoundError(f"run {self.name} has no checkpoint for epoch {epoch}; saved: {self.saved_epochs()}")
         return self._load_verified(path, epoch, weights_only=True)
 
-    def verify(self, path: Path, epoch: int | None = None) -> None:
-        """Raise :class:`DamagedFileError` if ``path`` does not match its sidecar; no sidecar: nothing to check."""
-        path = Path(path)
-        side = checksum_path(path)
-        if not side.exists():
-            return
-        try:
-            expected = json.loads(side.read_text())
-            want, epoch = expected["sha256"], expected.get("epoch", epoch)
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise DamagedFileError(self, side, epoch, f"unreadable checksum file ({err})") from None
-        got = file_sha256(path)
-        if got != want:
-            raise DamagedFileError(self, path, epoch, f"SHA-256 {got[:12]}... of its {path.stat().st_size} bytes "
-                                                      f"differs from the recorded {want[:12]}... "
-                                                      f"({expected.get('bytes')} bytes)")
-
     def _load_verified(self, path: Path, epoch: int | None, *, weights_only: bool) -> Any:
-        self.verify(path, epoch)
+        """``torch.load`` ``path``, checked against its SHA-256 sidecar if any; raises :class:`DamagedFileError`."""
+        side = checksum_path(path)
+        if side.exists():
+            try:
+                expected = json.loads(side.read_text())
+                want, at = expected["sha256"], expected.get("epoch", epoch)
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise DamagedFileError(self, side, epoch, f"unreadable checksum file ({err})") from None
+            with open(path, "rb") as f:
+                got = hashlib.file_digest(f, "sha256").hexdigest()
+            if got != want:
+                raise DamagedFileError(self, path, at, f"SHA-256 {got[:12]}... of its {path.stat().st_size} bytes "
+                                                       f"differs from the recorded {want[:12]}... "
+                                                       f"({expected.get('bytes')} bytes)")
         try:
             return torch.load(path, map_location="cpu", weights_only=weights_only)
         except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... for a cut-off file
@@ -285,19 +265,11 @@ class Run:
         return (f"mv {self.path} {self.path}.damaged && ctcbook train --config {self.path}.damaged/config.json "
                 f"--runs {self.path.parent}")
 
-    @property
-    def state_path(self) -> Path:
-        return self.path / "state.pt"
-
-    @property
-    def prev_state_path(self) -> Path:
-        return self.path / "state.prev.pt"
-
     def save_state(self, state: dict[str, Any]) -> None:
         """Save the resume point ``state`` as ``state.pt``, the one before it renamed to ``state.prev.pt``."""
-        for src in (self.state_path, checksum_path(self.state_path)):
+        for src, dst in ((self.state_path, self.prev_state_path),
+                         (checksum_path(self.state_path), checksum_path(self.prev_state_path))):
             if src.exists():
-                dst = self.prev_state_path if src == self.state_path else checksum_path(self.prev_state_path)
                 try:
                     os.replace(src, dst)
                 except OSError as err:
@@ -305,8 +277,7 @@ class Run:
         save_verified(state, self.state_path, state.get("epoch"))
 
     def load_state(self) -> dict[str, Any] | None:
-        """The latest intact resume state or None; a damaged ``state.pt`` falls back to ``state.prev.pt`` (warning),
-        none intact raises :class:`DamagedFileError`."""
+        """The latest intact resume state or None: ``state.pt``, else ``state.prev.pt`` (a warning), else raises."""
         damaged = []
         for path in (self.state_path, self.prev_state_path):
             if not path.exists():
@@ -316,12 +287,10 @@ class Run:
             except DamagedFileError as err:
                 damaged.append(err)
                 continue
-            if damaged:
-                bad = damaged[0]
+            for bad in damaged:
                 at = f" (epoch {bad.epoch})" if bad.epoch is not None else ""
-                msg = (f"run {self.name}: {bad.path.name}{at} is damaged ({bad.problem}); resuming from "
-                       f"{path.name} (epoch {state['epoch']}) instead, one more epoch to re-train")
-                warnings.warn(msg, stacklevel=2)
+                warnings.warn(f"run {self.name}: {bad.path.name}{at} is damaged ({bad.problem}); resuming from "
+                              f"{path.name} (epoch {state['epoch']}) instead, one more epoch to re-train", stacklevel=2)
             return state
         if damaged:
             raise damaged[-1] if len(damaged) == 1 else DamagedFileError(
@@ -351,8 +320,8 @@ class Run:
 
     @contextlib.contextmanager
     def writer(self, *, wait: bool = True) -> Iterator["Run"]:
-        """Hold this run's writer lock for the ``with`` block, waiting for (or, without ``wait``, raising on) another
-        holder. The caller re-checks :attr:`done` after."""
+        """Hold this run's writer lock for the ``with`` block, waiting for another holder (or raising, without
+        ``wait``); the caller re-checks :attr:`done` after."""
         self.path.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(self.path / "writer.lock")
         try:
@@ -390,8 +359,7 @@ class RunStore:
         path = self.root / f"{prefix}-{config_hash(config)}"
         config_file = path / "config.json"
         if config_file.exists():
-            stored = json.loads(config_file.read_text())
-            if stored != config:
+            if json.loads(config_file.read_text()) != config:
                 raise RuntimeError(f"{config_file} holds a different config than its hash says; delete {path}")
         else:
             atomic_write_json(config_file, config)

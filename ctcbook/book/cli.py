@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from . import parameters, publish, runner  # none imports torch or papermill: bad requests are refused at once
 from .profiles import PROFILES
+from .runner import BookBuildError, ChapterFailedError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     book = sub.add_parser("book", help="build the HTML book from the executed chapters")
     book.add_argument("--warnings-as-errors", action="store_true", help="fail on any Sphinx warning")
 
-    publish = sub.add_parser("publish", help="copy the built book (_build/html) to a folder for any static host")
-    publish.add_argument("dir", help="destination folder (created; must be empty or a previous publish)")
-    publish.add_argument("--html", default=None, help="built book to copy (default <repo>/_build/html)")
+    copy = sub.add_parser("publish", help="copy the built book (_build/html) to a folder for any static host")
+    copy.add_argument("dir", help="destination folder (created; must be empty or a previous publish)")
+    copy.add_argument("--html", default=None, help="built book to copy (default <repo>/_build/html)")
 
     train = sub.add_parser("train", help="train (or reuse, or resume) one run")
     train.add_argument("--config", required=True,
@@ -44,22 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            from . import parameters, runner  # neither imports torch or papermill: bad requests are refused at once
-
             overrides = {name: parameters.parse_value(value) for name, value in args.parameter}
             kwargs = {"output_dir": args.output_dir} if args.output_dir else {}
             runner.run_chapters(args.chapters or None, args.profile, overrides, force=args.force, **kwargs)
         elif args.command == "book":
-            from . import runner
-
             print(runner.build_book(warnings_as_errors=args.warnings_as_errors))
         elif args.command == "publish":
-            from . import publish as publish_
-
-            print(publish_.publish(args.dir, **({"html": args.html} if args.html else {})))
+            print(publish.publish(args.dir, **({"html": args.html} if args.html else {})))
         elif args.command == "train":
-            import json
-
             from .. import distributed
             from ..config import config_from_dict
             from ..train import train
@@ -75,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "check":
             return check_store(args.runs)
         elif args.command == "list":
-            from . import runner
-
             for chapter in runner.chapters():
                 print(chapter, runner.resolve_parameters(chapter, "default"))
             print("profiles:", ", ".join(sorted(PROFILES)))
@@ -84,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctcbook: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # a failed chapter or run: say what failed, exit non-zero
-        from .runner import BookBuildError, ChapterFailedError
         from ..runs import DamagedFileError, RunFailedError, RunLockedError, StoreWriteError
 
         if isinstance(err, (BookBuildError, ChapterFailedError, RunFailedError, DamagedFileError, RunLockedError,

@@ -1,16 +1,9 @@
 """Is an executed chapter up to date? The key of one execution and the reasons it no longer matches.
 
-An executed chapter is reproduced exactly by executing again only if one of these changed since:
-
-* the source notebook (SHA-256 of ``notebooks/<chapter>.ipynb``),
-* the resolved parameters (every value, from the profile and the overrides),
-* the library (SHA-256 over every ``ctcbook/**/*.py``, path and content),
-* a run it used (the run folders it opened, each with the SHA-256 of its ``DONE`` marker: a run deleted,
-  unfinished or retrained shows here),
-* the executed notebook itself (SHA-256 after stamping: a failed or hand-edited execution is not up to date).
-
-The runner stores the key in ``<chapter>.run.json`` (``"key"``) and calls :func:`stale_reasons` before executing.
-Nothing here imports torch, so a no-change ``ctcbook run`` stays quick.
+The key (``"key"`` in ``<chapter>.run.json``) holds what executing again could change: the SHA-256 of the source
+notebook, of the library (``ctcbook/**/*.py``) and of the executed notebook after stamping (a failed or hand-edited
+execution is stale), the resolved parameters, and each run folder the chapter opened with the SHA-256 of its ``DONE``
+marker (a run deleted, unfinished or retrained shows). Nothing here imports torch: a no-change ``ctcbook run`` is quick.
 """
 from __future__ import annotations
 
@@ -23,7 +16,6 @@ PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 

@@ -5,6 +5,7 @@ title, so that no number in the book is without its origin; the same record goes
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -17,16 +18,13 @@ import nbformat
 REPO = Path(__file__).resolve().parents[2]
 
 
-def git_commit(repo: Path = REPO) -> str:
+def git_commit() -> str:
     """The checkout's commit (12 hex digits, ``+changes`` when tracked files differ); ``unknown`` outside git."""
     try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty=+changes", "--abbrev=12",
+                               "--exclude=*"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return sha + ("+changes" if dirty else "")
 
 
 def collect(chapter: str, profile: str, parameters: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
@@ -52,15 +50,12 @@ def collect(chapter: str, profile: str, parameters: dict[str, Any], wall_seconds
 def first_wall_seconds(previous_record: Path, parameters: dict[str, Any], seconds: float) -> float:
     """The wall time of the first execution with these parameters (the previous record's, when its parameters are
     the same: a re-execution from finished runs is much faster than the one that trained them), else ``seconds``."""
-    import json
-
     try:
         old = json.loads(Path(previous_record).read_text())
     except (OSError, ValueError):
-        return round(seconds, 1)
-    if old.get("parameters") == parameters and "first_wall_seconds" in old:
-        return old["first_wall_seconds"]
-    return round(seconds, 1)
+        old = {}
+    same = old.get("parameters") == parameters and "first_wall_seconds" in old
+    return old["first_wall_seconds"] if same else round(seconds, 1)
 
 
 def markdown(record: dict[str, Any]) -> str:

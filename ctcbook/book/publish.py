@@ -25,17 +25,14 @@ def publish(dest: str | os.PathLike, html: str | os.PathLike = REPO / "_build" /
         raise ValueError(f"publish destination {dest} is not empty and holds no earlier publish ({MARKER}); "
                          f"choose an empty or new folder")
     tmp = dest.with_name(f".{dest.name}.publishing")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted publish; copytree refuses what is left
     shutil.copytree(html, tmp, ignore=shutil.ignore_patterns(".buildinfo", ".doctrees"))
     (tmp / ".nojekyll").touch()
     (tmp / MARKER).write_text(f"copied from {html}\n")
     old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
     if dest.exists():
-        if old.exists():
-            shutil.rmtree(old)
         os.replace(dest, old)
     os.replace(tmp, dest)
-    if old.exists():
-        shutil.rmtree(old)
+    shutil.rmtree(old, ignore_errors=True)
     return dest

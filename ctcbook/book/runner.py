@@ -5,6 +5,7 @@ a failing chapter is reported by chapter and cell, its partly executed notebook 
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -43,16 +44,12 @@ def resolve_parameters(chapter: str, profile: str, overrides: dict[str, Any] | N
     return parameters.resolve(chapter, {**(overrides or {}), "profile": profile})
 
 
-def say(line: str) -> None:
-    """The default log: a line on stdout, flushed at once (a CI log or a pipe would otherwise get it in blocks)."""
-    print(line, flush=True)
-
-
 def run_chapters(names: list[str] | None, profile: str, overrides: dict[str, Any] | None = None, *,
-                 output_dir: Path = EXECUTED, log=say, cell_timeout: int | None = None,
+                 output_dir: Path = EXECUTED, log=functools.partial(print, flush=True), cell_timeout: int | None = None,
                  force: bool = False, heartbeat_seconds: float = 30.0) -> list[Path]:
     """Execute chapters (default: all) in ``profile``, skipping those up to date unless ``force``; return the
-    executed notebooks. Each gets a provenance box, and ``<chapter>.run.json`` beside it its record and key."""
+    executed notebooks. Each gets a provenance box, and ``<chapter>.run.json`` beside it its record and key.
+    ``log`` flushes each line at once (a CI log or a pipe would otherwise get them in blocks)."""
     names = names or chapters()
     plan = [(name, resolve_parameters(name, profile, overrides)) for name in names]  # refuse before running
     os.environ.setdefault("CTCBOOK_RUNS", str(REPO / "runs"))
@@ -136,8 +133,7 @@ def build_book(*, warnings_as_errors: bool = False, path_output: Path = REPO,
     source = REPO / "book"
     if chapters_dir is not None:
         source = Path(path_output) / "book"
-        if source.exists():
-            shutil.rmtree(source)
+        shutil.rmtree(source, ignore_errors=True)
         shutil.copytree(REPO / "book", source, ignore=shutil.ignore_patterns("chapters"))
         (source / "chapters").mkdir()
         for c in chapters():

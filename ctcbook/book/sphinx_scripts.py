@@ -6,15 +6,20 @@ With Jupyter Book 1.x, sphinx-thebe registers its inline script twice and the se
 """
 from __future__ import annotations
 
+#: Scripts that must come before others on a page: require.js defines ``define``, which the ipywidgets embed bundle
+#: (embed-amd.js) calls as it loads.
+_FIRST = ("require.js", "require.min.js")
+
 
 def _key(script) -> tuple:
-    """Identity of a script entry: its file, or for an inline script (no file; Sphinx stores it as None or "")
-    its body; plus its attributes."""
+    """Identity of a script entry: its file (Sphinx stores an inline script's as None or "") and its attributes."""
     filename = str(getattr(script, "filename", script) or "")
     attributes = getattr(script, "attributes", {}) or {}
-    if filename in ("", "None"):
-        filename = ""
-    return filename, tuple(sorted((k, str(v)) for k, v in attributes.items()))
+    return ("" if filename == "None" else filename), tuple(sorted((k, str(v)) for k, v in attributes.items()))
+
+
+def _name(script) -> str:
+    return str(getattr(script, "filename", script) or "").rsplit("/", 1)[-1]
 
 
 def _first_of_each(scripts: list, key) -> list:
@@ -27,15 +32,6 @@ def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     scripts = context.get("script_files")
     if scripts:
         scripts[:] = _first_of_each(scripts, _key)
-
-
-#: Scripts that must come before others on a page: require.js defines ``define``, which the ipywidgets embed bundle
-#: (embed-amd.js) calls as it loads.
-_FIRST = ("require.js", "require.min.js")
-
-
-def _name(script) -> str:
-    return str(getattr(script, "filename", script) or "").rsplit("/", 1)[-1]
 
 
 def widget_scripts_in_order(app, pagename, templatename, context, doctree) -> None:
