@@ -2,27 +2,27 @@
 
 Both give :class:`MetadataArrays`, which :func:`ctcbook.models.dynamic_mlp.encode_metadata` turns into vectors.
 
-The iNat21 reader follows the public Dynamic MLP code (``dataset.py``): image path = the JSON's folder /
-``file_name``, label = ``category_id``, date = the first ten characters of ``date``; a row is valid only if latitude,
-longitude *and* date are present. Unlike that code, which zips images and annotations by position, it matches them by
-``image_id``; an empty date counts as missing and a malformed one raises naming the image.
+The iNat21 reader follows the Dynamic MLP code (``dataset.py``): path = the JSON's folder / ``file_name``, label =
+``category_id``, date = the first ten characters of ``date``, a row valid only with latitude, longitude *and* date.
+Unlike that code it matches annotations to images by ``image_id``, not by position.
 """
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as _dt
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .sources import DataCorruptError, DataNotFoundError
+from .sources import DataCorruptError, DataNotFoundError, places
 
-INAT_SPLITS = {"train_mini": "train_mini.json", "train": "train.json", "val": "val.json"}
+INAT_SPLITS = ("train_mini", "train", "val")
 INAT_HOW = ("download the annotation files (train_mini.json.tar.gz, val.json.tar.gz, ...) and the matching image "
             "tarballs listed at https://github.com/visipedia/inat_comp/tree/master/2021, unpack them into one folder "
             "(it then holds train_mini.json and train_mini/...), and pass that folder as root or put it at "
@@ -50,17 +50,12 @@ class MetadataArrays:
 
 
 @dataclass(frozen=True)
-class INatRecords:
-    """One iNat21 split as (N,) arrays (paths, labels, image ids, the :class:`MetadataArrays` fields), class names."""
+class INatRecords(MetadataArrays):
+    """One iNat21 split: the :class:`MetadataArrays` fields, (N,) paths, labels and image ids, and class names."""
     paths: np.ndarray
     labels: np.ndarray
     image_ids: np.ndarray
-    latitude: np.ndarray
-    longitude: np.ndarray
-    day_of_year: np.ndarray
-    days_in_year: np.ndarray
-    valid: np.ndarray
-    class_names: list = field(default_factory=list)
+    class_names: list
 
     @property
     def metadata(self) -> MetadataArrays:
@@ -130,18 +125,15 @@ def read_inat_json(json_path: str | os.PathLike, root: str | os.PathLike | None 
             raise ValueError(f"{path}: image {im['id']}: date {im.get('date')!r} is not 'YYYY-MM-DD...'") from None
     valid = np.isfinite(lat) & np.isfinite(lon) & np.isfinite(days)
     paths = np.array([str(root / im["file_name"]) for im in images], dtype=object)
-    return INatRecords(paths, labels, ids, lat, lon, days, year_len, valid, class_names)
+    return INatRecords(lat, lon, days, year_len, valid, paths, labels, ids, class_names)
 
 
 def load_inat21(root: str | os.PathLike | None = None, split: str = "train_mini") -> INatRecords:
     """Read ``<split>.json`` from ``root``, ``$CTCBOOK_DATA/inat21`` or ``./data/inat21``, the first that has it."""
     if split not in INAT_SPLITS:
-        raise ValueError(f"split must be one of {tuple(INAT_SPLITS)}, got {split!r}")
-    folders = [Path(root)] if root is not None else []
-    if os.environ.get("CTCBOOK_DATA"):
-        folders.append(Path(os.environ["CTCBOOK_DATA"]) / "inat21")
-    folders.append(Path("data").resolve() / "inat21")
-    tried = [f / INAT_SPLITS[split] for f in folders]
+        raise ValueError(f"split must be one of {INAT_SPLITS}, got {split!r}")
+    name = f"{split}.json"
+    tried = places(root, [name], [f"inat21/{name}"]) + [Path("data").resolve() / "inat21" / name]
     for p in tried:
         if p.is_file():
             return read_inat_json(p)
@@ -161,14 +153,11 @@ def _reflect_poles(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 class MetadataSimulator:
-    """Simulated (not real) class-conditional location and day-of-year distributions; :meth:`describe` gives the
-    exact recipe (class centres drawn from ``seed``, per-image draws around them or from a uniform background).
+    """Simulated (not real) class-conditional location and day-of-year distributions (:meth:`describe`: the recipe).
 
-    With ``interaction`` a > 0, :meth:`render` adds to each image a grey stripe pattern P_g of its class's
-    confusable group g with amplitude 127.5 a s_k(lat, day), s_k = cos(2 pi (day - 172) / 365 - 2 pi j / n)
-    tanh(lat / 15 deg) for the class's place j in its group of n: the local season, flipping with the hemisphere,
-    shifted per class, so that only image and metadata *together* tell a group's classes apart (which an additive
-    log-prior of the metadata cannot represent). Rendering uses the drawn location also where it is hidden."""
+    With ``interaction`` a > 0, :meth:`render` adds to each image its confusable group's stripe pattern at amplitude
+    127.5 a s_k(lat, day) (:meth:`signal`): the local season, flipping with the hemisphere, shifted per class, so that
+    only image and metadata *together* tell a group's classes apart (an additive log-prior of the metadata cannot)."""
 
     def __init__(self, num_classes: int = 10, *, seed: int = 0, location_spread: float = 25.0,
                  date_spread: float = 45.0, background: float = 0.3, lat_range: tuple[float, float] = (-60.0, 60.0),
@@ -204,14 +193,17 @@ class MetadataSimulator:
 
     def sample(self, labels, sample_seed: int = 0) -> MetadataArrays:
         """Metadata for images of these labels, deterministic in (seed, sample_seed): one ``sample_seed`` a split."""
-        y = self._check_labels(labels)
-        lat, lon, day, miss = self._draw(y, sample_seed)
-        lat, lon = lat.copy(), lon.copy()
-        lat[miss], lon[miss] = np.nan, np.nan
-        return MetadataArrays(lat, lon, day, np.full(len(y), 365, dtype=np.int64), ~miss)
+        m, miss = self._draw(labels, sample_seed)
+        hidden = {"latitude": np.where(miss, np.nan, m.latitude), "longitude": np.where(miss, np.nan, m.longitude)}
+        return dataclasses.replace(m, **hidden, valid=~miss)
 
-    def _draw(self, y: np.ndarray, sample_seed: int):
-        """(lat, lon, day, missing) before the missing locations are hidden."""
+    def latent(self, labels, sample_seed: int = 0) -> MetadataArrays:
+        """As :meth:`sample` but with every location kept (what the images were rendered with); valid all True."""
+        return self._draw(labels, sample_seed)[0]
+
+    def _draw(self, labels, sample_seed: int) -> tuple[MetadataArrays, np.ndarray]:
+        """(the metadata with every location kept, the missing flags)."""
+        y = self._check_labels(labels)
         n = len(y)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, int(sample_seed)]))
         is_bg = rng.random(n) < self.background
@@ -225,13 +217,7 @@ class MetadataSimulator:
         lat, lon = _reflect_poles(lat, lon)
         day = np.rint(self.peak_day[y] + self.date_spread * noise[2])
         day = np.where(is_bg, bg_day, (day - 1) % 365 + 1).astype(np.float64)
-        return lat, lon, day, miss
-
-    def latent(self, labels, sample_seed: int = 0) -> MetadataArrays:
-        """As :meth:`sample` but with every location kept (what the images were rendered with); valid all True."""
-        y = self._check_labels(labels)
-        lat, lon, day, _ = self._draw(y, sample_seed)
-        return MetadataArrays(lat, lon, day, np.full(len(y), 365, dtype=np.int64), np.ones(len(y), dtype=bool))
+        return MetadataArrays(lat, lon, day, np.full(n, 365, dtype=np.int64), np.ones(n, dtype=bool)), miss
 
     def _check_labels(self, labels) -> np.ndarray:
         y = np.asarray(labels)
@@ -250,7 +236,8 @@ class MetadataSimulator:
         return g, j, n
 
     def signal(self, labels, latitude, day_of_year) -> np.ndarray:
-        """s_k(lat, day) in [-1, 1] per image (see the class docstring)."""
+        """s_k = cos(2 pi (day - 172) / 365 - 2 pi j / n) tanh(lat / 15 deg) in [-1, 1] per image, for the class's
+        place j in its group of n."""
         y = self._check_labels(labels)
         lat, day = np.asarray(latitude, dtype=np.float64), np.asarray(day_of_year, dtype=np.float64)
         if lat.shape != y.shape or day.shape != y.shape or not (np.isfinite(lat).all() and np.isfinite(day).all()):
@@ -379,11 +366,10 @@ def bayes_posterior(image_probs, log_lik: np.ndarray, class_prior=None) -> np.nd
     if p.shape != log_lik.shape:
         raise ValueError(f"image_probs {p.shape} and log_lik {log_lik.shape} must have one shape (N, K)")
     prior = np.full(p.shape[1], 1.0 / p.shape[1]) if class_prior is None else np.asarray(class_prior, float)
+    from scipy.special import softmax
+
     with np.errstate(divide="ignore"):
-        s = np.log(np.clip(p, 1e-300, None)) + log_lik - np.log(prior)[None, :]
-    s -= s.max(1, keepdims=True)
-    e = np.exp(s)
-    return e / e.sum(1, keepdims=True)
+        return softmax(np.log(np.clip(p, 1e-300, None)) + log_lik - np.log(prior)[None, :], axis=1)
 
 
 def _check_groups(groups, num_classes: int) -> list[list[int]]:

@@ -121,12 +121,10 @@ def _parse_idx(key: tuple[str, int, int], dataset: str) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def read_idx(path: os.PathLike | str, magic: int | None = None, dataset: str = "idx") -> np.ndarray:
-    """A read-only uint8 array from an idx file of unsigned bytes, gzipped or plain; ``magic`` None accepts either."""
-    path = Path(path)
+def read_idx(path: Path, magic: int, dataset: str) -> np.ndarray:
+    """A read-only uint8 array from an idx file of unsigned bytes (gzipped or plain) holding ``magic``'s kind."""
     array = _parse_idx(_file_key(path), dataset)
-    found = IDX_IMAGES_MAGIC if array.ndim == 3 else IDX_LABELS_MAGIC if array.ndim == 1 else None
-    if magic is not None and found != magic:
+    if array.ndim != {IDX_LABELS_MAGIC: 1, IDX_IMAGES_MAGIC: 3}[magic]:
         what = {IDX_LABELS_MAGIC: "labels (N,)", IDX_IMAGES_MAGIC: "images (N, H, W)"}[magic]
         raise DataCorruptError(dataset, path, f"bad magic number: expected {magic} for {what}, found an array of "
                                               f"shape {array.shape}")
@@ -171,12 +169,8 @@ def load_fashion_mnist(split: str, root=None) -> ImageSet:
 def half_split(labels: np.ndarray, split: str) -> np.ndarray:
     """Sorted indices of one half of a fixed stratified 50/50 split (numpy seed 0, independent of any run seed)."""
     rng = np.random.default_rng(0)
-    train, test = [], []
-    for k in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == k))
-        train.append(idx[: len(idx) // 2])
-        test.append(idx[len(idx) // 2:])
-    return np.sort(np.concatenate(train if split == "train" else test))
+    perms = [rng.permutation(np.flatnonzero(labels == k)) for k in np.unique(labels)]
+    return np.sort(np.concatenate([p[: len(p) // 2] if split == "train" else p[len(p) // 2:] for p in perms]))
 
 
 @functools.lru_cache(maxsize=1)
@@ -262,8 +256,18 @@ def _cifar_batch(path: Path, label_key: str, num_classes: int, dataset: str) -> 
     return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
-def _load_cifar(dataset: str, folder_name: str, files: dict[str, list[str]], meta: str, label_key: str,
-                names_key: str, num_classes: int, split: str, root) -> ImageSet:
+#: name -> (folder, {split: batch files}, meta file, label key, class names key, number of classes, torchvision class)
+CIFAR = {
+    "cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+                "batches.meta", "labels", "label_names", 10, "CIFAR10"),
+    "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]}, "meta", "fine_labels",
+                 "fine_label_names", 100, "CIFAR100"),
+}
+
+
+def load_cifar(dataset: str, split: str, root=None) -> ImageSet:
+    """CIFAR-10 or CIFAR-100 (fine labels) from torchvision's pickles: (N, 3, 32, 32) uint8, 50,000 / 10,000."""
+    folder_name, files, meta, label_key, names_key, num_classes, torch_name = CIFAR[dataset]
     tried = places(root, [folder_name], [folder_name])
     for folder in tried:
         if all((folder / f).is_file() for f in files[split] + [meta]):
@@ -275,24 +279,10 @@ def _load_cifar(dataset: str, folder_name: str, files: dict[str, list[str]], met
             parts = [_cifar_batch(folder / f, label_key, num_classes, dataset) for f in files[split]]
             return ImageSet(f"{dataset}/{split}", torch.from_numpy(np.concatenate([p[0] for p in parts])),
                             torch.from_numpy(np.concatenate([p[1] for p in parts])), names)
-    torch_name = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}[dataset]
     how = (f"run torchvision.datasets.{torch_name}(root, download=True) on a machine that is online (it unpacks "
            f"root/{folder_name}/ with {', '.join(files[split] + [meta])}), then copy root here and pass root= or set "
            "CTCBOOK_DATA to it")
     raise DataNotFoundError(dataset, tried, how if tried else how + " (neither root nor $CTCBOOK_DATA is set)")
-
-
-def load_cifar10(split: str, root=None) -> ImageSet:
-    """CIFAR-10 from torchvision's ``cifar-10-batches-py``: (N, 3, 32, 32) uint8, 50,000 train / 10,000 test."""
-    files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-    return _load_cifar("cifar10", "cifar-10-batches-py", files, "batches.meta", "labels", "label_names", 10, split,
-                       root)
-
-
-def load_cifar100(split: str, root=None) -> ImageSet:
-    """CIFAR-100 from torchvision's ``cifar-100-python``: (N, 3, 32, 32) uint8, 50,000 / 10,000, fine labels."""
-    return _load_cifar("cifar100", "cifar-100-python", {"train": ["train"], "test": ["test"]}, "meta", "fine_labels",
-                       "fine_label_names", 100, split, root)
 
 
 # --- image folders (CINIC-10 and any root/<split>/<class>/*.png tree) -------------------------------------------
@@ -390,8 +380,8 @@ LOADERS: dict[str, tuple[Callable[..., ImageSet], tuple[str, ...] | None]] = {
     "fashion_mnist": (load_fashion_mnist, ("train", "test")),
     "mnist5k": (load_mnist5k, ("train", "test")),
     "digits": (load_digits28, ("train", "test")),
-    "cifar10": (load_cifar10, ("train", "test")),
-    "cifar100": (load_cifar100, ("train", "test")),
+    "cifar10": (functools.partial(load_cifar, "cifar10"), ("train", "test")),
+    "cifar100": (functools.partial(load_cifar, "cifar100"), ("train", "test")),
     "cinic10": (load_cinic10, ("train", "valid", "test")),
     "imagefolder": (load_imagefolder, None),
 }
