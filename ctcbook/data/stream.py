@@ -1,10 +1,8 @@
 """Streaming image folders: data that does not fit in memory, read from disk by DataLoader worker processes.
 
-An ImageFolder tree (ImageNet layout, classes sorted by name) is decoded with PIL in the workers with torchvision's
-presets (train: RandomResizedCrop(224), flip; eval: Resize(256), CenterCrop(224)); uint8 batches become float in
-[0, 1] on the device. Each image's crop and flip are seeded by (run seed, epoch, image index), so augmentations
-depend neither on the workers, the world size nor a resume; the order comes from a DistributedSampler. A user's own
-ImageFolder ``folder:<name>`` (``$CTCBOOK_DATA/<name>/{train,test or val}/<class>/*``) can be a transfer target.
+An ImageFolder tree (ImageNet layout) is decoded in the workers with torchvision's presets; each image's crop and flip
+are seeded by (run seed, epoch, image index), so they depend neither on the workers, the world size nor a resume; the
+order comes from a DistributedSampler. A user's ImageFolder ``folder:<name>`` can be a transfer target.
 """
 from __future__ import annotations
 
@@ -197,8 +195,7 @@ def load_user_folder(name: str, split: str, *, channels: int, size: int, cap: in
                           dataset=bare)
     if split != "train":
         train = user_folder_split(name, "train")
-        classes = sub_folders(train)
-        if folder.classes != classes:
+        if folder.classes != (classes := sub_folders(train)):
             raise DataCorruptError(bare, folder.folder, f"its class folders {list(folder.classes)} differ from those "
                                                         f"of the train split {train} {list(classes)}")
     return to_format(_in_memory(folder, cap, seed), channels, size)
