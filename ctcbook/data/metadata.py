@@ -62,14 +62,6 @@ class INatRecords(MetadataArrays):
         return MetadataArrays(self.latitude, self.longitude, self.day_of_year, self.days_in_year, self.valid)
 
 
-def parse_inat_date(date: str | None) -> tuple[float, int]:
-    """``"2010-07-14 20:19:00+00:00"`` -> (day of year, days in that year) from the first ten characters."""
-    if date is None or date == "":
-        return math.nan, 365
-    d = _dt.datetime.strptime(str(date)[:10], "%Y-%m-%d")
-    return float(d.timetuple().tm_yday), 366 if calendar.isleap(d.year) else 365
-
-
 def _coord(v, name: str, image_id) -> float:
     if v is None:
         return math.nan
@@ -79,10 +71,10 @@ def _coord(v, name: str, image_id) -> float:
         raise ValueError(f"image {image_id}: {name} must be a number or null, got {v!r}") from None
 
 
-def read_inat_json(json_path: str | os.PathLike, root: str | os.PathLike | None = None) -> INatRecords:
-    """One iNat21 annotation file (COCO-like JSON) as :class:`INatRecords`, images in file order, paths under ``root``
-    (default the JSON's folder). Labels are -1 only in a file without ``annotations`` (the test split)."""
-    path = Path(json_path)
+def read_inat_json(path: str | os.PathLike) -> INatRecords:
+    """One iNat21 annotation file (COCO-like JSON) as :class:`INatRecords`, images in file order, paths under the
+    JSON's folder. Labels are -1 only in a file without ``annotations`` (the test split)."""
+    path = Path(path)
     if not path.is_file():
         raise DataNotFoundError("inat21", [path], INAT_HOW)
     try:
@@ -92,7 +84,6 @@ def read_inat_json(json_path: str | os.PathLike, root: str | os.PathLike | None 
         raise DataCorruptError("inat21", path, f"not valid JSON ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataCorruptError("inat21", path, "no 'images' list at the top level")
-    root = path.parent if root is None else Path(root)
     images = data["images"]
     ids = np.array([int(im["id"]) for im in images], dtype=np.int64)
     if len(set(ids.tolist())) != len(ids):
@@ -119,12 +110,15 @@ def read_inat_json(json_path: str | os.PathLike, root: str | os.PathLike | None 
     lon = np.array([_coord(im.get("longitude"), "longitude", im["id"]) for im in images], dtype=np.float64)
     days, year_len = np.full(len(ids), math.nan), np.full(len(ids), 365, dtype=np.int64)
     for i, im in enumerate(images):
-        try:
-            days[i], year_len[i] = parse_inat_date(im.get("date"))
+        if im.get("date") in (None, ""):  # missing: NaN, the row not valid
+            continue
+        try:  # "2010-07-14 20:19:00+00:00": the first ten characters
+            d = _dt.datetime.strptime(str(im["date"])[:10], "%Y-%m-%d")
         except ValueError:
-            raise ValueError(f"{path}: image {im['id']}: date {im.get('date')!r} is not 'YYYY-MM-DD...'") from None
+            raise ValueError(f"{path}: image {im['id']}: date {im['date']!r} is not 'YYYY-MM-DD...'") from None
+        days[i], year_len[i] = d.timetuple().tm_yday, 366 if calendar.isleap(d.year) else 365
     valid = np.isfinite(lat) & np.isfinite(lon) & np.isfinite(days)
-    paths = np.array([str(root / im["file_name"]) for im in images], dtype=object)
+    paths = np.array([str(path.parent / im["file_name"]) for im in images], dtype=object)
     return INatRecords(lat, lon, days, year_len, valid, paths, labels, ids, class_names)
 
 

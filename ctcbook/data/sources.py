@@ -68,17 +68,11 @@ class DataCorruptError(ValueError):
         return type(self), (self.dataset, self.path, self.problem)
 
 
-def data_dir() -> Path | None:
-    """``$CTCBOOK_DATA``, or None where it is not set."""
-    value = os.environ.get("CTCBOOK_DATA")
-    return Path(value).expanduser() if value else None
-
-
 def places(root, under_root: Sequence[str], under_data: Sequence[str]) -> list[Path]:
     """``root/<each of under_root>`` (where root is given), then ``$CTCBOOK_DATA/<each of under_data>`` (where set)."""
     found = [Path(root) / s for s in under_root] if root is not None else []
-    base = data_dir()
-    return found + ([base / s for s in under_data] if base is not None else [])
+    base = os.environ.get("CTCBOOK_DATA")
+    return found + ([Path(base).expanduser() / s for s in under_data] if base else [])
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:
@@ -289,24 +283,28 @@ def load_cifar(dataset: str, split: str, root=None) -> ImageSet:
 _AS_RGB = {"P", "RGB", "RGBA", "CMYK", "YCbCr"}  # PIL modes read as RGB (alpha dropped)
 
 
-def _read_image(path: Path, dataset: str, force_rgb: bool) -> tuple[np.ndarray, str]:
+def open_image(path, dataset: str, convert: Callable = lambda img: img.convert("RGB")):
+    """``convert(image)`` of the image file at ``path``; an unreadable file raises DataCorruptError naming it."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            mode = img.mode
-            if force_rgb or mode in _AS_RGB - {"RGB"}:
-                img = img.convert("RGB")
-            elif mode == "1":
-                img = img.convert("L")
-            elif mode not in ("L", "RGB"):
-                raise DataCorruptError(dataset, path, f"PIL mode {mode!r} is not supported (grey or colour images "
-                                                      "only)")
-            arr = np.asarray(img, dtype=np.uint8)
+            return convert(img)
     except DataCorruptError:
         raise
     except Exception as err:  # noqa: BLE001 - PIL raises several types for unreadable files
         raise DataCorruptError(dataset, path, f"unreadable image ({type(err).__name__}: {err})") from None
+
+
+def _read_image(path: Path, dataset: str, force_rgb: bool) -> tuple[np.ndarray, str]:
+    def grey_or_rgb(img):
+        target = "RGB" if force_rgb or img.mode in _AS_RGB else "L" if img.mode in ("1", "L") else None
+        if target is None:
+            raise DataCorruptError(dataset, path, f"PIL mode {img.mode!r} is not supported (grey or colour images "
+                                                  "only)")
+        return np.asarray(img.convert(target), dtype=np.uint8), img.mode
+
+    arr, mode = open_image(path, dataset, grey_or_rgb)
     return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)), mode
 
 

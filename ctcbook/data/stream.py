@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from .images import ImageSet, stratified_indices, to_format
-from .sources import DataCorruptError, DataNotFoundError, in_threads, list_image_folder, places, sub_folders
+from .sources import (DataCorruptError, DataNotFoundError, in_threads, list_image_folder, open_image, places,
+                      sub_folders)
 
 #: ImageNet's per-channel mean and std in [0, 1] units (torchvision's references), the model's normalisation.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -87,13 +88,7 @@ class StreamFolder(Dataset):
         return len(self.classes)
 
     def load(self, path: str):
-        from PIL import Image
-
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except Exception as err:  # noqa: BLE001 - PIL raises several types for unreadable files
-            raise DataCorruptError(self.dataset, path, f"unreadable image ({type(err).__name__}: {err})") from None
+        return open_image(path, self.dataset)
 
     def __getitem__(self, item):
         epoch, i = item if isinstance(item, tuple) else (None, item)
