@@ -361,16 +361,10 @@ def bayes_posterior(image_probs, log_lik: np.ndarray, class_prior=None) -> np.nd
 
 def _check_groups(groups, num_classes: int) -> list[list[int]]:
     """Confusable groups as lists of class indices, each class at most once; the rest become groups of one."""
-    seen: list[int] = []
-    out: list[list[int]] = []
-    for members in groups or []:
-        members = [int(k) for k in members]
-        if not members or any(not 0 <= k < num_classes for k in members):
-            raise ValueError(f"groups must be non-empty lists of class indices in 0..{num_classes - 1}, "
-                             f"got {groups!r}")
-        seen += members
-        out.append(members)
+    out = [[int(k) for k in members] for members in groups or []]
+    seen = [k for members in out for k in members]
+    if any(not members for members in out) or any(not 0 <= k < num_classes for k in seen):
+        raise ValueError(f"groups must be non-empty lists of class indices in 0..{num_classes - 1}, got {groups!r}")
     if len(set(seen)) != len(seen):
         raise ValueError(f"groups must not share classes, got {groups!r}")
     return out + [[k] for k in range(num_classes) if k not in seen]
-
