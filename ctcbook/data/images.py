@@ -79,7 +79,7 @@ def select_classes(ds: ImageSet, classes: Sequence[int]) -> ImageSet:
 
 
 def stratified_indices(labels: torch.Tensor, num_classes: int, n: int, seed: int) -> torch.Tensor:
-    """Sorted indices of a stratified subset of ``n`` labels: each class's share (largest remainder), drawn at random."""
+    """Sorted indices of a stratified subset of ``n`` labels: each class's share (largest remainder) at random."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     if n >= len(labels):
