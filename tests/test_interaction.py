@@ -22,7 +22,7 @@ def _within_class_correlation(sim, images, labels, latent):
     """Mean over classes of |corr(<image, P_g>, s_k(m))| within the class: ~0 when the image does not depend on the
     metadata given the class."""
     s = sim.signal(labels, latent.latitude, latent.day_of_year)
-    g, _, _ = sim._group_of()
+    g = sim._group
     x = images.float().numpy()[:, 0]
     out = []
     for k in range(sim.num_classes):

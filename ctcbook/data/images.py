@@ -1,7 +1,6 @@
-"""ImageSet, the in-memory labelled image set every loader returns, and the operations on it.
+"""ImageSet, the in-memory labelled uint8 image set every loader returns, and the operations on it.
 
-Every operation returns a new :class:`ImageSet` (or the same one when there is nothing to do) and never modifies its
-input. Images stay uint8 throughout; conversion to float happens where batches are made (``ctcbook.data.loader``).
+Every operation returns a new :class:`ImageSet` (or its input when there is nothing to do), never modifying its input.
 """
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ LUMA_601 = (0.299, 0.587, 0.114)
 @dataclass(frozen=True, eq=False)
 class ImageSet:
     """uint8 images (N, C, H, W) and int64 labels on the CPU, class names, and a ``name`` each operation extends.
-
     Equality is identity: comparing tensors field by field has no single truth value."""
 
     name: str
@@ -46,10 +44,8 @@ class ImageSet:
         if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
             raise ValueError(f"{who}: labels must lie in 0..{len(self.classes) - 1} ({len(self.classes)} classes), "
                              f"got {int(self.labels.min())}..{int(self.labels.max())}")
-        if not self.images.is_contiguous():
-            object.__setattr__(self, "images", self.images.contiguous())
-        if not self.labels.is_contiguous():
-            object.__setattr__(self, "labels", self.labels.contiguous())
+        for name in ("images", "labels"):  # contiguous() returns the tensor itself where it already is
+            object.__setattr__(self, name, getattr(self, name).contiguous())
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -83,8 +79,7 @@ def select_classes(ds: ImageSet, classes: Sequence[int]) -> ImageSet:
 
 
 def stratified_indices(labels: torch.Tensor, num_classes: int, n: int, seed: int) -> torch.Tensor:
-    """Sorted indices of a stratified subset of ``n`` labels: each class keeps its share (largest-remainder
-    rounding), drawn uniformly without replacement within the class."""
+    """Sorted indices of a stratified subset of ``n`` labels: each class's share (largest remainder) at random."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     if n >= len(labels):
@@ -128,8 +123,7 @@ def unseen_subset(full: ImageSet, used: ImageSet, n: int, seed: int = 1) -> Imag
 
 
 def to_format(ds: ImageSet, channels: int, size: int) -> ImageSet:
-    """Images as uint8 ``channels`` x ``size`` x ``size``: grey repeated to RGB, RGB to ITU-R 601 luma, an
-    antialiased bilinear resize; ``ds`` itself when already in that format."""
+    """Images as uint8 ``channels`` x ``size`` x ``size`` (grey to RGB, RGB to luma, antialiased bilinear resize)."""
     if isinstance(channels, bool) or channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:

@@ -1,8 +1,5 @@
-"""Device-resident batches for small-image datasets (the airbench way: no DataLoader, no worker processes).
-
-The uint8 images live on the training device; each batch is indexed, converted to float in [0, 1] and augmented
-there, with a generator seeded by (seed, epoch), so a resumed run draws the same batches.
-"""
+"""Device-resident batches for small-image datasets (the airbench way: no DataLoader, no worker processes): uint8
+images on the device, each batch made float in [0, 1] and augmented there with a generator seeded by (seed, epoch)."""
 from __future__ import annotations
 
 from typing import Iterator

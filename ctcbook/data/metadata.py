@@ -2,27 +2,28 @@
 
 Both give :class:`MetadataArrays`, which :func:`ctcbook.models.dynamic_mlp.encode_metadata` turns into vectors.
 
-The iNat21 reader follows the public Dynamic MLP code (``dataset.py``): image path = the JSON's folder /
-``file_name``, label = ``category_id``, date = the first ten characters of ``date``; a row is valid only if latitude,
-longitude *and* date are present. Unlike that code, which zips images and annotations by position, it matches them by
-``image_id``; an empty date counts as missing and a malformed one raises naming the image.
+The iNat21 reader follows the Dynamic MLP code (``dataset.py``): path = the JSON's folder / ``file_name``, label =
+``category_id``, date = the first ten characters of ``date``, a row valid only with latitude, longitude *and* date.
+Unlike that code it matches annotations to images by ``image_id``, not by position.
 """
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as _dt
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
-from .sources import DataCorruptError, DataNotFoundError
+from .sources import DataCorruptError, DataNotFoundError, places
 
-INAT_SPLITS = {"train_mini": "train_mini.json", "train": "train.json", "val": "val.json"}
+INAT_SPLITS = ("train_mini", "train", "val")
 INAT_HOW = ("download the annotation files (train_mini.json.tar.gz, val.json.tar.gz, ...) and the matching image "
             "tarballs listed at https://github.com/visipedia/inat_comp/tree/master/2021, unpack them into one folder "
             "(it then holds train_mini.json and train_mini/...), and pass that folder as root or put it at "
@@ -50,29 +51,16 @@ class MetadataArrays:
 
 
 @dataclass(frozen=True)
-class INatRecords:
-    """One iNat21 split as (N,) arrays (paths, labels, image ids, the :class:`MetadataArrays` fields), class names."""
+class INatRecords(MetadataArrays):
+    """One iNat21 split: the :class:`MetadataArrays` fields, (N,) paths, labels and image ids, and class names."""
     paths: np.ndarray
     labels: np.ndarray
     image_ids: np.ndarray
-    latitude: np.ndarray
-    longitude: np.ndarray
-    day_of_year: np.ndarray
-    days_in_year: np.ndarray
-    valid: np.ndarray
-    class_names: list = field(default_factory=list)
+    class_names: list
 
     @property
     def metadata(self) -> MetadataArrays:
         return MetadataArrays(self.latitude, self.longitude, self.day_of_year, self.days_in_year, self.valid)
-
-
-def parse_inat_date(date: str | None) -> tuple[float, int]:
-    """``"2010-07-14 20:19:00+00:00"`` -> (day of year, days in that year) from the first ten characters."""
-    if date is None or date == "":
-        return math.nan, 365
-    d = _dt.datetime.strptime(str(date)[:10], "%Y-%m-%d")
-    return float(d.timetuple().tm_yday), 366 if calendar.isleap(d.year) else 365
 
 
 def _coord(v, name: str, image_id) -> float:
@@ -84,10 +72,10 @@ def _coord(v, name: str, image_id) -> float:
         raise ValueError(f"image {image_id}: {name} must be a number or null, got {v!r}") from None
 
 
-def read_inat_json(json_path: str | os.PathLike, root: str | os.PathLike | None = None) -> INatRecords:
-    """One iNat21 annotation file (COCO-like JSON) as :class:`INatRecords`, images in file order, paths under ``root``
-    (default the JSON's folder). Labels are -1 only in a file without ``annotations`` (the test split)."""
-    path = Path(json_path)
+def read_inat_json(path: str | os.PathLike) -> INatRecords:
+    """One iNat21 annotation file (COCO-like JSON) as :class:`INatRecords`, images in file order, paths under the
+    JSON's folder. Labels are -1 only in a file without ``annotations`` (the test split)."""
+    path = Path(path)
     if not path.is_file():
         raise DataNotFoundError("inat21", [path], INAT_HOW)
     try:
@@ -97,7 +85,6 @@ def read_inat_json(json_path: str | os.PathLike, root: str | os.PathLike | None 
         raise DataCorruptError("inat21", path, f"not valid JSON ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataCorruptError("inat21", path, "no 'images' list at the top level")
-    root = path.parent if root is None else Path(root)
     images = data["images"]
     ids = np.array([int(im["id"]) for im in images], dtype=np.int64)
     if len(set(ids.tolist())) != len(ids):
@@ -124,24 +111,24 @@ def read_inat_json(json_path: str | os.PathLike, root: str | os.PathLike | None 
     lon = np.array([_coord(im.get("longitude"), "longitude", im["id"]) for im in images], dtype=np.float64)
     days, year_len = np.full(len(ids), math.nan), np.full(len(ids), 365, dtype=np.int64)
     for i, im in enumerate(images):
-        try:
-            days[i], year_len[i] = parse_inat_date(im.get("date"))
+        if im.get("date") in (None, ""):  # missing: NaN, the row not valid
+            continue
+        try:  # "2010-07-14 20:19:00+00:00": the first ten characters
+            d = _dt.datetime.strptime(str(im["date"])[:10], "%Y-%m-%d")
         except ValueError:
-            raise ValueError(f"{path}: image {im['id']}: date {im.get('date')!r} is not 'YYYY-MM-DD...'") from None
+            raise ValueError(f"{path}: image {im['id']}: date {im['date']!r} is not 'YYYY-MM-DD...'") from None
+        days[i], year_len[i] = d.timetuple().tm_yday, 366 if calendar.isleap(d.year) else 365
     valid = np.isfinite(lat) & np.isfinite(lon) & np.isfinite(days)
-    paths = np.array([str(root / im["file_name"]) for im in images], dtype=object)
-    return INatRecords(paths, labels, ids, lat, lon, days, year_len, valid, class_names)
+    paths = np.array([str(path.parent / im["file_name"]) for im in images], dtype=object)
+    return INatRecords(lat, lon, days, year_len, valid, paths, labels, ids, class_names)
 
 
 def load_inat21(root: str | os.PathLike | None = None, split: str = "train_mini") -> INatRecords:
     """Read ``<split>.json`` from ``root``, ``$CTCBOOK_DATA/inat21`` or ``./data/inat21``, the first that has it."""
     if split not in INAT_SPLITS:
-        raise ValueError(f"split must be one of {tuple(INAT_SPLITS)}, got {split!r}")
-    folders = [Path(root)] if root is not None else []
-    if os.environ.get("CTCBOOK_DATA"):
-        folders.append(Path(os.environ["CTCBOOK_DATA"]) / "inat21")
-    folders.append(Path("data").resolve() / "inat21")
-    tried = [f / INAT_SPLITS[split] for f in folders]
+        raise ValueError(f"split must be one of {INAT_SPLITS}, got {split!r}")
+    name = f"{split}.json"
+    tried = places(root, [name], [f"inat21/{name}"]) + [Path("data").resolve() / "inat21" / name]
     for p in tried:
         if p.is_file():
             return read_inat_json(p)
@@ -161,14 +148,11 @@ def _reflect_poles(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 class MetadataSimulator:
-    """Simulated (not real) class-conditional location and day-of-year distributions; :meth:`describe` gives the
-    exact recipe (class centres drawn from ``seed``, per-image draws around them or from a uniform background).
+    """Simulated (not real) class-conditional location and day-of-year distributions (:meth:`describe`: the recipe).
 
-    With ``interaction`` a > 0, :meth:`render` adds to each image a grey stripe pattern P_g of its class's
-    confusable group g with amplitude 127.5 a s_k(lat, day), s_k = cos(2 pi (day - 172) / 365 - 2 pi j / n)
-    tanh(lat / 15 deg) for the class's place j in its group of n: the local season, flipping with the hemisphere,
-    shifted per class, so that only image and metadata *together* tell a group's classes apart (which an additive
-    log-prior of the metadata cannot represent). Rendering uses the drawn location also where it is hidden."""
+    With ``interaction`` a > 0, :meth:`render` adds to each image its confusable group's stripe pattern at amplitude
+    127.5 a s_k(lat, day) (:meth:`signal`): the local season, flipping with the hemisphere, shifted per class, so that
+    only image and metadata *together* tell a group's classes apart (an additive log-prior of the metadata cannot)."""
 
     def __init__(self, num_classes: int = 10, *, seed: int = 0, location_spread: float = 25.0,
                  date_spread: float = 45.0, background: float = 0.3, lat_range: tuple[float, float] = (-60.0, 60.0),
@@ -192,6 +176,11 @@ class MetadataSimulator:
             raise ValueError(f"interaction must be a number in [0, 1], got {interaction!r}")
         self.interaction = float(interaction)
         self.groups = _check_groups(groups, num_classes)
+        # per class k: its group g_k, its place j_k in the group and the group's size n_k
+        self._group, self._place, self._group_size = (np.zeros(num_classes, dtype=np.int64) for _ in range(3))
+        for gi, members in enumerate(self.groups):
+            for ji, k in enumerate(members):
+                self._group[k], self._place[k], self._group_size[k] = gi, ji, len(members)
         self.num_classes, self.seed = num_classes, int(seed)
         self.location_spread, self.date_spread = float(location_spread), float(date_spread)
         self.background, self.missing_fraction = float(background), float(missing_fraction)
@@ -204,14 +193,17 @@ class MetadataSimulator:
 
     def sample(self, labels, sample_seed: int = 0) -> MetadataArrays:
         """Metadata for images of these labels, deterministic in (seed, sample_seed): one ``sample_seed`` a split."""
-        y = self._check_labels(labels)
-        lat, lon, day, miss = self._draw(y, sample_seed)
-        lat, lon = lat.copy(), lon.copy()
-        lat[miss], lon[miss] = np.nan, np.nan
-        return MetadataArrays(lat, lon, day, np.full(len(y), 365, dtype=np.int64), ~miss)
+        m, miss = self._draw(labels, sample_seed)
+        hidden = {"latitude": np.where(miss, np.nan, m.latitude), "longitude": np.where(miss, np.nan, m.longitude)}
+        return dataclasses.replace(m, **hidden, valid=~miss)
 
-    def _draw(self, y: np.ndarray, sample_seed: int):
-        """(lat, lon, day, missing) before the missing locations are hidden."""
+    def latent(self, labels, sample_seed: int = 0) -> MetadataArrays:
+        """As :meth:`sample` but with every location kept (what the images were rendered with); valid all True."""
+        return self._draw(labels, sample_seed)[0]
+
+    def _draw(self, labels, sample_seed: int) -> tuple[MetadataArrays, np.ndarray]:
+        """(the metadata with every location kept, the missing flags)."""
+        y = self._check_labels(labels)
         n = len(y)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, int(sample_seed)]))
         is_bg = rng.random(n) < self.background
@@ -225,13 +217,7 @@ class MetadataSimulator:
         lat, lon = _reflect_poles(lat, lon)
         day = np.rint(self.peak_day[y] + self.date_spread * noise[2])
         day = np.where(is_bg, bg_day, (day - 1) % 365 + 1).astype(np.float64)
-        return lat, lon, day, miss
-
-    def latent(self, labels, sample_seed: int = 0) -> MetadataArrays:
-        """As :meth:`sample` but with every location kept (what the images were rendered with); valid all True."""
-        y = self._check_labels(labels)
-        lat, lon, day, _ = self._draw(y, sample_seed)
-        return MetadataArrays(lat, lon, day, np.full(len(y), 365, dtype=np.int64), np.ones(len(y), dtype=bool))
+        return MetadataArrays(lat, lon, day, np.full(n, 365, dtype=np.int64), np.ones(n, dtype=bool)), miss
 
     def _check_labels(self, labels) -> np.ndarray:
         y = np.asarray(labels)
@@ -241,22 +227,15 @@ class MetadataSimulator:
         return y
 
     # --- the image-metadata interaction ----------------------------------------------------------------------
-    def _group_of(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per class k: (group index g_k, place j_k in the group, group size n_k), int arrays (K,)."""
-        g, j, n = (np.zeros(self.num_classes, dtype=np.int64) for _ in range(3))
-        for gi, members in enumerate(self.groups):
-            for ji, k in enumerate(members):
-                g[k], j[k], n[k] = gi, ji, len(members)
-        return g, j, n
-
     def signal(self, labels, latitude, day_of_year) -> np.ndarray:
-        """s_k(lat, day) in [-1, 1] per image (see the class docstring)."""
+        """s_k = cos(2 pi (day - 172) / 365 - 2 pi j / n) tanh(lat / 15 deg) in [-1, 1] per image, for the class's
+        place j in its group of n."""
         y = self._check_labels(labels)
         lat, day = np.asarray(latitude, dtype=np.float64), np.asarray(day_of_year, dtype=np.float64)
         if lat.shape != y.shape or day.shape != y.shape or not (np.isfinite(lat).all() and np.isfinite(day).all()):
             raise ValueError("latitude and day_of_year must be finite arrays shaped like labels (use latent())")
-        _, j, n = self._group_of()
-        return np.cos(2 * np.pi * (day - 172.0) / 365.0 - 2 * np.pi * j[y] / n[y]) * np.tanh(lat / 15.0)
+        j, n = self._place[y], self._group_size[y]
+        return np.cos(2 * np.pi * (day - 172.0) / 365.0 - 2 * np.pi * j / n) * np.tanh(lat / 15.0)
 
     def pattern(self, group: int, size: tuple[int, int]) -> np.ndarray:
         """The stripe pattern P_g (H, W) in [-1, 1]: 3 cycles per width at orientation pi g / G."""
@@ -271,8 +250,6 @@ class MetadataSimulator:
         """uint8 images with the interaction pattern at the ``latent`` metadata (``interaction`` 0: the input)."""
         if self.interaction == 0.0:
             return images
-        import torch
-
         x = torch.as_tensor(images)
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
@@ -280,18 +257,15 @@ class MetadataSimulator:
         if len(y) != len(x) or len(latent) != len(x):
             raise ValueError(f"images ({len(x)}), labels ({len(y)}) and latent ({len(latent)}) differ in length")
         s = self.signal(y, latent.latitude, latent.day_of_year)
-        g, _, _ = self._group_of()
         pats = torch.as_tensor(np.stack([self.pattern(i, tuple(x.shape[-2:])) for i in range(len(self.groups))]),
                                dtype=torch.float32)
         amp = torch.as_tensor(127.5 * self.interaction * s, dtype=torch.float32)
-        out = x.float() + amp[:, None, None, None] * pats[torch.as_tensor(g[y])][:, None]
+        out = x.float() + amp[:, None, None, None] * pats[torch.as_tensor(self._group[y])][:, None]
         out = out.round_().clamp_(0, 255).to(torch.uint8)
         return out.numpy() if isinstance(images, np.ndarray) else out
 
     def at_metadata(self, image, label: int, latitudes: Sequence[float], days: Sequence[float]):
         """One image (C, H, W) of class ``label`` rendered at P (latitude, day) pairs -> (P, C, H, W)."""
-        import torch
-
         x = torch.as_tensor(image)
         if x.ndim != 3:
             raise ValueError(f"image must be (C, H, W), got shape {tuple(x.shape)}")
@@ -379,25 +353,18 @@ def bayes_posterior(image_probs, log_lik: np.ndarray, class_prior=None) -> np.nd
     if p.shape != log_lik.shape:
         raise ValueError(f"image_probs {p.shape} and log_lik {log_lik.shape} must have one shape (N, K)")
     prior = np.full(p.shape[1], 1.0 / p.shape[1]) if class_prior is None else np.asarray(class_prior, float)
+    from scipy.special import softmax
+
     with np.errstate(divide="ignore"):
-        s = np.log(np.clip(p, 1e-300, None)) + log_lik - np.log(prior)[None, :]
-    s -= s.max(1, keepdims=True)
-    e = np.exp(s)
-    return e / e.sum(1, keepdims=True)
+        return softmax(np.log(np.clip(p, 1e-300, None)) + log_lik - np.log(prior)[None, :], axis=1)
 
 
 def _check_groups(groups, num_classes: int) -> list[list[int]]:
     """Confusable groups as lists of class indices, each class at most once; the rest become groups of one."""
-    seen: list[int] = []
-    out: list[list[int]] = []
-    for members in groups or []:
-        members = [int(k) for k in members]
-        if not members or any(not 0 <= k < num_classes for k in members):
-            raise ValueError(f"groups must be non-empty lists of class indices in 0..{num_classes - 1}, "
-                             f"got {groups!r}")
-        seen += members
-        out.append(members)
+    out = [[int(k) for k in members] for members in groups or []]
+    seen = [k for members in out for k in members]
+    if any(not members for members in out) or any(not 0 <= k < num_classes for k in seen):
+        raise ValueError(f"groups must be non-empty lists of class indices in 0..{num_classes - 1}, got {groups!r}")
     if len(set(seen)) != len(seen):
         raise ValueError(f"groups must not share classes, got {groups!r}")
     return out + [[k] for k in range(num_classes) if k not in seen]
-

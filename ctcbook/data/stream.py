@@ -1,10 +1,8 @@
 """Streaming image folders: data that does not fit in memory, read from disk by DataLoader worker processes.
 
-An ImageFolder tree (ImageNet layout, classes sorted by name) is decoded with PIL in the workers with torchvision's
-presets (train: RandomResizedCrop(224), flip; eval: Resize(256), CenterCrop(224)); uint8 batches become float in
-[0, 1] on the device. Each image's crop and flip are seeded by (run seed, epoch, image index), so augmentations
-depend neither on the workers, the world size nor a resume; the order comes from a DistributedSampler. A user's own
-ImageFolder ``folder:<name>`` (``$CTCBOOK_DATA/<name>/{train,test or val}/<class>/*``) can be a transfer target.
+An ImageFolder tree (ImageNet layout) is decoded in the workers with torchvision's presets; each image's crop and flip
+are seeded by (run seed, epoch, image index), so they depend neither on the workers, the world size nor a resume; the
+order comes from a DistributedSampler. A user's ImageFolder ``folder:<name>`` can be a transfer target.
 """
 from __future__ import annotations
 
@@ -17,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from .images import ImageSet, stratified_indices, to_format
-from .sources import DataCorruptError, DataNotFoundError
+from .sources import (DataCorruptError, DataNotFoundError, in_threads, list_image_folder, open_image, places,
+                      sub_folders)
 
 #: ImageNet's per-channel mean and std in [0, 1] units (torchvision's references), the model's normalisation.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,14 +46,13 @@ def find_split(name: str, split: str) -> Path:
     folders, splits, how = STREAMED[name]
     if split not in splits:
         raise ValueError(f"split of streamed dataset {name!r} must be one of {tuple(splits)}, got {split!r}")
-    base = os.environ.get("CTCBOOK_DATA")
-    tried = [Path(base).expanduser() / f / splits[split] for f in folders] if base else []
+    tried = places(None, [], [f"{f}/{splits[split]}" for f in folders])
     for folder in tried:
         if folder.is_dir():
             return folder
     have = [p.parent for p in tried if p.parent.is_dir()]
     note = f" ({', '.join(map(str, have))} exists but has no {splits[split]!r} folder)" if have else ""
-    raise DataNotFoundError(name, tried, how + note + ("" if base else " (CTCBOOK_DATA is not set)"))
+    raise DataNotFoundError(name, tried, how + note + ("" if tried else " (CTCBOOK_DATA is not set)"))
 
 
 def train_transform(size: int = CROP):
@@ -77,20 +75,10 @@ class StreamFolder(Dataset):
 
     def __init__(self, folder: Path, transform, *, seed: int = 0, dataset: str = "imagefolder"):
         self.folder, self.transform, self.seed, self.dataset = Path(folder), transform, seed, dataset
-        classes = sorted(p.name for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not classes:
-            raise DataCorruptError(dataset, self.folder, "no class sub-folders (expected <split>/<class>/*.JPEG)")
-        self.classes = tuple(classes)
-        self.samples: list[tuple[str, int]] = []
-        for k, name in enumerate(classes):
-            files = sorted(e.path for e in os.scandir(self.folder / name)
-                           if e.is_file() and not e.name.startswith(".")
-                           and os.path.splitext(e.name)[1].lower() in STREAM_SUFFIXES)
-            if not files:
-                raise DataCorruptError(dataset, self.folder / name,
-                                       f"class folder without {'/'.join(STREAM_SUFFIXES)} images")
-            self.samples += [(f, k) for f in files]
-        self.targets = torch.tensor([k for _, k in self.samples], dtype=torch.int64)
+        self.classes, paths, labels = list_image_folder(self.folder, dataset, STREAM_SUFFIXES,
+                                                        " (expected <split>/<class>/*.JPEG)")
+        self.samples = list(zip(paths, labels))
+        self.targets = torch.tensor(labels, dtype=torch.int64)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -100,13 +88,7 @@ class StreamFolder(Dataset):
         return len(self.classes)
 
     def load(self, path: str):
-        from PIL import Image
-
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except Exception as err:  # noqa: BLE001 - PIL raises several types for unreadable files
-            raise DataCorruptError(self.dataset, path, f"unreadable image ({type(err).__name__}: {err})") from None
+        return open_image(path, self.dataset)
 
     def __getitem__(self, item):
         epoch, i = item if isinstance(item, tuple) else (None, item)
@@ -187,15 +169,14 @@ def user_folder_split(name: str, split: str) -> Path:
                          f"got {name!r}")
     if split not in USER_SPLITS:
         raise ValueError(f"split of user ImageFolder {name!r} must be one of {tuple(USER_SPLITS)}, got {split!r}")
-    base = os.environ.get("CTCBOOK_DATA")
-    tried = [Path(base).expanduser() / bare / f for f in USER_SPLITS[split]] if base else []
+    tried = places(None, [], [f"{bare}/{f}" for f in USER_SPLITS[split]])
     for folder in tried:
         if folder.is_dir():
             return folder
     raise DataNotFoundError(USER_PREFIX + bare, tried,
                             f"put the images in $CTCBOOK_DATA/{bare}/train/<class>/*.jpg and "
                             f"$CTCBOOK_DATA/{bare}/test/<class>/*.jpg (or val/ for the test split; the same class "
-                            "folders in both)" + ("" if base else " (CTCBOOK_DATA is not set)"))
+                            "folders in both)" + ("" if tried else " (CTCBOOK_DATA is not set)"))
 
 
 def load_user_folder(name: str, split: str, *, channels: int, size: int, cap: int | None = None,
@@ -209,8 +190,7 @@ def load_user_folder(name: str, split: str, *, channels: int, size: int, cap: in
                           dataset=bare)
     if split != "train":
         train = user_folder_split(name, "train")
-        classes = tuple(sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith(".")))
-        if folder.classes != classes:
+        if folder.classes != (classes := sub_folders(train)):
             raise DataCorruptError(bare, folder.folder, f"its class folders {list(folder.classes)} differ from those "
                                                         f"of the train split {train} {list(classes)}")
     return to_format(_in_memory(folder, cap, seed), channels, size)
@@ -220,11 +200,7 @@ def _in_memory(folder: StreamFolder, cap: int | None, seed: int) -> ImageSet:
     """The items of ``folder`` as one uint8 ImageSet; ``cap``: a stratified subset, chosen before decoding."""
     keep = range(len(folder)) if cap is None else stratified_indices(folder.targets, folder.num_classes, cap,
                                                                      seed).tolist()
-    workers = min(8, os.cpu_count() or 1) if len(keep) > 256 else 1
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(workers) as pool:  # PIL decodes with the GIL released
-        images = list(pool.map(lambda i: folder[i][0], keep))
+    images = in_threads(lambda i: folder[i][0], keep)
     return ImageSet(f"{folder.dataset}/{folder.folder.name}" + ("" if cap is None else f"(n={len(keep)},seed={seed})"),
                     torch.stack(images), folder.targets[list(keep)].clone(), folder.classes)
 
