@@ -1,6 +1,7 @@
 """Chapter 4's interaction sweep (ctcbook.chapters.ch4_interaction): end-to-end runs per (level, seed, method),
 frozen heads on held-out features of the image-only run, the Bayes reference, tables and findings."""
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from ctcbook.dispatch import dispatch
 from ctcbook.config import FusionTrainConfig
 from ctcbook.fusion_train import fusion_splits, heldout_split
 from ctcbook import train as engine
+from ctcbook.models.fusion import build_head
 from ctcbook.runs import RunStore
 
 META = {"seed": 0, "location_spread": 25.0, "date_spread": 45.0, "background": 0.3, "missing_fraction": 0.05,
@@ -174,7 +176,7 @@ def test_image_mlp_head_is_as_large_as_dynamic_mlp_c_and_ignores_the_metadata():
     from ctcbook.models.fusion import count_parameters
 
     for c in (16, 64):
-        dyn, mlp = (ft.build_head(m, c, 10, SETTINGS) for m in ("dynamic_mlp_c", "image_mlp"))
+        dyn, mlp = (build_head(m, c, 10, 6, asdict(SETTINGS)) for m in ("dynamic_mlp_c", "image_mlp"))
         assert abs(count_parameters(mlp) - count_parameters(dyn)) <= c + 3 + 10
     x = torch.randn(5, 64)
     assert torch.equal(mlp(x, torch.randn(5, 6)), mlp(x, torch.zeros(5, 6)))

@@ -21,8 +21,7 @@ from ..config import check_fields, is_int
 from ..data.metadata import MetadataArrays, MetadataSimulator, bayes_posterior
 from ..fusion_train import smoothed_targets, soft_cross_entropy
 from ..models.dynamic_mlp import encode_metadata
-from ..models.fusion import (EXTRA_METHODS, FUSION_METHODS, GeoPriorHead, build_fusion_head, count_parameters,
-                             matched_image_mlp_hidden, matched_mlp_hidden)
+from ..models.fusion import EXTRA_METHODS, FUSION_METHODS, GeoPriorHead, build_head
 from ..runs import Run, append_jsonl, atomic_torch_save, config_hash, read_jsonl
 from .. import stats
 
@@ -31,11 +30,6 @@ FUSION_VERSION = 1
 #: Methods trained directly; ``geo_prior`` is combined from two of them.
 TRAINED_METHODS = tuple(m for m in FUSION_METHODS + EXTRA_METHODS if m != "geo_prior")
 ALL_METHODS = FUSION_METHODS + EXTRA_METHODS
-
-
-def _key(obj, defaults: dict[str, Any]) -> dict[str, Any]:
-    """asdict(obj) without the fields in ``defaults`` that hold their default value."""
-    return {k: v for k, v in asdict(obj).items() if k not in defaults or v != defaults[k]}
 
 
 # --- settings ---------------------------------------------------------------------------------------------------
@@ -68,21 +62,9 @@ class HeadSettings:
             ("label_smoothing", isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
              "a number in [0, 1)")])
 
-    def head_kwargs(self, method: str) -> dict[str, Any]:
-        """Constructor arguments of :func:`build_fusion_head` for ``method``."""
-        if method in ("image_only", "image_mlp"):
-            return {}
-        kw: dict[str, Any] = {"meta_width": self.meta_width}
-        if method in ("concat", "mlp_concat"):
-            kw["embed_dim"] = self.embed_dim
-        if method.startswith("dynamic_mlp_"):
-            kw.update(embed_dim=self.embed_dim, reduced_dim=self.reduced_dim, hidden_dim=self.hidden_dim,
-                      num_blocks=self.num_blocks)
-        return kw
-
-
-#: Left out of the cache key at these values, so results cached before the field existed keep their key.
-_HEAD_DEFAULTS = {"smoothing": "torch"}
+    def cache_key(self) -> dict[str, Any]:
+        """The fields, without ``smoothing`` at "torch", so results cached before that field existed keep their key."""
+        return {k: v for k, v in asdict(self).items() if (k, v) != ("smoothing", "torch")}
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -100,8 +82,6 @@ class FusionData:
     train_meta: MetadataArrays
     test_meta: MetadataArrays
     class_names: tuple[str, ...]
-    mean: torch.Tensor
-    std: torch.Tensor
     simulator: MetadataSimulator
     key: dict[str, Any] = field(default_factory=dict)
 
@@ -141,11 +121,9 @@ def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_siz
                      for name, split in (("train_x", train), ("test_x", test))}
         atomic_torch_save(feats, path)
     mean, std = feats["train_x"].mean(0), feats["train_x"].std(0).clamp_min(1e-6)
-    sim = config.simulator(len(classes), classes)
-    key = {"run": run.name, "epoch": epoch, "version": FUSION_VERSION,
-           **({"heldout": heldout} if heldout is not None else {})}
     return FusionData((feats["train_x"] - mean) / std, train.meta, train.labels, (feats["test_x"] - mean) / std,
-                      test.meta, test.labels, train.raw, test.raw, tuple(classes), mean, std, sim, key)
+                      test.meta, test.labels, train.raw, test.raw, tuple(classes),
+                      config.simulator(len(classes), classes), {"run": run.name, **spec})
 
 
 # --- training one head ----------------------------------------------------------------------------------------------
@@ -169,20 +147,6 @@ def _check_method(method: str, allowed: Sequence[str] = ALL_METHODS) -> None:
         raise ValueError(f"method must be one of {tuple(allowed)}, got {method!r}")
 
 
-def build_head(method: str, feature_dim: int, num_classes: int, settings: HeadSettings, cin: int = 6) -> nn.Module:
-    """The head of ``method`` with ``settings``' widths (geo_prior: an untrained pair)."""
-    _check_method(method)
-    kw = settings.head_kwargs(method)
-    if method in ("mlp_concat", "image_mlp"):
-        c_head = build_fusion_head("dynamic_mlp_c", feature_dim, num_classes, cin,
-                                   **settings.head_kwargs("dynamic_mlp_c"))
-        target = count_parameters(c_head)
-        kw["hidden_dim"] = (matched_mlp_hidden(target, feature_dim, num_classes, cin, embed_dim=settings.embed_dim,
-                                               meta_width=settings.meta_width) if method == "mlp_concat"
-                            else matched_image_mlp_hidden(target, feature_dim, num_classes))
-    return build_fusion_head(method, feature_dim, num_classes, cin, **kw)
-
-
 def train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, num_classes: int,
                settings: HeadSettings = HeadSettings(), *, seed: int = 0) -> tuple[nn.Module, list[float]]:
     """Train one head of ``method`` on features, metadata and labels: (head in eval mode, mean loss per epoch)."""
@@ -192,7 +156,7 @@ def train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, n
                          f"{tuple(m.shape)}, {tuple(y.shape)}")
     with one_thread() if x.device.type == "cpu" else contextlib.nullcontext():   # one thread: see one_thread
         torch.manual_seed(seed)
-        head = build_head(method, x.shape[1], num_classes, settings, m.shape[1])
+        head = build_head(method, x.shape[1], num_classes, m.shape[1], asdict(settings))
         n, bs = len(y), min(settings.batch_size, len(y))
         steps = settings.epochs * math.ceil(n / bs)
         opt = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -236,7 +200,7 @@ class FusionExperiment:
 
     def __init__(self, run: Run, data: FusionData, settings: HeadSettings = HeadSettings()):
         self.run, self.data, self.settings = run, data, settings
-        spec = {"data": data.key, "head": _key(settings, _HEAD_DEFAULTS), "version": FUSION_VERSION}
+        spec = {"data": data.key, "head": settings.cache_key(), "version": FUSION_VERSION}
         self.results_path = run.eval_path("fusion", spec)
         self.weights_dir = self.results_path.with_suffix("")
 
@@ -250,13 +214,13 @@ class FusionExperiment:
         """A trained head in eval mode (raises FileNotFoundError if it was not trained yet)."""
         _check_method(method)
         if method == "geo_prior":
-            return GeoPriorHead.from_heads(self.head("image_only", seed), self.head("metadata_only", seed)).eval()
+            return GeoPriorHead(self.head("image_only", seed), self.head("metadata_only", seed)).eval()
         path = self._weights(method, seed)
         if not path.exists() or (method, seed) not in self._cached():
             raise FileNotFoundError(f"no trained {method} head for seed {seed} in {self.weights_dir}; "
                                     "call results() first")
-        head = build_head(method, self.data.feature_dim, self.data.num_classes, self.settings,
-                          self.data.train_m.shape[1])
+        head = build_head(method, self.data.feature_dim, self.data.num_classes, self.data.train_m.shape[1],
+                          asdict(self.settings))
         head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return head.eval()
 
@@ -278,9 +242,8 @@ class FusionExperiment:
             raise ValueError(f"methods and seeds must be non-empty, got {methods!r} and {seeds!r}")
         for method in methods:
             _check_method(method)
-        for s in seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise ValueError(f"seeds must be non-negative integers, got {s!r}")
+        if not all(is_int(s, 0) for s in seeds):
+            raise ValueError(f"seeds must be non-negative integers, got {seeds!r}")
         todo = self.missing(methods, seeds)
         d = self.data
         for method, seed in tqdm(todo, desc="fusion heads", disable=not progress or not todo, unit="head"):
@@ -325,14 +288,14 @@ def bayes_ceiling(exp: FusionExperiment, seeds: Sequence[int], image_method: str
 def per_class_accuracy(exp: FusionExperiment, methods: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
     """Test top-1 (%) per class (rows: class names) and method (columns), mean over seeds."""
     d = exp.data
+    per_class = torch.bincount(d.test_y, minlength=d.num_classes).float()
     cols = {}
     for method in methods:
         acc = np.zeros(d.num_classes)
         for seed in seeds:
-            pred = predict(exp.head(method, seed), d.test_x, d.test_m).argmax(1)
-            for k in range(d.num_classes):
-                sel = d.test_y == k
-                acc[k] += float((pred[sel] == k).float().mean()) * 100 / len(seeds)
+            right = d.test_y[predict(exp.head(method, seed), d.test_x, d.test_m).argmax(1) == d.test_y]
+            rate = torch.bincount(right, minlength=d.num_classes).float() / per_class   # as a float32 mean per class
+            acc += rate.double().numpy() * 100 / len(seeds)
         cols[method] = acc
     return pd.DataFrame(cols, index=list(d.class_names))
 
