@@ -77,12 +77,12 @@ def _simulated_split(config: FusionTrainConfig, split: str):
 HELDOUT_DRAW = 1_000_000
 
 
-def heldout_split(config: FusionTrainConfig, n: int, seed: int = 1) -> tuple[FusionSplit, tuple[str, ...]]:
+def heldout_split(config: FusionTrainConfig, n: int) -> tuple[FusionSplit, tuple[str, ...]]:
     """``n`` train-split images the run of ``config`` did not train on, with their own metadata draw."""
     if config.dataset != "simulated":
         raise ValueError(f"heldout_split needs dataset 'simulated', got {config.dataset!r}")
     full = _source(config, "train")
-    ds = unseen_subset(full, subsample(full, config.train_size, seed=0), n, seed)
+    ds = unseen_subset(full, subsample(full, config.train_size, seed=0), n, seed=1)
     return _with_metadata(config, ds, HELDOUT_DRAW + int(config.metadata.get("draw_seed", 0))), ds.classes
 
 
@@ -105,11 +105,10 @@ def _inat_split(config: FusionTrainConfig, split: str):
 def fusion_splits(config: FusionTrainConfig) -> tuple[FusionSplit, FusionSplit, tuple[str, ...]]:
     """(train, test, class names) of ``config``."""
     if config.dataset == "simulated":
-        train, classes = _simulated_split(config, "train")
-        test, _ = _simulated_split(config, "test")
+        (train, classes), (test, _) = _simulated_split(config, "train"), _simulated_split(config, "test")
     else:
-        train, classes = _inat_split(config, config.inat_train_split)
-        test, _ = _inat_split(config, config.inat_test_split)
+        (train, classes), (test, _) = (_inat_split(config, config.inat_train_split),
+                                       _inat_split(config, config.inat_test_split))
     return train, test, classes
 
 
@@ -179,15 +178,6 @@ def epoch_plan(n: int, config: FusionTrainConfig, epoch: int) -> list[BatchPlan]
     return plans
 
 
-def _augment(x: torch.Tensor, plan: BatchPlan, rows: torch.Tensor, padding: int) -> torch.Tensor:
-    """The plan's crops and flips of batch positions ``rows`` applied to x."""
-    if plan.dy is not None:
-        x = crop_at(x, padding, plan.dy[rows], plan.dx[rows])
-    if plan.flip is not None:
-        x = flip_where(x, plan.flip[rows])
-    return x
-
-
 def rank_positions(batch_size: int, d: distributed.Dist) -> torch.Tensor:
     """This rank's positions in a global batch: the contiguous share of :func:`ctcbook.distributed.shard`."""
     n = distributed.per_rank_batch(batch_size, d)
@@ -202,7 +192,11 @@ def mixed_batches(split: FusionSplit, config: FusionTrainConfig, plans: list[Bat
     need = [torch.unique(torch.cat([positions, p.perm[positions]])) for p in plans]   # sorted batch positions
     reads = image_batches(split, [p.index[u] for p, u in zip(plans, need)], config.image_size, workers)
     for plan, rows, images in zip(plans, need, reads):
-        x = _augment(images.float().div_(255), plan, rows, config.crop_padding)
+        x = images.float().div_(255)
+        if plan.dy is not None:
+            x = crop_at(x, config.crop_padding, plan.dy[rows], plan.dx[rows])
+        if plan.flip is not None:
+            x = flip_where(x, plan.flip[rows])
         where = torch.full((config.batch_size,), -1, dtype=torch.long)
         where[rows] = torch.arange(len(rows))
         own, partner = where[positions], where[plan.perm[positions]]

@@ -1,5 +1,7 @@
-"""Chapter 4's frozen heads: every fusion head trained on a frozen backbone's features plus encoded metadata, per
-seed; the Bayes reference, per-class accuracy, t-SNE maps. Results, weights and maps are cached in the run folder.
+"""Chapter 4's experiment: every fusion head trained on a frozen backbone's features plus encoded metadata, per seed
+(the Bayes reference, per-class accuracy, t-SNE maps), and the sweep over the image-metadata interaction level:
+end-to-end fusion networks per (level, seed, method), frozen heads on the (level, seed) ``image_only`` network's
+features of ``heldout`` images it never trained on. Results, weights and maps are cached in the runs' folders.
 """
 from __future__ import annotations
 
@@ -17,12 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..config import check_fields, is_int
+from ..config import FusionTrainConfig, check_fields, is_int
 from ..data.metadata import MetadataArrays, MetadataSimulator, bayes_posterior
-from ..fusion_train import smoothed_targets, soft_cross_entropy
+from ..dispatch import dispatch
+from ..fusion_train import (fusion_splits, heldout_split, load_fusion_net, smoothed_targets,
+                            soft_cross_entropy)
 from ..models.dynamic_mlp import encode_metadata
 from ..models.fusion import EXTRA_METHODS, FUSION_METHODS, GeoPriorHead, build_head
-from ..runs import Run, append_jsonl, atomic_torch_save, config_hash, read_jsonl
+from ..results import findings
+from ..runs import Run, RunStore, append_jsonl, atomic_torch_save, config_hash, read_jsonl
 from .. import stats
 
 #: Bump when feature extraction or head training changes its numbers; part of every cache key.
@@ -98,9 +103,6 @@ def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_siz
                          heldout: int | None = None) -> FusionData:
     """Frozen features and metadata draws of an end-to-end run, cached in the run folder; ``heldout`` n: the heads
     train on n train-split images the backbone never saw (None: on its own training images)."""
-    from ..config import FusionTrainConfig
-    from ..fusion_train import fusion_splits, heldout_split, load_fusion_net
-
     config = FusionTrainConfig.from_dict({**run.config, "weights": None})
     if config.dataset != "simulated":
         raise ValueError(f"fusion_data_from_e2e needs a run on simulated metadata, got dataset {config.dataset!r}")
@@ -224,9 +226,11 @@ class FusionExperiment:
         head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return head.eval()
 
-    def _accuracy(self, head: nn.Module) -> float:
-        p = predict(head, self.data.test_x, self.data.test_m)
-        return float((p.argmax(1) == self.data.test_y).float().mean())
+    def _row(self, method: str, seed: int, head: nn.Module, seconds: float = 0.0,
+             final_loss: float = float("nan")) -> dict[str, Any]:
+        right = predict(head, self.data.test_x, self.data.test_m).argmax(1) == self.data.test_y
+        return {"method": method, "seed": seed, "test_acc": float(right.float().mean()), "train_seconds": seconds,
+                "final_loss": final_loss, "n_params": sum(p.numel() for p in head.parameters())}
 
     def missing(self, methods: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int]]:
         """The (method, seed) heads :meth:`results` would train (the geo prior needs its two classifiers)."""
@@ -252,22 +256,11 @@ class FusionExperiment:
                                       seed=seed)
             seconds = time.perf_counter() - t0
             atomic_torch_save(head.state_dict(), self._weights(method, seed))
-            append_jsonl(self.results_path, {"method": method, "seed": seed, "test_acc": self._accuracy(head),
-                                             "train_seconds": seconds, "final_loss": losses[-1],
-                                             "n_params": sum(p.numel() for p in head.parameters())},
+            append_jsonl(self.results_path, self._row(method, seed, head, seconds, losses[-1]),
                          unique=("method", "seed"))
         cached = self._cached()
-        rows = []
-        for seed in seeds:
-            for method in methods:
-                if method == "geo_prior":
-                    head = self.head(method, seed)
-                    rows.append({"method": method, "seed": seed, "test_acc": self._accuracy(head),
-                                 "train_seconds": 0.0, "final_loss": float("nan"),
-                                 "n_params": sum(p.numel() for p in head.parameters())})
-                else:
-                    rows.append(dict(cached[(method, seed)]))
-        return pd.DataFrame(rows)
+        return pd.DataFrame([self._row(m, s, self.head(m, s)) if m == "geo_prior" else cached[(m, s)]
+                             for s in seeds for m in methods])
 
 
 def bayes_ceiling(exp: FusionExperiment, seeds: Sequence[int], image_method: str = "image_only") -> pd.DataFrame:
@@ -411,3 +404,199 @@ def summary_table(results: pd.DataFrame, labels: dict[str, str] = METHOD_LABELS)
     return pd.DataFrame(rows)
 
 
+# --- the interaction sweep: end-to-end networks, frozen heads on held-out features, per (level, seed) ------------
+#: The backbone of the frozen heads at each level and seed.
+BACKBONE_METHOD = "image_only"
+#: Labels of the modes and of the Bayes reference in tables and figures.
+MODES = ("frozen", "end to end")
+BAYES = "bayes_reference"
+LABELS = {**METHOD_LABELS, BAYES: "Bayes reference: image-only head x exact p(m | y)"}
+
+Key = tuple[float, int, str]
+
+
+def sweep_configs(base: FusionTrainConfig, levels: Sequence[float], seeds: Sequence[int],
+                  methods: Sequence[str]) -> dict[Key, FusionTrainConfig]:
+    """{(level, seed, method): ``base`` with that method and seed, metadata interaction = level, draw_seed = seed}."""
+    if not levels or not seeds or not methods:
+        raise ValueError(f"levels, seeds and methods must be non-empty, got {list(levels)!r}, {list(seeds)!r}, "
+                         f"{list(methods)!r}")
+    if BACKBONE_METHOD not in methods:
+        raise ValueError(f"e2e_methods must include {BACKBONE_METHOD!r} (the frozen heads' backbone), got "
+                         f"{list(methods)!r}")
+    return {(float(a), int(s), m): base.replace(method=m, seed=int(s),
+                                                metadata={**base.metadata, "interaction": float(a),
+                                                          "draw_seed": int(s)})
+            for a in levels for s in seeds for m in methods}
+
+
+def train_sweep(configs: dict[Key, FusionTrainConfig], *, backend: str = "serial", workers: int | None = None,
+                store: RunStore | None = None, device: torch.device | str | None = None) -> dict[Key, Run]:
+    """Train what is missing (through :func:`ctcbook.dispatch.dispatch`: finished runs are reused, interrupted ones
+    resume, ``local`` runs several side by side) and return {key: finished run}."""
+    runs = dispatch(list(configs.values()), backend=backend, workers=workers, store=store, device=device)
+    return dict(zip(configs, runs))
+
+
+def e2e_results(runs: dict[Key, Run]) -> pd.DataFrame:
+    """One row per end-to-end run: mode, level, seed, method, test_acc (last epoch), train_seconds (all epochs)."""
+    rows = []
+    for (a, s, m), run in runs.items():
+        metrics = run.metrics()
+        rows.append({"mode": "end to end", "level": a, "seed": s, "method": m, "test_acc": metrics[-1]["test_acc"],
+                     "train_seconds": float(sum(r["train_seconds"] for r in metrics))})
+    return pd.DataFrame(rows)
+
+
+def frozen_experiments(runs: dict[Key, Run], settings: HeadSettings, heldout: int | None,
+                       device: torch.device | str = "cpu") -> dict[tuple[float, int], FusionExperiment]:
+    """{(level, seed): the heads' experiment on the frozen features of that level and seed's image-only run}."""
+    return {(a, s): FusionExperiment(run, fusion_data_from_e2e(run, device, heldout=heldout), settings)
+            for (a, s, m), run in runs.items() if m == BACKBONE_METHOD}
+
+
+def frozen_results(exps: dict[tuple[float, int], FusionExperiment], methods: Sequence[str], *,
+                   progress: bool = True) -> pd.DataFrame:
+    """Every head of ``methods`` (head seed = the level's seed) plus the Bayes reference, one row each: mode,
+    level, seed, method, test_acc, train_seconds, n_params. Heads are trained once and cached."""
+    frames = []
+    todo = any(exp.missing(methods, [s]) for (a, s), exp in exps.items())   # no bar when everything is cached
+    for (a, s), exp in tqdm(exps.items(), desc="frozen heads per (level, seed)", disable=not progress or not todo,
+                            unit="backbone"):
+        r = exp.results(methods, [s], progress=False)
+        image = "image_mlp" if "image_mlp" in methods else "image_only" if "image_only" in methods else None
+        if image is not None:
+            bayes = bayes_ceiling(exp, [s], image)
+            r = pd.concat([r, pd.DataFrame({"method": BAYES, "seed": s, "test_acc": bayes.test_acc / 100,
+                                            "train_seconds": 0.0, "n_params": 0})], ignore_index=True)
+        frames.append(r.assign(mode="frozen", level=a))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _accs(results: pd.DataFrame, mode: str, level: float, method: str) -> dict[int, float]:
+    """seed -> top-1 (%) of one cell."""
+    rows = results[(results["mode"] == mode) & (results.level == level) & (results.method == method)]
+    return {int(s): float(v) * 100 for s, v in zip(rows.seed, rows.test_acc)}
+
+
+def _mean(results: pd.DataFrame, mode: str, level: float, method: str) -> float:
+    """Seed-mean top-1 (%) of one cell."""
+    return np.mean(list(_accs(results, mode, level, method).values()))
+
+
+def sweep_table(results: pd.DataFrame, labels: dict[str, str] = LABELS) -> pd.DataFrame:
+    """Top-1 (%) per (mode, method) row and interaction level column: "mean ± std (n)" over seeds (std ddof 1)."""
+    levels = sorted(results.level.unique())
+    rows = []
+    for mode in [m for m in MODES if m in set(results["mode"])]:
+        sub = results[results["mode"] == mode]
+        order = [m for m in (*ALL_METHODS, BAYES) if m in set(sub.method)]
+        for method in order:
+            row = {"training": mode, "method": labels.get(method, method)}
+            for a in levels:
+                v = np.array(list(_accs(results, mode, a, method).values()))
+                row[f"a = {a:g}"] = ("" if len(v) == 0 else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1
+                                     else f"{v.mean():.2f}")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def gains(results: pd.DataFrame, mode: str, method: str, over: str) -> pd.DataFrame:
+    """Per level: the mean over seeds of ``method`` minus ``over`` (points, paired by seed) with its 95% t
+    interval; columns level, mean, low, high, n."""
+    rows = []
+    for a in sorted(results.level.unique()):
+        a_m, a_o = _accs(results, mode, a, method), _accs(results, mode, a, over)
+        if a_m and a_o:
+            iv = stats.paired_interval(a_m, a_o)
+            rows.append({"level": a, "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n})
+    return pd.DataFrame(rows)
+
+
+def findings_markdown(results: pd.DataFrame) -> str:
+    """The findings from the per-seed ``results``, each comparison paired by seed and judged on its interval."""
+    levels = sorted(results.level.unique())
+    lo, hi = levels[0], levels[-1]
+    have = {mode: set(results[results["mode"] == mode].method) for mode in MODES}
+    if not {"image_only", "dynamic_mlp_c"} <= have["frozen"]:
+        raise ValueError("results need frozen image_only and dynamic_mlp_c rows")
+    modes = [mode for mode in MODES if have[mode]]
+    simple = [m for m in ("concat", "add", "multiply", "geo_prior") if m in have["frozen"]]
+    items = []
+
+    def acc(mode, a, method="dynamic_mlp_c"):
+        return _accs(results, mode, a, method)
+
+    def verdict(x, y, quantity, pos="Dynamic MLP-C is better", neg="Dynamic MLP-C is worse"):
+        return stats.verdict(stats.paired_interval(x, y), quantity=quantity, positive=pos, negative=neg).text
+
+    if simple:
+        best = max(simple, key=lambda m: _mean(results, "frozen", lo, m))
+        items.append(f"At interaction {lo:g} (frozen heads): "
+                     + verdict(acc("frozen", lo), acc("frozen", lo, best),
+                               f"Dynamic MLP-C minus the best simple fusion ({LABELS[best]})") + ".")
+    for mode in modes:
+        if {"mlp_concat", "dynamic_mlp_c"} <= have[mode]:
+            items.append(f"Against the MLP on [x; e] with as many parameters ({mode}): "
+                         + "; ".join(f"at interaction {a:g}, "
+                                     + verdict(acc(mode, a), acc(mode, a, "mlp_concat"),
+                                               "Dynamic MLP-C minus the parameter-matched MLP")
+                                     for a in sorted({lo, hi})) + ".")
+    if BAYES in have["frozen"]:
+        head = "image-only MLP head" if "image_mlp" in have["frozen"] else "linear image-only head"
+        items.append(f"At interaction {lo:g}, the Bayes reference ({head} x exact metadata likelihood) "
+                     f"reaches {_mean(results, 'frozen', lo, BAYES):.2f}% and Dynamic MLP-C "
+                     f"{_mean(results, 'frozen', lo, 'dynamic_mlp_c'):.2f}%: "
+                     + verdict(acc("frozen", lo), acc("frozen", lo, BAYES), "Dynamic MLP-C minus the Bayes reference",
+                               "Dynamic MLP-C is above it", "Dynamic MLP-C is below it") + ".")
+    for mode in modes:
+        if {"concat", "dynamic_mlp_c"} <= have[mode]:
+            items.append(f"At interaction {hi:g} ({mode}): "
+                         + verdict(acc(mode, hi), acc(mode, hi, "concat"), "Dynamic MLP-C minus concatenation") + ".")
+            lead = {a: {s: v - acc(mode, a, "concat")[s] for s, v in acc(mode, a).items()} for a in (lo, hi)}
+            items.append(f"Does Dynamic MLP-C's lead over concatenation grow with the interaction ({mode})? "
+                         + verdict(lead[hi], lead[lo], f"its lead at {hi:g} minus its lead at {lo:g}", "it grows",
+                                   "it shrinks") + ".")
+    if "dynamic_mlp_c" in have["end to end"]:
+        items.append(f"End to end against frozen heads, Dynamic MLP-C at interaction {hi:g}: "
+                     + verdict(acc("end to end", hi), acc("frozen", hi), "end to end minus frozen",
+                               "end to end is better", "end to end is worse") + ".")
+    return findings(items)
+
+
+def per_class_sentence(per_class: pd.DataFrame, confusable: Sequence[str], method: str = "dynamic_mlp_c") -> str:
+    """What the per-class table says about where the gain comes from, computed (not assumed): the three classes
+    that gain most and the mean gain of the confusable classes against the others."""
+    g = (per_class[method] - per_class["image_only"]).sort_values(ascending=False)   # points, largest first
+    top = ", ".join(f"{name} ({v:+.1f})" for name, v in g.head(3).items())
+    conf = [c for c in g.index if c in set(confusable)]
+    rest = [c for c in g.index if c not in set(confusable)]
+    words = (f"The largest per-class gains of {LABELS.get(method, method)} over image only are {top} points.")
+    if conf and rest:
+        c, r = g[conf].mean(), g[rest].mean()
+        words += (f" The confusable classes ({', '.join(conf)}) gain {c:+.1f} points on average, the others "
+                  f"{r:+.1f}: the confusable classes gain {'more' if c > r else 'less'} than the rest.")
+    return words
+
+
+def per_class(exps: dict[tuple[float, int], FusionExperiment], level: float, methods: Sequence[str]
+              ) -> pd.DataFrame:
+    """Test top-1 (%) per class (rows, in class order) and method (columns) at ``level``, the mean over the
+    level's seeds (each seed its own backbone, metadata draw and heads)."""
+    frames = [per_class_accuracy(exp, methods, [s]) for (a, s), exp in exps.items() if a == level]
+    if not frames:
+        raise ValueError(f"no frozen experiment at interaction level {level!r}")
+    return sum(frames[1:], frames[0]) / len(frames)
+
+
+def paper_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The public code's iNat21-mini numbers beside ours (image only and Dynamic MLP-C per level, seed means)."""
+    rows = [{"setting": f"paper: iNat21 mini, {net}, end to end, 90 epochs", "image only (%)": a,
+             "Dynamic MLP-C (%)": b, "gain (points)": round(b - a, 3)} for net, a, b in PAPER_INAT21_MINI]
+    mode = "end to end" if "end to end" in set(results["mode"]) else "frozen"
+    for a in sorted(results.level.unique()):
+        img, c = _mean(results, mode, a, "image_only"), _mean(results, mode, a, "dynamic_mlp_c")
+        rows.append({"setting": f"ours: Fashion-MNIST + simulated metadata, interaction {a:g}, {mode}",
+                     "image only (%)": round(img, 2), "Dynamic MLP-C (%)": round(c, 2),
+                     "gain (points)": round(c - img, 2)})
+    return pd.DataFrame(rows)
