@@ -105,10 +105,11 @@ def _inat_split(config: FusionTrainConfig, split: str):
 def fusion_splits(config: FusionTrainConfig) -> tuple[FusionSplit, FusionSplit, tuple[str, ...]]:
     """(train, test, class names) of ``config``."""
     if config.dataset == "simulated":
-        (train, classes), (test, _) = _simulated_split(config, "train"), _simulated_split(config, "test")
+        train, classes = _simulated_split(config, "train")
+        test, _ = _simulated_split(config, "test")
     else:
-        (train, classes), (test, _) = (_inat_split(config, config.inat_train_split),
-                                       _inat_split(config, config.inat_test_split))
+        train, classes = _inat_split(config, config.inat_train_split)
+        test, _ = _inat_split(config, config.inat_test_split)
     return train, test, classes
 
 
@@ -178,6 +179,15 @@ def epoch_plan(n: int, config: FusionTrainConfig, epoch: int) -> list[BatchPlan]
     return plans
 
 
+def _augment(x: torch.Tensor, plan: BatchPlan, rows: torch.Tensor, padding: int) -> torch.Tensor:
+    """The plan's crops and flips of batch positions ``rows`` applied to x."""
+    if plan.dy is not None:
+        x = crop_at(x, padding, plan.dy[rows], plan.dx[rows])
+    if plan.flip is not None:
+        x = flip_where(x, plan.flip[rows])
+    return x
+
+
 def rank_positions(batch_size: int, d: distributed.Dist) -> torch.Tensor:
     """This rank's positions in a global batch: the contiguous share of :func:`ctcbook.distributed.shard`."""
     n = distributed.per_rank_batch(batch_size, d)
@@ -192,11 +202,7 @@ def mixed_batches(split: FusionSplit, config: FusionTrainConfig, plans: list[Bat
     need = [torch.unique(torch.cat([positions, p.perm[positions]])) for p in plans]   # sorted batch positions
     reads = image_batches(split, [p.index[u] for p, u in zip(plans, need)], config.image_size, workers)
     for plan, rows, images in zip(plans, need, reads):
-        x = images.float().div_(255)
-        if plan.dy is not None:
-            x = crop_at(x, config.crop_padding, plan.dy[rows], plan.dx[rows])
-        if plan.flip is not None:
-            x = flip_where(x, plan.flip[rows])
+        x = _augment(images.float().div_(255), plan, rows, config.crop_padding)
         where = torch.full((config.batch_size,), -1, dtype=torch.long)
         where[rows] = torch.arange(len(rows))
         own, partner = where[positions], where[plan.perm[positions]]
