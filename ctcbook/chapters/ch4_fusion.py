@@ -40,10 +40,8 @@ ALL_METHODS = FUSION_METHODS + EXTRA_METHODS
 # --- settings ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HeadSettings:
-    """How every head is built and trained (AdamW, cosine per step): one setting for all methods, so only the fusion
-    differs. Widths as DynamicMLPHead (paper: 256, 256, 256, 64, 2 blocks). ``smoothing``: "torch" (eps / K to every
-    class) or "public" (the public Dynamic MLP code: 1 - eps on the true class, eps / (K - 1) on the others).
-    ``mlp_concat`` gets the width that matches dynamic_mlp_c's parameters."""
+    """How every head is built and trained (AdamW, cosine per step), the same for all methods; ``smoothing``: "torch"
+    (eps / K to every class) or "public" (the public code's: 1 - eps on the true class, eps / (K - 1) on the others)."""
 
     meta_width: int = 64
     embed_dim: int = 64
@@ -75,8 +73,7 @@ class HeadSettings:
 # --- data ---------------------------------------------------------------------------------------------------------
 @dataclass
 class FusionData:
-    """One backbone's frozen features (standardised on the train split), encoded metadata (zeros where missing),
-    labels and raw metadata, train and test; ``key``: their cache key."""
+    """One backbone's frozen features (standardised on the train split), metadata and labels; ``key``: its cache key."""
 
     train_x: torch.Tensor
     train_m: torch.Tensor
@@ -101,8 +98,7 @@ class FusionData:
 
 def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_size: int = 1024, *,
                          heldout: int | None = None) -> FusionData:
-    """Frozen features and metadata draws of an end-to-end run, cached in the run folder; ``heldout`` n: the heads
-    train on n train-split images the backbone never saw (None: on its own training images)."""
+    """An end-to-end run's frozen features, cached; ``heldout`` n: of n train-split images it never trained on."""
     config = FusionTrainConfig.from_dict({**run.config, "weights": None})
     if config.dataset != "simulated":
         raise ValueError(f"fusion_data_from_e2e needs a run on simulated metadata, got dataset {config.dataset!r}")
@@ -197,8 +193,7 @@ def predict(head: nn.Module, x: torch.Tensor, m: torch.Tensor, batch_size: int =
 
 # --- every method, every seed, cached -----------------------------------------------------------------------------
 class FusionExperiment:
-    """All heads of one backbone run: ``results`` trains what is missing (one row per method and seed), ``head`` loads
-    one (geo_prior: combined from that seed's image-only and metadata-only heads)."""
+    """All heads of one backbone run: ``results`` trains what is missing, ``head`` loads one."""
 
     def __init__(self, run: Run, data: FusionData, settings: HeadSettings = HeadSettings()):
         self.run, self.data, self.settings = run, data, settings
@@ -296,15 +291,19 @@ def per_class_accuracy(exp: FusionExperiment, methods: Sequence[str], seeds: Seq
 # --- views for the chapter ------------------------------------------------------------------------------------------
 def tsne_points(exp: FusionExperiment, method: str, classes: Sequence[int], *, n: int = 1000, seed: int = 0,
                 perplexity: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
-    """2-D t-SNE of the features a head's classifier reads for ``n`` test images of ``classes``: (coords, labels),
-    cached beside the head's weights."""
+    """2-D t-SNE of the features a head's classifier reads for about n / len(classes) test images of each of
+    ``classes`` (drawn with ``seed``): (coords, labels), cached beside the head's weights."""
     from sklearn.manifold import TSNE
 
     d = exp.data
     if not classes or any(not 0 <= k < d.num_classes for k in classes):
         raise ValueError(f"classes must be a non-empty list of class indices in 0..{d.num_classes - 1}, "
                          f"got {list(classes)!r}")
-    idx = tsne_indices(d.test_y, classes, n, seed)
+    if not is_int(n, len(classes) * 2):
+        raise ValueError(f"n must be an integer >= 2 per class ({2 * len(classes)}), got {n!r}")
+    gen = torch.Generator().manual_seed(seed)
+    picked = [(d.test_y == k).nonzero().flatten() for k in classes]
+    idx = torch.cat([i[torch.randperm(len(i), generator=gen)[:n // len(classes)]] for i in picked]).sort().values
     spec = {"method": method, "classes": list(classes), "n": n, "seed": seed, "perplexity": perplexity}
     path = exp.weights_dir / f"tsne-{config_hash(spec)}.pt"
     if path.exists():
@@ -320,24 +319,10 @@ def tsne_points(exp: FusionExperiment, method: str, classes: Sequence[int], *, n
     return coords, labels.numpy()
 
 
-def tsne_indices(labels: torch.Tensor, classes: Sequence[int], n: int, seed: int) -> torch.Tensor:
-    """Up to ``n`` indices of images of ``classes``, about n / len(classes) per class, drawn with ``seed``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < len(classes) * 2:
-        raise ValueError(f"n must be an integer >= 2 per class ({2 * len(classes)}), got {n!r}")
-    gen = torch.Generator().manual_seed(seed)
-    per = n // len(classes)
-    picked = []
-    for k in classes:
-        idx = (labels == k).nonzero().flatten()
-        picked.append(idx[torch.randperm(len(idx), generator=gen)[:per]])
-    return torch.cat(picked).sort().values
-
-
 @torch.no_grad()
 def probabilities_at(head: nn.Module, x: torch.Tensor, lat: Sequence[float], lon: Sequence[float],
                      day: Sequence[float]) -> torch.Tensor:
-    """Class probabilities (P, K) of one image's standardised features x (C,) placed at P (lat, lon, day) points
-    (degrees, degrees, day of year 1..365 in a 365-day year)."""
+    """Class probabilities (P, K) of one image's features x (C,) placed at P (lat, lon, day of a 365-day year)."""
     if x.ndim != 1:
         raise ValueError(f"x must be one image's features (C,), got shape {tuple(x.shape)}")
     if not (len(lat) == len(lon) == len(day)) or len(lat) == 0:
@@ -384,8 +369,7 @@ def _ci(iv: stats.Interval, decimals: int = 2) -> str:
 
 
 def summary_table(results: pd.DataFrame, labels: dict[str, str] = METHOD_LABELS) -> pd.DataFrame:
-    """Per method: seeds, mean test top-1 (%) with its 95% interval, the gain over image only paired by seed, and
-    the head's trainable parameters (human column names, no index)."""
+    """Per method: seeds, mean top-1 (%) and 95% interval, gain over image only (paired by seed), parameters."""
     if results.empty:
         raise ValueError("results is empty")
     image = _per_seed(results, "image_only") if "image_only" in set(results.method) else None
@@ -432,8 +416,7 @@ def sweep_configs(base: FusionTrainConfig, levels: Sequence[float], seeds: Seque
 
 def train_sweep(configs: dict[Key, FusionTrainConfig], *, backend: str = "serial", workers: int | None = None,
                 store: RunStore | None = None, device: torch.device | str | None = None) -> dict[Key, Run]:
-    """Train what is missing (through :func:`ctcbook.dispatch.dispatch`: finished runs are reused, interrupted ones
-    resume, ``local`` runs several side by side) and return {key: finished run}."""
+    """{key: finished run}, training what is missing through :func:`ctcbook.dispatch.dispatch`."""
     runs = dispatch(list(configs.values()), backend=backend, workers=workers, store=store, device=device)
     return dict(zip(configs, runs))
 
@@ -457,8 +440,7 @@ def frozen_experiments(runs: dict[Key, Run], settings: HeadSettings, heldout: in
 
 def frozen_results(exps: dict[tuple[float, int], FusionExperiment], methods: Sequence[str], *,
                    progress: bool = True) -> pd.DataFrame:
-    """Every head of ``methods`` (head seed = the level's seed) plus the Bayes reference, one row each: mode,
-    level, seed, method, test_acc, train_seconds, n_params. Heads are trained once and cached."""
+    """One row per head of ``methods`` (head seed = the level's seed) and Bayes reference, at every (level, seed)."""
     frames = []
     todo = any(exp.missing(methods, [s]) for (a, s), exp in exps.items())   # no bar when everything is cached
     for (a, s), exp in tqdm(exps.items(), desc="frozen heads per (level, seed)", disable=not progress or not todo,
@@ -502,8 +484,7 @@ def sweep_table(results: pd.DataFrame, labels: dict[str, str] = LABELS) -> pd.Da
 
 
 def gains(results: pd.DataFrame, mode: str, method: str, over: str) -> pd.DataFrame:
-    """Per level: the mean over seeds of ``method`` minus ``over`` (points, paired by seed) with its 95% t
-    interval; columns level, mean, low, high, n."""
+    """Per level: ``method`` minus ``over`` (points, paired by seed), its mean, 95% t interval (low, high) and n."""
     rows = []
     for a in sorted(results.level.unique()):
         a_m, a_o = _accs(results, mode, a, method), _accs(results, mode, a, over)
@@ -565,8 +546,7 @@ def findings_markdown(results: pd.DataFrame) -> str:
 
 
 def per_class_sentence(per_class: pd.DataFrame, confusable: Sequence[str], method: str = "dynamic_mlp_c") -> str:
-    """What the per-class table says about where the gain comes from, computed (not assumed): the three classes
-    that gain most and the mean gain of the confusable classes against the others."""
+    """The three classes that gain most over image only, and the confusable classes' mean gain against the rest."""
     g = (per_class[method] - per_class["image_only"]).sort_values(ascending=False)   # points, largest first
     top = ", ".join(f"{name} ({v:+.1f})" for name, v in g.head(3).items())
     conf = [c for c in g.index if c in set(confusable)]
@@ -581,8 +561,7 @@ def per_class_sentence(per_class: pd.DataFrame, confusable: Sequence[str], metho
 
 def per_class(exps: dict[tuple[float, int], FusionExperiment], level: float, methods: Sequence[str]
               ) -> pd.DataFrame:
-    """Test top-1 (%) per class (rows, in class order) and method (columns) at ``level``, the mean over the
-    level's seeds (each seed its own backbone, metadata draw and heads)."""
+    """Test top-1 (%) per class (rows) and method (columns) at ``level``, the mean over the level's seeds."""
     frames = [per_class_accuracy(exp, methods, [s]) for (a, s), exp in exps.items() if a == level]
     if not frames:
         raise ValueError(f"no frozen experiment at interaction level {level!r}")

@@ -109,8 +109,7 @@ def check_positive(**kw: int | None) -> None:
 
 
 class MetadataNet(nn.Module):
-    """Encoded metadata (N, cin) -> (N, out_dim) (the code's ``FCNet``): Linear + ReLU + residual blocks (``trunk``),
-    then a bias-free Linear (``out``)."""
+    """The code's ``FCNet``, (N, cin) -> (N, out_dim): Linear + ReLU + residual blocks (``trunk``), bias-free out."""
 
     def __init__(self, cin: int, out_dim: int = 256, width: int = 256, num_blocks: int = 4, dropout: float = 0.5):
         super().__init__()
@@ -228,9 +227,7 @@ class DynamicMLPFusion(nn.Module):
 
 
 class DynamicMLPHead(nn.Module):
-    """Metadata network + Dynamic MLP fusion + linear classifier: x (N, C), m (N, cin) -> logits (N, K).
-
-    The defaults are the code's (``mlp_d`` 256, ``mlp_h`` 64, ``mlp_n`` 2, variant C)."""
+    """Metadata network + Dynamic MLP fusion + linear classifier, x (N, C), m (N, cin) -> (N, K); code's defaults."""
 
     def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, embed_dim: int = 256,
                  reduced_dim: int = 256, hidden_dim: int = 64, num_blocks: int = 2, variant: str = "C",

@@ -98,8 +98,7 @@ class FusionHead(nn.Module):
 
 
 class GeoPriorHead(nn.Module):
-    """Geo prior (simplified, see the module docstring): logits = log p_img(y|x) + log p_meta(y|m), the product of
-    two separately trained classifiers (held, not copied)."""
+    """Geo prior (simplified, see the module docstring): log p_img(y|x) + log p_meta(y|m) of two trained heads."""
 
     def __init__(self, image: ImageOnlyHead, metadata: MetadataOnlyHead):
         super().__init__()
@@ -122,8 +121,7 @@ def count_parameters(module: nn.Module) -> int:
 
 def matched_hidden(method: str, target_params: int, feature_dim: int, num_classes: int, cin: int = 6,
                    **kwargs) -> int:
-    """The ``hidden_dim`` (>= 1) of the ``mlp_concat`` or ``image_mlp`` head whose parameter count is closest to
-    ``target_params``; ``kwargs``: its other widths."""
+    """The ``hidden_dim`` (>= 1) of the mlp_concat or image_mlp head (other widths: kwargs) nearest target_params."""
     if method == "image_mlp":
         # Each hidden unit has C weights + 1 bias + 2 LayerNorm scalars + K classifier weights; the classifier K biases.
         return max(1, round((target_params - num_classes) / (feature_dim + 3 + num_classes)))
