@@ -351,10 +351,14 @@ def pick_example(exp: FusionExperiment, seed: int, true_class: int, confused_wit
 #: The public code's README (github ylingfeng/DynamicMLP, "Model Zoo"): iNat21 mini, 224 px, 90 epochs, top-1 (%).
 PAPER_INAT21_MINI = (("ResNet-50", 67.924, 78.751), ("SK-Res2Net-101", 76.102, 84.694))
 
-METHOD_LABELS = {"image_only": "image only", "metadata_only": "metadata only", "concat": "concatenation",
-                 "add": "addition", "multiply": "multiplication", "geo_prior": "geo prior (product)",
-                 "dynamic_mlp_a": "Dynamic MLP-A", "dynamic_mlp_b": "Dynamic MLP-B", "dynamic_mlp_c": "Dynamic MLP-C",
-                 "mlp_concat": "MLP on [x; e] (parameter-matched)", "image_mlp": "image only, MLP (parameter-matched)"}
+#: The training modes, the Bayes reference's name and every method's label in tables and figures.
+MODES = ("frozen", "end to end")
+BAYES = "bayes_reference"
+LABELS = {"image_only": "image only", "metadata_only": "metadata only", "concat": "concatenation",
+          "add": "addition", "multiply": "multiplication", "geo_prior": "geo prior (product)",
+          "dynamic_mlp_a": "Dynamic MLP-A", "dynamic_mlp_b": "Dynamic MLP-B", "dynamic_mlp_c": "Dynamic MLP-C",
+          "mlp_concat": "MLP on [x; e] (parameter-matched)", "image_mlp": "image only, MLP (parameter-matched)",
+          BAYES: "Bayes reference: image-only head x exact p(m | y)"}
 
 
 def _per_seed(results: pd.DataFrame, method: str) -> dict[int, float]:
@@ -368,7 +372,7 @@ def _ci(iv: stats.Interval, decimals: int = 2) -> str:
     return "" if iv.n < 2 else stats.brackets(iv, decimals)
 
 
-def summary_table(results: pd.DataFrame, labels: dict[str, str] = METHOD_LABELS) -> pd.DataFrame:
+def summary_table(results: pd.DataFrame, labels: dict[str, str] = LABELS) -> pd.DataFrame:
     """Per method: seeds, mean top-1 (%) and 95% interval, gain over image only (paired by seed), parameters."""
     if results.empty:
         raise ValueError("results is empty")
@@ -391,10 +395,6 @@ def summary_table(results: pd.DataFrame, labels: dict[str, str] = METHOD_LABELS)
 # --- the interaction sweep: end-to-end networks, frozen heads on held-out features, per (level, seed) ------------
 #: The backbone of the frozen heads at each level and seed.
 BACKBONE_METHOD = "image_only"
-#: Labels of the modes and of the Bayes reference in tables and figures.
-MODES = ("frozen", "end to end")
-BAYES = "bayes_reference"
-LABELS = {**METHOD_LABELS, BAYES: "Bayes reference: image-only head x exact p(m | y)"}
 
 Key = tuple[float, int, str]
 

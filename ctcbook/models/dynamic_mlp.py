@@ -189,29 +189,23 @@ _PROJECTIONS = {"A": DynamicProjectionA, "B": DynamicProjectionB,
                 "C": lambda i, o, e: DynamicProjectionB(i, o, e, read_both=True)}
 
 
-def block_widths(reduced_dim: int, hidden_dim: int, num_blocks: int) -> list[tuple[int, int]]:
-    """(in, out) widths of the N blocks, as the code: [(d, d)] for N = 1, else [(d, h), (h, h) * (N - 2), (h, d)]."""
-    check_positive(reduced_dim=reduced_dim, hidden_dim=hidden_dim, num_blocks=num_blocks)
-    if num_blocks == 1:
-        return [(reduced_dim, reduced_dim)]
-    return [(reduced_dim, hidden_dim)] + [(hidden_dim, hidden_dim)] * (num_blocks - 2) + [(hidden_dim, reduced_dim)]
-
-
 class DynamicMLPFusion(nn.Module):
     """The code's ``FusionModule``: x (N, C), e (N, embed) -> x + LN(Linear(d->C)(blocks(Linear(C->d)(x), e)))."""
 
     def __init__(self, feature_dim: int = 2048, embed_dim: int = 256, reduced_dim: int = 256, hidden_dim: int = 64,
                  num_blocks: int = 2, variant: str = "C"):
         super().__init__()
-        check_positive(feature_dim=feature_dim, embed_dim=embed_dim)
+        check_positive(feature_dim=feature_dim, embed_dim=embed_dim, reduced_dim=reduced_dim, hidden_dim=hidden_dim,
+                       num_blocks=num_blocks)
         self.variant = str(variant).upper()
         if self.variant not in _PROJECTIONS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.feature_dim, self.embed_dim = feature_dim, embed_dim
         proj = _PROJECTIONS[self.variant]
         self.reduce = nn.Linear(feature_dim, reduced_dim)
-        self.blocks = nn.ModuleList(proj(i, o, embed_dim) for i, o in block_widths(reduced_dim, hidden_dim,
-                                                                                 num_blocks))
+        # block widths as the code: d -> d for one block, else d -> h, (h -> h) * (N - 2), h -> d
+        widths = [reduced_dim] + [hidden_dim] * (num_blocks - 1) + [reduced_dim]
+        self.blocks = nn.ModuleList(proj(i, o, embed_dim) for i, o in zip(widths, widths[1:]))
         self.expand = nn.Linear(reduced_dim, feature_dim)
         self.norm = nn.LayerNorm(feature_dim)
 
