@@ -24,6 +24,7 @@ from .models import build_model
 from .models.fusion import build_head
 from .runs import Run
 
+
 # --- the recipe's pieces ----------------------------------------------------------------------------------------
 def smoothed_targets(y: torch.Tensor, num_classes: int, epsilon: float) -> torch.Tensor:
     """(N, K) targets: 1 - epsilon on the true class, epsilon / (K - 1) on each other one (the public code's; not

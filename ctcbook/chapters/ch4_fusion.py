@@ -457,8 +457,7 @@ def frozen_results(exps: dict[tuple[float, int], FusionExperiment], methods: Seq
 
 def _accs(results: pd.DataFrame, mode: str, level: float, method: str) -> dict[int, float]:
     """seed -> top-1 (%) of one cell."""
-    rows = results[(results["mode"] == mode) & (results.level == level) & (results.method == method)]
-    return {int(s): float(v) * 100 for s, v in zip(rows.seed, rows.test_acc)}
+    return _per_seed(results[(results["mode"] == mode) & (results.level == level)], method)
 
 
 def _mean(results: pd.DataFrame, mode: str, level: float, method: str) -> float:
