@@ -273,21 +273,6 @@ def bayes_ceiling(exp: FusionExperiment, seeds: Sequence[int], image_method: str
     return pd.DataFrame(rows)
 
 
-def per_class_accuracy(exp: FusionExperiment, methods: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
-    """Test top-1 (%) per class (rows: class names) and method (columns), mean over seeds."""
-    d = exp.data
-    per_class = torch.bincount(d.test_y, minlength=d.num_classes).float()
-    cols = {}
-    for method in methods:
-        acc = np.zeros(d.num_classes)
-        for seed in seeds:
-            right = d.test_y[predict(exp.head(method, seed), d.test_x, d.test_m).argmax(1) == d.test_y]
-            rate = torch.bincount(right, minlength=d.num_classes).float() / per_class   # as a float32 mean per class
-            acc += rate.double().numpy() * 100 / len(seeds)
-        cols[method] = acc
-    return pd.DataFrame(cols, index=list(d.class_names))
-
-
 # --- views for the chapter ------------------------------------------------------------------------------------------
 def tsne_points(exp: FusionExperiment, method: str, classes: Sequence[int], *, n: int = 1000, seed: int = 0,
                 perplexity: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
@@ -561,7 +546,18 @@ def per_class_sentence(per_class: pd.DataFrame, confusable: Sequence[str], metho
 def per_class(exps: dict[tuple[float, int], FusionExperiment], level: float, methods: Sequence[str]
               ) -> pd.DataFrame:
     """Test top-1 (%) per class (rows) and method (columns) at ``level``, the mean over the level's seeds."""
-    frames = [per_class_accuracy(exp, methods, [s]) for (a, s), exp in exps.items() if a == level]
+    frames = []
+    for (a, seed), exp in exps.items():
+        if a != level:
+            continue
+        d = exp.data
+        images = torch.bincount(d.test_y, minlength=d.num_classes).float()
+        cols = {}
+        for method in methods:
+            right = d.test_y[predict(exp.head(method, seed), d.test_x, d.test_m).argmax(1) == d.test_y]
+            rate = torch.bincount(right, minlength=d.num_classes).float() / images   # as a float32 mean per class
+            cols[method] = rate.double().numpy() * 100
+        frames.append(pd.DataFrame(cols, index=list(d.class_names)))
     if not frames:
         raise ValueError(f"no frozen experiment at interaction level {level!r}")
     return sum(frames[1:], frames[0]) / len(frames)
