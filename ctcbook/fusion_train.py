@@ -21,8 +21,9 @@ from .data import load_dataset, select_classes, subsample, unseen_subset
 from .data.loader import crop_at, flip_where
 from .data.metadata import MetadataArrays
 from .models import build_model
-from .models.fusion import build_fusion_head, matched_mlp_hidden, count_parameters
+from .models.fusion import build_head
 from .runs import Run
+
 
 # --- the recipe's pieces ----------------------------------------------------------------------------------------
 def smoothed_targets(y: torch.Tensor, num_classes: int, epsilon: float) -> torch.Tensor:
@@ -77,12 +78,12 @@ def _simulated_split(config: FusionTrainConfig, split: str):
 HELDOUT_DRAW = 1_000_000
 
 
-def heldout_split(config: FusionTrainConfig, n: int, seed: int = 1) -> tuple[FusionSplit, tuple[str, ...]]:
+def heldout_split(config: FusionTrainConfig, n: int) -> tuple[FusionSplit, tuple[str, ...]]:
     """``n`` train-split images the run of ``config`` did not train on, with their own metadata draw."""
     if config.dataset != "simulated":
         raise ValueError(f"heldout_split needs dataset 'simulated', got {config.dataset!r}")
     full = _source(config, "train")
-    ds = unseen_subset(full, subsample(full, config.train_size, seed=0), n, seed)
+    ds = unseen_subset(full, subsample(full, config.train_size, seed=0), n, seed=1)
     return _with_metadata(config, ds, HELDOUT_DRAW + int(config.metadata.get("draw_seed", 0))), ds.classes
 
 
@@ -225,26 +226,6 @@ class FusionNet(nn.Module):
         return feats, self.head(feats, m)
 
 
-def head_kwargs(config: FusionTrainConfig, feature_dim: int, num_classes: int, cin: int) -> dict[str, Any]:
-    """Constructor arguments of the head of ``config.method`` (mlp_concat: as many parameters as dynamic_mlp_c)."""
-    h, method = config.head, config.method
-    if method == "image_only":
-        return {}
-    kw: dict[str, Any] = {"meta_width": h["meta_width"]}
-    if method in ("concat", "mlp_concat"):
-        kw["embed_dim"] = h["embed_dim"]
-    if method.startswith("dynamic_mlp_"):
-        kw.update(embed_dim=h["embed_dim"], reduced_dim=h["reduced_dim"], hidden_dim=h["hidden_dim"],
-                  num_blocks=h["num_blocks"])
-    if method == "mlp_concat":
-        c_head = build_fusion_head("dynamic_mlp_c", feature_dim, num_classes, cin,
-                                   **head_kwargs(config.replace(method="dynamic_mlp_c"), feature_dim, num_classes,
-                                                 cin))
-        kw["hidden_dim"] = matched_mlp_hidden(count_parameters(c_head), feature_dim, num_classes, cin,
-                                              embed_dim=h["embed_dim"], meta_width=h["meta_width"])
-    return kw
-
-
 def build_fusion_net(config: FusionTrainConfig, num_classes: int, in_channels: int, mean, std,
                      cin: int = 6) -> FusionNet:
     """The model of ``config`` (random init from the current torch seed; ``weights`` loaded into the backbone)."""
@@ -253,9 +234,7 @@ def build_fusion_net(config: FusionTrainConfig, num_classes: int, in_channels: i
     if config.weights is not None:
         load_backbone_weights(backbone.backbone, config.weights)
     del backbone.head   # the fusion head classifies
-    c = backbone.feature_dim
-    head = build_fusion_head(config.method, c, num_classes, cin, **head_kwargs(config, c, num_classes, cin))
-    return FusionNet(backbone, head)
+    return FusionNet(backbone, build_head(config.method, backbone.feature_dim, num_classes, cin, config.head))
 
 
 def load_backbone_weights(backbone: nn.Module, path: str) -> None:

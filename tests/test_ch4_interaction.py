@@ -1,6 +1,7 @@
-"""Chapter 4's interaction sweep (ctcbook.chapters.ch4_interaction): end-to-end runs per (level, seed, method),
+"""Chapter 4's interaction sweep (ctcbook.chapters.ch4_fusion): end-to-end runs per (level, seed, method),
 frozen heads on held-out features of the image-only run, the Bayes reference, tables and findings."""
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -9,11 +10,11 @@ import torch
 
 from ctcbook.book import plots
 from ctcbook.chapters import ch4_fusion as ft
-from ctcbook.chapters import ch4_interaction as sweep
 from ctcbook.dispatch import dispatch
 from ctcbook.config import FusionTrainConfig
 from ctcbook.fusion_train import fusion_splits, heldout_split
 from ctcbook import train as engine
+from ctcbook.models.fusion import build_head
 from ctcbook.runs import RunStore
 
 META = {"seed": 0, "location_spread": 25.0, "date_spread": 45.0, "background": 0.3, "missing_fraction": 0.05,
@@ -30,15 +31,15 @@ def tiny(**kw) -> FusionTrainConfig:
 
 
 def test_configs_vary_seed_draw_and_level_and_need_the_backbone():
-    configs = sweep.sweep_configs(tiny(), [0.0, 0.5], [0, 3], ["image_only", "concat"])
+    configs = ft.sweep_configs(tiny(), [0.0, 0.5], [0, 3], ["image_only", "concat"])
     assert len(configs) == 8
     c = configs[(0.5, 3, "concat")]
     assert (c.seed, c.method, c.metadata["interaction"], c.metadata["draw_seed"]) == (3, "concat", 0.5, 3)
     assert len({cfg.to_dict().__repr__() for cfg in configs.values()}) == 8
     with pytest.raises(ValueError, match="image_only"):
-        sweep.sweep_configs(tiny(), [0.0], [0], ["concat"])
+        ft.sweep_configs(tiny(), [0.0], [0], ["concat"])
     with pytest.raises(ValueError, match="non-empty"):
-        sweep.sweep_configs(tiny(), [], [0], ["image_only"])
+        ft.sweep_configs(tiny(), [], [0], ["image_only"])
 
 
 def test_test_every_skips_test_passes_but_always_scores_the_last_epoch(tmp_path):
@@ -87,11 +88,11 @@ FROZEN = ["image_only", "image_mlp", "metadata_only", "concat", "add", "dynamic_
 @pytest.fixture(scope="module")
 def small_sweep(tmp_path_factory):
     store = RunStore(tmp_path_factory.mktemp("runs"))
-    configs = sweep.sweep_configs(tiny(), [0.0, 1.0], [0, 1], ["image_only", "concat", "dynamic_mlp_c"])
-    runs = sweep.train_sweep(configs, store=store, device="cpu")
-    exps = sweep.frozen_experiments(runs, SETTINGS, heldout=100)
-    frozen = sweep.frozen_results(exps, FROZEN, progress=False)
-    return runs, exps, pd.concat([frozen, sweep.e2e_results(runs)], ignore_index=True)
+    configs = ft.sweep_configs(tiny(), [0.0, 1.0], [0, 1], ["image_only", "concat", "dynamic_mlp_c"])
+    runs = ft.train_sweep(configs, store=store, device="cpu")
+    exps = ft.frozen_experiments(runs, SETTINGS, heldout=100)
+    frozen = ft.frozen_results(exps, FROZEN, progress=False)
+    return runs, exps, pd.concat([frozen, ft.e2e_results(runs)], ignore_index=True)
 
 
 def test_sweep_rows_cover_every_mode_level_seed_and_method(small_sweep):
@@ -99,9 +100,9 @@ def test_sweep_rows_cover_every_mode_level_seed_and_method(small_sweep):
     e2e = results[results["mode"] == "end to end"]
     assert len(e2e) == 12 and set(e2e.method) == {"image_only", "concat", "dynamic_mlp_c"}
     frozen = results[results["mode"] == "frozen"]
-    assert len(frozen) == 2 * 2 * 7 and sweep.BAYES in set(frozen.method)
+    assert len(frozen) == 2 * 2 * 7 and ft.BAYES in set(frozen.method)
     # the Bayes reference combines the image-only MLP head (the stronger image classifier) with p(m | y)
-    b = frozen[(frozen.method == sweep.BAYES) & (frozen.level == 1.0) & (frozen.seed == 0)].test_acc.iloc[0]
+    b = frozen[(frozen.method == ft.BAYES) & (frozen.level == 1.0) & (frozen.seed == 0)].test_acc.iloc[0]
     assert b * 100 == pytest.approx(ft.bayes_ceiling(exps[(1.0, 0)], [0], "image_mlp").test_acc.iloc[0])
     assert results.test_acc.between(0, 1).all()
     # the e2e accuracy is the run's last-epoch test accuracy
@@ -122,20 +123,20 @@ def test_a_second_pass_trains_nothing(small_sweep, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("retrained")
     monkeypatch.setattr(ft, "train_head", boom)
-    again = sweep.frozen_results(exps, FROZEN, progress=False)
+    again = ft.frozen_results(exps, FROZEN, progress=False)
     assert np.allclose(again.test_acc.values, results[results["mode"] == "frozen"].test_acc.values)
 
 
 def test_table_gains_findings_and_figure(small_sweep):
     _, _, results = small_sweep
-    table = sweep.sweep_table(results)
+    table = ft.sweep_table(results)
     assert list(table.columns) == ["training", "method", "a = 0", "a = 1"]
     assert " ± " in table.iloc[0]["a = 0"]
-    g = sweep.gains(results, "frozen", "dynamic_mlp_c", "image_only")
+    g = ft.gains(results, "frozen", "dynamic_mlp_c", "image_only")
     assert list(g.level) == [0.0, 1.0] and (g.low <= g["mean"]).all() and (g["mean"] <= g.high).all()
-    text = sweep.findings_markdown(results)
+    text = ft.findings_markdown(results)
     assert "At interaction 0 (frozen heads)" in text and "end to end" in text and "95% CI" in text
-    fig = plots.interaction_sweep_figure(results, {"frozen": {"dynamic_mlp_c": g}}, sweep.LABELS, sweep.BAYES)
+    fig = plots.interaction_sweep_figure(results, {"frozen": {"dynamic_mlp_c": g}}, ft.LABELS, ft.BAYES)
     assert fig.axes[0].get_ylabel() == "test top-1 (%)" and "interaction" in fig.axes[-1].get_xlabel()
     plots.close(fig)
 
@@ -144,7 +145,7 @@ def test_gains_are_paired_by_seed():
     rows = [{"mode": "frozen", "level": 0.0, "seed": s, "method": m, "test_acc": v}
             for s, (a, b) in enumerate([(0.50, 0.60), (0.70, 0.81), (0.90, 0.99)])
             for m, v in (("image_only", a), ("dynamic_mlp_c", b))]
-    g = sweep.gains(pd.DataFrame(rows), "frozen", "dynamic_mlp_c", "image_only")
+    g = ft.gains(pd.DataFrame(rows), "frozen", "dynamic_mlp_c", "image_only")
     # differences 10, 11, 9 points: mean 10, sd 1, t(0.975, 2) = 4.303
     assert g["mean"].iloc[0] == pytest.approx(10.0)
     assert g.high.iloc[0] - 10 == pytest.approx(4.3027 / math.sqrt(3), rel=1e-3)
@@ -153,7 +154,7 @@ def test_gains_are_paired_by_seed():
 def test_per_class_sentence_follows_the_table():
     table = pd.DataFrame({"image_only": [80.0, 70.0, 90.0, 60.0], "dynamic_mlp_c": [80.2, 73.1, 95.0, 61.0]},
                          index=["T-shirt/top", "Dress", "Sandal", "Shirt"])
-    text = sweep.per_class_sentence(table, ["T-shirt/top", "Shirt"])
+    text = ft.per_class_sentence(table, ["T-shirt/top", "Shirt"])
     assert text.index("Sandal (+5.0)") < text.index("Dress (+3.1)")
     assert "gain less than the rest" in text
 
@@ -174,7 +175,7 @@ def test_image_mlp_head_is_as_large_as_dynamic_mlp_c_and_ignores_the_metadata():
     from ctcbook.models.fusion import count_parameters
 
     for c in (16, 64):
-        dyn, mlp = (ft.build_head(m, c, 10, SETTINGS) for m in ("dynamic_mlp_c", "image_mlp"))
+        dyn, mlp = (build_head(m, c, 10, 6, asdict(SETTINGS)) for m in ("dynamic_mlp_c", "image_mlp"))
         assert abs(count_parameters(mlp) - count_parameters(dyn)) <= c + 3 + 10
     x = torch.randn(5, 64)
     assert torch.equal(mlp(x, torch.randn(5, 6)), mlp(x, torch.zeros(5, 6)))
@@ -183,5 +184,5 @@ def test_image_mlp_head_is_as_large_as_dynamic_mlp_c_and_ignores_the_metadata():
 def test_a_cached_pass_prints_no_progress(small_sweep, capsys):
     _, exps, _ = small_sweep
     assert all(not exp.missing(FROZEN, [s]) for (a, s), exp in exps.items())
-    sweep.frozen_results(exps, FROZEN, progress=True)
+    ft.frozen_results(exps, FROZEN, progress=True)
     assert "frozen heads" not in capsys.readouterr().err

@@ -11,8 +11,8 @@ from ctcbook.data.metadata import MetadataSimulator, load_inat21, read_inat_json
 from ctcbook.data.sources import DataNotFoundError
 from ctcbook.models.dynamic_mlp import (DynamicMLPFusion, DynamicMLPHead, MetadataNet, encode_metadata,
                                         metadata_dim)
-from ctcbook.models.fusion import (FUSION_METHODS, AddFusionHead, ConcatFusionHead, GeoPriorHead, ImageOnlyHead,
-                                   MetadataOnlyHead, MultiplyFusionHead, build_fusion_head)
+from ctcbook.models.fusion import (FUSION_METHODS, FusionHead, GeoPriorHead, ImageOnlyHead, MetadataOnlyHead,
+                                   build_fusion_head)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "inat21_mini"
 C, K = 32, 10   # small feature width and class count for the CPU tests
@@ -223,7 +223,7 @@ def _zero_branch(net: MetadataNet) -> None:
 
 def test_addition_with_a_zero_branch_is_exactly_image_only():
     torch.manual_seed(2)
-    add, img = AddFusionHead(C, K, 6).eval(), ImageOnlyHead(C, K).eval()
+    add, img = FusionHead(C, K, 6, op="add").eval(), ImageOnlyHead(C, K).eval()
     img.classifier.load_state_dict(add.classifier.state_dict())
     _zero_branch(add.metadata_net)
     x, m = _batch(8)
@@ -233,7 +233,7 @@ def test_addition_with_a_zero_branch_is_exactly_image_only():
 
 def test_concatenation_with_a_zero_branch_is_an_image_only_classifier():
     torch.manual_seed(3)
-    cat = ConcatFusionHead(C, K, 6, embed_dim=16).eval()
+    cat = FusionHead(C, K, 6, op="concat", embed_dim=16).eval()
     _zero_branch(cat.metadata_net)
     x, m = _batch(8)
     w, b = cat.classifier.weight, cat.classifier.bias
@@ -242,7 +242,7 @@ def test_concatenation_with_a_zero_branch_is_an_image_only_classifier():
 
 def test_multiplication_with_a_zero_branch_loses_the_image():
     torch.manual_seed(4)
-    mul = MultiplyFusionHead(C, K, 6).eval()
+    mul = FusionHead(C, K, 6, op="multiply").eval()
     _zero_branch(mul.metadata_net)
     x, m = _batch(8)
     assert torch.equal(mul.forward_features(x, m), torch.zeros_like(x))
@@ -250,7 +250,7 @@ def test_multiplication_with_a_zero_branch_loses_the_image():
 
 def test_geo_prior_with_a_uniform_metadata_classifier_is_image_only():
     torch.manual_seed(5)
-    geo = GeoPriorHead(C, K, 6).eval()
+    geo = build_fusion_head("geo_prior", C, K, 6).eval()
     _zero_branch(geo.metadata.net)                           # metadata logits 0 -> uniform probabilities
     x, m = _batch(8)
     p = torch.softmax(geo(x, m), dim=1)
@@ -258,7 +258,7 @@ def test_geo_prior_with_a_uniform_metadata_classifier_is_image_only():
     # and with a trained-looking prior it is the normalised product of the two classifiers' probabilities
     torch.manual_seed(6)
     img, meta = ImageOnlyHead(C, K).eval(), MetadataOnlyHead(K, 6).eval()
-    geo = GeoPriorHead.from_heads(img, meta)
+    geo = GeoPriorHead(img, meta)
     prod = torch.softmax(img(x), 1) * torch.softmax(meta(None, m), 1)
     assert torch.allclose(torch.softmax(geo(x, m), 1), prod / prod.sum(1, keepdim=True), atol=1e-6)
 

@@ -7,7 +7,7 @@ import torch
 
 import ctcbook.chapters.ch4_fusion as ft
 from ctcbook.data.metadata import MetadataSimulator
-from ctcbook.models.fusion import count_parameters
+from ctcbook.models.fusion import build_head, count_parameters
 from ctcbook.runs import RunStore
 
 K = 4
@@ -22,12 +22,12 @@ def _data(n_train=600, n_test=400, seed=0) -> ft.FusionData:
     metas = [sim.sample(y.numpy(), sample_seed=i) for i, y in enumerate(ys)]
     xs = [torch.randn(len(y), 8, generator=g) + 1.0 * torch.nn.functional.one_hot(y, 8).float() for y in ys]
     return ft.FusionData(xs[0], metas[0].encode(), ys[0], xs[1], metas[1].encode(), ys[1], metas[0], metas[1],
-                         tuple(f"c{k}" for k in range(K)), torch.zeros(8), torch.ones(8), sim, {"t": 1})
+                         tuple(f"c{k}" for k in range(K)), sim, {"t": 1})
 
 
 def test_the_default_smoothing_stays_out_of_the_cache_key():
-    assert "smoothing" not in ft._key(ft.HeadSettings(), ft._HEAD_DEFAULTS)
-    assert ft._key(ft.HeadSettings(smoothing="public"), ft._HEAD_DEFAULTS)["smoothing"] == "public"
+    assert "smoothing" not in ft.HeadSettings().cache_key()
+    assert ft.HeadSettings(smoothing="public").cache_key()["smoothing"] == "public"
 
 
 def test_public_smoothing_trains_and_differs_from_torchs():
@@ -41,12 +41,12 @@ def test_public_smoothing_trains_and_differs_from_torchs():
 
 
 def test_mlp_concat_head_matches_dynamic_mlp_c_size_and_trains():
-    c = ft.build_head("dynamic_mlp_c", 8, K, FAST)
-    mlp = ft.build_head("mlp_concat", 8, K, FAST)
+    c = build_head("dynamic_mlp_c", 8, K, 6, asdict(FAST))
+    mlp = build_head("mlp_concat", 8, K, 6, asdict(FAST))
     assert abs(count_parameters(c) - count_parameters(mlp)) <= (8 + 16 + 3 + K) / 2
     # At the chapter's default widths with a 64-d backbone and ten classes.
     s = ft.HeadSettings()
-    c, mlp = ft.build_head("dynamic_mlp_c", 64, 10, s), ft.build_head("mlp_concat", 64, 10, s)
+    c, mlp = build_head("dynamic_mlp_c", 64, 10, 6, asdict(s)), build_head("mlp_concat", 64, 10, 6, asdict(s))
     assert abs(count_parameters(c) - count_parameters(mlp)) <= (64 + 64 + 3 + 10) / 2
     d = _data()
     head, losses = ft.train_head("mlp_concat", d.train_x, d.train_m, d.train_y, K, FAST)

@@ -24,7 +24,7 @@ def _data(n_train=600, n_test=400, signal="metadata", seed=0) -> ft.FusionData:
     if signal == "image":
         xs = [x + 5.0 * torch.nn.functional.one_hot(y, 8).float() for x, y in zip(xs, ys)]
     return ft.FusionData(xs[0], metas[0].encode(), ys[0], xs[1], metas[1].encode(), ys[1], metas[0], metas[1],
-                         tuple(f"c{k}" for k in range(K)), torch.zeros(8), torch.ones(8), sim, {"signal": signal})
+                         tuple(f"c{k}" for k in range(K)), sim, {"signal": signal})
 
 
 def _acc(head, d):

@@ -216,11 +216,11 @@ def test_quoted_numbers_are_read_from_the_beside_the_paper_section_only(tmp_path
 
 
 def test_quoted_numbers_through_a_library_function_that_reads_a_paper_constant(tmp_path):
-    shown = _nb("from ctcbook.chapters import ch4_interaction as sweep", "md:## Beside the paper",
-                "display(sweep.paper_rows(results))", "md:## Cost of this chapter")
+    shown = _nb("from ctcbook.chapters import ch4_fusion as ft", "md:## Beside the paper",
+                "display(ft.paper_rows(results))", "md:## Cost of this chapter")
     assert quotes_paper_numbers(_write(tmp_path, shown))
-    other = _nb("from ctcbook.chapters import ch4_interaction as sweep", "md:## Beside the paper",
-                "display(sweep.sweep_table(results))")
+    other = _nb("from ctcbook.chapters import ch4_fusion as ft", "md:## Beside the paper",
+                "display(ft.sweep_table(results))")
     assert not quotes_paper_numbers(_write(tmp_path, other))
     direct = _nb("md:## Beside the paper", "print(PAPER_TABLE)")
     assert quotes_paper_numbers(_write(tmp_path, direct))

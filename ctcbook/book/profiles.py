@@ -90,7 +90,7 @@ _CTC_DEFAULT: dict[str, Any] = {
     "renyi_n": 1000,
 }
 
-# Chapter 4 (ctcbook.chapters.ch4_interaction): fusion networks on 2,000 Fashion-MNIST images with simulated
+# Chapter 4 (ctcbook.chapters.ch4_fusion): fusion networks on 2,000 Fashion-MNIST images with simulated
 # location/date per interaction level and seed; the image-only network is also every fusion head's frozen backbone.
 # Sizes by cost (~8 of the book's 60 minutes), the recipe by the public code (SGD 0.9, wd 1e-4, one warm-up epoch then
 # cosine, smoothing 0.1 as the code computes it, mixup 0.4). No flips or crops: a mirrored or shifted stripe pattern

@@ -1,5 +1,7 @@
-"""Chapter 4's frozen heads: every fusion head trained on a frozen backbone's features plus encoded metadata, per
-seed; the Bayes reference, per-class accuracy, t-SNE maps. Results, weights and maps are cached in the run folder.
+"""Chapter 4's experiment: every fusion head trained on a frozen backbone's features plus encoded metadata, per seed
+(the Bayes reference, per-class accuracy, t-SNE maps), and the sweep over the image-metadata interaction level:
+end-to-end fusion networks per (level, seed, method), frozen heads on the (level, seed) ``image_only`` network's
+features of ``heldout`` images it never trained on. Results, weights and maps are cached in the runs' folders.
 """
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..config import check_fields, is_int
+from ..config import FusionTrainConfig, check_fields, is_int
 from ..data.metadata import MetadataArrays, MetadataSimulator, bayes_posterior
-from ..fusion_train import smoothed_targets, soft_cross_entropy
+from ..dispatch import dispatch
+from ..fusion_train import (fusion_splits, heldout_split, load_fusion_net, smoothed_targets,
+                            soft_cross_entropy)
 from ..models.dynamic_mlp import encode_metadata
-from ..models.fusion import (EXTRA_METHODS, FUSION_METHODS, GeoPriorHead, build_fusion_head, count_parameters,
-                             matched_image_mlp_hidden, matched_mlp_hidden)
-from ..runs import Run, append_jsonl, atomic_torch_save, config_hash, read_jsonl
+from ..models.fusion import EXTRA_METHODS, FUSION_METHODS, GeoPriorHead, build_head
+from ..results import findings
+from ..runs import Run, RunStore, append_jsonl, atomic_torch_save, config_hash, read_jsonl
 from .. import stats
 
 #: Bump when feature extraction or head training changes its numbers; part of every cache key.
@@ -33,18 +37,11 @@ TRAINED_METHODS = tuple(m for m in FUSION_METHODS + EXTRA_METHODS if m != "geo_p
 ALL_METHODS = FUSION_METHODS + EXTRA_METHODS
 
 
-def _key(obj, defaults: dict[str, Any]) -> dict[str, Any]:
-    """asdict(obj) without the fields in ``defaults`` that hold their default value."""
-    return {k: v for k, v in asdict(obj).items() if k not in defaults or v != defaults[k]}
-
-
 # --- settings ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HeadSettings:
-    """How every head is built and trained (AdamW, cosine per step): one setting for all methods, so only the fusion
-    differs. Widths as DynamicMLPHead (paper: 256, 256, 256, 64, 2 blocks). ``smoothing``: "torch" (eps / K to every
-    class) or "public" (the public Dynamic MLP code: 1 - eps on the true class, eps / (K - 1) on the others).
-    ``mlp_concat`` gets the width that matches dynamic_mlp_c's parameters."""
+    """How every head is built and trained (AdamW, cosine per step), the same for all methods; ``smoothing``: "torch"
+    (eps / K to every class) or "public" (the public code's: 1 - eps on the true class, eps / (K - 1) on the others)."""
 
     meta_width: int = 64
     embed_dim: int = 64
@@ -68,28 +65,15 @@ class HeadSettings:
             ("label_smoothing", isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
              "a number in [0, 1)")])
 
-    def head_kwargs(self, method: str) -> dict[str, Any]:
-        """Constructor arguments of :func:`build_fusion_head` for ``method``."""
-        if method in ("image_only", "image_mlp"):
-            return {}
-        kw: dict[str, Any] = {"meta_width": self.meta_width}
-        if method in ("concat", "mlp_concat"):
-            kw["embed_dim"] = self.embed_dim
-        if method.startswith("dynamic_mlp_"):
-            kw.update(embed_dim=self.embed_dim, reduced_dim=self.reduced_dim, hidden_dim=self.hidden_dim,
-                      num_blocks=self.num_blocks)
-        return kw
-
-
-#: Left out of the cache key at these values, so results cached before the field existed keep their key.
-_HEAD_DEFAULTS = {"smoothing": "torch"}
+    def cache_key(self) -> dict[str, Any]:
+        """The fields, without ``smoothing`` at "torch", so results cached before that field existed keep their key."""
+        return {k: v for k, v in asdict(self).items() if (k, v) != ("smoothing", "torch")}
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
 @dataclass
 class FusionData:
-    """One backbone's frozen features (standardised on the train split), encoded metadata (zeros where missing),
-    labels and raw metadata, train and test; ``key``: their cache key."""
+    """One backbone's frozen features (standardised on the train split), metadata and labels; ``key``: its cache key."""
 
     train_x: torch.Tensor
     train_m: torch.Tensor
@@ -100,8 +84,6 @@ class FusionData:
     train_meta: MetadataArrays
     test_meta: MetadataArrays
     class_names: tuple[str, ...]
-    mean: torch.Tensor
-    std: torch.Tensor
     simulator: MetadataSimulator
     key: dict[str, Any] = field(default_factory=dict)
 
@@ -116,11 +98,7 @@ class FusionData:
 
 def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_size: int = 1024, *,
                          heldout: int | None = None) -> FusionData:
-    """Frozen features and metadata draws of an end-to-end run, cached in the run folder; ``heldout`` n: the heads
-    train on n train-split images the backbone never saw (None: on its own training images)."""
-    from ..config import FusionTrainConfig
-    from ..fusion_train import fusion_splits, heldout_split, load_fusion_net
-
+    """An end-to-end run's frozen features, cached; ``heldout`` n: of n train-split images it never trained on."""
     config = FusionTrainConfig.from_dict({**run.config, "weights": None})
     if config.dataset != "simulated":
         raise ValueError(f"fusion_data_from_e2e needs a run on simulated metadata, got dataset {config.dataset!r}")
@@ -141,11 +119,9 @@ def fusion_data_from_e2e(run: Run, device: torch.device | str = "cpu", batch_siz
                      for name, split in (("train_x", train), ("test_x", test))}
         atomic_torch_save(feats, path)
     mean, std = feats["train_x"].mean(0), feats["train_x"].std(0).clamp_min(1e-6)
-    sim = config.simulator(len(classes), classes)
-    key = {"run": run.name, "epoch": epoch, "version": FUSION_VERSION,
-           **({"heldout": heldout} if heldout is not None else {})}
     return FusionData((feats["train_x"] - mean) / std, train.meta, train.labels, (feats["test_x"] - mean) / std,
-                      test.meta, test.labels, train.raw, test.raw, tuple(classes), mean, std, sim, key)
+                      test.meta, test.labels, train.raw, test.raw, tuple(classes),
+                      config.simulator(len(classes), classes), {"run": run.name, **spec})
 
 
 # --- training one head ----------------------------------------------------------------------------------------------
@@ -169,20 +145,6 @@ def _check_method(method: str, allowed: Sequence[str] = ALL_METHODS) -> None:
         raise ValueError(f"method must be one of {tuple(allowed)}, got {method!r}")
 
 
-def build_head(method: str, feature_dim: int, num_classes: int, settings: HeadSettings, cin: int = 6) -> nn.Module:
-    """The head of ``method`` with ``settings``' widths (geo_prior: an untrained pair)."""
-    _check_method(method)
-    kw = settings.head_kwargs(method)
-    if method in ("mlp_concat", "image_mlp"):
-        c_head = build_fusion_head("dynamic_mlp_c", feature_dim, num_classes, cin,
-                                   **settings.head_kwargs("dynamic_mlp_c"))
-        target = count_parameters(c_head)
-        kw["hidden_dim"] = (matched_mlp_hidden(target, feature_dim, num_classes, cin, embed_dim=settings.embed_dim,
-                                               meta_width=settings.meta_width) if method == "mlp_concat"
-                            else matched_image_mlp_hidden(target, feature_dim, num_classes))
-    return build_fusion_head(method, feature_dim, num_classes, cin, **kw)
-
-
 def train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, num_classes: int,
                settings: HeadSettings = HeadSettings(), *, seed: int = 0) -> tuple[nn.Module, list[float]]:
     """Train one head of ``method`` on features, metadata and labels: (head in eval mode, mean loss per epoch)."""
@@ -192,7 +154,7 @@ def train_head(method: str, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, n
                          f"{tuple(m.shape)}, {tuple(y.shape)}")
     with one_thread() if x.device.type == "cpu" else contextlib.nullcontext():   # one thread: see one_thread
         torch.manual_seed(seed)
-        head = build_head(method, x.shape[1], num_classes, settings, m.shape[1])
+        head = build_head(method, x.shape[1], num_classes, m.shape[1], asdict(settings))
         n, bs = len(y), min(settings.batch_size, len(y))
         steps = settings.epochs * math.ceil(n / bs)
         opt = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -231,12 +193,11 @@ def predict(head: nn.Module, x: torch.Tensor, m: torch.Tensor, batch_size: int =
 
 # --- every method, every seed, cached -----------------------------------------------------------------------------
 class FusionExperiment:
-    """All heads of one backbone run: ``results`` trains what is missing (one row per method and seed), ``head`` loads
-    one (geo_prior: combined from that seed's image-only and metadata-only heads)."""
+    """All heads of one backbone run: ``results`` trains what is missing, ``head`` loads one."""
 
     def __init__(self, run: Run, data: FusionData, settings: HeadSettings = HeadSettings()):
         self.run, self.data, self.settings = run, data, settings
-        spec = {"data": data.key, "head": _key(settings, _HEAD_DEFAULTS), "version": FUSION_VERSION}
+        spec = {"data": data.key, "head": settings.cache_key(), "version": FUSION_VERSION}
         self.results_path = run.eval_path("fusion", spec)
         self.weights_dir = self.results_path.with_suffix("")
 
@@ -250,19 +211,21 @@ class FusionExperiment:
         """A trained head in eval mode (raises FileNotFoundError if it was not trained yet)."""
         _check_method(method)
         if method == "geo_prior":
-            return GeoPriorHead.from_heads(self.head("image_only", seed), self.head("metadata_only", seed)).eval()
+            return GeoPriorHead(self.head("image_only", seed), self.head("metadata_only", seed)).eval()
         path = self._weights(method, seed)
         if not path.exists() or (method, seed) not in self._cached():
             raise FileNotFoundError(f"no trained {method} head for seed {seed} in {self.weights_dir}; "
                                     "call results() first")
-        head = build_head(method, self.data.feature_dim, self.data.num_classes, self.settings,
-                          self.data.train_m.shape[1])
+        head = build_head(method, self.data.feature_dim, self.data.num_classes, self.data.train_m.shape[1],
+                          asdict(self.settings))
         head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return head.eval()
 
-    def _accuracy(self, head: nn.Module) -> float:
-        p = predict(head, self.data.test_x, self.data.test_m)
-        return float((p.argmax(1) == self.data.test_y).float().mean())
+    def _row(self, method: str, seed: int, head: nn.Module, seconds: float = 0.0,
+             final_loss: float = float("nan")) -> dict[str, Any]:
+        right = predict(head, self.data.test_x, self.data.test_m).argmax(1) == self.data.test_y
+        return {"method": method, "seed": seed, "test_acc": float(right.float().mean()), "train_seconds": seconds,
+                "final_loss": final_loss, "n_params": sum(p.numel() for p in head.parameters())}
 
     def missing(self, methods: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int]]:
         """The (method, seed) heads :meth:`results` would train (the geo prior needs its two classifiers)."""
@@ -278,9 +241,8 @@ class FusionExperiment:
             raise ValueError(f"methods and seeds must be non-empty, got {methods!r} and {seeds!r}")
         for method in methods:
             _check_method(method)
-        for s in seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise ValueError(f"seeds must be non-negative integers, got {s!r}")
+        if not all(is_int(s, 0) for s in seeds):
+            raise ValueError(f"seeds must be non-negative integers, got {seeds!r}")
         todo = self.missing(methods, seeds)
         d = self.data
         for method, seed in tqdm(todo, desc="fusion heads", disable=not progress or not todo, unit="head"):
@@ -289,22 +251,11 @@ class FusionExperiment:
                                       seed=seed)
             seconds = time.perf_counter() - t0
             atomic_torch_save(head.state_dict(), self._weights(method, seed))
-            append_jsonl(self.results_path, {"method": method, "seed": seed, "test_acc": self._accuracy(head),
-                                             "train_seconds": seconds, "final_loss": losses[-1],
-                                             "n_params": sum(p.numel() for p in head.parameters())},
+            append_jsonl(self.results_path, self._row(method, seed, head, seconds, losses[-1]),
                          unique=("method", "seed"))
         cached = self._cached()
-        rows = []
-        for seed in seeds:
-            for method in methods:
-                if method == "geo_prior":
-                    head = self.head(method, seed)
-                    rows.append({"method": method, "seed": seed, "test_acc": self._accuracy(head),
-                                 "train_seconds": 0.0, "final_loss": float("nan"),
-                                 "n_params": sum(p.numel() for p in head.parameters())})
-                else:
-                    rows.append(dict(cached[(method, seed)]))
-        return pd.DataFrame(rows)
+        return pd.DataFrame([self._row(m, s, self.head(m, s)) if m == "geo_prior" else cached[(m, s)]
+                             for s in seeds for m in methods])
 
 
 def bayes_ceiling(exp: FusionExperiment, seeds: Sequence[int], image_method: str = "image_only") -> pd.DataFrame:
@@ -322,33 +273,22 @@ def bayes_ceiling(exp: FusionExperiment, seeds: Sequence[int], image_method: str
     return pd.DataFrame(rows)
 
 
-def per_class_accuracy(exp: FusionExperiment, methods: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
-    """Test top-1 (%) per class (rows: class names) and method (columns), mean over seeds."""
-    d = exp.data
-    cols = {}
-    for method in methods:
-        acc = np.zeros(d.num_classes)
-        for seed in seeds:
-            pred = predict(exp.head(method, seed), d.test_x, d.test_m).argmax(1)
-            for k in range(d.num_classes):
-                sel = d.test_y == k
-                acc[k] += float((pred[sel] == k).float().mean()) * 100 / len(seeds)
-        cols[method] = acc
-    return pd.DataFrame(cols, index=list(d.class_names))
-
-
 # --- views for the chapter ------------------------------------------------------------------------------------------
 def tsne_points(exp: FusionExperiment, method: str, classes: Sequence[int], *, n: int = 1000, seed: int = 0,
                 perplexity: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
-    """2-D t-SNE of the features a head's classifier reads for ``n`` test images of ``classes``: (coords, labels),
-    cached beside the head's weights."""
+    """2-D t-SNE of the features a head's classifier reads for about n / len(classes) test images of each of
+    ``classes`` (drawn with ``seed``): (coords, labels), cached beside the head's weights."""
     from sklearn.manifold import TSNE
 
     d = exp.data
     if not classes or any(not 0 <= k < d.num_classes for k in classes):
         raise ValueError(f"classes must be a non-empty list of class indices in 0..{d.num_classes - 1}, "
                          f"got {list(classes)!r}")
-    idx = tsne_indices(d.test_y, classes, n, seed)
+    if not is_int(n, len(classes) * 2):
+        raise ValueError(f"n must be an integer >= 2 per class ({2 * len(classes)}), got {n!r}")
+    gen = torch.Generator().manual_seed(seed)
+    picked = [(d.test_y == k).nonzero().flatten() for k in classes]
+    idx = torch.cat([i[torch.randperm(len(i), generator=gen)[:n // len(classes)]] for i in picked]).sort().values
     spec = {"method": method, "classes": list(classes), "n": n, "seed": seed, "perplexity": perplexity}
     path = exp.weights_dir / f"tsne-{config_hash(spec)}.pt"
     if path.exists():
@@ -364,24 +304,10 @@ def tsne_points(exp: FusionExperiment, method: str, classes: Sequence[int], *, n
     return coords, labels.numpy()
 
 
-def tsne_indices(labels: torch.Tensor, classes: Sequence[int], n: int, seed: int) -> torch.Tensor:
-    """Up to ``n`` indices of images of ``classes``, about n / len(classes) per class, drawn with ``seed``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < len(classes) * 2:
-        raise ValueError(f"n must be an integer >= 2 per class ({2 * len(classes)}), got {n!r}")
-    gen = torch.Generator().manual_seed(seed)
-    per = n // len(classes)
-    picked = []
-    for k in classes:
-        idx = (labels == k).nonzero().flatten()
-        picked.append(idx[torch.randperm(len(idx), generator=gen)[:per]])
-    return torch.cat(picked).sort().values
-
-
 @torch.no_grad()
 def probabilities_at(head: nn.Module, x: torch.Tensor, lat: Sequence[float], lon: Sequence[float],
                      day: Sequence[float]) -> torch.Tensor:
-    """Class probabilities (P, K) of one image's standardised features x (C,) placed at P (lat, lon, day) points
-    (degrees, degrees, day of year 1..365 in a 365-day year)."""
+    """Class probabilities (P, K) of one image's features x (C,) placed at P (lat, lon, day of a 365-day year)."""
     if x.ndim != 1:
         raise ValueError(f"x must be one image's features (C,), got shape {tuple(x.shape)}")
     if not (len(lat) == len(lon) == len(day)) or len(lat) == 0:
@@ -410,10 +336,14 @@ def pick_example(exp: FusionExperiment, seed: int, true_class: int, confused_wit
 #: The public code's README (github ylingfeng/DynamicMLP, "Model Zoo"): iNat21 mini, 224 px, 90 epochs, top-1 (%).
 PAPER_INAT21_MINI = (("ResNet-50", 67.924, 78.751), ("SK-Res2Net-101", 76.102, 84.694))
 
-METHOD_LABELS = {"image_only": "image only", "metadata_only": "metadata only", "concat": "concatenation",
-                 "add": "addition", "multiply": "multiplication", "geo_prior": "geo prior (product)",
-                 "dynamic_mlp_a": "Dynamic MLP-A", "dynamic_mlp_b": "Dynamic MLP-B", "dynamic_mlp_c": "Dynamic MLP-C",
-                 "mlp_concat": "MLP on [x; e] (parameter-matched)", "image_mlp": "image only, MLP (parameter-matched)"}
+#: The training modes, the Bayes reference's name and every method's label in tables and figures.
+MODES = ("frozen", "end to end")
+BAYES = "bayes_reference"
+LABELS = {"image_only": "image only", "metadata_only": "metadata only", "concat": "concatenation",
+          "add": "addition", "multiply": "multiplication", "geo_prior": "geo prior (product)",
+          "dynamic_mlp_a": "Dynamic MLP-A", "dynamic_mlp_b": "Dynamic MLP-B", "dynamic_mlp_c": "Dynamic MLP-C",
+          "mlp_concat": "MLP on [x; e] (parameter-matched)", "image_mlp": "image only, MLP (parameter-matched)",
+          BAYES: "Bayes reference: image-only head x exact p(m | y)"}
 
 
 def _per_seed(results: pd.DataFrame, method: str) -> dict[int, float]:
@@ -427,9 +357,8 @@ def _ci(iv: stats.Interval, decimals: int = 2) -> str:
     return "" if iv.n < 2 else stats.brackets(iv, decimals)
 
 
-def summary_table(results: pd.DataFrame, labels: dict[str, str] = METHOD_LABELS) -> pd.DataFrame:
-    """Per method: seeds, mean test top-1 (%) with its 95% interval, the gain over image only paired by seed, and
-    the head's trainable parameters (human column names, no index)."""
+def summary_table(results: pd.DataFrame, labels: dict[str, str] = LABELS) -> pd.DataFrame:
+    """Per method: seeds, mean top-1 (%) and 95% interval, gain over image only (paired by seed), parameters."""
     if results.empty:
         raise ValueError("results is empty")
     image = _per_seed(results, "image_only") if "image_only" in set(results.method) else None
@@ -448,3 +377,200 @@ def summary_table(results: pd.DataFrame, labels: dict[str, str] = METHOD_LABELS)
     return pd.DataFrame(rows)
 
 
+# --- the interaction sweep: end-to-end networks, frozen heads on held-out features, per (level, seed) ------------
+#: The backbone of the frozen heads at each level and seed.
+BACKBONE_METHOD = "image_only"
+
+Key = tuple[float, int, str]
+
+
+def sweep_configs(base: FusionTrainConfig, levels: Sequence[float], seeds: Sequence[int],
+                  methods: Sequence[str]) -> dict[Key, FusionTrainConfig]:
+    """{(level, seed, method): ``base`` with that method and seed, metadata interaction = level, draw_seed = seed}."""
+    if not levels or not seeds or not methods:
+        raise ValueError(f"levels, seeds and methods must be non-empty, got {list(levels)!r}, {list(seeds)!r}, "
+                         f"{list(methods)!r}")
+    if BACKBONE_METHOD not in methods:
+        raise ValueError(f"e2e_methods must include {BACKBONE_METHOD!r} (the frozen heads' backbone), got "
+                         f"{list(methods)!r}")
+    return {(float(a), int(s), m): base.replace(method=m, seed=int(s),
+                                                metadata={**base.metadata, "interaction": float(a),
+                                                          "draw_seed": int(s)})
+            for a in levels for s in seeds for m in methods}
+
+
+def train_sweep(configs: dict[Key, FusionTrainConfig], *, backend: str = "serial", workers: int | None = None,
+                store: RunStore | None = None, device: torch.device | str | None = None) -> dict[Key, Run]:
+    """{key: finished run}, training what is missing through :func:`ctcbook.dispatch.dispatch`."""
+    runs = dispatch(list(configs.values()), backend=backend, workers=workers, store=store, device=device)
+    return dict(zip(configs, runs))
+
+
+def e2e_results(runs: dict[Key, Run]) -> pd.DataFrame:
+    """One row per end-to-end run: mode, level, seed, method, test_acc (last epoch), train_seconds (all epochs)."""
+    rows = []
+    for (a, s, m), run in runs.items():
+        metrics = run.metrics()
+        rows.append({"mode": "end to end", "level": a, "seed": s, "method": m, "test_acc": metrics[-1]["test_acc"],
+                     "train_seconds": float(sum(r["train_seconds"] for r in metrics))})
+    return pd.DataFrame(rows)
+
+
+def frozen_experiments(runs: dict[Key, Run], settings: HeadSettings, heldout: int | None,
+                       device: torch.device | str = "cpu") -> dict[tuple[float, int], FusionExperiment]:
+    """{(level, seed): the heads' experiment on the frozen features of that level and seed's image-only run}."""
+    return {(a, s): FusionExperiment(run, fusion_data_from_e2e(run, device, heldout=heldout), settings)
+            for (a, s, m), run in runs.items() if m == BACKBONE_METHOD}
+
+
+def frozen_results(exps: dict[tuple[float, int], FusionExperiment], methods: Sequence[str], *,
+                   progress: bool = True) -> pd.DataFrame:
+    """One row per head of ``methods`` (head seed = the level's seed) and Bayes reference, at every (level, seed)."""
+    frames = []
+    todo = any(exp.missing(methods, [s]) for (a, s), exp in exps.items())   # no bar when everything is cached
+    for (a, s), exp in tqdm(exps.items(), desc="frozen heads per (level, seed)", disable=not progress or not todo,
+                            unit="backbone"):
+        r = exp.results(methods, [s], progress=False)
+        image = "image_mlp" if "image_mlp" in methods else "image_only" if "image_only" in methods else None
+        if image is not None:
+            bayes = bayes_ceiling(exp, [s], image)
+            r = pd.concat([r, pd.DataFrame({"method": BAYES, "seed": s, "test_acc": bayes.test_acc / 100,
+                                            "train_seconds": 0.0, "n_params": 0})], ignore_index=True)
+        frames.append(r.assign(mode="frozen", level=a))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _accs(results: pd.DataFrame, mode: str, level: float, method: str) -> dict[int, float]:
+    """seed -> top-1 (%) of one cell."""
+    return _per_seed(results[(results["mode"] == mode) & (results.level == level)], method)
+
+
+def _mean(results: pd.DataFrame, mode: str, level: float, method: str) -> float:
+    """Seed-mean top-1 (%) of one cell."""
+    return np.mean(list(_accs(results, mode, level, method).values()))
+
+
+def sweep_table(results: pd.DataFrame, labels: dict[str, str] = LABELS) -> pd.DataFrame:
+    """Top-1 (%) per (mode, method) row and interaction level column: "mean ± std (n)" over seeds (std ddof 1)."""
+    levels = sorted(results.level.unique())
+    rows = []
+    for mode in [m for m in MODES if m in set(results["mode"])]:
+        sub = results[results["mode"] == mode]
+        order = [m for m in (*ALL_METHODS, BAYES) if m in set(sub.method)]
+        for method in order:
+            row = {"training": mode, "method": labels.get(method, method)}
+            for a in levels:
+                v = np.array(list(_accs(results, mode, a, method).values()))
+                row[f"a = {a:g}"] = ("" if len(v) == 0 else f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1
+                                     else f"{v.mean():.2f}")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def gains(results: pd.DataFrame, mode: str, method: str, over: str) -> pd.DataFrame:
+    """Per level: ``method`` minus ``over`` (points, paired by seed), its mean, 95% t interval (low, high) and n."""
+    rows = []
+    for a in sorted(results.level.unique()):
+        a_m, a_o = _accs(results, mode, a, method), _accs(results, mode, a, over)
+        if a_m and a_o:
+            iv = stats.paired_interval(a_m, a_o)
+            rows.append({"level": a, "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n})
+    return pd.DataFrame(rows)
+
+
+def findings_markdown(results: pd.DataFrame) -> str:
+    """The findings from the per-seed ``results``, each comparison paired by seed and judged on its interval."""
+    levels = sorted(results.level.unique())
+    lo, hi = levels[0], levels[-1]
+    have = {mode: set(results[results["mode"] == mode].method) for mode in MODES}
+    if not {"image_only", "dynamic_mlp_c"} <= have["frozen"]:
+        raise ValueError("results need frozen image_only and dynamic_mlp_c rows")
+    modes = [mode for mode in MODES if have[mode]]
+    simple = [m for m in ("concat", "add", "multiply", "geo_prior") if m in have["frozen"]]
+    items = []
+
+    def acc(mode, a, method="dynamic_mlp_c"):
+        return _accs(results, mode, a, method)
+
+    def verdict(x, y, quantity, pos="Dynamic MLP-C is better", neg="Dynamic MLP-C is worse"):
+        return stats.verdict(stats.paired_interval(x, y), quantity=quantity, positive=pos, negative=neg).text
+
+    if simple:
+        best = max(simple, key=lambda m: _mean(results, "frozen", lo, m))
+        items.append(f"At interaction {lo:g} (frozen heads): "
+                     + verdict(acc("frozen", lo), acc("frozen", lo, best),
+                               f"Dynamic MLP-C minus the best simple fusion ({LABELS[best]})") + ".")
+    for mode in modes:
+        if {"mlp_concat", "dynamic_mlp_c"} <= have[mode]:
+            items.append(f"Against the MLP on [x; e] with as many parameters ({mode}): "
+                         + "; ".join(f"at interaction {a:g}, "
+                                     + verdict(acc(mode, a), acc(mode, a, "mlp_concat"),
+                                               "Dynamic MLP-C minus the parameter-matched MLP")
+                                     for a in sorted({lo, hi})) + ".")
+    if BAYES in have["frozen"]:
+        head = "image-only MLP head" if "image_mlp" in have["frozen"] else "linear image-only head"
+        items.append(f"At interaction {lo:g}, the Bayes reference ({head} x exact metadata likelihood) "
+                     f"reaches {_mean(results, 'frozen', lo, BAYES):.2f}% and Dynamic MLP-C "
+                     f"{_mean(results, 'frozen', lo, 'dynamic_mlp_c'):.2f}%: "
+                     + verdict(acc("frozen", lo), acc("frozen", lo, BAYES), "Dynamic MLP-C minus the Bayes reference",
+                               "Dynamic MLP-C is above it", "Dynamic MLP-C is below it") + ".")
+    for mode in modes:
+        if {"concat", "dynamic_mlp_c"} <= have[mode]:
+            items.append(f"At interaction {hi:g} ({mode}): "
+                         + verdict(acc(mode, hi), acc(mode, hi, "concat"), "Dynamic MLP-C minus concatenation") + ".")
+            lead = {a: {s: v - acc(mode, a, "concat")[s] for s, v in acc(mode, a).items()} for a in (lo, hi)}
+            items.append(f"Does Dynamic MLP-C's lead over concatenation grow with the interaction ({mode})? "
+                         + verdict(lead[hi], lead[lo], f"its lead at {hi:g} minus its lead at {lo:g}", "it grows",
+                                   "it shrinks") + ".")
+    if "dynamic_mlp_c" in have["end to end"]:
+        items.append(f"End to end against frozen heads, Dynamic MLP-C at interaction {hi:g}: "
+                     + verdict(acc("end to end", hi), acc("frozen", hi), "end to end minus frozen",
+                               "end to end is better", "end to end is worse") + ".")
+    return findings(items)
+
+
+def per_class_sentence(per_class: pd.DataFrame, confusable: Sequence[str], method: str = "dynamic_mlp_c") -> str:
+    """The three classes that gain most over image only, and the confusable classes' mean gain against the rest."""
+    g = (per_class[method] - per_class["image_only"]).sort_values(ascending=False)   # points, largest first
+    top = ", ".join(f"{name} ({v:+.1f})" for name, v in g.head(3).items())
+    conf = [c for c in g.index if c in set(confusable)]
+    rest = [c for c in g.index if c not in set(confusable)]
+    words = (f"The largest per-class gains of {LABELS.get(method, method)} over image only are {top} points.")
+    if conf and rest:
+        c, r = g[conf].mean(), g[rest].mean()
+        words += (f" The confusable classes ({', '.join(conf)}) gain {c:+.1f} points on average, the others "
+                  f"{r:+.1f}: the confusable classes gain {'more' if c > r else 'less'} than the rest.")
+    return words
+
+
+def per_class(exps: dict[tuple[float, int], FusionExperiment], level: float, methods: Sequence[str]
+              ) -> pd.DataFrame:
+    """Test top-1 (%) per class (rows) and method (columns) at ``level``, the mean over the level's seeds."""
+    frames = []
+    for (a, seed), exp in exps.items():
+        if a != level:
+            continue
+        d = exp.data
+        images = torch.bincount(d.test_y, minlength=d.num_classes).float()
+        cols = {}
+        for method in methods:
+            right = d.test_y[predict(exp.head(method, seed), d.test_x, d.test_m).argmax(1) == d.test_y]
+            rate = torch.bincount(right, minlength=d.num_classes).float() / images   # as a float32 mean per class
+            cols[method] = rate.double().numpy() * 100
+        frames.append(pd.DataFrame(cols, index=list(d.class_names)))
+    if not frames:
+        raise ValueError(f"no frozen experiment at interaction level {level!r}")
+    return sum(frames[1:], frames[0]) / len(frames)
+
+
+def paper_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The public code's iNat21-mini numbers beside ours (image only and Dynamic MLP-C per level, seed means)."""
+    rows = [{"setting": f"paper: iNat21 mini, {net}, end to end, 90 epochs", "image only (%)": a,
+             "Dynamic MLP-C (%)": b, "gain (points)": round(b - a, 3)} for net, a, b in PAPER_INAT21_MINI]
+    mode = "end to end" if "end to end" in set(results["mode"]) else "frozen"
+    for a in sorted(results.level.unique()):
+        img, c = _mean(results, mode, a, "image_only"), _mean(results, mode, a, "dynamic_mlp_c")
+        rows.append({"setting": f"ours: Fashion-MNIST + simulated metadata, interaction {a:g}, {mode}",
+                     "image only (%)": round(img, 2), "Dynamic MLP-C (%)": round(c, 2),
+                     "gain (points)": round(c - img, 2)})
+    return pd.DataFrame(rows)

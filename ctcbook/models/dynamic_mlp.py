@@ -31,9 +31,7 @@ def metadata_dim(use_location: bool = True, use_date: bool = True) -> int:
 
 
 def _as_float64(name: str, v, n: int | None) -> np.ndarray:
-    if isinstance(v, torch.Tensor):
-        v = v.detach().cpu().numpy()
-    a = np.asarray(v, dtype=np.float64)
+    a = np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
     if a.ndim == 0 and n is not None:
         a = np.full(n, float(a))
     if a.ndim != 1:
@@ -43,25 +41,13 @@ def _as_float64(name: str, v, n: int | None) -> np.ndarray:
     return a
 
 
-def scale_day(day_of_year, days_in_year=365) -> np.ndarray:
-    """Day of year d (1..D) -> t = 2 d / D - 1 in (-1, 1] (the code's ``get_scaled_date_ratio``); NaN stays NaN."""
-    d = _as_float64("day_of_year", day_of_year, None)
-    big_d = _as_float64("days_in_year", days_in_year, len(d))
-    if not np.all(np.isin(big_d, (365.0, 366.0))):
-        raise ValueError(f"days_in_year must be 365 or 366, got {np.unique(big_d)[:5]}")
-    ok = np.isfinite(d)
-    bad = ok & ((d < 1) | (d > big_d))
-    if bad.any():
-        raise ValueError(f"day_of_year must lie in 1..days_in_year (1 = 1 January), got {d[bad][:5]}")
-    return 2.0 * d / big_d - 1.0
-
-
 def encode_metadata(lat=None, lon=None, day_of_year=None, *, days_in_year=365, use_location: bool = True,
                     use_date: bool = True, valid=None) -> torch.Tensor:
     """Degrees and day of year (NaN = missing) -> ``[sin(pi v), cos(pi v)]``, float32 (N, 6 | 4 | 2).
 
-    v = (lat/90, lon/180, 2 d/D - 1) restricted to the used fields. A row is zeros if any *given* field (used or
-    not) is NaN or ``valid`` is False. On the device of the first tensor input (CPU for numpy)."""
+    v = (lat/90, lon/180, 2 d/D - 1) restricted to the used fields (t = 2 d/D - 1 is the code's
+    ``get_scaled_date_ratio``). A row is zeros if any *given* field (used or not) is NaN or ``valid`` is False. On the
+    device of the first tensor input (CPU for numpy)."""
     dim = metadata_dim(use_location, use_date)
     given = {k: v for k, v in (("lat", lat), ("lon", lon), ("day_of_year", day_of_year)) if v is not None}
     if use_location and (lat is None or lon is None):
@@ -72,26 +58,28 @@ def encode_metadata(lat=None, lon=None, day_of_year=None, *, days_in_year=365, u
                   torch.device("cpu"))
     n = len(_as_float64(next(iter(given)), next(iter(given.values())), None))
     arrays = {k: _as_float64(k, v, n) for k, v in given.items()}
-    missing = np.zeros(n, dtype=bool)
-    for a in arrays.values():
-        missing |= ~np.isfinite(a)
+    missing = ~np.isfinite(np.stack(list(arrays.values()))).all(0)
     if valid is not None:
-        if isinstance(valid, torch.Tensor):
-            valid = valid.detach().cpu().numpy()
-        valid = np.asarray(valid)
+        valid = np.asarray(valid.detach().cpu() if isinstance(valid, torch.Tensor) else valid)
         if valid.shape != (n,):
             raise ValueError(f"valid must have shape ({n},), got {valid.shape}")
         missing |= ~valid.astype(bool)
     cols = []
     if use_location:
-        la, lo = arrays["lat"], arrays["lon"]
-        for name, a, lim in (("lat", la, 90.0), ("lon", lo, 180.0)):
+        for name, lim in (("lat", 90.0), ("lon", 180.0)):
+            a = arrays[name]
             out = np.isfinite(a) & (np.abs(a) > lim)
             if out.any():
                 raise ValueError(f"{name} must lie in [-{lim:g}, {lim:g}] degrees, got {a[out][:5]}")
-        cols += [la / 90.0, lo / 180.0]
+            cols.append(a / lim)
     if use_date:
-        cols.append(scale_day(arrays["day_of_year"], days_in_year))
+        d, big_d = arrays["day_of_year"], _as_float64("days_in_year", days_in_year, n)
+        if not np.all(np.isin(big_d, (365.0, 366.0))):
+            raise ValueError(f"days_in_year must be 365 or 366, got {np.unique(big_d)[:5]}")
+        bad = np.isfinite(d) & ((d < 1) | (d > big_d))
+        if bad.any():
+            raise ValueError(f"day_of_year must lie in 1..days_in_year (1 = 1 January), got {d[bad][:5]}")
+        cols.append(2.0 * d / big_d - 1.0)
     v = np.stack(cols, axis=1)                                               # (N, k) in [-1, 1]
     feats = np.concatenate([np.sin(math.pi * v), np.cos(math.pi * v)], axis=1)
     feats[missing] = 0.0
@@ -113,19 +101,19 @@ class ResidualFCBlock(nn.Module):
         return x + torch.relu(self.w2(self.dropout(torch.relu(self.w1(x)))))
 
 
-def _check_pos(**kw: int) -> None:
+def check_positive(**kw: int | None) -> None:
+    """Raise unless every value given is a positive integer (None: not given)."""
     for k, v in kw.items():
-        if not isinstance(v, int) or v < 1:
+        if v is not None and (not isinstance(v, int) or v < 1):
             raise ValueError(f"{k} must be a positive integer, got {v!r}")
 
 
 class MetadataNet(nn.Module):
-    """Encoded metadata (N, cin) -> (N, out_dim) (the code's ``FCNet``): Linear + ReLU + residual blocks (``trunk``),
-    then a bias-free Linear (``out``)."""
+    """The code's ``FCNet``, (N, cin) -> (N, out_dim): Linear + ReLU + residual blocks (``trunk``), bias-free out."""
 
     def __init__(self, cin: int, out_dim: int = 256, width: int = 256, num_blocks: int = 4, dropout: float = 0.5):
         super().__init__()
-        _check_pos(cin=cin, out_dim=out_dim, width=width)
+        check_positive(cin=cin, out_dim=out_dim, width=width)
         if not isinstance(num_blocks, int) or num_blocks < 0:
             raise ValueError(f"num_blocks must be a non-negative integer, got {num_blocks!r}")
         self.cin = cin
@@ -152,7 +140,7 @@ def _linear_relu(i: int, o: int) -> nn.Sequential:
 class _DynamicProjection(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, embed_dim: int):
         super().__init__()
-        _check_pos(in_dim=in_dim, out_dim=out_dim, embed_dim=embed_dim)
+        check_positive(in_dim=in_dim, out_dim=out_dim, embed_dim=embed_dim)
         self.in_dim, self.out_dim, self.embed_dim = in_dim, out_dim, embed_dim
 
     @staticmethod
@@ -177,48 +165,28 @@ class DynamicProjectionA(_DynamicProjection):
 class DynamicProjectionB(_DynamicProjection):
     """Variant B. Image branch: x -> Linear(in->in) -> ReLU -> Linear(in->in) = u. Weight branch: e -> Linear(embed
     ->in) -> ReLU -> Linear(in -> in*out) = W. Then y = ReLU(LN(u W)), and y -> bias-free Linear(out->out) -> LN ->
-    ReLU. (N, in), (N, embed) -> (N, out)."""
+    ReLU. (N, in), (N, embed) -> (N, out). Variant C (the paper's default, ``read_both``): both branches read the
+    concatenation [x; e] (N, in + embed)."""
 
-    def _branch_inputs(self) -> tuple[int, int]:
-        return self.in_dim, self.embed_dim
-
-    def __init__(self, in_dim: int, out_dim: int, embed_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, embed_dim: int, read_both: bool = False):
         super().__init__(in_dim, out_dim, embed_dim)
-        x_in, w_in = self._branch_inputs()
+        self.read_both = read_both
+        x_in, w_in = (in_dim + embed_dim, in_dim + embed_dim) if read_both else (in_dim, embed_dim)
         self.img_branch = nn.Sequential(_linear_relu(x_in, in_dim), nn.Linear(in_dim, in_dim))
         self.weight_branch = nn.Sequential(_linear_relu(w_in, in_dim), nn.Linear(in_dim, in_dim * out_dim))
         self.post = nn.Sequential(nn.LayerNorm(out_dim), nn.ReLU(),
                                   nn.Linear(out_dim, out_dim, bias=False), nn.LayerNorm(out_dim), nn.ReLU())
 
-    def _inputs(self, x: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, e
-
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        xi, wi = self._inputs(x, e)
-        y = self._per_sample(self.img_branch(xi), self.weight_branch(wi), self.in_dim, self.out_dim)
+        if self.read_both:
+            xe = torch.cat([x, e], dim=1)
+            x, e = xe, xe
+        y = self._per_sample(self.img_branch(x), self.weight_branch(e), self.in_dim, self.out_dim)
         return self.post(y)
 
 
-class DynamicProjectionC(DynamicProjectionB):
-    """Variant C (the paper's default): as B, but both branches read the concatenation [x; e] (N, in + embed)."""
-
-    def _branch_inputs(self) -> tuple[int, int]:
-        return self.in_dim + self.embed_dim, self.in_dim + self.embed_dim
-
-    def _inputs(self, x: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xe = torch.cat([x, e], dim=1)
-        return xe, xe
-
-
-_PROJECTIONS = {"A": DynamicProjectionA, "B": DynamicProjectionB, "C": DynamicProjectionC}
-
-
-def block_widths(reduced_dim: int, hidden_dim: int, num_blocks: int) -> list[tuple[int, int]]:
-    """(in, out) widths of the N blocks, as the code: [(d, d)] for N = 1, else [(d, h), (h, h) * (N - 2), (h, d)]."""
-    _check_pos(reduced_dim=reduced_dim, hidden_dim=hidden_dim, num_blocks=num_blocks)
-    if num_blocks == 1:
-        return [(reduced_dim, reduced_dim)]
-    return [(reduced_dim, hidden_dim)] + [(hidden_dim, hidden_dim)] * (num_blocks - 2) + [(hidden_dim, reduced_dim)]
+_PROJECTIONS = {"A": DynamicProjectionA, "B": DynamicProjectionB,
+                "C": lambda i, o, e: DynamicProjectionB(i, o, e, read_both=True)}
 
 
 class DynamicMLPFusion(nn.Module):
@@ -227,15 +195,17 @@ class DynamicMLPFusion(nn.Module):
     def __init__(self, feature_dim: int = 2048, embed_dim: int = 256, reduced_dim: int = 256, hidden_dim: int = 64,
                  num_blocks: int = 2, variant: str = "C"):
         super().__init__()
-        _check_pos(feature_dim=feature_dim, embed_dim=embed_dim)
+        check_positive(feature_dim=feature_dim, embed_dim=embed_dim, reduced_dim=reduced_dim, hidden_dim=hidden_dim,
+                       num_blocks=num_blocks)
         self.variant = str(variant).upper()
         if self.variant not in _PROJECTIONS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.feature_dim, self.embed_dim = feature_dim, embed_dim
         proj = _PROJECTIONS[self.variant]
         self.reduce = nn.Linear(feature_dim, reduced_dim)
-        self.blocks = nn.ModuleList(proj(i, o, embed_dim) for i, o in block_widths(reduced_dim, hidden_dim,
-                                                                                 num_blocks))
+        # block widths as the code: d -> d for one block, else d -> h, (h -> h) * (N - 2), h -> d
+        widths = [reduced_dim] + [hidden_dim] * (num_blocks - 1) + [reduced_dim]
+        self.blocks = nn.ModuleList(proj(i, o, embed_dim) for i, o in zip(widths, widths[1:]))
         self.expand = nn.Linear(reduced_dim, feature_dim)
         self.norm = nn.LayerNorm(feature_dim)
 
@@ -251,15 +221,13 @@ class DynamicMLPFusion(nn.Module):
 
 
 class DynamicMLPHead(nn.Module):
-    """Metadata network + Dynamic MLP fusion + linear classifier: x (N, C), m (N, cin) -> logits (N, K).
-
-    The defaults are the code's (``mlp_d`` 256, ``mlp_h`` 64, ``mlp_n`` 2, variant C)."""
+    """Metadata network + Dynamic MLP fusion + linear classifier, x (N, C), m (N, cin) -> (N, K); code's defaults."""
 
     def __init__(self, feature_dim: int, num_classes: int, cin: int = 6, *, embed_dim: int = 256,
                  reduced_dim: int = 256, hidden_dim: int = 64, num_blocks: int = 2, variant: str = "C",
                  meta_width: int = 256, meta_blocks: int = 4):
         super().__init__()
-        _check_pos(num_classes=num_classes)
+        check_positive(num_classes=num_classes)
         self.metadata_net = MetadataNet(cin, embed_dim, meta_width, meta_blocks)
         self.fusion = DynamicMLPFusion(feature_dim, embed_dim, reduced_dim, hidden_dim, num_blocks, variant)
         self.classifier = nn.Linear(feature_dim, num_classes)
