@@ -30,6 +30,10 @@ def _check_int(name: str, value, minimum: int) -> None:
     check(name, value, is_int(value, minimum), f"an integer >= {minimum}")
 
 
+#: The share of a target's train split the linear probe holds out (stratified, seed 0) to choose its strength on.
+VAL_FRACTION = 0.2
+
+
 def _check_number(name: str, value, ok, allowed: str) -> None:
     """``value`` must be a finite real for which ``ok(value)`` holds."""
     real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -174,6 +178,7 @@ class ProbeResult:
     accuracy: float                      # top-1 on the test features, [0, 1]
     reg: float                           # the chosen L2 strength
     val_accuracy: dict[float, float] = field(default_factory=dict)  # held-out accuracy for each grid value
+    n_val: int = 0                       # held-out images the validation accuracies are measured on
 
     @property
     def chosen_val_accuracy(self) -> float:
@@ -182,7 +187,7 @@ class ProbeResult:
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
-                 reg_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0), val_fraction: float = 0.2,
+                 reg_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0), val_fraction: float = VAL_FRACTION,
                  seed: int = 0, max_iter: int = 200, device=None) -> ProbeResult:
     """The book's linear probe on frozen features: test top-1 at the L2 strength chosen on held-out train images.
 
@@ -219,7 +224,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         val_acc[reg] = accuracy(torch.addmm(init[1], xheld, init[0]), yheld)
     best = max(val_acc, key=lambda r: (val_acc[r], r))
     w, b = fit_logistic(xtr, ytr, k, best, max_iter=max_iter, init=solutions[best])
-    return ProbeResult(accuracy(torch.addmm(b, xte, w), yte), best, dict(sorted(val_acc.items())))
+    return ProbeResult(accuracy(torch.addmm(b, xte, w), yte), best, dict(sorted(val_acc.items())), len(held_idx))
 
 
 # ------------------------------------------------------------------------------------------------------- kNN

@@ -25,6 +25,14 @@ LATE_DROP_MIN_EPOCHS = 3
 NOT_MEASURED = "not measured"
 
 
+def val_size(rows: pd.DataFrame) -> int:
+    """The number of validation images behind one target's ``val_acc`` rows (one split for every seed and epoch)."""
+    sizes = rows["n_val"].dropna().unique() if "n_val" in rows else []
+    if len(sizes) != 1:
+        raise ValueError(f"the probe rows must hold one validation size ('n_val'), got {list(sizes)}")
+    return int(sizes[0])
+
+
 def method_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Concatenate per-method probe tables with a ``method`` column."""
     if not tables:
@@ -55,7 +63,7 @@ def seed_measures(table: pd.DataFrame, targets: Sequence[str], column: str = "pr
             if late:
                 rows.append((method, seed, key, "naive_drop", 100 * stats.naive_drop(test)))
             if val_column and val_column in g and not g[val_column].isna().any():
-                d = stats.selected_drop(g.epoch.to_numpy(), g[val_column].to_numpy(dtype=float), test)
+                d = stats.selected_drop(g.epoch.to_numpy(), g[val_column].to_numpy(dtype=float), test, val_size(g))
                 at_peak = float(test[list(g.epoch).index(d.peak_epoch)])
                 rows.append((method, seed, key, "selected", 100 * at_peak))
                 if late:
@@ -126,14 +134,25 @@ def paired_rows(measures: pd.DataFrame, a: str, b: str, targets: Sequence[str],
     return rows
 
 
+def holm_rows(rows: Sequence[dict], decimals: int = 2) -> list[dict]:
+    """``rows`` with ``holm``: each verdict's sign after Holm's correction over all of them, one family of ``family``."""
+    family = {i: r["interval"] for i, r in enumerate(rows) if len(r["seeds"]) > 1}
+    signs = stats.corrected_signs(family, decimals)
+    return [{**r, "holm": signs.get(i, 0), "family": len(family)} for i, r in enumerate(rows)]
+
+
 def paired_table(rows: Sequence[dict], decimals: int = 2) -> pd.DataFrame:
-    """:func:`paired_rows` (of one or more comparisons) as a page table with human column names (no index)."""
+    """:func:`paired_rows` as a page table (no index); the table's rows are one family for Holm's correction."""
     verdict = {1: "above 0", -1: "below 0", 0: "inconclusive (CI contains 0)"}
+    rows = holm_rows(rows, decimals)
+    family = rows[0]["family"] if rows else 0
     return pd.DataFrame([{"comparison": r["comparison"], "target": r["target"],
                           "quantity": QUANTITIES[r["quantity"]].replace("(%)", "(points)"),
                           "mean difference": f"{r['interval'].mean:+.{decimals}f}",
                           "95% CI": stats.brackets(r["interval"], decimals), "seeds": len(r["seeds"]),
-                          "verdict": verdict[r["sign"]] if len(r["seeds"]) > 1 else "no interval (one seed)"}
+                          "verdict": verdict[stats.sign(r["interval"], decimals)] if len(r["seeds"]) > 1 else
+                          "no interval (one seed)",
+                          f"Holm over {family} rows": verdict[r["holm"]] if len(r["seeds"]) > 1 else ""}
                          for r in rows])
 
 

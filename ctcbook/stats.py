@@ -2,10 +2,12 @@
 
 A quantity is measured once per seed (independent training run) and summarised by its mean and a 95% Student-t
 interval (:func:`t_interval`); methods trained with the same seeds are compared on per-seed differences
-(:func:`paired_interval`). The late drop (:func:`selected_drop`) picks the peak epoch on *validation* accuracy and
-measures it on *test*, so the choice does not see the noise it is measured with; :func:`naive_drop` (max of test
-minus last, >= 0 by construction) only shows how much choosing on test inflates it. :func:`verdict` words follow the
-interval as printed; :func:`mechanism_verdict` checks the paper's mechanism (sign and timing).
+(:func:`paired_interval`). The late drop (:func:`selected_drop`) picks the peak epoch on *validation* accuracy by
+the one-standard-error rule (:func:`peak_index`) and measures it on *test*, so the choice does not see the noise it
+is measured with; :func:`naive_drop` (max of test minus last, >= 0 by construction) only shows how much choosing on
+test inflates it; :func:`terminal_drop` measures the phase after the source has fitted its training set.
+:func:`verdict` words follow the interval as printed, :func:`holm` corrects a family of them; :func:`mechanism_verdict`
+checks the paper's mechanism (sign and timing).
 """
 from __future__ import annotations
 
@@ -108,11 +110,31 @@ def naive_drop(test: Sequence[float]) -> float:
     return float(t.max() - t[-1])
 
 
-def selected_drop(epochs: Sequence[int], val: Sequence[float], test: Sequence[float]) -> Drop:
-    """Peak = first epoch of largest *validation* accuracy; drop = test there minus test at the last epoch."""
+def peak_index(val: Sequence[float], n_val: int) -> int:
+    """The one-standard-error peak: the *last* epoch whose validation accuracy is within one binomial standard error
+    (sqrt(p (1 - p) / n_val) at the best accuracy p) of the best, so a tie with the last epoch is never a drop."""
+    if isinstance(n_val, bool) or not isinstance(n_val, (int, np.integer)) or n_val < 1:
+        raise ValueError(f"n_val (validation images) must be an integer >= 1, got {n_val!r}")
+    v = np.asarray(val, dtype=float)
+    best = float(v.max())
+    se = math.sqrt(max(best * (1 - best), 0.0) / n_val)
+    return int(np.flatnonzero(v >= best - se - 1e-12)[-1])  # 1e-12: equal accuracies computed in two ways tie
+
+
+def selected_drop(epochs: Sequence[int], val: Sequence[float], test: Sequence[float], n_val: int) -> Drop:
+    """Peak = :func:`peak_index` of the *validation* curve; drop = test there minus test at the last epoch."""
     e, v, t = _curve(epochs, ("val", val), ("test", test))
-    peak = int(np.argmax(v))
+    peak = peak_index(v, n_val)
     return Drop(int(e[peak]), float(t[peak] - t[-1]), naive_drop(t))
+
+
+def terminal_drop(epochs: Sequence[int], test: Sequence[float], fit_epoch: int | None) -> float | None:
+    """Test accuracy at the first epoch >= ``fit_epoch`` (the source fits its training set) minus at the last; None
+    when the source never fits (``fit_epoch`` None) or fits only after the last probed epoch."""
+    e, t = _curve(epochs, ("test", test))
+    if fit_epoch is None or fit_epoch > e[-1]:
+        return None
+    return float(t[int(np.flatnonzero(e >= fit_epoch)[0])] - t[-1])
 
 
 @dataclass(frozen=True)
@@ -124,10 +146,10 @@ class DropSummary:
     per_seed: dict
 
 
-def late_drop(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float]]],
+def late_drop(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float]]], n_val: int,
               level: float = LEVEL) -> DropSummary:
     """Selected and naive late drops of ``curves`` (seed -> (epochs, val, test)), each a t interval over seeds."""
-    per_seed = {s: selected_drop(*c) for s, c in curves.items()}
+    per_seed = {s: selected_drop(*c, n_val) for s, c in curves.items()}
     return DropSummary(t_interval([d.drop for d in per_seed.values()], level),
                        t_interval([d.naive for d in per_seed.values()], level), per_seed)
 
@@ -162,22 +184,55 @@ def brackets(iv: Interval, decimals: int = 2) -> str:
     return f"[{_fmt(low, decimals)}, {_fmt(high, decimals)}]"
 
 
-def verdict(iv: Interval, *, quantity: str, unit: str = "points", decimals: int = 2, positive: str = "positive",
-            negative: str = "negative") -> Verdict:
-    """Words that follow the interval: "<quantity>: X <unit>, 95% CI [a, b] over n seeds: <positive|negative>",
-    decided on the interval *as printed* (rounded outwards): a bound that prints as 0.00 counts as containing 0."""
+def sign(iv: Interval, decimals: int = 2) -> int:
+    """+1 / -1 / 0: the interval as printed at ``decimals`` lies above 0, below 0, or contains it (inconclusive)."""
     if decimals < 0:
         raise ValueError(f"decimals must be >= 0, got {decimals}")
     low, high = _printed(iv, decimals)
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
+def verdict(iv: Interval, *, quantity: str, unit: str = "points", decimals: int = 2, positive: str = "positive",
+            negative: str = "negative") -> Verdict:
+    """Words that follow the interval: "<quantity>: X <unit>, 95% CI [a, b] over n seeds: <positive|negative>".
+
+    Decided on the interval *as printed* (:func:`sign`), so the words never disagree with the numbers a reader sees:
+    a bound that prints as 0.00 counts as containing 0."""
+    s = sign(iv, decimals)
     pct = f"{round(iv.level * 100):d}%"
     numbers = (f"{quantity}: {_fmt(iv.mean, decimals)} {unit}, {pct} CI {brackets(iv, decimals)} "
                f"over {iv.n} seed{'s' if iv.n != 1 else ''}")
-    if low > 0:
-        return Verdict(1, f"{numbers}: {positive}", numbers)
-    if high < 0:
-        return Verdict(-1, f"{numbers}: {negative}", numbers)
+    if s:
+        return Verdict(s, f"{numbers}: {positive if s > 0 else negative}", numbers)
     why = "one seed gives no interval" if iv.n == 1 else "the interval contains 0"
     return Verdict(0, f"{numbers}: inconclusive ({why})", numbers)
+
+
+def p_value(iv: Interval) -> float:
+    """Two-sided one-sample t-test of mean 0 over the interval's seeds (the test its t interval inverts)."""
+    if iv.n < 2:
+        return 1.0
+    if iv.sd == 0:
+        return 0.0 if iv.mean != 0 else 1.0
+    return float(2 * _st.t.sf(abs(iv.mean) / (iv.sd / math.sqrt(iv.n)), iv.n - 1))
+
+
+def holm(pvalues: Mapping[object, float], alpha: float = 1 - LEVEL) -> dict[object, bool]:
+    """Holm's step-down test over a family: key -> whether its null is rejected at family-wise error ``alpha``."""
+    order = sorted(pvalues, key=lambda k: pvalues[k])
+    rejected = {k: False for k in pvalues}
+    for i, k in enumerate(order):
+        if pvalues[k] > alpha / (len(order) - i):
+            break
+        rejected[k] = True
+    return rejected
+
+
+def corrected_signs(intervals: Mapping[object, Interval], decimals: int = 2) -> dict[object, int]:
+    """Each member's :func:`sign`, kept only where Holm's correction over the whole family still rejects 0."""
+    alpha = 1 - next(iter(intervals.values())).level if intervals else 1 - LEVEL
+    rejected = holm({k: p_value(iv) for k, iv in intervals.items()}, alpha)
+    return {k: sign(iv, decimals) if rejected[k] else 0 for k, iv in intervals.items()}
 
 
 def drop_verdict(iv: Interval, *, target: str, decimals: int = 2) -> Verdict:
@@ -200,14 +255,14 @@ class Mechanism:
 
 
 def mechanism_verdict(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float], Sequence[float]]],
-                      *, target: str, transfer_scale: float = 100.0, transfer_unit: str = "points",
+                      *, n_val: int, target: str, transfer_scale: float = 100.0, transfer_unit: str = "points",
                       info_unit: str = "bits", level: float = LEVEL, decimals: int = 2) -> Mechanism:
     """Does I(X;T) fall over the epochs in which transfer falls? ``curves``: seed -> (epochs, val, test, ixt); per
     seed, transfer's drop and I(X;T)'s fall from transfer's validation-selected peak to the last epoch."""
     drops, falls, peaks, last = {}, {}, {}, {}
     for s, (epochs, val, test, ixt) in curves.items():
         e, v, t, i = _curve(epochs, ("val", val), ("test", test), ("ixt", ixt))
-        peak = int(np.argmax(v))
+        peak = peak_index(v, n_val)
         drops[s] = (t[peak] - t[-1]) * transfer_scale
         falls[s] = i[peak] - i[-1]
         peaks[s], last[s] = int(e[peak]), int(e[-1])
@@ -218,9 +273,10 @@ def mechanism_verdict(curves: Mapping[object, tuple[Sequence[int], Sequence[floa
     if vt.sign > 0 and vc.sign > 0:
         return Mechanism(transfer, compression, True,
                          f"{both}: transfer falls after its peak and I(X;T) falls over the same epochs; the fall "
-                         f"of transferability coincides with compression, as the paper's mechanism says", peaks)
+                         f"of transferability co-occurs with compression, as the paper's mechanism predicts (a "
+                         f"co-occurrence: both also move with the epoch, so it does not show a cause)", peaks)
     if all(peaks[s] == last[s] for s in peaks):
-        text = ("transfer's validation accuracy peaks at the last probed epoch on every seed: there is no late phase, "
+        text = ("transfer's validation peak (one-standard-error rule) is the last probed epoch on every seed: there is no late phase, "
                 "so no late loss of transferability for compression to explain")
     elif vt.sign > 0 and vc.sign < 0:
         text = "transfer falls after its peak while I(X;T) rises: the opposite of the paper's mechanism"

@@ -11,15 +11,18 @@ from ctcbook.chapters import ch1_tradeoff as tradeoff
 VAL = {0: [0.50, 0.60, 0.80, 0.70], 1: [0.50, 0.60, 0.80, 0.75], 2: [0.50, 0.60, 0.80, 0.72]}
 TEST = {0: [0.50, 0.90, 0.80, 0.70], 1: [0.50, 0.60, 0.78, 0.75], 2: [0.50, 0.60, 0.79, 0.74]}
 SOURCE = {0: [0.6, 0.8, 0.9, 0.95], 1: [0.6, 0.8, 0.91, 0.94], 2: [0.62, 0.8, 0.9, 0.96]}
+# clean training accuracy: seeds 0 and 1 fit (>= 99%) at epoch 10, seed 2 never does
+CLEAN = {0: [0.7, 0.95, 0.99, 1.0], 1: [0.7, 0.96, 0.995, 1.0], 2: [0.7, 0.9, 0.95, 0.98]}
 
 
 def _table():
     rows = []
     for seed in VAL:
         for i, epoch in enumerate([1, 5, 10, 15]):
-            rows.append({"seed": seed, "epoch": epoch, "target": "source", "test_acc": SOURCE[seed][i]})
+            rows.append({"seed": seed, "epoch": epoch, "target": "source", "test_acc": SOURCE[seed][i],
+                         "clean_train_acc": CLEAN[seed][i]})
             rows.append({"seed": seed, "epoch": epoch, "target": "t", "probe_acc": TEST[seed][i],
-                         "val_acc": VAL[seed][i], "n_test": 1000})
+                         "val_acc": VAL[seed][i], "n_val": 10 ** 9, "n_test": 1000})
     return pd.DataFrame(rows)
 
 
@@ -44,24 +47,43 @@ def test_source_accuracy_at_first_peak_and_last_with_paired_gains():
     assert src["late_rise"].sd == pytest.approx(late.std(ddof=1))  # paired per seed, not two separate spreads
 
 
-def test_table_and_text_name_the_quantities_and_follow_the_interval():
-    table = _table()
+def _shown(table):
     drops = tradeoff.late_drops(table)
     source = tradeoff.source_accuracy(table, drops)
-    shown = tradeoff.drop_table(drops, source)
+    fits = tradeoff.fit_epochs(table)
+    terminal = tradeoff.terminal_drops(table, fits)
+    holm = tradeoff.holm_signs(drops, terminal)
+    return (tradeoff.drop_table(drops, source, terminal, holm),
+            tradeoff.drop_markdown(drops, source, terminal, fits, holm))
+
+
+def test_terminal_drop_starts_at_each_seeds_fit_and_skips_seeds_that_never_fit():
+    table = _table()
+    fits = tradeoff.fit_epochs(table)
+    assert fits == {0: 10, 1: 10, 2: None}
+    term = tradeoff.terminal_drops(table, fits)["t"]
+    assert term.n == 2 and term.mean == pytest.approx(100 * np.mean([0.10, 0.03]))
+    never = table.assign(clean_train_acc=0.5)
+    assert tradeoff.terminal_drops(never, tradeoff.fit_epochs(never)) == {"t": None}
+
+
+def test_table_and_text_name_the_quantities_and_follow_the_interval():
+    shown, text = _shown(_table())
     assert list(shown.index) == [0] and "late drop (points)" in shown and "max-of-test drop, naive (points)" in shown
     assert shown.loc[0, "late drop (points)"] == pytest.approx(6.0)
+    assert shown.loc[0, "terminal drop (points)"] == pytest.approx(6.5)
+    assert shown.loc[0, "late drop, Holm over 1"] == "inconclusive"
     assert shown.loc[0, "peak epoch per seed (chosen on validation)"] == "10, 10, 10"
-    text = tradeoff.drop_markdown(drops, source)
     # 6.00 points, t interval over 3 seeds (t 4.30, sd 3.61) [-2.96, 14.96]: contains 0, so inconclusive
     assert "late drop on t: 6.00 points, 95% CI [-2.96, 14.96] over 3 seeds: inconclusive" in text
     assert "naive max-of-test drop" in text and "adds 3.33 points" in text
+    assert "fit epochs per seed: 10, 10, never" in text and "Corrected for the family of targets (Holm)" in text
     # the same curves with a tighter drop: the verdict follows the interval
-    tight = table.copy()
+    tight = _table()
     tight.loc[(tight.target == "t") & (tight.epoch == 15), "probe_acc"] = [0.70, 0.68, 0.69]
-    d2 = tradeoff.late_drops(tight)
-    assert "transfer falls after its validation-selected peak" in tradeoff.drop_markdown(
-        d2, tradeoff.source_accuracy(tight, d2))
+    shown, text = _shown(tight)
+    assert "transfer falls after its validation-selected peak" in text
+    assert shown.loc[0, "late drop, Holm over 1"] == "drop"
 
 
 def test_a_table_without_validation_accuracy_is_refused():

@@ -41,9 +41,10 @@ def _frames(ixt_late: str, seeds=(0, 1, 2, 3, 4)):
                 info.append({"seed": s, "split": "t", "estimator": "est", "epoch": e, "layer": "penultimate",
                              "restart": r, "i_xt": i + 0.02 * rng.standard_normal() + 0.01 * r, "i_ty": 0.5})
             table.append({"seed": s, "target": "t", "epoch": e, "val_acc": v + 0.003 * rng.standard_normal(),
-                          "probe_acc": t + 0.003 * rng.standard_normal()})
+                          "probe_acc": t + 0.003 * rng.standard_normal(), "n_val": 10 ** 9})
     # a probe epoch without an I(X;T) estimate: must be left out, not misaligned
-    table += [{"seed": s, "target": "t", "epoch": 3, "val_acc": 0.99, "probe_acc": 0.99} for s in seeds]
+    table += [{"seed": s, "target": "t", "epoch": 3, "val_acc": 0.99, "probe_acc": 0.99, "n_val": 10 ** 9}
+              for s in seeds]
     return pd.DataFrame(info), pd.DataFrame(table)
 
 
@@ -51,7 +52,7 @@ def test_mechanism_coincides_only_with_the_right_sign_and_timing():
     info, table = _frames("falls")
     [r] = inf.mechanism(info, table, ["t"], "est")
     m = r["mechanism"]
-    assert m.coincides and "coincides with compression" in m.text
+    assert m.coincides and "co-occurs with compression" in m.text
     assert set(m.peak_epochs.values()) == {10}          # epoch 3 (val 0.99, no I(X;T) there) is not used
     assert m.transfer.mean == pytest.approx(9.0, abs=0.6) and m.compression.mean == pytest.approx(0.4, abs=0.03)
     assert r["epochs"] == list(EPOCHS) and r["late_seeds"] == 5
@@ -62,7 +63,7 @@ def test_mechanism_coincides_only_with_the_right_sign_and_timing():
     info, table = _frames("rises")
     [r] = inf.mechanism(info, table, ["t"], "est")
     assert not r["mechanism"].coincides and "opposite of the paper's mechanism" in r["mechanism"].text
-    assert "coincides with compression" not in r["mechanism"].text
+    assert "co-occurs with compression" not in r["mechanism"].text
     assert r["correlation"].r < -0.9
     assert inf.mechanism_table([r]).iloc[0]["coincides"] == "no"
 
@@ -82,7 +83,7 @@ def test_geometry_change_measures_from_the_validation_peak():
                                         [2.0, 1.0, 0.5, 0.2, 0.1], [20, 18, 15, 12, 10]):
             geom.append({"seed": s, "split": "t", "epoch": e, "nc1": nc_t, "eff_rank": rk})
             geom.append({"seed": s, "split": inf.GEOMETRY_SOURCE, "epoch": e, "nc1": nc_s, "eff_rank": 5.0})
-            table.append({"seed": s, "target": "t", "epoch": e, "val_acc": v, "probe_acc": v})
+            table.append({"seed": s, "target": "t", "epoch": e, "val_acc": v, "probe_acc": v, "n_val": 10 ** 9})
     [c] = inf.geometry_change(pd.DataFrame(geom), pd.DataFrame(table), ["t"])
     assert c["peak_epochs"] == {0: 5, 1: 5, 2: 5}                      # validation peak at epoch 5
     assert c["intervals"]["nc1_target"].mean == pytest.approx(2.0 - 0.51)

@@ -37,8 +37,8 @@ def _table(method, seed, finals, drop, source, epochs=(1, 5, 10)):
     rows = [{"method": method, "seed": seed, "target": "source", "epoch": e, "test_acc": a / 100}
             for e, a in zip(epochs, (50, 70, source))]
     mid = finals + drop
-    rows += [{"method": method, "seed": seed, "target": "t", "epoch": e, "probe_acc": a / 100, "val_acc": v}
-             for e, a, v in zip(epochs, (mid - 3, mid, finals), (0.5, 0.9, 0.8))]
+    rows += [{"method": method, "seed": seed, "target": "t", "epoch": e, "probe_acc": a / 100, "val_acc": v,
+              "n_val": 10 ** 9} for e, a, v in zip(epochs, (mid - 3, mid, finals), (0.5, 0.9, 0.8))]
     return pd.DataFrame(rows)
 
 
@@ -75,8 +75,8 @@ def test_headline_says_inconclusive_when_the_interval_contains_zero():
 
 def _curve(method, seed, epochs, test, val, source=95.0):
     rows = [{"method": method, "seed": seed, "target": "source", "epoch": e, "test_acc": source / 100} for e in epochs]
-    rows += [{"method": method, "seed": seed, "target": "t", "epoch": e, "probe_acc": a / 100, "val_acc": v}
-             for e, a, v in zip(epochs, test, val)]
+    rows += [{"method": method, "seed": seed, "target": "t", "epoch": e, "probe_acc": a / 100, "val_acc": v,
+              "n_val": 10 ** 9} for e, a, v in zip(epochs, test, val)]
     return pd.DataFrame(rows)
 
 
@@ -131,6 +131,16 @@ def test_stage_information_says_which_stage_moves_ixt():
     assert "stage 1 (raises it)" in text and "stage 2 (" not in text
     table = ch3.stage_table(out)
     assert list(table.columns) == ["method", "stage", "change of I(X;T) (bits)", "95% CI (bits)", "seeds", "verdict"]
+
+
+def test_stage_table_never_calls_an_interval_excluding_zero_inconclusive():
+    # the regression: CTC − baseline, stage 2, -0.038 [-0.071, -0.005] bits printed with "inconclusive"
+    sd = 0.033 * 3 ** 0.5 / 4.302652729911275                 # t_{0.975, 2} * sd / sqrt(3) = 0.033
+    rows = [r for s in range(3) for r in _info("baseline", s, 0.0, 0.0)]
+    rows += [r for s, d in enumerate((-0.038 - sd, -0.038, -0.038 + sd)) for r in _info("CTC", s, 0.0, d)]
+    table = ch3.stage_table(ch3.stage_information(pd.DataFrame(rows), ["baseline", "CTC"], switch_epoch=4))
+    row = table[(table.method == "CTC − baseline") & (table.stage == "stage 2")].iloc[0]
+    assert row["95% CI (bits)"] == "[-0.071, -0.005]" and row["verdict"] == "falls"
 
 
 def test_comparison_figure_has_t_bands_a_switch_line_and_the_legend_off_the_axes():

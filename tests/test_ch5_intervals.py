@@ -10,7 +10,7 @@ from ctcbook.chapters import ch5_transfer as ch5
 def _seed(method, seed, test, val, source=0.9, epochs=(1, 5, 10)):
     rows = [{"method": method, "seed": seed, "target": "source", "epoch": e, "test_acc": source} for e in epochs]
     rows += [{"method": method, "seed": seed, "target": "t", "epoch": e, "probe_acc": a, "val_acc": v,
-              "knn_acc": a} for e, a, v in zip(epochs, test, val)]
+              "n_val": 10 ** 9, "knn_acc": a} for e, a, v in zip(epochs, test, val)]
     return rows
 
 
@@ -91,8 +91,12 @@ def test_claims_summary_follows_the_intervals():
 def test_paired_table_has_human_columns_and_no_index():
     rows = results.paired_rows(results.seed_measures(_methods(), ["t"]), "CTC", "baseline", ["t"])
     table = results.paired_table(rows)
-    assert list(table.columns) == ["comparison", "target", "quantity", "mean difference", "95% CI", "seeds", "verdict"]
+    assert list(table.columns) == ["comparison", "target", "quantity", "mean difference", "95% CI", "seeds", "verdict",
+                                   f"Holm over {len(rows)} rows"]
     assert table.iloc[0].quantity == "final source accuracy (points)" and table.iloc[0].verdict == "below 0"
+    # Holm over the table's rows can only keep or withdraw a verdict, never invent one
+    holm = table[f"Holm over {len(rows)} rows"]
+    assert all(h == v or h.startswith("inconclusive") for h, v in zip(holm, table.verdict))
     assert isinstance(table.index, pd.RangeIndex)
 
 
@@ -100,3 +104,16 @@ def test_one_seed_gives_no_interval_and_says_so():
     m = results.seed_measures(_methods()[lambda d: d.seed == 0], ["t"])
     table = results.paired_table(results.paired_rows(m, "CTC", "baseline", ["t"]))
     assert set(table.verdict) == {"no interval (one seed)"} and set(table["95% CI"]) == {"[-inf, inf]"}
+
+
+def test_holm_rows_withdraw_a_weak_verdict_and_the_pages_say_so():
+    from ctcbook import stats
+    from ctcbook.chapters import ch3_ctc, ch5_transfer
+
+    ivs = [stats.t_interval([2.0, 2.1, 1.9, 2.05, 1.95]), stats.t_interval([0.5, 0.9, 0.1, 0.8, 0.2]),
+           stats.t_interval([0.5, -0.4, 0.1, -0.2, 0.3])]
+    rows = results.holm_rows([{"interval": iv, "seeds": [0, 1, 2, 3, 4], "sign": stats.sign(iv)} for iv in ivs])
+    assert [(r["sign"], r["holm"], r["family"]) for r in rows] == [(1, 1, 3), (1, 0, 3), (0, 0, 3)]
+    assert "not after Holm's correction over 3 comparisons" in ch3_ctc._said(rows[1])
+    assert "Holm" not in ch3_ctc._said(rows[0]) and "Holm" not in ch3_ctc._said(rows[2])
+    assert "not after Holm's correction over the 3 claims" in ch5_transfer._holm(rows[1])

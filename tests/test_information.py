@@ -121,8 +121,16 @@ def _info_and_table(falls: bool):
         for ep, v, a in zip((1, 2, 3), ixt, acc):
             info.append({"seed": s, "split": "t", "estimator": "renyi", "epoch": ep, "layer": "penultimate",
                          "i_xt": v + 0.01 * s, "i_ty": 0.5 + 0.1 * ep})
-            table.append({"seed": s, "target": "t", "epoch": ep, "probe_acc": a + 0.001 * s})
+            table.append({"seed": s, "target": "t", "epoch": ep, "probe_acc": a + 0.001 * s, "val_acc": a,
+                          "n_val": 10_000})
     return pd.DataFrame(info), pd.DataFrame(table)
+
+
+def test_epoch_values_pick_the_peak_on_validation_not_test():
+    info, table = _info_and_table(falls=True)
+    table["val_acc"] = table.epoch.map({1: 0.70, 2: 0.71, 3: 0.90})   # validation peaks at epoch 3, test at 2
+    v = inf.epoch_values(info, table, "t").set_index("point")
+    assert v.loc["transfer peak", "epoch"] == 3
 
 
 def test_epoch_values_pick_first_transfer_peak_and_final():

@@ -9,6 +9,7 @@ from ctcbook.chapters.ch1_tradeoff import transfer_curve
 from ctcbook.config import TrainConfig
 from ctcbook.probes import fit_logistic, linear_probe, stratified_holdout
 from ctcbook.runs import RunStore
+from ctcbook.targets import run_target
 from ctcbook.train import train
 
 
@@ -48,3 +49,11 @@ def test_probe_cache_records_val_acc_and_upgrades_old_rows(tmp_path):
     again = transfer_curve(run, ["digits"], **kwargs)
     assert list(again.val_acc) == list(table.val_acc) and list(again.probe_acc) == list(table.probe_acc)
     assert len(cache.read_text().splitlines()) == 4  # the two old rows kept, two complete rows appended
+    # the validation size: recorded with each row, and for rows cached without it recomputed from the target's split
+    labels = run_target(run, "digits", 150, 100)[0].labels
+    n_val = len(stratified_holdout(labels, 0.2, 0)[1])
+    assert 0 < n_val < 150 and set(again.n_val) == {n_val}
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    cache.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "n_val"}) + "\n" for r in rows))
+    before = cache.read_text()
+    assert set(transfer_curve(run, ["digits"], **kwargs).n_val) == {n_val} and cache.read_text() == before

@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from ctcbook.stats import (Interval, bootstrap_correlation, drop_verdict, late_drop, mechanism_verdict, naive_drop,
-                           paired_differences, paired_interval, selected_drop, t_interval, t_quantile, verdict)
+from ctcbook.stats import (Interval, bootstrap_correlation, corrected_signs, drop_verdict, holm, late_drop,
+                           mechanism_verdict, naive_drop, p_value, paired_differences, paired_interval, peak_index,
+                           selected_drop, sign, t_interval, t_quantile, terminal_drop, verdict)
+
+#: So many validation images that the one-standard-error window holds only exact ties.
+MANY = 10 ** 9
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10])
@@ -48,7 +52,7 @@ def test_selected_drop_on_a_constructed_curve_with_known_peak():
     epochs = [1, 5, 10, 15, 20, 25, 30]
     val = [0.50, 0.70, 0.80, 0.78, 0.76, 0.75, 0.74]      # validation peak at epoch 10
     test = [0.51, 0.69, 0.79, 0.77, 0.75, 0.74, 0.73]
-    d = selected_drop(epochs, val, test)
+    d = selected_drop(epochs, val, test, MANY)
     assert d.peak_epoch == 10 and d.drop == pytest.approx(0.06) and d.naive == pytest.approx(0.06)
 
 
@@ -56,17 +60,79 @@ def test_noisy_test_curve_separates_selected_and_naive_drops():
     epochs = list(range(1, 11))
     val = [0.80] * 5 + [0.81] + [0.80] * 4              # validation peaks at epoch 6, flat otherwise
     test = [0.80, 0.80, 0.83, 0.80, 0.80, 0.80, 0.80, 0.80, 0.80, 0.80]  # a lucky test value at epoch 3
-    d = selected_drop(epochs, val, test)
+    d = selected_drop(epochs, val, test, MANY)
     assert d.peak_epoch == 6 and d.drop == pytest.approx(0.0)
     assert d.naive == pytest.approx(0.03) == naive_drop(test)
     rng = np.random.default_rng(0)
     curves = {s: (epochs, 0.8 + rng.normal(0, 0.005, 10), 0.8 + rng.normal(0, 0.005, 10)) for s in range(5)}
-    summary = late_drop(curves)
+    summary = late_drop(curves, MANY)
     assert summary.selected.n == summary.naive.n == 5
     assert all(d.naive >= 0 for d in summary.per_seed.values())
     assert summary.naive.mean > summary.selected.mean  # max-of-test inflates the drop on pure noise
     with pytest.raises(ValueError, match="one value per epoch"):
-        selected_drop(epochs, val[:-1], test)
+        selected_drop(epochs, val[:-1], test, MANY)
+
+
+def test_a_tie_with_the_last_epoch_is_no_drop():
+    epochs = [10, 20, 40, 80]
+    val = [0.70, 0.80, 0.75, 0.80]                          # tied best at epoch 20 and at the last epoch
+    test = [0.70, 0.85, 0.78, 0.80]
+    for n_val in (MANY, 179):
+        d = selected_drop(epochs, val, test, n_val)
+        assert d.peak_epoch == 80 and d.drop == 0.0
+    assert d.naive == pytest.approx(0.05)
+
+
+def test_one_standard_error_rule_on_a_noisy_validation_curve():
+    epochs = [1, 2, 3, 4, 5, 6]
+    val = [0.70, 0.80, 0.79, 0.78, 0.795, 0.76]             # argmax: epoch 2; within one SE (0.0179 at n 500): 2, 3, 5
+    test = [0.70, 0.82, 0.80, 0.79, 0.80, 0.77]
+    assert int(np.argmax(val)) == 1 and peak_index(val, 500) == 4
+    d = selected_drop(epochs, val, test, 500)
+    assert d.peak_epoch == 5 and d.drop == pytest.approx(0.03)
+    assert selected_drop(epochs, val, test, 100_000).peak_epoch == 2     # SE 0.0013: only the best itself
+    with pytest.raises(ValueError, match="n_val"):
+        peak_index(val, 0)
+
+
+def test_terminal_drop_starts_where_the_source_fits_not_at_the_peak():
+    epochs = [1, 2, 3, 4, 5, 6, 7, 8]
+    test = [0.60, 0.75, 0.80, 0.78, 0.77, 0.76, 0.76, 0.75]   # peaks at epoch 3, the source fits at epoch 6
+    assert selected_drop(epochs, test, test, MANY).drop == pytest.approx(0.05)
+    assert terminal_drop(epochs, test, 6) == pytest.approx(0.01)
+    assert terminal_drop(epochs, test, 5.5) == pytest.approx(0.01)   # the first probed epoch at or after the fit
+    assert terminal_drop(epochs, test, None) is None and terminal_drop(epochs, test, 9) is None
+
+
+def test_holm_on_a_worked_example():
+    # alpha 0.05, m = 3: sorted p 0.01 <= 0.05/3 rejects; 0.03 > 0.05/2 stops, so 0.04 is kept too
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == {"a": True, "b": False, "c": False}
+    assert holm({"a": 0.01, "b": 0.02, "c": 0.04}) == {"a": True, "b": True, "c": True}
+    assert holm({"a": 0.04}) == {"a": True} and holm({}) == {}
+
+
+def test_p_value_inverts_the_t_interval():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        iv = t_interval(rng.normal(rng.normal(0, 1), 1, 5))
+        assert (p_value(iv) < 0.05) == (iv.low > 0 or iv.high < 0)
+    assert p_value(t_interval([1.0])) == 1.0
+
+
+def test_holm_correction_can_turn_a_verdict_inconclusive_but_never_invent_one():
+    strong = t_interval([2.0, 2.1, 1.9, 2.05, 1.95])
+    weak = t_interval([0.5, 0.9, 0.1, 0.8, 0.2])              # p about 0.03: excludes 0 alone, not after Holm over 3
+    null = t_interval([0.5, -0.4, 0.1, -0.2, 0.3])
+    assert sign(weak) == 1 and 0.0167 < p_value(weak) < 0.05
+    assert corrected_signs({"s": strong, "w": weak, "n": null}) == {"s": 1, "w": 0, "n": 0}
+    assert corrected_signs({"w": weak}) == {"w": 1}
+
+
+def test_an_interval_excluding_zero_as_printed_is_never_inconclusive():
+    # chapter 3's stage table: -0.038 [-0.071, -0.005] bits at three decimals, once called inconclusive
+    iv = Interval(mean=-0.038, low=-0.071, high=-0.005, n=3, sd=0.0133)
+    assert sign(iv, 3) == -1 and "inconclusive" not in verdict(iv, quantity="q", unit="bits", decimals=3).text
+    assert sign(iv, 2) == 0                                # at two decimals it prints as [-0.08, 0.00]
 
 
 def test_verdict_wording_follows_the_interval():
@@ -106,13 +172,13 @@ def _mechanism_curves(transfer_falls: bool, info_falls: bool, seeds=range(5)):
 
 
 def test_mechanism_verdict_checks_sign_and_timing():
-    right = mechanism_verdict(_mechanism_curves(True, True), target="fmnist_5-9")
-    assert right.coincides and "coincides" in right.text
+    right = mechanism_verdict(_mechanism_curves(True, True), n_val=MANY, target="fmnist_5-9")
+    assert right.coincides and "co-occurs" in right.text
     assert right.transfer.low > 0 and right.compression.low > 0
-    wrong = mechanism_verdict(_mechanism_curves(True, False), target="fmnist_5-9")
+    wrong = mechanism_verdict(_mechanism_curves(True, False), n_val=MANY, target="fmnist_5-9")
     assert not wrong.coincides and "coincides" not in wrong.text and "opposite" in wrong.text
     # chapter 2's old case: I(X;T) falls while transfer rises to the end (peak at the last epoch: no late phase)
-    rising = mechanism_verdict(_mechanism_curves(False, True), target="fmnist_5-9")
+    rising = mechanism_verdict(_mechanism_curves(False, True), n_val=MANY, target="fmnist_5-9")
     assert not rising.coincides and "coincides" not in rising.text and "no late phase" in rising.text
     assert set(rising.peak_epochs.values()) == {10} and set(right.peak_epochs.values()) == {4}
     # transfer rises after a validation peak that is not the last epoch while I(X;T) falls: wrong sign, not the
@@ -122,13 +188,13 @@ def test_mechanism_verdict_checks_sign_and_timing():
         v = v.copy()
         v[3] += 0.5                                           # validation peak stays at epoch 4
         curves[s] = (e, v, np.linspace(0.6, 0.7, 10) + 0.001 * s, i)
-    upward = mechanism_verdict(curves, target="fmnist_5-9")
+    upward = mechanism_verdict(curves, n_val=MANY, target="fmnist_5-9")
     assert not upward.coincides and upward.transfer.high < 0 and "opposite" in upward.text
     # timing: I(X;T) falls only BEFORE the transfer peak (epochs 1-4), flat after -> not the mechanism
     curves = {}
     for s, (e, v, t, _) in _mechanism_curves(True, True).items():
         curves[s] = (e, v, t, np.where(e <= 4, 4.0 - 0.3 * e, 2.8) + 0.001 * s)
-    early = mechanism_verdict(curves, target="fmnist_5-9")
+    early = mechanism_verdict(curves, n_val=MANY, target="fmnist_5-9")
     assert not early.coincides and "inconclusive" in early.text
 
 

@@ -20,7 +20,7 @@ def test_unknown_target_is_refused():
 
 def test_protocol_comparison_reports_level_shape_and_peaks():
     ours = pd.DataFrame({"target": "t", "epoch": [1, 2, 3, 4], "probe_acc": [0.80, 0.90, 0.85, 0.84],
-                         "val_acc": [0.7, 0.8, 0.9, 0.85]})
+                         "val_acc": [0.7, 0.8, 0.9, 0.85], "n_val": 10 ** 9})
     paper = pd.DataFrame({"target": "t", "epoch": [1, 2, 3, 4], "paper_best": [0.82, 0.86, 0.90, 0.84],
                           "paper_final": [0.81, 0.86, 0.88, 0.84], "paper_steps": 300, "paper_epochs": 150})
     c = tradeoff.protocol_comparison(ours, paper).iloc[0]

@@ -19,21 +19,25 @@ PROBE_NAMES = {"probe_acc": "linear probe", "knn_acc": "kNN (k=20)"}
 
 
 def _band(ax, g: pd.DataFrame, column: str, color, label: str | None = None, scale: float = 1.0,
-          style: str = "-o", spread: str = "t") -> None:
-    """Seed mean of ``column`` (x ``scale``) against epoch, banded by the 95% t interval or min-max (``"range"``)."""
+          style: str = "-o") -> None:
+    """Seed mean of ``column`` (x ``scale``) against epoch, banded by its 95% t interval over seeds."""
     per = g.groupby(["epoch", "seed"])[column].mean() * scale
     if per.empty:
         return
-    by_epoch = per.groupby(level="epoch")
-    stats = by_epoch.agg(["mean", "min", "max", "count"])
-    if spread == "t":
-        intervals = [t_interval(v.to_numpy()) for _, v in by_epoch]
-        stats["min"], stats["max"] = [iv.low for iv in intervals], [iv.high for iv in intervals]
-    several = stats["count"] > 1
+    stats = _t_stats(per, "epoch")
     ax.plot(stats.index, stats["mean"], style, ms=3, color=color, label=label, lw=1.4)
+    several = stats["count"] > 1
     if several.any():
-        ax.fill_between(stats.index, stats["min"].where(several, stats["mean"]),
-                        stats["max"].where(several, stats["mean"]), color=color, alpha=0.2, lw=0)
+        ax.fill_between(stats.index, stats["low"].where(several, stats["mean"]),
+                        stats["high"].where(several, stats["mean"]), color=color, alpha=0.2, lw=0)
+
+
+def _t_stats(per: pd.Series, level: str) -> pd.DataFrame:
+    """Per value of index ``level``: mean, 95% t interval (low, high) and count of the per-seed values ``per``."""
+    rows = {k: t_interval(v.to_numpy()) for k, v in per.groupby(level=level)}
+    return pd.DataFrame({"mean": [iv.mean for iv in rows.values()], "low": [iv.low for iv in rows.values()],
+                         "high": [iv.high for iv in rows.values()], "count": [iv.n for iv in rows.values()]},
+                        index=pd.Index(list(rows), name=level))
 
 
 def _subplots(rows: int, cols: int, width: float, height: float, **kw) -> tuple[Figure, np.ndarray]:
@@ -53,21 +57,21 @@ def _panel_grid(n: int) -> tuple[Figure, list]:
 
 def tradeoff_figure(table: pd.DataFrame, targets: Sequence[str], peak_epochs: dict[str, list[int]] | None = None,
                     titles: dict[str, str] | None = None) -> Figure:
-    """Source and each target's transfer accuracy against epoch (seed means, min-max bands); ``peak_epochs``' per-seed
+    """Source and each target's transfer accuracy against epoch (seed means, 95% t bands); ``peak_epochs``' per-seed
     validation-selected peaks tick the top edge; the clean training accuracy, when logged, is dashed."""
     titles, peak_epochs = titles or {}, peak_epochs or {}
     fig, axes = _panel_grid(len(targets) + 1)
     ax = axes[0]
     src = table[table.target == "source"]
-    _band(ax, src, "test_acc", SOURCE_COLOR, "source test accuracy", 100, "-", "range")
+    _band(ax, src, "test_acc", SOURCE_COLOR, "source test accuracy", 100, "-")
     if "clean_train_acc" in src and src.clean_train_acc.notna().all():
-        _band(ax, src, "clean_train_acc", "grey", "source clean training accuracy", 100, "--", "range")
+        _band(ax, src, "clean_train_acc", "grey", "source clean training accuracy", 100, "--")
     ax.set_title("discriminability (source)")
     for i, key in enumerate(targets):
         ax, g = axes[i + 1], table[table.target == key]
         color = TARGET_COLORS[i % len(TARGET_COLORS)]
-        _band(ax, g, "probe_acc", color, "linear probe (test)", 100, "-", "range")
-        _band(ax, g, "knn_acc", color, "kNN, k = 20 (test)", 100, "--", "range")
+        _band(ax, g, "probe_acc", color, "linear probe (test)", 100, "-")
+        _band(ax, g, "knn_acc", color, "kNN, k = 20 (test)", 100, "--")
         for j, epoch in enumerate(peak_epochs.get(key, [])):
             ax.axvline(epoch, ymin=0.93, ymax=1.0, color="grey", lw=1.2,
                        label="peak epoch of a seed (chosen on validation)" if j == 0 else None)
@@ -335,7 +339,7 @@ def interaction_pictures_figure(images, class_names: Sequence[str], latitudes: S
 
 def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, pd.DataFrame]],
                              labels: dict[str, str], reference: str | None = None) -> Figure:
-    """Per mode: test top-1 (%) against the interaction level (seed mean, min-max bar; ``reference`` dashed) above
+    """Per mode: test top-1 (%) against the interaction level (seed mean, 95% t bar; ``reference`` dashed) above
     each method's paired gain over image only (95% t interval)."""
     modes = [m for m in ("frozen", "end to end") if m in set(results["mode"])]
     fig, axes = _subplots(2, len(modes), 4.9 * len(modes), 6.6, sharex=True)
@@ -344,13 +348,14 @@ def interaction_sweep_figure(results: pd.DataFrame, gains: dict[str, dict[str, p
         ax, ax_gain = axes[0][col], axes[1][col]
         sub = results[results["mode"] == mode]
         for method in dict.fromkeys(sub.method):
-            g = sub[sub.method == method].groupby("level").test_acc.agg(["mean", "min", "max"]) * 100
+            g = _t_stats(sub[sub.method == method].groupby(["level", "seed"]).test_acc.mean() * 100, "level")
             style = dict(ls="--", color="black", lw=1.2) if method == reference else dict(
                 ls="-", marker="o", ms=3.5, lw=1.4, color=colors.get(method))
             ax.plot(g.index, g["mean"], label=labels.get(method, method), **style)
             if method != reference:
-                ax.vlines(g.index, g["min"], g["max"], color=style["color"], lw=1, alpha=0.6)
-        _axes(ax, "", "test top-1 (%)", f"{mode}: top-1 (mean, min-max over seeds)")
+                several = g[g["count"] > 1]
+                ax.vlines(several.index, several["low"], several["high"], color=style["color"], lw=1, alpha=0.6)
+        _axes(ax, "", "test top-1 (%)", f"{mode}: top-1 (mean, 95% t CI over seeds)")
         for method, frame in gains.get(mode, {}).items():
             if frame.empty:
                 continue

@@ -14,14 +14,17 @@ import torch
 from tqdm import tqdm
 
 from .. import results, stats
-from ..probes import (PROTOCOLS, extract_features, knn_accuracy, linear_probe, paper_probe, paper_probe_bn,
-                      paper_probe_steps)
+from ..probes import (PROTOCOLS, VAL_FRACTION, extract_features, knn_accuracy, linear_probe, paper_probe,
+                      paper_probe_bn, paper_probe_steps, stratified_holdout)
 from ..runs import Run, append_jsonl, read_jsonl
 from ..targets import TARGETS, check_target, probe_epochs, run_target
 from ..train import default_device, load_model
 
 #: Bump when the probing code changes its numbers; part of every cached evaluation's key.
 PROBE_VERSION = 1
+
+#: Clean training accuracy at which the source counts as fitted (the chapter's fit criterion; the terminal phase).
+FIT_THRESHOLD = 0.99
 
 #: Columns a cached row of each protocol must hold; a row lacking one is probed again and superseded (deterministic).
 ROW_COLUMNS = {"lbfgs": ("probe_acc", "probe_reg", "knn_acc", "val_acc"), "paper": ("paper_best", "paper_final"),
@@ -66,7 +69,7 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
                 if protocol == "lbfgs":
                     res = linear_probe(ftr, train_set.labels, fte, test_set.labels, device=device)
                     row.update(probe_acc=res.accuracy, probe_reg=res.reg, val_acc=res.chosen_val_accuracy,
-                               knn_acc=knn_accuracy(ftr, train_set.labels, fte, test_set.labels))
+                               n_val=res.n_val, knn_acc=knn_accuracy(ftr, train_set.labels, fte, test_set.labels))
                 else:
                     res = paper_probe(ftr, train_set.labels, fte, test_set.labels, steps=steps, device=device)
             if protocol != "lbfgs":
@@ -77,6 +80,10 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
     frames = []
     for key in targets:
         rows = {r["epoch"]: r for r in read_jsonl(caches[key])}
+        if protocol == "lbfgs" and any("n_val" not in r for r in rows.values()):  # rows cached without it
+            labels = run_target(run, key, target_train_size, target_test_size)[0].labels
+            n_val = len(stratified_holdout(labels, VAL_FRACTION, 0)[1])
+            rows = {e: {**r, "n_val": n_val} for e, r in rows.items()}
         frames += [{"target": key, **rows[e]} for e in epochs if e in rows]
     return pd.DataFrame(frames)
 
@@ -124,8 +131,38 @@ def late_drops(table: pd.DataFrame) -> dict[str, stats.DropSummary]:
         for seed, gs in g.groupby("seed"):
             gs = gs.sort_values("epoch")
             curves_[seed] = (gs.epoch.to_numpy(), gs.val_acc.to_numpy(), gs.probe_acc.to_numpy())
-        out[target] = stats.late_drop(curves_)
+        out[target] = stats.late_drop(curves_, results.val_size(g))
     return out
+
+
+def fit_epochs(table: pd.DataFrame, threshold: float = FIT_THRESHOLD) -> dict[int, int | None]:
+    """Per seed, the first epoch whose clean training accuracy reaches ``threshold`` (the terminal phase starts)."""
+    out = {}
+    for seed, g in table[table.target == "source"].groupby("seed"):
+        fitted = g.epoch[g.clean_train_acc >= threshold] if "clean_train_acc" in g else []
+        out[int(seed)] = int(fitted.min()) if len(fitted) else None
+    return out
+
+
+def terminal_drops(table: pd.DataFrame, fits: Mapping[int, int | None]) -> dict[str, stats.Interval | None]:
+    """Per target, :func:`ctcbook.stats.terminal_drop` in points over the seeds that fit (None where none did)."""
+    out = {}
+    for target, g in table[table.target != "source"].groupby("target", sort=False):
+        per = {}
+        for seed, gs in g.groupby("seed"):
+            gs = gs.sort_values("epoch")
+            d = stats.terminal_drop(gs.epoch.to_numpy(), gs.probe_acc.to_numpy(), fits.get(int(seed)))
+            if d is not None:
+                per[int(seed)] = 100 * d
+        out[target] = stats.t_interval(per) if per else None
+    return out
+
+
+def holm_signs(drops: Mapping[str, stats.DropSummary], terminal: Mapping[str, stats.Interval | None]) -> dict:
+    """Holm-corrected signs of the late drops and, as a second family, of the terminal drops, over the targets."""
+    late = stats.corrected_signs({t: d.selected.scaled(100) for t, d in drops.items()})
+    term = stats.corrected_signs({t: iv for t, iv in terminal.items() if iv is not None})
+    return {"late": late, "terminal": term}
 
 
 def source_accuracy(table: pd.DataFrame, drops: Mapping[str, stats.DropSummary]) -> dict[str, dict]:
@@ -147,14 +184,23 @@ def _peaks(d: stats.DropSummary) -> str:
     return ", ".join(str(d.per_seed[s].peak_epoch) for s in sorted(d.per_seed))
 
 
-def drop_table(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict]) -> pd.DataFrame:
-    """One row per target: the late and naive drops with their intervals, peak epochs and source accuracy."""
+_WORDS = {1: "drop", -1: "rise", 0: "inconclusive"}
+
+
+def drop_table(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
+               terminal: Mapping[str, stats.Interval | None], holm: Mapping[str, dict]) -> pd.DataFrame:
+    """One row per target: late, terminal and naive drops with intervals and Holm verdicts, peaks, source accuracy."""
     rows = []
     for target, d in drops.items():
-        sel, naive, src = d.selected.scaled(100), d.naive.scaled(100), source[target]
+        sel, naive, src, term = d.selected.scaled(100), d.naive.scaled(100), source[target], terminal[target]
         rows.append({
             "target": target,
             "late drop (points)": round(sel.mean, 2), "late drop, 95% CI": stats.brackets(sel),
+            f"late drop, Holm over {len(drops)}": _WORDS[holm["late"][target]],
+            "terminal drop (points)": "no fit" if term is None else round(term.mean, 2),
+            "terminal drop, 95% CI": "" if term is None else stats.brackets(term),
+            f"terminal drop, Holm over {len(holm['terminal'])}": "" if term is None else
+            _WORDS[holm["terminal"][target]],
             "max-of-test drop, naive (points)": round(naive.mean, 2), "max-of-test drop, 95% CI": stats.brackets(naive),
             "peak epoch per seed (chosen on validation)": _peaks(d),
             **{f"source accuracy, {k} epoch (%)": f"{src[k].mean:.2f} {stats.brackets(src[k])}"
@@ -162,8 +208,26 @@ def drop_table(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict
     return pd.DataFrame(rows)
 
 
-def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict]) -> str:
-    """Per target, a paragraph on the validation-selected late drop, the naive one, the peaks and source accuracy."""
+def _terminal_text(target: str, term: stats.Interval | None, fits: Mapping[int, int | None]) -> str:
+    if term is None:
+        return f"No seed's source reached the fit criterion, so {target} has no terminal phase to measure"
+    return stats.verdict(term, quantity=f"Terminal drop on {target} (fit epochs per seed: "
+                         f"{', '.join('never' if e is None else str(e) for _, e in sorted(fits.items()))})",
+                         positive="transfer falls after the source has fitted",
+                         negative="transfer rises after the source has fitted").text
+
+
+def _holm_text(target: str, holm: Mapping[str, dict]) -> str:
+    late = f"late drop {_WORDS[holm['late'][target]]} over {len(holm['late'])} targets"
+    term = (f"; terminal drop {_WORDS[holm['terminal'][target]]} over {len(holm['terminal'])}"
+            if target in holm["terminal"] else "")
+    return f"Corrected for the family of targets (Holm): {late}{term}"
+
+
+def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
+                  terminal: Mapping[str, stats.Interval | None], fits: Mapping[int, int | None],
+                  holm: Mapping[str, dict]) -> str:
+    """Per target, a paragraph on the late, terminal and naive drops, the peaks, source accuracy and Holm."""
     paragraphs = []
     for target, d in drops.items():
         sel, naive, src = d.selected.scaled(100), d.naive.scaled(100), source[target]
@@ -174,12 +238,12 @@ def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, d
             f"**{target}**: {stats.drop_verdict(sel, target=target).text}. The naive max-of-test drop (largest test "
             f"accuracy minus the last, >= 0 by construction) is {naive.mean:.2f} points, 95% CI {stats.brackets(naive)}: "
             f"choosing the peak on the test curve adds {naive.mean - sel.mean:.2f} points. Peak epochs per seed "
-            f"(chosen on validation accuracy): {_peaks(d)}. {late.text}.")
+            f"(chosen on validation accuracy): {_peaks(d)}. {late.text}. "
+            f"{_terminal_text(target, terminal[target], fits)}. {_holm_text(target, holm)}.")
     return "\n\n".join(paragraphs)
 
 
 # --- how far training got: the clean fit ------------------------------------------------------------------------
-FIT_THRESHOLD = 0.99
 
 
 def final_quarter(rows: Sequence[Mapping], column: str = "clean_train_acc") -> dict:
@@ -238,7 +302,8 @@ def protocol_comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame
                      "paper's minus ours (points)": round(float(100 * (g.paper_best - g.probe_acc).mean()), 2),
                      "best-test selection gain (points)": round(float(100 * (g.paper_best - g.paper_final).mean()), 2),
                      "rank correlation of the curves": round(float(rho), 2),
-                     "our peak epoch (validation)": int(g.epoch.iloc[int(np.argmax(g.val_acc.to_numpy()))]),
+                     "our peak epoch (validation)": int(g.epoch.iloc[stats.peak_index(g.val_acc.to_numpy(),
+                                                                                      results.val_size(g))]),
                      "paper's peak epoch (best test)": int(g.epoch.iloc[int(np.argmax(g.paper_best.to_numpy()))]),
                      "paper probe: SGD steps": int(g.paper_steps.iloc[0]) if "paper_steps" in g else None,
                      "paper probe: epochs": int(g.paper_epochs.iloc[0]) if "paper_epochs" in g else None})
@@ -270,7 +335,8 @@ def protocol_markdown(comparison: pd.DataFrame) -> str:
 
 # --- the closing box ---------------------------------------------------------------------------------------------
 def findings_markdown(fit: FitCheck, drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
-                     comparison: pd.DataFrame | None = None) -> str:
+                      terminal: Mapping[str, stats.Interval | None], fits: Mapping[int, int | None],
+                      holm: Mapping[str, dict], comparison: pd.DataFrame | None = None) -> str:
     """The "What this chapter found" list, every statement computed from the numbers."""
     items = [("The source model fitted its training set" if fit.reached else
               "The source model did NOT fit its training set") +
@@ -278,7 +344,7 @@ def findings_markdown(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sou
              f"criterion {100 * fit.threshold:.0f}%)."]
     for t, d in drops.items():
         text = stats.drop_verdict(d.selected.scaled(100), target=t).text
-        items.append(f"{text[:1].upper()}{text[1:]}.")
+        items.append(f"{text[:1].upper()}{text[1:]}. {_terminal_text(t, terminal[t], fits)}. {_holm_text(t, holm)}.")
     rise = stats.verdict(next(iter(source.values()))["rise"],
                          quantity="Source test accuracy gain from the first to the last epoch",
                          positive="discriminability rose", negative="discriminability fell")

@@ -18,12 +18,13 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..results import findings
+from ..results import findings, val_size
 from ..data import ImageSet, stream, subsample
 from ..estimators import (PENULTIMATE, MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, activations, gaussian_gram,
                           kernel_width, label_gram, layer_names, mine, one_hot, renyi_entropy, renyi_null)
 from ..geometry import effective_rank, nc1
-from ..stats import Correlation, bootstrap_correlation, mechanism_verdict, selected_drop, t_interval, verdict
+from ..stats import (Correlation, bootstrap_correlation, mechanism_verdict, peak_index, selected_drop, t_interval,
+                     verdict)
 from ..runs import Run, append_jsonl, read_jsonl
 from ..targets import TARGETS, probe_epochs, run_target
 from ..train import default_device, load_model, source_data
@@ -246,9 +247,12 @@ def penultimate(info: pd.DataFrame, estimator: str, split: str) -> pd.DataFrame:
 
 
 def epoch_values(info: pd.DataFrame, table: pd.DataFrame, split: str) -> pd.DataFrame:
-    """Seed-mean I(X;T) and I(T;Y) per estimator at the first, transfer-peak and last epochs of ``split``."""
-    acc = table[table.target == split].groupby("epoch").probe_acc.mean()
-    peak = int(acc.idxmax())
+    """Seed-mean I(X;T) and I(T;Y) per estimator at the first, transfer-peak (chosen on the seed-mean validation
+    accuracy, :func:`~ctcbook.stats.peak_index`) and last epochs of ``split``."""
+    rows_ = table[table.target == split]
+    acc = rows_.groupby("epoch").probe_acc.mean()
+    val = rows_.groupby("epoch").val_acc.mean()
+    peak = int(val.index[peak_index(val.to_numpy(), val_size(rows_))])
     rows = []
     for est in sorted(info.estimator.unique()):
         m = penultimate(info, est, split).groupby("epoch")[["i_xt", "i_ty"]].mean()   # over seeds and restarts
@@ -367,7 +371,7 @@ def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
         curves = _seed_curves(info, table, estimator, key)
         if not curves:
             continue
-        mech = mechanism_verdict(curves, target=f"`{key}`")
+        mech = mechanism_verdict(curves, n_val=val_size(table[table.target == key]), target=f"`{key}`")
         xs, ys = {}, {}
         for s, (e, _, test, ixt) in curves.items():
             i = list(e).index(mech.peak_epochs[s])
@@ -422,7 +426,7 @@ def _seeds_with_peaks(geom: pd.DataFrame, table: pd.DataFrame, split: str):
         if len(common) < 2:
             continue
         peak = selected_drop(common, t.loc[common, "val_acc"].to_numpy(float),
-                             t.loc[common, "probe_acc"].to_numpy(float)).peak_epoch
+                             t.loc[common, "probe_acc"].to_numpy(float), val_size(t)).peak_epoch
         yield seed, gt, gs, t, common, peak
 
 

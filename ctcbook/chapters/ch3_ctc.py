@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import stats
 from ..config import CTCConfig, StageSchedule, TrainConfig
-from ..results import findings, paired_rows, seed_measures
+from ..results import findings, holm_rows, paired_rows, seed_measures
 
 BASELINE, CTC, SCHEDULE = "baseline", "CTC", "schedule only"
 DISCRIM, STAGE1, STAGE2 = "CTC (discriminability)", "stage-1 loss only", "stage-2 loss only"
@@ -66,7 +66,8 @@ def _probed_epochs(table: pd.DataFrame, method: str) -> set:
 def comparisons(table: pd.DataFrame, targets: Sequence[str], pairs: Iterable[tuple[str, str]] = COMPARISONS,
                 quantities: Sequence[str] = ("source_final", "final", "drop"), column: str = "probe_acc",
                 val_column: str | None = "val_acc") -> list[dict]:
-    """:func:`ctcbook.results.paired_rows` for each pair in ``table``, on the probed epochs both methods share."""
+    """:func:`ctcbook.results.paired_rows` for each pair in ``table`` on the probed epochs both methods share, with
+    their Holm-corrected signs (all of them one family)."""
     rows = []
     methods = set(table.method)
     for a, b in pairs:
@@ -77,7 +78,7 @@ def comparisons(table: pd.DataFrame, targets: Sequence[str], pairs: Iterable[tup
         pair = pair[(pair.target == "source") | pair.epoch.isin(shared)]
         m = seed_measures(pair, targets, column, val_column)
         rows += paired_rows(m, a, b, targets, quantities)
-    return rows
+    return holm_rows(rows)
 
 
 def _find(rows: Sequence[dict], a: str, b: str, target: str, quantity: str) -> dict | None:
@@ -108,7 +109,8 @@ def headline_markdown(rows: Sequence[dict], targets: Sequence[str]) -> str:
 
 def _said(row: dict) -> str:
     iv = row["interval"]
-    return f"{iv.mean:+.2f} points, 95% CI {stats.brackets(iv)}" + (", inconclusive" if row["sign"] == 0 else "")
+    holm = f" (not after Holm's correction over {row['family']} comparisons)" if row["sign"] and not row["holm"] else ""
+    return f"{iv.mean:+.2f} points, 95% CI {stats.brackets(iv)}" + (", inconclusive" if row["sign"] == 0 else holm)
 
 
 def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: str | None = None) -> str:
@@ -126,6 +128,10 @@ def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: 
 
 
 # --- I(X;T) during training ----------------------------------------------------------------------------------------
+#: Decimals of the stage changes of I(X;T) (bits): the table prints them and its verdicts are decided on them.
+STAGE_DECIMALS = 3
+
+
 def stage_information(info: pd.DataFrame, methods: Sequence[str], switch_epoch: int) -> list[dict]:
     """The change of the source test split's Renyi I(X;T) (bits) over each stage per method, and CTC − baseline."""
     g = info[(info.estimator == "renyi") & (info.split == "source") & (info.layer == "penultimate")]
@@ -145,15 +151,15 @@ def stage_information(info: pd.DataFrame, methods: Sequence[str], switch_epoch: 
         intervals += [(f"{a} − {b}", stage, stats.paired_interval({s: per[a][s][stage] for s in common},
                                                                    {s: per[b][s][stage] for s in common}))
                       for stage in ("stage 1", "stage 2") if common]
-    return [{"method": m, "stage": stage, "interval": iv, "sign": stats.verdict(iv, quantity="", unit="bits").sign}
+    return [{"method": m, "stage": stage, "interval": iv, "sign": stats.sign(iv, STAGE_DECIMALS)}
             for m, stage, iv in intervals]
 
 
 def stage_table(rows: Sequence[dict]) -> pd.DataFrame:
     """:func:`stage_information` as a page table (human column names; show without the index)."""
     return pd.DataFrame([{"method": r["method"], "stage": r["stage"],
-                          "change of I(X;T) (bits)": f"{r['interval'].mean:+.3f}",
-                          "95% CI (bits)": stats.brackets(r["interval"], 3), "seeds": r["interval"].n,
+                          "change of I(X;T) (bits)": f"{r['interval'].mean:+.{STAGE_DECIMALS}f}",
+                          "95% CI (bits)": stats.brackets(r["interval"], STAGE_DECIMALS), "seeds": r["interval"].n,
                           "verdict": {1: "rises", -1: "falls", 0: "inconclusive (CI contains 0)"}[r["sign"]]}
                          for r in rows])
 
@@ -164,8 +170,8 @@ def stage_information_markdown(rows: Sequence[dict], a: str = CTC, b: str = BASE
     if not diff:
         return f"I(X;T): {a} and {b} share no seed measured on both sides of the switch."
     moved = [r for r in diff if r["sign"] != 0]
-    numbers = "; ".join(f"{r['stage']} {r['interval'].mean:+.3f} bits, 95% CI {stats.brackets(r['interval'], 3)}"
-                        for r in diff)
+    numbers = "; ".join(f"{r['stage']} {r['interval'].mean:+.{STAGE_DECIMALS}f} bits, 95% CI "
+                        f"{stats.brackets(r['interval'], STAGE_DECIMALS)}" for r in diff)
     if not moved:
         return (f"I(X;T) on the source test split: neither stage changes it differently for {a} than for {b} beyond "
                 f"the seeds' spread ({a} − {b}, change over each stage: {numbers}).")
