@@ -306,34 +306,48 @@ class Correlation:
     level: float = LEVEL
 
 
-def _within_r(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
-    x = np.concatenate([a - a.mean() for a in xs])
-    y = np.concatenate([b - b.mean() for b in ys])
+def _residuals(a: np.ndarray, z: np.ndarray | None) -> np.ndarray:
+    """``a`` minus its least-squares fit on an intercept (and on ``z``, the control, when given)."""
+    if z is None:
+        return a - a.mean()
+    design = np.column_stack([np.ones_like(z), z])
+    return a - design @ np.linalg.lstsq(design, a, rcond=None)[0]
+
+
+def _within_r(xs: list[np.ndarray], ys: list[np.ndarray], zs: list | None = None) -> float:
+    zs = zs or [None] * len(xs)
+    x = np.concatenate([_residuals(a, z) for a, z in zip(xs, zs)])
+    y = np.concatenate([_residuals(b, z) for b, z in zip(ys, zs)])
     den = math.sqrt(float((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum() / den) if den > 0 else math.nan
+    return float((x * y).sum() / den) if den > 1e-24 else math.nan
 
 
 def bootstrap_correlation(x: Mapping[object, Sequence[float]], y: Mapping[object, Sequence[float]], *,
-                          n_boot: int = 2000, seed: int = 0, level: float = LEVEL) -> Correlation:
-    """Correlation of ``x`` and ``y`` (seed -> late-phase values); the bootstrap resamples whole seeds, not epochs."""
-    if set(x) != set(y):
-        raise ValueError(f"x and y must hold the same seeds, got {sorted(x)} and {sorted(y)}")
+                          given: Mapping[object, Sequence[float]] | None = None, n_boot: int = 2000, seed: int = 0,
+                          level: float = LEVEL) -> Correlation:
+    """Correlation of ``x`` and ``y`` (seed -> per-epoch values), partial on ``given`` (seed -> the control, e.g. the
+    epoch) when given: each seed's values minus their linear fit on it; the bootstrap resamples whole seeds."""
+    if set(x) != set(y) or (given is not None and set(given) != set(x)):
+        raise ValueError(f"x, y (and given) must hold the same seeds, got {sorted(x)} and {sorted(y)}")
     seeds = sorted(x)
     xs = [np.asarray(x[s], dtype=float) for s in seeds]
     ys = [np.asarray(y[s], dtype=float) for s in seeds]
-    for s, a, b in zip(seeds, xs, ys):
-        if a.shape != b.shape or a.ndim != 1 or a.size < 2:
-            raise ValueError(f"seed {s}: x and y need the same number (>= 2) of late-phase epochs, got "
+    zs = None if given is None else [np.asarray(given[s], dtype=float) for s in seeds]
+    for i, (s, a, b) in enumerate(zip(seeds, xs, ys)):
+        if a.shape != b.shape or a.ndim != 1 or a.size < 2 or (zs is not None and zs[i].shape != a.shape):
+            raise ValueError(f"seed {s}: x and y (and given) need the same number (>= 2) of epochs, got "
                              f"{a.shape} and {b.shape}")
-    r = _within_r(xs, ys)
+    r = _within_r(xs, ys, zs)
     if len(seeds) < 2:
         return Correlation(r, math.nan, math.nan, len(seeds), 0, level)
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):
         pick = rng.integers(0, len(seeds), len(seeds))
-        rb = _within_r([xs[i] for i in pick], [ys[i] for i in pick])
+        rb = _within_r([xs[i] for i in pick], [ys[i] for i in pick], None if zs is None else [zs[i] for i in pick])
         if math.isfinite(rb):
             boots.append(rb)
+    if not boots:
+        return Correlation(r, math.nan, math.nan, len(seeds), 0, level)
     low, high = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return Correlation(r, float(low), float(high), len(seeds), len(boots), level)

@@ -214,3 +214,29 @@ def test_findings_follow_the_numbers():
     info_r, table_r = _frames("rises")
     text = inf.findings_markdown(inf.mechanism(info_r, table_r, ["t"], "est"), [], info_r, nulls.assign(i_xt=5.0))
     assert "not confirmed: transfer falls after its peak while I(X;T) rises" in text and "below the null" in text
+
+
+def _trend_curves(linked: bool, seeds=range(6)):
+    """seed -> (epochs, val, test, ixt): transfer and I(X;T) both follow the epoch; ``linked`` adds shared wiggles."""
+    epochs = np.arange(10, 90, 10)
+    out = {}
+    for s in seeds:
+        rng = np.random.default_rng(s)
+        wiggle = rng.normal(0, 0.02, len(epochs)) if linked else 0.0
+        test = 0.9 - 0.002 * epochs + wiggle + (0 if linked else rng.normal(0, 0.005, len(epochs)))
+        ixt = 3.0 - 0.01 * epochs + 5 * wiggle + (0 if linked else rng.normal(0, 0.05, len(epochs)))
+        out[s] = (epochs, test, test, ixt)
+    return out
+
+
+def test_the_epoch_control_flags_an_association_that_only_a_shared_trend_makes():
+    table = pd.DataFrame([{"seed": s, "target": "source", "epoch": int(e), "lr": 0.1 * (1 - e / 90)}
+                          for s in range(6) for e in np.arange(10, 90, 10)])
+    trend = inf.controls(_trend_curves(False), table)
+    assert trend["transfer ~ I(X;T)"].low > 0.5                      # strongly associated over the curve...
+    assert trend["transfer ~ I(X;T) | epoch"].low < 0 < trend["transfer ~ I(X;T) | epoch"].high  # ...by the trend
+    assert trend["transfer ~ epoch"].high < -0.5 and trend["I(X;T) ~ lr"].low > 0.5
+    assert "the control flags it" in inf.controls_text(trend)
+    linked = inf.controls(_trend_curves(True), table)
+    assert linked["transfer ~ I(X;T) | epoch"].low > 0.5
+    assert "survives the control for the epoch" in inf.controls_text(linked)

@@ -198,6 +198,17 @@ def test_mechanism_verdict_checks_sign_and_timing():
     assert not early.coincides and "inconclusive" in early.text
 
 
+def test_partial_correlation_removes_a_shared_control():
+    rng = np.random.default_rng(4)
+    z = {s: np.arange(8.0) for s in range(5)}
+    x = {s: z[s] + rng.normal(0, 0.3, 8) for s in range(5)}
+    y = {s: z[s] + rng.normal(0, 0.3, 8) for s in range(5)}          # linked only through z
+    assert bootstrap_correlation(x, y, n_boot=300).r > 0.9
+    partial = bootstrap_correlation(x, y, given=z, n_boot=300)
+    assert abs(partial.r) < 0.35 and partial.low < 0 < partial.high
+    assert bootstrap_correlation(x, x, given=z, n_boot=300).r == pytest.approx(1.0)
+
+
 def test_bootstrap_correlation_over_seeds():
     rng = np.random.default_rng(0)
     x = {s: rng.normal(size=8) for s in range(5)}

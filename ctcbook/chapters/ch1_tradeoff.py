@@ -94,7 +94,8 @@ def curves(runs: Iterable[Run], targets: Sequence[str], **probe_kwargs) -> pd.Da
     for run in runs:
         seed = run.config["seed"]
         metrics = pd.DataFrame(run.metrics())
-        src = metrics[[c for c in ("epoch", "test_acc", "train_acc", "train_loss", "clean_train_acc") if c in metrics]]
+        src = metrics[[c for c in ("epoch", "test_acc", "train_acc", "train_loss", "clean_train_acc", "lr")
+                       if c in metrics]]
         src.insert(0, "target", "source")
         tgt = transfer_curve(run, targets, **probe_kwargs)
         for df in (src, tgt):

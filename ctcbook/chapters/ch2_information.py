@@ -365,7 +365,7 @@ def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: s
 
 def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
               estimator: str = "renyi") -> list[dict]:
-    """Per target: the mechanism verdict and the late-phase correlation of I(X;T) with probe accuracy."""
+    """Per target: the mechanism verdict, the late-phase correlation of I(X;T) with probe accuracy, and its controls."""
     out = []
     for key in targets:
         curves = _seed_curves(info, table, estimator, key)
@@ -380,8 +380,50 @@ def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
         corr = bootstrap_correlation(xs, ys) if xs else None
         out.append({"target": key, "estimator": estimator, "seeds": len(curves),
                     "epochs": list(next(iter(curves.values()))[0]), "mechanism": mech, "correlation": corr,
-                    "late_seeds": len(xs)})
+                    "late_seeds": len(xs), "controls": controls(curves, table)})
     return out
+
+
+def controls(curves: dict, table: pd.DataFrame) -> dict[str, Correlation] | None:
+    """Negative controls over every probed epoch, within seed: transfer and I(X;T) each against the epoch and the
+    learning rate, transfer against I(X;T), and that correlation partial on the epoch (None with < 3 epochs)."""
+    src = table[table.target == "source"].set_index(["seed", "epoch"])
+    seeds = [s for s, c in curves.items() if len(c[0]) >= 3]
+    if not seeds:
+        return None
+    epoch = {s: np.asarray(curves[s][0], dtype=float) for s in seeds}
+    transfer = {s: 100 * curves[s][2] for s in seeds}
+    ixt = {s: curves[s][3] for s in seeds}
+    out = {"transfer ~ epoch": bootstrap_correlation(transfer, epoch),
+           "I(X;T) ~ epoch": bootstrap_correlation(ixt, epoch)}
+    if "lr" in src:
+        lr = {s: src.loc[[(s, int(e)) for e in curves[s][0]], "lr"].to_numpy(float) for s in seeds}
+        out["transfer ~ lr"] = bootstrap_correlation(transfer, lr)
+        out["I(X;T) ~ lr"] = bootstrap_correlation(ixt, lr)
+    out["transfer ~ I(X;T)"] = bootstrap_correlation(transfer, ixt)
+    out["transfer ~ I(X;T) | epoch"] = bootstrap_correlation(transfer, ixt, given=epoch)
+    return out
+
+
+def _excludes_zero(c: Correlation) -> bool:
+    return math.isfinite(c.low) and (c.low > 0 or c.high < 0)
+
+
+def controls_text(c: dict[str, Correlation] | None) -> str:
+    """The controls in words: is the association of transfer with I(X;T) more than their shared trend over epochs?"""
+    if c is None:
+        return "no seed has three or more probed epochs with an estimate: no controls"
+    shown = "; ".join(f"{name} r = {v.r:+.2f} [{v.low:+.2f}, {v.high:+.2f}]" for name, v in c.items())
+    raw, partial = c["transfer ~ I(X;T)"], c["transfer ~ I(X;T) | epoch"]
+    if not _excludes_zero(raw):
+        reading = "transfer and I(X;T) are not associated beyond the seeds' spread over the whole curve"
+    elif _excludes_zero(partial) and np.sign(partial.r) == np.sign(raw.r):
+        reading = "their association survives the control for the epoch (the partial correlation excludes 0)"
+    else:
+        reading = ("the control flags it: given the epoch their partial correlation is indistinguishable from 0, so "
+                   "the association is what a shared trend over training predicts")
+    return (f"negative controls over every probed epoch (within seed, bootstrap 95% CI over seeds): {shown}: "
+            f"{reading}")
 
 
 def correlation_text(corr: Correlation | None, late_seeds: int, seeds: int) -> str:
@@ -405,12 +447,14 @@ def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
         m, c = r["mechanism"], r["correlation"]
+        p = r["controls"]["transfer ~ I(X;T) | epoch"] if r["controls"] else None
         rows.append({"estimator": r["estimator"], "target": r["target"], "seeds": r["seeds"],
                      "late drop of transfer (points)": _signed(m.transfer.mean, m.transfer.low, m.transfer.high, 2),
                      "fall of I(X;T), same epochs (bits)": _signed(m.compression.mean, m.compression.low,
                                                                    m.compression.high, 3),
                      "late-phase r [bootstrap CI]": "n/a" if c is None else
                      _signed(c.r, c.low, c.high, 2) if math.isfinite(c.low) else f"{c.r:+.2f}",
+                     "r given the epoch, all epochs": "n/a" if p is None else _signed(p.r, p.low, p.high, 2),
                      "coincides": "yes" if m.coincides else "no"})
     return pd.DataFrame(rows)
 
