@@ -167,3 +167,28 @@ def test_paper_protocol_columns_compare_final_and_best_without_a_validation_spli
     assert [(r["target"], r["quantity"]) for r in rows] == [("t", "final"), ("t", "best")]
     # best: CTC peaks at 82+s, the baseline at 82+2s: CTC − baseline = -s, mean -2
     assert rows[1]["interval"].mean == pytest.approx(-2.0)
+
+
+def _row(a, b, values, target="t"):
+    from ctcbook import stats
+
+    iv = stats.t_interval(values)
+    return {"a": a, "b": b, "target": target, "quantity": "final", "interval": iv, "seeds": list(range(len(values))),
+            "sign": stats.sign(iv), "holm": stats.sign(iv), "family": 3}
+
+
+def test_the_chapter_says_which_stage_carries_the_gain():
+    gain = _row(ch3.CTC, ch3.SCHEDULE, [2.0, 2.5, 1.5, 2.2, 1.8])
+    up, flat = [2.0, 2.4, 1.6], [1.0, -1.0, 0.2]
+    only2 = [gain, _row(ch3.STAGE1, ch3.SCHEDULE, flat), _row(ch3.STAGE2, ch3.SCHEDULE, up)]
+    text = ch3.carrier(only2, "t")
+    assert "stage 2's loss alone reproduces a gain and stage 1's does not, so the gain goes with stage 2" in text
+    assert "3 seeds, the headline comparison 5" in text
+    both = [gain, _row(ch3.STAGE1, ch3.SCHEDULE, up), _row(ch3.STAGE2, ch3.SCHEDULE, up)]
+    assert "either stage's loss alone reproduces a gain" in ch3.carrier(both, "t")
+    neither = [gain, _row(ch3.STAGE1, ch3.SCHEDULE, flat), _row(ch3.STAGE2, ch3.SCHEDULE, flat)]
+    assert "neither stage's loss alone reproduces a gain" in ch3.carrier(neither, "t")
+    none = [_row(ch3.CTC, ch3.SCHEDULE, flat), *only2[1:]]
+    assert ch3.carrier(none, "t").startswith("nothing to attribute")
+    assert ch3.carrier(only2[:2], "t") is None
+    assert "What carries the gain on `t`" in ch3.findings_markdown(only2, ["t"])

@@ -124,7 +124,30 @@ def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: 
         if bits:
             lead = f"source {_said(src)}; " if src is not None else ""
             lines.append(f"{what} ({a} − {b}): {lead}final transfer " + ", ".join(bits) + ".")
+    lines += [f"What carries the gain on `{key}`: {text}" for key in targets if (text := carrier(rows, key))]
     return findings(lines + ([stage_text] if stage_text else []))
+
+
+def carrier(rows: Sequence[dict], key: str) -> str | None:
+    """The chapter's reading of the ablations on ``key``: does either stage's loss alone reproduce CTC's final-transfer
+    gain over its schedule? A rule on the uncorrected verdicts, fixed before the numbers; None without the rows."""
+    gain = _find(rows, CTC, SCHEDULE, key, "final")
+    alone = {stage: _find(rows, name, SCHEDULE, key, "final") for stage, name in (("1", STAGE1), ("2", STAGE2))}
+    if gain is None or None in alone.values():
+        return None
+    if gain["sign"] <= 0:
+        return (f"nothing to attribute: CTC's losses add no final transfer over their schedule that the seeds can "
+                f"show ({_said(gain)}).")
+    seeds = min(len(r["seeds"]) for r in alone.values())
+    alone_text = "; ".join(f"stage {k}'s loss alone {_said(r)}" for k, r in alone.items())
+    gains = [k for k, r in alone.items() if r["sign"] > 0]
+    reading = (f"stage {gains[0]}'s loss alone reproduces a gain and stage {'2' if gains[0] == '1' else '1'}'s does "
+               f"not, so the gain goes with stage {gains[0]}" if len(gains) == 1 else
+               "either stage's loss alone reproduces a gain, so neither is needed on its own" if gains else
+               "neither stage's loss alone reproduces a gain the seeds can show: the gain needs both, or the "
+               "ablations' seeds are too few to tell")
+    return (f"CTC's losses add final transfer over their schedule ({_said(gain)}); {alone_text}: {reading} (the "
+            f"ablations have {seeds} seeds, the headline comparison {len(gain['seeds'])}).")
 
 
 # --- I(X;T) during training ----------------------------------------------------------------------------------------
