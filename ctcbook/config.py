@@ -11,7 +11,9 @@ from typing import Any, ClassVar
 
 from .data.metadata import MetadataSimulator
 
-SCHEDULES = ("cosine", "step", "two_stage")
+SCHEDULES = ("cosine", "step", "two_stage", "paper_cosine", "paper_two_stage")
+#: The schedules with a stage switch (``stages``); the ``paper_`` ones are the public code's, set once per epoch.
+TWO_STAGE = ("two_stage", "paper_two_stage")
 AUGMENTS = ("crop_flip", "crop", "flip", "none")
 OBJECTIVES = ("ce", "ctc")
 
@@ -115,8 +117,9 @@ class _Config:
 @dataclass(frozen=True)
 class TrainConfig(_Config):
     """One source run: ``source_classes`` relabelled 0..k-1 (None: all), ``train_size`` a stratified subset drawn
-    with seed 0 (None: all); SGD with ``schedule`` cosine, step (x ``gamma`` after each of ``milestones``) or
-    two_stage (``stages``; objective "ctc" needs it and ``ctc``); ``warmup_epochs``: :func:`ctcbook.train.lr_factor`."""
+    with seed 0 (None: all); SGD with ``schedule`` cosine, step (x ``gamma`` after each of ``milestones``), two_stage
+    (``stages``; objective "ctc" needs a two-stage schedule and ``ctc``) or the public code's per-epoch paper_cosine
+    (to ``lr_floor``) and paper_two_stage; ``warmup_epochs``: :func:`ctcbook.train.lr_factor`."""
 
     source: str = "fashion_mnist"
     source_classes: tuple[int, ...] | None = (0, 1, 2, 3, 4)
@@ -140,8 +143,9 @@ class TrainConfig(_Config):
     stages: StageSchedule | None = None
     ctc: CTCConfig | None = None
     warmup_epochs: int = 0
+    lr_floor: float = 0.0
 
-    _left_out = {"stages": None, "ctc": None, "warmup_epochs": 0}
+    _left_out = {"stages": None, "ctc": None, "warmup_epochs": 0, "lr_floor": 0.0}
 
     def __post_init__(self):
         for name in ("source_classes", "milestones"):
@@ -164,16 +168,18 @@ class TrainConfig(_Config):
             ("objective", self.objective in OBJECTIVES, f"one of {OBJECTIVES}"),
             ("train_size", self.train_size is None or self.train_size >= 1, "None or an integer >= 1"),
             ("milestones", all(1 <= m <= self.epochs for m in self.milestones), f"epochs in 1..{self.epochs}"),
-            ("stages", (self.stages is not None) == (self.schedule == "two_stage"),
-             "a StageSchedule when schedule is 'two_stage' and None otherwise"),
+            ("stages", (self.stages is not None) == (self.schedule in TWO_STAGE),
+             f"a StageSchedule when schedule is one of {TWO_STAGE} and None otherwise"),
             ("ctc", (self.ctc is not None) == (self.objective == "ctc"),
              "a CTCConfig when objective is 'ctc' and None otherwise"),
-            ("schedule", self.objective != "ctc" or self.schedule == "two_stage",
-             "'two_stage' when objective is 'ctc'"),
+            ("schedule", self.objective != "ctc" or self.schedule in TWO_STAGE,
+             f"one of {TWO_STAGE} when objective is 'ctc'"),
+            ("lr_floor", 0 <= self.lr_floor < 1 and (self.lr_floor == 0 or self.schedule == "paper_cosine"),
+             "a number in [0, 1), and 0 unless schedule is 'paper_cosine'"),
             ("warmup_epochs", is_int(self.warmup_epochs, 0) and self.warmup_epochs < (
                 self.stages.stage_two_epoch if self.stages and 1 <= self.stages.stage_two_epoch < self.epochs
                 else self.epochs),
-             "an integer >= 0 and below epochs (below stages.stage_two_epoch for 'two_stage')"),
+             "an integer >= 0 and below epochs (below stages.stage_two_epoch for a two-stage schedule)"),
         ]
         check_fields(self, checks)
         if self.stages is not None:

@@ -76,7 +76,10 @@ def clean_train_set(train_set: ImageSet) -> ImageSet:
 
 def lr_factor(config: TrainConfig | FusionTrainConfig, step: int, steps_per_epoch: int) -> float:
     """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based): a linear warm-up (step + 1) / W over the
-    first W steps, then cosine to 0, step decay, or two stages (cosine to 0 at the switch, then from ``lr_restart``)."""
+    first W steps, then cosine to 0, step decay, or two stages (cosine to 0 at the switch, then from ``lr_restart``);
+    the ``paper_`` schedules are :func:`paper_lr_factor`'s, per epoch."""
+    if config.schedule.startswith("paper_"):
+        return paper_lr_factor(config, step // steps_per_epoch + 1)
     warm = config.warmup_epochs * steps_per_epoch
     if step < warm:
         return (step + 1) / warm
@@ -90,6 +93,24 @@ def lr_factor(config: TrainConfig | FusionTrainConfig, step: int, steps_per_epoc
         return config.stages.lr_restart * 0.5 * (1 + math.cos(math.pi * (step - switch) / rest))
     epoch = step // steps_per_epoch + 1
     return config.gamma ** sum(epoch > m for m in config.milestones)
+
+
+def paper_lr_factor(config: TrainConfig, epoch: int) -> float:
+    """The public code's per-epoch rate for ``epoch`` (1-based): warm-up epoch / W for the first W epochs, then
+    ``lr_floor`` + (1 - ``lr_floor``) cosine over epochs + 1 (paper_cosine); paper_two_stage restarts both, stage 2
+    scaled by ``lr_restart``, with no floor."""
+    if config.schedule == "paper_cosine":
+        if epoch <= config.warmup_epochs:
+            return epoch / config.warmup_epochs
+        cosine = 0.5 * (1 + math.cos(math.pi * epoch / (config.epochs + 1)))
+        return config.lr_floor + (1 - config.lr_floor) * cosine
+    switch, scale = config.stages.stage_two_epoch, 1.0
+    length = switch
+    if epoch > switch:
+        epoch, length, scale = epoch - switch, config.epochs - switch, config.stages.lr_restart
+    if epoch <= config.warmup_epochs:
+        return scale * epoch / config.warmup_epochs
+    return scale * 0.5 * (1 + math.cos(math.pi * epoch / (length + 1)))
 
 
 def weight_decay_at(config: TrainConfig, epoch: int) -> float:

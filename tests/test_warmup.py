@@ -75,3 +75,42 @@ def test_engine_follows_the_warmup(tmp_path):
     spe = len(seen) // 2
     assert spe >= 2 and seen == pytest.approx([0.05 * lr_factor(config, s, spe) for s in range(2 * spe)])
     assert seen[0] == pytest.approx(0.05 / spe) and run.metrics()[0]["lr"] == pytest.approx(0.05)
+
+
+def _public_cosine(epoch, epochs, warm, floor):
+    """The public train_vanilla.py rate (helper/util.py, adjust_learning_rate_cosine), as a multiplier of lr."""
+    if epoch <= warm:
+        return epoch / warm
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(epoch / (epochs + 1) * math.pi))
+
+
+def _public_decouple(epoch, switch, epochs, warm, decay):
+    """The public CTC rate (adjust_learning_rate_decouple) with stage_two_epochs = epochs - switch."""
+    if epoch <= switch:
+        return epoch / warm if epoch <= warm else 0.5 * (1 + math.cos(epoch * math.pi / (switch + 1)))
+    e = epoch - switch
+    return decay * (e / warm if e <= warm else 0.5 * (1 + math.cos(e * math.pi / (epochs - switch + 1))))
+
+
+def test_paper_schedules_follow_the_public_formulas_per_epoch():
+    from ctcbook.chapters.ch3_ctc import ctc_config
+
+    c = TrainConfig(epochs=200, schedule="paper_cosine", warmup_epochs=5, lr_floor=0.1)
+    for epoch in (1, 3, 5, 6, 100, 199, 200):
+        want = _public_cosine(epoch, 200, 5, 0.1)
+        assert [lr_factor(c, (epoch - 1) * SPE + k, SPE) for k in range(SPE)] == pytest.approx([want] * SPE)
+    assert lr_factor(c, 0, SPE) == pytest.approx(0.2) and lr_factor(c, 199 * SPE, SPE) > 0.1  # the floor holds
+    ctc = ctc_config(c.replace(epochs=300), stage_two_epoch=200, weight_decay_coef=1.0, lr_restart=0.3, alpha=1.0,
+                     beta=1.0)
+    assert ctc.schedule == "paper_two_stage" and ctc.lr_floor == 0.0
+    for epoch in (1, 5, 6, 150, 200, 201, 203, 205, 206, 250, 300):
+        assert lr_factor(ctc, (epoch - 1) * SPE, SPE) == pytest.approx(_public_decouple(epoch, 200, 300, 5, 0.3))
+
+
+def test_lr_floor_is_left_out_of_old_hashes_and_refused_off_the_paper_schedule():
+    assert "lr_floor" not in TrainConfig().to_dict()
+    assert TrainConfig(schedule="paper_cosine", lr_floor=0.1).to_dict()["lr_floor"] == 0.1
+    with pytest.raises(ValueError, match="lr_floor"):
+        TrainConfig(lr_floor=0.1)
+    with pytest.raises(ValueError, match="lr_floor"):
+        TrainConfig(schedule="paper_cosine", lr_floor=1.0)

@@ -116,6 +116,7 @@ SPECS: dict[str, Spec] = {
     "epochs": _count(), "batch_size": _count(),
     "augment": Spec("name", choices=_names("..config", "AUGMENTS")), "crop_padding": _count(0),
     "lr": _num(_POSITIVE), "weight_decay": _num(),
+    "schedule": Spec("name", choices=lambda: ("cosine", "paper_cosine")), "lr_floor": _num(0, 1, True),
     "seeds": _indices(),
     "backbone_seed": _count(0),
     # how runs are trained (ctcbook.dispatch; ctcbook.launch for nproc > 1)

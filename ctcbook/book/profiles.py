@@ -20,6 +20,11 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "batch_size": 128,
     "lr": 0.1,
     "weight_decay": 5e-4,
+    # "cosine": per step to 0 after warmup_epochs of linear warm-up; "paper_cosine": the public code's, per epoch, warm-up
+    # then cosine to lr_floor x lr (CTC's stages follow it: "paper_two_stage")
+    "schedule": "cosine",
+    "warmup_epochs": 0,
+    "lr_floor": 0.0,
     # random crop with crop_padding px of zero padding and/or horizontal flip: "crop_flip", "crop", "flip", "none"
     "augment": "crop_flip",
     "crop_padding": 1,
@@ -252,7 +257,7 @@ def e2e_config(profile: str, **overrides: Any):
 
 # --- typed configs from a chapter's resolved parameters (ctcbook.book.parameters.resolve) -------------------------
 _RUN_FIELDS = ("source", "source_classes", "train_size", "arch", "depth", "width", "stem_stride", "epochs",
-               "batch_size", "lr", "weight_decay", "augment", "crop_padding")
+               "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "lr_floor", "augment", "crop_padding")
 
 
 def train_config(p: dict[str, Any]):

@@ -104,6 +104,12 @@ def curves(runs: Iterable[Run], targets: Sequence[str], **probe_kwargs) -> pd.Da
     return pd.concat(frames, ignore_index=True)
 
 
+def _schedule(config) -> str:
+    warm = f", {config.warmup_epochs} warm-up epochs" if config.warmup_epochs else ""
+    floor = f", floor {config.lr_floor} x lr" if config.schedule == "paper_cosine" else ""
+    return f"{config.schedule} schedule{warm}{floor}"
+
+
 def describe_setting(config, seeds: Sequence[int], targets: Sequence[str], device, profile: str) -> str:
     """Markdown list of what this chapter trains and probes (data, model, schedule, targets, device)."""
     classes = "all classes" if config.source_classes is None else f"classes {list(config.source_classes)}"
@@ -114,7 +120,7 @@ def describe_setting(config, seeds: Sequence[int], targets: Sequence[str], devic
              f"- **Source**: `{config.source}`, {classes}, {size}; test: every test image of those classes",
              f"- **Model**: {model}",
              f"- **Training**: {config.epochs} epochs, SGD lr {config.lr} (batch {config.batch_size}), momentum "
-             f"{config.momentum}, weight decay {config.weight_decay}, {config.schedule} schedule, augmentation "
+             f"{config.momentum}, weight decay {config.weight_decay}, {_schedule(config)}, augmentation "
              f"`{config.augment}` (crop padding {config.crop_padding} px)"]
     lines += [f"- **Target** `{key}`: {TARGETS[key].description}" for key in targets]
     return "\n".join(lines)

@@ -24,7 +24,8 @@ COMPARISONS = ((CTC, BASELINE), (CTC, SCHEDULE), (SCHEDULE, BASELINE), (DISCRIM,
 def ctc_config(base: TrainConfig, *, stage_two_epoch: int, weight_decay_coef: float, lr_restart: float,
                **ctc_fields) -> TrainConfig:
     """The cross-entropy config ``base`` turned into CTC (schedule and losses of CTCConfig), all else unchanged."""
-    return base.replace(objective="ctc", schedule="two_stage",
+    schedule = "paper_two_stage" if base.schedule == "paper_cosine" else "two_stage"
+    return base.replace(objective="ctc", schedule=schedule, lr_floor=0.0,
                         stages=StageSchedule(stage_two_epoch, weight_decay_coef, lr_restart),
                         ctc=CTCConfig(**ctc_fields))
 
