@@ -28,7 +28,7 @@ def test_ctc_config_round_trips_and_checks_its_fields():
     assert config_hash(CTC.to_dict()) != config_hash(CTC.replace(ctc=CTC.ctc.__class__(alpha=0.1)).to_dict())
     with pytest.raises(ValueError, match="TrainConfig.ctc must be a CTCConfig"):
         TrainConfig(objective="ctc", schedule="two_stage", stages=STAGES)
-    with pytest.raises(ValueError, match="TrainConfig.schedule must be 'two_stage'"):
+    with pytest.raises(ValueError, match="TrainConfig.schedule must be one of \\('two_stage', 'paper_two_stage'\\)"):
         TrainConfig(objective="ctc", ctc=CTCConfig())
     with pytest.raises(ValueError, match="stage_two_epoch must be an epoch in 1..3"):
         CTC.replace(stages=StageSchedule(4))
