@@ -19,19 +19,20 @@ from torch import nn
 from .config import check, is_int
 
 __all__ = ["extract_features", "accuracy", "stratified_holdout", "fit_logistic", "ProbeResult", "linear_probe",
-           "knn_accuracy", "PaperProbeResult", "paper_probe", "paper_probe_bn", "paper_probe_steps", "PROTOCOLS"]
+           "knn_accuracy", "PaperProbeResult", "paper_probe", "paper_probe_bn", "paper_probe_steps", "PROTOCOLS",
+           "VAL_FRACTION"]
 
 #: A transfer curve's probe: :func:`linear_probe` ("lbfgs"), :func:`paper_probe`, :func:`paper_probe_bn`.
 PROTOCOLS = ("lbfgs", "paper", "paper_bn")
 
 
+#: The share of a target's train split the linear probe holds out (stratified, seed 0) to choose its strength on.
+VAL_FRACTION = 0.2
+
+
 # ----------------------------------------------------------------------------------------------------- validation
 def _check_int(name: str, value, minimum: int) -> None:
     check(name, value, is_int(value, minimum), f"an integer >= {minimum}")
-
-
-#: The share of a target's train split the linear probe holds out (stratified, seed 0) to choose its strength on.
-VAL_FRACTION = 0.2
 
 
 def _check_number(name: str, value, ok, allowed: str) -> None:
