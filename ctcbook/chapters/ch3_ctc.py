@@ -110,7 +110,7 @@ def headline_markdown(rows: Sequence[dict], targets: Sequence[str]) -> str:
 
 def _said(row: dict) -> str:
     iv = row["interval"]
-    holm = f" (not after Holm's correction over {row['family']} comparisons)" if row["sign"] and not row["holm"] else ""
+    holm = f", not after Holm's correction over {row['family']} comparisons" if row["sign"] and not row["holm"] else ""
     return f"{iv.mean:+.2f} points, 95% CI {stats.brackets(iv)}" + (", inconclusive" if row["sign"] == 0 else holm)
 
 
