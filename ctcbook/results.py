@@ -135,7 +135,8 @@ def paired_rows(measures: pd.DataFrame, a: str, b: str, targets: Sequence[str],
 
 
 def holm_rows(rows: Sequence[dict], decimals: int = 2) -> list[dict]:
-    """``rows`` with ``holm``: each verdict's sign after Holm's correction over all of them, one family of ``family``."""
+    """``rows`` with ``holm``: each verdict's sign after Holm's correction over all of them (one family, ``family``
+    long)."""
     family = {i: r["interval"] for i, r in enumerate(rows) if len(r["seeds"]) > 1}
     signs = stats.corrected_signs(family, decimals)
     return [{**r, "holm": signs.get(i, 0), "family": len(family)} for i, r in enumerate(rows)]

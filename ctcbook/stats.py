@@ -276,8 +276,8 @@ def mechanism_verdict(curves: Mapping[object, tuple[Sequence[int], Sequence[floa
                          f"of transferability co-occurs with compression, as the paper's mechanism predicts (a "
                          f"co-occurrence: both also move with the epoch, so it does not show a cause)", peaks)
     if all(peaks[s] == last[s] for s in peaks):
-        text = ("transfer's validation peak (one-standard-error rule) is the last probed epoch on every seed: there is no late phase, "
-                "so no late loss of transferability for compression to explain")
+        text = ("transfer's validation peak (one-standard-error rule) is the last probed epoch on every seed: there is "
+                "no late phase, so no late loss of transferability for compression to explain")
     elif vt.sign > 0 and vc.sign < 0:
         text = "transfer falls after its peak while I(X;T) rises: the opposite of the paper's mechanism"
     elif vt.sign > 0:

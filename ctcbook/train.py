@@ -97,20 +97,17 @@ def lr_factor(config: TrainConfig | FusionTrainConfig, step: int, steps_per_epoc
 
 def paper_lr_factor(config: TrainConfig, epoch: int) -> float:
     """The public code's per-epoch rate for ``epoch`` (1-based): warm-up epoch / W for the first W epochs, then
-    ``lr_floor`` + (1 - ``lr_floor``) cosine over epochs + 1 (paper_cosine); paper_two_stage restarts both, stage 2
-    scaled by ``lr_restart``, with no floor."""
-    if config.schedule == "paper_cosine":
-        if epoch <= config.warmup_epochs:
-            return epoch / config.warmup_epochs
-        cosine = 0.5 * (1 + math.cos(math.pi * epoch / (config.epochs + 1)))
-        return config.lr_floor + (1 - config.lr_floor) * cosine
-    switch, scale = config.stages.stage_two_epoch, 1.0
-    length = switch
-    if epoch > switch:
-        epoch, length, scale = epoch - switch, config.epochs - switch, config.stages.lr_restart
+    ``lr_floor`` + (1 - ``lr_floor``) cosine over epochs + 1 (paper_cosine); paper_two_stage runs both for each stage
+    (its floor is 0), stage 2 scaled by ``lr_restart``."""
+    length, scale = config.epochs, 1.0
+    if config.schedule == "paper_two_stage":
+        length = config.stages.stage_two_epoch
+        if epoch > length:
+            epoch, length, scale = epoch - length, config.epochs - length, config.stages.lr_restart
     if epoch <= config.warmup_epochs:
         return scale * epoch / config.warmup_epochs
-    return scale * 0.5 * (1 + math.cos(math.pi * epoch / (length + 1)))
+    cosine = 0.5 * (1 + math.cos(math.pi * epoch / (length + 1)))
+    return scale * (config.lr_floor + (1 - config.lr_floor) * cosine)
 
 
 def weight_decay_at(config: TrainConfig, epoch: int) -> float:

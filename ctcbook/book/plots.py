@@ -35,9 +35,8 @@ def _band(ax, g: pd.DataFrame, column: str, color, label: str | None = None, sca
 def _t_stats(per: pd.Series, level: str) -> pd.DataFrame:
     """Per value of index ``level``: mean, 95% t interval (low, high) and count of the per-seed values ``per``."""
     rows = {k: t_interval(v.to_numpy()) for k, v in per.groupby(level=level)}
-    return pd.DataFrame({"mean": [iv.mean for iv in rows.values()], "low": [iv.low for iv in rows.values()],
-                         "high": [iv.high for iv in rows.values()], "count": [iv.n for iv in rows.values()]},
-                        index=pd.Index(list(rows), name=level))
+    return pd.DataFrame([(iv.mean, iv.low, iv.high, iv.n) for iv in rows.values()],
+                        columns=["mean", "low", "high", "count"], index=pd.Index(list(rows), name=level))
 
 
 def _subplots(rows: int, cols: int, width: float, height: float, **kw) -> tuple[Figure, np.ndarray]:

@@ -20,8 +20,8 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "batch_size": 128,
     "lr": 0.1,
     "weight_decay": 5e-4,
-    # "cosine": per step to 0 after warmup_epochs of linear warm-up; "paper_cosine": the public code's, per epoch, warm-up
-    # then cosine to lr_floor x lr (CTC's stages follow it: "paper_two_stage")
+    # "cosine": per step to 0 after warmup_epochs of linear warm-up; "paper_cosine": the public code's, per epoch,
+    # warm-up then cosine to lr_floor x lr (CTC's stages follow it: "paper_two_stage")
     "schedule": "cosine",
     "warmup_epochs": 0,
     "lr_floor": 0.0,
