@@ -3,7 +3,7 @@ intervals and paired differences (:mod:`ctcbook.stats`). Accuracies in percent, 
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -41,9 +41,11 @@ def method_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def seed_measures(table: pd.DataFrame, targets: Sequence[str], column: str = "probe_acc",
-                  val_column: str | None = "val_acc", epochs: Sequence[int] | None = None) -> pd.DataFrame:
+                  val_column: str | None = "val_acc", epochs: Sequence[int] | None = None,
+                  rule: str = "one_se") -> pd.DataFrame:
     """One ``value`` per (method, seed, target, quantity); without ``val_column`` no validation-selected quantities,
-    with fewer than :data:`LATE_DROP_MIN_EPOCHS` probed epochs no drops; ``epochs`` keeps only those epochs."""
+    with fewer than :data:`LATE_DROP_MIN_EPOCHS` probed epochs no drops; ``epochs`` keeps only those epochs; ``rule``
+    picks peaks (:func:`ctcbook.stats.peak_index`)."""
     if column not in table:
         raise ValueError(f"column must be a column of the curve table, got {column!r}")
     if epochs is not None:
@@ -63,7 +65,8 @@ def seed_measures(table: pd.DataFrame, targets: Sequence[str], column: str = "pr
             if late:
                 rows.append((method, seed, key, "naive_drop", 100 * stats.naive_drop(test)))
             if val_column and val_column in g and not g[val_column].isna().any():
-                d = stats.selected_drop(g.epoch.to_numpy(), g[val_column].to_numpy(dtype=float), test, val_size(g))
+                d = stats.selected_drop(g.epoch.to_numpy(), g[val_column].to_numpy(dtype=float), test, val_size(g),
+                                        rule)
                 at_peak = float(test[list(g.epoch).index(d.peak_epoch)])
                 rows.append((method, seed, key, "selected", 100 * at_peak))
                 if late:
@@ -147,16 +150,75 @@ def paired_table(rows: Sequence[dict], decimals: int = 2) -> pd.DataFrame:
     verdict = {1: "above 0", -1: "below 0", 0: "inconclusive (CI contains 0)"}
     rows = holm_rows(rows, decimals)
     family = rows[0]["family"] if rows else 0
+    panel = {"analysis variants": lambda r: "" if r.get("robustness") is None else
+             "robust" if r["robustness"].robust else "fragile"} if any(r.get("robustness") for r in rows) else {}
     return pd.DataFrame([{"comparison": r["comparison"], "target": r["target"],
                           "quantity": QUANTITIES[r["quantity"]].replace("(%)", "(points)"),
                           "mean difference": f"{r['interval'].mean:+.{decimals}f}",
                           "95% CI": stats.brackets(r["interval"], decimals), "seeds": len(r["seeds"]),
                           "verdict": verdict[stats.sign(r["interval"], decimals)] if len(r["seeds"]) > 1 else
                           "no interval (one seed)",
-                          f"Holm over {family} rows": verdict[r["holm"]] if len(r["seeds"]) > 1 else ""}
+                          f"Holm over {family} rows": verdict[r["holm"]] if len(r["seeds"]) > 1 else "",
+                          **{k: f(r) for k, f in panel.items()}}
                          for r in rows])
 
 
 def findings(items: Iterable[str]) -> str:
     """A chapter's "What this chapter found" list: one Markdown bullet per computed sentence."""
     return "\n".join(f"- {item}" for item in items)
+
+
+# --- the robustness panel ------------------------------------------------------------------------------------------
+#: The analysis variants every headline verdict is recomputed under, fixed before the numbers they judge: name ->
+#: (test column, validation column, peak rule of :func:`ctcbook.stats.peak_index`); the first is the book's analysis.
+VARIANTS = {
+    "declared": ("probe_acc", "val_acc", "one_se"),
+    "ties to the earliest epoch": ("probe_acc", "val_acc", "earliest"),
+    "ties to the latest epoch": ("probe_acc", "val_acc", "latest"),
+    **{f"validation draw {i}": (f"probe_acc_draw{i}", f"val_acc_draw{i}", "one_se") for i in (1, 2, 3)},
+    "scikit-learn's solver": ("probe_acc_sklearn", "val_acc_sklearn", "one_se"),
+    "half-decade grid": ("probe_acc_grid", "val_acc_grid", "one_se"),
+    "paper's probe (last epoch)": ("probe_acc_paper", "val_acc", "one_se"),
+}
+
+
+def panel(table: pd.DataFrame, estimate: Callable[..., Mapping[object, stats.Interval]],
+          decimals: int = 2) -> dict[object, stats.Robustness]:
+    """Every verdict of ``estimate(table, test_column, val_column, rule)`` (key -> interval) under each of
+    :data:`VARIANTS` whose columns ``table`` holds with a value in every row that has the declared test column."""
+    have = table[table["probe_acc"].notna()] if "probe_acc" in table else table
+    per = {name: estimate(table, test, val, rule) for name, (test, val, rule) in VARIANTS.items()
+           if all(c in have and have[c].notna().all() for c in (test, val))}
+    return {key: stats.robustness({name: est[key] for name, est in per.items() if key in est}, decimals)
+            for key in per.get("declared", {})}
+
+
+def robust_text(p: stats.Robustness, decimals: int = 2) -> str:
+    """"robust (all 9 analysis variants agree)" or "fragile (2 of 9 analysis variants disagree: name +x.xx [a, b]; ..)"."""
+    declared = next(iter(p.signs.values()))
+    off = [v for v, s in p.signs.items() if s != declared]
+    if not off:
+        return f"robust (all {len(p.signs)} analysis variants agree)"
+    return (f"fragile ({len(off)} of {len(p.signs)} analysis variants disagree: " + "; ".join(
+        f"{v} {p.estimates[v].mean:+.{decimals}f} {stats.brackets(p.estimates[v], decimals)}" for v in off) + ")")
+
+
+def row_key(row: dict) -> str:
+    """A paired row's name in a robustness panel: "a − b: quantity on target"."""
+    return f"{row['comparison']}: {_WORDS[row['quantity']]} on {row['target']}"
+
+
+def with_panel(rows: Sequence[dict], panels: Mapping[str, stats.Robustness]) -> list[dict]:
+    """``rows`` (:func:`paired_rows`) with ``robustness``: the :class:`~ctcbook.stats.Robustness` of each panel row."""
+    return [{**r, "robustness": panels.get(row_key(r))} for r in rows]
+
+
+def panel_table(panels: Mapping[object, stats.Robustness], decimals: int = 2) -> pd.DataFrame:
+    """One row per verdict: robust or fragile, the span of its estimate, and each variant's "mean [95% CI]"."""
+    rows = []
+    for key, p in panels.items():
+        low, high = p.span
+        rows.append({"verdict": key, "robust or fragile": "robust" if p.robust else "fragile",
+                     "estimate across variants": f"{low:+.{decimals}f} to {high:+.{decimals}f}",
+                     **{v: f"{iv.mean:+.{decimals}f} {stats.brackets(iv, decimals)}" for v, iv in p.estimates.items()}})
+    return pd.DataFrame(rows).fillna(NOT_MEASURED)

@@ -110,21 +110,30 @@ def naive_drop(test: Sequence[float]) -> float:
     return float(t.max() - t[-1])
 
 
-def peak_index(val: Sequence[float], n_val: int) -> int:
+#: Peak rules: the book's one-standard-error rule, and plain argmax with ties to the earliest or the latest epoch (the
+#: robustness panel's tie variants).
+PEAK_RULES = ("one_se", "earliest", "latest")
+
+
+def peak_index(val: Sequence[float], n_val: int, rule: str = "one_se") -> int:
     """The one-standard-error peak: the *last* epoch whose validation accuracy is within one binomial standard error
     (sqrt(p (1 - p) / n_val) at the best accuracy p) of the best, so a tie with the last epoch is never a drop."""
     if isinstance(n_val, bool) or not isinstance(n_val, (int, np.integer)) or n_val < 1:
         raise ValueError(f"n_val (validation images) must be an integer >= 1, got {n_val!r}")
+    if rule not in PEAK_RULES:
+        raise ValueError(f"rule must be one of {PEAK_RULES}, got {rule!r}")
     v = np.asarray(val, dtype=float)
     best = float(v.max())
-    se = math.sqrt(max(best * (1 - best), 0.0) / n_val)
-    return int(np.flatnonzero(v >= best - se - 1e-12)[-1])  # 1e-12: equal accuracies computed in two ways tie
+    se = math.sqrt(max(best * (1 - best), 0.0) / n_val) if rule == "one_se" else 0.0
+    near = np.flatnonzero(v >= best - se - 1e-12)  # 1e-12: equal accuracies computed in two ways tie
+    return int(near[0] if rule == "earliest" else near[-1])
 
 
-def selected_drop(epochs: Sequence[int], val: Sequence[float], test: Sequence[float], n_val: int) -> Drop:
+def selected_drop(epochs: Sequence[int], val: Sequence[float], test: Sequence[float], n_val: int,
+                  rule: str = "one_se") -> Drop:
     """Peak = :func:`peak_index` of the *validation* curve; drop = test there minus test at the last epoch."""
     e, v, t = _curve(epochs, ("val", val), ("test", test))
-    peak = peak_index(v, n_val)
+    peak = peak_index(v, n_val, rule)
     return Drop(int(e[peak]), float(t[peak] - t[-1]), naive_drop(t))
 
 
@@ -147,9 +156,9 @@ class DropSummary:
 
 
 def late_drop(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float]]], n_val: int,
-              level: float = LEVEL) -> DropSummary:
+              level: float = LEVEL, rule: str = "one_se") -> DropSummary:
     """Selected and naive late drops of ``curves`` (seed -> (epochs, val, test)), each a t interval over seeds."""
-    per_seed = {s: selected_drop(*c, n_val) for s, c in curves.items()}
+    per_seed = {s: selected_drop(*c, n_val, rule) for s, c in curves.items()}
     return DropSummary(t_interval([d.drop for d in per_seed.values()], level),
                        t_interval([d.naive for d in per_seed.values()], level), per_seed)
 
@@ -233,6 +242,32 @@ def corrected_signs(intervals: Mapping[object, Interval], decimals: int = 2) -> 
     alpha = 1 - next(iter(intervals.values())).level if intervals else 1 - LEVEL
     rejected = holm({k: p_value(iv) for k, iv in intervals.items()}, alpha)
     return {k: sign(iv, decimals) if rejected[k] else 0 for k, iv in intervals.items()}
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """One verdict under every declared analysis variant: variant -> interval and its :func:`sign`; ``robust`` when
+    every variant's sign is the declared one's."""
+
+    estimates: dict
+    signs: dict
+
+    @property
+    def robust(self) -> bool:
+        return len(set(self.signs.values())) == 1
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """The smallest and largest estimate (mean) over the variants."""
+        means = [iv.mean for iv in self.estimates.values()]
+        return min(means), max(means)
+
+
+def robustness(estimates: Mapping[str, Interval], decimals: int = 2) -> Robustness:
+    """:class:`Robustness` of one verdict from its interval under each variant (the first is the declared one)."""
+    if not estimates:
+        raise ValueError("estimates must hold the declared variant's interval at least, got none")
+    return Robustness(dict(estimates), {k: sign(iv, decimals) for k, iv in estimates.items()})
 
 
 def drop_verdict(iv: Interval, *, target: str, decimals: int = 2) -> Verdict:

@@ -53,8 +53,8 @@ def _shown(table):
     fits = tradeoff.fit_epochs(table)
     terminal = tradeoff.terminal_drops(table, fits)
     holm = tradeoff.holm_signs(drops, terminal)
-    return (tradeoff.drop_table(drops, source, terminal, holm),
-            tradeoff.drop_markdown(drops, source, terminal, fits, holm))
+    return (tradeoff.drop_table(drops, source, terminal, holm, {}),
+            tradeoff.drop_markdown(drops, source, terminal, fits, holm, {}))
 
 
 def test_terminal_drop_starts_at_each_seeds_fit_and_skips_seeds_that_never_fit():
@@ -91,3 +91,49 @@ def test_a_table_without_validation_accuracy_is_refused():
     table.loc[table.target == "t", "val_acc"] = np.nan
     with pytest.raises(ValueError, match="val_acc"):
         tradeoff.late_drops(table)
+
+
+def _with_variants(table, flip):
+    """``table`` with every probe variant's columns equal to the declared ones, but validation draw 1 reading the
+    ``flip`` seeds' test curves as flat after the peak (no drop there)."""
+    out = table.copy()
+    targets = out.target != "source"
+    for v in ("draw1", "draw2", "draw3", "sklearn", "grid"):
+        out.loc[targets, f"val_acc_{v}"], out.loc[targets, f"probe_acc_{v}"] = out.val_acc, out.probe_acc
+    out.loc[targets, "probe_acc_paper"] = out.probe_acc
+    late = targets & out.seed.isin(flip) & (out.epoch == 15)
+    out.loc[late, "probe_acc_draw1"] = out.loc[targets & out.seed.isin(flip) & (out.epoch == 10)].probe_acc.values
+    return out
+
+
+def test_panel_marks_a_verdict_fragile_when_one_variant_disagrees():
+    table = _table().assign(n_val=500)
+    fits = tradeoff.fit_epochs(table)
+    robust = tradeoff.drop_panel(_with_variants(table, []), fits)
+    assert set(robust) == {"late drop on t", "terminal drop on t"} and robust["late drop on t"].robust
+    assert len(robust["late drop on t"].estimates) == 9
+    # every seed drops 5 points after the peak; validation draw 1 sees seed 0 flat: 3.33 [-3.84, 10.5], contains 0
+    steady = _table().assign(n_val=500)
+    steady.loc[steady.target == "t", "probe_acc"] = steady.loc[steady.target == "t"].apply(
+        lambda r: 0.80 if r.epoch == 10 else 0.75 if r.epoch == 15 else 0.5, axis=1)
+    panel = tradeoff.drop_panel(_with_variants(steady, [0]), tradeoff.fit_epochs(steady))
+    late = panel["late drop on t"]
+    assert late.signs["declared"] == 1 and late.signs["validation draw 1"] == 0 and not late.robust
+    drops = tradeoff.late_drops(steady)
+    terminal = tradeoff.terminal_drops(steady, tradeoff.fit_epochs(steady))
+    text = tradeoff.drop_markdown(drops, tradeoff.source_accuracy(steady, drops), terminal,
+                                  tradeoff.fit_epochs(steady), tradeoff.holm_signs(drops, terminal), panel)
+    assert "The verdict is fragile (1 of 9 analysis variants disagree: validation draw 1 +3.33" in text
+    shown = tradeoff.drop_table(drops, tradeoff.source_accuracy(steady, drops), terminal,
+                                tradeoff.holm_signs(drops, terminal), panel)
+    assert shown.loc[0, "late drop, analysis variants"] == "fragile"
+
+
+def test_panel_tie_variants_break_a_tie_their_own_way():
+    table = _table().assign(n_val=10 ** 9)
+    t = table.target == "t"
+    table.loc[t, "val_acc"] = table.loc[t].epoch.map({1: 0.5, 5: 0.8, 10: 0.7, 15: 0.8})   # tie: epochs 5 and 15
+    table.loc[t, "probe_acc"] = table.loc[t].epoch.map({1: 0.5, 5: 0.8, 10: 0.7, 15: 0.75}) + 0.01 * table.loc[t].seed
+    late = tradeoff.drop_panel(_with_variants(table, []), tradeoff.fit_epochs(table))["late drop on t"]
+    assert late.estimates["declared"].mean == 0.0 and late.estimates["ties to the latest epoch"].mean == 0.0
+    assert late.estimates["ties to the earliest epoch"].mean == pytest.approx(5.0)

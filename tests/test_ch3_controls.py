@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
+from ctcbook import results
 from ctcbook.chapters import ch3_ctc as ch3
 from ctcbook.config import TrainConfig
 
@@ -192,3 +193,25 @@ def test_the_chapter_says_which_stage_carries_the_gain():
     assert ch3.carrier(none, "t").startswith("nothing to attribute")
     assert ch3.carrier(only2[:2], "t") is None
     assert "What carries the gain on `t`" in ch3.findings_markdown(only2, ["t"])
+
+
+def test_headline_panel_and_sentences_say_when_a_comparison_is_fragile():
+    table = _two_methods([94.0, 94.5, 93.8, 94.2, 94.0])
+    for v in ("draw1", "draw2", "draw3", "sklearn", "grid"):
+        table[f"val_acc_{v}"], table[f"probe_acc_{v}"] = table.val_acc, table.probe_acc
+    table["probe_acc_paper"] = table.probe_acc
+    robust = ch3.headline_panel(table, ["t"])
+    assert set(robust) == {"CTC − baseline: final transfer on t", "CTC − baseline: late drop on t"}
+    assert all(p.robust for p in robust.values())
+    # the paper's probe scores CTC's last epoch 3 points lower on seed 0: final transfer no longer above 0
+    paper = (table.method == "CTC") & (table.seed == 0) & (table.epoch == 10) & (table.target == "t")
+    table.loc[paper, "probe_acc_paper"] -= 0.03
+    panel = ch3.headline_panel(table, ["t"])
+    final = panel["CTC − baseline: final transfer on t"]
+    assert not final.robust and final.signs == {**{v: 1 for v in final.signs}, "paper's probe (last epoch)": 0}
+    rows = results.with_panel(ch3.comparisons(table, ["t"]), panel)
+    assert "final transfer +1.00 points, 95% CI [1.00, 1.00], fragile (1 of 9 analysis variants disagree: paper's " \
+           "probe (last epoch) +0.40" in ch3.headline_markdown(rows, ["t"])
+    shown = results.paired_table(rows)
+    # the same epoch is the drop's end: seed 0's CTC drop grows by 3 points, CTC − baseline's drop no longer below 0
+    assert list(shown["analysis variants"]) == ["", "fragile", "fragile"]

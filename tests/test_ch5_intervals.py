@@ -70,8 +70,9 @@ def test_interval_table_matches_scipy_t_and_is_shown_with_human_columns():
 
 def test_claims_summary_follows_the_intervals():
     text = ch5.claims_markdown(results.seed_measures(_methods(), ["t"]), "baseline", "CTC", ["t"])
-    # source: CTC 93.0..93.6 vs 95: a cost whose interval excludes 0
-    assert "**Discriminative** (source accuracy kept): did not hold here: it costs source accuracy" in text
+    # source: CTC 93.0..93.6 vs 95: a cost whose interval lies below the 1-point margin
+    assert "**Discriminative** (source accuracy kept, within a non-inferiority margin of 1 point declared before the " \
+           "numbers): did not hold: the interval lies below the margin" in text
     # final: CTC 79.0..80.5 vs 76: a gain; drop: baseline 4..7 points, CTC 1..-0.5: reduced
     assert "**Transferable** on `t` (final transfer gain): held." in text
     assert "**Late loss mitigated** on `t` (drop reduction): held (a smaller late drop)." in text
@@ -85,7 +86,7 @@ def test_claims_summary_follows_the_intervals():
     both = pd.concat([_methods(), noisy], ignore_index=True)
     text = ch5.claims_markdown(results.seed_measures(both, ["t"]), "CTC", "copy", ["t"])
     assert "**Transferable** on `t` (final transfer gain): inconclusive." in text
-    assert "source accuracy kept): not contradicted" in text
+    assert "declared before the numbers): held: the interval lies above the margin" in text
 
 
 def test_paired_table_has_human_columns_and_no_index():
@@ -117,3 +118,14 @@ def test_holm_rows_withdraw_a_weak_verdict_and_the_pages_say_so():
     assert "not after Holm's correction over 3 comparisons" in ch3_ctc._said(rows[1])
     assert "Holm" not in ch3_ctc._said(rows[0]) and "Holm" not in ch3_ctc._said(rows[2])
     assert "not after Holm's correction over the 3 claims" in ch5_transfer._holm(rows[1])
+
+
+@pytest.mark.parametrize("shift, status", [(-0.5, "held: the interval lies above the margin"),
+                                           (-3.0, "did not hold: the interval lies below the margin"),
+                                           (-1.0, "inconclusive: the interval reaches below the margin")])
+def test_source_accuracy_is_judged_against_the_declared_margin(shift, status):
+    table = pd.DataFrame([row for m in ("baseline", "CTC") for s in range(5) for row in _seed(
+        m, s, (0.5, 0.6, 0.7), (0.5, 0.6, 0.7), source=0.9 + 0.002 * s + (shift / 100 + 0.001 * (-1) ** s if m == "CTC"
+                                                                          else 0))])
+    text = ch5.claims_markdown(results.seed_measures(table, ["t"]), "baseline", "CTC", ["t"])
+    assert f"margin of {ch5.MARGIN:g} point declared before the numbers): {status}" in text

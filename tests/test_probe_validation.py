@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
+from ctcbook.chapters import ch1_tradeoff as tradeoff
 from ctcbook.chapters.ch1_tradeoff import transfer_curve
 from ctcbook.config import TrainConfig
-from ctcbook.probes import fit_logistic, linear_probe, stratified_holdout
+from ctcbook.probes import PROBE_VARIANTS, fit_logistic, linear_probe, paper_probe, probe_variants, stratified_holdout
 from ctcbook.runs import RunStore
 from ctcbook.targets import run_target
 from ctcbook.train import train
@@ -57,3 +58,43 @@ def test_probe_cache_records_val_acc_and_upgrades_old_rows(tmp_path):
     cache.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "n_val"}) + "\n" for r in rows))
     before = cache.read_text()
     assert set(transfer_curve(run, ["digits"], **kwargs).n_val) == {n_val} and cache.read_text() == before
+
+
+def test_scikit_learn_solver_reaches_the_same_probe():
+    x, y = _blobs(300, 0, shift=1.0)
+    xt, yt = _blobs(300, 1, shift=1.0)
+    ours, theirs = linear_probe(x, y, xt, yt), linear_probe(x, y, xt, yt, solver="sklearn")
+    assert theirs.reg == ours.reg and abs(theirs.accuracy - ours.accuracy) <= 0.01
+    binary = y < 2
+    two = linear_probe(x[binary], y[binary], xt[yt < 2], yt[yt < 2], solver="sklearn")
+    assert two.accuracy > 0.7  # two classes: one weight vector, the first class's logit 0
+    with pytest.raises(ValueError, match="solver must be one of .* got 'adam'"):
+        linear_probe(x, y, xt, yt, solver="adam")
+
+
+def test_probe_variants_depart_from_the_probe_as_declared():
+    x, y = _blobs(300, 0, shift=0.7)
+    xt, yt = _blobs(300, 1, shift=0.7)
+    out = probe_variants(x, y, xt, yt, paper_steps=20)
+    assert set(out) == {f"{c}_{v}" for v in PROBE_VARIANTS for c in ("val_acc", "probe_acc")} | {"probe_acc_paper"}
+    for v, kwargs in PROBE_VARIANTS.items():
+        res = linear_probe(x, y, xt, yt, **kwargs)
+        assert (out[f"val_acc_{v}"], out[f"probe_acc_{v}"]) == (res.chosen_val_accuracy, res.accuracy)
+    draws = {out[f"val_acc_draw{i}"] for i in (1, 2, 3)} | {linear_probe(x, y, xt, yt).chosen_val_accuracy}
+    assert len(draws) > 1  # other held-out images, other validation accuracies
+    assert out["probe_acc_paper"] == paper_probe(x, y, xt, yt, steps=20).final_accuracy
+
+
+def test_probe_variants_are_cached_beside_the_probe(tmp_path, monkeypatch):
+    config = TrainConfig(train_size=200, epochs=2, width=4, depth=8, batch_size=50, seed=3)
+    run = train(config, store=RunStore(tmp_path), progress=False)
+    kwargs = dict(every=1, target_train_size=150, target_test_size=100, device="cpu", progress=False)
+    plain = transfer_curve(run, ["digits"], **kwargs)
+    table = transfer_curve(run, ["digits"], variants=True, **kwargs)
+    assert "probe_acc_draw1" not in plain and table.probe_acc_draw1.between(0, 1).all()
+    assert list(table.probe_acc) == list(plain.probe_acc)  # the probe's own rows are kept, not probed again
+    (cache,) = list(run.path.glob("evals/transfer_variants-*.jsonl"))
+    before = cache.read_text()
+    monkeypatch.setattr(tradeoff, "probe_variants", lambda *a, **k: pytest.fail("cached variants computed again"))
+    again = transfer_curve(run, ["digits"], variants=True, **kwargs)
+    assert cache.read_text() == before and again.equals(table)

@@ -7,7 +7,7 @@ from scipy import stats as st
 
 from ctcbook.stats import (Interval, bootstrap_correlation, corrected_signs, drop_verdict, holm, late_drop,
                            mechanism_verdict, naive_drop, p_value, paired_differences, paired_interval, peak_index,
-                           selected_drop, sign, t_interval, t_quantile, terminal_drop, verdict)
+                           robustness, selected_drop, sign, t_interval, t_quantile, terminal_drop, verdict)
 
 #: So many validation images that the one-standard-error window holds only exact ties.
 MANY = 10 ** 9
@@ -223,3 +223,23 @@ def test_bootstrap_correlation_over_seeds():
     assert abs(offsets.r) < 0.4 and offsets.low < 0.4
     one = bootstrap_correlation({0: x[0]}, {0: y[0]})
     assert math.isnan(one.low) and one.r < -0.9
+
+
+def test_peak_rules_break_ties_as_named():
+    val = [0.70, 0.80, 0.75, 0.80, 0.79]                    # tied best at epochs 2 and 4; epoch 5 within one SE at 500
+    assert [peak_index(val, 500, rule) for rule in ("earliest", "latest", "one_se")] == [1, 3, 4]
+    assert peak_index(val, MANY, "one_se") == 3
+    with pytest.raises(ValueError, match="rule must be one of .* got 'median'"):
+        peak_index(val, 500, "median")
+    d = late_drop({0: ([1, 2, 3, 4, 5], val, [0.7, 0.9, 0.8, 0.85, 0.8])}, 500, rule="earliest")
+    assert d.per_seed[0].peak_epoch == 2 and d.per_seed[0].drop == pytest.approx(0.1)
+
+
+def test_robustness_is_fragile_when_any_variant_changes_the_sign():
+    above, around = t_interval([1.0, 1.2, 0.9]), t_interval([1.0, -1.0, 0.5])
+    r = robustness({"declared": above, "a": above, "b": around})
+    assert not r.robust and r.signs == {"declared": 1, "a": 1, "b": 0}
+    assert r.span == pytest.approx((around.mean, above.mean))
+    assert robustness({"declared": around, "a": around}).robust
+    with pytest.raises(ValueError, match="declared"):
+        robustness({})

@@ -15,13 +15,16 @@ from tqdm import tqdm
 
 from .. import results, stats
 from ..probes import (PROTOCOLS, VAL_FRACTION, extract_features, knn_accuracy, linear_probe, paper_probe,
-                      paper_probe_bn, paper_probe_steps, stratified_holdout)
+                      paper_probe_bn, paper_probe_steps, probe_variants, stratified_holdout)
 from ..runs import Run, append_jsonl, read_jsonl
 from ..targets import TARGETS, check_target, probe_epochs, run_target
 from ..train import default_device, load_model
 
 #: Bump when the probing code changes its numbers; part of every cached evaluation's key.
 PROBE_VERSION = 1
+
+#: Bump when the probe variants (ctcbook.probes.probe_variants) change their numbers.
+VARIANTS_VERSION = 1
 
 #: Clean training accuracy at which the source counts as fitted (the chapter's fit criterion; the terminal phase).
 FIT_THRESHOLD = 0.99
@@ -32,10 +35,11 @@ ROW_COLUMNS = {"lbfgs": ("probe_acc", "probe_reg", "knn_acc", "val_acc"), "paper
 
 
 def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol: str = "lbfgs",
-                   target_train_size: int | None = None, target_test_size: int | None = None,
+                   target_train_size: int | None = None, target_test_size: int | None = None, variants: bool = False,
                    device: torch.device | str | None = None, progress: bool = True) -> pd.DataFrame:
     """Probe accuracy (fractions) of each target at each probed epoch of ``run``, one row per (epoch, target), with
-    the columns of ``ROW_COLUMNS[protocol]`` (val_acc: held-out target-train images, where peaks are chosen)."""
+    the columns of ``ROW_COLUMNS[protocol]`` (val_acc: held-out target-train images, where peaks are chosen) and,
+    with ``variants`` (lbfgs only), :func:`~ctcbook.probes.probe_variants`' columns (cached beside the probe's)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     for key in targets:
@@ -44,21 +48,30 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
     epochs = [e for e in probe_epochs(run.config["epochs"], every) if e in set(run.saved_epochs())]
     spec = {"protocol": protocol, "train_size": target_train_size, "test_size": target_test_size,
             "version": PROBE_VERSION}
-    steps = None
-    if protocol != "lbfgs":  # the same SGD steps on every target, part of the cache key
-        steps = paper_probe_steps(len(run_target(run, k, target_train_size, target_test_size)[0]) for k in targets)
+    # the same SGD steps on every target, part of the cache key
+    steps = paper_probe_steps(len(run_target(run, k, target_train_size, target_test_size)[0]) for k in targets)
+    if protocol != "lbfgs":
         spec["paper_steps"] = steps
+    variants = variants and protocol == "lbfgs"
+    vspec = {"train_size": target_train_size, "test_size": target_test_size, "paper_steps": steps,
+             "version": VARIANTS_VERSION}
     caches = {key: run.eval_path("transfer", {"target": key, **spec}) for key in targets}
+    vcaches = {key: run.eval_path("transfer_variants", {"target": key, **vspec}) for key in targets} if variants else {}
     done = {key: {r["epoch"] for r in read_jsonl(path) if all(c in r for c in ROW_COLUMNS[protocol])}
             for key, path in caches.items()}
-    todo = [e for e in epochs if any(e not in done[k] for k in targets)]
+    vdone = {key: {r["epoch"] for r in read_jsonl(path)} for key, path in vcaches.items()}
+    todo = [e for e in epochs if any(e not in done[k] or (variants and e not in vdone[k]) for k in targets)]
     for epoch in tqdm(todo, desc=f"probe {run.name}", disable=not progress or not todo, unit="epoch"):
         model = load_model(run, epoch, device)
         for key in targets:
-            if epoch in done[key]:
+            if epoch in done[key] and not (variants and epoch not in vdone[key]):
+                continue
+            train_set, test_set = run_target(run, key, target_train_size, target_test_size)
+            if epoch in done[key]:  # only the variants are missing
+                ftr, fte = (extract_features(model, s.images, device=device) for s in (train_set, test_set))
+                _append_variants(vcaches[key], epoch, ftr, fte, train_set.labels, test_set.labels, steps, device)
                 continue
             t0 = time.perf_counter()
-            train_set, test_set = run_target(run, key, target_train_size, target_test_size)
             row = {"epoch": epoch, "n_train": len(train_set), "n_test": len(test_set)}
             if protocol == "paper_bn":  # needs the network itself: BatchNorm is re-estimated on the target
                 res = paper_probe_bn(model, train_set.images, train_set.labels, test_set.images, test_set.labels,
@@ -77,15 +90,24 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
                            paper_epochs=len(res.curve))
             row["seconds"] = time.perf_counter() - t0  # this target's features + probe, wall (not in the key)
             append_jsonl(caches[key], row, unique=("epoch",), complete=ROW_COLUMNS[protocol])
+            if variants and epoch not in vdone[key]:
+                _append_variants(vcaches[key], epoch, ftr, fte, train_set.labels, test_set.labels, steps, device)
     frames = []
     for key in targets:
-        rows = {r["epoch"]: r for r in read_jsonl(caches[key])}
+        vrows = {r["epoch"]: r for r in read_jsonl(vcaches[key])} if variants else {}
+        rows = {r["epoch"]: {**vrows.get(r["epoch"], {}), **r} for r in read_jsonl(caches[key])}
         if protocol == "lbfgs" and any("n_val" not in r for r in rows.values()):  # rows cached without it
             labels = run_target(run, key, target_train_size, target_test_size)[0].labels
             n_val = len(stratified_holdout(labels, VAL_FRACTION, 0)[1])
             rows = {e: {**r, "n_val": n_val} for e, r in rows.items()}
         frames += [{"target": key, **rows[e]} for e in epochs if e in rows]
     return pd.DataFrame(frames)
+
+
+def _append_variants(path, epoch: int, ftr, fte, train_y, test_y, steps: int, device) -> None:
+    t0 = time.perf_counter()
+    row = probe_variants(ftr, train_y, fte, test_y, paper_steps=steps, device=device)
+    append_jsonl(path, {"epoch": epoch, **row, "variant_seconds": time.perf_counter() - t0}, unique=("epoch",))
 
 
 def curves(runs: Iterable[Run], targets: Sequence[str], **probe_kwargs) -> pd.DataFrame:
@@ -127,18 +149,19 @@ def describe_setting(config, seeds: Sequence[int], targets: Sequence[str], devic
 
 
 # --- the late drop, one rule (ctcbook.stats) ---------------------------------------------------------------------
-def late_drops(table: pd.DataFrame) -> dict[str, stats.DropSummary]:
-    """Per target, :func:`ctcbook.stats.late_drop` of the probe curves in ``table`` (peak chosen on ``val_acc``)."""
+def late_drops(table: pd.DataFrame, test: str = "probe_acc", val: str = "val_acc",
+               rule: str = "one_se") -> dict[str, stats.DropSummary]:
+    """Per target, :func:`ctcbook.stats.late_drop` of the probe curves in ``table`` (peak chosen on ``val``)."""
     out = {}
     for target, g in table[table.target != "source"].groupby("target", sort=False):
-        if g.val_acc.isna().any():
-            raise ValueError(f"target {target!r}: every probed epoch needs 'val_acc' (probe again: rows cached "
+        if g[val].isna().any():
+            raise ValueError(f"target {target!r}: every probed epoch needs {val!r} (probe again: rows cached "
                              f"before it existed are upgraded by transfer_curve)")
         curves_ = {}
         for seed, gs in g.groupby("seed"):
             gs = gs.sort_values("epoch")
-            curves_[seed] = (gs.epoch.to_numpy(), gs.val_acc.to_numpy(), gs.probe_acc.to_numpy())
-        out[target] = stats.late_drop(curves_, results.val_size(g))
+            curves_[seed] = (gs.epoch.to_numpy(), gs[val].to_numpy(), gs[test].to_numpy())
+        out[target] = stats.late_drop(curves_, results.val_size(g), rule=rule)
     return out
 
 
@@ -151,18 +174,27 @@ def fit_epochs(table: pd.DataFrame, threshold: float = FIT_THRESHOLD) -> dict[in
     return out
 
 
-def terminal_drops(table: pd.DataFrame, fits: Mapping[int, int | None]) -> dict[str, stats.Interval | None]:
+def terminal_drops(table: pd.DataFrame, fits: Mapping[int, int | None],
+                   test: str = "probe_acc") -> dict[str, stats.Interval | None]:
     """Per target, :func:`ctcbook.stats.terminal_drop` in points over the seeds that fit (None where none did)."""
     out = {}
     for target, g in table[table.target != "source"].groupby("target", sort=False):
         per = {}
         for seed, gs in g.groupby("seed"):
             gs = gs.sort_values("epoch")
-            d = stats.terminal_drop(gs.epoch.to_numpy(), gs.probe_acc.to_numpy(), fits.get(int(seed)))
+            d = stats.terminal_drop(gs.epoch.to_numpy(), gs[test].to_numpy(), fits.get(int(seed)))
             if d is not None:
                 per[int(seed)] = 100 * d
         out[target] = stats.t_interval(per) if per else None
     return out
+
+
+def drop_panel(table: pd.DataFrame, fits: Mapping[int, int | None]) -> dict[str, stats.Robustness]:
+    """The late and terminal drops per target (points) under every analysis variant (:func:`ctcbook.results.panel`)."""
+    def estimate(t, test, val, rule):
+        late = {f"late drop on {k}": d.selected.scaled(100) for k, d in late_drops(t, test, val, rule).items()}
+        return {**late, **{f"terminal drop on {k}": iv for k, iv in terminal_drops(t, fits, test).items() if iv}}
+    return results.panel(table, estimate)
 
 
 def holm_signs(drops: Mapping[str, stats.DropSummary], terminal: Mapping[str, stats.Interval | None]) -> dict:
@@ -195,8 +227,10 @@ _WORDS = {1: "drop", -1: "rise", 0: "inconclusive"}
 
 
 def drop_table(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
-               terminal: Mapping[str, stats.Interval | None], holm: Mapping[str, dict]) -> pd.DataFrame:
-    """One row per target: late, terminal and naive drops with intervals and Holm verdicts, peaks, source accuracy."""
+               terminal: Mapping[str, stats.Interval | None], holm: Mapping[str, dict],
+               panel: Mapping[str, stats.Robustness]) -> pd.DataFrame:
+    """One row per target: late, terminal and naive drops with intervals, Holm and panel verdicts, peaks, source
+    accuracy."""
     rows = []
     for target, d in drops.items():
         sel, naive, src, term = d.selected.scaled(100), d.naive.scaled(100), source[target], terminal[target]
@@ -204,15 +238,25 @@ def drop_table(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict
             "target": target,
             "late drop (points)": round(sel.mean, 2), "late drop, 95% CI": stats.brackets(sel),
             f"late drop, Holm over {len(drops)}": _WORDS[holm["late"][target]],
+            "late drop, analysis variants": _robust_word(panel, f"late drop on {target}"),
             "terminal drop (points)": "no fit" if term is None else round(term.mean, 2),
             "terminal drop, 95% CI": "" if term is None else stats.brackets(term),
             f"terminal drop, Holm over {len(holm['terminal'])}": "" if term is None else
             _WORDS[holm["terminal"][target]],
+            "terminal drop, analysis variants": "" if term is None else _robust_word(panel, f"terminal drop on {target}"),
             "max-of-test drop, naive (points)": round(naive.mean, 2), "max-of-test drop, 95% CI": stats.brackets(naive),
             "peak epoch per seed (chosen on validation)": _peaks(d),
             **{f"source accuracy, {k} epoch (%)": f"{src[k].mean:.2f} {stats.brackets(src[k])}"
                for k in ("first", "peak", "last")}})
     return pd.DataFrame(rows)
+
+
+def _robust_word(panel: Mapping[str, stats.Robustness], key: str) -> str:
+    return "not computed" if key not in panel else "robust" if panel[key].robust else "fragile"
+
+
+def _robust_text(panel: Mapping[str, stats.Robustness], key: str) -> str:
+    return f" The verdict is {results.robust_text(panel[key])}." if key in panel else ""
 
 
 def _terminal_text(target: str, term: stats.Interval | None, fits: Mapping[int, int | None]) -> str:
@@ -233,8 +277,9 @@ def _holm_text(target: str, holm: Mapping[str, dict]) -> str:
 
 def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
                   terminal: Mapping[str, stats.Interval | None], fits: Mapping[int, int | None],
-                  holm: Mapping[str, dict]) -> str:
-    """Per target, a paragraph on the late, terminal and naive drops, the peaks, source accuracy and Holm."""
+                  holm: Mapping[str, dict], panel: Mapping[str, stats.Robustness]) -> str:
+    """Per target, a paragraph on the late, terminal and naive drops, the peaks, source accuracy, Holm and the
+    analysis variants."""
     paragraphs = []
     for target, d in drops.items():
         sel, naive, src = d.selected.scaled(100), d.naive.scaled(100), source[target]
@@ -242,11 +287,13 @@ def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, d
                              positive="discriminability kept rising while transfer was past its peak",
                              negative="source accuracy fell too")
         paragraphs.append(
-            f"**{target}**: {stats.drop_verdict(sel, target=target).text}. The naive max-of-test drop (largest test "
+            f"**{target}**: {stats.drop_verdict(sel, target=target).text}."
+            f"{_robust_text(panel, f'late drop on {target}')} The naive max-of-test drop (largest test "
             f"accuracy minus the last, >= 0 by construction) is {naive.mean:.2f} points, 95% CI {stats.brackets(naive)}: "
             f"choosing the peak on the test curve adds {naive.mean - sel.mean:.2f} points. Peak epochs per seed "
             f"(chosen on validation accuracy): {_peaks(d)}. {late.text}. "
-            f"{_terminal_text(target, terminal[target], fits)}. {_holm_text(target, holm)}.")
+            f"{_terminal_text(target, terminal[target], fits)}.{_robust_text(panel, f'terminal drop on {target}')} "
+            f"{_holm_text(target, holm)}.")
     return "\n\n".join(paragraphs)
 
 
@@ -343,7 +390,8 @@ def protocol_markdown(comparison: pd.DataFrame) -> str:
 # --- the closing box ---------------------------------------------------------------------------------------------
 def findings_markdown(fit: FitCheck, drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict],
                       terminal: Mapping[str, stats.Interval | None], fits: Mapping[int, int | None],
-                      holm: Mapping[str, dict], comparison: pd.DataFrame | None = None) -> str:
+                      holm: Mapping[str, dict], panel: Mapping[str, stats.Robustness],
+                      comparison: pd.DataFrame | None = None) -> str:
     """The "What this chapter found" list, every statement computed from the numbers."""
     items = [("The source model fitted its training set" if fit.reached else
               "The source model did NOT fit its training set") +
@@ -351,7 +399,9 @@ def findings_markdown(fit: FitCheck, drops: Mapping[str, stats.DropSummary], sou
              f"criterion {100 * fit.threshold:.0f}%)."]
     for t, d in drops.items():
         text = stats.drop_verdict(d.selected.scaled(100), target=t).text
-        items.append(f"{text[:1].upper()}{text[1:]}. {_terminal_text(t, terminal[t], fits)}. {_holm_text(t, holm)}.")
+        items.append(f"{text[:1].upper()}{text[1:]}.{_robust_text(panel, f'late drop on {t}')} "
+                     f"{_terminal_text(t, terminal[t], fits)}.{_robust_text(panel, f'terminal drop on {t}')} "
+                     f"{_holm_text(t, holm)}.")
     rise = stats.verdict(next(iter(source.values()))["rise"],
                          quantity="Source test accuracy gain from the first to the last epoch",
                          positive="discriminability rose", negative="discriminability fell")

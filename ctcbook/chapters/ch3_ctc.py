@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import stats
 from ..config import CTCConfig, StageSchedule, TrainConfig
-from ..results import findings, holm_rows, paired_rows, seed_measures
+from ..results import findings, holm_rows, paired_rows, panel, robust_text, row_key, seed_measures
 
 BASELINE, CTC, SCHEDULE = "baseline", "CTC", "schedule only"
 DISCRIM, STAGE1, STAGE2 = "CTC (discriminability)", "stage-1 loss only", "stage-2 loss only"
@@ -60,13 +60,17 @@ def chapter_configs(base: TrainConfig, ctc: TrainConfig, *, seeds: Sequence[int]
     return {name: cs for name, cs in configs.items() if cs}
 
 
+#: The comparisons the robustness panel checks (:data:`ctcbook.results.VARIANTS`), on final transfer and late drop.
+HEADLINE = ((CTC, BASELINE), (CTC, SCHEDULE))
+
+
 def _probed_epochs(table: pd.DataFrame, method: str) -> set:
     return set(table[(table.method == method) & (table.target != "source")].epoch)
 
 
 def comparisons(table: pd.DataFrame, targets: Sequence[str], pairs: Iterable[tuple[str, str]] = COMPARISONS,
                 quantities: Sequence[str] = ("source_final", "final", "drop"), column: str = "probe_acc",
-                val_column: str | None = "val_acc") -> list[dict]:
+                val_column: str | None = "val_acc", rule: str = "one_se") -> list[dict]:
     """:func:`ctcbook.results.paired_rows` for each pair in ``table`` on the probed epochs both methods share, with
     their Holm-corrected signs (all of them one family)."""
     rows = []
@@ -77,9 +81,17 @@ def comparisons(table: pd.DataFrame, targets: Sequence[str], pairs: Iterable[tup
         shared = _probed_epochs(table, a) & _probed_epochs(table, b)
         pair = table[table.method.isin([a, b])]
         pair = pair[(pair.target == "source") | pair.epoch.isin(shared)]
-        m = seed_measures(pair, targets, column, val_column)
+        m = seed_measures(pair, targets, column, val_column, rule=rule)
         rows += paired_rows(m, a, b, targets, quantities)
     return holm_rows(rows)
+
+
+def headline_panel(table: pd.DataFrame, targets: Sequence[str]) -> dict[str, stats.Robustness]:
+    """:data:`HEADLINE`'s final-transfer and late-drop differences under every analysis variant, by
+    :func:`ctcbook.results.row_key`."""
+    def estimate(t, test, val, rule):
+        return {row_key(r): r["interval"] for r in comparisons(t, targets, HEADLINE, ("final", "drop"), test, val, rule)}
+    return panel(table[table.method.isin([m for pair in HEADLINE for m in pair])], estimate)
 
 
 def _find(rows: Sequence[dict], a: str, b: str, target: str, quantity: str) -> dict | None:
@@ -111,7 +123,8 @@ def headline_markdown(rows: Sequence[dict], targets: Sequence[str]) -> str:
 def _said(row: dict) -> str:
     iv = row["interval"]
     holm = f", not after Holm's correction over {row['family']} comparisons" if row["sign"] and not row["holm"] else ""
-    return f"{iv.mean:+.2f} points, 95% CI {stats.brackets(iv)}" + (", inconclusive" if row["sign"] == 0 else holm)
+    robust = f", {robust_text(row['robustness'])}" if row.get("robustness") else ""
+    return f"{iv.mean:+.2f} points, 95% CI {stats.brackets(iv)}" + (", inconclusive" if row["sign"] == 0 else holm) + robust
 
 
 def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: str | None = None) -> str:
