@@ -28,7 +28,8 @@ from ctcbook.runs import Run, RunStore, atomic_write_bytes, read_jsonl
 RESULTS = Path(__file__).resolve().parent / "results"
 BOOK_COSTS_JSON = RESULTS / "book_costs.json"
 #: The run parameters that make a source model the same model for the budget.
-SOURCE_MODEL_KEYS = ("source", "train_size", "depth", "width", "epochs", "augment", "crop_padding")
+SOURCE_MODEL_KEYS = ("source", "train_size", "depth", "width", "epochs", "augment", "crop_padding", "schedule",
+                     "warmup_epochs", "lr_floor")
 #: The default's source model (chapters 1, 3 and 5 train it; chapter 4's backbone is another).
 SOURCE_SIZED = {k: PARAMETER_DEFAULTS["01_tradeoff"][k] for k in SOURCE_MODEL_KEYS}
 

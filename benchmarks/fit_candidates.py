@@ -53,9 +53,13 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "w16_none": ("ResNet-8 w16, 2,000 images, no augmentation", dict(width=16, augment="none")),
     "w24_cropflip": ("ResNet-8 w24, 2,000 images, crop(2)+flip", dict(width=24)),
     "w24_pad1": ("ResNet-8 w24, 2,000 images, crop(1)+flip", dict(width=24, crop_padding=1)),
+    "w16_pad1_paper": ("ResNet-8 w16, 2,000 images, crop(1)+flip, the paper's schedule (5 warm-up epochs, cosine per "
+                       "epoch to 0.1 x lr)", dict(width=16, crop_padding=1, schedule="paper_cosine", warmup_epochs=5,
+                                                  lr_floor=0.1)),
 }
 BASE = dict(source="fashion_mnist", source_classes=(0, 1, 2, 3, 4), train_size=2000, depth=8, batch_size=128,
-            lr=0.1, weight_decay=5e-4, schedule="cosine", augment="crop_flip", crop_padding=2)
+            lr=0.1, weight_decay=5e-4, schedule="cosine", warmup_epochs=0, lr_floor=0.0, augment="crop_flip",
+            crop_padding=2)
 BOOK_LIMIT = 60 * 60
 
 
@@ -89,13 +93,14 @@ def merge_candidates(path: str | Path, rows: Iterable[Mapping]) -> pd.DataFrame:
     return merged
 
 
-def closeness(description: str) -> tuple[int, int]:
-    """How close an augmentation is to the paper's random crop (4 px padding) + flip: crop(p)+flip ranks (2, p) (more
-    padding is closer), flip only (1, 0), no augmentation (0, 0)."""
+def closeness(description: str) -> tuple[int, int, int]:
+    """How close a recipe is to the paper's, augmentation first: random crop (4 px padding) + flip; crop(p)+flip ranks
+    (2, p) (more padding is closer), flip only (1, 0), no augmentation (0, 0); then the paper's schedule (1) or not."""
+    schedule = int("the paper's schedule" in description)
     m = re.search(r"crop\((\d+)\)\s*\+\s*flip", description)
     if m:
-        return 2, int(m.group(1))
-    return (1, 0) if "flip" in description else (0, 0)
+        return 2, int(m.group(1)), schedule
+    return (1, 0, schedule) if "flip" in description else (0, 0, schedule)
 
 
 def rule_pick(candidates: Mapping[str, tuple[str, float, float]]) -> str | None:
@@ -151,7 +156,8 @@ def report(candidates: pd.DataFrame, costs: BookCosts) -> str:
         f"grow more slowly with the width, so a wider candidate is slightly overestimated). Meeting (a) and within "
         f"the book limit: {_names(both)}.",
         f"**(c) Closest to the paper.** Among those, the augmentation closest to the paper's random crop (4 px) + "
-        f"flip, then the cheaper book: " + (f"`{pick}` ({picked[pick][0]}). " if pick else "none. ")
+        f"flip, then the paper's schedule (linear warm-up, cosine per epoch to a floor of 0.1 x lr), then the cheaper "
+        f"book: " + (f"`{pick}` ({picked[pick][0]}). " if pick else "none. ")
         + ("It is the `default` profile's source model." if [pick] == default else
            f"The `default` profile's source model is {_names(default)}.")]
     return "\n".join(table) + "\n\n" + "\n\n".join(text) + "\n"

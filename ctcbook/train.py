@@ -350,9 +350,11 @@ def _fit(run: Run, config, task, d: distributed.Dist, *, progress: bool,
         seconds = time.perf_counter() - t0
         distributed.broadcast_buffers(model, d)  # rank 0's BatchNorm statistics: the ones its checkpoint saves
         row = {"epoch": epoch, "train_loss": losses.mean().item(), **task.train_metrics()}
+        t0 = time.perf_counter()
         for name, batches in task.eval_sets(epoch).items():
             row[f"{name}_acc"], row[f"{name}_loss"] = evaluate(model, batches, amp=task.amp, d=d)
         row.update({"lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds,
+                    "eval_seconds": time.perf_counter() - t0,
                     "images_per_second": task.steps_per_epoch * config.batch_size / seconds, "device": str(device)})
         if d.active:
             row["world_size"] = d.world_size

@@ -16,7 +16,7 @@ import fit_candidates  # noqa: E402
 ROW = dict(candidate="w16_flip", description="ResNet-8 w16, flip only", epochs=60, seed=0, final_quarter_mean=1.0,
            final_quarter_min=1.0, last=1.0, seconds_per_epoch=0.51, wall_seconds=71.0)
 MODEL = {"source": "fashion_mnist", "train_size": 2000, "depth": 8, "width": 16, "epochs": 80, "augment": "crop_flip",
-         "crop_padding": 1}
+         "crop_padding": 1, "schedule": "cosine", "warmup_epochs": 0, "lr_floor": 0.0}
 
 
 def test_merge_adds_rows_replaces_the_same_key_and_keeps_the_others(tmp_path):
@@ -65,6 +65,10 @@ def test_rule_c_names_the_candidate_closest_to_the_papers_augmentation_among_tho
     over = fit_candidates.rule_pick({"flip/60": ("flip only", 1.0, cheap), "pad1/80": ("crop(1)+flip", 0.995, 3700.0)})
     assert over == "flip/60"  # over the book's 60 minutes: (b) drops it
     assert fit_candidates.rule_pick({"x/200": ("crop(1)+flip", 1.0, 9999.0)}) is None
+    paper = "crop(1)+flip, the paper's schedule (5 warm-up epochs, cosine per epoch to 0.1 x lr)"
+    assert closeness("crop(2)+flip") > closeness(paper) > closeness("crop(1)+flip")  # augmentation first
+    assert fit_candidates.rule_pick({"pad1/80": ("crop(1)+flip", 0.995, cheap), "paper/80": (paper, 0.992, dear),
+                                     "paper/60": (paper, 0.985, cheap)}) == "paper/80"  # paper/60 misses the fit
 
 
 def test_a_measured_build_counts_for_the_source_model_it_trained_only(tmp_path):
@@ -73,7 +77,8 @@ def test_a_measured_build_counts_for_the_source_model_it_trained_only(tmp_path):
                                  "source_model": MODEL, "rest": [{"part": "the rest", "seconds": 1101}]}))
     got = book_costs.read_book_costs(costs)
     assert (got.total, got.rest) == (3459.0, 1101.0) and got.measured_model({**MODEL, "seed": 3, "lr": 0.1})
-    for key, other in (("epochs", 60), ("augment", "flip"), ("crop_padding", 2), ("width", 8)):
+    for key, other in (("epochs", 60), ("augment", "flip"), ("crop_padding", 2), ("width", 8),
+                       ("schedule", "paper_cosine")):
         assert not got.measured_model({**MODEL, key: other}), key
     assert fit_candidates.source_model("w16_pad1", 80) == MODEL
 
@@ -90,15 +95,15 @@ def test_the_recorded_appendix_is_the_report_of_the_recorded_measurements():
     head, body = recorded.split("\n\n", 1)
     assert "Recorded on" in head and "at commit" in head
     assert body == fit_candidates.report(fit_candidates.read_candidates(), book_costs.read_book_costs())
-    assert "`w16_pad1/80` (ResNet-8 w16, 2,000 images, crop(1)+flip). It is the `default` profile's source model." \
-        in body
+    assert "`w16_pad1_paper/80` (ResNet-8 w16, 2,000 images, crop(1)+flip, the paper's schedule (5 warm-up epochs, " \
+           "cosine per epoch to 0.1 x lr)). It is the `default` profile's source model." in body
     assert "| 57.6 measured |" in body and "`w24_pad1/60`" in body
 
 
 def test_the_report_says_when_the_pick_is_not_the_default():
     candidates = fit_candidates.read_candidates()
     costs = book_costs.read_book_costs()
-    flip_only = candidates[candidates.candidate != "w16_pad1"]
+    flip_only = candidates[~candidates.candidate.isin(["w16_pad1", "w16_pad1_paper"])]
     text = fit_candidates.report(flip_only, costs)
     assert "`w16_flip/60` (ResNet-8 w16, 2,000 images, flip only). The `default` profile's source model is none." \
         in text

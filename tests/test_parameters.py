@@ -57,8 +57,8 @@ def test_yaml_float_without_dot_is_read_as_a_number():
 
 
 def test_profile_fills_unset_parameters_and_keeps_the_callers():
-    got = resolve("01_tradeoff", {"profile": "cifar100", "epochs": 3})
-    assert got["epochs"] == 3 and got["source"] == "cifar100" and got["depth"] == 20 and got["lr"] == 0.05
+    got = resolve("01_tradeoff", {"profile": "cifar100", "epochs": 30})
+    assert got["epochs"] == 30 and got["source"] == "cifar100" and got["depth"] == 20 and got["lr"] == 0.05
     assert resolve("01_tradeoff", got) == got  # resolving twice changes nothing
 
 
@@ -97,21 +97,21 @@ def test_a_value_equal_to_the_default_is_kept_under_any_profile():
 
 
 def test_names_come_from_the_parameters_and_injected_cells_only():
-    kernel = {**_kernel("01_tradeoff", {"epochs": 3}), "base": object()}  # a later cell's variable
+    kernel = {**_kernel("01_tradeoff", {"epochs": 30}), "base": object()}  # a later cell's variable
     assert parameters.given_names(kernel) == ["profile", "epochs"]
     kernel["In"] = [*kernel["In"][:-1], "base = 1", "resolve_notebook(...)"]  # the check cell run again alone
     with pytest.raises(ParameterError, match="run the notebook's parameters cell"):
         resolve_notebook("01_tradeoff", kernel)
-    with_paths = _kernel("01_tradeoff", {"epochs": 3, "PAPERMILL_INPUT_PATH": "in.ipynb"})  # papermill --inject-paths
-    assert resolve_notebook("01_tradeoff", with_paths)["epochs"] == 3
+    with_paths = _kernel("01_tradeoff", {"epochs": 30, "PAPERMILL_INPUT_PATH": "in.ipynb"})  # papermill --inject-paths
+    assert resolve_notebook("01_tradeoff", with_paths)["epochs"] == 30
 
 
 def test_without_history_the_names_are_the_fresh_kernels_public_data():
     # nbval executes with no input history: In holds only ""
-    kernel = {**_kernel("01_tradeoff", {"epochs": 3}), "In": [""], "Out": {}, "_": None, "get_ipython": print,
+    kernel = {**_kernel("01_tradeoff", {"epochs": 30}), "In": [""], "Out": {}, "_": None, "get_ipython": print,
               "resolve_notebook": resolve_notebook, "parameters": parameters}
     assert parameters.given_names(kernel) == ["profile", "epochs"]
-    assert resolve_notebook("01_tradeoff", kernel)["epochs"] == 3
+    assert resolve_notebook("01_tradeoff", kernel)["epochs"] == 30
     kernel["nonexistent_param"] = 3
     with pytest.raises(ParameterError, match="nonexistent_param"):
         resolve_notebook("01_tradeoff", kernel)
@@ -158,11 +158,11 @@ def test_papermill_directly_gets_the_values_of_ctcbook_run(tmp_path):
 
     out = tmp_path / "out.ipynb"
     papermill.execute_notebook(str(_head("01_tradeoff", tmp_path)), str(out),
-                               parameters={"profile": "cifar100", "epochs": 2}, kernel_name="python3",
+                               parameters={"profile": "cifar100", "epochs": 20}, kernel_name="python3",
                                cwd=str(REPO), progress_bar=False)
     printed = json.loads(nbformat.read(out, as_version=4).cells[-1].outputs[-1]["text"])
-    assert printed == runner.resolve_parameters("01_tradeoff", "cifar100", {"epochs": 2})
-    assert printed == {**PARAMETER_DEFAULTS["01_tradeoff"], **PROFILES["cifar100"]["01_tradeoff"], "epochs": 2,
+    assert printed == runner.resolve_parameters("01_tradeoff", "cifar100", {"epochs": 20})
+    assert printed == {**PARAMETER_DEFAULTS["01_tradeoff"], **PROFILES["cifar100"]["01_tradeoff"], "epochs": 20,
                        "profile": "cifar100"}
 
 

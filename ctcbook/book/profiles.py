@@ -21,10 +21,10 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "lr": 0.1,
     "weight_decay": 5e-4,
     # "cosine": per step to 0 after warmup_epochs of linear warm-up; "paper_cosine": the public code's, per epoch,
-    # warm-up then cosine to lr_floor x lr (CTC's stages follow it: "paper_two_stage")
-    "schedule": "cosine",
-    "warmup_epochs": 0,
-    "lr_floor": 0.0,
+    # warm-up then cosine to lr_floor x lr (CTC's stages follow it: "paper_two_stage"); the appendix rule chose it
+    "schedule": "paper_cosine",
+    "warmup_epochs": 5,
+    "lr_floor": 0.1,
     # random crop with crop_padding px of zero padding and/or horizontal flip: "crop_flip", "crop", "flip", "none"
     "augment": "crop_flip",
     "crop_padding": 1,
@@ -151,14 +151,15 @@ _TRANSFER_DEFAULT: dict[str, Any] = {k: v for k, v in _CTC_DEFAULT.items() if k 
 
 # Each profile's run parameters, shared by chapters 1, 2, 3 and 5 (see the profiles' comments below).
 _SMOKE_RUN = {"train_size": 400, "epochs": 2, "seeds": [0, 1], "target_train_size": 300, "target_test_size": 300,
-              "probe_every": 1, "width": 4}
+              "probe_every": 1, "width": 4, "warmup_epochs": 1}
+_COSINE = {"schedule": "cosine", "warmup_epochs": 0, "lr_floor": 0.0}
 _SMALL_RUN = {"train_size": 8000, "width": 8, "epochs": 30, "augment": "crop_flip", "seeds": [0, 1, 2],
-              "probe_every": 3}
+              "probe_every": 3, **_COSINE}
 _CIFAR100_RUN = {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
                  "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05, "augment": "crop_flip",
                  "crop_padding": 4, "seeds": [0], "targets": ["cifar10", "cinic10"], "probe_every": 2,
                  "backend": "local"}
-_IMAGENET_RUN = {"source": "imagenet", "source_classes": None, "train_size": None, "arch": "resnet50",
+_IMAGENET_RUN = {"source": "imagenet", "source_classes": None, "train_size": None, "arch": "resnet50", **_COSINE,
                  "augment": "crop_flip", "epochs": 90, "batch_size": 256, "lr": 0.1, "weight_decay": 1e-4,
                  "seeds": [0], "targets": ["cifar10", "cifar100", "cinic10"], "probe_every": 10}
 # Chapter 3 on the GPU profiles: 128-d heads, 16,384 negatives (the paper's), one seed per control, the paper's probe.
