@@ -119,7 +119,8 @@ class TrainConfig(_Config):
     """One source run: ``source_classes`` relabelled 0..k-1 (None: all), ``train_size`` a stratified subset drawn
     with seed 0 (None: all); SGD with ``schedule`` cosine, step (x ``gamma`` after each of ``milestones``), two_stage
     (``stages``; objective "ctc" needs a two-stage schedule and ``ctc``) or the public code's per-epoch paper_cosine
-    (to ``lr_floor``) and paper_two_stage; ``warmup_epochs``: :func:`ctcbook.train.lr_factor`."""
+    (to ``lr_floor``) and paper_two_stage; ``warmup_epochs``: :func:`ctcbook.train.lr_factor`; ``test_every``: the
+    source test and clean training splits are measured at epoch 1, every ``test_every`` epochs and the last."""
 
     source: str = "fashion_mnist"
     source_classes: tuple[int, ...] | None = (0, 1, 2, 3, 4)
@@ -144,8 +145,9 @@ class TrainConfig(_Config):
     ctc: CTCConfig | None = None
     warmup_epochs: int = 0
     lr_floor: float = 0.0
+    test_every: int = 1
 
-    _left_out = {"stages": None, "ctc": None, "warmup_epochs": 0, "lr_floor": 0.0}
+    _left_out = {"stages": None, "ctc": None, "warmup_epochs": 0, "lr_floor": 0.0, "test_every": 1}
 
     def __post_init__(self):
         for name in ("source_classes", "milestones"):
@@ -159,6 +161,7 @@ class TrainConfig(_Config):
         checks = [
             ("epochs", self.epochs >= 1, "an integer >= 1"),
             ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+            ("test_every", is_int(self.test_every, 1), "an integer >= 1"),
             ("lr", self.lr > 0, "a number > 0"),
             ("momentum", 0 <= self.momentum < 1, "a number in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, "a number >= 0"),

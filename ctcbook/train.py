@@ -266,6 +266,8 @@ class SourceTask:
         return {"train_acc": correct.item() / (self.steps_per_epoch * self.config.batch_size)}
 
     def eval_sets(self, epoch: int) -> dict[str, Iterable]:
+        if epoch % self.config.test_every and epoch not in (1, self.config.epochs):
+            return {}
         if self.streamed:
             return {"test": loader_batches(self.test_eval, self.device),
                     "clean_train": loader_batches(self.clean_eval, self.device)}

@@ -39,5 +39,8 @@ def test_final_quarter_uses_clean_not_augmented_accuracy():
     assert q["first_epoch"] == 7 and q["mean"] == pytest.approx(0.575) and q["min"] == pytest.approx(0.57) and q["last"] == pytest.approx(0.58)
     with pytest.raises(ValueError, match="clean_train_acc"):
         tradeoff.final_quarter([{"epoch": 1, "train_acc": 0.9}])
+    sparse = [r if r["epoch"] % 2 == 0 or r["epoch"] == 1 else {"epoch": r["epoch"], "train_acc": 0.1} for r in rows]
+    q = tradeoff.final_quarter(sparse)  # measured at 1, 2, 4, 6, 8: the last quarter of those is epoch 8
+    assert q["first_epoch"] == 8 and q["mean"] == pytest.approx(0.58)
     with pytest.raises(ValueError, match="threshold"):
         tradeoff.fit_reached([], threshold=1.5)

@@ -37,3 +37,12 @@ def test_clean_set_is_all_images_up_to_the_limit_else_a_fixed_stratified_subset(
     assert len(a) == CLEAN_TRAIN_IMAGES and torch.equal(a.labels, b.labels) and torch.equal(a.images, b.images)
     assert int((a.labels == 0).sum()) == CLEAN_TRAIN_IMAGES // 4  # each class keeps its share
     assert torch.equal(a.images, subsample(big, CLEAN_TRAIN_IMAGES, seed=0).images)  # the documented seed 0
+
+
+def test_test_every_measures_the_first_every_nth_and_last_epochs_only(tmp_path):
+    run = train(TINY.replace(epochs=5, test_every=2), store=RunStore(tmp_path), progress=False)
+    measured = [r["epoch"] for r in run.metrics() if "test_acc" in r and "clean_train_acc" in r]
+    assert measured == [1, 2, 4, 5] and len(run.metrics()) == 5
+    assert "test_every" not in TINY.to_dict() and TINY.replace(test_every=2).to_dict()["test_every"] == 2
+    with pytest.raises(ValueError, match="test_every"):
+        TINY.replace(test_every=0)

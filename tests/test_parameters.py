@@ -79,8 +79,8 @@ def _kernel(chapter: str, injected: dict) -> dict:
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("chapter", sorted(PARAMETER_DEFAULTS))
 def test_ctcbook_run_and_the_notebook_cell_give_identical_values(chapter, profile):
-    overrides = {"seeds": [0, 5], "probe_every": 7} if "probe_every" in PARAMETER_DEFAULTS[chapter] else {
-        "seeds": [0, 5]}
+    overrides = {"seeds": [0, 5], "probe_every": 7, "test_every": 7} if "probe_every" in PARAMETER_DEFAULTS[chapter] \
+        else {"seeds": [0, 5]}
     # the seed subsets compared with the baseline must stay inside the seeds
     overrides.update({n: [5] for n in ("mine_seeds", "discrim_seeds", "ablation_seeds")
                       if n in PARAMETER_DEFAULTS[chapter]})
@@ -217,3 +217,10 @@ def test_a_users_image_folder_is_a_valid_target_name_and_other_unknown_names_are
     assert resolve("01_tradeoff", {"targets": ["digits", "folder:flowers"]})["targets"] == ["digits", "folder:flowers"]
     with pytest.raises(ParameterError, match=r"'targets' .*unknown 'flowers'"):
         resolve("01_tradeoff", {"targets": ["digits", "flowers"]})
+
+
+def test_probed_epochs_must_be_measured_epochs():
+    with pytest.raises(ParameterError, match=r"parameter 'probe_every' of chapter 01_tradeoff must be a multiple of "
+                                             r"test_every \(5\), got 4"):
+        resolve("01_tradeoff", {"probe_every": 4})
+    assert resolve("01_tradeoff", {"probe_every": 4, "test_every": 2})["test_every"] == 2

@@ -125,7 +125,7 @@ SPECS: dict[str, Spec] = {
     # probes (chapters 1, 2, 3, 5)
     "targets": Spec("name", many=True, choices=_targets),
     "target_train_size": _count(nullable=True), "target_test_size": _count(nullable=True),
-    "probe_every": _count(),
+    "probe_every": _count(), "test_every": _count(),
     "paper_protocol": Spec("name", choices=_names("..probes", "PROTOCOLS"), nullable=True),
     "paper_protocol_seed": _count(0),
     # information estimators (chapters 2, 3)
@@ -191,6 +191,9 @@ def _check_consistency(chapter: str, p: dict[str, Any]) -> None:
         if name in p and not p[name] < p["epochs"]:
             raise ParameterError(f"parameter {name!r} of chapter {chapter} must be below epochs ({p['epochs']})"
                                  f"{why}, got {p[name]}")
+    if "test_every" in p and p["probe_every"] % p["test_every"]:  # source accuracy at every probed epoch
+        raise ParameterError(f"parameter 'probe_every' of chapter {chapter} must be a multiple of test_every "
+                             f"({p['test_every']}), got {p['probe_every']}")
     for name in ("mine_seeds", "discrim_seeds", "ablation_seeds"):  # compared with the same seeds' baseline
         if name in p and not set(p[name]) <= set(p["seeds"]):
             raise ParameterError(f"parameter {name!r} of chapter {chapter} must be a subset of seeds "

@@ -21,7 +21,7 @@ PROBE_NAMES = {"probe_acc": "linear probe", "knn_acc": "kNN (k=20)"}
 def _band(ax, g: pd.DataFrame, column: str, color, label: str | None = None, scale: float = 1.0,
           style: str = "-o") -> None:
     """Seed mean of ``column`` (x ``scale``) against epoch, banded by its 95% t interval over seeds."""
-    per = g.groupby(["epoch", "seed"])[column].mean() * scale
+    per = (g.groupby(["epoch", "seed"])[column].mean() * scale).dropna()  # epochs it was measured at (test_every)
     if per.empty:
         return
     stats = _t_stats(per, "epoch")
@@ -373,7 +373,7 @@ def tradeoff_picture(table: pd.DataFrame, targets: Sequence[str], column: str = 
     fig, axes = _subplots(1, len(targets), 3.6 * len(targets), 3.6)
     for ax, key in zip(axes[0], targets):
         for i, (method, m) in enumerate(table.groupby("method", sort=False)):
-            src = m[m.target == "source"].groupby("epoch").test_acc.mean()
+            src = m[m.target == "source"].groupby("epoch").test_acc.mean().dropna()
             tgt = m[m.target == key].groupby("epoch")[column].mean()
             both = tgt.index.intersection(src.index)
             if both.empty:

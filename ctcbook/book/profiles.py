@@ -28,7 +28,11 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     # random crop with crop_padding px of zero padding and/or horizontal flip: "crop_flip", "crop", "flip", "none"
     "augment": "crop_flip",
     "crop_padding": 1,
-    "seeds": [0, 1, 2, 3, 4],
+    # source test and clean training accuracy at epoch 1, every test_every epochs and the last: measured every epoch
+    # they cost more than the training itself (7,000 images against 2,000)
+    "test_every": 5,
+    # ten paired seeds for the headline comparisons (chapter 1's baseline, CTC, the schedule-only control)
+    "seeds": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
     "targets": ["fmnist_5-9", "mnist5k", "digits"],
     "target_train_size": None,
     "target_test_size": None,
@@ -151,13 +155,13 @@ _TRANSFER_DEFAULT: dict[str, Any] = {k: v for k, v in _CTC_DEFAULT.items() if k 
 
 # Each profile's run parameters, shared by chapters 1, 2, 3 and 5 (see the profiles' comments below).
 _SMOKE_RUN = {"train_size": 400, "epochs": 2, "seeds": [0, 1], "target_train_size": 300, "target_test_size": 300,
-              "probe_every": 1, "width": 4, "warmup_epochs": 1}
-_COSINE = {"schedule": "cosine", "warmup_epochs": 0, "lr_floor": 0.0}
+              "probe_every": 1, "width": 4, "warmup_epochs": 1, "test_every": 1}
+_COSINE = {"schedule": "cosine", "warmup_epochs": 0, "lr_floor": 0.0, "test_every": 1}
 _SMALL_RUN = {"train_size": 8000, "width": 8, "epochs": 30, "augment": "crop_flip", "seeds": [0, 1, 2],
               "probe_every": 3, **_COSINE}
 _CIFAR100_RUN = {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
                  "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05, "augment": "crop_flip",
-                 "crop_padding": 4, "seeds": [0], "targets": ["cifar10", "cinic10"], "probe_every": 2,
+                 "crop_padding": 4, "seeds": [0], "targets": ["cifar10", "cinic10"], "probe_every": 2, "test_every": 1,
                  "backend": "local"}
 _IMAGENET_RUN = {"source": "imagenet", "source_classes": None, "train_size": None, "arch": "resnet50", **_COSINE,
                  "augment": "crop_flip", "epochs": 90, "batch_size": 256, "lr": 0.1, "weight_decay": 1e-4,
@@ -258,7 +262,8 @@ def e2e_config(profile: str, **overrides: Any):
 
 # --- typed configs from a chapter's resolved parameters (ctcbook.book.parameters.resolve) -------------------------
 _RUN_FIELDS = ("source", "source_classes", "train_size", "arch", "depth", "width", "stem_stride", "epochs",
-               "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "lr_floor", "augment", "crop_padding")
+               "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "lr_floor", "augment", "crop_padding",
+               "test_every")
 
 
 def train_config(p: dict[str, Any]):

@@ -301,14 +301,15 @@ def drop_markdown(drops: Mapping[str, stats.DropSummary], source: Mapping[str, d
 
 
 def final_quarter(rows: Sequence[Mapping], column: str = "clean_train_acc") -> dict:
-    """``mean``, ``min``, ``last`` (fractions) of ``column`` over the last max(1, n // 4) ``rows``, and their
-    ``first_epoch``."""
+    """``mean``, ``min``, ``last`` (fractions) of ``column`` over the last max(1, n // 4) of the n ``rows`` that measure
+    it, and their ``first_epoch``."""
     if not rows:
         raise ValueError("rows must hold at least one metrics row, got none")
-    missing = [r.get("epoch") for r in rows if column not in r]
-    if missing:
-        raise ValueError(f"metrics rows of epochs {missing} have no {column!r} (runs trained before it was logged)")
-    quarter = list(rows)[-max(1, len(rows) // 4):]
+    if column not in rows[-1]:
+        raise ValueError(f"the last metrics row (epoch {rows[-1].get('epoch')}) has no {column!r} (runs trained "
+                         f"before it was logged)")
+    rows = [r for r in rows if column in r]  # the epochs it was measured at (test_every)
+    quarter = rows[-max(1, len(rows) // 4):]
     values = [float(r[column]) for r in quarter]
     return {"mean": statistics.fmean(values), "min": min(values), "last": float(rows[-1][column]),
             "first_epoch": int(quarter[0]["epoch"])}
