@@ -68,6 +68,22 @@ def test_mechanism_coincides_only_with_the_right_sign_and_timing():
     assert inf.mechanism_table([r]).iloc[0]["coincides"] == "no"
 
 
+def test_kernel_width_table_reports_a_verdict_that_flips_with_the_width():
+    info, table = _frames("falls")
+    [r] = inf.mechanism(info, table, ["t"], "est")
+    assert r["last_epochs"] == {s: 20 for s in range(5)}
+    rises, _ = _frames("rises")
+    widths = pd.concat([rises.assign(scale=0.5), info.assign(scale=2.0)])
+    w = inf.width_table(r, info, widths)
+    assert list(w.iloc[:, 0]) == ["0.5", "1", "2"] and inf.KERNEL_SCALES == (0.5, 1.0, 2.0)
+    assert list(w.coincides) == ["no", "yes", "yes"] and w.iloc[1, 1].startswith("+0.4")
+    text = inf.width_text(w)
+    assert "depends on the kernel width" in text and "at 1x, 2x the rule's width, not at 0.5x" in text
+    same = inf.width_text(inf.width_table(r, info, info.assign(scale=0.5).pipe(lambda f: pd.concat(
+        [f, f.assign(scale=2.0)]))))
+    assert "holds at every kernel width" in same and "coincides: yes" in same
+
+
 def test_restart_mean_averages_restarts():
     info, _ = _frames("falls", seeds=(0,))
     m = inf.restart_mean(info)

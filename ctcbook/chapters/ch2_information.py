@@ -23,8 +23,8 @@ from ..data import ImageSet, stream, subsample
 from ..estimators import (PENULTIMATE, MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, activations, gaussian_gram,
                           kernel_width, label_gram, layer_names, mine, one_hot, renyi_entropy, renyi_null)
 from ..geometry import effective_rank, nc1
-from ..stats import (Correlation, bootstrap_correlation, mechanism_verdict, peak_index, selected_drop, t_interval,
-                     verdict)
+from ..stats import (Correlation, bootstrap_correlation, mechanism_verdict, peak_index, selected_drop, sign,
+                     t_interval, verdict)
 from ..runs import Run, append_jsonl, read_jsonl
 from ..targets import TARGETS, probe_epochs, run_target
 from ..train import default_device, load_model, source_data
@@ -40,6 +40,9 @@ TRACE_POINTS = 250
 ESTIMATORS = ("renyi", "mine")
 #: The Renyi order (the estimators' default), part of the cache keys.
 ALPHA = 1.01
+#: Kernel widths (x the width of :func:`~ctcbook.estimators.kernel_width`'s rule; 1: the book's) at which the
+#: mechanism's fall of I(X;T) is recomputed, declared before any was seen.
+KERNEL_SCALES = (0.5, 1.0, 2.0)
 #: Where the geometry of the source is measured: its un-augmented training set (targets: their test splits).
 GEOMETRY_SOURCE = "source_train"
 
@@ -69,20 +72,23 @@ def estimator_sample(run: Run, split: str, n: int | None) -> ImageSet:
     return run_target(run, split, None, n)[1]
 
 
-def renyi_reference(x: Tensor, labels: Tensor, *, device=None) -> tuple[Tensor, Tensor, float, float]:
+def renyi_reference(x: Tensor, labels: Tensor, *, device=None,
+                    scale: float = 1.0) -> tuple[Tensor, Tensor, float, float]:
     """The epoch-independent parts of the Renyi estimates: the Gram matrices of X and Y and their entropies (bits)."""
     x = x.to(device or "cpu")
-    kx, ky = gaussian_gram(x, kernel_width(x)), label_gram(labels.to(x.device))
+    kx, ky = gaussian_gram(x, scale * kernel_width(x)), label_gram(labels.to(x.device))
     return kx, ky, renyi_entropy(kx), renyi_entropy(ky)
 
 
-def renyi_plane(ref: tuple[Tensor, Tensor, float, float], ts: dict[str, Tensor]) -> dict[str, dict[str, float]]:
-    """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T, given :func:`renyi_reference`."""
+def renyi_plane(ref: tuple[Tensor, Tensor, float, float], ts: dict[str, Tensor],
+                scale: float = 1.0) -> dict[str, dict[str, float]]:
+    """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T, given :func:`renyi_reference`, with
+    the kernel widths ``scale`` x the rule's."""
     kx, ky, h_x, h_y = ref
     out = {}
     for name, t in ts.items():
         t = t.to(kx.device)
-        kt = gaussian_gram(t, kernel_width(t))
+        kt = gaussian_gram(t, scale * kernel_width(t))
         st = renyi_entropy(kt)
         out[name] = {"i_xt": h_x + st - renyi_entropy(kx * kt), "i_ty": st + h_y - renyi_entropy(kt * ky),
                      "h_t": st, "h_x": h_x, "h_y": h_y}
@@ -130,11 +136,12 @@ def _checked_epochs(run: Run, epochs: Sequence[int]) -> list[int]:
 def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimators: Sequence[str] = ("renyi",),
                       every: int = 1, epochs: Sequence[int] | None = None, layers: Sequence[str] | None = None,
                       n: int | None = None, mine_n: int | None = 2000, mine_preset: str = "cpu",
-                      mine_restarts: int = 1, device=None, progress: bool = True) -> pd.DataFrame:
+                      mine_restarts: int = 1, scale: float = 1.0, device=None, progress: bool = True) -> pd.DataFrame:
     """I(X;T) and I(T;Y) (bits) at each probed epoch of ``run``, per split and estimator, cached in the run folder.
 
     Renyi reads ``layers`` (default: all on ``"source"``, the penultimate on targets) on ``n`` images; MINE the
-    penultimate, batches from ``mine_n`` images (None: the whole test split, as ``mine.py``), once per restart."""
+    penultimate, batches from ``mine_n`` images (None: the whole test split, as ``mine.py``), once per restart.
+    ``scale``: Renyi's kernel widths x the rule's (cached apart from the book's, 1)."""
     for split in splits:
         _check_split(split)
     for estimator in estimators:
@@ -153,7 +160,8 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
             if estimator == "renyi":
                 use_n, restarts = (n if n is not None else 1000), 1
                 wanted = list(layers) if layers is not None else all_layers if split == "source" else [PENULTIMATE]
-                spec = {"split": split, "estimator": "renyi", "n": use_n, "alpha": ALPHA, "version": INFO_VERSION}
+                spec = {"split": split, "estimator": "renyi", "n": use_n, "alpha": ALPHA, "version": INFO_VERSION,
+                        **({"scale": scale} if scale != 1 else {})}
             else:
                 use_n, restarts, wanted = mine_n, mine_restarts, [PENULTIMATE]
                 spec = {"split": split, "estimator": "mine", "n": use_n, "xt": dataclasses.asdict(xt),
@@ -186,8 +194,8 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
             x, ts = activations(model, images.images, names, device=device)
             if estimator == "renyi":
                 if key not in refs:
-                    refs[key] = renyi_reference(x, images.labels, device=device)
-                res = renyi_plane(refs[key], ts)
+                    refs[key] = renyi_reference(x, images.labels, device=device, scale=scale)
+                res = renyi_plane(refs[key], ts, scale)
                 per_layer = (time.perf_counter() - start) / len(names)
                 for lay in names:
                     append_jsonl(path, {"epoch": epoch, "layer": lay, "n": len(images), "seconds": per_layer,
@@ -380,8 +388,40 @@ def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
         corr = bootstrap_correlation(xs, ys) if xs else None
         out.append({"target": key, "estimator": estimator, "seeds": len(curves),
                     "epochs": list(next(iter(curves.values()))[0]), "mechanism": mech, "correlation": corr,
-                    "late_seeds": len(xs), "controls": controls(curves, table)})
+                    "late_seeds": len(xs), "controls": controls(curves, table),
+                    "last_epochs": {s: int(c[0][-1]) for s, c in curves.items()}})
     return out
+
+
+def width_info(runs: Sequence[Run], result: dict, *, n: int, device=None) -> pd.DataFrame:
+    """Renyi estimates on ``result``'s target at each seed's peak and last epochs, at KERNEL_SCALES other than 1."""
+    peaks, last = result["mechanism"].peak_epochs, result["last_epochs"]
+    return pd.concat([information_curve(run, [result["target"]], epochs=sorted({peaks[s], last[s]}), n=n, scale=k,
+                                        layers=[PENULTIMATE], device=device, progress=False).assign(scale=k)
+                      for run in runs if (s := run.config["seed"]) in peaks for k in KERNEL_SCALES if k != 1])
+
+
+def width_table(result: dict, info: pd.DataFrame, widths: pd.DataFrame) -> pd.DataFrame:
+    """The mechanism's fall of I(X;T) (bits) and verdict at each of KERNEL_SCALES (``widths``: :func:`width_info`)."""
+    m, last, rows = result["mechanism"], result["last_epochs"], []
+    for k in KERNEL_SCALES:
+        at = restart_mean(penultimate(info if k == 1 else widths[widths.scale == k], result["estimator"],
+                                      result["target"])).set_index(["seed", "epoch"]).i_xt
+        iv = t_interval({s: at[s, p] - at[s, last[s]] for s, p in m.peak_epochs.items()})
+        rows.append({"kernel width (x the rule's)": f"{k:g}", "fall of I(X;T), peak to last epoch (bits)":
+                     _signed(iv.mean, iv.low, iv.high, 3), "coincides": "yes" if sign(m.transfer) > 0 and sign(iv) > 0
+                     else "no"})
+    return pd.DataFrame(rows)
+
+
+def width_text(widths: pd.DataFrame) -> str:
+    """Whether the mechanism's verdict holds at every kernel width of :func:`width_table`."""
+    at = {v: ", ".join(f"{k}x" for k in g.iloc[:, 0]) for v, g in widths.groupby("coincides")}
+    if len(at) == 1:
+        v, where = at.popitem()
+        return f"the verdict (coincides: {v}) holds at every kernel width tried ({where} the rule's)"
+    return (f"the verdict depends on the kernel width: the fall of I(X;T) co-occurs with the fall of transfer at "
+            f"{at['yes']} the rule's width, not at {at['no']}, so it is not a robust reading of the estimator")
 
 
 def controls(curves: dict, table: pd.DataFrame) -> dict[str, Correlation] | None:
