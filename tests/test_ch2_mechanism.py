@@ -84,6 +84,26 @@ def test_kernel_width_table_reports_a_verdict_that_flips_with_the_width():
     assert "holds at every kernel width" in same and "coincides: yes" in same
 
 
+def test_mine_convergence_marks_a_still_moving_trace_and_leaves_its_checkpoint_out():
+    flat, rising = [1.0 + 0.001 * (k % 2) for k in range(100)], list(np.linspace(0.2, 2.0, 100))
+    assert inf.mine_drift(flat) < inf.MINE_TOL < inf.mine_drift(rising)
+    info, _ = _frames("falls", seeds=(0,))
+    info = pd.concat([info.assign(estimator="mine", curve_xt=[rising if e == 10 and r == 1 else flat
+                                                               for e, r in zip(info.epoch, info.restart)],
+                                  curve_ty=[flat] * len(info)), info.assign(estimator="renyi")], ignore_index=True)
+    conv = inf.mine_convergence(info)
+    assert len(conv) == len(EPOCHS) and (conv.restarts == 2).all()
+    assert conv.set_index("epoch").converged.to_dict() == {e: e != 10 for e in EPOCHS}
+    kept = inf.converged_only(info, conv)
+    assert set(kept[kept.estimator == "mine"].epoch) == set(EPOCHS) - {10}
+    assert len(kept[kept.estimator == "renyi"]) == len(info) / 2                  # other estimators untouched
+    text = inf.convergence_text(conv, [])
+    assert text.startswith("4 of 5 MINE checkpoints meet") and "the rest (1) are left out" in text
+    assert "MINE no verdict: on this page it is exploratory" in text
+    assert "rest on converged checkpoints only: `t`" in inf.convergence_text(conv, [{"estimator": "mine",
+                                                                                     "target": "t"}])
+
+
 def test_restart_mean_averages_restarts():
     info, _ = _frames("falls", seeds=(0,))
     m = inf.restart_mean(info)
@@ -224,9 +244,10 @@ def test_figures_draw_nulls_bands_and_keep_legends_off_the_data():
 def test_findings_follow_the_numbers():
     info, table = _frames("falls")
     results = inf.mechanism(info, table, ["t"], "est")
-    nulls = pd.DataFrame([{"seed": 0, "split": "t", "estimator": "est", "i_xt": 0.5, "i_ty": 0.1}])
+    nulls = pd.DataFrame([{"seed": 0, "split": "t", "estimator": "est", "epoch": 20, "i_xt": 0.5, "i_ty": 0.1}])
     text = inf.findings_markdown(results, [], info, nulls)
     assert "the mechanism holds" in text and "above the null" in text
+    assert "null" not in inf.findings_markdown(results, [], info[info.epoch != 20], nulls)   # its epoch left out
     info_r, table_r = _frames("rises")
     text = inf.findings_markdown(inf.mechanism(info_r, table_r, ["t"], "est"), [], info_r, nulls.assign(i_xt=5.0))
     assert "not confirmed: transfer falls after its peak while I(X;T) rises" in text and "below the null" in text

@@ -37,6 +37,9 @@ GEOMETRY_VERSION = 1
 NULL_VERSION = 1
 #: Points kept of each MINE convergence curve in the cache.
 TRACE_POINTS = 250
+#: A MINE fit has converged when, over the last MINE_WINDOW of its steps, the mean of the second half differs from the
+#: first half's by at most MINE_TOL of it (I(X;T) and I(T;Y), every restart): else a longer fit reports another value.
+MINE_WINDOW, MINE_TOL = 0.2, 0.05
 ESTIMATORS = ("renyi", "mine")
 #: The Renyi order (the estimators' default), part of the cache keys.
 ALPHA = 1.01
@@ -350,6 +353,40 @@ def null_baseline(run: Run, split: str, estimator: str, *, n: int | None = 1000,
 
 
 # ------------------------------------------------------------------------------------- the mechanism, tested
+def mine_drift(curve: Sequence[float]) -> float:
+    """A MINE trace's relative change over its last MINE_WINDOW: |second half's mean - first's| / |second's|."""
+    c = np.asarray(curve, dtype=float)
+    k = max(1, round(len(c) * MINE_WINDOW / 2))
+    return float(abs(c[-k:].mean() - c[-2 * k:-k].mean()) / abs(c[-k:].mean())) if len(c) >= 2 else math.inf
+
+
+def mine_convergence(info: pd.DataFrame) -> pd.DataFrame:
+    """Per MINE checkpoint (split, seed, epoch): each trace's largest :func:`mine_drift` over restarts; converged."""
+    m = info[info.estimator == "mine"]
+    if m.empty:
+        return pd.DataFrame(columns=["split", "seed", "epoch", "restarts", "drift_xt", "drift_ty", "converged"])
+    m = m.assign(drift_xt=m.curve_xt.map(mine_drift), drift_ty=m.curve_ty.map(mine_drift))
+    out = m.groupby(["split", "seed", "epoch"]).agg(restarts=("restart", "nunique"), drift_xt=("drift_xt", "max"),
+                                                    drift_ty=("drift_ty", "max")).reset_index()
+    return out.assign(converged=out[["drift_xt", "drift_ty"]].max(axis=1) <= MINE_TOL)
+
+
+def converged_only(info: pd.DataFrame, conv: pd.DataFrame) -> pd.DataFrame:
+    """``info`` without the MINE rows of checkpoints that miss the convergence criterion (``conv``)."""
+    keys = ["split", "seed", "epoch"]
+    bad = pd.MultiIndex.from_frame(conv.loc[~conv.converged.astype(bool), keys])
+    return info[~((info.estimator == "mine").to_numpy() & pd.MultiIndex.from_frame(info[keys]).isin(bad))]
+
+
+def convergence_text(conv: pd.DataFrame, results: Sequence[dict]) -> str:
+    """How many MINE checkpoints meet the criterion, that the others are left out, and whether MINE gives a verdict."""
+    ok, on = int(conv.converged.sum()), [f"`{r['target']}`" for r in results if r["estimator"] == "mine"]
+    return (f"{ok} of {len(conv)} MINE checkpoints meet the convergence criterion" + (
+        f"; the rest ({len(conv) - ok}) are left out of every MINE number, figure and verdict" if ok < len(conv)
+        else "") + (f"; MINE's verdicts (Table 1) rest on converged checkpoints only: {', '.join(on)}" if on else
+                    "; that leaves MINE no verdict: on this page it is exploratory"))
+
+
 def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
     """The mean ``i_xt`` and ``i_ty`` over MINE restarts per (seed, split, estimator, epoch, layer)."""
     keys = ["seed", "split", "estimator", "epoch", "layer"]
@@ -575,9 +612,9 @@ def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd
         lines.append(f"**Collapse on `{c['target']}`**: {v.text}.")
     for (est, split), nl in nulls.groupby(["estimator", "split"]) if len(nulls) else []:
         m = restart_mean(penultimate(info, est, split))
-        if m.empty:
+        last = m[m.epoch == nl.epoch.max()]     # the last-epoch I(X;T) minus the null's mean, over seeds
+        if last.empty:
             continue
-        last = m[m.epoch == m.epoch.max()]     # the last-epoch I(X;T) minus the null's mean, over seeds
         iv = t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
         v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
                     unit="bits", decimals=3, positive="above the null", negative="below the null")
