@@ -132,6 +132,34 @@ def test_geometry_change_measures_from_the_validation_peak():
     assert list(pts.columns[:2]) == ["target", "point"]
 
 
+def _nc1_change(nc_t):
+    """geometry_change on three seeds whose validation (and transfer) peaks at epoch 5, target NC1 ``nc_t``."""
+    geom, table = [], []
+    for s in (0, 1, 2):
+        for e, v, n in zip(EPOCHS, [0.5, 0.9, 0.7, 0.6, 0.6], nc_t):
+            geom += [{"seed": s, "split": "t", "epoch": e, "nc1": n + 0.01 * s * e, "eff_rank": 5.0},
+                     {"seed": s, "split": inf.GEOMETRY_SOURCE, "epoch": e, "nc1": 1.0, "eff_rank": 5.0}]
+            table.append({"seed": s, "target": "t", "epoch": e, "val_acc": v, "probe_acc": v, "n_val": 10 ** 9})
+    return inf.geometry_change(pd.DataFrame(geom), pd.DataFrame(table), ["t"])[0]
+
+
+def test_nc1_weighed_says_against_when_the_target_features_spread():
+    holds = inf.mechanism(*_frames("falls"), ["t"], "est")
+    assert holds[0]["mechanism"].coincides
+    spreads, collapses = _nc1_change([3.0, 1.0, 1.5, 2.0, 2.5]), _nc1_change([3.0, 2.0, 1.5, 1.0, 0.5])
+    text = inf.nc1_weighed(spreads, holds)
+    assert "transfer peak minus last epoch: -1.650, 95% CI [" in text
+    assert "against the mechanism" in text and "fall of I(X;T) in Table 1 (est) is not a collapse" in text
+    assert "adds to Table 1" in inf.nc1_weighed(spreads, inf.mechanism(*_frames("rises"), ["t"], "est"))
+    text = inf.nc1_weighed(collapses, holds)
+    assert "in the direction the mechanism predicts" in text and "against" not in text
+    assert "inconclusive" in inf.nc1_weighed(_nc1_change([1.0, 2.0, 2.1, 1.9, 2.0 + 1e-4]), holds)
+    row = inf.mechanism_table(holds, [spreads]).iloc[0]
+    assert row["NC1 of the target, peak minus last"].startswith("-1.650 [")
+    assert "Collapse weighed**: NC1 of `t` test" in inf.findings_markdown(holds, [spreads], *_frames("falls")[:1],
+                                                                        pd.DataFrame())
+
+
 # --- on a real (tiny) run ------------------------------------------------------------------------------------
 def test_geometry_curve_matches_the_features_and_is_cached(run, monkeypatch):
     g = inf.geometry_curve(run, [inf.GEOMETRY_SOURCE, "digits"], [1, 3], test_size=120, progress=False)

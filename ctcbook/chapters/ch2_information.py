@@ -43,8 +43,7 @@ MINE_WINDOW, MINE_TOL = 0.2, 0.05
 ESTIMATORS = ("renyi", "mine")
 #: The Renyi order (the estimators' default), part of the cache keys.
 ALPHA = 1.01
-#: Kernel widths (x the width of :func:`~ctcbook.estimators.kernel_width`'s rule; 1: the book's) at which the
-#: mechanism's fall of I(X;T) is recomputed, declared before any was seen.
+#: Renyi kernel widths, x the rule's (1: the book's), at which the mechanism is recomputed; fixed before any was seen.
 KERNEL_SCALES = (0.5, 1.0, 2.0)
 #: Where the geometry of the source is measured: its un-augmented training set (targets: their test splits).
 GEOMETRY_SOURCE = "source_train"
@@ -85,8 +84,7 @@ def renyi_reference(x: Tensor, labels: Tensor, *, device=None,
 
 def renyi_plane(ref: tuple[Tensor, Tensor, float, float], ts: dict[str, Tensor],
                 scale: float = 1.0) -> dict[str, dict[str, float]]:
-    """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T, given :func:`renyi_reference`, with
-    the kernel widths ``scale`` x the rule's."""
+    """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T, given :func:`renyi_reference`."""
     kx, ky, h_x, h_y = ref
     out = {}
     for name, t in ts.items():
@@ -361,10 +359,8 @@ def mine_drift(curve: Sequence[float]) -> float:
 
 
 def mine_convergence(info: pd.DataFrame) -> pd.DataFrame:
-    """Per MINE checkpoint (split, seed, epoch): each trace's largest :func:`mine_drift` over restarts; converged."""
+    """Per MINE checkpoint (split, seed, epoch) of ``info``: each trace's largest :func:`mine_drift` over restarts."""
     m = info[info.estimator == "mine"]
-    if m.empty:
-        return pd.DataFrame(columns=["split", "seed", "epoch", "restarts", "drift_xt", "drift_ty", "converged"])
     m = m.assign(drift_xt=m.curve_xt.map(mine_drift), drift_ty=m.curve_ty.map(mine_drift))
     out = m.groupby(["split", "seed", "epoch"]).agg(restarts=("restart", "nunique"), drift_xt=("drift_xt", "max"),
                                                     drift_ty=("drift_ty", "max")).reset_index()
@@ -445,9 +441,9 @@ def width_table(result: dict, info: pd.DataFrame, widths: pd.DataFrame) -> pd.Da
         at = restart_mean(penultimate(info if k == 1 else widths[widths.scale == k], result["estimator"],
                                       result["target"])).set_index(["seed", "epoch"]).i_xt
         iv = t_interval({s: at[s, p] - at[s, last[s]] for s, p in m.peak_epochs.items()})
+        yes = sign(m.transfer) > 0 and sign(iv) > 0
         rows.append({"kernel width (x the rule's)": f"{k:g}", "fall of I(X;T), peak to last epoch (bits)":
-                     _signed(iv.mean, iv.low, iv.high, 3), "coincides": "yes" if sign(m.transfer) > 0 and sign(iv) > 0
-                     else "no"})
+                     _signed(iv.mean, iv.low, iv.high, 3), "coincides": "yes" if yes else "no"})
     return pd.DataFrame(rows)
 
 
@@ -519,9 +515,9 @@ def _signed(mean: float, low: float, high: float, decimals: int) -> str:
     return f"{mean:+.{decimals}f} [{low:+.{decimals}f}, {high:+.{decimals}f}]"
 
 
-def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
-    """The mechanism results as a table with human column names (points, bits)."""
-    rows = []
+def mechanism_table(results: Sequence[dict], changes: Sequence[dict] = ()) -> pd.DataFrame:
+    """The mechanism results as a table with human column names (points, bits), with the target's NC1 change."""
+    rows, nc = [], {c["target"]: c["intervals"]["nc1_target"] for c in changes}
     for r in results:
         m, c = r["mechanism"], r["correlation"]
         p = r["controls"]["transfer ~ I(X;T) | epoch"] if r["controls"] else None
@@ -532,7 +528,8 @@ def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
                      "late-phase r [bootstrap CI]": "n/a" if c is None else
                      _signed(c.r, c.low, c.high, 2) if math.isfinite(c.low) else f"{c.r:+.2f}",
                      "r given the epoch, all epochs": "n/a" if p is None else _signed(p.r, p.low, p.high, 2),
-                     "coincides": "yes" if m.coincides else "no"})
+                     "coincides": "yes" if m.coincides else "no", "NC1 of the target, peak minus last": "n/a"
+                     if (iv := nc.get(r["target"])) is None else _signed(iv.mean, iv.low, iv.high, 3)})
     return pd.DataFrame(rows)
 
 
@@ -574,10 +571,27 @@ def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[s
         verdicts = {}
         for k, (quantity, positive, negative) in names.items():
             v = verdict(ivs[k], quantity=quantity, unit="", decimals=3, positive=positive, negative=negative)
-            verdicts[k] = dataclasses.replace(v, text=v.text.replace(" , ", ", "))   # no space for the empty unit
+            verdicts[k] = dataclasses.replace(v, text=v.text.replace(" , ", ", "),   # no space for the empty unit
+                                              numbers=v.numbers.replace(" , ", ", "))
         out.append({"target": key, "seeds": len(peaks), "peak_epochs": peaks, "intervals": ivs,
                     "verdicts": verdicts})
     return out
+
+
+def nc1_weighed(change: dict, results: Sequence[dict]) -> str:
+    """The target NC1 change after the transfer peak weighed against the mechanism (which predicts collapse)."""
+    v, key = change["verdicts"]["nc1_target"], change["target"]
+    held = ", ".join(r["estimator"] for r in results if r["target"] == key and r["mechanism"].coincides)
+    if v.sign > 0:
+        return (f"{v.numbers}: in the direction the mechanism predicts (the features collapse further while transfer "
+                f"falls), " + (f"consistent with the co-occurrence in Table 1 ({held})" if held else
+                               "but Table 1 does not confirm the mechanism, and collapse alone does not"))
+    if v.sign < 0:
+        return (f"{v.numbers}: against the mechanism (the features spread out after the peak, the opposite of the "
+                f"collapse compression predicts); " + (f"so the fall of I(X;T) in Table 1 ({held}) is not a collapse "
+                f"of these features, which weakens that co-occurrence as evidence of over-compression" if held else
+                                                        "it adds to Table 1, where the mechanism is not confirmed"))
+    return f"{v.numbers}: inconclusive (the interval contains 0), neither for nor against the mechanism"
 
 
 def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -607,13 +621,10 @@ def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd
         lines.append(f"**{r['estimator']}, `{r['target']}`**: "
                      f"{'the mechanism holds' if m.coincides else 'the mechanism is not confirmed'}: {reason} "
                      f"({tv.numbers}; {cv.numbers}).")
-    for c in changes:
-        v = c["verdicts"]["nc1_target"]
-        lines.append(f"**Collapse on `{c['target']}`**: {v.text}.")
+    lines += [f"**Collapse weighed**: {nc1_weighed(c, results)}." for c in changes]
     for (est, split), nl in nulls.groupby(["estimator", "split"]) if len(nulls) else []:
-        m = restart_mean(penultimate(info, est, split))
-        last = m[m.epoch == nl.epoch.max()]     # the last-epoch I(X;T) minus the null's mean, over seeds
-        if last.empty:
+        m = restart_mean(penultimate(info, est, split))     # the last-epoch I(X;T) minus the null's mean, over seeds
+        if (last := m[m.epoch == nl.epoch.max()]).empty:
             continue
         iv = t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
         v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
