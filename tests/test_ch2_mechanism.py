@@ -68,6 +68,42 @@ def test_mechanism_coincides_only_with_the_right_sign_and_timing():
     assert inf.mechanism_table([r]).iloc[0]["coincides"] == "no"
 
 
+def test_kernel_width_table_reports_a_verdict_that_flips_with_the_width():
+    info, table = _frames("falls")
+    [r] = inf.mechanism(info, table, ["t"], "est")
+    assert r["last_epochs"] == {s: 20 for s in range(5)}
+    rises, _ = _frames("rises")
+    widths = pd.concat([rises.assign(scale=0.5), info.assign(scale=2.0)])
+    w = inf.width_table(r, info, widths)
+    assert list(w.iloc[:, 0]) == ["0.5", "1", "2"] and inf.KERNEL_SCALES == (0.5, 1.0, 2.0)
+    assert list(w.coincides) == ["no", "yes", "yes"] and w.iloc[1, 1].startswith("+0.4")
+    text = inf.width_text(w)
+    assert "depends on the kernel width" in text and "at 1x, 2x the rule's width, not at 0.5x" in text
+    same = inf.width_text(inf.width_table(r, info, info.assign(scale=0.5).pipe(lambda f: pd.concat(
+        [f, f.assign(scale=2.0)]))))
+    assert "holds at every kernel width" in same and "coincides: yes" in same
+
+
+def test_mine_convergence_marks_a_still_moving_trace_and_leaves_its_checkpoint_out():
+    flat, rising = [1.0 + 0.001 * (k % 2) for k in range(100)], list(np.linspace(0.2, 2.0, 100))
+    assert inf.mine_drift(flat) < inf.MINE_TOL < inf.mine_drift(rising)
+    info, _ = _frames("falls", seeds=(0,))
+    info = pd.concat([info.assign(estimator="mine", curve_xt=[rising if e == 10 and r == 1 else flat
+                                                               for e, r in zip(info.epoch, info.restart)],
+                                  curve_ty=[flat] * len(info)), info.assign(estimator="renyi")], ignore_index=True)
+    conv = inf.mine_convergence(info)
+    assert len(conv) == len(EPOCHS) and (conv.restarts == 2).all()
+    assert conv.set_index("epoch").converged.to_dict() == {e: e != 10 for e in EPOCHS}
+    kept = inf.converged_only(info, conv)
+    assert set(kept[kept.estimator == "mine"].epoch) == set(EPOCHS) - {10}
+    assert len(kept[kept.estimator == "renyi"]) == len(info) / 2                  # other estimators untouched
+    text = inf.convergence_text(conv, [])
+    assert text.startswith("4 of 5 MINE checkpoints meet") and "the rest (1) are left out" in text
+    assert "MINE no verdict: on this page it is exploratory" in text
+    assert "rest on converged checkpoints only: `t`" in inf.convergence_text(conv, [{"estimator": "mine",
+                                                                                     "target": "t"}])
+
+
 def test_restart_mean_averages_restarts():
     info, _ = _frames("falls", seeds=(0,))
     m = inf.restart_mean(info)
@@ -94,6 +130,34 @@ def test_geometry_change_measures_from_the_validation_peak():
     assert list(pts.point) == ["first epoch", "transfer peak (validation)", "last epoch"]
     assert pts["NC1, target test features"].tolist()[1] == pytest.approx(2.0) and set(pts.target) == {"t"}
     assert list(pts.columns[:2]) == ["target", "point"]
+
+
+def _nc1_change(nc_t):
+    """geometry_change on three seeds whose validation (and transfer) peaks at epoch 5, target NC1 ``nc_t``."""
+    geom, table = [], []
+    for s in (0, 1, 2):
+        for e, v, n in zip(EPOCHS, [0.5, 0.9, 0.7, 0.6, 0.6], nc_t):
+            geom += [{"seed": s, "split": "t", "epoch": e, "nc1": n + 0.01 * s * e, "eff_rank": 5.0},
+                     {"seed": s, "split": inf.GEOMETRY_SOURCE, "epoch": e, "nc1": 1.0, "eff_rank": 5.0}]
+            table.append({"seed": s, "target": "t", "epoch": e, "val_acc": v, "probe_acc": v, "n_val": 10 ** 9})
+    return inf.geometry_change(pd.DataFrame(geom), pd.DataFrame(table), ["t"])[0]
+
+
+def test_nc1_weighed_says_against_when_the_target_features_spread():
+    holds = inf.mechanism(*_frames("falls"), ["t"], "est")
+    assert holds[0]["mechanism"].coincides
+    spreads, collapses = _nc1_change([3.0, 1.0, 1.5, 2.0, 2.5]), _nc1_change([3.0, 2.0, 1.5, 1.0, 0.5])
+    text = inf.nc1_weighed(spreads, holds)
+    assert "transfer peak minus last epoch: -1.650, 95% CI [" in text
+    assert "against the mechanism" in text and "fall of I(X;T) in Table 1 (est) is not a collapse" in text
+    assert "adds to Table 1" in inf.nc1_weighed(spreads, inf.mechanism(*_frames("rises"), ["t"], "est"))
+    text = inf.nc1_weighed(collapses, holds)
+    assert "in the direction the mechanism predicts" in text and "against" not in text
+    assert "inconclusive" in inf.nc1_weighed(_nc1_change([1.0, 2.0, 2.1, 1.9, 2.0 + 1e-4]), holds)
+    row = inf.mechanism_table(holds, [spreads]).iloc[0]
+    assert row["NC1 of the target, peak minus last"].startswith("-1.650 [")
+    assert "Collapse weighed**: NC1 of `t` test" in inf.findings_markdown(holds, [spreads], *_frames("falls")[:1],
+                                                                        pd.DataFrame())
 
 
 # --- on a real (tiny) run ------------------------------------------------------------------------------------
@@ -208,9 +272,10 @@ def test_figures_draw_nulls_bands_and_keep_legends_off_the_data():
 def test_findings_follow_the_numbers():
     info, table = _frames("falls")
     results = inf.mechanism(info, table, ["t"], "est")
-    nulls = pd.DataFrame([{"seed": 0, "split": "t", "estimator": "est", "i_xt": 0.5, "i_ty": 0.1}])
+    nulls = pd.DataFrame([{"seed": 0, "split": "t", "estimator": "est", "epoch": 20, "i_xt": 0.5, "i_ty": 0.1}])
     text = inf.findings_markdown(results, [], info, nulls)
     assert "the mechanism holds" in text and "above the null" in text
+    assert "null" not in inf.findings_markdown(results, [], info[info.epoch != 20], nulls)   # its epoch left out
     info_r, table_r = _frames("rises")
     text = inf.findings_markdown(inf.mechanism(info_r, table_r, ["t"], "est"), [], info_r, nulls.assign(i_xt=5.0))
     assert "not confirmed: transfer falls after its peak while I(X;T) rises" in text and "below the null" in text

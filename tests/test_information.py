@@ -87,10 +87,28 @@ def test_information_curve_rows_cache_and_resume(run, monkeypatch):
     path.write_text("\n".join(lines[:-1]) + "\n")
     calls = []
     real = inf.renyi_plane
-    monkeypatch.setattr(inf, "renyi_plane", lambda ref, ts: calls.append(sorted(ts)) or real(ref, ts))
+    monkeypatch.setattr(inf, "renyi_plane", lambda ref, ts, *a: calls.append(sorted(ts)) or real(ref, ts, *a))
     resumed = inf.information_curve(run, ["source"], estimators=["renyi"], every=1, n=60, progress=False)
     assert calls == [[read_jsonl_last_layer(lines)]]
     assert len(resumed) == 8
+
+
+def test_other_kernel_widths_are_cached_apart_from_the_books(run):
+    spec = {"split": "digits", "estimator": "renyi", "n": 60, "alpha": inf.ALPHA, "version": inf.INFO_VERSION}
+    kw = dict(estimators=["renyi"], epochs=[2], layers=["penultimate"], n=60, progress=False)
+    book = inf.information_curve(run, ["digits"], **kw)
+    rows = [r for r in read_jsonl(run.eval_path("information", spec)) if r["epoch"] == 2]   # the key it always had
+    assert [r["i_xt"] for r in rows] == list(book.i_xt)
+    wide = inf.information_curve(run, ["digits"], scale=2.0, **kw)
+    assert [r["i_xt"] for r in read_jsonl(run.eval_path("information", {**spec, "scale": 2.0}))] == list(wide.i_xt)
+    assert wide.i_xt.iloc[0] != pytest.approx(book.i_xt.iloc[0], abs=1e-3)
+    pd.testing.assert_frame_equal(inf.information_curve(run, ["digits"], **kw), book)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(80, 5, generator=g)
+    t, y, h = x[:, :2] ** 2, (x[:, 0] > 0).long(), estimators.renyi_entropy
+    kx, kt = (estimators.gaussian_gram(v, 2 * estimators.kernel_width(v)) for v in (x, t))
+    res = inf.renyi_plane(inf.renyi_reference(x, y, scale=2.0), {"t": t}, 2.0)["t"]   # both widths x 2
+    assert res["i_xt"] == pytest.approx(h(kx) + h(kt) - h(kx * kt), abs=1e-9)
 
 
 def read_jsonl_last_layer(lines):

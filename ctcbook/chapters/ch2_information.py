@@ -23,8 +23,8 @@ from ..data import ImageSet, stream, subsample
 from ..estimators import (PENULTIMATE, MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, activations, gaussian_gram,
                           kernel_width, label_gram, layer_names, mine, one_hot, renyi_entropy, renyi_null)
 from ..geometry import effective_rank, nc1
-from ..stats import (Correlation, bootstrap_correlation, mechanism_verdict, peak_index, selected_drop, t_interval,
-                     verdict)
+from ..stats import (Correlation, bootstrap_correlation, mechanism_verdict, peak_index, selected_drop, sign,
+                     t_interval, verdict)
 from ..runs import Run, append_jsonl, read_jsonl
 from ..targets import TARGETS, probe_epochs, run_target
 from ..train import default_device, load_model, source_data
@@ -37,9 +37,14 @@ GEOMETRY_VERSION = 1
 NULL_VERSION = 1
 #: Points kept of each MINE convergence curve in the cache.
 TRACE_POINTS = 250
+#: A MINE fit has converged when, over the last MINE_WINDOW of its steps, the mean of the second half differs from the
+#: first half's by at most MINE_TOL of it (I(X;T) and I(T;Y), every restart): else a longer fit reports another value.
+MINE_WINDOW, MINE_TOL = 0.2, 0.05
 ESTIMATORS = ("renyi", "mine")
 #: The Renyi order (the estimators' default), part of the cache keys.
 ALPHA = 1.01
+#: Renyi kernel widths, x the rule's (1: the book's), at which the mechanism is recomputed; fixed before any was seen.
+KERNEL_SCALES = (0.5, 1.0, 2.0)
 #: Where the geometry of the source is measured: its un-augmented training set (targets: their test splits).
 GEOMETRY_SOURCE = "source_train"
 
@@ -69,20 +74,22 @@ def estimator_sample(run: Run, split: str, n: int | None) -> ImageSet:
     return run_target(run, split, None, n)[1]
 
 
-def renyi_reference(x: Tensor, labels: Tensor, *, device=None) -> tuple[Tensor, Tensor, float, float]:
+def renyi_reference(x: Tensor, labels: Tensor, *, device=None,
+                    scale: float = 1.0) -> tuple[Tensor, Tensor, float, float]:
     """The epoch-independent parts of the Renyi estimates: the Gram matrices of X and Y and their entropies (bits)."""
     x = x.to(device or "cpu")
-    kx, ky = gaussian_gram(x, kernel_width(x)), label_gram(labels.to(x.device))
+    kx, ky = gaussian_gram(x, scale * kernel_width(x)), label_gram(labels.to(x.device))
     return kx, ky, renyi_entropy(kx), renyi_entropy(ky)
 
 
-def renyi_plane(ref: tuple[Tensor, Tensor, float, float], ts: dict[str, Tensor]) -> dict[str, dict[str, float]]:
+def renyi_plane(ref: tuple[Tensor, Tensor, float, float], ts: dict[str, Tensor],
+                scale: float = 1.0) -> dict[str, dict[str, float]]:
     """Matrix-based Renyi I(X;T), I(T;Y) and S(T) in bits for each layer's T, given :func:`renyi_reference`."""
     kx, ky, h_x, h_y = ref
     out = {}
     for name, t in ts.items():
         t = t.to(kx.device)
-        kt = gaussian_gram(t, kernel_width(t))
+        kt = gaussian_gram(t, scale * kernel_width(t))
         st = renyi_entropy(kt)
         out[name] = {"i_xt": h_x + st - renyi_entropy(kx * kt), "i_ty": st + h_y - renyi_entropy(kt * ky),
                      "h_t": st, "h_x": h_x, "h_y": h_y}
@@ -130,11 +137,12 @@ def _checked_epochs(run: Run, epochs: Sequence[int]) -> list[int]:
 def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimators: Sequence[str] = ("renyi",),
                       every: int = 1, epochs: Sequence[int] | None = None, layers: Sequence[str] | None = None,
                       n: int | None = None, mine_n: int | None = 2000, mine_preset: str = "cpu",
-                      mine_restarts: int = 1, device=None, progress: bool = True) -> pd.DataFrame:
+                      mine_restarts: int = 1, scale: float = 1.0, device=None, progress: bool = True) -> pd.DataFrame:
     """I(X;T) and I(T;Y) (bits) at each probed epoch of ``run``, per split and estimator, cached in the run folder.
 
     Renyi reads ``layers`` (default: all on ``"source"``, the penultimate on targets) on ``n`` images; MINE the
-    penultimate, batches from ``mine_n`` images (None: the whole test split, as ``mine.py``), once per restart."""
+    penultimate, batches from ``mine_n`` images (None: the whole test split, as ``mine.py``), once per restart.
+    ``scale``: Renyi's kernel widths x the rule's (cached apart from the book's, 1)."""
     for split in splits:
         _check_split(split)
     for estimator in estimators:
@@ -153,7 +161,8 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
             if estimator == "renyi":
                 use_n, restarts = (n if n is not None else 1000), 1
                 wanted = list(layers) if layers is not None else all_layers if split == "source" else [PENULTIMATE]
-                spec = {"split": split, "estimator": "renyi", "n": use_n, "alpha": ALPHA, "version": INFO_VERSION}
+                spec = {"split": split, "estimator": "renyi", "n": use_n, "alpha": ALPHA, "version": INFO_VERSION,
+                        **({"scale": scale} if scale != 1 else {})}
             else:
                 use_n, restarts, wanted = mine_n, mine_restarts, [PENULTIMATE]
                 spec = {"split": split, "estimator": "mine", "n": use_n, "xt": dataclasses.asdict(xt),
@@ -186,8 +195,8 @@ def information_curve(run: Run, splits: Sequence[str] = ("source",), *, estimato
             x, ts = activations(model, images.images, names, device=device)
             if estimator == "renyi":
                 if key not in refs:
-                    refs[key] = renyi_reference(x, images.labels, device=device)
-                res = renyi_plane(refs[key], ts)
+                    refs[key] = renyi_reference(x, images.labels, device=device, scale=scale)
+                res = renyi_plane(refs[key], ts, scale)
                 per_layer = (time.perf_counter() - start) / len(names)
                 for lay in names:
                     append_jsonl(path, {"epoch": epoch, "layer": lay, "n": len(images), "seconds": per_layer,
@@ -342,6 +351,38 @@ def null_baseline(run: Run, split: str, estimator: str, *, n: int | None = 1000,
 
 
 # ------------------------------------------------------------------------------------- the mechanism, tested
+def mine_drift(curve: Sequence[float]) -> float:
+    """A MINE trace's relative change over its last MINE_WINDOW: |second half's mean - first's| / |second's|."""
+    c = np.asarray(curve, dtype=float)
+    k = max(1, round(len(c) * MINE_WINDOW / 2))
+    return float(abs(c[-k:].mean() - c[-2 * k:-k].mean()) / abs(c[-k:].mean())) if len(c) >= 2 else math.inf
+
+
+def mine_convergence(info: pd.DataFrame) -> pd.DataFrame:
+    """Per MINE checkpoint (split, seed, epoch) of ``info``: each trace's largest :func:`mine_drift` over restarts."""
+    m = info[info.estimator == "mine"]
+    m = m.assign(drift_xt=m.curve_xt.map(mine_drift), drift_ty=m.curve_ty.map(mine_drift))
+    out = m.groupby(["split", "seed", "epoch"]).agg(restarts=("restart", "nunique"), drift_xt=("drift_xt", "max"),
+                                                    drift_ty=("drift_ty", "max")).reset_index()
+    return out.assign(converged=out[["drift_xt", "drift_ty"]].max(axis=1) <= MINE_TOL)
+
+
+def converged_only(info: pd.DataFrame, conv: pd.DataFrame) -> pd.DataFrame:
+    """``info`` without the MINE rows of checkpoints that miss the convergence criterion (``conv``)."""
+    keys = ["split", "seed", "epoch"]
+    bad = pd.MultiIndex.from_frame(conv.loc[~conv.converged.astype(bool), keys])
+    return info[~((info.estimator == "mine").to_numpy() & pd.MultiIndex.from_frame(info[keys]).isin(bad))]
+
+
+def convergence_text(conv: pd.DataFrame, results: Sequence[dict]) -> str:
+    """How many MINE checkpoints meet the criterion, that the others are left out, and whether MINE gives a verdict."""
+    ok, on = int(conv.converged.sum()), [f"`{r['target']}`" for r in results if r["estimator"] == "mine"]
+    return (f"{ok} of {len(conv)} MINE checkpoints meet the convergence criterion" + (
+        f"; the rest ({len(conv) - ok}) are left out of every MINE number, figure and verdict" if ok < len(conv)
+        else "") + (f"; MINE's verdicts (Table 1) rest on converged checkpoints only: {', '.join(on)}" if on else
+                    "; that leaves MINE no verdict: on this page it is exploratory"))
+
+
 def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
     """The mean ``i_xt`` and ``i_ty`` over MINE restarts per (seed, split, estimator, epoch, layer)."""
     keys = ["seed", "split", "estimator", "epoch", "layer"]
@@ -380,8 +421,40 @@ def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
         corr = bootstrap_correlation(xs, ys) if xs else None
         out.append({"target": key, "estimator": estimator, "seeds": len(curves),
                     "epochs": list(next(iter(curves.values()))[0]), "mechanism": mech, "correlation": corr,
-                    "late_seeds": len(xs), "controls": controls(curves, table)})
+                    "late_seeds": len(xs), "controls": controls(curves, table),
+                    "last_epochs": {s: int(c[0][-1]) for s, c in curves.items()}})
     return out
+
+
+def width_info(runs: Sequence[Run], result: dict, *, n: int, device=None) -> pd.DataFrame:
+    """Renyi estimates on ``result``'s target at each seed's peak and last epochs, at KERNEL_SCALES other than 1."""
+    peaks, last = result["mechanism"].peak_epochs, result["last_epochs"]
+    return pd.concat([information_curve(run, [result["target"]], epochs=sorted({peaks[s], last[s]}), n=n, scale=k,
+                                        layers=[PENULTIMATE], device=device, progress=False).assign(scale=k)
+                      for run in runs if (s := run.config["seed"]) in peaks for k in KERNEL_SCALES if k != 1])
+
+
+def width_table(result: dict, info: pd.DataFrame, widths: pd.DataFrame) -> pd.DataFrame:
+    """The mechanism's fall of I(X;T) (bits) and verdict at each of KERNEL_SCALES (``widths``: :func:`width_info`)."""
+    m, last, rows = result["mechanism"], result["last_epochs"], []
+    for k in KERNEL_SCALES:
+        at = restart_mean(penultimate(info if k == 1 else widths[widths.scale == k], result["estimator"],
+                                      result["target"])).set_index(["seed", "epoch"]).i_xt
+        iv = t_interval({s: at[s, p] - at[s, last[s]] for s, p in m.peak_epochs.items()})
+        yes = sign(m.transfer) > 0 and sign(iv) > 0
+        rows.append({"kernel width (x the rule's)": f"{k:g}", "fall of I(X;T), peak to last epoch (bits)":
+                     _signed(iv.mean, iv.low, iv.high, 3), "coincides": "yes" if yes else "no"})
+    return pd.DataFrame(rows)
+
+
+def width_text(widths: pd.DataFrame) -> str:
+    """Whether the mechanism's verdict holds at every kernel width of :func:`width_table`."""
+    at = {v: ", ".join(f"{k}x" for k in g.iloc[:, 0]) for v, g in widths.groupby("coincides")}
+    if len(at) == 1:
+        v, where = at.popitem()
+        return f"the verdict (coincides: {v}) holds at every kernel width tried ({where} the rule's)"
+    return (f"the verdict depends on the kernel width: the fall of I(X;T) co-occurs with the fall of transfer at "
+            f"{at['yes']} the rule's width, not at {at['no']}, so it is not a robust reading of the estimator")
 
 
 def controls(curves: dict, table: pd.DataFrame) -> dict[str, Correlation] | None:
@@ -442,9 +515,9 @@ def _signed(mean: float, low: float, high: float, decimals: int) -> str:
     return f"{mean:+.{decimals}f} [{low:+.{decimals}f}, {high:+.{decimals}f}]"
 
 
-def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
-    """The mechanism results as a table with human column names (points, bits)."""
-    rows = []
+def mechanism_table(results: Sequence[dict], changes: Sequence[dict] = ()) -> pd.DataFrame:
+    """The mechanism results as a table with human column names (points, bits), with the target's NC1 change."""
+    rows, nc = [], {c["target"]: c["intervals"]["nc1_target"] for c in changes}
     for r in results:
         m, c = r["mechanism"], r["correlation"]
         p = r["controls"]["transfer ~ I(X;T) | epoch"] if r["controls"] else None
@@ -455,7 +528,8 @@ def mechanism_table(results: Sequence[dict]) -> pd.DataFrame:
                      "late-phase r [bootstrap CI]": "n/a" if c is None else
                      _signed(c.r, c.low, c.high, 2) if math.isfinite(c.low) else f"{c.r:+.2f}",
                      "r given the epoch, all epochs": "n/a" if p is None else _signed(p.r, p.low, p.high, 2),
-                     "coincides": "yes" if m.coincides else "no"})
+                     "coincides": "yes" if m.coincides else "no", "NC1 of the target, peak minus last": "n/a"
+                     if (iv := nc.get(r["target"])) is None else _signed(iv.mean, iv.low, iv.high, 3)})
     return pd.DataFrame(rows)
 
 
@@ -497,10 +571,27 @@ def geometry_change(geom: pd.DataFrame, table: pd.DataFrame, targets: Sequence[s
         verdicts = {}
         for k, (quantity, positive, negative) in names.items():
             v = verdict(ivs[k], quantity=quantity, unit="", decimals=3, positive=positive, negative=negative)
-            verdicts[k] = dataclasses.replace(v, text=v.text.replace(" , ", ", "))   # no space for the empty unit
+            verdicts[k] = dataclasses.replace(v, text=v.text.replace(" , ", ", "),   # no space for the empty unit
+                                              numbers=v.numbers.replace(" , ", ", "))
         out.append({"target": key, "seeds": len(peaks), "peak_epochs": peaks, "intervals": ivs,
                     "verdicts": verdicts})
     return out
+
+
+def nc1_weighed(change: dict, results: Sequence[dict]) -> str:
+    """The target NC1 change after the transfer peak weighed against the mechanism (which predicts collapse)."""
+    v, key = change["verdicts"]["nc1_target"], change["target"]
+    held = ", ".join(r["estimator"] for r in results if r["target"] == key and r["mechanism"].coincides)
+    if v.sign > 0:
+        return (f"{v.numbers}: in the direction the mechanism predicts (the features collapse further while transfer "
+                f"falls), " + (f"consistent with the co-occurrence in Table 1 ({held})" if held else
+                               "but Table 1 does not confirm the mechanism, and collapse alone does not"))
+    if v.sign < 0:
+        return (f"{v.numbers}: against the mechanism (the features spread out after the peak, the opposite of the "
+                f"collapse compression predicts); " + (f"so the fall of I(X;T) in Table 1 ({held}) is not a collapse "
+                f"of these features, which weakens that co-occurrence as evidence of over-compression" if held else
+                                                        "it adds to Table 1, where the mechanism is not confirmed"))
+    return f"{v.numbers}: inconclusive (the interval contains 0), neither for nor against the mechanism"
 
 
 def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -530,14 +621,11 @@ def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd
         lines.append(f"**{r['estimator']}, `{r['target']}`**: "
                      f"{'the mechanism holds' if m.coincides else 'the mechanism is not confirmed'}: {reason} "
                      f"({tv.numbers}; {cv.numbers}).")
-    for c in changes:
-        v = c["verdicts"]["nc1_target"]
-        lines.append(f"**Collapse on `{c['target']}`**: {v.text}.")
+    lines += [f"**Collapse weighed**: {nc1_weighed(c, results)}." for c in changes]
     for (est, split), nl in nulls.groupby(["estimator", "split"]) if len(nulls) else []:
-        m = restart_mean(penultimate(info, est, split))
-        if m.empty:
+        m = restart_mean(penultimate(info, est, split))     # the last-epoch I(X;T) minus the null's mean, over seeds
+        if (last := m[m.epoch == nl.epoch.max()]).empty:
             continue
-        last = m[m.epoch == m.epoch.max()]     # the last-epoch I(X;T) minus the null's mean, over seeds
         iv = t_interval(dict(zip(last.seed, last.i_xt - float(nl.i_xt.mean()))))
         v = verdict(iv, quantity=f"{est} I(X;T) on `{split}` at the last epoch above its shuffled-pairs null",
                     unit="bits", decimals=3, positive="above the null", negative="below the null")
