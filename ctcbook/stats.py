@@ -291,13 +291,14 @@ class Mechanism:
 
 def mechanism_verdict(curves: Mapping[object, tuple[Sequence[int], Sequence[float], Sequence[float], Sequence[float]]],
                       *, n_val: int, target: str, transfer_scale: float = 100.0, transfer_unit: str = "points",
-                      info_unit: str = "bits", level: float = LEVEL, decimals: int = 2) -> Mechanism:
+                      info_unit: str = "bits", level: float = LEVEL, decimals: int = 2,
+                      rule: str = "one_se") -> Mechanism:
     """Does I(X;T) fall over the epochs in which transfer falls? ``curves``: seed -> (epochs, val, test, ixt); per
     seed, transfer's drop and I(X;T)'s fall from transfer's validation-selected peak to the last epoch."""
     drops, falls, peaks, last = {}, {}, {}, {}
     for s, (epochs, val, test, ixt) in curves.items():
         e, v, t, i = _curve(epochs, ("val", val), ("test", test), ("ixt", ixt))
-        peak = peak_index(v, n_val)
+        peak = peak_index(v, n_val, rule)
         drops[s] = (t[peak] - t[-1]) * transfer_scale
         falls[s] = i[peak] - i[-1]
         peaks[s], last[s] = int(e[peak]), int(e[-1])

@@ -305,3 +305,23 @@ def test_the_epoch_control_flags_an_association_that_only_a_shared_trend_makes()
     linked = inf.controls(_trend_curves(True), table)
     assert linked["transfer ~ I(X;T) | epoch"].low > 0.5
     assert "survives the control for the epoch" in inf.controls_text(linked)
+
+
+def test_mechanism_panel_recomputes_both_intervals_under_every_variant():
+    info_rows, table_rows = [], []
+    for seed in range(3):
+        for e, (val, test, ixt) in zip((1, 5, 10), ((0.5, 0.5, 1.0), (0.9, 0.9, 3.0), (0.9, 0.8, 2.0 + 0.1 * seed))):
+            info_rows.append({"estimator": "renyi", "split": "t", "layer": PENULTIMATE, "seed": seed, "epoch": e,
+                              "restart": 0, "i_xt": ixt, "i_ty": 0.5})
+            table_rows.append({"seed": seed, "epoch": e, "target": "t", "val_acc": val, "probe_acc": test,
+                               "n_val": 10 ** 9})
+    table = pd.DataFrame(table_rows)
+    for v in ("draw1", "draw2", "draw3", "sklearn", "grid"):
+        table[f"val_acc_{v}"], table[f"probe_acc_{v}"] = table.val_acc, table.probe_acc
+    table["probe_acc_paper"] = table.probe_acc
+    panel = inf.mechanism_panel(pd.DataFrame(info_rows), table, ["t"])
+    # validation ties epochs 5 and 10: the declared rule and "latest" see no late phase, "earliest" a 10-point drop
+    drop = panel["late drop on t (renyi)"]
+    assert drop.estimates["declared"].mean == 0.0 and drop.estimates["ties to the earliest epoch"].mean == pytest.approx(10.0)
+    assert not drop.robust and not panel["fall of I(X;T) on t (renyi, bits)"].robust
+    assert inf.panel_words(panel, "t", "renyi").startswith("; over the analysis variants, late drop fragile (")

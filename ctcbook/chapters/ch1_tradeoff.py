@@ -127,7 +127,8 @@ def curves(runs: Iterable[Run], targets: Sequence[str], **probe_kwargs) -> pd.Da
 
 
 def _schedule(config) -> str:
-    warm = f", {config.warmup_epochs} warm-up epochs" if config.warmup_epochs else ""
+    n = config.warmup_epochs
+    warm = f", {n} warm-up epoch{'s' if n > 1 else ''}" if n else ""
     floor = f", floor {config.lr_floor} x lr" if config.schedule == "paper_cosine" else ""
     return f"{config.schedule} schedule{warm}{floor}"
 

@@ -10,7 +10,7 @@ import dataclasses
 import math
 import re
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..results import findings, val_size
+from .. import stats
+from ..results import findings, panel as results_panel, robust_text, val_size
 from ..data import ImageSet, stream, subsample
 from ..estimators import (PENULTIMATE, MineSettings, PAPER_MINE_TY, PAPER_MINE_XT, activations, gaussian_gram,
                           kernel_width, label_gram, layer_names, mine, one_hot, renyi_entropy, renyi_null)
@@ -389,19 +390,35 @@ def restart_mean(info: pd.DataFrame) -> pd.DataFrame:
     return info.groupby(keys)[["i_xt", "i_ty"]].mean().reset_index()
 
 
-def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str):
-    """seed -> (epochs, val_acc, probe test accuracy, I(X;T)) at the epochs both were measured (>= 2 of them)."""
+def _seed_curves(info: pd.DataFrame, table: pd.DataFrame, estimator: str, key: str, test: str = "probe_acc",
+                 val: str = "val_acc"):
+    """seed -> (epochs, validation accuracy, probe test accuracy, I(X;T)) at the epochs both were measured (>= 2)."""
     g = restart_mean(penultimate(info, estimator, key))
     t = table[table.target == key]
     out = {}
     for seed, gi in g.groupby("seed"):
-        ti = t[(t.seed == seed) & t["val_acc"].notna()].set_index("epoch") if "val_acc" in t else pd.DataFrame()
+        ti = t[(t.seed == seed) & t[val].notna()].set_index("epoch") if val in t else pd.DataFrame()
         gi = gi.set_index("epoch")
         common = sorted(set(gi.index) & set(ti.index))
         if len(common) >= 2:
-            out[int(seed)] = (common, ti.loc[common, "val_acc"].to_numpy(float),
-                              ti.loc[common, "probe_acc"].to_numpy(float), gi.loc[common, "i_xt"].to_numpy(float))
+            out[int(seed)] = (common, ti.loc[common, val].to_numpy(float), ti.loc[common, test].to_numpy(float),
+                              gi.loc[common, "i_xt"].to_numpy(float))
     return out
+
+
+def mechanism_panel(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
+                    estimator: str = "renyi") -> dict[str, stats.Robustness]:
+    """The mechanism's two intervals per target (transfer's late drop, I(X;T)'s fall over the same epochs) under
+    every analysis variant (:func:`ctcbook.results.panel`)."""
+    def estimate(t, test, val, rule):
+        out = {}
+        for key in targets:
+            if curves := _seed_curves(info, t, estimator, key, test, val):
+                m = mechanism_verdict(curves, n_val=val_size(t[t.target == key]), target=key, rule=rule)
+                out[f"late drop on {key} ({estimator})"] = m.transfer
+                out[f"fall of I(X;T) on {key} ({estimator}, bits)"] = m.compression
+        return out
+    return results_panel(table, estimate, decimals=3)
 
 
 def mechanism(info: pd.DataFrame, table: pd.DataFrame, targets: Sequence[str],
@@ -609,9 +626,20 @@ def geometry_points(geom: pd.DataFrame, table: pd.DataFrame, split: str) -> pd.D
     return out.round(3)
 
 
+def panel_words(panel: Mapping[str, stats.Robustness], target: str, estimator: str) -> str:
+    """"; over the analysis variants, ...": whether both of the mechanism's intervals keep their verdicts."""
+    keys = [k for k in panel if k.endswith(f"on {target} ({estimator})") or k.endswith(f"on {target} ({estimator}, "
+                                                                                       "bits)")]
+    if not keys:
+        return ""
+    return "; over the analysis variants, " + "; ".join(f"{k.split(' on ')[0]} {robust_text(panel[k], 3)}"
+                                                         for k in keys)
+
+
 def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd.DataFrame,
-                      nulls: pd.DataFrame) -> str:
-    """The chapter's findings: the mechanism per estimator and target, collapse after the peak, I(X;T) above null."""
+                      nulls: pd.DataFrame, panel: Mapping[str, stats.Robustness] | None = None) -> str:
+    """The chapter's findings: the mechanism per estimator and target (and its robustness), collapse after the peak,
+    I(X;T) above null."""
     lines = []
     for r in results:
         m = r["mechanism"]
@@ -620,7 +648,7 @@ def findings_markdown(results: Sequence[dict], changes: Sequence[dict], info: pd
         reason = re.split(r" seeds?: ", m.text, maxsplit=1)[-1]      # the words after the two intervals
         lines.append(f"**{r['estimator']}, `{r['target']}`**: "
                      f"{'the mechanism holds' if m.coincides else 'the mechanism is not confirmed'}: {reason} "
-                     f"({tv.numbers}; {cv.numbers}).")
+                     f"({tv.numbers}; {cv.numbers}){panel_words(panel or {}, r['target'], r['estimator'])}.")
     lines += [f"**Collapse weighed**: {nc1_weighed(c, results)}." for c in changes]
     for (est, split), nl in nulls.groupby(["estimator", "split"]) if len(nulls) else []:
         m = restart_mean(penultimate(info, est, split))     # the last-epoch I(X;T) minus the null's mean, over seeds
