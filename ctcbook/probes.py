@@ -193,7 +193,9 @@ def _fit_sklearn(x: torch.Tensor, y: torch.Tensor, num_classes: int, reg: float,
     """:func:`fit_logistic`'s objective solved by scikit-learn's ``LogisticRegression`` (lbfgs), as (W, b)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    with warnings.catch_warnings():  # its own stopping rule decides, as a user of scikit-learn would leave it
+    from threadpoolctl import threadpool_limits
+    # one BLAS thread: on small problems more threads make it ten times slower; its own stopping rule decides
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         m = LogisticRegression(C=1 / (reg * len(x)), max_iter=5 * max_iter).fit(x.cpu().numpy(), y.cpu().numpy())
     w, b = torch.zeros(x.shape[1], num_classes), torch.full((num_classes,), -math.inf)  # absent classes never win
