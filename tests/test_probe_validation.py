@@ -2,6 +2,7 @@
 per-epoch probe cache."""
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -98,3 +99,23 @@ def test_probe_variants_are_cached_beside_the_probe(tmp_path, monkeypatch):
     monkeypatch.setattr(tradeoff, "probe_variants", lambda *a, **k: pytest.fail("cached variants computed again"))
     again = transfer_curve(run, ["digits"], variants=True, **kwargs)
     assert cache.read_text() == before and again.equals(table)
+
+
+def test_probing_in_spawned_processes_fills_the_same_cache(tmp_path):
+    config = TrainConfig(train_size=200, epochs=2, width=4, depth=8, batch_size=50)
+    store = RunStore(tmp_path)
+    runs = [train(config.replace(seed=s), store=store, progress=False) for s in (0, 1)]
+    kwargs = dict(every=1, target_train_size=150, target_test_size=100, device="cpu", progress=False, variants=True)
+    parallel = tradeoff.curves(runs, ["digits"], workers=2, **kwargs)
+    assert all(len(list(r.path.glob("evals/transfer*.jsonl"))) == 2 for r in runs)  # written by the workers
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count: the same arithmetic, the same numbers
+    try:
+        for r in runs:
+            for f in r.path.glob("evals/*"):
+                f.unlink()
+        serial = tradeoff.curves(runs, ["digits"], **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    pd.testing.assert_frame_equal(parallel.drop(columns=["seconds", "variant_seconds"]),
+                                  serial.drop(columns=["seconds", "variant_seconds"]))

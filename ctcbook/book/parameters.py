@@ -125,7 +125,7 @@ SPECS: dict[str, Spec] = {
     # probes (chapters 1, 2, 3, 5)
     "targets": Spec("name", many=True, choices=_targets),
     "target_train_size": _count(nullable=True), "target_test_size": _count(nullable=True),
-    "probe_every": _count(), "test_every": _count(),
+    "probe_every": _count(), "test_every": _count(), "probe_workers": _count(),
     "paper_protocol": Spec("name", choices=_names("..probes", "PROTOCOLS"), nullable=True),
     "paper_protocol_seed": _count(0),
     # information estimators (chapters 2, 3)

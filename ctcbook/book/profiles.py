@@ -41,6 +41,8 @@ _TRADEOFF_DEFAULT: dict[str, Any] = {
     "paper_protocol": "paper",
     "paper_protocol_seed": 0,
     "nproc": 1,
+    # processes probing runs at once (ch1_tradeoff.curves); 1: in the notebook's process
+    "probe_workers": 2,
     # ctcbook.dispatch: "serial"; "local" (GPU profiles: a worker per visible GPU); "slurm" (a job per run)
     "backend": "serial",
     "workers": None,
@@ -155,15 +157,17 @@ _TRANSFER_DEFAULT: dict[str, Any] = {k: v for k, v in _CTC_DEFAULT.items() if k 
 
 # Each profile's run parameters, shared by chapters 1, 2, 3 and 5 (see the profiles' comments below).
 _SMOKE_RUN = {"train_size": 400, "epochs": 2, "seeds": [0, 1], "target_train_size": 300, "target_test_size": 300,
-              "probe_every": 1, "width": 4, "warmup_epochs": 1, "test_every": 1}
+              "probe_every": 1, "width": 4, "warmup_epochs": 1, "test_every": 1, "probe_workers": 1}
 _COSINE = {"schedule": "cosine", "warmup_epochs": 0, "lr_floor": 0.0, "test_every": 1}
 _SMALL_RUN = {"train_size": 8000, "width": 8, "epochs": 30, "augment": "crop_flip", "seeds": [0, 1, 2],
               "probe_every": 3, **_COSINE}
 _CIFAR100_RUN = {"source": "cifar100", "source_classes": None, "train_size": None, "depth": 20, "width": 64,
                  "stem_stride": 1, "epochs": 200, "batch_size": 64, "lr": 0.05, "augment": "crop_flip",
                  "crop_padding": 4, "seeds": [0], "targets": ["cifar10", "cinic10"], "probe_every": 2, "test_every": 1,
+                 "probe_workers": 1,
                  "backend": "local"}
 _IMAGENET_RUN = {"source": "imagenet", "source_classes": None, "train_size": None, "arch": "resnet50", **_COSINE,
+                 "probe_workers": 1,
                  "augment": "crop_flip", "epochs": 90, "batch_size": 256, "lr": 0.1, "weight_decay": 1e-4,
                  "seeds": [0], "targets": ["cifar10", "cifar100", "cinic10"], "probe_every": 10}
 # Chapter 3 on the GPU profiles: 128-d heads, 16,384 negatives (the paper's), one seed per control, the paper's probe.

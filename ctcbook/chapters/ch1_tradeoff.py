@@ -2,10 +2,13 @@
 drop, the clean-fit criterion and the paper's probe set beside ours."""
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
+import multiprocessing as mp
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -110,8 +113,25 @@ def _append_variants(path, epoch: int, ftr, fte, train_y, test_y, steps: int, de
     append_jsonl(path, {"epoch": epoch, **row, "variant_seconds": time.perf_counter() - t0}, unique=("epoch",))
 
 
-def curves(runs: Iterable[Run], targets: Sequence[str], **probe_kwargs) -> pd.DataFrame:
-    """Long table of every run's curves: ``"source"`` rows carry ``test_acc`` at every epoch, target rows the probes."""
+def _probe_in_worker(path: str, config: dict, targets: Sequence[str], kwargs: dict) -> None:
+    torch.set_num_threads(1)
+    transfer_curve(Run(Path(path), config), targets, progress=False, **kwargs)
+
+
+def curves(runs: Iterable[Run], targets: Sequence[str], workers: int = 1, **probe_kwargs) -> pd.DataFrame:
+    """Long table of every run's curves: ``"source"`` rows carry ``test_acc`` where measured, target rows the probes.
+
+    With ``workers`` > 1 the runs are probed first by that many spawned one-thread processes (small L-BFGS fits use
+    one core each, so two processes probe about 1.5 times as fast on two cores); the cache then holds their numbers."""
+    runs = list(runs)
+    if workers > 1 and len(runs) > 1:
+        ctx = mp.get_context("spawn")  # never fork: torch's threads do not survive it
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            kwargs = {k: v for k, v in probe_kwargs.items() if k != "progress"}
+            jobs = [pool.submit(_probe_in_worker, str(r.path), r.config, list(targets), kwargs) for r in runs]
+            for job in tqdm(cf.as_completed(jobs), total=len(jobs), desc=f"probe {len(runs)} runs ({workers} "
+                            f"processes)", unit="run", disable=not probe_kwargs.get("progress", True)):
+                job.result()
     frames = []
     for run in runs:
         seed = run.config["seed"]
