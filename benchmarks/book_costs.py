@@ -11,12 +11,18 @@ included). It prints, and with ``--write`` stores in ``benchmarks/results/book_c
 * ``ctc_epoch_factor``: a CTC-style run's seconds per epoch over a cross-entropy run's (for the record).
 
 Then ``python benchmarks/fit_candidates.py --report`` rewrites the recorded appendix chapter 1 shows.
+
+``--log BUILD.LOG`` (the output of ``make book``) adds the cost table: each chapter's wall time and, from the run
+store, what its parts cost (training compute, per-epoch evaluation, probes and their variants, the estimators), with
+the book's wall time over the training compute of all its runs.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import json
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +95,37 @@ def measure(store: RunStore) -> dict:
         per_epoch = epoch_seconds(run)
         kinds[kind].append(per_epoch)
         trained[kind] += per_epoch * config["epochs"]
-        for cache in (folder / "evals").glob("transfer-*.jsonl"):
-            probes += sum(r.get("seconds", 0.0) for r in read_jsonl(cache) if "probe_acc" in r)
+        for cache in (folder / "evals").glob("transfer*.jsonl"):
+            probes += sum(r.get("seconds", 0.0) + r.get("variant_seconds", 0.0) for r in read_jsonl(cache))
     return {"per_epoch": kinds, "trained": trained, "probes": probes}
+
+
+def cost_table(store: RunStore, total: float, log: str) -> str:
+    """Markdown: chapter wall times from a ``make book`` log, the parts' seconds from the store, and the ratio."""
+    parts: dict[str, float] = collections.defaultdict(float)
+    for folder in sorted(p for p in store.root.iterdir() if (p / "config.json").exists()):
+        config = json.loads((folder / "config.json").read_text())
+        kind = ("end-to-end fusion (chapter 4)" if folder.name.startswith("e2e") else "CTC and its ablations"
+                if config.get("objective") == "ctc" else "schedule only" if config.get("stages") else "baseline")
+        rows = Run(folder, config).metrics()
+        parts[f"training compute: {kind}"] += sum(r.get("train_seconds", 0.0) for r in rows)
+        parts["per-epoch evaluation (test and clean training splits)"] += sum(r.get("eval_seconds", 0.0) for r in rows)
+        for cache in (folder / "evals").glob("*.jsonl"):
+            what = {"transfer": "linear probes and kNN", "transfer_variants": "probe variants (robustness panel)",
+                    "information": "information estimators (chapter 2)", "geometry": "NC1 and effective rank",
+                    "information_null": "shuffled-pairs nulls", "fusion": "fusion heads (chapter 4)"}.get(
+                cache.name.rsplit("-", 1)[0], cache.name.rsplit("-", 1)[0])
+            for r in read_jsonl(cache):
+                parts[f"{what}, summed over processes"] += sum(float(v or 0) for k, v in r.items()
+                                                              if k.endswith("seconds") and k != "train_seconds")
+    training = sum(v for k, v in parts.items() if k.startswith("training compute"))
+    chapters = re.findall(r"\[ctcbook\] (\S+) done in ([\d.]+) s", Path(log).read_text())
+    lines = ["| part | seconds | share of the book |", "|---|---|---|"]
+    lines += [f"| chapter {name} (wall) | {float(s):.0f} | {float(s) / total:.0%} |" for name, s in chapters]
+    lines += [f"| {k} | {v:.0f} | {v / total:.0%} |" for k, v in sorted(parts.items())]
+    lines.append(f"| **the book** (wall, set-up included) / training compute of all runs | {total:.0f} / "
+                 f"{training:.0f} | **{total / training:.2f} x** |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -100,8 +134,13 @@ def main() -> None:
     parser.add_argument("--total", type=float, required=True, help="the build's total wall seconds, set-up included")
     parser.add_argument("--note", default="", help="what was measured (e.g. 'make book from a fresh clone at X')")
     parser.add_argument("--write", action="store_true", help=f"store the result in {BOOK_COSTS_JSON}")
+    parser.add_argument("--log", help="the make book output: print the cost table too")
     args = parser.parse_args()
+    if args.log:
+        print(cost_table(RunStore(args.runs), args.total, args.log))
     m = measure(RunStore(args.runs))
+    if not m["per_epoch"]["ce"]:
+        raise SystemExit(f"no finished run in {args.runs} trained the default's source model {SOURCE_SIZED}")
     ce, ctc = m["per_epoch"]["ce"], m["per_epoch"]["ctc"]
     factor = statistics.median(ctc) / statistics.median(ce) if ce and ctc else 1.0
     scaled = sum(m["trained"].values()) + m["probes"]
