@@ -33,9 +33,10 @@ from ctcbook.runs import Run, RunStore, atomic_write_bytes, read_jsonl
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOOK_COSTS_JSON = RESULTS / "book_costs.json"
+#: The run parameters that size a source run (CTC and its controls share them with the baseline).
+SIZE_KEYS = ("source", "train_size", "depth", "width", "epochs", "augment", "crop_padding")
 #: The run parameters that make a source model the same model for the budget.
-SOURCE_MODEL_KEYS = ("source", "train_size", "depth", "width", "epochs", "augment", "crop_padding", "schedule",
-                     "warmup_epochs", "lr_floor")
+SOURCE_MODEL_KEYS = (*SIZE_KEYS, "schedule", "warmup_epochs", "lr_floor")
 #: The default's source model (chapters 1, 3 and 5 train it; chapter 4's backbone is another).
 SOURCE_SIZED = {k: PARAMETER_DEFAULTS["01_tradeoff"][k] for k in SOURCE_MODEL_KEYS}
 
@@ -88,7 +89,7 @@ def measure(store: RunStore) -> dict:
     probes = 0.0
     for folder in sorted(p for p in store.root.iterdir() if (p / "DONE").exists()):
         config = json.loads((folder / "config.json").read_text())
-        if any(config.get(k) != v for k, v in SOURCE_SIZED.items()):
+        if any(config.get(k) != SOURCE_SIZED[k] for k in SIZE_KEYS):
             continue
         run = Run(folder, config)
         kind = "ctc" if config.get("objective") == "ctc" else "ce"
@@ -97,7 +98,9 @@ def measure(store: RunStore) -> dict:
         trained[kind] += per_epoch * config["epochs"]
         for cache in (folder / "evals").glob("transfer*.jsonl"):
             probes += sum(r.get("seconds", 0.0) + r.get("variant_seconds", 0.0) for r in read_jsonl(cache))
-    return {"per_epoch": kinds, "trained": trained, "probes": probes}
+    # the probes' seconds are summed over the processes that probed at once: their wall share is that / processes
+    workers = PARAMETER_DEFAULTS["01_tradeoff"]["probe_workers"]
+    return {"per_epoch": kinds, "trained": trained, "probes": probes / workers}
 
 
 def cost_table(store: RunStore, total: float, log: str) -> str:
@@ -122,6 +125,8 @@ def cost_table(store: RunStore, total: float, log: str) -> str:
     chapters = re.findall(r"\[ctcbook\] (\S+) done in ([\d.]+) s", Path(log).read_text())
     lines = ["| part | seconds | share of the book |", "|---|---|---|"]
     lines += [f"| chapter {name} (wall) | {float(s):.0f} | {float(s) / total:.0%} |" for name, s in chapters]
+    rest = total - sum(float(s) for _, s in chapters)
+    lines.append(f"| set-up and the HTML build (wall) | {rest:.0f} | {rest / total:.0%} |")
     lines += [f"| {k} | {v:.0f} | {v / total:.0%} |" for k, v in sorted(parts.items())]
     lines.append(f"| **the book** (wall, set-up included) / training compute of all runs | {total:.0f} / "
                  f"{training:.0f} | **{total / training:.2f} x** |")

@@ -367,8 +367,8 @@ def _fit(run: Run, config, task, d: distributed.Dist, *, progress: bool,
             run.append_metrics(row)
             run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), **extra_state})
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row.get('test_acc', math.nan):.4f}",
-                            refresh=False)
+            if "test_acc" in row:  # else the last measured one stays (test_every)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{row['test_acc']:.4f}", refresh=False)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model, run)
         distributed.barrier(d)

@@ -290,8 +290,9 @@ def _terminal_text(target: str, term: stats.Interval | None, fits: Mapping[int, 
 
 
 def _holm_text(target: str, holm: Mapping[str, dict]) -> str:
-    late = f"late drop {_WORDS[holm['late'][target]]} over {len(holm['late'])} targets"
-    term = (f"; terminal drop {_WORDS[holm['terminal'][target]]} over {len(holm['terminal'])}"
+    said = {1: "a drop", -1: "a rise", 0: "inconclusive"}
+    late = f"the late drop is {said[holm['late'][target]]} over {len(holm['late'])} targets"
+    term = (f"; the terminal drop is {said[holm['terminal'][target]]} over {len(holm['terminal'])}"
             if target in holm["terminal"] else "")
     return f"Corrected for the family of targets (Holm): {late}{term}"
 
