@@ -150,8 +150,7 @@ def paired_table(rows: Sequence[dict], decimals: int = 2) -> pd.DataFrame:
     verdict = {1: "above 0", -1: "below 0", 0: "inconclusive (CI contains 0)"}
     rows = holm_rows(rows, decimals)
     family = rows[0]["family"] if rows else 0
-    panel = {"analysis variants": lambda r: "" if r.get("robustness") is None else
-             "robust" if r["robustness"].robust else "fragile"} if any(r.get("robustness") for r in rows) else {}
+    panel = any(r.get("robustness") for r in rows)
     return pd.DataFrame([{"comparison": r["comparison"], "target": r["target"],
                           "quantity": QUANTITIES[r["quantity"]].replace("(%)", "(points)"),
                           "mean difference": f"{r['interval'].mean:+.{decimals}f}",
@@ -159,7 +158,8 @@ def paired_table(rows: Sequence[dict], decimals: int = 2) -> pd.DataFrame:
                           "verdict": verdict[stats.sign(r["interval"], decimals)] if len(r["seeds"]) > 1 else
                           "no interval (one seed)",
                           f"Holm over {family} rows": verdict[r["holm"]] if len(r["seeds"]) > 1 else "",
-                          **{k: f(r) for k, f in panel.items()}}
+                          **({"analysis variants": r["robustness"].word if r.get("robustness") else ""} if panel
+                             else {})}
                          for r in rows])
 
 
@@ -186,7 +186,8 @@ def panel(table: pd.DataFrame, estimate: Callable[..., Mapping[object, stats.Int
           decimals: int = 2) -> dict[object, stats.Robustness]:
     """Every verdict of ``estimate(table, test_column, val_column, rule)`` (key -> interval) under each of
     :data:`VARIANTS` whose columns ``table`` holds with a value in every row that has the declared test column."""
-    have = table[table["probe_acc"].notna()] if "probe_acc" in table else table
+    declared = VARIANTS["declared"][0]
+    have = table[table[declared].notna()] if declared in table else table
     per = {name: estimate(table, test, val, rule) for name, (test, val, rule) in VARIANTS.items()
            if all(c in have and have[c].notna().all() for c in (test, val))}
     return {key: stats.robustness({name: est[key] for name, est in per.items() if key in est}, decimals)
@@ -194,7 +195,7 @@ def panel(table: pd.DataFrame, estimate: Callable[..., Mapping[object, stats.Int
 
 
 def robust_text(p: stats.Robustness, decimals: int = 2) -> str:
-    """"robust (all 9 analysis variants agree)" or "fragile (2 of 9 analysis variants disagree: name +x.xx [a, b]; ..)"."""
+    """"robust (all 9 analysis variants agree)" or "fragile (2 of 9 analysis variants disagree: name +x [a, b]; ..)"."""
     declared = next(iter(p.signs.values()))
     off = [v for v, s in p.signs.items() if s != declared]
     if not off:
@@ -218,7 +219,7 @@ def panel_table(panels: Mapping[object, stats.Robustness], decimals: int = 2) ->
     rows = []
     for key, p in panels.items():
         low, high = p.span
-        rows.append({"verdict": key, "robust or fragile": "robust" if p.robust else "fragile",
+        rows.append({"verdict": key, "robust or fragile": p.word,
                      "estimate across variants": f"{low:+.{decimals}f} to {high:+.{decimals}f}",
                      **{v: f"{iv.mean:+.{decimals}f} {stats.brackets(iv, decimals)}" for v, iv in p.estimates.items()}})
     return pd.DataFrame(rows).fillna(NOT_MEASURED)

@@ -257,6 +257,10 @@ class Robustness:
         return len(set(self.signs.values())) == 1
 
     @property
+    def word(self) -> str:
+        return "robust" if self.robust else "fragile"
+
+    @property
     def span(self) -> tuple[float, float]:
         """The smallest and largest estimate (mean) over the variants."""
         means = [iv.mean for iv in self.estimates.values()]

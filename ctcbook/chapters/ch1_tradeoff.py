@@ -51,11 +51,12 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
     epochs = [e for e in probe_epochs(run.config["epochs"], every) if e in set(run.saved_epochs())]
     spec = {"protocol": protocol, "train_size": target_train_size, "test_size": target_test_size,
             "version": PROBE_VERSION}
-    # the same SGD steps on every target, part of the cache key
-    steps = paper_probe_steps(len(run_target(run, k, target_train_size, target_test_size)[0]) for k in targets)
+    variants = variants and protocol == "lbfgs"
+    steps = None  # the paper's probe (a protocol, or a variant): the same SGD steps on every target, in the cache key
+    if protocol != "lbfgs" or variants:
+        steps = paper_probe_steps(len(run_target(run, k, target_train_size, target_test_size)[0]) for k in targets)
     if protocol != "lbfgs":
         spec["paper_steps"] = steps
-    variants = variants and protocol == "lbfgs"
     vspec = {"train_size": target_train_size, "test_size": target_test_size, "paper_steps": steps,
              "version": VARIANTS_VERSION}
     caches = {key: run.eval_path("transfer", {"target": key, **spec}) for key in targets}
@@ -67,7 +68,8 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
     for epoch in tqdm(todo, desc=f"probe {run.name}", disable=not progress or not todo, unit="epoch"):
         model = load_model(run, epoch, device)
         for key in targets:
-            if epoch in done[key] and not (variants and epoch not in vdone[key]):
+            missing_variants = variants and epoch not in vdone[key]
+            if epoch in done[key] and not missing_variants:
                 continue
             train_set, test_set = run_target(run, key, target_train_size, target_test_size)
             if epoch in done[key]:  # only the variants are missing
@@ -93,7 +95,7 @@ def transfer_curve(run: Run, targets: Sequence[str], *, every: int = 1, protocol
                            paper_epochs=len(res.curve))
             row["seconds"] = time.perf_counter() - t0  # this target's features + probe, wall (not in the key)
             append_jsonl(caches[key], row, unique=("epoch",), complete=ROW_COLUMNS[protocol])
-            if variants and epoch not in vdone[key]:
+            if missing_variants:
                 _append_variants(vcaches[key], epoch, ftr, fte, train_set.labels, test_set.labels, steps, device)
     frames = []
     for key in targets:
@@ -264,7 +266,8 @@ def drop_table(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict
             "terminal drop, 95% CI": "" if term is None else stats.brackets(term),
             f"terminal drop, Holm over {len(holm['terminal'])}": "" if term is None else
             _WORDS[holm["terminal"][target]],
-            "terminal drop, analysis variants": "" if term is None else _robust_word(panel, f"terminal drop on {target}"),
+            "terminal drop, analysis variants": "" if term is None else
+            _robust_word(panel, f"terminal drop on {target}"),
             "max-of-test drop, naive (points)": round(naive.mean, 2), "max-of-test drop, 95% CI": stats.brackets(naive),
             "peak epoch per seed (chosen on validation)": _peaks(d),
             **{f"source accuracy, {k} epoch (%)": f"{src[k].mean:.2f} {stats.brackets(src[k])}"
@@ -273,7 +276,7 @@ def drop_table(drops: Mapping[str, stats.DropSummary], source: Mapping[str, dict
 
 
 def _robust_word(panel: Mapping[str, stats.Robustness], key: str) -> str:
-    return "not computed" if key not in panel else "robust" if panel[key].robust else "fragile"
+    return panel[key].word if key in panel else "not computed"
 
 
 def _robust_text(panel: Mapping[str, stats.Robustness], key: str) -> str:

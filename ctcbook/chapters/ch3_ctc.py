@@ -90,7 +90,8 @@ def headline_panel(table: pd.DataFrame, targets: Sequence[str]) -> dict[str, sta
     """:data:`HEADLINE`'s final-transfer and late-drop differences under every analysis variant, by
     :func:`ctcbook.results.row_key`."""
     def estimate(t, test, val, rule):
-        return {row_key(r): r["interval"] for r in comparisons(t, targets, HEADLINE, ("final", "drop"), test, val, rule)}
+        rows = comparisons(t, targets, HEADLINE, ("final", "drop"), test, val, rule)
+        return {row_key(r): r["interval"] for r in rows}
     return panel(table[table.method.isin([m for pair in HEADLINE for m in pair])], estimate)
 
 
@@ -124,7 +125,8 @@ def _said(row: dict) -> str:
     iv = row["interval"]
     holm = f", not after Holm's correction over {row['family']} comparisons" if row["sign"] and not row["holm"] else ""
     robust = f", {robust_text(row['robustness'])}" if row.get("robustness") else ""
-    return f"{iv.mean:+.2f} points, 95% CI {stats.brackets(iv)}" + (", inconclusive" if row["sign"] == 0 else holm) + robust
+    said = ", inconclusive" if row["sign"] == 0 else holm
+    return f"{iv.mean:+.2f} points, 95% CI {stats.brackets(iv)}{said}{robust}"
 
 
 def findings_markdown(rows: Sequence[dict], targets: Sequence[str], stage_text: str | None = None) -> str:
